@@ -1,0 +1,237 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::io;
+use std::process::ExitStatus;
+
+use crate::format::Format;
+
+/// Every failure miniray reports.
+///
+/// Per-message errors ([`Error::LineTooLong`], [`Error::TruncatedLine`],
+/// [`Error::Decode`]) fail one message and leave the worker usable.
+/// [`Error::Closed`] is the last thing a worker ever reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed. `op` names it (`"fork"`, `"send"`, `"epoll_wait"`, ...).
+    Io {
+        /// The operation that failed.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A line longer than the limit arrived. Its bytes were dropped up to and
+    /// including the next newline; framing resumes after it.
+    LineTooLong {
+        /// The limit in force, in bytes, not counting the `\n`.
+        limit: usize,
+    },
+    /// The peer closed the connection in the middle of a line. The partial
+    /// line (`len` bytes) was never decoded.
+    TruncatedLine {
+        /// Bytes of the unfinished line.
+        len: usize,
+    },
+    /// A complete line could not be decoded.
+    Decode(DecodeError),
+    /// A value could not be encoded in the worker's format.
+    Encode {
+        /// The format that refused.
+        format: Format,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The worker is closed. `status` is its exit status once it was reaped
+    /// (`None` when it was reaped by someone else or is not a local process).
+    Closed {
+        /// How the process ended, when known.
+        status: Option<ExitStatus>,
+    },
+    /// The worker's output buffer holds `buffered` bytes; one more message of
+    /// `needed` bytes would pass the high-water mark `limit`. Nothing was queued.
+    Backpressure {
+        /// Bytes already waiting to be written.
+        buffered: usize,
+        /// Bytes of the refused line.
+        needed: usize,
+        /// The high-water mark.
+        limit: usize,
+    },
+    /// The handle names no worker of this reactor (never spawned here, or its
+    /// `Closed` event was already returned).
+    UnknownWorker,
+    /// The deadline passed with nothing to return.
+    Timeout,
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, source: io::Error) -> Self {
+        Error::Io { op, source }
+    }
+
+    /// True for [`Error::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Closed { .. })
+    }
+
+    /// True for [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+
+    /// True for errors that fail a single message and leave the worker usable:
+    /// [`Error::LineTooLong`], [`Error::Decode`].
+    pub fn is_message_error(&self) -> bool {
+        matches!(self, Error::LineTooLong { .. } | Error::Decode(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, source } => write!(f, "{op} failed: {source}"),
+            Error::LineTooLong { limit } => {
+                write!(f, "line longer than the {limit}-byte limit was discarded")
+            }
+            Error::TruncatedLine { len } => {
+                write!(f, "connection closed in the middle of a {len}-byte line")
+            }
+            Error::Decode(e) => e.fmt(f),
+            Error::Encode { format, reason } => write!(f, "cannot encode as {format}: {reason}"),
+            Error::Closed { status: Some(s) } => write!(f, "worker closed ({s})"),
+            Error::Closed { status: None } => write!(f, "worker closed"),
+            Error::Backpressure {
+                buffered,
+                needed,
+                limit,
+            } => write!(
+                f,
+                "output buffer full: {buffered} bytes queued, {needed} more would pass the {limit}-byte high-water mark"
+            ),
+            Error::UnknownWorker => f.write_str("no such worker in this reactor"),
+            Error::Timeout => f.write_str("timed out"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Decode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Self {
+        Error::Decode(e)
+    }
+}
+
+/// A line that could not be decoded: which format, where, and what was met.
+#[derive(Debug)]
+pub struct DecodeError {
+    /// The format of the line.
+    pub format: Format,
+    /// Byte offset of the problem: in the line for JSON and base64, in the
+    /// base64-decoded bytes for marshal.
+    pub position: usize,
+    /// What was wrong.
+    pub kind: DecodeErrorKind,
+}
+
+/// What made a line undecodable.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// serde_json refused the text (syntax, `NaN`, lone surrogate escape, depth...).
+    Json(serde_json::Error),
+    /// The marshal line is not standard padded base64.
+    Base64,
+    /// The marshal data ended inside a value.
+    UnexpectedEnd,
+    /// A marshal type code that does not exist.
+    UnknownCode(u8),
+    /// A Python type with no JSON form: `"bytes"`, `"set"`, `"frozenset"`,
+    /// `"complex"`, `"code"`, `"Ellipsis"`, ...
+    Unsupported(&'static str),
+    /// A dict key that is not a str; names the key's type.
+    NonStrKey(&'static str),
+    /// A str holding a lone UTF-16 surrogate, which has no UTF-8 form.
+    LoneSurrogate,
+    /// A str whose bytes are not UTF-8.
+    InvalidUtf8,
+    /// A float that is NaN or infinite: JSON cannot hold it.
+    NonFinite,
+    /// A back-reference to a slot that does not exist.
+    BadReference(u32),
+    /// A back-reference to a container that is not finished (a cycle).
+    UnfinishedReference(u32),
+    /// Bytes left after the value.
+    TrailingBytes,
+    /// Nesting deeper than the limit.
+    TooDeep(usize),
+    /// The value would expand past the decoder's node budget.
+    OverBudget,
+    /// An integer longer than the supported size.
+    IntTooLarge,
+    /// A marshal long digit outside base 2^15, or a zero top digit.
+    BadLongDigit,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} decode error at byte {}: ", self.format, self.position)?;
+        match &self.kind {
+            DecodeErrorKind::Json(e) => write!(f, "{e}"),
+            DecodeErrorKind::Base64 => f.write_str("invalid base64"),
+            DecodeErrorKind::UnexpectedEnd => f.write_str("data ends inside a value"),
+            DecodeErrorKind::UnknownCode(c) => write!(f, "unknown type code {c:#04x}"),
+            DecodeErrorKind::Unsupported(t) => write!(f, "Python {t} has no JSON form"),
+            DecodeErrorKind::NonStrKey(t) => write!(f, "dict key of type {t}, not str"),
+            DecodeErrorKind::LoneSurrogate => f.write_str("str holds a lone surrogate"),
+            DecodeErrorKind::InvalidUtf8 => f.write_str("str is not valid UTF-8"),
+            DecodeErrorKind::NonFinite => f.write_str("float is NaN or infinite"),
+            DecodeErrorKind::BadReference(i) => write!(f, "reference to missing slot {i}"),
+            DecodeErrorKind::UnfinishedReference(i) => {
+                write!(f, "reference to unfinished container in slot {i}")
+            }
+            DecodeErrorKind::TrailingBytes => f.write_str("trailing bytes after the value"),
+            DecodeErrorKind::TooDeep(d) => write!(f, "nesting deeper than {d}"),
+            DecodeErrorKind::OverBudget => f.write_str("value expands past the node budget"),
+            DecodeErrorKind::IntTooLarge => f.write_str("integer too large"),
+            DecodeErrorKind::BadLongDigit => f.write_str("long digit out of range"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            DecodeErrorKind::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_and_keeps_source() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        let e = Error::io("fork", io::Error::from_raw_os_error(libc::EAGAIN));
+        assert!(e.to_string().starts_with("fork failed"));
+        let src = std::error::Error::source(&e).expect("source kept");
+        let io = src.downcast_ref::<io::Error>().expect("io error");
+        assert_eq!(io.raw_os_error(), Some(libc::EAGAIN));
+    }
+}

@@ -1,0 +1,790 @@
+//! The reactor: one `mio::Poll` over every worker's connection.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::UnixStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use serde_json::Value;
+use slab::Slab;
+
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::framing::LineBuffer;
+use crate::sys;
+use crate::worker::{self, Channel, Worker, WorkerOptions};
+
+/// Bytes read per `read(2)`: one buffer shared by every connection.
+const READ_CHUNK: usize = 256 * 1024;
+/// A connection's queued output is written as soon as it passes this, not
+/// only at the next `wait_any`/`recv`.
+const FLUSH_AT: usize = 64 * 1024;
+/// An output buffer larger than this is freed once it drains, so an idle
+/// worker holds no buffer memory.
+const KEEP_OUT_CAPACITY: usize = 4096;
+/// While a hung-up child could not get a pidfd, `waitpid` is retried this often.
+const REAP_RETRY: Duration = Duration::from_millis(5);
+/// Default time [`Reactor`]'s drop and [`Reactor::shutdown`] give workers to exit
+/// after their connection closes, before `SIGKILL`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
+
+/// One thread's event loop over many workers.
+///
+/// # Contract
+///
+/// * **Sources.** Every worker connection is a `mio` source whose
+///   [`Token`] is its slab key (low 32 bits) and a generation (high 32 bits),
+///   so an event for a removed worker never reaches the worker that reuses
+///   its slot. Events for unknown tokens are ignored.
+/// * **Sending never blocks.** [`send`](Reactor::send) encodes the message
+///   into the worker's output buffer. Buffers are written when
+///   [`wait_any`](Reactor::wait_any) or [`recv`](Reactor::recv) runs (one
+///   `send(2)` per worker per batch, with `MSG_NOSIGNAL`), or at once when a
+///   buffer passes 64 KiB, or on [`flush`](Reactor::flush). `WRITABLE`
+///   interest is asked for only while a buffer cannot be written in full.
+///   Past the worker's high-water mark `send` returns
+///   [`Error::Backpressure`] and queues nothing.
+/// * **Reading.** A readable connection is read until `WouldBlock` (mio is
+///   edge-triggered); complete lines are decoded and queued per worker, in
+///   order. Lines that fail (too long, undecodable) are queued as errors in
+///   their place.
+/// * **Closing.** When a connection ends, its descriptor is closed, an
+///   unfinished line is queued as [`Error::TruncatedLine`], the child is reaped
+///   (`waitpid(pid, WNOHANG)`, then a pidfd if it has not exited yet) and
+///   [`Error::Closed`] with its exit status is queued last. Once that event is
+///   returned the handle is gone ([`Error::UnknownWorker`]). miniray never
+///   calls `waitpid(-1)` and installs no signal handler.
+/// * **Descriptors.** One per running worker (its socket), plus a pidfd
+///   for a child between hang-up and exit, plus the epoll descriptor.
+/// * **Dropping** the reactor closes every connection, gives the children
+///   [`DEFAULT_GRACE`] to exit, kills the rest with `SIGKILL` and reaps all.
+///
+/// # Threads and fork
+///
+/// `spawn` forks. Fork from a thread that outlives the workers:
+/// `PR_SET_PDEATHSIG` fires when the *forking thread* exits, not the
+/// process (so under `cargo test`, whose tests run on threads, a test's
+/// workers die with its thread). In the child only the forking thread
+/// exists: a work function must not wait on a lock another parent thread
+/// might have held at fork time (stdout's, a `Mutex` of yours). glibc's
+/// `malloc` is safe there.
+///
+/// # Example
+///
+/// ```
+/// use miniray::{Reactor, serde_json::json};
+/// use std::time::Duration;
+///
+/// let mut reactor = Reactor::new()?;
+/// let w = reactor.spawn(|msg| json!({"echo": msg}))?;
+/// reactor.send(w, &json!({"test": 123}))?;
+/// let ready = reactor.wait_any(Some(Duration::from_secs(5)))?;
+/// assert_eq!(ready, vec![w]);
+/// assert_eq!(reactor.try_recv(w)?, Some(json!({"echo": {"test": 123}})));
+/// # Ok::<(), miniray::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    conns: Slab<Conn>,
+    /// Workers that may have queued events (checked, not trusted).
+    ready: Vec<Worker>,
+    /// Workers with output not yet written.
+    dirty: Vec<Worker>,
+    /// Hung-up children that could get no pidfd: `waitpid` is retried.
+    unreaped: Vec<Worker>,
+    read_buf: Vec<u8>,
+    scratch: Vec<u8>,
+    grace: Duration,
+}
+
+#[derive(Debug)]
+struct Conn {
+    gen: u32,
+    fd: RawFd,
+    pid: Option<libc::pid_t>,
+    format: Format,
+    high_water: usize,
+    /// `None` once the connection ended.
+    sock: Option<UnixStream>,
+    lines: LineBuffer,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    out_pos: usize,
+    writable: bool,
+    dirty: bool,
+    queued: bool,
+    inbox: VecDeque<Result<Value>>,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Open,
+    /// `close` was called: shut down writing once `out` drains.
+    Closing,
+    /// Writing shut down; reading goes on until the child hangs up.
+    WriteShut,
+    /// The connection ended; waiting for the child to exit (via the pidfd,
+    /// or by retrying `waitpid`).
+    Reaping(Option<OwnedFd>),
+    /// `Closed` is queued.
+    Done,
+}
+
+/// Generations are unique across every reactor of the process, so a handle
+/// from one reactor is never taken for a worker of another.
+fn next_generation() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    loop {
+        let g = NEXT.fetch_add(1, Ordering::Relaxed);
+        if g != 0 {
+            return g;
+        }
+    }
+}
+
+fn token(key: usize, gen: u32) -> Token {
+    Token(key | ((gen as usize) << 32))
+}
+
+fn untoken(t: Token) -> (usize, u32) {
+    (t.0 & 0xffff_ffff, (t.0 >> 32) as u32)
+}
+
+impl Reactor {
+    /// A reactor with no workers. System calls: `epoll_create1`.
+    pub fn new() -> Result<Self> {
+        Ok(Reactor {
+            poll: Poll::new().map_err(|e| Error::io("epoll_create1", e))?,
+            events: Events::with_capacity(1024),
+            conns: Slab::new(),
+            ready: Vec::new(),
+            dirty: Vec::new(),
+            unreaped: Vec::new(),
+            read_buf: Vec::new(),
+            scratch: Vec::new(),
+            grace: DEFAULT_GRACE,
+        })
+    }
+
+    /// Sets how long drop and [`Reactor::shutdown`] wait for children to exit
+    /// after closing their connections, before killing them.
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
+    /// Number of workers whose `Closed` event has not been returned yet.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// True when the reactor has no workers.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Spawns a local worker with default options that answers each message
+    /// with `f(message)`.
+    ///
+    /// System calls: `socketpair`, `fork`, `fcntl`, `epoll_ctl`.
+    pub fn spawn<F>(&mut self, f: F) -> Result<Worker>
+    where
+        F: FnMut(Value) -> Value,
+    {
+        self.spawn_with(&WorkerOptions::default(), f)
+    }
+
+    /// Spawns a local worker that answers each message with `f(message)`.
+    /// Lines the child cannot decode are skipped. The child exits 0 when the
+    /// parent closes the connection.
+    pub fn spawn_with<F>(&mut self, opts: &WorkerOptions, f: F) -> Result<Worker>
+    where
+        F: FnMut(Value) -> Value,
+    {
+        self.spawn_channel(opts, move |chan| worker::serve_replies(chan, f))
+    }
+
+    /// Spawns a local worker that runs `work` with the child's [`Channel`]:
+    /// full control over what it receives and sends. The child exits 0 when
+    /// `work` returns `Ok`, [`worker::EXIT_ERROR`] on `Err` and
+    /// [`worker::EXIT_PANIC`] if it panics.
+    pub fn spawn_channel<F>(&mut self, opts: &WorkerOptions, work: F) -> Result<Worker>
+    where
+        F: FnOnce(&mut Channel) -> Result<()>,
+    {
+        if self.conns.vacant_key() > u32::MAX as usize {
+            return Err(Error::io("spawn", io::Error::other("too many workers")));
+        }
+        let (parent_end, child_end) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+        let pid = worker::spawn_child(opts, child_end, work)?;
+        let gen = next_generation();
+        let registered = parent_end
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("fcntl", e))
+            .and_then(|()| {
+                let mut sock = UnixStream::from_std(parent_end);
+                let key = self.conns.vacant_key();
+                self.poll
+                    .registry()
+                    .register(&mut sock, token(key, gen), Interest::READABLE)
+                    .map_err(|e| Error::io("epoll_ctl", e))
+                    .map(|()| sock)
+            });
+        let sock = match registered {
+            Ok(sock) => sock,
+            Err(e) => {
+                // The child's end is closed with ours; make sure it is gone.
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait(pid);
+                return Err(e);
+            }
+        };
+        let fd = sock.as_raw_fd();
+        let key = self.conns.insert(Conn {
+            gen,
+            fd,
+            pid: Some(pid),
+            format: opts.format,
+            high_water: opts.high_water,
+            sock: Some(sock),
+            lines: LineBuffer::new(opts.max_line),
+            out: Vec::new(),
+            out_pos: 0,
+            writable: false,
+            dirty: false,
+            queued: false,
+            inbox: VecDeque::new(),
+            state: State::Open,
+        });
+        Ok(Worker {
+            key: key as u32,
+            gen,
+            fd,
+        })
+    }
+
+    fn conn(&self, w: Worker) -> Result<&Conn> {
+        match self.conns.get(w.key as usize) {
+            Some(c) if c.gen == w.gen => Ok(c),
+            _ => Err(Error::UnknownWorker),
+        }
+    }
+
+    fn conn_mut(&mut self, w: Worker) -> Result<&mut Conn> {
+        match self.conns.get_mut(w.key as usize) {
+            Some(c) if c.gen == w.gen => Ok(c),
+            _ => Err(Error::UnknownWorker),
+        }
+    }
+
+    /// The worker's process id, while it has not been reaped.
+    pub fn pid(&self, w: Worker) -> Option<i32> {
+        let c = self.conn(w).ok()?;
+        match c.state {
+            State::Done => None,
+            _ => c.pid,
+        }
+    }
+
+    /// The worker's format.
+    pub fn format(&self, w: Worker) -> Result<Format> {
+        self.conn(w).map(|c| c.format)
+    }
+
+    /// Bytes queued for the worker and not yet written.
+    pub fn pending_output(&self, w: Worker) -> Result<usize> {
+        self.conn(w).map(|c| c.out.len() - c.out_pos)
+    }
+
+    /// Queues `msg` for the worker. Never blocks (see the type's docs).
+    ///
+    /// Errors: [`Error::Backpressure`] past the high-water mark (nothing
+    /// queued), [`Error::Closed`] once the worker is closing or closed,
+    /// [`Error::Encode`], [`Error::UnknownWorker`].
+    pub fn send(&mut self, w: Worker, msg: &Value) -> Result<()> {
+        let conn = match self.conns.get_mut(w.key as usize) {
+            Some(c) if c.gen == w.gen => c,
+            _ => return Err(Error::UnknownWorker),
+        };
+        if !matches!(conn.state, State::Open) {
+            return Err(Error::Closed { status: None });
+        }
+        let before = conn.out.len();
+        if let Err(e) = conn.format.encode_line(msg, &mut conn.out, &mut self.scratch) {
+            conn.out.truncate(before);
+            return Err(e);
+        }
+        let buffered = before - conn.out_pos;
+        let pending = conn.out.len() - conn.out_pos;
+        if buffered > 0 && pending > conn.high_water {
+            conn.out.truncate(before);
+            return Err(Error::Backpressure {
+                buffered,
+                needed: pending - buffered,
+                limit: conn.high_water,
+            });
+        }
+        if pending >= FLUSH_AT {
+            self.flush_conn(w.key as usize);
+        } else if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(w);
+        }
+        Ok(())
+    }
+
+    /// Writes what every worker has queued, as far as the sockets take it
+    /// without blocking. `wait_any` and `recv` do this first.
+    pub fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for w in &dirty {
+            if let Ok(c) = self.conn_mut(*w) {
+                c.dirty = false;
+                self.flush_conn(w.key as usize);
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Closes the worker's input: queued messages are written, then the
+    /// socket's write side is shut down so the child reads EOF. Replies
+    /// still arrive; [`Error::Closed`] follows when the child exits.
+    pub fn close(&mut self, w: Worker) -> Result<()> {
+        let conn = self.conn_mut(w)?;
+        if matches!(conn.state, State::Open) {
+            conn.state = State::Closing;
+            self.flush_conn(w.key as usize);
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the worker's process (while it has not been reaped).
+    /// System calls: `kill`.
+    pub fn kill(&mut self, w: Worker, signal: i32) -> Result<()> {
+        let conn = self.conn(w)?;
+        match (conn.pid, &conn.state) {
+            (_, State::Done) | (None, _) => Err(Error::Closed { status: None }),
+            (Some(pid), _) => sys::kill(pid, signal).map_err(|e| Error::io("kill", e)),
+        }
+    }
+
+    /// The worker's next queued event without waiting or polling: `Ok(None)`
+    /// when nothing is queued, `Ok(Some(msg))` for a message, `Err` for a
+    /// failed message or, last of all, [`Error::Closed`] (after which the
+    /// handle is unknown).
+    pub fn try_recv(&mut self, w: Worker) -> Result<Option<Value>> {
+        let conn = self.conn_mut(w)?;
+        match conn.inbox.pop_front() {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(e)) => {
+                if e.is_closed() {
+                    self.conns.remove(w.key as usize);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The worker's next event, waiting up to `timeout` (`None`: no limit).
+    /// Events of other workers read meanwhile stay queued for them.
+    /// [`Error::Timeout`] when the time runs out.
+    pub fn recv(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Value> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut polled = false;
+        loop {
+            if let Some(v) = self.try_recv(w)? {
+                return Ok(v);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if polled && left == Some(Duration::ZERO) {
+                return Err(Error::Timeout);
+            }
+            self.poll_once(left)?;
+            polled = true;
+        }
+    }
+
+    /// The workers that have at least one event queued (a message, a failed
+    /// message, or `Closed`), waiting up to `timeout` for one: `None` waits
+    /// without limit, `Some(ZERO)` only polls. Work already queued is
+    /// returned without waiting. A reactor with no workers returns an empty
+    /// list at once. Cost: one `epoll_wait` plus work proportional to the
+    /// workers that are ready, never to the number of workers.
+    pub fn wait_any(&mut self, timeout: Option<Duration>) -> Result<Vec<Worker>> {
+        let mut out = Vec::new();
+        self.wait_any_into(&mut out, timeout)?;
+        Ok(out)
+    }
+
+    /// [`Reactor::wait_any`] into a caller's vector (cleared first), to reuse
+    /// its allocation.
+    pub fn wait_any_into(&mut self, out: &mut Vec<Worker>, timeout: Option<Duration>) -> Result<()> {
+        out.clear();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut polled = false;
+        loop {
+            self.collect_ready(out);
+            if !out.is_empty() || self.conns.is_empty() {
+                return Ok(());
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if polled && left == Some(Duration::ZERO) {
+                return Ok(());
+            }
+            self.poll_once(left)?;
+            polled = true;
+        }
+    }
+
+    fn collect_ready(&mut self, out: &mut Vec<Worker>) {
+        let conns = &mut self.conns;
+        self.ready.retain(|w| match conns.get_mut(w.key as usize) {
+            Some(c) if c.gen == w.gen => {
+                c.queued = !c.inbox.is_empty();
+                c.queued
+            }
+            _ => false,
+        });
+        out.extend_from_slice(&self.ready);
+    }
+
+    /// One `epoll_wait` (after flushing), and the handling of what it returned.
+    fn poll_once(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.flush();
+        let timeout = if self.unreaped.is_empty() {
+            timeout
+        } else {
+            Some(timeout.map_or(REAP_RETRY, |t| t.min(REAP_RETRY)))
+        };
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, timeout);
+        let result = match polled {
+            Ok(()) => {
+                for event in events.iter() {
+                    self.handle(event);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(Error::io("epoll_wait", e)),
+        };
+        self.events = events;
+        if !self.unreaped.is_empty() {
+            self.retry_unreaped();
+        }
+        result
+    }
+
+    fn handle(&mut self, event: &mio::event::Event) {
+        let (key, gen) = untoken(event.token());
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.gen != gen {
+            return;
+        }
+        if matches!(conn.state, State::Reaping(Some(_))) {
+            self.try_reap(key);
+            return;
+        }
+        if event.is_writable() {
+            self.flush_conn(key);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_conn(key);
+        }
+    }
+
+    /// Reads the connection until `WouldBlock`, queueing decoded lines.
+    fn read_conn(&mut self, key: usize) {
+        if self.read_buf.len() < READ_CHUNK {
+            self.read_buf.resize(READ_CHUNK, 0);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let before = conn.inbox.len();
+        let mut ended = false;
+        while let Some(sock) = conn.sock.as_mut() {
+            match sock.read(&mut self.read_buf) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => {
+                    let Conn {
+                        lines,
+                        inbox,
+                        format,
+                        ..
+                    } = &mut *conn;
+                    let scratch = &mut self.scratch;
+                    lines.feed(&self.read_buf[..n], |line| {
+                        inbox.push_back(
+                            line.and_then(|l| format.decode_line(l, scratch).map_err(Error::from)),
+                        );
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // ECONNRESET and kin: the peer is gone, as with EOF.
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if conn.inbox.len() > before && !conn.queued {
+            conn.queued = true;
+            self.ready.push(Worker {
+                key: key as u32,
+                gen: conn.gen,
+                fd: conn.fd,
+            });
+        }
+        if ended {
+            self.hang_up(key);
+        }
+    }
+
+    /// Writes queued output until done or `WouldBlock`; arms or disarms
+    /// `WRITABLE` interest accordingly.
+    fn flush_conn(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(sock) = conn.sock.as_mut() else {
+            return;
+        };
+        let fd = sock.as_raw_fd();
+        let mut failed = false;
+        while conn.out_pos < conn.out.len() {
+            match sys::send_nosignal(fd, &conn.out[conn.out_pos..]) {
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // EPIPE, ECONNRESET: the child is gone. What it sent
+                    // before is still read below.
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let drained = failed || conn.out_pos == conn.out.len();
+        if drained {
+            if conn.out.capacity() > KEEP_OUT_CAPACITY {
+                conn.out = Vec::new();
+            } else {
+                conn.out.clear();
+            }
+            conn.out_pos = 0;
+        } else if conn.out_pos > FLUSH_AT && conn.out_pos * 2 > conn.out.len() {
+            conn.out.drain(..conn.out_pos);
+            conn.out_pos = 0;
+        }
+        let want_writable = !drained;
+        if want_writable != conn.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let tok = token(key, conn.gen);
+            if self.poll.registry().reregister(sock, tok, interest).is_ok() {
+                conn.writable = want_writable;
+            }
+        }
+        if drained && matches!(conn.state, State::Closing) {
+            let _ = sock.shutdown(Shutdown::Write);
+            conn.state = State::WriteShut;
+        }
+        if failed {
+            self.read_conn(key);
+        }
+    }
+
+    /// The connection ended: close it, report an unfinished line, reap.
+    fn hang_up(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(mut sock) = conn.sock.take() {
+            let _ = self.poll.registry().deregister(&mut sock);
+        }
+        conn.out = Vec::new();
+        conn.out_pos = 0;
+        if let Some(e) = conn.lines.finish() {
+            conn.inbox.push_back(Err(e));
+        }
+        conn.state = State::Reaping(None);
+        match conn.pid {
+            None => self.finish(key, None),
+            Some(pid) => match sys::try_wait(pid) {
+                Ok(Some(status)) => self.finish(key, Some(status)),
+                Err(_) => self.finish(key, None),
+                Ok(None) => {
+                    let gen = conn.gen;
+                    // Wait for the exit on a pidfd; without one, poll waitpid.
+                    let watched = sys::pidfd_open(pid).ok().and_then(|fd| {
+                        self.poll
+                            .registry()
+                            .register(&mut SourceFd(&fd.as_raw_fd()), token(key, gen), Interest::READABLE)
+                            .ok()
+                            .map(|()| fd)
+                    });
+                    match watched {
+                        Some(fd) => conn.state = State::Reaping(Some(fd)),
+                        None => self.unreaped.push(Worker {
+                            key: key as u32,
+                            gen,
+                            fd: conn.fd,
+                        }),
+                    }
+                }
+            },
+        }
+    }
+
+    fn try_reap(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return true;
+        };
+        let Some(pid) = conn.pid else {
+            return true;
+        };
+        match sys::try_wait(pid) {
+            Ok(None) => false,
+            Ok(Some(status)) => {
+                self.finish(key, Some(status));
+                true
+            }
+            Err(_) => {
+                self.finish(key, None);
+                true
+            }
+        }
+    }
+
+    fn retry_unreaped(&mut self) {
+        let mut list = std::mem::take(&mut self.unreaped);
+        list.retain(|w| {
+            matches!(self.conns.get(w.key as usize), Some(c) if c.gen == w.gen)
+                && !self.try_reap(w.key as usize)
+        });
+        self.unreaped.append(&mut list);
+    }
+
+    /// Queues `Closed` as the worker's last event.
+    fn finish(&mut self, key: usize, status: Option<ExitStatus>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let State::Reaping(Some(fd)) = &conn.state {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        conn.state = State::Done;
+        conn.inbox.push_back(Err(Error::Closed { status }));
+        if !conn.queued {
+            conn.queued = true;
+            self.ready.push(Worker {
+                key: key as u32,
+                gen: conn.gen,
+                fd: conn.fd,
+            });
+        }
+    }
+
+    /// Closes every connection, waits up to the grace period (see
+    /// [`Reactor::set_grace`]) for the children to exit, kills the rest with
+    /// `SIGKILL`, and reaps them all. Returns each worker's exit status
+    /// (`None` where it was not ours to reap). The reactor is empty afterwards.
+    pub fn shutdown(&mut self) -> Vec<(Worker, Option<ExitStatus>)> {
+        let mut waiting = Vec::new();
+        let mut result = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            let w = Worker {
+                key: key as u32,
+                gen: conn.gen,
+                fd: conn.fd,
+            };
+            if let Some(mut sock) = conn.sock.take() {
+                let _ = self.poll.registry().deregister(&mut sock);
+            }
+            if let State::Reaping(Some(fd)) = &conn.state {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+            }
+            let reaped = matches!(conn.state, State::Done);
+            conn.state = State::Done;
+            match conn.pid {
+                Some(pid) if !reaped => waiting.push((w, pid)),
+                _ => {
+                    let status = conn.inbox.iter().rev().find_map(|e| match e {
+                        Err(Error::Closed { status }) => *status,
+                        _ => None,
+                    });
+                    result.push((w, status));
+                }
+            }
+        }
+        self.conns.clear();
+        self.ready.clear();
+        self.dirty.clear();
+        self.unreaped.clear();
+        let deadline = Instant::now() + self.grace;
+        let mut nap = Duration::from_micros(200);
+        loop {
+            waiting.retain(|&(w, pid)| match sys::try_wait(pid) {
+                Ok(None) => true,
+                Ok(Some(status)) => {
+                    result.push((w, Some(status)));
+                    false
+                }
+                Err(_) => {
+                    result.push((w, None));
+                    false
+                }
+            });
+            if waiting.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(20));
+        }
+        for (w, pid) in waiting {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            result.push((w, sys::wait(pid).ok()));
+        }
+        result
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        if !self.conns.is_empty() {
+            self.shutdown();
+        }
+    }
+}
+
+impl AsRawFd for Reactor {
+    /// The epoll descriptor: readable when some worker's connection has an
+    /// event to process.
+    fn as_raw_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+}

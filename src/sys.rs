@@ -1,0 +1,190 @@
+//! The system calls miniray makes that std does not wrap. Every `unsafe`
+//! block of the crate is here, each with its reason.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Where `fork` left us.
+pub(crate) enum Forked {
+    /// In the new process.
+    Child,
+    /// In the caller, with the child's pid.
+    Parent(libc::pid_t),
+}
+
+/// `fork(2)`.
+///
+/// The caller's child branch must only make async-signal-safe calls until it
+/// has closed the inherited descriptors, and must leave with [`exit_now`],
+/// never by returning or unwinding: other threads of the parent do not exist
+/// in the child, and destructors would close descriptors the child does not own.
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the
+    // obligations on the child branch are stated above and kept by
+    // `worker::spawn_child`, the only caller.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// `_exit(2)`: leaves the process without running destructors or atexit hooks.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// In a child: ask for `signal` when the parent (the forking thread) dies,
+/// then close the race where the parent died before the call. Exits the
+/// child at once if the parent is already gone.
+pub(crate) fn set_parent_death_signal(signal: libc::c_int, parent: libc::pid_t) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers; async-signal-safe.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    // SAFETY: getppid has no preconditions; async-signal-safe.
+    let ppid = unsafe { libc::getppid() };
+    if r == -1 || ppid != parent {
+        exit_now(EXIT_PARENT_GONE);
+    }
+}
+
+/// Exit status of a child whose parent was gone before it could start.
+pub(crate) const EXIT_PARENT_GONE: i32 = 75;
+
+/// In a child: close every descriptor from 3 up except those in `keep`
+/// (sorted, deduplicated). Uses `close_range(2)`; falls back to `close(2)`
+/// over the descriptor table on kernels without it. Async-signal-safe.
+pub(crate) fn close_fds_except(keep: &[RawFd]) {
+    let mut low: libc::c_uint = 3;
+    for &fd in keep {
+        let fd = fd as libc::c_uint;
+        if fd < low {
+            continue;
+        }
+        if fd > low {
+            close_range(low, fd - 1);
+        }
+        low = fd + 1;
+    }
+    close_range(low, libc::c_uint::MAX);
+}
+
+fn close_range(first: libc::c_uint, last: libc::c_uint) {
+    // SAFETY: close_range only closes descriptors; the caller (a freshly
+    // forked child) owns no Rust object that will use them again.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    if r == 0 {
+        return;
+    }
+    // No close_range (Linux < 5.9): close one by one up to the table size.
+    // SAFETY: getdtablesize has no preconditions.
+    let table = unsafe { libc::getdtablesize() }.max(0) as libc::c_uint;
+    let mut fd = first;
+    while fd <= last && fd < table {
+        // SAFETY: as above; EBADF for unused numbers is harmless.
+        unsafe { libc::close(fd as libc::c_int) };
+        fd += 1;
+    }
+}
+
+/// `send(2)` with `MSG_NOSIGNAL`: a peer that closed gives `EPIPE`, never SIGPIPE.
+pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid readable slice for its length; fd is a socket the
+    // caller owns for the duration of the call.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `waitpid(pid, WNOHANG)`: `Ok(None)` while the child runs.
+pub(crate) fn try_wait(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out-pointer; pid names one child of ours.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        match r {
+            0 => return Ok(None),
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            _ => return Ok(Some(ExitStatus::from_raw(status))),
+        }
+    }
+}
+
+/// `waitpid(pid, 0)`: blocks until the child exits.
+pub(crate) fn wait(pid: libc::pid_t) -> io::Result<ExitStatus> {
+    let mut status = 0;
+    loop {
+        // SAFETY: as in try_wait.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r != -1 {
+            return Ok(ExitStatus::from_raw(status));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `kill(2)`.
+pub(crate) fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes plain integers. The pid is a child not yet reaped,
+    // so it cannot have been reused.
+    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// `pidfd_open(2)`: a descriptor that reads ready when the child exits.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `getpid(2)`.
+pub(crate) fn getpid() -> libc::pid_t {
+    // SAFETY: no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// Raises the soft open-file limit to the hard limit and returns the new
+/// soft limit. Each local worker costs its parent one descriptor while it
+/// runs, so a program with thousands of workers needs this.
+///
+/// System calls: `getrlimit`, `setrlimit`.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid out-pointer.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: lim is a valid, initialised rlimit.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    }
+    Ok(lim.rlim_cur as u64)
+}

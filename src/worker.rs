@@ -1,0 +1,318 @@
+//! Local workers: a forked child joined to the parent by a Unix socketpair.
+//!
+//! This file holds what a worker is from both sides: the options it is
+//! spawned with, the handle the parent keeps ([`Worker`]), the child's end
+//! ([`Channel`]), and the fork itself. The parent side of the connection is
+//! driven by the [`Reactor`](crate::Reactor).
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::framing::{LineBuffer, DEFAULT_MAX_LINE};
+use crate::sys;
+
+/// Default high-water mark of a worker's output buffer: 64 MiB.
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024 * 1024;
+
+/// Exit status of a child whose work function panicked.
+pub const EXIT_PANIC: i32 = 101;
+/// Exit status of a child whose work function returned an error (or whose
+/// connection failed).
+pub const EXIT_ERROR: i32 = 1;
+
+/// How to spawn a worker. `WorkerOptions::default()` is JSON, a 64 MiB line
+/// limit, a 64 MiB output high-water mark and `SIGTERM` on parent death.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    pub(crate) format: Format,
+    pub(crate) max_line: usize,
+    pub(crate) high_water: usize,
+    pub(crate) death_signal: Option<libc::c_int>,
+    pub(crate) keep_fds: Vec<RawFd>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            format: Format::Json,
+            max_line: DEFAULT_MAX_LINE,
+            high_water: DEFAULT_HIGH_WATER,
+            death_signal: Some(libc::SIGTERM),
+            keep_fds: Vec::new(),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// The defaults (see the type's docs).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The line format, on both ends.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The maximum line length in bytes, not counting the `\n`, on both ends.
+    /// Default [`DEFAULT_MAX_LINE`].
+    pub fn max_line(mut self, bytes: usize) -> Self {
+        self.max_line = bytes;
+        self
+    }
+
+    /// Output bytes the parent may hold for this worker before `send` returns
+    /// [`Error::Backpressure`]. Default [`DEFAULT_HIGH_WATER`].
+    pub fn high_water(mut self, bytes: usize) -> Self {
+        self.high_water = bytes;
+        self
+    }
+
+    /// The signal the child gets when the parent's forking thread dies
+    /// (`PR_SET_PDEATHSIG`); `None` for none. Default `SIGTERM`.
+    pub fn death_signal(mut self, signal: Option<i32>) -> Self {
+        self.death_signal = signal;
+        self
+    }
+
+    /// A descriptor the child keeps open. Every other inherited descriptor
+    /// from 3 up is closed in the child; stdin, stdout and stderr stay.
+    pub fn keep_fd(mut self, fd: RawFd) -> Self {
+        self.keep_fds.push(fd);
+        self
+    }
+}
+
+/// A handle to a worker of a [`Reactor`](crate::Reactor): small, `Copy`, and
+/// only meaningful to the reactor that made it.
+///
+/// Its descriptor ([`Worker::fileno`], [`AsRawFd`]) is the parent's end of the
+/// connection. Use it for readiness only (to learn when to call the reactor);
+/// never read, write or close it. It is closed once the worker hangs up, and
+/// its number may then be reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Worker {
+    pub(crate) key: u32,
+    pub(crate) gen: u32,
+    pub(crate) fd: RawFd,
+}
+
+impl Worker {
+    /// The parent's descriptor for this worker (see the type's docs).
+    pub fn fileno(&self) -> RawFd {
+        self.fd
+    }
+
+    /// A number unique among the workers this reactor ever made.
+    pub fn id(&self) -> u64 {
+        (u64::from(self.gen) << 32) | u64::from(self.key)
+    }
+}
+
+impl AsRawFd for Worker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// A work function's end of the connection, in the child: blocking `recv`
+/// and `send` of messages in the worker's format.
+///
+/// Replies are batched: while more requests are already buffered, `send`
+/// only queues, and the queue is written before the next blocking read, when
+/// it passes 64 KiB, and when the work function returns.
+#[derive(Debug)]
+pub struct Channel {
+    sock: UnixStream,
+    format: Format,
+    lines: LineBuffer,
+    inbox: VecDeque<Result<Value>>,
+    rbuf: Vec<u8>,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    eof: bool,
+}
+
+const CHANNEL_READ: usize = 64 * 1024;
+const CHANNEL_FLUSH_AT: usize = 64 * 1024;
+
+impl Channel {
+    /// A channel over a connected, blocking stream socket.
+    pub fn new(sock: UnixStream, format: Format, max_line: usize) -> Self {
+        Channel {
+            sock,
+            format,
+            lines: LineBuffer::new(max_line),
+            inbox: VecDeque::new(),
+            rbuf: Vec::new(),
+            out: Vec::new(),
+            scratch: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// The channel's format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The next message; `Ok(None)` once the parent closed its end (or
+    /// exited). Per-message errors ([`Error::LineTooLong`],
+    /// [`Error::Decode`], [`Error::TruncatedLine`]) fail that message only;
+    /// call again for the next. Blocks, after writing any queued replies.
+    pub fn recv(&mut self) -> Result<Option<Value>> {
+        loop {
+            if let Some(item) = self.inbox.pop_front() {
+                return item.map(Some);
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            self.flush()?;
+            self.fill()?;
+        }
+    }
+
+    /// Queues `msg` as one line; writes at once unless more requests are
+    /// already buffered (see the type's docs). Blocks while the socket is full.
+    pub fn send(&mut self, msg: &Value) -> Result<()> {
+        self.format
+            .encode_line(msg, &mut self.out, &mut self.scratch)?;
+        if self.inbox.is_empty() || self.out.len() >= CHANNEL_FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes every queued reply.
+    pub fn flush(&mut self) -> Result<()> {
+        let mut done = 0;
+        let fd = self.sock.as_raw_fd();
+        while done < self.out.len() {
+            match sys::send_nosignal(fd, &self.out[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.out.clear();
+                    return Err(Error::io("send", e));
+                }
+            }
+        }
+        self.out.clear();
+        if self.out.capacity() > CHANNEL_FLUSH_AT * 4 {
+            self.out = Vec::new();
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        if self.rbuf.len() < CHANNEL_READ {
+            self.rbuf.resize(CHANNEL_READ, 0);
+        }
+        let n = loop {
+            match self.sock.read(&mut self.rbuf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break 0,
+                Err(e) => return Err(Error::io("read", e)),
+            }
+        };
+        let Channel {
+            format,
+            lines,
+            inbox,
+            rbuf,
+            scratch,
+            ..
+        } = self;
+        if n == 0 {
+            self.eof = true;
+            if let Some(e) = lines.finish() {
+                inbox.push_back(Err(e));
+            }
+            return Ok(());
+        }
+        lines.feed(&rbuf[..n], |line| {
+            inbox.push_back(line.and_then(|l| format.decode_line(l, scratch).map_err(Error::from)));
+        });
+        Ok(())
+    }
+}
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+/// The request→reply loop: every message in, one reply out. Lines that fail
+/// to decode are skipped (the peer gets no reply for them).
+pub(crate) fn serve_replies<F>(chan: &mut Channel, mut f: F) -> Result<()>
+where
+    F: FnMut(Value) -> Value,
+{
+    loop {
+        match chan.recv() {
+            Ok(Some(msg)) => {
+                let reply = f(msg);
+                chan.send(&reply)?;
+            }
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_message_error() || matches!(e, Error::TruncatedLine { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Forks a child that runs `work` over `child_end`. Returns the child's pid
+/// in the parent; never returns in the child.
+///
+/// System calls in the parent: `fork`. In the child: `prctl`, `getppid`,
+/// `close_range`, then the work function, then `_exit`.
+pub(crate) fn spawn_child<F>(opts: &WorkerOptions, child_end: UnixStream, work: F) -> Result<libc::pid_t>
+where
+    F: FnOnce(&mut Channel) -> Result<()>,
+{
+    // Everything the child needs is prepared before fork: after it, the child
+    // allocates nothing until its inherited descriptors are closed.
+    let child_fd = child_end.as_raw_fd();
+    let mut keep = opts.keep_fds.clone();
+    keep.push(child_fd);
+    keep.sort_unstable();
+    keep.dedup();
+    let parent = sys::getpid();
+    match sys::fork().map_err(|e| Error::io("fork", e))? {
+        sys::Forked::Parent(pid) => {
+            drop(child_end);
+            Ok(pid)
+        }
+        sys::Forked::Child => {
+            if let Some(signal) = opts.death_signal {
+                sys::set_parent_death_signal(signal, parent);
+            }
+            // Other workers' sockets, the epoll descriptor, listeners: closed
+            // by number, so no Rust object (and no epoll registration) is touched.
+            sys::close_fds_except(&keep);
+            let mut chan = Channel::new(child_end, opts.format, opts.max_line);
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| work(&mut chan)));
+            // Replies queued before a return, an error or a panic still go out.
+            let flushed = chan.flush();
+            let code = match outcome {
+                Ok(Ok(())) if flushed.is_ok() => 0,
+                Ok(_) => EXIT_ERROR,
+                Err(_) => EXIT_PANIC,
+            };
+            // Never return, never unwind: the parent's objects live on in
+            // this copy of its memory and must not be dropped here.
+            sys::exit_now(code)
+        }
+    }
+}

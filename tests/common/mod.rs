@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// Generous per-call deadline: the machines are shared and slow at times.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn is_nonblocking(fd: RawFd) -> bool {
+    // SAFETY: fcntl(F_GETFL) only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert!(flags >= 0, "fcntl F_GETFL on {fd}");
+    flags & libc::O_NONBLOCK != 0
+}
+
+pub fn is_cloexec(fd: RawFd) -> bool {
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    assert!(flags >= 0, "fcntl F_GETFD on {fd}");
+    flags & libc::FD_CLOEXEC != 0
+}
+
+/// True once `pid` is no child of ours (reaped: `waitpid` says ECHILD).
+pub fn is_reaped(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: WNOHANG never blocks; status is a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+}
+
+/// True while a process with this pid exists and is not a zombie.
+pub fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until `cond` holds or the deadline passes; returns whether it held.
+pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The targets of `/proc/<pid>/fd/*`.
+pub fn fd_targets(pid: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in dir.flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                out.push(t.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The socket inode behind one of our descriptors, as `/proc` names it.
+pub fn socket_name(fd: RawFd) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .expect("readlink")
+        .to_string_lossy()
+        .into_owned()
+}
