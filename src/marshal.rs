@@ -286,10 +286,10 @@ impl<'a> Decoder<'a> {
                 let mut a = [0u8; 8];
                 a.copy_from_slice(b);
                 let f = f64::from_le_bytes(a);
-                Value::Number(
-                    Number::from_f64(f)
-                        .ok_or_else(|| self.err_at(start, DecodeErrorKind::NonFinite))?,
-                )
+                if !f.is_finite() {
+                    return Err(self.err_at(start, DecodeErrorKind::NonFinite));
+                }
+                Value::Number(Number::from_string_unchecked(python_float_repr(f)))
             }
             b'z' | b'Z' => {
                 let n = usize::from(self.u8()?);
@@ -559,6 +559,46 @@ fn digits_to_decimal(negative: bool, mut digits: Vec<u16>) -> String {
     s
 }
 
+/// A finite float as Python's `repr` writes it (and so `json.dumps`):
+/// the shortest digits that round-trip, positional for decimal exponents
+/// -4 ≤ e < 16 (`1e-05`, `0.0001`, `1e+16`, `1000000000000000.0`).
+pub fn python_float_repr(f: f64) -> String {
+    // `{:e}` gives the shortest round-trip digits: "1.2345e-7", "5e-324".
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let decpt = exp + 1;
+    let mut out = String::with_capacity(digits.len() + 8);
+    if f.is_sign_negative() {
+        out.push('-');
+    }
+    if decpt <= -4 || decpt > 16 {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push_str(&format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs()));
+    } else if decpt <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat('0').take((-decpt) as usize));
+        out.push_str(&digits);
+    } else {
+        let d = decpt as usize;
+        if d >= digits.len() {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat('0').take(d - digits.len()));
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..d]);
+            out.push('.');
+            out.push_str(&digits[d..]);
+        }
+    }
+    out
+}
+
 fn python_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "NoneType",
@@ -599,6 +639,26 @@ mod tests {
             json!([[], {}, ""]),
         ] {
             assert_eq!(roundtrip(&v), v, "{v}");
+        }
+    }
+
+    #[test]
+    fn floats_print_as_python_repr() {
+        for (f, text) in [
+            (0.1, "0.1"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (1e308, "1e+308"),
+            (5e-324, "5e-324"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (123456789.125, "123456789.125"),
+            (-1.5e-7, "-1.5e-07"),
+            (2.5, "2.5"),
+        ] {
+            assert_eq!(python_float_repr(f), text);
         }
     }
 
