@@ -184,7 +184,11 @@ pub enum DecodeErrorKind {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} decode error at byte {}: ", self.format, self.position)?;
+        write!(
+            f,
+            "{} decode error at byte {}: ",
+            self.format, self.position
+        )?;
         match &self.kind {
             DecodeErrorKind::Json(e) => write!(f, "{e}"),
             DecodeErrorKind::Base64 => f.write_str("invalid base64"),

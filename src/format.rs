@@ -165,7 +165,12 @@ mod tests {
         let line = Format::Marshal.encode(&v).expect("encode");
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         assert_eq!((line.len() - 1) % 4, 0);
-        assert_eq!(Format::Marshal.decode(&line[..line.len() - 1]).expect("decode"), v);
+        assert_eq!(
+            Format::Marshal
+                .decode(&line[..line.len() - 1])
+                .expect("decode"),
+            v
+        );
     }
 
     #[test]

@@ -579,7 +579,11 @@ pub fn python_float_repr(f: f64) -> String {
             out.push('.');
             out.push_str(&digits[1..]);
         }
-        out.push_str(&format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs()));
+        out.push_str(&format!(
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        ));
     } else if decpt <= 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat('0').take((-decpt) as usize));
@@ -682,7 +686,10 @@ mod tests {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode("e9oBa1sDAAAA6QEAAADnAAAAAAAABEBOMA==")
             .expect("b64");
-        assert_eq!(decode(&bytes).expect("decode"), json!({"k": [1, 2.5, null]}));
+        assert_eq!(
+            decode(&bytes).expect("decode"),
+            json!({"k": [1, 2.5, null]})
+        );
     }
 
     #[test]

@@ -319,7 +319,10 @@ impl Reactor {
             return Err(Error::Closed { status: None });
         }
         let before = conn.out.len();
-        if let Err(e) = conn.format.encode_line(msg, &mut conn.out, &mut self.scratch) {
+        if let Err(e) = conn
+            .format
+            .encode_line(msg, &mut conn.out, &mut self.scratch)
+        {
             conn.out.truncate(before);
             return Err(e);
         }
@@ -432,7 +435,11 @@ impl Reactor {
 
     /// [`Reactor::wait_any`] into a caller's vector (cleared first), to reuse
     /// its allocation.
-    pub fn wait_any_into(&mut self, out: &mut Vec<Worker>, timeout: Option<Duration>) -> Result<()> {
+    pub fn wait_any_into(
+        &mut self,
+        out: &mut Vec<Worker>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         out.clear();
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut polled = false;
@@ -643,7 +650,11 @@ impl Reactor {
                     let watched = sys::pidfd_open(pid).ok().and_then(|fd| {
                         self.poll
                             .registry()
-                            .register(&mut SourceFd(&fd.as_raw_fd()), token(key, gen), Interest::READABLE)
+                            .register(
+                                &mut SourceFd(&fd.as_raw_fd()),
+                                token(key, gen),
+                                Interest::READABLE,
+                            )
                             .ok()
                             .map(|()| fd)
                     });
@@ -695,7 +706,10 @@ impl Reactor {
             return;
         };
         if let State::Reaping(Some(fd)) = &conn.state {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
         conn.state = State::Done;
         conn.inbox.push_back(Err(Error::Closed { status }));
@@ -726,7 +740,10 @@ impl Reactor {
                 let _ = self.poll.registry().deregister(&mut sock);
             }
             if let State::Reaping(Some(fd)) = &conn.state {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
             let reaped = matches!(conn.state, State::Done);
             conn.state = State::Done;

@@ -186,5 +186,5 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         // SAFETY: lim is a valid, initialised rlimit.
         cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }

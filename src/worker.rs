@@ -277,7 +277,11 @@ where
 ///
 /// System calls in the parent: `fork`. In the child: `prctl`, `getppid`,
 /// `close_range`, then the work function, then `_exit`.
-pub(crate) fn spawn_child<F>(opts: &WorkerOptions, child_end: UnixStream, work: F) -> Result<libc::pid_t>
+pub(crate) fn spawn_child<F>(
+    opts: &WorkerOptions,
+    child_end: UnixStream,
+    work: F,
+) -> Result<libc::pid_t>
 where
     F: FnOnce(&mut Channel) -> Result<()>,
 {

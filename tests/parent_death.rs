@@ -12,7 +12,10 @@ use miniray::{Error, Reactor, WorkerOptions};
 fn workers_die_within_two_seconds_of_their_parent() {
     // Orphans are re-parented to us, so we can reap them and leave nothing behind.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
     let mut r = Reactor::new().expect("reactor");
     // The holder: a worker that spawns workers of its own and reports their pids.
     let holder = r
@@ -50,7 +53,9 @@ fn workers_die_within_two_seconds_of_their_parent() {
         Err(Error::Closed { .. }) => {}
         other => panic!("expected Closed, got {other:?}"),
     }
-    let all_gone = wait_until(Duration::from_secs(2), || pids.iter().all(|&p| !is_alive(p)));
+    let all_gone = wait_until(Duration::from_secs(2), || {
+        pids.iter().all(|&p| !is_alive(p))
+    });
     // Reap whatever was re-parented to us, dead or (on failure) alive.
     for &p in &pids {
         if is_alive(p) {

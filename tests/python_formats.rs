@@ -123,7 +123,11 @@ fn python_encodes_rust_decodes_and_rust_encodes_python_decodes() {
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 let from_json = Format::Json.decode(text.as_bytes()).expect("json");
                 // Byte-identical JSON: ints exact, floats as Python's repr, order kept.
-                assert_eq!(serde_json::to_string(&from_marshal).expect("to_string"), text, "{name}");
+                assert_eq!(
+                    serde_json::to_string(&from_marshal).expect("to_string"),
+                    text,
+                    "{name}"
+                );
                 assert_eq!(from_marshal, from_json, "{name}");
                 for format in [Format::Json, Format::Marshal] {
                     let encoded = format.encode(&from_marshal).expect("encode");
@@ -172,5 +176,8 @@ fn rust_marshal_of_big_and_edge_ints_is_what_python_reads() {
     let too_big: Value = serde_json::from_str(&format!("1{}", "0".repeat(4300))).expect("parse");
     assert!(Format::Marshal.encode(&too_big).is_err());
     let line = base64::engine::general_purpose::STANDARD.encode(b"i\xff\xff\xff\xff");
-    assert_eq!(Format::Marshal.decode(line.as_bytes()).expect("-1"), serde_json::json!(-1));
+    assert_eq!(
+        Format::Marshal.decode(line.as_bytes()).expect("-1"),
+        serde_json::json!(-1)
+    );
 }

@@ -18,7 +18,10 @@ fn checklist_echo_round_trip_and_wait_any() {
     let mut r = Reactor::new().expect("reactor");
     let w = r.spawn(echo).expect("spawn");
     r.send(w, &json!({"test": 123})).expect("send");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!({"test": 123}));
+    assert_eq!(
+        r.recv(w, Some(DEADLINE)).expect("recv"),
+        json!({"test": 123})
+    );
 
     let idle = r.spawn(echo).expect("spawn");
     r.send(w, &json!({"again": true})).expect("send");
@@ -26,7 +29,10 @@ fn checklist_echo_round_trip_and_wait_any() {
     assert_eq!(ready, vec![w]);
     // Already queued work comes back without waiting, until consumed.
     assert_eq!(r.wait_any(Some(Duration::ZERO)).expect("poll"), vec![w]);
-    assert_eq!(r.try_recv(w).expect("try_recv"), Some(json!({"again": true})));
+    assert_eq!(
+        r.try_recv(w).expect("try_recv"),
+        Some(json!({"again": true}))
+    );
     assert_eq!(r.try_recv(w).expect("try_recv"), None);
     assert!(r.wait_any(Some(Duration::ZERO)).expect("poll").is_empty());
     assert!(r.try_recv(idle).expect("idle").is_none());
@@ -36,7 +42,9 @@ fn checklist_echo_round_trip_and_wait_any() {
 fn marshal_worker_round_trip() {
     let mut r = Reactor::new().expect("reactor");
     let opts = WorkerOptions::new().format(Format::Marshal);
-    let w = r.spawn_with(&opts, |v| json!([v, "é😀", 2.5])).expect("spawn");
+    let w = r
+        .spawn_with(&opts, |v| json!([v, "é😀", 2.5]))
+        .expect("spawn");
     let big: Value = miniray::serde_json::from_str("1267650600228229401496703205376").expect("int");
     r.send(w, &json!({"n": big})).expect("send");
     let got = r.recv(w, Some(DEADLINE)).expect("recv");
@@ -51,9 +59,15 @@ fn two_thousand_workers_past_select_limit_leave_no_zombies() {
     let n = 2000;
     let mut workers = Vec::with_capacity(n);
     for _ in 0..n {
-        workers.push(r.spawn(|v| json!(v.as_i64().unwrap_or(-1) * 2)).expect("spawn"));
+        workers.push(
+            r.spawn(|v| json!(v.as_i64().unwrap_or(-1) * 2))
+                .expect("spawn"),
+        );
     }
-    assert!(workers.iter().any(|w| w.fileno() >= 1024), "fds past FD_SETSIZE");
+    assert!(
+        workers.iter().any(|w| w.fileno() >= 1024),
+        "fds past FD_SETSIZE"
+    );
     let pids: Vec<i32> = workers.iter().map(|&w| r.pid(w).expect("pid")).collect();
     for (i, &w) in workers.iter().enumerate() {
         r.send(w, &json!(i)).expect("send");
@@ -108,8 +122,14 @@ fn closed_worker_sees_eof_and_later_children_hold_no_parent_fds() {
         r.send(w, &json!("ready?")).expect("send");
         assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!("ready?"));
         let fds = fd_targets(r.pid(w).expect("pid"));
-        assert!(fds.iter().any(|t| t.starts_with("socket:")), "child fds readable");
-        assert!(!fds.contains(&first_sock), "later child holds the first worker's socket");
+        assert!(
+            fds.iter().any(|t| t.starts_with("socket:")),
+            "child fds readable"
+        );
+        assert!(
+            !fds.contains(&first_sock),
+            "later child holds the first worker's socket"
+        );
         assert!(!fds.iter().any(|t| t == &epoll), "child holds the epoll fd");
     }
     r.close(first).expect("close");
@@ -117,7 +137,10 @@ fn closed_worker_sees_eof_and_later_children_hold_no_parent_fds() {
         Err(Error::Closed { status: Some(s) }) => assert_eq!(s.code(), Some(0)),
         other => panic!("expected Closed, got {other:?}"),
     }
-    assert!(matches!(r.send(first, &json!(1)), Err(Error::UnknownWorker)));
+    assert!(matches!(
+        r.send(first, &json!(1)),
+        Err(Error::UnknownWorker)
+    ));
     // The others still work.
     for &w in &later {
         r.send(w, &json!("hi")).expect("send");
@@ -201,10 +224,16 @@ fn bad_lines_fail_one_message_each() {
         .expect("spawn");
     assert_eq!(r.recv(w, Some(DEADLINE)).expect("first"), json!({"ok": 1}));
     assert!(matches!(r.recv(w, Some(DEADLINE)), Err(Error::Decode(_))));
-    assert!(matches!(r.recv(w, Some(DEADLINE)), Err(Error::LineTooLong { limit: 64 })));
+    assert!(matches!(
+        r.recv(w, Some(DEADLINE)),
+        Err(Error::LineTooLong { limit: 64 })
+    ));
     assert!(matches!(r.recv(w, Some(DEADLINE)), Err(Error::Decode(_))));
     assert_eq!(r.recv(w, Some(DEADLINE)).expect("last"), json!({"ok": 2}));
-    assert!(matches!(r.recv(w, Some(DEADLINE)), Err(Error::Closed { .. })));
+    assert!(matches!(
+        r.recv(w, Some(DEADLINE)),
+        Err(Error::Closed { .. })
+    ));
 }
 
 #[test]
@@ -223,7 +252,8 @@ fn ten_megabyte_messages_both_ways_at_once() {
             Ok(())
         })
         .expect("spawn");
-    r.send(w, &json!({"from": "parent", "data": big})).expect("send");
+    r.send(w, &json!({"from": "parent", "data": big}))
+        .expect("send");
     let first = r.recv(w, Some(DEADLINE)).expect("child's message");
     assert_eq!(first["data"].as_str().map(str::len), Some(10 << 20));
     let second = r.recv(w, Some(DEADLINE)).expect("reply");
@@ -245,7 +275,9 @@ fn backpressure_past_the_high_water_mark() {
     for i in 0..10_000 {
         match r.send(w, &chunk) {
             Ok(()) => {}
-            Err(Error::Backpressure { buffered, limit, .. }) => {
+            Err(Error::Backpressure {
+                buffered, limit, ..
+            }) => {
                 assert!(buffered <= limit);
                 refused = Some(i);
                 break;
@@ -257,7 +289,10 @@ fn backpressure_past_the_high_water_mark() {
     assert!(at > 0);
     assert!(r.pending_output(w).expect("pending") <= 1 << 20);
     r.kill(w, libc::SIGKILL).expect("kill");
-    assert!(matches!(r.recv(w, Some(DEADLINE)), Err(Error::Closed { .. })));
+    assert!(matches!(
+        r.recv(w, Some(DEADLINE)),
+        Err(Error::Closed { .. })
+    ));
 }
 
 #[test]
@@ -304,5 +339,8 @@ fn wait_any_with_no_workers_returns_at_once_and_unknown_handles_are_typed() {
     let _ = r.spawn(echo).expect("spawn");
     // Same slot, different generation: never mistaken for r's worker.
     assert!(matches!(r.send(w, &json!(1)), Err(Error::UnknownWorker)));
-    assert!(matches!(r.recv(w, Some(Duration::ZERO)), Err(Error::UnknownWorker)));
+    assert!(matches!(
+        r.recv(w, Some(Duration::ZERO)),
+        Err(Error::UnknownWorker)
+    ));
 }

@@ -1,0 +1,251 @@
+//! The flagship: N local workers, M small JSON computations spread through
+//! `wait_any` with a bounded number in flight per worker.
+//!
+//! `cargo run --release --example swarm -- [--workers N] [--tasks M]
+//!  [--inflight K] [--format json|marshal]`
+//!
+//! Progress goes to stderr; the summary (and one JSON line of the same
+//! numbers) to stdout. Exits non-zero if any reply is wrong or missing.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use miniray::serde_json::{json, Value};
+use miniray::{Format, Reactor, Worker, WorkerOptions};
+
+struct Args {
+    workers: usize,
+    tasks: usize,
+    inflight: usize,
+    format: Format,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        workers: 1000,
+        tasks: 100_000,
+        inflight: 4,
+        format: Format::Json,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--workers" => a.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
+            "--tasks" => a.tasks = value()?.parse().map_err(|e| format!("--tasks: {e}"))?,
+            "--inflight" => a.inflight = value()?.parse().map_err(|e| format!("--inflight: {e}"))?,
+            "--format" => a.format = value()?.parse().map_err(|e| format!("{e}"))?,
+            "-h" | "--help" => {
+                return Err("usage: swarm [--workers N] [--tasks M] [--inflight K] [--format json|marshal]".into())
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.workers == 0 || a.inflight == 0 {
+        return Err("--workers and --inflight must be at least 1".into());
+    }
+    Ok(a)
+}
+
+/// The work: the sum of squares below n, the slow way.
+fn work(msg: Value) -> Value {
+    let n = msg["n"].as_u64().unwrap_or(0);
+    let sum: u64 = (0..n).map(|k| k * k).sum();
+    json!({"id": msg["id"], "sum": sum})
+}
+
+fn expected(n: u64) -> u64 {
+    n.saturating_sub(1) * n * (2 * n).saturating_sub(1) / 6
+}
+
+fn task_n(id: usize) -> u64 {
+    100 + (id % 900) as u64
+}
+
+/// Largest resident set of this process and of its largest child, in KiB.
+fn peak_rss_kib() -> (i64, i64) {
+    let mut me: libc::rusage = unsafe_zeroed();
+    let mut kids: libc::rusage = unsafe_zeroed();
+    // SAFETY: both are valid out-pointers to rusage structs.
+    unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, &mut me);
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut kids);
+    }
+    (me.ru_maxrss, kids.ru_maxrss)
+}
+
+fn unsafe_zeroed() -> libc::rusage {
+    // SAFETY: rusage is plain integers and timevals; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Hands out task ids, keeping at most `inflight` per worker.
+struct Feeder<'a> {
+    next: &'a mut usize,
+    sent_at: &'a mut [Option<Instant>],
+    tasks: usize,
+    inflight: usize,
+}
+
+impl Feeder<'_> {
+    fn refill(&mut self, reactor: &mut Reactor, w: Worker, queue: &mut VecDeque<usize>) -> miniray::Result<()> {
+        while queue.len() < self.inflight && *self.next < self.tasks {
+            let id = *self.next;
+            reactor.send(w, &json!({"id": id, "n": task_n(id)}))?;
+            self.sent_at[id] = Some(Instant::now());
+            queue.push_back(id);
+            *self.next += 1;
+        }
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("swarm: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("swarm: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let limit = miniray::raise_fd_limit()?;
+    // One descriptor per worker, a few for the process itself and a spare
+    // for each child between hang-up and exit during teardown.
+    let needed = args.workers as u64 + 32;
+    if needed > limit {
+        return Err(format!(
+            "{} workers need about {needed} open files but the limit is {limit} \
+             (raise the hard limit, e.g. `ulimit -Hn`, or use fewer workers)",
+            args.workers
+        )
+        .into());
+    }
+    let mut reactor = Reactor::new()?;
+    let opts = WorkerOptions::new().format(args.format);
+
+    let t0 = Instant::now();
+    let mut workers = Vec::with_capacity(args.workers);
+    for i in 0..args.workers {
+        workers.push(reactor.spawn_with(&opts, work)?);
+        if (i + 1) % 1000 == 0 {
+            eprint!("\rspawned {}/{}", i + 1, args.workers);
+        }
+    }
+    let spawn_time = t0.elapsed();
+    eprintln!("\rspawned {} workers in {:.3} s", args.workers, spawn_time.as_secs_f64());
+
+    let mut sent_at: Vec<Option<Instant>> = vec![None; args.tasks];
+    let mut latencies = Vec::with_capacity(args.tasks);
+    let mut next = 0usize;
+    let mut done = 0usize;
+    let mut in_flight: Vec<VecDeque<usize>> = vec![VecDeque::new(); args.workers];
+    let slot: HashMap<Worker, usize> = workers.iter().enumerate().map(|(i, &w)| (w, i)).collect();
+
+    let t1 = Instant::now();
+    let mut feed = Feeder {
+        next: &mut next,
+        sent_at: &mut sent_at,
+        tasks: args.tasks,
+        inflight: args.inflight,
+    };
+    for (i, &w) in workers.iter().enumerate() {
+        feed.refill(&mut reactor, w, &mut in_flight[i])?;
+    }
+    let mut ready = Vec::new();
+    let mut last_report = Instant::now();
+    let mut errors = 0usize;
+    while done < args.tasks {
+        reactor.wait_any_into(&mut ready, Some(Duration::from_secs(30)))?;
+        if ready.is_empty() {
+            return Err(format!("no reply for 30 s with {} tasks outstanding", args.tasks - done).into());
+        }
+        for &w in &ready {
+            let i = slot[&w];
+            while let Some(reply) = reactor.try_recv(w)? {
+                let Some(id) = in_flight[i].pop_front() else {
+                    return Err("reply with nothing in flight".into());
+                };
+                if let Some(t) = feed.sent_at[id] {
+                    latencies.push(t.elapsed());
+                }
+                if reply["id"].as_u64() != Some(id as u64)
+                    || reply["sum"].as_u64() != Some(expected(task_n(id)))
+                {
+                    errors += 1;
+                }
+                done += 1;
+            }
+            feed.refill(&mut reactor, w, &mut in_flight[i])?;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            let rate = done as f64 / t1.elapsed().as_secs_f64();
+            eprint!("\r{done}/{} tasks, {rate:.0}/s   ", args.tasks);
+            let _ = std::io::stderr().flush();
+            last_report = Instant::now();
+        }
+    }
+    let run_time = t1.elapsed();
+    eprintln!("\r{done}/{} tasks done                ", args.tasks);
+
+    let t2 = Instant::now();
+    let statuses = reactor.shutdown();
+    let teardown = t2.elapsed();
+    let clean = statuses
+        .iter()
+        .filter(|(_, s)| s.map_or(false, |s| s.success()))
+        .count();
+    let (rss_self, rss_child) = peak_rss_kib();
+
+    latencies.sort_unstable();
+    let p50 = percentile(&latencies, 0.50);
+    let p99 = percentile(&latencies, 0.99);
+    let rate = done as f64 / run_time.as_secs_f64();
+    println!("workers            {}", args.workers);
+    println!("format             {}", args.format);
+    println!("tasks              {done} ({errors} wrong)");
+    println!(
+        "spawn              {:.3} s ({:.1} us/worker)",
+        spawn_time.as_secs_f64(),
+        spawn_time.as_secs_f64() * 1e6 / args.workers as f64
+    );
+    println!("throughput         {rate:.0} tasks/s");
+    println!("latency p50        {:.1} us", p50.as_secs_f64() * 1e6);
+    println!("latency p99        {:.1} us", p99.as_secs_f64() * 1e6);
+    println!(
+        "teardown           {:.3} s ({clean}/{} exited 0, all reaped)",
+        teardown.as_secs_f64(),
+        statuses.len()
+    );
+    println!("peak RSS parent    {:.1} MiB", rss_self as f64 / 1024.0);
+    println!("peak RSS child     {:.1} MiB (largest)", rss_child as f64 / 1024.0);
+    println!(
+        "{}",
+        json!({
+            "workers": args.workers, "tasks": done, "errors": errors, "format": args.format.name(),
+            "spawn_s": spawn_time.as_secs_f64(), "tasks_per_s": rate,
+            "p50_us": p50.as_secs_f64() * 1e6, "p99_us": p99.as_secs_f64() * 1e6,
+            "teardown_s": teardown.as_secs_f64(), "exited_clean": clean,
+            "peak_rss_parent_kib": rss_self, "peak_rss_child_kib": rss_child,
+        })
+    );
+    if errors > 0 || clean != args.workers {
+        return Err(format!("{errors} wrong replies, {} workers did not exit cleanly", args.workers - clean).into());
+    }
+    Ok(())
+}
