@@ -29,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ready = reactor.wait_any(timeout)?;
     assert_eq!(ready, vec![worker]);
     let reply = reactor.try_recv(worker)?;
-    println!("3. wait_any returned {} ready worker: {reply:?}", ready.len());
+    println!(
+        "3. wait_any returned {} ready worker: {reply:?}",
+        ready.len()
+    );
 
     // Closing: the child sees EOF, exits 0 and is reaped.
     reactor.close(worker)?;

@@ -34,10 +34,15 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--workers" => a.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
             "--tasks" => a.tasks = value()?.parse().map_err(|e| format!("--tasks: {e}"))?,
-            "--inflight" => a.inflight = value()?.parse().map_err(|e| format!("--inflight: {e}"))?,
+            "--inflight" => {
+                a.inflight = value()?.parse().map_err(|e| format!("--inflight: {e}"))?
+            }
             "--format" => a.format = value()?.parse().map_err(|e| format!("{e}"))?,
             "-h" | "--help" => {
-                return Err("usage: swarm [--workers N] [--tasks M] [--inflight K] [--format json|marshal]".into())
+                return Err(
+                    "usage: swarm [--workers N] [--tasks M] [--inflight K] [--format json|marshal]"
+                        .into(),
+                )
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -89,7 +94,12 @@ struct Feeder<'a> {
 }
 
 impl Feeder<'_> {
-    fn refill(&mut self, reactor: &mut Reactor, w: Worker, queue: &mut VecDeque<usize>) -> miniray::Result<()> {
+    fn refill(
+        &mut self,
+        reactor: &mut Reactor,
+        w: Worker,
+        queue: &mut VecDeque<usize>,
+    ) -> miniray::Result<()> {
         while queue.len() < self.inflight && *self.next < self.tasks {
             let id = *self.next;
             reactor.send(w, &json!({"id": id, "n": task_n(id)}))?;
@@ -148,7 +158,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let spawn_time = t0.elapsed();
-    eprintln!("\rspawned {} workers in {:.3} s", args.workers, spawn_time.as_secs_f64());
+    eprintln!(
+        "\rspawned {} workers in {:.3} s",
+        args.workers,
+        spawn_time.as_secs_f64()
+    );
 
     let mut sent_at: Vec<Option<Instant>> = vec![None; args.tasks];
     let mut latencies = Vec::with_capacity(args.tasks);
@@ -173,7 +187,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     while done < args.tasks {
         reactor.wait_any_into(&mut ready, Some(Duration::from_secs(30)))?;
         if ready.is_empty() {
-            return Err(format!("no reply for 30 s with {} tasks outstanding", args.tasks - done).into());
+            return Err(format!(
+                "no reply for 30 s with {} tasks outstanding",
+                args.tasks - done
+            )
+            .into());
         }
         for &w in &ready {
             let i = slot[&w];
@@ -208,7 +226,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let teardown = t2.elapsed();
     let clean = statuses
         .iter()
-        .filter(|(_, s)| s.map_or(false, |s| s.success()))
+        .filter(|(_, s)| s.is_some_and(|s| s.success()))
         .count();
     let (rss_self, rss_child) = peak_rss_kib();
 
@@ -233,7 +251,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         statuses.len()
     );
     println!("peak RSS parent    {:.1} MiB", rss_self as f64 / 1024.0);
-    println!("peak RSS child     {:.1} MiB (largest)", rss_child as f64 / 1024.0);
+    println!(
+        "peak RSS child     {:.1} MiB (largest)",
+        rss_child as f64 / 1024.0
+    );
     println!(
         "{}",
         json!({
@@ -245,7 +266,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         })
     );
     if errors > 0 || clean != args.workers {
-        return Err(format!("{errors} wrong replies, {} workers did not exit cleanly", args.workers - clean).into());
+        return Err(format!(
+            "{errors} wrong replies, {} workers did not exit cleanly",
+            args.workers - clean
+        )
+        .into());
     }
     Ok(())
 }
