@@ -68,21 +68,25 @@ fn task_n(id: usize) -> u64 {
     100 + (id % 900) as u64
 }
 
-/// Largest resident set of this process and of its largest child, in KiB.
-fn peak_rss_kib() -> (i64, i64) {
-    let mut me: libc::rusage = unsafe_zeroed();
-    let mut kids: libc::rusage = unsafe_zeroed();
-    // SAFETY: both are valid out-pointers to rusage structs.
-    unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, &mut me);
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut kids);
-    }
-    (me.ru_maxrss, kids.ru_maxrss)
+/// A `kB` field of a `/proc` file, e.g. `VmHWM` of `/proc/self/status`.
+fn proc_kib(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn unsafe_zeroed() -> libc::rusage {
-    // SAFETY: rusage is plain integers and timevals; all-zero is valid.
-    unsafe { std::mem::zeroed() }
+/// Median proportional set size of up to 20 workers, in KiB: what each
+/// child really costs, with pages shared with the parent split among sharers.
+fn median_child_pss_kib(reactor: &Reactor, workers: &[Worker]) -> Option<u64> {
+    let step = (workers.len() / 20).max(1);
+    let mut pss: Vec<u64> = workers
+        .iter()
+        .step_by(step)
+        .filter_map(|&w| reactor.pid(w))
+        .filter_map(|pid| proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:"))
+        .collect();
+    pss.sort_unstable();
+    pss.get(pss.len() / 2).copied()
 }
 
 /// Hands out task ids, keeping at most `inflight` per worker.
@@ -221,6 +225,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let run_time = t1.elapsed();
     eprintln!("\r{done}/{} tasks done                ", args.tasks);
 
+    let child_pss = median_child_pss_kib(&reactor, &workers);
     let t2 = Instant::now();
     let statuses = reactor.shutdown();
     let teardown = t2.elapsed();
@@ -228,7 +233,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .filter(|(_, s)| s.is_some_and(|s| s.success()))
         .count();
-    let (rss_self, rss_child) = peak_rss_kib();
+    let rss_self = proc_kib("/proc/self/status", "VmHWM:");
 
     latencies.sort_unstable();
     let p50 = percentile(&latencies, 0.50);
@@ -250,10 +255,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         teardown.as_secs_f64(),
         statuses.len()
     );
-    println!("peak RSS parent    {:.1} MiB", rss_self as f64 / 1024.0);
     println!(
-        "peak RSS child     {:.1} MiB (largest)",
-        rss_child as f64 / 1024.0
+        "peak RSS parent    {:.1} MiB",
+        rss_self.unwrap_or(0) as f64 / 1024.0
+    );
+    println!(
+        "child PSS          {:.0} KiB (median of sampled workers)",
+        child_pss.unwrap_or(0) as f64
     );
     println!(
         "{}",
@@ -262,7 +270,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "spawn_s": spawn_time.as_secs_f64(), "tasks_per_s": rate,
             "p50_us": p50.as_secs_f64() * 1e6, "p99_us": p99.as_secs_f64() * 1e6,
             "teardown_s": teardown.as_secs_f64(), "exited_clean": clean,
-            "peak_rss_parent_kib": rss_self, "peak_rss_child_kib": rss_child,
+            "peak_rss_parent_kib": rss_self, "child_pss_kib": child_pss,
         })
     );
     if errors > 0 || clean != args.workers {
