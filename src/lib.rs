@@ -72,12 +72,39 @@
 //!
 //! # Embedding
 //!
-//! The reactor ([`AsRawFd`](std::os::fd::AsRawFd) on [`Reactor`]: its epoll
-//! descriptor) and each worker ([`Worker::fileno`]) expose descriptors for
-//! readiness. Call [`Reactor::wait_any`] with a zero timeout when one reads
-//! ready, and drain what it returns. Never read from or close these
-//! descriptors yourself. Use poll or epoll, never `select()`: worker
-//! descriptors pass 1024 quickly.
+//! miniray can live inside an event loop you already have (tokio, calloop,
+//! glib, a hand-written `poll(2)` loop). The contract:
+//!
+//! * **The reactor's descriptor** ([`AsRawFd`](std::os::fd::AsRawFd) /
+//!   [`AsFd`](std::os::fd::AsFd) on [`Reactor`]: its epoll descriptor) reads
+//!   ready whenever [`Reactor::wait_any`] has something to return, including
+//!   messages already decoded and queued but not yet returned, which epoll
+//!   alone would not signal. Asking for the descriptor switches on an
+//!   eventfd wake-up for exactly that: each `wait_any` that returns work
+//!   writes it, so an edge-triggered loop (mio, tokio's `AsyncFd`) gets a
+//!   fresh edge and a level-triggered one (`poll`, `select`-style) sees the
+//!   descriptor readable until the next `wait_any` finds nothing. Spurious
+//!   wake-ups happen; a `wait_any` that finds nothing clears them.
+//! * **The non-blocking step** is `wait_any(Some(Duration::ZERO))`: flush
+//!   queued output, one `epoll_wait` with no timeout, return the ready
+//!   workers. Call it when the descriptor is ready, then `try_recv` each
+//!   returned worker.
+//! * **Your own sources** can share the reactor: register them with
+//!   [`Reactor::register_source`] under a [`Token`] below
+//!   [`USER_TOKEN_LIMIT`] (miniray's tokens never are); `wait_any` returns
+//!   when they are ready and [`Reactor::take_user_events`] lists them. Or
+//!   register the reactor's descriptor in your own mio or calloop loop, as
+//!   `examples/embed_tokio.rs` does with tokio's `AsyncFd`.
+//! * **A worker's descriptor** ([`Worker::fileno`]) is for readiness only:
+//!   never read from, write to or close it; miniray owns it. After the
+//!   worker hangs up the descriptor is closed and its number may be reused,
+//!   so stop watching it when its `Closed` event arrives (or when you call
+//!   [`Reactor::close`] and no longer care for replies).
+//! * Use poll or epoll, never `select()`: worker descriptors pass 1024 quickly.
+//!
+//! Examples: `examples/embed_poll.rs` (a `poll(2)` loop over stdin and the
+//! reactor) and `examples/embed_tokio.rs` (tokio TCP requests answered by
+//! miniray workers).
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
@@ -92,7 +119,8 @@ pub mod worker;
 
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
-pub use reactor::{Reactor, DEFAULT_GRACE};
+pub use mio::{Interest, Token};
+pub use reactor::{Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use serde_json;
 pub use sys::raise_fd_limit;
 pub use worker::{Channel, Worker, WorkerOptions};

@@ -3,14 +3,14 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::Value;
 use slab::Slab;
 
@@ -103,6 +103,37 @@ pub struct Reactor {
     read_buf: Vec<u8>,
     scratch: Vec<u8>,
     grace: Duration,
+    /// Makes the epoll descriptor readable while work is queued but not
+    /// returned (an eventfd under [`WAKE`]).
+    waker: Waker,
+    /// Set once the reactor's descriptor was handed out: only then is the
+    /// waker written.
+    embedded: AtomicBool,
+    /// Events for the caller's own sources.
+    user_events: Vec<UserEvent>,
+    user_sources: usize,
+}
+
+/// Tokens below this are the caller's own (see [`Reactor::register_source`]);
+/// miniray's tokens all lie above it.
+pub const USER_TOKEN_LIMIT: usize = 0xffff_ffff;
+
+/// The waker's token: the first one above the caller's range.
+const WAKE: Token = Token(USER_TOKEN_LIMIT);
+
+/// Readiness of one of the caller's own sources, from [`Reactor::take_user_events`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserEvent {
+    /// The token the source was registered with.
+    pub token: Token,
+    /// Readable (or read side closed).
+    pub readable: bool,
+    /// Writable.
+    pub writable: bool,
+    /// The peer closed its side (read or write).
+    pub closed: bool,
+    /// An error is pending on the source.
+    pub error: bool,
 }
 
 #[derive(Debug)]
@@ -160,10 +191,17 @@ fn untoken(t: Token) -> (usize, u32) {
 }
 
 impl Reactor {
-    /// A reactor with no workers. System calls: `epoll_create1`.
+    /// A reactor with no workers. System calls: `epoll_create1`, `eventfd`,
+    /// `epoll_ctl`.
     pub fn new() -> Result<Self> {
+        let poll = Poll::new().map_err(|e| Error::io("epoll_create1", e))?;
+        let waker = Waker::new(poll.registry(), WAKE).map_err(|e| Error::io("eventfd", e))?;
         Ok(Reactor {
-            poll: Poll::new().map_err(|e| Error::io("epoll_create1", e))?,
+            poll,
+            waker,
+            embedded: AtomicBool::new(false),
+            user_events: Vec::new(),
+            user_sources: 0,
             events: Events::with_capacity(1024),
             conns: Slab::new(),
             ready: Vec::new(),
@@ -410,10 +448,14 @@ impl Reactor {
         let mut polled = false;
         loop {
             if let Some(v) = self.try_recv(w)? {
+                if polled {
+                    self.signal_queued();
+                }
                 return Ok(v);
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if polled && left == Some(Duration::ZERO) {
+                self.signal_queued();
                 return Err(Error::Timeout);
             }
             self.poll_once(left)?;
@@ -445,16 +487,82 @@ impl Reactor {
         let mut polled = false;
         loop {
             self.collect_ready(out);
-            if !out.is_empty() || self.conns.is_empty() {
+            if !out.is_empty() || !self.user_events.is_empty() {
+                self.signal_queued();
                 return Ok(());
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if polled && left == Some(Duration::ZERO) {
+            let idle = self.conns.is_empty() && self.user_sources == 0;
+            if polled && (idle || left == Some(Duration::ZERO)) {
                 return Ok(());
             }
-            self.poll_once(left)?;
+            // With nothing that could become ready, only poll (to clear a
+            // pending wake-up), never wait.
+            self.poll_once(if idle { Some(Duration::ZERO) } else { left })?;
             polled = true;
         }
+    }
+
+    /// In embedded use, makes the reactor's descriptor readable (again): work
+    /// is queued that `wait_any` has yet to return, or was just returned and
+    /// may not all be consumed. Each write is a fresh edge for
+    /// edge-triggered outer loops; a level-triggered one sees the descriptor
+    /// readable until the next `wait_any` polls.
+    fn signal_queued(&mut self) {
+        if self.embedded.load(Ordering::Relaxed)
+            && (!self.ready.is_empty() || !self.user_events.is_empty())
+        {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Registers a source of the caller's own in the reactor's poll, under
+    /// a token below [`USER_TOKEN_LIMIT`] (miniray's tokens never are).
+    /// Its readiness makes `wait_any` return (perhaps with no worker) and is
+    /// collected by [`Reactor::take_user_events`]. Registration is
+    /// edge-triggered, as everything in mio.
+    pub fn register_source<S>(
+        &mut self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> Result<()>
+    where
+        S: mio::event::Source + ?Sized,
+    {
+        if token.0 >= USER_TOKEN_LIMIT {
+            return Err(Error::io(
+                "epoll_ctl",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "user tokens must be below USER_TOKEN_LIMIT",
+                ),
+            ));
+        }
+        self.poll
+            .registry()
+            .register(source, token, interest)
+            .map_err(|e| Error::io("epoll_ctl", e))?;
+        self.user_sources += 1;
+        Ok(())
+    }
+
+    /// Removes a source registered with [`Reactor::register_source`].
+    pub fn deregister_source<S>(&mut self, source: &mut S) -> Result<()>
+    where
+        S: mio::event::Source + ?Sized,
+    {
+        self.poll
+            .registry()
+            .deregister(source)
+            .map_err(|e| Error::io("epoll_ctl", e))?;
+        self.user_sources = self.user_sources.saturating_sub(1);
+        Ok(())
+    }
+
+    /// The readiness events of the caller's own sources since the last call.
+    pub fn take_user_events(&mut self) -> Vec<UserEvent> {
+        std::mem::take(&mut self.user_events)
     }
 
     fn collect_ready(&mut self, out: &mut Vec<Worker>) {
@@ -497,6 +605,19 @@ impl Reactor {
     }
 
     fn handle(&mut self, event: &mio::event::Event) {
+        if event.token() == WAKE {
+            return;
+        }
+        if event.token().0 < USER_TOKEN_LIMIT {
+            self.user_events.push(UserEvent {
+                token: event.token(),
+                readable: event.is_readable() || event.is_read_closed(),
+                writable: event.is_writable(),
+                closed: event.is_read_closed() || event.is_write_closed(),
+                error: event.is_error(),
+            });
+            return;
+        }
         let (key, gen) = untoken(event.token());
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -799,9 +920,19 @@ impl Drop for Reactor {
 }
 
 impl AsRawFd for Reactor {
-    /// The epoll descriptor: readable when some worker's connection has an
-    /// event to process.
+    /// The epoll descriptor, for embedding (see the crate docs): readable
+    /// whenever [`Reactor::wait_any`] has something to return. Asking for
+    /// it turns on the wake-ups that keep that promise for queued work.
     fn as_raw_fd(&self) -> RawFd {
+        self.embedded.store(true, Ordering::Relaxed);
         self.poll.as_raw_fd()
+    }
+}
+
+impl AsFd for Reactor {
+    /// As [`AsRawFd::as_raw_fd`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.embedded.store(true, Ordering::Relaxed);
+        self.poll.registry().as_fd()
     }
 }
