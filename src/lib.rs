@@ -114,6 +114,7 @@ pub mod format;
 pub mod framing;
 pub mod marshal;
 mod reactor;
+pub mod remote;
 mod sys;
 pub mod worker;
 
@@ -121,6 +122,7 @@ pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use mio::{Interest, Token};
 pub use reactor::{Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
+pub use remote::{Server, ServerEvent, ServerOptions};
 pub use serde_json;
 pub use sys::raise_fd_limit;
-pub use worker::{Channel, Worker, WorkerOptions};
+pub use worker::{Channel, Exec, Worker, WorkerOptions};

@@ -20,6 +20,57 @@ use crate::framing::LineBuffer;
 use crate::sys;
 use crate::worker::{self, Channel, Worker, WorkerOptions};
 
+/// A worker's connection: a socketpair end (local) or TCP (remote, served).
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Unix(UnixStream),
+    Tcp(mio::net::TcpStream),
+}
+
+impl Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(how),
+            Stream::Tcp(s) => s.shutdown(how),
+        }
+    }
+
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl mio::event::Source for Stream {
+    fn register(&mut self, r: &mio::Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.register(r, t, i),
+            Stream::Tcp(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.reregister(r, t, i),
+            Stream::Tcp(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.deregister(r),
+            Stream::Tcp(s) => s.deregister(r),
+        }
+    }
+}
+
 /// Bytes read per `read(2)`: one buffer shared by every connection.
 const READ_CHUNK: usize = 256 * 1024;
 /// A connection's queued output is written as soon as it passes this, not
@@ -91,27 +142,29 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 /// ```
 #[derive(Debug)]
 pub struct Reactor {
-    poll: Poll,
-    events: Events,
-    conns: Slab<Conn>,
+    pub(crate) poll: Poll,
+    pub(crate) events: Events,
+    pub(crate) conns: Slab<Conn>,
     /// Workers that may have queued events (checked, not trusted).
-    ready: Vec<Worker>,
+    pub(crate) ready: Vec<Worker>,
     /// Workers with output not yet written.
-    dirty: Vec<Worker>,
+    pub(crate) dirty: Vec<Worker>,
     /// Hung-up children that could get no pidfd: `waitpid` is retried.
-    unreaped: Vec<Worker>,
-    read_buf: Vec<u8>,
-    scratch: Vec<u8>,
-    grace: Duration,
+    pub(crate) unreaped: Vec<Worker>,
+    pub(crate) read_buf: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) grace: Duration,
     /// Makes the epoll descriptor readable while work is queued but not
     /// returned (an eventfd under [`WAKE`]).
-    waker: Waker,
+    pub(crate) waker: Waker,
     /// Set once the reactor's descriptor was handed out: only then is the
     /// waker written.
-    embedded: AtomicBool,
+    pub(crate) embedded: AtomicBool,
     /// Events for the caller's own sources.
-    user_events: Vec<UserEvent>,
-    user_sources: usize,
+    pub(crate) user_events: Vec<UserEvent>,
+    pub(crate) user_sources: usize,
+    /// Servers, their children, their events.
+    pub(crate) tcp: crate::remote::Tcp,
 }
 
 /// Tokens below this are the caller's own (see [`Reactor::register_source`]);
@@ -137,27 +190,29 @@ pub struct UserEvent {
 }
 
 #[derive(Debug)]
-struct Conn {
-    gen: u32,
-    fd: RawFd,
-    pid: Option<libc::pid_t>,
-    format: Format,
-    high_water: usize,
+pub(crate) struct Conn {
+    pub(crate) gen: u32,
+    pub(crate) fd: RawFd,
+    pub(crate) pid: Option<libc::pid_t>,
+    pub(crate) format: Format,
+    pub(crate) high_water: usize,
     /// `None` once the connection ended.
-    sock: Option<UnixStream>,
-    lines: LineBuffer,
-    out: Vec<u8>,
+    pub(crate) sock: Option<Stream>,
+    pub(crate) lines: LineBuffer,
+    pub(crate) out: Vec<u8>,
     /// Bytes of `out` already written.
-    out_pos: usize,
-    writable: bool,
-    dirty: bool,
-    queued: bool,
-    inbox: VecDeque<Result<Value>>,
-    state: State,
+    pub(crate) out_pos: usize,
+    pub(crate) writable: bool,
+    pub(crate) dirty: bool,
+    pub(crate) queued: bool,
+    pub(crate) inbox: VecDeque<Result<Value>>,
+    pub(crate) state: State,
 }
 
 #[derive(Debug)]
-enum State {
+pub(crate) enum State {
+    /// A TCP connect in progress.
+    Connecting,
     Open,
     /// `close` was called: shut down writing once `out` drains.
     Closing,
@@ -172,7 +227,7 @@ enum State {
 
 /// Generations are unique across every reactor of the process, so a handle
 /// from one reactor is never taken for a worker of another.
-fn next_generation() -> u32 {
+pub(crate) fn next_generation() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     loop {
         let g = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -182,11 +237,17 @@ fn next_generation() -> u32 {
     }
 }
 
-fn token(key: usize, gen: u32) -> Token {
+/// The kind bits of a token's low half: which slab its key indexes.
+pub(crate) const KIND_LISTENER: usize = 1 << 31;
+pub(crate) const KIND_CHILD: usize = 1 << 30;
+/// Slab keys stay below this, clear of the kind bits.
+pub(crate) const MAX_KEY: usize = (1 << 30) - 1;
+
+pub(crate) fn token(key: usize, gen: u32) -> Token {
     Token(key | ((gen as usize) << 32))
 }
 
-fn untoken(t: Token) -> (usize, u32) {
+pub(crate) fn untoken(t: Token) -> (usize, u32) {
     (t.0 & 0xffff_ffff, (t.0 >> 32) as u32)
 }
 
@@ -202,6 +263,7 @@ impl Reactor {
             embedded: AtomicBool::new(false),
             user_events: Vec::new(),
             user_sources: 0,
+            tcp: crate::remote::Tcp::default(),
             events: Events::with_capacity(1024),
             conns: Slab::new(),
             ready: Vec::new(),
@@ -258,50 +320,83 @@ impl Reactor {
     where
         F: FnOnce(&mut Channel) -> Result<()>,
     {
-        if self.conns.vacant_key() > u32::MAX as usize {
+        self.spawn_local(opts, worker::Work::Run(work))
+    }
+
+    /// Spawns a local worker that execs `program`: the child makes its
+    /// socket the program's stdin and stdout, keeps stderr and the
+    /// descriptors given to [`WorkerOptions::keep_fd`], closes the rest and
+    /// execs. `PR_SET_PDEATHSIG` survives the exec. Any program that reads
+    /// and writes one message per line in the worker's format is a worker;
+    /// one that cannot be executed exits [`worker::EXIT_EXEC_FAILED`].
+    ///
+    /// System calls: `socketpair`, `fork`, then in the child `dup2`,
+    /// `close_range`, `execvp`.
+    pub fn spawn_exec(&mut self, opts: &WorkerOptions, program: &worker::Exec) -> Result<Worker> {
+        self.spawn_local::<fn(&mut Channel) -> Result<()>>(opts, worker::Work::Exec(program))
+    }
+
+    fn spawn_local<F>(&mut self, opts: &WorkerOptions, work: worker::Work<'_, F>) -> Result<Worker>
+    where
+        F: FnOnce(&mut Channel) -> Result<()>,
+    {
+        if self.conns.vacant_key() > MAX_KEY {
             return Err(Error::io("spawn", io::Error::other("too many workers")));
         }
         let (parent_end, child_end) =
             std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
-        let pid = worker::spawn_child(opts, child_end, work)?;
-        let gen = next_generation();
-        let registered = parent_end
+        let pid = worker::spawn_child(opts, child_end.into(), work)?;
+        let sock = parent_end
             .set_nonblocking(true)
             .map_err(|e| Error::io("fcntl", e))
-            .and_then(|()| {
-                let mut sock = UnixStream::from_std(parent_end);
-                let key = self.conns.vacant_key();
-                self.poll
-                    .registry()
-                    .register(&mut sock, token(key, gen), Interest::READABLE)
-                    .map_err(|e| Error::io("epoll_ctl", e))
-                    .map(|()| sock)
-            });
-        let sock = match registered {
-            Ok(sock) => sock,
+            .map(|()| Stream::Unix(UnixStream::from_std(parent_end)));
+        match sock.and_then(|sock| {
+            self.insert_conn(sock, Some(pid), opts, State::Open, Interest::READABLE)
+        }) {
+            Ok(w) => Ok(w),
             Err(e) => {
                 // The child's end is closed with ours; make sure it is gone.
                 let _ = sys::kill(pid, libc::SIGKILL);
                 let _ = sys::wait(pid);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Registers a connection and gives it a slot.
+    pub(crate) fn insert_conn(
+        &mut self,
+        mut sock: Stream,
+        pid: Option<libc::pid_t>,
+        opts: &WorkerOptions,
+        state: State,
+        interest: Interest,
+    ) -> Result<Worker> {
+        let key = self.conns.vacant_key();
+        if key > MAX_KEY {
+            return Err(Error::io("spawn", io::Error::other("too many workers")));
+        }
+        let gen = next_generation();
+        self.poll
+            .registry()
+            .register(&mut sock, token(key, gen), interest)
+            .map_err(|e| Error::io("epoll_ctl", e))?;
         let fd = sock.as_raw_fd();
         let key = self.conns.insert(Conn {
             gen,
             fd,
-            pid: Some(pid),
+            pid,
             format: opts.format,
             high_water: opts.high_water,
             sock: Some(sock),
             lines: LineBuffer::new(opts.max_line),
             out: Vec::new(),
             out_pos: 0,
-            writable: false,
+            writable: interest.is_writable(),
             dirty: false,
             queued: false,
             inbox: VecDeque::new(),
-            state: State::Open,
+            state,
         });
         Ok(Worker {
             key: key as u32,
@@ -310,14 +405,14 @@ impl Reactor {
         })
     }
 
-    fn conn(&self, w: Worker) -> Result<&Conn> {
+    pub(crate) fn conn(&self, w: Worker) -> Result<&Conn> {
         match self.conns.get(w.key as usize) {
             Some(c) if c.gen == w.gen => Ok(c),
             _ => Err(Error::UnknownWorker),
         }
     }
 
-    fn conn_mut(&mut self, w: Worker) -> Result<&mut Conn> {
+    pub(crate) fn conn_mut(&mut self, w: Worker) -> Result<&mut Conn> {
         match self.conns.get_mut(w.key as usize) {
             Some(c) if c.gen == w.gen => Ok(c),
             _ => Err(Error::UnknownWorker),
@@ -487,12 +582,15 @@ impl Reactor {
         let mut polled = false;
         loop {
             self.collect_ready(out);
-            if !out.is_empty() || !self.user_events.is_empty() {
+            if !out.is_empty() || !self.user_events.is_empty() || !self.tcp.events.is_empty() {
                 self.signal_queued();
                 return Ok(());
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let idle = self.conns.is_empty() && self.user_sources == 0;
+            let idle = self.conns.is_empty()
+                && self.user_sources == 0
+                && self.tcp.servers.is_empty()
+                && self.tcp.children.is_empty();
             if polled && (idle || left == Some(Duration::ZERO)) {
                 return Ok(());
             }
@@ -510,7 +608,9 @@ impl Reactor {
     /// readable until the next `wait_any` polls.
     fn signal_queued(&mut self) {
         if self.embedded.load(Ordering::Relaxed)
-            && (!self.ready.is_empty() || !self.user_events.is_empty())
+            && (!self.ready.is_empty()
+                || !self.user_events.is_empty()
+                || !self.tcp.events.is_empty())
         {
             let _ = self.waker.wake();
         }
@@ -578,12 +678,20 @@ impl Reactor {
     }
 
     /// One `epoll_wait` (after flushing), and the handling of what it returned.
-    fn poll_once(&mut self, timeout: Option<Duration>) -> Result<()> {
+    pub(crate) fn poll_once(&mut self, timeout: Option<Duration>) -> Result<()> {
         self.flush();
-        let timeout = if self.unreaped.is_empty() {
-            timeout
-        } else {
-            Some(timeout.map_or(REAP_RETRY, |t| t.min(REAP_RETRY)))
+        let mut cap = None;
+        if !self.unreaped.is_empty() || !self.tcp.unreaped.is_empty() {
+            cap = Some(REAP_RETRY);
+        }
+        if let Some(due) = self.tcp.next_deadline() {
+            let until = due.saturating_duration_since(Instant::now());
+            cap = Some(cap.map_or(until, |c: Duration| c.min(until)));
+        }
+        let timeout = match (timeout, cap) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, None) => t,
+            (None, c) => c,
         };
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let polled = self.poll.poll(&mut events, timeout);
@@ -601,6 +709,7 @@ impl Reactor {
         if !self.unreaped.is_empty() {
             self.retry_unreaped();
         }
+        self.tcp_timers();
         result
     }
 
@@ -619,6 +728,20 @@ impl Reactor {
             return;
         }
         let (key, gen) = untoken(event.token());
+        if key & KIND_LISTENER != 0 {
+            let key = key & !KIND_LISTENER;
+            if self.tcp.servers.get(key).is_some_and(|l| l.gen == gen) {
+                self.accept_ready(key);
+            }
+            return;
+        }
+        if key & KIND_CHILD != 0 {
+            let key = key & !KIND_CHILD;
+            if self.tcp.children.get(key).is_some_and(|c| c.gen == gen) {
+                self.reap_child(key, None);
+            }
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -628,6 +751,12 @@ impl Reactor {
         if matches!(conn.state, State::Reaping(Some(_))) {
             self.try_reap(key);
             return;
+        }
+        if matches!(conn.state, State::Connecting) {
+            self.finish_connect(key);
+            if !matches!(self.conns.get(key).map(|c| &c.state), Some(State::Open)) {
+                return;
+            }
         }
         if event.is_writable() {
             self.flush_conn(key);
@@ -691,7 +820,7 @@ impl Reactor {
 
     /// Writes queued output until done or `WouldBlock`; arms or disarms
     /// `WRITABLE` interest accordingly.
-    fn flush_conn(&mut self, key: usize) {
+    pub(crate) fn flush_conn(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -849,6 +978,7 @@ impl Reactor {
     /// `SIGKILL`, and reaps them all. Returns each worker's exit status
     /// (`None` where it was not ours to reap). The reactor is empty afterwards.
     pub fn shutdown(&mut self) -> Vec<(Worker, Option<ExitStatus>)> {
+        self.stop_all_servers();
         let mut waiting = Vec::new();
         let mut result = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
@@ -913,7 +1043,7 @@ impl Reactor {
 
 impl Drop for Reactor {
     fn drop(&mut self) {
-        if !self.conns.is_empty() {
+        if !self.conns.is_empty() || !self.tcp.servers.is_empty() || !self.tcp.children.is_empty() {
             self.shutdown();
         }
     }

@@ -98,6 +98,43 @@ fn close_range(first: libc::c_uint, last: libc::c_uint) {
     }
 }
 
+/// In a child: unblock every signal.
+pub(crate) fn unblock_all_signals() {
+    // SAFETY: sigemptyset initialises the set; sigprocmask with a valid set
+    // and a null old-set pointer. Both are async-signal-safe.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// In a child: make `sock` stdin and stdout, close every other descriptor
+/// from 3 up except `keep` (sorted; they lose close-on-exec), and exec `argv`
+/// (null-terminated, `argv[0]` looked up in `PATH`). Never returns: exits
+/// 127 if the exec fails.
+pub(crate) fn exec_with_socket(sock: RawFd, keep: &[RawFd], argv: &[*const libc::c_char]) -> ! {
+    // SAFETY: plain descriptor calls on numbers this child owns; argv is a
+    // null-terminated array of pointers to NUL-terminated strings prepared
+    // before fork and alive in this copy of memory. All are async-signal-safe
+    // except execvp's PATH search, which glibc does on the stack.
+    unsafe {
+        // Move the socket above 2 first, in case it is 0 or 1 itself.
+        let high = libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 3);
+        if high < 0 || libc::dup2(high, 0) < 0 || libc::dup2(high, 1) < 0 {
+            exit_now(127);
+        }
+        close_fds_except(keep);
+        for &fd in keep {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+        }
+        libc::execvp(argv[0], argv.as_ptr());
+        let msg = b"miniray: exec failed\n";
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+    }
+    exit_now(127)
+}
+
 /// `send(2)` with `MSG_NOSIGNAL`: a peer that closed gives `EPIPE`, never SIGPIPE.
 pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid readable slice for its length; fd is a socket the

@@ -6,9 +6,11 @@
 //! driven by the [`Reactor`](crate::Reactor).
 
 use std::collections::VecDeque;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
 
 use serde_json::Value;
@@ -131,7 +133,7 @@ impl AsRawFd for Worker {
 /// it passes 64 KiB, and when the work function returns.
 #[derive(Debug)]
 pub struct Channel {
-    sock: UnixStream,
+    sock: File,
     format: Format,
     lines: LineBuffer,
     inbox: VecDeque<Result<Value>>,
@@ -145,10 +147,11 @@ const CHANNEL_READ: usize = 64 * 1024;
 const CHANNEL_FLUSH_AT: usize = 64 * 1024;
 
 impl Channel {
-    /// A channel over a connected, blocking stream socket.
-    pub fn new(sock: UnixStream, format: Format, max_line: usize) -> Self {
+    /// A channel over a connected, blocking stream socket (a `UnixStream`,
+    /// a `TcpStream`, or its `OwnedFd`).
+    pub fn new(sock: impl Into<OwnedFd>, format: Format, max_line: usize) -> Self {
         Channel {
-            sock,
+            sock: File::from(sock.into()),
             format,
             lines: LineBuffer::new(max_line),
             inbox: VecDeque::new(),
@@ -272,15 +275,64 @@ where
     }
 }
 
-/// Forks a child that runs `work` over `child_end`. Returns the child's pid
-/// in the parent; never returns in the child.
+/// A program to exec instead of running a closure: its stdin and stdout are
+/// the worker's socket.
+#[derive(Clone, Debug)]
+pub struct Exec {
+    argv: Vec<CString>,
+}
+
+impl Exec {
+    /// `program` (looked up in `PATH` if it has no `/`) with `args`.
+    /// Fails if any of them holds a NUL byte.
+    pub fn new<I, S>(program: impl AsRef<OsStr>, args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut argv = vec![cstring(program.as_ref())?];
+        for a in args {
+            argv.push(cstring(a.as_ref())?);
+        }
+        Ok(Exec { argv })
+    }
+
+    /// The program's name, as given.
+    pub fn program(&self) -> &std::ffi::CStr {
+        &self.argv[0]
+    }
+}
+
+fn cstring(s: &OsStr) -> Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        Error::io(
+            "exec",
+            io::Error::new(io::ErrorKind::InvalidInput, "argument holds a NUL byte"),
+        )
+    })
+}
+
+/// Exit status of an exec worker whose program could not be executed.
+pub const EXIT_EXEC_FAILED: i32 = 127;
+
+/// What a child does once it is set up.
+pub(crate) enum Work<'a, F> {
+    /// Run a closure over a [`Channel`].
+    Run(F),
+    /// Make the socket stdin and stdout and exec.
+    Exec(&'a Exec),
+}
+
+/// Forks a child that serves `work` over `child_end`. Returns the child's
+/// pid in the parent; never returns in the child.
 ///
 /// System calls in the parent: `fork`. In the child: `prctl`, `getppid`,
-/// `close_range`, then the work function, then `_exit`.
+/// `sigprocmask`, `close_range`, then the work function and `_exit`, or
+/// `dup2` and `execvp`.
 pub(crate) fn spawn_child<F>(
     opts: &WorkerOptions,
-    child_end: UnixStream,
-    work: F,
+    child_end: OwnedFd,
+    work: Work<'_, F>,
 ) -> Result<libc::pid_t>
 where
     F: FnOnce(&mut Channel) -> Result<()>,
@@ -288,10 +340,23 @@ where
     // Everything the child needs is prepared before fork: after it, the child
     // allocates nothing until its inherited descriptors are closed.
     let child_fd = child_end.as_raw_fd();
-    let mut keep = opts.keep_fds.clone();
+    let mut keep_user = opts.keep_fds.clone();
+    keep_user.sort_unstable();
+    keep_user.dedup();
+    let mut keep = keep_user.clone();
     keep.push(child_fd);
     keep.sort_unstable();
     keep.dedup();
+    let exec_argv: Option<Vec<*const libc::c_char>> = match &work {
+        Work::Exec(e) => Some(
+            e.argv
+                .iter()
+                .map(|a| a.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect(),
+        ),
+        Work::Run(_) => None,
+    };
     let parent = sys::getpid();
     match sys::fork().map_err(|e| Error::io("fork", e))? {
         sys::Forked::Parent(pid) => {
@@ -302,11 +367,22 @@ where
             if let Some(signal) = opts.death_signal {
                 sys::set_parent_death_signal(signal, parent);
             }
+            // A mask blocked by the parent (say, for a signalfd) would block
+            // the death signal too.
+            sys::unblock_all_signals();
+            if let Some(argv) = &exec_argv {
+                // Only the socket (as stdin and stdout), stderr and the
+                // descriptors asked for survive into the program.
+                sys::exec_with_socket(child_fd, &keep_user, argv);
+            }
             // Other workers' sockets, the epoll descriptor, listeners: closed
             // by number, so no Rust object (and no epoll registration) is touched.
             sys::close_fds_except(&keep);
+            let Work::Run(run) = work else {
+                sys::exit_now(EXIT_EXEC_FAILED)
+            };
             let mut chan = Channel::new(child_end, opts.format, opts.max_line);
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| work(&mut chan)));
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&mut chan)));
             // Replies queued before a return, an error or a panic still go out.
             let flushed = chan.flush();
             let code = match outcome {

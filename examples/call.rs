@@ -1,0 +1,73 @@
+//! A RemoteWorker client: reads JSON lines on stdin, sends each to a
+//! WorkerServer (pipelined, order kept), prints each reply as one JSON line,
+//! exits 0 after the last reply. Errors go to stderr with a non-zero exit.
+//!
+//! ```text
+//! call --connect ADDR [--format json|marshal] [--timeout SECS]
+//! ```
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use miniray::serde_json::Value;
+use miniray::{Error, Format, Reactor, WorkerOptions};
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("call: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut connect = None;
+    let mut format = Format::Json;
+    let mut timeout = Duration::from_secs(30);
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--connect" => connect = Some(value()?),
+            "--format" => format = value()?.parse()?,
+            "--timeout" => timeout = Duration::from_secs_f64(value()?.parse()?),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let addr =
+        connect.ok_or("usage: call --connect ADDR [--format json|marshal] [--timeout SECS]")?;
+
+    let mut messages = Vec::new();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = miniray::serde_json::from_str(&line)
+            .map_err(|e| format!("stdin line {}: {e}", n + 1))?;
+        messages.push(v);
+    }
+
+    let mut reactor = Reactor::new()?;
+    let w = reactor.connect(addr.as_str(), &WorkerOptions::new().format(format), timeout)?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let (mut sent, mut received) = (0, 0);
+    while received < messages.len() {
+        // Pipeline: queue as much as the high-water mark allows.
+        while sent < messages.len() {
+            match reactor.send(w, &messages[sent]) {
+                Ok(()) => sent += 1,
+                Err(Error::Backpressure { .. }) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let reply = reactor.recv(w, Some(timeout))?;
+        writeln!(out, "{reply}")?;
+        received += 1;
+    }
+    out.flush()?;
+    Ok(())
+}

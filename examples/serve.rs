@@ -1,0 +1,171 @@
+//! A WorkerServer: listens, forks one worker per connection, serves until
+//! SIGINT or SIGTERM, then shuts down gracefully (stop accepting, SIGTERM
+//! the serving children, bounded grace, SIGKILL, reap every one).
+//!
+//! ```text
+//! serve --listen ADDR [--format json|marshal] [--max-line BYTES]
+//!       [--max-connections N] [--exec CMD ARGS...]
+//! ```
+//!
+//! The default work function echoes each message. With `--exec`, each
+//! connection's child runs `CMD ARGS...` with the connection as its stdin
+//! and stdout. The first line of stdout is `listening on HOST:PORT`; events
+//! go to stderr.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use miniray::{Exec, Format, Reactor, ServerEvent, ServerOptions, Token, WorkerOptions};
+
+struct Args {
+    listen: String,
+    format: Format,
+    max_line: Option<usize>,
+    max_connections: Option<usize>,
+    exec: Option<Vec<String>>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        listen: String::new(),
+        format: Format::Json,
+        max_line: None,
+        max_connections: None,
+        exec: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => a.listen = value()?,
+            "--format" => a.format = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--max-line" => {
+                a.max_line = Some(value()?.parse().map_err(|e| format!("--max-line: {e}"))?)
+            }
+            "--max-connections" => {
+                a.max_connections = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--max-connections: {e}"))?,
+                )
+            }
+            "--exec" => {
+                let rest: Vec<String> = it.by_ref().collect();
+                if rest.is_empty() {
+                    return Err("--exec needs a command".into());
+                }
+                a.exec = Some(rest);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.listen.is_empty() {
+        return Err(
+            "usage: serve --listen ADDR [--format json|marshal] [--max-line BYTES] \
+                    [--max-connections N] [--exec CMD ARGS...]"
+                .into(),
+        );
+    }
+    Ok(a)
+}
+
+/// Blocks SIGINT and SIGTERM and returns a signalfd that reads them.
+/// (miniray's children unblock every signal before they run.)
+fn termination_signalfd() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sigset manipulation on a local set; sigprocmask and signalfd
+    // with valid pointers; the returned descriptor is new and ours.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args) {
+        eprintln!("serve: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    miniray::raise_fd_limit()?;
+    let signals = termination_signalfd()?;
+    let mut reactor = Reactor::new()?;
+    let mut worker = WorkerOptions::new().format(args.format);
+    if let Some(n) = args.max_line {
+        worker = worker.max_line(n);
+    }
+    let mut opts = ServerOptions::new().worker(worker);
+    if let Some(n) = args.max_connections {
+        opts = opts.max_connections(n);
+    }
+    let server = match &args.exec {
+        Some(cmd) => {
+            reactor.listen_exec(args.listen.as_str(), &opts, Exec::new(&cmd[0], &cmd[1..])?)?
+        }
+        None => reactor.listen(args.listen.as_str(), &opts, |msg| msg)?,
+    };
+    let sig_token = Token(1);
+    reactor.register_source(
+        &mut mio::unix::SourceFd(&signals.as_raw_fd()),
+        sig_token,
+        miniray::Interest::READABLE,
+    )?;
+    let addr = reactor.server_addr(server)?;
+    let mut out = std::io::stdout();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()?;
+
+    loop {
+        reactor.wait_any(Some(Duration::from_secs(60)))?;
+        for e in reactor.take_server_events() {
+            match e {
+                ServerEvent::Accepted { peer, pid, .. } => eprintln!("accepted {peer} (pid {pid})"),
+                ServerEvent::Exited { pid, status, .. } => {
+                    eprintln!("pid {pid} exited: {status:?}")
+                }
+                ServerEvent::Rejected { peer, .. } => {
+                    eprintln!("rejected {peer}: connection limit")
+                }
+                ServerEvent::AcceptFailed { error, dropped, .. } => {
+                    eprintln!("accept failed: {error} (pending connection dropped: {dropped})")
+                }
+                other => eprintln!("{other:?}"),
+            }
+        }
+        if reactor
+            .take_user_events()
+            .iter()
+            .any(|e| e.token == sig_token)
+        {
+            break;
+        }
+    }
+    eprintln!("shutting down");
+    reactor.stop_server(server)?;
+    for e in reactor.take_server_events() {
+        if let ServerEvent::Exited { pid, status, .. } = e {
+            eprintln!("pid {pid} exited: {status:?}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,694 @@
+//! TCP: [`RemoteWorker`](Reactor::connect)s (client connections with the
+//! same interface as local workers) and [`WorkerServer`](Reactor::listen)s
+//! (listeners that fork one worker per accepted connection). Both live in
+//! the same reactor as local workers.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::Interest;
+
+use crate::error::{Error, Result};
+use crate::reactor::{
+    next_generation, token, Reactor, State, Stream, KIND_CHILD, KIND_LISTENER, MAX_KEY,
+};
+use crate::sys;
+use crate::worker::{self, Channel, Exec, Work, Worker, WorkerOptions};
+
+/// Default limit of concurrent connections of a [`Server`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default pause of a server's accepting after it ran out of descriptors.
+pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How a [`Server`] listens and what each connection's child runs with.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub(crate) worker: WorkerOptions,
+    pub(crate) max_connections: usize,
+    pub(crate) accept_backoff: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            worker: WorkerOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            accept_backoff: DEFAULT_ACCEPT_BACKOFF,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// JSON, a 64 MiB line limit, 1024 connections, `SIGTERM` on parent death.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The options of each connection's child (format, line limit, death
+    /// signal, descriptors to keep).
+    pub fn worker(mut self, worker: WorkerOptions) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// The line format (shorthand for the worker options' format).
+    pub fn format(mut self, format: crate::Format) -> Self {
+        self.worker = self.worker.format(format);
+        self
+    }
+
+    /// Connections served at once; one over it is closed at once and
+    /// reported as [`ServerEvent::Rejected`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// How long accepting pauses after `EMFILE`/`ENFILE`.
+    pub fn accept_backoff(mut self, pause: Duration) -> Self {
+        self.accept_backoff = pause;
+        self
+    }
+}
+
+/// A handle to a listening [`WorkerServer`](Reactor::listen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Server {
+    pub(crate) key: u32,
+    pub(crate) gen: u32,
+}
+
+/// What happened at a server, from [`Reactor::take_server_events`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A connection was accepted and a child forked to serve it.
+    Accepted {
+        /// The server.
+        server: Server,
+        /// The client's address.
+        peer: SocketAddr,
+        /// The serving child.
+        pid: i32,
+    },
+    /// A connection over the limit was closed at once.
+    Rejected {
+        /// The server.
+        server: Server,
+        /// The client's address.
+        peer: SocketAddr,
+    },
+    /// A serving child exited and was reaped.
+    Exited {
+        /// The server.
+        server: Server,
+        /// The child.
+        pid: i32,
+        /// Its exit status (`None` if someone else reaped it).
+        status: Option<ExitStatus>,
+    },
+    /// `accept` failed. On `EMFILE`/`ENFILE` the pending connection was
+    /// accepted with the spare descriptor and closed (`dropped`), and
+    /// accepting pauses for the back-off before it resumes.
+    AcceptFailed {
+        /// The server.
+        server: Server,
+        /// The error.
+        error: Error,
+        /// A pending connection was closed to keep the queue moving.
+        dropped: bool,
+    },
+}
+
+/// A server's per-connection work function, run in each forked child.
+type ConnectionWork = Box<dyn FnMut(&mut Channel) -> Result<()> + Send>;
+
+pub(crate) enum ServerWork {
+    Run(ConnectionWork),
+    Exec(Exec),
+}
+
+impl fmt::Debug for ServerWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerWork::Run(_) => f.write_str("Run(..)"),
+            ServerWork::Exec(e) => write!(f, "Exec({e:?})"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Listener {
+    pub(crate) gen: u32,
+    sock: TcpListener,
+    addr: SocketAddr,
+    opts: ServerOptions,
+    work: ServerWork,
+    active: usize,
+    paused_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ServerChild {
+    pub(crate) gen: u32,
+    pid: libc::pid_t,
+    server: Server,
+    pidfd: Option<OwnedFd>,
+}
+
+/// The TCP part of the reactor's state.
+#[derive(Debug, Default)]
+pub(crate) struct Tcp {
+    pub(crate) servers: slab::Slab<Listener>,
+    pub(crate) children: slab::Slab<ServerChild>,
+    pub(crate) events: VecDeque<ServerEvent>,
+    /// Children that could get no pidfd: `waitpid` is retried.
+    pub(crate) unreaped: Vec<usize>,
+    /// Listeners pausing after `EMFILE`.
+    pub(crate) paused: Vec<usize>,
+    /// The spare descriptor of the `EMFILE` method.
+    spare: Option<File>,
+}
+
+impl Tcp {
+    /// The earliest moment a timer of ours is due, if any.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.paused
+            .iter()
+            .filter_map(|&k| self.servers.get(k).and_then(|l| l.paused_until))
+            .min()
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+impl Reactor {
+    /// Connects a `RemoteWorker`: a TCP connection to a `WorkerServer` (of
+    /// miniray or of the original Python library) with the same interface as
+    /// a local worker. The connect is non-blocking and completed through the
+    /// reactor (other workers' events are read and queued meanwhile), tried
+    /// on each resolved address in turn until `timeout`. `TCP_NODELAY` is set.
+    ///
+    /// Errors: [`Error::Io`] with `op` `"connect"` (refused, unreachable,
+    /// ...) or `"resolve"`, [`Error::Timeout`]. A reset or EOF later is the
+    /// worker's [`Error::Closed`] (status `None`).
+    pub fn connect<A: ToSocketAddrs>(
+        &mut self,
+        addr: A,
+        opts: &WorkerOptions,
+        timeout: Duration,
+    ) -> Result<Worker> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        for a in addr
+            .to_socket_addrs()
+            .map_err(|e| Error::io("resolve", e))?
+        {
+            match self.connect_one(a, opts, deadline) {
+                Ok(w) => return Ok(w),
+                Err(Error::Timeout) => return Err(Error::Timeout),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::io(
+                "resolve",
+                io::Error::new(io::ErrorKind::NotFound, "no address"),
+            )
+        }))
+    }
+
+    fn connect_one(
+        &mut self,
+        addr: SocketAddr,
+        opts: &WorkerOptions,
+        deadline: Instant,
+    ) -> Result<Worker> {
+        let sock = TcpStream::connect(addr).map_err(|e| Error::io("connect", e))?;
+        let w = self.insert_conn(
+            Stream::Tcp(sock),
+            None,
+            opts,
+            State::Connecting,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        loop {
+            let conn = self.conn_mut(w)?;
+            match conn.state {
+                State::Connecting => {}
+                State::Open => return Ok(w),
+                _ => {
+                    // Failed: the inbox holds the connect error, then Closed.
+                    let err = match conn.inbox.pop_front() {
+                        Some(Err(e)) => e,
+                        _ => Error::io("connect", io::Error::other("connection failed")),
+                    };
+                    self.conns.remove(w.key as usize);
+                    return Err(err);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if let Some(mut c) = self.conns.try_remove(w.key as usize) {
+                    if let Some(mut s) = c.sock.take() {
+                        let _ = self.poll.registry().deregister(&mut s);
+                    }
+                }
+                return Err(Error::Timeout);
+            }
+            self.poll_once(Some(left))?;
+        }
+    }
+
+    /// A connecting socket became writable (or failed): finish the connect.
+    pub(crate) fn finish_connect(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(Stream::Tcp(sock)) = conn.sock.as_ref() else {
+            return;
+        };
+        let failure = match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => Some(e),
+            },
+        };
+        match failure {
+            None => {
+                let _ = sock.set_nodelay(true);
+                conn.state = State::Open;
+                // Disarms WRITABLE once nothing is queued.
+                self.flush_conn(key);
+            }
+            Some(e) => {
+                if let Some(mut s) = conn.sock.take() {
+                    let _ = self.poll.registry().deregister(&mut s);
+                }
+                conn.inbox.push_back(Err(Error::io("connect", e)));
+                conn.inbox.push_back(Err(Error::Closed { status: None }));
+                conn.state = State::Done;
+            }
+        }
+    }
+
+    /// Starts a `WorkerServer` on `addr` (port 0 picks a free port; see
+    /// [`Reactor::server_addr`]): every accepted connection gets a forked
+    /// child that answers each message with `f(message)`, with the same
+    /// hygiene as a local worker (every inherited descriptor but its
+    /// connection closed, the listener and the epoll descriptor included;
+    /// `PR_SET_PDEATHSIG`; `_exit`). The parent closes its copy of the
+    /// connection and reaps the child ([`ServerEvent::Exited`]).
+    ///
+    /// System calls: `socket`, `bind`, `listen`, `epoll_ctl`; per
+    /// connection `accept4`, `fork`, `pidfd_open`.
+    pub fn listen<A, F>(&mut self, addr: A, opts: &ServerOptions, mut f: F) -> Result<Server>
+    where
+        A: ToSocketAddrs,
+        F: FnMut(serde_json::Value) -> serde_json::Value + Send + 'static,
+    {
+        let work = move |ch: &mut Channel| worker::serve_replies(ch, &mut f);
+        self.listen_work(addr, opts, ServerWork::Run(Box::new(work)))
+    }
+
+    /// [`Reactor::listen`] with full control: each connection's child runs
+    /// `work` with its [`Channel`].
+    pub fn listen_channel<A, F>(&mut self, addr: A, opts: &ServerOptions, work: F) -> Result<Server>
+    where
+        A: ToSocketAddrs,
+        F: FnMut(&mut Channel) -> Result<()> + Send + 'static,
+    {
+        self.listen_work(addr, opts, ServerWork::Run(Box::new(work)))
+    }
+
+    /// [`Reactor::listen`] where each connection's child execs `program`
+    /// with the connection as its stdin and stdout (see [`Reactor::spawn_exec`]).
+    pub fn listen_exec<A: ToSocketAddrs>(
+        &mut self,
+        addr: A,
+        opts: &ServerOptions,
+        program: Exec,
+    ) -> Result<Server> {
+        self.listen_work(addr, opts, ServerWork::Exec(program))
+    }
+
+    fn listen_work<A: ToSocketAddrs>(
+        &mut self,
+        addr: A,
+        opts: &ServerOptions,
+        work: ServerWork,
+    ) -> Result<Server> {
+        let addr = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::io("resolve", e))?
+            .next()
+            .ok_or_else(|| {
+                Error::io(
+                    "resolve",
+                    io::Error::new(io::ErrorKind::NotFound, "no address"),
+                )
+            })?;
+        if self.tcp.spare.is_none() {
+            self.tcp.spare = Some(File::open("/dev/null").map_err(|e| Error::io("open", e))?);
+        }
+        let mut sock = TcpListener::bind(addr).map_err(|e| Error::io("bind", e))?;
+        let addr = sock.local_addr().map_err(|e| Error::io("getsockname", e))?;
+        let key = self.tcp.servers.vacant_key();
+        if key > MAX_KEY {
+            return Err(Error::io("listen", io::Error::other("too many servers")));
+        }
+        let gen = next_generation();
+        self.poll
+            .registry()
+            .register(
+                &mut sock,
+                token(key | KIND_LISTENER, gen),
+                Interest::READABLE,
+            )
+            .map_err(|e| Error::io("epoll_ctl", e))?;
+        self.tcp.servers.insert(Listener {
+            gen,
+            sock,
+            addr,
+            opts: opts.clone(),
+            work,
+            active: 0,
+            paused_until: None,
+        });
+        Ok(Server {
+            key: key as u32,
+            gen,
+        })
+    }
+
+    fn listener(&mut self, s: Server) -> Result<&mut Listener> {
+        match self.tcp.servers.get_mut(s.key as usize) {
+            Some(l) if l.gen == s.gen => Ok(l),
+            _ => Err(Error::UnknownWorker),
+        }
+    }
+
+    /// The address a server listens on.
+    pub fn server_addr(&mut self, s: Server) -> Result<SocketAddr> {
+        self.listener(s).map(|l| l.addr)
+    }
+
+    /// Connections a server is serving now.
+    pub fn server_connections(&mut self, s: Server) -> Result<usize> {
+        self.listener(s).map(|l| l.active)
+    }
+
+    /// What happened at the servers since the last call. `wait_any` returns
+    /// (perhaps with no worker) while any are pending.
+    pub fn take_server_events(&mut self) -> Vec<ServerEvent> {
+        self.tcp.events.drain(..).collect()
+    }
+
+    /// Accepts until `WouldBlock`, forking a child per connection.
+    pub(crate) fn accept_ready(&mut self, key: usize) {
+        loop {
+            let Some(l) = self.tcp.servers.get_mut(key) else {
+                return;
+            };
+            if l.paused_until.is_some() {
+                return;
+            }
+            let server = Server {
+                key: key as u32,
+                gen: l.gen,
+            };
+            match l.sock.accept() {
+                Ok((stream, peer)) => self.serve_connection(key, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNABORTED) | Some(libc::EPROTO)
+                    ) => {}
+                Err(e) => {
+                    let mut dropped = false;
+                    if is_fd_exhaustion(&e) {
+                        // The spare-descriptor method: free one, take the
+                        // pending connection off the queue and close it, so a
+                        // level-triggered embedder does not spin and an
+                        // edge-triggered loop does not stall. (accept fails
+                        // with EMFILE even when nothing is pending: then there
+                        // is nothing to report, and the next connection
+                        // raises a new event.)
+                        self.tcp.spare = None;
+                        let pending = l.sock.accept().map(drop);
+                        // The accepted connection is closed: its descriptor
+                        // becomes the spare again.
+                        self.tcp.spare = File::open("/dev/null").ok();
+                        match pending {
+                            Ok(()) => dropped = true,
+                            Err(again) if again.kind() == io::ErrorKind::WouldBlock => return,
+                            Err(_) => {}
+                        }
+                    }
+                    l.paused_until = Some(Instant::now() + l.opts.accept_backoff);
+                    self.tcp.paused.push(key);
+                    self.tcp.events.push_back(ServerEvent::AcceptFailed {
+                        server,
+                        error: Error::io("accept", e),
+                        dropped,
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn serve_connection(&mut self, key: usize, stream: TcpStream, peer: SocketAddr) {
+        let Some(l) = self.tcp.servers.get_mut(key) else {
+            return;
+        };
+        let server = Server {
+            key: key as u32,
+            gen: l.gen,
+        };
+        if l.active >= l.opts.max_connections {
+            drop(stream);
+            self.tcp
+                .events
+                .push_back(ServerEvent::Rejected { server, peer });
+            return;
+        }
+        let std_stream = std::net::TcpStream::from(stream);
+        let _ = std_stream.set_nodelay(true);
+        if let Err(e) = std_stream.set_nonblocking(false) {
+            self.tcp.events.push_back(ServerEvent::AcceptFailed {
+                server,
+                error: Error::io("fcntl", e),
+                dropped: true,
+            });
+            return;
+        }
+        let fd = OwnedFd::from(std_stream);
+        let forked = match &mut l.work {
+            ServerWork::Run(work) => {
+                worker::spawn_child(&l.opts.worker, fd, Work::Run(|ch: &mut Channel| work(ch)))
+            }
+            ServerWork::Exec(e) => worker::spawn_child::<fn(&mut Channel) -> Result<()>>(
+                &l.opts.worker,
+                fd,
+                Work::Exec(e),
+            ),
+        };
+        let pid = match forked {
+            Ok(pid) => pid,
+            Err(error) => {
+                self.tcp.events.push_back(ServerEvent::AcceptFailed {
+                    server,
+                    error,
+                    dropped: true,
+                });
+                return;
+            }
+        };
+        l.active += 1;
+        self.tcp
+            .events
+            .push_back(ServerEvent::Accepted { server, peer, pid });
+        self.watch_child(server, pid);
+    }
+
+    /// Reaps a serving child when its pidfd reads ready (or by retrying).
+    fn watch_child(&mut self, server: Server, pid: libc::pid_t) {
+        let ckey = self.tcp.children.vacant_key();
+        let gen = next_generation();
+        let pidfd = sys::pidfd_open(pid).ok().and_then(|fd| {
+            self.poll
+                .registry()
+                .register(
+                    &mut SourceFd(&fd.as_raw_fd()),
+                    token(ckey | KIND_CHILD, gen),
+                    Interest::READABLE,
+                )
+                .ok()
+                .map(|()| fd)
+        });
+        let watched = pidfd.is_some();
+        let ckey = self.tcp.children.insert(ServerChild {
+            gen,
+            pid,
+            server,
+            pidfd,
+        });
+        if !watched {
+            self.tcp.unreaped.push(ckey);
+        }
+    }
+
+    /// Tries to reap one serving child; true once it is gone.
+    pub(crate) fn reap_child(&mut self, ckey: usize, status: Option<Option<ExitStatus>>) -> bool {
+        let Some(c) = self.tcp.children.get(ckey) else {
+            return true;
+        };
+        let status = match status {
+            Some(s) => s,
+            None => match sys::try_wait(c.pid) {
+                Ok(None) => return false,
+                Ok(Some(s)) => Some(s),
+                Err(_) => None,
+            },
+        };
+        let c = self.tcp.children.remove(ckey);
+        if let Some(fd) = &c.pidfd {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        if let Some(l) = self.tcp.servers.get_mut(c.server.key as usize) {
+            if l.gen == c.server.gen {
+                l.active = l.active.saturating_sub(1);
+            }
+        }
+        self.tcp.events.push_back(ServerEvent::Exited {
+            server: c.server,
+            pid: c.pid,
+            status,
+        });
+        true
+    }
+
+    /// Retries `waitpid` for children without a pidfd, and resumes paused
+    /// listeners whose back-off is over.
+    pub(crate) fn tcp_timers(&mut self) {
+        if !self.tcp.unreaped.is_empty() {
+            let list = std::mem::take(&mut self.tcp.unreaped);
+            for ckey in list {
+                if !self.reap_child(ckey, None) {
+                    self.tcp.unreaped.push(ckey);
+                }
+            }
+        }
+        if !self.tcp.paused.is_empty() {
+            let now = Instant::now();
+            let list = std::mem::take(&mut self.tcp.paused);
+            for key in list {
+                let due = match self.tcp.servers.get_mut(key) {
+                    Some(l) => match l.paused_until {
+                        Some(t) if t <= now => {
+                            l.paused_until = None;
+                            true
+                        }
+                        Some(_) => {
+                            self.tcp.paused.push(key);
+                            false
+                        }
+                        None => false,
+                    },
+                    None => false,
+                };
+                if due {
+                    // Edge-triggered: connections queued while paused raise
+                    // no new event, so look now.
+                    self.accept_ready(key);
+                }
+            }
+        }
+    }
+
+    /// Stops a server: closes the listener, sends `SIGTERM` to its serving
+    /// children, waits up to the grace period (see [`Reactor::set_grace`]),
+    /// kills the rest with `SIGKILL`, and reaps them all
+    /// ([`ServerEvent::Exited`] for each).
+    pub fn stop_server(&mut self, s: Server) -> Result<()> {
+        self.listener(s)?;
+        let mut l = self.tcp.servers.remove(s.key as usize);
+        let _ = self.poll.registry().deregister(&mut l.sock);
+        drop(l);
+        let mine: Vec<usize> = self
+            .tcp
+            .children
+            .iter()
+            .filter(|(_, c)| c.server == s)
+            .map(|(k, _)| k)
+            .collect();
+        self.end_children(&mine);
+        Ok(())
+    }
+
+    /// `SIGTERM`, bounded grace, `SIGKILL`, reap: for serving children.
+    pub(crate) fn end_children(&mut self, keys: &[usize]) {
+        for &k in keys {
+            if let Some(c) = self.tcp.children.get(k) {
+                let _ = sys::kill(c.pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + self.grace;
+        let mut waiting: Vec<usize> = keys.to_vec();
+        let mut nap = Duration::from_micros(200);
+        loop {
+            waiting.retain(|&k| !self.reap_child(k, None));
+            if waiting.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(20));
+        }
+        for k in waiting {
+            if let Some(c) = self.tcp.children.get(k) {
+                let pid = c.pid;
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let status = sys::wait(pid).ok();
+                self.reap_child(k, Some(status));
+            }
+        }
+        self.tcp.unreaped.retain(|k| self.tcp.children.contains(*k));
+    }
+
+    /// Stops every server (see [`Reactor::stop_server`]).
+    pub(crate) fn stop_all_servers(&mut self) {
+        let servers: Vec<Server> = self
+            .tcp
+            .servers
+            .iter()
+            .map(|(k, l)| Server {
+                key: k as u32,
+                gen: l.gen,
+            })
+            .collect();
+        for s in servers {
+            let _ = self.stop_server(s);
+        }
+        // Children whose server is already gone.
+        let rest: Vec<usize> = self.tcp.children.iter().map(|(k, _)| k).collect();
+        self.end_children(&rest);
+    }
+}

@@ -1,0 +1,311 @@
+//! RemoteWorker and WorkerServer over loopback TCP: real sockets, real forks.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+use miniray::serde_json::{json, Value};
+use miniray::{Error, Format, Reactor, ServerEvent, ServerOptions, WorkerOptions};
+
+#[test]
+fn remote_worker_round_trip_through_in_process_server_both_formats() {
+    for format in [Format::Json, Format::Marshal] {
+        let mut r = Reactor::new().expect("reactor");
+        let server = r
+            .listen(
+                "127.0.0.1:0",
+                &ServerOptions::new().format(format),
+                |v| json!({"echo": v}),
+            )
+            .expect("listen");
+        let addr = r.server_addr(server).expect("addr");
+        let w = r
+            .connect(addr, &WorkerOptions::new().format(format), DEADLINE)
+            .expect("connect");
+        assert!(is_nonblocking(w.fileno()) && is_cloexec(w.fileno()));
+        r.send(w, &json!({"test": 123})).expect("send");
+        assert_eq!(
+            r.recv(w, Some(DEADLINE)).expect("recv"),
+            json!({"echo": {"test": 123}})
+        );
+        // The server reported the connection.
+        let events = r.take_server_events();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ServerEvent::Accepted { .. })),
+            "{events:?}"
+        );
+        // Closing the client ends the serving child, which is reaped.
+        r.close(w).expect("close");
+        assert!(matches!(
+            r.recv(w, Some(DEADLINE)),
+            Err(Error::Closed { status: None })
+        ));
+        let end = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < end, "serving child not reaped");
+            r.wait_any(Some(Duration::from_millis(100)))
+                .expect("wait_any");
+            if r.take_server_events()
+                .iter()
+                .any(|e| matches!(e, ServerEvent::Exited { status: Some(s), .. } if s.success()))
+            {
+                break;
+            }
+        }
+        assert_eq!(r.server_connections(server).expect("count"), 0);
+    }
+}
+
+#[test]
+fn connection_refused_is_a_clear_error() {
+    // Bind then drop a listener: nothing listens on that port now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut r = Reactor::new().expect("reactor");
+    match r.connect(("127.0.0.1", port), &WorkerOptions::new(), DEADLINE) {
+        Err(Error::Io {
+            op: "connect",
+            source,
+        }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused)
+        }
+        other => panic!("expected refused, got {other:?}"),
+    }
+    assert!(r.is_empty());
+}
+
+#[test]
+fn a_thousand_remote_workers_get_their_own_echoes() {
+    miniray::raise_fd_limit().expect("rlimit");
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen(
+            "127.0.0.1:0",
+            &ServerOptions::new().max_connections(2000),
+            |v| v,
+        )
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    let n = 1000;
+    let mut workers = Vec::with_capacity(n);
+    for _ in 0..n {
+        workers.push(
+            r.connect(addr, &WorkerOptions::new(), DEADLINE)
+                .expect("connect"),
+        );
+    }
+    for (i, &w) in workers.iter().enumerate() {
+        r.send(w, &json!({"i": i})).expect("send");
+    }
+    let mut left = n;
+    while left > 0 {
+        let ready = r.wait_any(Some(DEADLINE)).expect("wait_any");
+        let _ = r.take_server_events();
+        for w in ready {
+            let i = workers.iter().position(|&x| x == w).expect("known");
+            assert_eq!(r.try_recv(w).expect("reply"), Some(json!({"i": i})));
+            left -= 1;
+        }
+    }
+    // Dropping the reactor stops the server and reaps all 1000 children.
+}
+
+#[test]
+fn client_disconnecting_mid_line_ends_its_server_child() {
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    let mut client = std::net::TcpStream::connect(addr).expect("connect");
+    client.write_all(b"{\"half\":").expect("write");
+    drop(client);
+    let end = Instant::now() + DEADLINE;
+    let (mut accepted, mut exited) = (None, None);
+    while exited.is_none() {
+        assert!(Instant::now() < end, "child not reaped");
+        r.wait_any(Some(Duration::from_millis(100)))
+            .expect("wait_any");
+        for e in r.take_server_events() {
+            match e {
+                ServerEvent::Accepted { pid, .. } => accepted = Some(pid),
+                ServerEvent::Exited { pid, status, .. } => exited = Some((pid, status)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let (pid, status) = exited.expect("exited");
+    assert_eq!(Some(pid), accepted);
+    assert!(status.expect("status").success());
+    assert!(is_reaped(pid));
+}
+
+#[test]
+fn server_killed_mid_stream_gives_the_client_closed() {
+    let mut r = Reactor::new().expect("reactor");
+    // The server runs in a worker process of ours, and reports its port.
+    let host = r
+        .spawn_channel(&WorkerOptions::new(), |ch| {
+            let mut inner = Reactor::new()?;
+            let s = inner.listen("127.0.0.1:0", &ServerOptions::new(), |v| v)?;
+            let port = inner.server_addr(s)?.port();
+            ch.send(&json!(port))?;
+            loop {
+                inner.wait_any(None)?;
+                let _ = inner.take_server_events();
+            }
+        })
+        .expect("spawn server host");
+    let port = r
+        .recv(host, Some(DEADLINE))
+        .expect("port")
+        .as_u64()
+        .expect("u64") as u16;
+    let w = r
+        .connect(("127.0.0.1", port), &WorkerOptions::new(), DEADLINE)
+        .expect("connect");
+    r.send(w, &json!("before")).expect("send");
+    assert_eq!(r.recv(w, Some(DEADLINE)).expect("echo"), json!("before"));
+    r.kill(host, libc::SIGKILL).expect("kill");
+    assert!(matches!(
+        r.recv(host, Some(DEADLINE)),
+        Err(Error::Closed { .. })
+    ));
+    // The serving child dies with its parent (PDEATHSIG); the client sees it.
+    match r.recv(w, Some(DEADLINE)) {
+        Err(Error::Closed { status: None }) => {}
+        other => panic!("expected Closed, got {other:?}"),
+    }
+}
+
+#[test]
+fn connections_over_the_limit_are_closed_and_reported() {
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen(
+            "127.0.0.1:0",
+            &ServerOptions::new().max_connections(1),
+            |v| v,
+        )
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    let first = r
+        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .expect("first");
+    r.send(first, &json!(1)).expect("send");
+    assert_eq!(r.recv(first, Some(DEADLINE)).expect("echo"), json!(1));
+    let mut second = std::net::TcpStream::connect(addr).expect("second");
+    second.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let end = Instant::now() + DEADLINE;
+    let mut rejected = false;
+    while !rejected {
+        assert!(Instant::now() < end, "no Rejected event");
+        r.wait_any(Some(Duration::from_millis(100)))
+            .expect("wait_any");
+        rejected = r
+            .take_server_events()
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Rejected { .. }));
+    }
+    let mut line = String::new();
+    let n = BufReader::new(&mut second)
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(n, 0, "rejected connection is closed");
+}
+
+/// Gathers the host's event names for up to `wait` (at most 1000 of them).
+fn collect(r: &mut Reactor, host: miniray::Worker, into: &mut Vec<Value>, wait: Duration) {
+    let until = Instant::now() + wait;
+    for _ in 0..1000 {
+        match r.recv(host, Some(until.saturating_duration_since(Instant::now()))) {
+            Ok(v) => into.push(v),
+            Err(Error::Timeout) => return,
+            Err(e) => panic!("host failed: {e}; events {into:?}"),
+        }
+    }
+}
+
+/// Open descriptors of this process.
+fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+#[test]
+fn emfile_on_accept_recovers_and_serves_the_next_client() {
+    let mut r = Reactor::new().expect("reactor");
+    // The server runs in a child with a tight open-file limit and reports
+    // its events as messages.
+    let host = r
+        .spawn_channel(&WorkerOptions::new(), |ch| {
+            let mut inner = Reactor::new()?;
+            let opts = ServerOptions::new().accept_backoff(Duration::from_millis(20));
+            let s = inner.listen("127.0.0.1:0", &opts, |v| v)?;
+            // Room for two connections' pidfds, and then some accept fails.
+            let limit = open_fds() + 2;
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: 20_000,
+            };
+            // SAFETY: a valid rlimit struct.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+                return Err(Error::Closed { status: None });
+            }
+            ch.send(&json!(inner.server_addr(s)?.port()))?;
+            loop {
+                inner.wait_any(Some(Duration::from_millis(50)))?;
+                for e in inner.take_server_events() {
+                    let name = match e {
+                        ServerEvent::Accepted { .. } => "accepted",
+                        ServerEvent::Exited { .. } => "exited",
+                        ServerEvent::AcceptFailed { dropped: true, .. } => "emfile-dropped",
+                        ServerEvent::AcceptFailed { .. } => "accept-failed",
+                        _ => "other",
+                    };
+                    ch.send(&json!(name))?;
+                }
+            }
+        })
+        .expect("spawn host");
+    let port = r
+        .recv(host, Some(DEADLINE))
+        .expect("port")
+        .as_u64()
+        .expect("u64") as u16;
+    let addr = ("127.0.0.1", port);
+
+    // Open clients until the server runs out of descriptors.
+    let mut clients = Vec::new();
+    let mut events = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while !events.iter().any(|e: &Value| e == "emfile-dropped") {
+        assert!(Instant::now() < end, "no EMFILE reported: {events:?}");
+        assert!(clients.len() < 50, "EMFILE never happened: {events:?}");
+        clients.push(std::net::TcpStream::connect(addr).expect("connect"));
+        collect(&mut r, host, &mut events, Duration::from_millis(200));
+    }
+    // Free the server's descriptors: close every client; their children exit.
+    drop(clients);
+    // The next client is served (after the back-off), not stalled or spun on.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        assert!(Instant::now() < end, "server never recovered: {events:?}");
+        collect(&mut r, host, &mut events, Duration::ZERO);
+        if let Ok(w) = r.connect(addr, &WorkerOptions::new(), DEADLINE) {
+            r.send(w, &json!("after")).expect("send");
+            if let Ok(reply) = r.recv(w, Some(Duration::from_secs(2))) {
+                assert_eq!(reply, json!("after"));
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.kill(host, libc::SIGKILL).expect("kill host");
+}
