@@ -248,7 +248,7 @@ fn example(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn serve_exec_python_script_and_call_against_it() {
-    for (format, name) in formats() {
+    for (_, name) in formats() {
         let mut serve = Reaped(
             Command::new(example("serve"))
                 .args([
