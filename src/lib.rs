@@ -41,7 +41,13 @@
 //! * [`Format`] and [`marshal`]: the two line formats. Integers of any size
 //!   stay exact and dict key order is kept in both.
 //! * [`Reactor`]: the event loop, `send`/`recv`/`wait_any`, reaping.
-//! * [`worker`]: spawn options, the [`Worker`] handle, the child's [`Channel`].
+//! * [`worker`]: spawn options, the [`Worker`] handle, the child's
+//!   [`Channel`], [`Exec`] workers (any program that reads and writes lines).
+//! * [`remote`]: TCP in the same reactor. [`Reactor::connect`] makes a
+//!   *RemoteWorker* (same `send`/`recv`/`wait_any` as a local worker);
+//!   [`Reactor::listen`] makes a *WorkerServer* that forks a worker per
+//!   accepted connection. Same protocol, same formats, and Python peers of
+//!   the original library on either side.
 //!
 //! # Errors
 //!

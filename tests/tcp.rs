@@ -309,3 +309,57 @@ fn emfile_on_accept_recovers_and_serves_the_next_client() {
     }
     r.kill(host, libc::SIGKILL).expect("kill host");
 }
+
+#[test]
+fn connect_timeout_and_reset_are_reported() {
+    use std::os::fd::AsRawFd;
+    // A listener with a backlog of 0 that never accepts: once its queue is
+    // full the kernel drops further SYNs, so a connect can only time out.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // SAFETY: listen(2) on our own socket.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let addr = listener.local_addr().expect("addr");
+    let _fill: Vec<_> = (0..3)
+        .filter_map(|_| {
+            let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok();
+            s
+        })
+        .collect();
+    let mut r = Reactor::new().expect("reactor");
+    match r.connect(addr, &WorkerOptions::new(), Duration::from_millis(300)) {
+        Err(Error::Timeout) => {}
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(r.is_empty(), "a timed-out connect leaves nothing behind");
+
+    // Reset: the peer closes with SO_LINGER 0 while we wait for a reply.
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let w = r
+        .connect(
+            peer.local_addr().expect("addr"),
+            &WorkerOptions::new(),
+            DEADLINE,
+        )
+        .expect("connect");
+    let (conn, _) = peer.accept().expect("accept");
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a valid linger struct of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(conn);
+    match r.recv(w, Some(DEADLINE)) {
+        Err(Error::Closed { status: None }) => {}
+        other => panic!("expected Closed after reset, got {other:?}"),
+    }
+}
