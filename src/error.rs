@@ -58,6 +58,14 @@ pub enum Error {
         /// The high-water mark.
         limit: usize,
     },
+    /// A shared memory region could not be created, sent, received or opened
+    /// (for example: sent over TCP, descriptors dropped by the kernel with
+    /// `MSG_CTRUNC`, a region not sealed against shrinking). Any descriptors
+    /// that did arrive were closed.
+    Region {
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// The handle names no worker of this reactor (never spawned here, or its
     /// `Closed` event was already returned).
     UnknownWorker,
@@ -81,9 +89,12 @@ impl Error {
     }
 
     /// True for errors that fail a single message and leave the worker usable:
-    /// [`Error::LineTooLong`], [`Error::Decode`].
+    /// [`Error::LineTooLong`], [`Error::Decode`], [`Error::Region`].
     pub fn is_message_error(&self) -> bool {
-        matches!(self, Error::LineTooLong { .. } | Error::Decode(_))
+        matches!(
+            self,
+            Error::LineTooLong { .. } | Error::Decode(_) | Error::Region { .. }
+        )
     }
 }
 
@@ -109,6 +120,7 @@ impl fmt::Display for Error {
                 f,
                 "output buffer full: {buffered} bytes queued, {needed} more would pass the {limit}-byte high-water mark"
             ),
+            Error::Region { reason } => write!(f, "shared memory region: {reason}"),
             Error::UnknownWorker => f.write_str("no such worker in this reactor"),
             Error::Timeout => f.write_str("timed out"),
         }

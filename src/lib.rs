@@ -118,9 +118,11 @@
 pub mod error;
 pub mod format;
 pub mod framing;
+mod inbound;
 pub mod marshal;
 mod reactor;
 pub mod remote;
+pub mod shm;
 mod sys;
 pub mod worker;
 
@@ -130,5 +132,6 @@ pub use mio::{Interest, Token};
 pub use reactor::{Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use remote::{Server, ServerEvent, ServerOptions};
 pub use serde_json;
+pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;
 pub use worker::{Channel, Exec, Worker, WorkerOptions};

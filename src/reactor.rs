@@ -16,7 +16,8 @@ use slab::Slab;
 
 use crate::error::{Error, Result};
 use crate::format::Format;
-use crate::framing::LineBuffer;
+use crate::inbound::{Inbound, Msg};
+use crate::shm::{self, SharedMemory};
 use crate::sys;
 use crate::worker::{self, Channel, Worker, WorkerOptions};
 
@@ -28,9 +29,10 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads bytes; on a Unix socket with `recvmsg`, collecting descriptors.
+    fn read(&mut self, buf: &mut [u8], got: &mut sys::Received) -> io::Result<usize> {
         match self {
-            Stream::Unix(s) => s.read(buf),
+            Stream::Unix(s) => sys::recv_with_fds(s.as_raw_fd(), buf, got),
             Stream::Tcp(s) => s.read(buf),
         }
     }
@@ -198,14 +200,15 @@ pub(crate) struct Conn {
     pub(crate) high_water: usize,
     /// `None` once the connection ended.
     pub(crate) sock: Option<Stream>,
-    pub(crate) lines: LineBuffer,
+    pub(crate) inbound: Inbound,
     pub(crate) out: Vec<u8>,
     /// Bytes of `out` already written.
     pub(crate) out_pos: usize,
     pub(crate) writable: bool,
     pub(crate) dirty: bool,
     pub(crate) queued: bool,
-    pub(crate) inbox: VecDeque<Result<Value>>,
+    /// Descriptors to send with the line starting at that offset of `out`.
+    pub(crate) out_fds: VecDeque<(usize, Vec<OwnedFd>)>,
     pub(crate) state: State,
 }
 
@@ -389,13 +392,13 @@ impl Reactor {
             format: opts.format,
             high_water: opts.high_water,
             sock: Some(sock),
-            lines: LineBuffer::new(opts.max_line),
+            inbound: Inbound::new(opts.max_line),
             out: Vec::new(),
             out_pos: 0,
             writable: interest.is_writable(),
             dirty: false,
             queued: false,
-            inbox: VecDeque::new(),
+            out_fds: VecDeque::new(),
             state,
         });
         Ok(Worker {
@@ -444,6 +447,48 @@ impl Reactor {
     /// queued), [`Error::Closed`] once the worker is closing or closed,
     /// [`Error::Encode`], [`Error::UnknownWorker`].
     pub fn send(&mut self, w: Worker, msg: &Value) -> Result<()> {
+        self.queue(w, msg, Vec::new())
+    }
+
+    /// Queues `msg` with shared memory regions: the receiver gets the
+    /// message together with its own handles to the same regions
+    /// ([`Reactor::recv_regions`], [`Channel::recv_regions`]). Name regions
+    /// in `msg` by [`SharedMemory::id`], never by descriptor.
+    ///
+    /// On the wire the line is the envelope
+    /// `{"miniray.regions": [id, ...], "msg": msg}` in the worker's format,
+    /// and the regions' descriptors go as `SCM_RIGHTS` with its first byte,
+    /// in id order. Over TCP this fails at once with [`Error::Region`] and
+    /// nothing is queued. At most 32 regions per message.
+    ///
+    /// System calls: `fcntl(F_DUPFD_CLOEXEC)` per region now (the duplicate
+    /// is closed once sent), `sendmsg` when the line is written.
+    pub fn send_regions(
+        &mut self,
+        w: Worker,
+        msg: &Value,
+        regions: &[&SharedMemory],
+    ) -> Result<()> {
+        if regions.is_empty() {
+            return self.send(w, msg);
+        }
+        if regions.len() > sys::MAX_FDS_PER_MESSAGE {
+            return Err(shm::region_error("at most 32 regions per message"));
+        }
+        if matches!(self.conn(w)?.sock, Some(Stream::Tcp(_))) {
+            return Err(shm::region_error(
+                "regions cannot be sent over TCP: descriptors do not cross machines",
+            ));
+        }
+        let fds = regions
+            .iter()
+            .map(|r| sys::dup_cloexec(r.as_raw_fd()))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        self.queue(w, &shm::envelope(msg, regions), fds)
+    }
+
+    fn queue(&mut self, w: Worker, msg: &Value, fds: Vec<OwnedFd>) -> Result<()> {
         let conn = match self.conns.get_mut(w.key as usize) {
             Some(c) if c.gen == w.gen => c,
             _ => return Err(Error::UnknownWorker),
@@ -468,6 +513,9 @@ impl Reactor {
                 needed: pending - buffered,
                 limit: conn.high_water,
             });
+        }
+        if !fds.is_empty() {
+            conn.out_fds.push_back((before, fds));
         }
         if pending >= FLUSH_AT {
             self.flush_conn(w.key as usize);
@@ -522,10 +570,21 @@ impl Reactor {
     /// failed message or, last of all, [`Error::Closed`] (after which the
     /// handle is unknown).
     pub fn try_recv(&mut self, w: Worker) -> Result<Option<Value>> {
+        // Regions that came with the message are closed here.
+        Ok(self.try_recv_msg(w)?.map(|m| m.value))
+    }
+
+    /// [`Reactor::try_recv`], with the shared memory regions that came with
+    /// the message (see [`Reactor::send_regions`]).
+    pub fn try_recv_regions(&mut self, w: Worker) -> Result<Option<(Value, Vec<SharedMemory>)>> {
+        Ok(self.try_recv_msg(w)?.map(|m| (m.value, m.regions)))
+    }
+
+    fn try_recv_msg(&mut self, w: Worker) -> Result<Option<Msg>> {
         let conn = self.conn_mut(w)?;
-        match conn.inbox.pop_front() {
+        match conn.inbound.inbox.pop_front() {
             None => Ok(None),
-            Some(Ok(v)) => Ok(Some(v)),
+            Some(Ok(m)) => Ok(Some(m)),
             Some(Err(e)) => {
                 if e.is_closed() {
                     self.conns.remove(w.key as usize);
@@ -539,10 +598,23 @@ impl Reactor {
     /// Events of other workers read meanwhile stay queued for them.
     /// [`Error::Timeout`] when the time runs out.
     pub fn recv(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Value> {
+        self.recv_msg(w, timeout).map(|m| m.value)
+    }
+
+    /// [`Reactor::recv`], with the regions that came with the message.
+    pub fn recv_regions(
+        &mut self,
+        w: Worker,
+        timeout: Option<Duration>,
+    ) -> Result<(Value, Vec<SharedMemory>)> {
+        self.recv_msg(w, timeout).map(|m| (m.value, m.regions))
+    }
+
+    fn recv_msg(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Msg> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut polled = false;
         loop {
-            if let Some(v) = self.try_recv(w)? {
+            if let Some(v) = self.try_recv_msg(w)? {
                 if polled {
                     self.signal_queued();
                 }
@@ -669,7 +741,7 @@ impl Reactor {
         let conns = &mut self.conns;
         self.ready.retain(|w| match conns.get_mut(w.key as usize) {
             Some(c) if c.gen == w.gen => {
-                c.queued = !c.inbox.is_empty();
+                c.queued = !c.inbound.inbox.is_empty();
                 c.queued
             }
             _ => false,
@@ -774,27 +846,19 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let before = conn.inbox.len();
+        let before = conn.inbound.inbox.len();
         let mut ended = false;
+        let mut got = sys::Received::default();
         while let Some(sock) = conn.sock.as_mut() {
-            match sock.read(&mut self.read_buf) {
+            match sock.read(&mut self.read_buf, &mut got) {
                 Ok(0) => {
                     ended = true;
                     break;
                 }
                 Ok(n) => {
-                    let Conn {
-                        lines,
-                        inbox,
-                        format,
-                        ..
-                    } = &mut *conn;
-                    let scratch = &mut self.scratch;
-                    lines.feed(&self.read_buf[..n], |line| {
-                        inbox.push_back(
-                            line.and_then(|l| format.decode_line(l, scratch).map_err(Error::from)),
-                        );
-                    });
+                    conn.inbound.fds_arrived(&mut got);
+                    conn.inbound
+                        .feed(&self.read_buf[..n], conn.format, &mut self.scratch);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -805,7 +869,7 @@ impl Reactor {
                 }
             }
         }
-        if conn.inbox.len() > before && !conn.queued {
+        if conn.inbound.inbox.len() > before && !conn.queued {
             conn.queued = true;
             self.ready.push(Worker {
                 key: key as u32,
@@ -830,8 +894,34 @@ impl Reactor {
         let fd = sock.as_raw_fd();
         let mut failed = false;
         while conn.out_pos < conn.out.len() {
-            match sys::send_nosignal(fd, &conn.out[conn.out_pos..]) {
-                Ok(n) => conn.out_pos += n,
+            // Plain bytes up to the next line that carries descriptors; that
+            // line's first chunk goes with them in one sendmsg.
+            let (end, with_fds) = match conn.out_fds.front() {
+                Some((at, _)) if *at == conn.out_pos => {
+                    (conn.out_fds.get(1).map_or(conn.out.len(), |m| m.0), true)
+                }
+                Some((at, _)) => (*at, false),
+                None => (conn.out.len(), false),
+            };
+            let chunk = &conn.out[conn.out_pos..end];
+            let sent = match conn.out_fds.front() {
+                Some((_, fds)) if with_fds => {
+                    let mut raw = [0 as RawFd; sys::MAX_FDS_PER_MESSAGE];
+                    for (slot, fd) in raw.iter_mut().zip(fds) {
+                        *slot = fd.as_raw_fd();
+                    }
+                    sys::send_with_fds(fd, chunk, &raw[..fds.len()])
+                }
+                _ => sys::send_nosignal(fd, chunk),
+            };
+            match sent {
+                Ok(n) => {
+                    conn.out_pos += n;
+                    if with_fds {
+                        // Sent with the line's first bytes: close our duplicates.
+                        conn.out_fds.pop_front();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -850,8 +940,12 @@ impl Reactor {
                 conn.out.clear();
             }
             conn.out_pos = 0;
+            conn.out_fds.clear();
         } else if conn.out_pos > FLUSH_AT && conn.out_pos * 2 > conn.out.len() {
             conn.out.drain(..conn.out_pos);
+            for m in conn.out_fds.iter_mut() {
+                m.0 -= conn.out_pos;
+            }
             conn.out_pos = 0;
         }
         let want_writable = !drained;
@@ -885,9 +979,8 @@ impl Reactor {
         }
         conn.out = Vec::new();
         conn.out_pos = 0;
-        if let Some(e) = conn.lines.finish() {
-            conn.inbox.push_back(Err(e));
-        }
+        conn.out_fds.clear();
+        conn.inbound.finish();
         conn.state = State::Reaping(None);
         match conn.pid {
             None => self.finish(key, None),
@@ -962,7 +1055,7 @@ impl Reactor {
                 .deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
         conn.state = State::Done;
-        conn.inbox.push_back(Err(Error::Closed { status }));
+        conn.inbound.inbox.push_back(Err(Error::Closed { status }));
         if !conn.queued {
             conn.queued = true;
             self.ready.push(Worker {
@@ -1001,7 +1094,7 @@ impl Reactor {
             match conn.pid {
                 Some(pid) if !reaped => waiting.push((w, pid)),
                 _ => {
-                    let status = conn.inbox.iter().rev().find_map(|e| match e {
+                    let status = conn.inbound.inbox.iter().rev().find_map(|e| match e {
                         Err(Error::Closed { status }) => *status,
                         _ => None,
                     });

@@ -249,7 +249,7 @@ impl Reactor {
                 State::Open => return Ok(w),
                 _ => {
                     // Failed: the inbox holds the connect error, then Closed.
-                    let err = match conn.inbox.pop_front() {
+                    let err = match conn.inbound.inbox.pop_front() {
                         Some(Err(e)) => e,
                         _ => Error::io("connect", io::Error::other("connection failed")),
                     };
@@ -297,8 +297,10 @@ impl Reactor {
                 if let Some(mut s) = conn.sock.take() {
                     let _ = self.poll.registry().deregister(&mut s);
                 }
-                conn.inbox.push_back(Err(Error::io("connect", e)));
-                conn.inbox.push_back(Err(Error::Closed { status: None }));
+                conn.inbound.inbox.push_back(Err(Error::io("connect", e)));
+                conn.inbound
+                    .inbox
+                    .push_back(Err(Error::Closed { status: None }));
                 conn.state = State::Done;
             }
         }

@@ -5,7 +5,6 @@
 //! ([`Channel`]), and the fork itself. The parent side of the connection is
 //! driven by the [`Reactor`](crate::Reactor).
 
-use std::collections::VecDeque;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
@@ -17,7 +16,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::format::Format;
-use crate::framing::{LineBuffer, DEFAULT_MAX_LINE};
+use crate::framing::DEFAULT_MAX_LINE;
+use crate::inbound::{Inbound, Msg};
+use crate::shm::{self, SharedMemory};
 use crate::sys;
 
 /// Default high-water mark of a worker's output buffer: 64 MiB.
@@ -85,6 +86,13 @@ impl WorkerOptions {
         self
     }
 
+    /// A shared memory region the child inherits: its descriptor stays open
+    /// in the child and its mapping is shared, so a work function that
+    /// captures a reference to the region reads and writes the same pages.
+    pub fn region(self, region: &SharedMemory) -> Self {
+        self.keep_fd(region.as_raw_fd())
+    }
+
     /// A descriptor the child keeps open. Every other inherited descriptor
     /// from 3 up is closed in the child; stdin, stdout and stderr stay.
     pub fn keep_fd(mut self, fd: RawFd) -> Self {
@@ -134,9 +142,10 @@ impl AsRawFd for Worker {
 #[derive(Debug)]
 pub struct Channel {
     sock: File,
+    /// A Unix socket (descriptors can travel), not TCP.
+    unix: bool,
     format: Format,
-    lines: LineBuffer,
-    inbox: VecDeque<Result<Value>>,
+    inbound: Inbound,
     rbuf: Vec<u8>,
     out: Vec<u8>,
     scratch: Vec<u8>,
@@ -150,11 +159,12 @@ impl Channel {
     /// A channel over a connected, blocking stream socket (a `UnixStream`,
     /// a `TcpStream`, or its `OwnedFd`).
     pub fn new(sock: impl Into<OwnedFd>, format: Format, max_line: usize) -> Self {
+        let sock = File::from(sock.into());
         Channel {
-            sock: File::from(sock.into()),
+            unix: sys::is_unix_socket(sock.as_raw_fd()),
+            sock,
             format,
-            lines: LineBuffer::new(max_line),
-            inbox: VecDeque::new(),
+            inbound: Inbound::new(max_line),
             rbuf: Vec::new(),
             out: Vec::new(),
             scratch: Vec::new(),
@@ -169,11 +179,23 @@ impl Channel {
 
     /// The next message; `Ok(None)` once the parent closed its end (or
     /// exited). Per-message errors ([`Error::LineTooLong`],
-    /// [`Error::Decode`], [`Error::TruncatedLine`]) fail that message only;
-    /// call again for the next. Blocks, after writing any queued replies.
+    /// [`Error::Decode`], [`Error::TruncatedLine`], [`Error::Region`]) fail
+    /// that message only; call again for the next. Blocks, after writing any
+    /// queued replies. Regions sent with the message are closed; use
+    /// [`Channel::recv_regions`] to keep them.
     pub fn recv(&mut self) -> Result<Option<Value>> {
+        Ok(self.recv_msg()?.map(|m| m.value))
+    }
+
+    /// [`Channel::recv`], with the shared memory regions that came with the
+    /// message (mapped read-write).
+    pub fn recv_regions(&mut self) -> Result<Option<(Value, Vec<SharedMemory>)>> {
+        Ok(self.recv_msg()?.map(|m| (m.value, m.regions)))
+    }
+
+    fn recv_msg(&mut self) -> Result<Option<Msg>> {
         loop {
-            if let Some(item) = self.inbox.pop_front() {
+            if let Some(item) = self.inbound.inbox.pop_front() {
                 return item.map(Some);
             }
             if self.eof {
@@ -189,10 +211,50 @@ impl Channel {
     pub fn send(&mut self, msg: &Value) -> Result<()> {
         self.format
             .encode_line(msg, &mut self.out, &mut self.scratch)?;
-        if self.inbox.is_empty() || self.out.len() >= CHANNEL_FLUSH_AT {
+        if self.inbound.inbox.is_empty() || self.out.len() >= CHANNEL_FLUSH_AT {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Sends `msg` with shared memory regions, at once (the wire form is
+    /// described at [`Reactor::send_regions`](crate::Reactor::send_regions)).
+    /// Fails with [`Error::Region`], sending nothing, over TCP.
+    pub fn send_regions(&mut self, msg: &Value, regions: &[&SharedMemory]) -> Result<()> {
+        if regions.is_empty() {
+            return self.send(msg);
+        }
+        if !self.unix {
+            return Err(shm::region_error(
+                "regions cannot be sent over TCP: descriptors do not cross machines",
+            ));
+        }
+        if regions.len() > sys::MAX_FDS_PER_MESSAGE {
+            return Err(shm::region_error("at most 32 regions per message"));
+        }
+        self.flush()?;
+        self.format.encode_line(
+            &shm::envelope(msg, regions),
+            &mut self.out,
+            &mut self.scratch,
+        )?;
+        let mut raw = [0 as RawFd; sys::MAX_FDS_PER_MESSAGE];
+        for (slot, r) in raw.iter_mut().zip(regions) {
+            *slot = r.as_raw_fd();
+        }
+        let fd = self.sock.as_raw_fd();
+        let first = loop {
+            match sys::send_with_fds(fd, &self.out, &raw[..regions.len()]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.out.clear();
+                    return Err(Error::io("sendmsg", e));
+                }
+            }
+        };
+        self.out.drain(..first);
+        self.flush()
     }
 
     /// Writes every queued reply.
@@ -220,32 +282,29 @@ impl Channel {
         if self.rbuf.len() < CHANNEL_READ {
             self.rbuf.resize(CHANNEL_READ, 0);
         }
+        let fd = self.sock.as_raw_fd();
+        let mut got = sys::Received::default();
         let n = loop {
-            match self.sock.read(&mut self.rbuf) {
+            let r = if self.unix {
+                sys::recv_with_fds(fd, &mut self.rbuf, &mut got)
+            } else {
+                self.sock.read(&mut self.rbuf)
+            };
+            match r {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break 0,
                 Err(e) => return Err(Error::io("read", e)),
             }
         };
-        let Channel {
-            format,
-            lines,
-            inbox,
-            rbuf,
-            scratch,
-            ..
-        } = self;
         if n == 0 {
             self.eof = true;
-            if let Some(e) = lines.finish() {
-                inbox.push_back(Err(e));
-            }
+            self.inbound.finish();
             return Ok(());
         }
-        lines.feed(&rbuf[..n], |line| {
-            inbox.push_back(line.and_then(|l| format.decode_line(l, scratch).map_err(Error::from)));
-        });
+        self.inbound.fds_arrived(&mut got);
+        self.inbound
+            .feed(&self.rbuf[..n], self.format, &mut self.scratch);
         Ok(())
     }
 }

@@ -321,8 +321,7 @@ fn connect_timeout_and_reset_are_reported() {
     let addr = listener.local_addr().expect("addr");
     let _fill: Vec<_> = (0..3)
         .filter_map(|_| {
-            let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok();
-            s
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
         })
         .collect();
     let mut r = Reactor::new().expect("reactor");
