@@ -43,6 +43,9 @@
 //! * [`Reactor`]: the event loop, `send`/`recv`/`wait_any`, reaping.
 //! * [`worker`]: spawn options, the [`Worker`] handle, the child's
 //!   [`Channel`], [`Exec`] workers (any program that reads and writes lines).
+//! * [`shm`]: [`SharedMemory`], sealed memfd regions inherited at spawn
+//!   ([`WorkerOptions::region`]) or sent with a message
+//!   ([`Reactor::send_regions`], [`Channel::send_regions`]) as descriptors.
 //! * [`remote`]: TCP in the same reactor. [`Reactor::connect`] makes a
 //!   *RemoteWorker* (same `send`/`recv`/`wait_any` as a local worker);
 //!   [`Reactor::listen`] makes a *WorkerServer* that forks a worker per

@@ -257,3 +257,55 @@ fn regions_to_a_remote_worker_are_refused_and_nothing_is_sent() {
         json!("still here")
     );
 }
+
+/// A Python exec worker that speaks the region wire form with
+/// `socket.recv_fds` / `socket.send_fds`: it reads the region it gets, and
+/// answers with a sealed memfd of its own.
+const PYTHON_PEER: &str = r#"
+import fcntl, json, mmap, os, socket
+sock = socket.socket(fileno=0)
+buf, fds = b"", []
+while True:
+    data, got, flags, _ = socket.recv_fds(sock, 65536, 32)
+    if not data:
+        break
+    buf += data
+    fds.extend(got)
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        env = json.loads(line)
+        ids = env["miniray.regions"]
+        mine, fds = fds[:len(ids)], fds[len(ids):]
+        with mmap.mmap(mine[0], os.fstat(mine[0]).st_size) as m:
+            head = m[:8].decode()
+            m[8:14] = b"python"
+        os.close(mine[0])
+        fd = os.memfd_create("py", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.ftruncate(fd, 4096)
+        os.pwrite(fd, b"from python", 0)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+        reply = {"miniray.regions": [7], "msg": {"head": head, "msg": env["msg"]}}
+        socket.send_fds(sock, [json.dumps(reply).encode() + b"\n"], [fd])
+        os.close(fd)
+"#;
+
+#[test]
+fn python_peer_uses_the_region_wire_form() {
+    let mut r = Reactor::new().expect("reactor");
+    let exec = miniray::Exec::new("python3", ["-c", PYTHON_PEER]).expect("exec");
+    let w = r.spawn_exec(&WorkerOptions::new(), &exec).expect("spawn");
+    let mut region = SharedMemory::create("to-python", 4096).expect("create");
+    region.as_mut_slice().expect("rw")[..8].copy_from_slice(b"miniray!");
+    r.send_regions(w, &json!({"n": 1}), &[&region])
+        .expect("send");
+    let (reply, regions) = r.recv_regions(w, Some(DEADLINE)).expect("reply");
+    assert_eq!(reply, json!({"head": "miniray!", "msg": {"n": 1}}));
+    assert_eq!(
+        &region.as_slice()[8..14],
+        b"python",
+        "Python wrote into our region"
+    );
+    assert_eq!(regions.len(), 1);
+    assert_eq!(regions[0].id(), 7);
+    assert_eq!(&regions[0].as_slice()[..11], b"from python");
+}

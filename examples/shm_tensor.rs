@@ -1,0 +1,194 @@
+//! SharedMemory against inline messages: the parent fills a region of
+//! `--mib N` MiB (default 1024) with f32 values and hands it to `--workers K`
+//! local workers (default 2), each of which sums its slice and replies. Then
+//! the same bytes go inline, as base64 text in messages of at most
+//! `--chunk-mib` MiB (default 16; lines must stay under the line limit), and
+//! are summed the same way. Prints both times and one JSON line.
+//!
+//! `cargo run --release --example shm_tensor -- --mib 1024 --workers 2`
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use miniray::serde_json::{json, Value};
+use miniray::{Channel, Reactor, SharedMemory, WorkerOptions};
+
+struct Args {
+    mib: usize,
+    workers: usize,
+    chunk_mib: usize,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        mib: 1024,
+        workers: 2,
+        chunk_mib: 16,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || -> Result<usize, String> {
+            it.next()
+                .ok_or(format!("{flag} needs a value"))?
+                .parse()
+                .map_err(|e| format!("{flag}: {e}"))
+        };
+        match flag.as_str() {
+            "--mib" => a.mib = value()?,
+            "--workers" => a.workers = value()?,
+            "--chunk-mib" => a.chunk_mib = value()?,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.mib == 0 || a.workers == 0 || a.chunk_mib == 0 {
+        return Err("--mib, --workers and --chunk-mib must be at least 1".into());
+    }
+    Ok(a)
+}
+
+fn sum_f32(bytes: &[u8]) -> f64 {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .sum()
+}
+
+/// The worker: a region message sums `[start, end)` of the region; inline
+/// messages carry base64 pieces of its slice, summed as they come.
+fn work(ch: &mut Channel) -> miniray::Result<()> {
+    while let Some((msg, regions)) = ch.recv_regions()? {
+        let start = msg["start"].as_u64().unwrap_or(0) as usize;
+        let end = msg["end"].as_u64().unwrap_or(0) as usize;
+        let sum = if let Some(region) = regions.first() {
+            let end = end.min(region.len());
+            sum_f32(&region.as_slice()[start.min(end)..end])
+        } else {
+            let text = msg["data"].as_str().unwrap_or("");
+            let bytes = STANDARD.decode(text).unwrap_or_default();
+            sum_f32(&bytes)
+        };
+        ch.send(&json!({"sum": sum}))?;
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("shm_tensor: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse()?;
+    let bytes = args.mib << 20;
+    let mut reactor = Reactor::new()?;
+    let workers = (0..args.workers)
+        .map(|_| reactor.spawn_channel(&WorkerOptions::new(), work))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let t = Instant::now();
+    let mut region = SharedMemory::create("tensor", bytes)?;
+    let data = region.as_mut_slice().ok_or("region not writable")?;
+    for (i, c) in data.chunks_exact_mut(4).enumerate() {
+        c.copy_from_slice(&(((i % 1000) as f32) * 0.5).to_le_bytes());
+    }
+    let fill = t.elapsed();
+
+    // Slices aligned to whole f32s.
+    let floats = bytes / 4;
+    let per = floats.div_ceil(args.workers);
+    let slices: Vec<(usize, usize)> = (0..args.workers)
+        .map(|k| ((k * per).min(floats) * 4, ((k + 1) * per).min(floats) * 4))
+        .collect();
+    let expected: Vec<f64> = slices
+        .iter()
+        .map(|&(s, e)| sum_f32(&region.as_slice()[s..e]))
+        .collect();
+
+    // Shared memory: one handoff per worker.
+    let t = Instant::now();
+    for (&w, &(s, e)) in workers.iter().zip(&slices) {
+        reactor.send_regions(
+            w,
+            &json!({"region": region.id(), "start": s, "end": e}),
+            &[&region],
+        )?;
+    }
+    let shm_sums = collect(&mut reactor, &workers)?;
+    let shm_time = t.elapsed();
+
+    // Inline: the same bytes as base64 text, chunked under the line limit.
+    let chunk = (args.chunk_mib << 20) / 4 * 4;
+    let t = Instant::now();
+    let mut inline_parts = vec![0.0; workers.len()];
+    let mut outstanding = vec![0usize; workers.len()];
+    for (k, (&w, &(s, e))) in workers.iter().zip(&slices).enumerate() {
+        for piece in region.as_slice()[s..e].chunks(chunk) {
+            let msg = json!({"data": STANDARD.encode(piece)});
+            loop {
+                match reactor.send(w, &msg) {
+                    Ok(()) => break,
+                    // The worker's queue is full: take one reply, then retry.
+                    Err(miniray::Error::Backpressure { .. }) => {
+                        let v = reactor.recv(w, Some(Duration::from_secs(600)))?;
+                        inline_parts[k] += v["sum"].as_f64().unwrap_or(f64::NAN);
+                        outstanding[k] -= 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            outstanding[k] += 1;
+        }
+    }
+    for (k, &w) in workers.iter().enumerate() {
+        for _ in 0..outstanding[k] {
+            let v = reactor.recv(w, Some(Duration::from_secs(600)))?;
+            inline_parts[k] += v["sum"].as_f64().unwrap_or(f64::NAN);
+        }
+    }
+    let inline_time = t.elapsed();
+
+    for (k, want) in expected.iter().enumerate() {
+        if (shm_sums[k] - want).abs() > 1e-6 * want.abs().max(1.0) {
+            return Err(format!("worker {k}: shared-memory sum {} != {want}", shm_sums[k]).into());
+        }
+        if (inline_parts[k] - want).abs() > 1e-6 * want.abs().max(1.0) {
+            return Err(format!("worker {k}: inline sum {} != {want}", inline_parts[k]).into());
+        }
+    }
+    let ratio = inline_time.as_secs_f64() / shm_time.as_secs_f64();
+    println!(
+        "region             {} MiB of f32, {} workers",
+        args.mib, args.workers
+    );
+    println!("fill               {:.3} s", fill.as_secs_f64());
+    println!(
+        "shared memory      {:.3} s (handoff + sum)",
+        shm_time.as_secs_f64()
+    );
+    println!(
+        "inline             {:.3} s (base64 in {} MiB messages + sum)",
+        inline_time.as_secs_f64(),
+        args.chunk_mib
+    );
+    println!("inline / shared    {ratio:.1}x");
+    println!(
+        "{}",
+        json!({"mib": args.mib, "workers": args.workers, "fill_s": fill.as_secs_f64(),
+               "shm_s": shm_time.as_secs_f64(), "inline_s": inline_time.as_secs_f64(),
+               "inline_chunk_mib": args.chunk_mib, "ratio": ratio})
+    );
+    Ok(())
+}
+
+/// One reply per worker: its sum.
+fn collect(reactor: &mut Reactor, workers: &[miniray::Worker]) -> miniray::Result<Vec<f64>> {
+    let mut sums = vec![0.0; workers.len()];
+    for (k, &w) in workers.iter().enumerate() {
+        let v: Value = reactor.recv(w, Some(Duration::from_secs(600)))?;
+        sums[k] = v["sum"].as_f64().unwrap_or(f64::NAN);
+    }
+    Ok(sums)
+}
