@@ -32,16 +32,6 @@ def dec(line, fmt):
     if fmt == "json":
         return json.loads(line)
     return marshal.loads(base64.b64decode(line.rstrip(b"\r\n"), validate=True))
-def same(a, b):
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return repr(a) == repr(b)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    return a == b
 "#;
 
 const DUMP: &str = r#"
@@ -90,7 +80,7 @@ for line in sys.stdin.buffer:
 "#;
 
 fn script(body: &str) -> String {
-    format!("{COMMON}{body}")
+    format!("{COMMON}{}{body}", common::PY_SAME)
 }
 
 /// A child process that is killed and reaped when dropped.

@@ -77,3 +77,18 @@ pub fn socket_name(fd: RawFd) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Python: `same(a, b)`, equality that also compares types (so `1 != 1.0`),
+/// float reprs (so `-0.0 != 0.0`) and dict key order.
+pub const PY_SAME: &str = r#"
+def same(a, b):
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return a == b
+"#;
