@@ -126,7 +126,10 @@ impl Bench {
 
     /// Whether a group runs (`--only GROUP` runs just that one).
     fn runs(&self, group: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == group)
+        match self.only.as_deref() {
+            Some(only) => only == group,
+            None => true,
+        }
     }
 
     fn n(&self, full: usize, quick: usize) -> usize {
