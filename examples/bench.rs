@@ -184,22 +184,39 @@ fn reap(pid: libc::pid_t) {
     unsafe { libc::waitpid(pid, &mut status, 0) };
 }
 
-/// Blocking socketpair ping-pong of `len`-byte messages: µs per round trip.
-fn floor_pingpong(len: usize, rounds: usize) -> Vec<f64> {
-    let (mut a, b) = UnixStream::pair().expect("socketpair");
-    let pid = fork_raw_echo(b, &[a.as_raw_fd()]);
-    let msg = vec![b'x'; len];
-    let mut back = vec![0u8; len];
-    let mut times = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let t = Instant::now();
-        a.write_all(&msg).expect("write");
-        a.read_exact(&mut back).expect("read");
-        times.push(t.elapsed().as_secs_f64() * 1e6);
+/// A raw echo child for the blocking socketpair ping-pong floor.
+struct RawEcho {
+    sock: UnixStream,
+    pid: libc::pid_t,
+}
+
+impl RawEcho {
+    fn new() -> Self {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let pid = fork_raw_echo(b, &[a.as_raw_fd()]);
+        RawEcho { sock: a, pid }
     }
-    drop(a);
-    reap(pid);
-    times
+
+    /// `rounds` ping-pongs of `len` bytes: µs each.
+    fn rounds(&mut self, len: usize, rounds: usize) -> Vec<f64> {
+        let msg = vec![b'x'; len];
+        let mut back = vec![0u8; len];
+        let mut times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            self.sock.write_all(&msg).expect("write");
+            self.sock.read_exact(&mut back).expect("read");
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        times
+    }
+}
+
+impl Drop for RawEcho {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        reap(self.pid);
+    }
 }
 
 /// Raw mio echo loop, no decoding: `n` echo children, `inflight` 16-byte
@@ -283,6 +300,13 @@ fn floor_spawn(n: usize) -> (f64, f64) {
         let pid = unsafe {
             let pid = libc::fork();
             if pid == 0 {
+                // Close every inherited descriptor but our own, as any correct
+                // fork worker must (else no child ever sees EOF at teardown).
+                let fd = bfd as libc::c_uint;
+                if fd > 3 {
+                    libc::syscall(libc::SYS_close_range, 3u32, fd - 1, 0u32);
+                }
+                libc::syscall(libc::SYS_close_range, fd + 1, u32::MAX, 0u32);
                 let mut byte = 0u8;
                 while libc::read(bfd, (&mut byte as *mut u8).cast(), 1) > 0 {}
                 libc::_exit(0);
@@ -528,7 +552,25 @@ fn main() {
             .encode(&json!({"test": 123}))
             .expect("encode")
             .len();
-        let mut floor = floor_pingpong(small_line, b.n(5000, 300));
+        // The small local round trip and its floor run in alternating
+        // blocks, so both see the same machine (a shared one drifts a lot).
+        let mut raw = RawEcho::new();
+        let mut r = Reactor::new().expect("reactor");
+        let small = json!({"test": 123});
+        let locals = [
+            r.spawn(|v| v).expect("spawn"),
+            r.spawn_with(&WorkerOptions::new().format(Format::Marshal), |v| v)
+                .expect("spawn"),
+        ];
+        let mut floor = Vec::new();
+        let mut ours: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..b.n(10, 2) {
+            floor.extend(raw.rounds(small_line, b.n(500, 100)));
+            for (i, &w) in locals.iter().enumerate() {
+                ours[i].extend(round_trips(&mut r, w, &small, b.n(500, 100)));
+            }
+        }
+        drop(raw);
         let floor_small = median(&mut floor);
         b.push(Row {
             group: "floor",
@@ -540,7 +582,19 @@ fn main() {
             floor_name: "",
             target: None,
         });
-        let mut r = Reactor::new().expect("reactor");
+        for (i, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
+            b.push(Row {
+                group: "round trip",
+                name: format!("local {format} {{\"test\":123}} vs floor, interleaved"),
+                unit: "us",
+                value: median(&mut ours[i]),
+                p99: Some(p99(&mut ours[i])),
+                floor: Some(floor_small),
+                floor_name: "socketpair ping-pong",
+                target: Some(Target::RatioAtMost(1.3)),
+            });
+            r.close(locals[i]).expect("close");
+        }
         for format in [Format::Json, Format::Marshal] {
             let server = r
                 .listen("127.0.0.1:0", &ServerOptions::new().format(format), |v| v)
@@ -554,10 +608,7 @@ fn main() {
             for (kind, w) in [("local", local), ("tcp", remote)] {
                 for (label, msg, rounds) in &payloads {
                     let mut t = round_trips(&mut r, w, msg, *rounds);
-                    let (floor, target) = match (*label, kind, format) {
-                        ("{\"test\":123}", "local", _) => {
-                            (Some(floor_small), Some(Target::RatioAtMost(1.3)))
-                        }
+                    let (floor, target): (Option<f64>, _) = match (*label, kind, format) {
                         ("1 KB dict", "local", _) => (None, Some(Target::AtMost(30.0))),
                         ("100k floats", "local", Format::Marshal) => {
                             (None, Some(Target::AtMost(5000.0)))
@@ -574,11 +625,7 @@ fn main() {
                         value: median(&mut t),
                         p99: Some(p99(&mut t)),
                         floor,
-                        floor_name: if floor.is_some() {
-                            "socketpair ping-pong"
-                        } else {
-                            ""
-                        },
+                        floor_name: "",
                         target,
                     });
                 }
@@ -591,13 +638,20 @@ fn main() {
     }
     // ---- pipelined messages/s, 64 in flight per worker
     if b.runs("pipelined") {
-        let dur = Duration::from_millis(if quick { 200 } else { 1500 });
+        // Floor and miniray alternate, 5 runs each; medians are compared.
+        let dur = Duration::from_millis(if quick { 100 } else { 500 });
         for n in [1usize, 16, 256, 2000] {
             let n = if quick { n.min(64) } else { n };
-            let floor = floor_mio_echo(n, 64, dur);
             let mut r = Reactor::new().expect("reactor");
             let workers: Vec<Worker> = (0..n).map(|_| r.spawn(|v| v).expect("spawn")).collect();
-            let rate = pipelined(&mut r, &workers, 64, dur);
+            let mut floors = Vec::new();
+            let mut rates = Vec::new();
+            for _ in 0..b.n(5, 1) {
+                floors.push(floor_mio_echo(n, 64, dur));
+                rates.push(pipelined(&mut r, &workers, 64, dur));
+            }
+            let floor = median(&mut floors);
+            let rate = median(&mut rates);
             let target = match n {
                 16 | 2000 => Some(Target::RatioAtLeast(0.3)),
                 _ => None,

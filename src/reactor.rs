@@ -1080,15 +1080,10 @@ impl Reactor {
                 gen: conn.gen,
                 fd: conn.fd,
             };
-            if let Some(mut sock) = conn.sock.take() {
-                let _ = self.poll.registry().deregister(&mut sock);
-            }
-            if let State::Reaping(Some(fd)) = &conn.state {
-                let _ = self
-                    .poll
-                    .registry()
-                    .deregister(&mut SourceFd(&fd.as_raw_fd()));
-            }
+            // Closing removes the descriptor from the epoll set (no child
+            // holds a copy), so no epoll_ctl per worker; any straggling event
+            // finds an empty slab and is ignored.
+            drop(conn.sock.take());
             let reaped = matches!(conn.state, State::Done);
             conn.state = State::Done;
             match conn.pid {
@@ -1106,32 +1101,54 @@ impl Reactor {
         self.ready.clear();
         self.dirty.clear();
         self.unreaped.clear();
-        let deadline = Instant::now() + self.grace;
-        let mut nap = Duration::from_micros(200);
-        loop {
-            waiting.retain(|&(w, pid)| match sys::try_wait(pid) {
-                Ok(None) => true,
-                Ok(Some(status)) => {
-                    result.push((w, Some(status)));
-                    false
-                }
-                Err(_) => {
-                    result.push((w, None));
-                    false
-                }
-            });
-            if waiting.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(20));
-        }
-        for (w, pid) in waiting {
-            let _ = sys::kill(pid, libc::SIGKILL);
-            result.push((w, sys::wait(pid).ok()));
-        }
+        let pids: Vec<libc::pid_t> = waiting.iter().map(|&(_, pid)| pid).collect();
+        let statuses = reap_within(&pids, Instant::now() + self.grace);
+        result.extend(waiting.into_iter().map(|(w, _)| w).zip(statuses));
         result
     }
+}
+
+/// Reaps `pids` (children told to exit), in order: each is checked with
+/// `waitpid(WNOHANG)` and, while it runs, waited for on a pidfd until it
+/// exits or `deadline` passes, so
+/// children that exit in the order they were told cost one call each, never
+/// a sweep over all of them. Whatever is left at the deadline is killed with
+/// `SIGKILL` and reaped. Statuses come back in `pids`' order (`None`: not
+/// ours to reap).
+pub(crate) fn reap_within(pids: &[libc::pid_t], deadline: Instant) -> Vec<Option<ExitStatus>> {
+    let mut out = vec![None; pids.len()];
+    let mut late = Vec::new();
+    for (i, &pid) in pids.iter().enumerate() {
+        let mut nap = Duration::from_micros(50);
+        loop {
+            match sys::try_wait(pid) {
+                Ok(Some(status)) => out[i] = Some(status),
+                Err(_) => {}
+                Ok(None) if Instant::now() < deadline => {
+                    // Sleep until it exits (its pidfd reads ready) or the
+                    // deadline; without a pidfd, nap and look again.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match sys::pidfd_open(pid) {
+                        Ok(fd) => {
+                            let _ = sys::poll_readable(fd.as_raw_fd(), left);
+                        }
+                        Err(_) => {
+                            std::thread::sleep(nap.min(left));
+                            nap = (nap * 2).min(Duration::from_millis(5));
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => late.push(i),
+            }
+            break;
+        }
+    }
+    for i in late {
+        let _ = sys::kill(pids[i], libc::SIGKILL);
+        out[i] = sys::wait(pids[i]).ok();
+    }
+    out
 }
 
 impl Drop for Reactor {

@@ -648,29 +648,17 @@ impl Reactor {
 
     /// `SIGTERM`, bounded grace, `SIGKILL`, reap: for serving children.
     pub(crate) fn end_children(&mut self, keys: &[usize]) {
+        let mut pids = Vec::with_capacity(keys.len());
         for &k in keys {
             if let Some(c) = self.tcp.children.get(k) {
                 let _ = sys::kill(c.pid, libc::SIGTERM);
+                pids.push((k, c.pid));
             }
         }
-        let deadline = Instant::now() + self.grace;
-        let mut waiting: Vec<usize> = keys.to_vec();
-        let mut nap = Duration::from_micros(200);
-        loop {
-            waiting.retain(|&k| !self.reap_child(k, None));
-            if waiting.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(20));
-        }
-        for k in waiting {
-            if let Some(c) = self.tcp.children.get(k) {
-                let pid = c.pid;
-                let _ = sys::kill(pid, libc::SIGKILL);
-                let status = sys::wait(pid).ok();
-                self.reap_child(k, Some(status));
-            }
+        let just_pids: Vec<libc::pid_t> = pids.iter().map(|&(_, p)| p).collect();
+        let statuses = crate::reactor::reap_within(&just_pids, Instant::now() + self.grace);
+        for ((k, _), status) in pids.into_iter().zip(statuses) {
+            self.reap_child(k, Some(status));
         }
         self.tcp.unreaped.retain(|k| self.tcp.children.contains(*k));
     }

@@ -391,3 +391,16 @@ pub(crate) fn is_unix_socket(fd: RawFd) -> bool {
     };
     r == 0 && domain == libc::AF_UNIX
 }
+
+/// `poll(2)` on one descriptor for readability, up to `timeout`.
+pub(crate) fn poll_readable(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, count 1.
+    let n = cvt(unsafe { libc::poll(&mut p, 1, ms.max(1)) })?;
+    Ok(n == 1)
+}

@@ -152,7 +152,8 @@ pub struct Channel {
     eof: bool,
 }
 
-const CHANNEL_READ: usize = 64 * 1024;
+const CHANNEL_READ: usize = 256 * 1024;
+const CHANNEL_READ_MIN: usize = 4096;
 const CHANNEL_FLUSH_AT: usize = 64 * 1024;
 
 impl Channel {
@@ -279,8 +280,10 @@ impl Channel {
     }
 
     fn fill(&mut self) -> Result<()> {
-        if self.rbuf.len() < CHANNEL_READ {
-            self.rbuf.resize(CHANNEL_READ, 0);
+        // Start small (a child that only ever sees small messages touches
+        // one page for it) and double while reads fill the buffer.
+        if self.rbuf.is_empty() {
+            self.rbuf.resize(CHANNEL_READ_MIN, 0);
         }
         let fd = self.sock.as_raw_fd();
         let mut got = sys::Received::default();
@@ -305,6 +308,9 @@ impl Channel {
         self.inbound.fds_arrived(&mut got);
         self.inbound
             .feed(&self.rbuf[..n], self.format, &mut self.scratch);
+        if n == self.rbuf.len() && n < CHANNEL_READ {
+            self.rbuf.resize(n * 2, 0);
+        }
         Ok(())
     }
 }
