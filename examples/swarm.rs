@@ -2,7 +2,7 @@
 //! `wait_any` with a bounded number in flight per worker.
 //!
 //! `cargo run --release --example swarm -- [--workers N] [--tasks M]
-//!  [--inflight K] [--format json|marshal]`
+//!  [--inflight K] [--format json|marshal] [--remote]`
 //!
 //! Progress goes to stderr; the summary (and one JSON line of the same
 //! numbers) to stdout. Exits non-zero if any reply is wrong or missing.
@@ -12,13 +12,14 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use miniray::serde_json::{json, Value};
-use miniray::{Format, Reactor, Worker, WorkerOptions};
+use miniray::{Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions};
 
 struct Args {
     workers: usize,
     tasks: usize,
     inflight: usize,
     format: Format,
+    remote: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +28,7 @@ fn parse_args() -> Result<Args, String> {
         tasks: 100_000,
         inflight: 4,
         format: Format::Json,
+        remote: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,9 +40,10 @@ fn parse_args() -> Result<Args, String> {
                 a.inflight = value()?.parse().map_err(|e| format!("--inflight: {e}"))?
             }
             "--format" => a.format = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--remote" => a.remote = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: swarm [--workers N] [--tasks M] [--inflight K] [--format json|marshal]"
+                    "usage: swarm [--workers N] [--tasks M] [--inflight K] [--format json|marshal] [--remote]"
                         .into(),
                 )
             }
@@ -141,7 +144,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let limit = miniray::raise_fd_limit()?;
     // One descriptor per worker, a few for the process itself and a spare
     // for each child between hang-up and exit during teardown.
-    let needed = args.workers as u64 + 32;
+    // Remote: the client socket and the serving child's pidfd, per worker.
+    let per_worker = if args.remote { 2 } else { 1 };
+    let needed = args.workers as u64 * per_worker + 32;
     if needed > limit {
         return Err(format!(
             "{} workers need about {needed} open files but the limit is {limit} \
@@ -153,10 +158,24 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut reactor = Reactor::new()?;
     let opts = WorkerOptions::new().format(args.format);
 
+    let server = if args.remote {
+        let sopts = ServerOptions::new()
+            .worker(opts.clone())
+            .max_connections(args.workers);
+        Some(reactor.listen("127.0.0.1:0", &sopts, work)?)
+    } else {
+        None
+    };
     let t0 = Instant::now();
     let mut workers = Vec::with_capacity(args.workers);
     for i in 0..args.workers {
-        workers.push(reactor.spawn_with(&opts, work)?);
+        workers.push(match server {
+            Some(s) => {
+                let addr = reactor.server_addr(s)?;
+                reactor.connect(addr, &opts, Duration::from_secs(30))?
+            }
+            None => reactor.spawn_with(&opts, work)?,
+        });
         if (i + 1) % 1000 == 0 {
             eprint!("\rspawned {}/{}", i + 1, args.workers);
         }
@@ -227,12 +246,48 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let child_pss = median_child_pss_kib(&reactor, &workers);
     let t2 = Instant::now();
-    let statuses = reactor.shutdown();
+    let (clean, reaped) = match server {
+        // Remote: close every connection; each serving child sees EOF,
+        // exits and is reaped by the server (Exited events); then stop it.
+        Some(s) => {
+            for &w in &workers {
+                reactor.close(w)?;
+            }
+            let (mut clean, mut reaped, mut closed) = (0, 0, 0);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while (reaped < args.workers || closed < args.workers) && Instant::now() < deadline {
+                for w in reactor.wait_any(Some(Duration::from_secs(1)))? {
+                    loop {
+                        match reactor.try_recv(w) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                            Err(e) => {
+                                closed += usize::from(e.is_closed());
+                                break;
+                            }
+                        }
+                    }
+                }
+                for e in reactor.take_server_events() {
+                    if let ServerEvent::Exited { status, .. } = e {
+                        reaped += 1;
+                        clean += usize::from(status.is_some_and(|s| s.success()));
+                    }
+                }
+            }
+            reactor.stop_server(s)?;
+            (clean, reaped)
+        }
+        None => {
+            let statuses = reactor.shutdown();
+            let clean = statuses
+                .iter()
+                .filter(|(_, s)| s.is_some_and(|s| s.success()))
+                .count();
+            (clean, statuses.len())
+        }
+    };
     let teardown = t2.elapsed();
-    let clean = statuses
-        .iter()
-        .filter(|(_, s)| s.is_some_and(|s| s.success()))
-        .count();
     let rss_self = proc_kib("/proc/self/status", "VmHWM:");
 
     latencies.sort_unstable();
@@ -240,7 +295,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let p99 = percentile(&latencies, 0.99);
     let rate = done as f64 / run_time.as_secs_f64();
     println!("workers            {}", args.workers);
-    println!("format             {}", args.format);
+    println!(
+        "format             {}{}",
+        args.format,
+        if args.remote {
+            ", remote (loopback TCP)"
+        } else {
+            ""
+        }
+    );
     println!("tasks              {done} ({errors} wrong)");
     println!(
         "spawn              {:.3} s ({:.1} us/worker)",
@@ -253,16 +316,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "teardown           {:.3} s ({clean}/{} exited 0, all reaped)",
         teardown.as_secs_f64(),
-        statuses.len()
+        reaped
     );
     println!(
         "peak RSS parent    {:.1} MiB",
         rss_self.unwrap_or(0) as f64 / 1024.0
     );
-    println!(
-        "child PSS          {:.0} KiB (median of sampled workers)",
-        child_pss.unwrap_or(0) as f64
-    );
+    match child_pss {
+        Some(kib) => println!("child PSS          {kib} KiB (median of sampled workers)"),
+        None => println!("child PSS          n/a (remote workers: children belong to the server)"),
+    }
     println!(
         "{}",
         json!({

@@ -79,14 +79,11 @@ impl LineBuffer {
     where
         F: FnMut(Result<&[u8], Error>),
     {
-        let mut rest = chunk;
-        loop {
-            let Some(nl) = memchr::memchr(b'\n', rest) else {
-                self.keep_tail(rest, &mut on_line);
-                return;
-            };
-            let head = &rest[..nl];
-            rest = &rest[nl + 1..];
+        // One SIMD pass over the chunk; each newline is found exactly once.
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', chunk) {
+            let head = &chunk[start..nl];
+            start = nl + 1;
             if self.discarding {
                 // The newline ends the line being dropped.
                 self.discarding = false;
@@ -99,8 +96,8 @@ impl LineBuffer {
                     on_line(Ok(strip_cr(head)));
                 }
             } else if self.partial.len() + head.len() > self.max_line {
-                // Cannot happen for the kept part alone (keep_tail checks), but
-                // the head may push it over.
+                // The kept part alone is within the limit (keep_tail checks),
+                // but the head may push it over.
                 self.release();
                 on_line(Err(Error::LineTooLong {
                     limit: self.max_line,
@@ -111,6 +108,7 @@ impl LineBuffer {
                 self.release();
             }
         }
+        self.keep_tail(&chunk[start..], &mut on_line);
     }
 
     /// Ends the stream. Returns [`Error::TruncatedLine`] if an unfinished line

@@ -62,7 +62,7 @@ fn bench_quick_writes_every_field() {
         ("pipelined", "N=16"),
         ("spawn", "spawn per worker"),
         ("spawn", "teardown per worker"),
-        ("memory", "parent bytes per idle worker"),
+        ("memory", "parent heap bytes per idle worker"),
         ("memory", "child PSS"),
         ("wait_any", "N=10"),
         ("framing", "16-byte lines"),
