@@ -206,10 +206,20 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut ready = Vec::new();
     let mut last_report = Instant::now();
+    let mut last_progress = Instant::now();
     let mut errors = 0usize;
     while done < args.tasks {
         reactor.wait_any_into(&mut ready, Some(Duration::from_secs(30)))?;
-        if ready.is_empty() {
+        // A server reports its connections and children; wait_any returns
+        // for those too (with no worker ready).
+        for e in reactor.take_server_events() {
+            if let ServerEvent::AcceptFailed { error, .. } = e {
+                return Err(format!("server: {error}").into());
+            }
+        }
+        if !ready.is_empty() {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() >= Duration::from_secs(30) {
             return Err(format!(
                 "no reply for 30 s with {} tasks outstanding",
                 args.tasks - done
