@@ -21,9 +21,10 @@ use serde_json::{Map, Number, Value};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::format::Format;
 
-/// Deepest nesting of lists, tuples and dicts the decoder accepts: the same
-/// as serde_json's recursion limit, so both formats accept the same values.
-pub const MAX_DEPTH: usize = 128;
+/// Deepest nesting of lists, tuples and dicts the decoder accepts: 127, the
+/// same as serde_json's recursion limit, so both formats accept exactly the
+/// same values (what one decodes, the other can carry).
+pub const MAX_DEPTH: usize = 127;
 
 /// Largest integer, in decimal digits, that either direction converts (the
 /// same as CPython's default `sys.get_int_max_str_digits()`).
@@ -785,6 +786,21 @@ mod tests {
         assert!(matches!(e.kind, DecodeErrorKind::UnfinishedReference(0)));
         data.push(b'N');
         assert!(decode(&data).is_err());
+    }
+
+    #[test]
+    fn depth_limit_matches_serde_json() {
+        for d in [MAX_DEPTH, MAX_DEPTH + 1] {
+            let text = format!("{}{}", "[".repeat(d), "]".repeat(d));
+            let json_ok = serde_json::from_str::<Value>(&text).is_ok();
+            let mut data = Vec::new();
+            for _ in 0..d - 1 {
+                data.extend_from_slice(&[b'[', 1, 0, 0, 0]);
+            }
+            data.extend_from_slice(&[b'[', 0, 0, 0, 0]);
+            assert_eq!(decode(&data).is_ok(), json_ok, "depth {d}");
+            assert_eq!(json_ok, d == MAX_DEPTH);
+        }
     }
 
     #[test]

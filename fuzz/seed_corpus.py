@@ -1,0 +1,42 @@
+"""Writes the seed corpus of the fuzz targets (committed under corpus/).
+
+Run from fuzz/: python3 seed_corpus.py. The marshal and frame seeds are
+made by this machine's CPython, so they hold what marshal.dumps really
+writes (FLAG_REF, back-references, every string code)."""
+import base64, json, marshal, os
+
+VALUES = [
+    None, True, False, 0, -1, 2**31, -2**63 - 1, 2**64, 2**100, -(2**1000),
+    0.1, -0.0, 1e308, 5e-324, 1e16, "", "ascii", "\u00e9\u20ac\U0001F600", "a" * 300,
+    [], {}, (), (1, (2, 3)), [1, [2, [3, [4]]]],
+    {"k": [1, 2.5, None]}, {"z": 1, "a": {"y": [], "b": {}}},
+    [{"id": i, "name": "n%d" % i} for i in range(5)],
+]
+shared = [1, 2]
+VALUES.append([shared, shared, {"x": shared}])
+BAD = [b"x", {1}, frozenset([2]), {1: 2}, "\ud800", 1j]
+
+def write(target, name, data):
+    os.makedirs(os.path.join("corpus", target), exist_ok=True)
+    with open(os.path.join("corpus", target, name), "wb") as f:
+        f.write(data)
+
+for i, v in enumerate(VALUES + BAD):
+    m = marshal.dumps(v)
+    write("marshal", "py-%02d" % i, m)
+    line = base64.b64encode(m) + b"\n"
+    write("frame", "marshal-%02d" % i, b"\x01" + line * 2)
+for i, v in enumerate(VALUES):
+    if isinstance(v, tuple):
+        v = list(v)
+    text = json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode()
+    write("json_line", "py-%02d" % i, text)
+    write("frame", "json-%02d" % i, b"\x00" + text + b"\n" + text + b"\r\n")
+write("json_line", "nan", b"[NaN]")
+write("json_line", "lone-surrogate", b'"\\ud800"')
+write("lines", "mixed", b"\x05\x03ab\ncdefgh\n\r\nxyz")
+write("lines", "long", b"\x02\x07" + b"y" * 200 + b"\nok\n")
+write("lines", "empty-lines", b"\x01\x01\n\n\n")
+write("marshal", "list-2g", b"[\x00\x00\x00\x80")
+write("marshal", "long-huge", b"l\xff\xff\xff\x7f")
+write("marshal", "ref-cycle", b"\xdb\x01\x00\x00\x00r\x00\x00\x00\x00")
