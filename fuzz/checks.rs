@@ -1,6 +1,8 @@
 //! The properties the fuzz targets check. Shared, by `#[path]`, with
 //! `tests/fuzz_corpus.rs`, which replays the committed corpus through the
 //! same functions under `cargo test`.
+// Each fuzz target uses one of these.
+#![allow(dead_code)]
 
 use miniray::framing::LineBuffer;
 use miniray::serde_json::Value;
