@@ -1,0 +1,207 @@
+//! Hostile peers against a WorkerServer, each over a real socket. After each
+//! case the server still answers a well-behaved client correctly, and the
+//! serving child that took the abuse stayed within its line limit.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use miniray::serde_json::json;
+use miniray::{Format, Reactor, Server, ServerEvent, ServerOptions, WorkerOptions};
+
+const LIMIT: usize = 1 << 20;
+
+fn server(r: &mut Reactor, format: Format) -> (Server, SocketAddr) {
+    let opts = ServerOptions::new().worker(WorkerOptions::new().format(format).max_line(LIMIT));
+    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let addr = r.server_addr(s).expect("addr");
+    (s, addr)
+}
+
+/// Connects a raw client and lets the server accept it; returns the serving
+/// child's pid.
+fn raw_client(r: &mut Reactor, addr: SocketAddr) -> (TcpStream, i32) {
+    let sock = TcpStream::connect(addr).expect("connect");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        assert!(Instant::now() < end, "never accepted");
+        r.wait_any(Some(Duration::from_millis(20)))
+            .expect("wait_any");
+        for e in r.take_server_events() {
+            if let ServerEvent::Accepted { pid, .. } = e {
+                return (sock, pid);
+            }
+        }
+    }
+}
+
+fn well_behaved(r: &mut Reactor, addr: SocketAddr, format: Format) {
+    let w = r
+        .connect(addr, &WorkerOptions::new().format(format), DEADLINE)
+        .expect("connect");
+    r.send(w, &json!({"still": "serving"})).expect("send");
+    assert_eq!(
+        r.recv(w, Some(DEADLINE)).expect("echo"),
+        json!({"still": "serving"})
+    );
+    r.close(w).expect("close");
+    let _ = r.recv(w, Some(DEADLINE));
+    let _ = r.take_server_events();
+}
+
+fn status_kib(pid: i32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn hundred_megabyte_line_without_newline_stays_within_the_limit() {
+    let mut r = Reactor::new().expect("reactor");
+    let (_s, addr) = server(&mut r, Format::Json);
+    let (mut sock, pid) = raw_client(&mut r, addr);
+    let before = status_kib(pid, "VmRSS:").expect("child rss");
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..100 {
+        sock.write_all(&chunk).expect("write");
+    }
+    let peak = status_kib(pid, "VmHWM:").expect("child hwm");
+    // The line limit (1 MiB) plus buffers; never the 100 MB sent.
+    assert!(
+        peak.saturating_sub(before) < 4 * 1024,
+        "child grew {} KiB",
+        peak - before
+    );
+    // The line still ends: the next line on the same connection is answered.
+    sock.write_all(b"\n{\"after\":1}\n").expect("write");
+    sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut reply = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&sock), &mut reply).expect("reply");
+    assert_eq!(reply, "{\"after\":1}\n");
+    drop(sock);
+    well_behaved(&mut r, addr, Format::Json);
+}
+
+#[test]
+fn malformed_lines_fail_alone_in_both_formats() {
+    for (format, cases) in [
+        (
+            Format::Json,
+            vec![
+                b"\xff\xfe\xfd invalid utf-8\n".to_vec(),
+                b"[NaN, Infinity]\n".to_vec(),
+                b"\x00\x01\x02 binary garbage \x7f\n".to_vec(),
+                [vec![b'['; 1_000_000], b"\n".to_vec()].concat(),
+            ],
+        ),
+        (
+            Format::Marshal,
+            vec![
+                b"not*base64!\n".to_vec(),
+                b"WwMAAADp\n".to_vec(),         // truncated list
+                b"WwAAAIA=\n".to_vec(),         // list claiming 2^31 items
+                b"2wEAAAByAAAAAA==\n".to_vec(), // reference cycle
+                b"c3RyaW5n\n".to_vec(),         // unknown code
+            ],
+        ),
+    ] {
+        let mut r = Reactor::new().expect("reactor");
+        let (_s, addr) = server(&mut r, format);
+        let (mut sock, _pid) = raw_client(&mut r, addr);
+        for case in &cases {
+            sock.write_all(case).expect("write");
+        }
+        // A good line after all of them is still answered on the same connection.
+        let good = format.encode(&json!({"good": true})).expect("encode");
+        sock.write_all(&good).expect("write");
+        sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut reply = Vec::new();
+        std::io::BufRead::read_until(&mut std::io::BufReader::new(&sock), b'\n', &mut reply)
+            .expect("reply");
+        assert_eq!(reply, good, "{format}");
+        drop(sock);
+        well_behaved(&mut r, addr, format);
+    }
+}
+
+#[test]
+fn reset_half_close_and_idle_partial_lines() {
+    miniray::raise_fd_limit().expect("rlimit");
+    let mut r = Reactor::new().expect("reactor");
+    let (s, addr) = server(&mut r, Format::Json);
+    // Reset in the middle of a message.
+    let (mut sock, pid) = raw_client(&mut r, addr);
+    sock.write_all(b"{\"half\":").expect("write");
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a valid linger struct of the size given.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(sock);
+    // Half-close: the request still gets its reply, then the child exits.
+    let (mut half, half_pid) = raw_client(&mut r, addr);
+    half.write_all(b"[1,2,3]\n").expect("write");
+    half.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    half.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut half, &mut reply).expect("read to EOF");
+    assert_eq!(reply, "[1,2,3]\n");
+    // 1000 idle connections, each holding a partial line.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        let (mut c, _) = raw_client(&mut r, addr);
+        c.write_all(b"{\"partial\":").expect("write");
+        idle.push(c);
+    }
+    assert!(r.server_connections(s).expect("count") >= 1000);
+    well_behaved(&mut r, addr, Format::Json);
+    drop(idle);
+    // Every child that served these ends and is reaped.
+    let end = Instant::now() + DEADLINE;
+    while r.server_connections(s).expect("count") > 0 {
+        assert!(
+            Instant::now() < end,
+            "children left: {}",
+            r.server_connections(s).expect("count")
+        );
+        r.wait_any(Some(Duration::from_millis(50)))
+            .expect("wait_any");
+        let _ = r.take_server_events();
+    }
+    assert!(is_reaped(pid) && is_reaped(half_pid));
+}
+
+#[test]
+fn ten_thousand_connects_and_disconnects() {
+    let mut r = Reactor::new().expect("reactor");
+    let (s, addr) = server(&mut r, Format::Json);
+    let end = Instant::now() + Duration::from_secs(120);
+    for i in 0..10_000 {
+        assert!(Instant::now() < end, "too slow at {i}");
+        drop(TcpStream::connect(addr).expect("connect"));
+        if i % 100 == 0 {
+            r.wait_any(Some(Duration::ZERO)).expect("wait_any");
+            let _ = r.take_server_events();
+        }
+    }
+    well_behaved(&mut r, addr, Format::Json);
+    let end = Instant::now() + Duration::from_secs(60);
+    while r.server_connections(s).expect("count") > 0 {
+        assert!(Instant::now() < end, "children not reaped");
+        r.wait_any(Some(Duration::from_millis(50)))
+            .expect("wait_any");
+        let _ = r.take_server_events();
+    }
+}
