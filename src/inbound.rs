@@ -45,6 +45,10 @@ pub(crate) struct Inbound {
     lines_done: u64,
     batches: VecDeque<(u64, Batch)>,
     pub(crate) inbox: VecDeque<Result<Msg>>,
+    /// Line bytes of each queued item (0 for events that are no line).
+    sizes: VecDeque<usize>,
+    /// Sum of `sizes`: what a slow consumer lets pile up.
+    pub(crate) queued_bytes: usize,
 }
 
 impl Inbound {
@@ -54,6 +58,8 @@ impl Inbound {
             lines_done: 0,
             batches: VecDeque::new(),
             inbox: VecDeque::new(),
+            sizes: VecDeque::new(),
+            queued_bytes: 0,
         }
     }
 
@@ -81,8 +87,13 @@ impl Inbound {
             lines_done,
             batches,
             inbox,
+            sizes,
+            queued_bytes,
         } = self;
         lines.feed(chunk, |line| {
+            let size = line.as_ref().map_or(0, |l| l.len() + 1);
+            sizes.push_back(size);
+            *queued_bytes += size;
             let index = *lines_done;
             *lines_done += 1;
             // Batches of earlier lines nobody claimed: close them.
@@ -101,9 +112,23 @@ impl Inbound {
     /// descriptors are closed.
     pub(crate) fn finish(&mut self) {
         if let Some(e) = self.lines.finish() {
-            self.inbox.push_back(Err(e));
+            self.push(Err(e));
         }
         self.batches.clear();
+    }
+
+    /// Queues an event that is no line (closed, connect failed, ...).
+    pub(crate) fn push(&mut self, item: Result<Msg>) {
+        self.inbox.push_back(item);
+        self.sizes.push_back(0);
+    }
+
+    /// The oldest queued item.
+    pub(crate) fn pop(&mut self) -> Option<Result<Msg>> {
+        let item = self.inbox.pop_front()?;
+        let size = self.sizes.pop_front().unwrap_or(0);
+        self.queued_bytes = self.queued_bytes.saturating_sub(size);
+        Some(item)
     }
 }
 

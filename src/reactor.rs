@@ -209,6 +209,9 @@ pub(crate) struct Conn {
     pub(crate) queued: bool,
     /// Descriptors to send with the line starting at that offset of `out`.
     pub(crate) out_fds: VecDeque<(usize, Vec<OwnedFd>)>,
+    /// Reading stops while this many line bytes wait to be taken.
+    pub(crate) max_queued: usize,
+    pub(crate) read_paused: bool,
     pub(crate) state: State,
 }
 
@@ -399,6 +402,8 @@ impl Reactor {
             dirty: false,
             queued: false,
             out_fds: VecDeque::new(),
+            max_queued: opts.max_queued,
+            read_paused: false,
             state,
         });
         Ok(Worker {
@@ -434,6 +439,13 @@ impl Reactor {
     /// The worker's format.
     pub fn format(&self, w: Worker) -> Result<Format> {
         self.conn(w).map(|c| c.format)
+    }
+
+    /// Line bytes received from the worker and not yet taken (by
+    /// `try_recv`/`recv`). Reading pauses past
+    /// [`WorkerOptions::max_queued`](crate::WorkerOptions::max_queued).
+    pub fn queued_input(&self, w: Worker) -> Result<usize> {
+        self.conn(w).map(|c| c.inbound.queued_bytes)
     }
 
     /// Bytes queued for the worker and not yet written.
@@ -582,7 +594,13 @@ impl Reactor {
 
     fn try_recv_msg(&mut self, w: Worker) -> Result<Option<Msg>> {
         let conn = self.conn_mut(w)?;
-        match conn.inbound.inbox.pop_front() {
+        let item = conn.inbound.pop();
+        if conn.read_paused && conn.inbound.queued_bytes <= conn.max_queued / 2 {
+            // The consumer caught up: read what the worker sent meanwhile.
+            conn.read_paused = false;
+            self.read_conn(w.key as usize);
+        }
+        match item {
             None => Ok(None),
             Some(Ok(m)) => Ok(Some(m)),
             Some(Err(e)) => {
@@ -833,7 +851,8 @@ impl Reactor {
         if event.is_writable() {
             self.flush_conn(key);
         }
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
+        let paused = self.conns.get(key).is_some_and(|c| c.read_paused);
+        if !paused && (event.is_readable() || event.is_read_closed() || event.is_error()) {
             self.read_conn(key);
         }
     }
@@ -859,6 +878,13 @@ impl Reactor {
                     conn.inbound.fds_arrived(&mut got);
                     conn.inbound
                         .feed(&self.read_buf[..n], conn.format, &mut self.scratch);
+                    if conn.inbound.queued_bytes >= conn.max_queued {
+                        // A worker that sends faster than it is read: stop
+                        // reading (its socket fills and it blocks) until
+                        // the consumer takes half of what is queued.
+                        conn.read_paused = true;
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1055,7 +1081,7 @@ impl Reactor {
                 .deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
         conn.state = State::Done;
-        conn.inbound.inbox.push_back(Err(Error::Closed { status }));
+        conn.inbound.push(Err(Error::Closed { status }));
         if !conn.queued {
             conn.queued = true;
             self.ready.push(Worker {

@@ -249,7 +249,7 @@ impl Reactor {
                 State::Open => return Ok(w),
                 _ => {
                     // Failed: the inbox holds the connect error, then Closed.
-                    let err = match conn.inbound.inbox.pop_front() {
+                    let err = match conn.inbound.pop() {
                         Some(Err(e)) => e,
                         _ => Error::io("connect", io::Error::other("connection failed")),
                     };

@@ -21,6 +21,9 @@ use crate::inbound::{Inbound, Msg};
 use crate::shm::{self, SharedMemory};
 use crate::sys;
 
+/// Default bound on received, untaken message bytes per worker: 64 MiB.
+pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
+
 /// Default high-water mark of a worker's output buffer: 64 MiB.
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024 * 1024;
 
@@ -31,7 +34,8 @@ pub const EXIT_PANIC: i32 = 101;
 pub const EXIT_ERROR: i32 = 1;
 
 /// How to spawn a worker. `WorkerOptions::default()` is JSON, a 64 MiB line
-/// limit, a 64 MiB output high-water mark and `SIGTERM` on parent death.
+/// limit, a 64 MiB output high-water mark, 64 MiB of received messages held
+/// before reading pauses, and `SIGTERM` on parent death.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
     pub(crate) format: Format,
@@ -39,6 +43,7 @@ pub struct WorkerOptions {
     pub(crate) high_water: usize,
     pub(crate) death_signal: Option<libc::c_int>,
     pub(crate) keep_fds: Vec<RawFd>,
+    pub(crate) max_queued: usize,
 }
 
 impl Default for WorkerOptions {
@@ -49,6 +54,7 @@ impl Default for WorkerOptions {
             high_water: DEFAULT_HIGH_WATER,
             death_signal: Some(libc::SIGTERM),
             keep_fds: Vec::new(),
+            max_queued: DEFAULT_MAX_QUEUED,
         }
     }
 }
@@ -76,6 +82,16 @@ impl WorkerOptions {
     /// [`Error::Backpressure`]. Default [`DEFAULT_HIGH_WATER`].
     pub fn high_water(mut self, bytes: usize) -> Self {
         self.high_water = bytes;
+        self
+    }
+
+    /// Line bytes of received messages the parent may hold for this worker
+    /// before it stops reading its socket (so a worker that floods replies
+    /// faster than they are taken blocks instead of filling the parent's
+    /// memory). Reading resumes once half is taken. Default
+    /// [`DEFAULT_MAX_QUEUED`].
+    pub fn max_queued(mut self, bytes: usize) -> Self {
+        self.max_queued = bytes.max(1);
         self
     }
 
@@ -196,7 +212,7 @@ impl Channel {
 
     fn recv_msg(&mut self) -> Result<Option<Msg>> {
         loop {
-            if let Some(item) = self.inbound.inbox.pop_front() {
+            if let Some(item) = self.inbound.pop() {
                 return item.map(Some);
             }
             if self.eof {
