@@ -10,6 +10,17 @@ use miniray::{Error, Reactor, WorkerOptions};
 
 #[test]
 fn workers_die_within_two_seconds_of_their_parent() {
+    workers_die_with_parent(200);
+}
+
+/// The 10,000-worker case: `cargo test --release --test parent_death -- --ignored`.
+#[test]
+#[ignore = "10,000 processes: run by hand (see the README)"]
+fn ten_thousand_workers_die_within_two_seconds_of_their_parent() {
+    workers_die_with_parent(10_000);
+}
+
+fn workers_die_with_parent(n: usize) {
     // Orphans are re-parented to us, so we can reap them and leave nothing behind.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
     assert_eq!(
@@ -20,9 +31,13 @@ fn workers_die_within_two_seconds_of_their_parent() {
     // The holder: a worker that spawns workers of its own and reports their pids.
     let holder = r
         .spawn_channel(&WorkerOptions::new(), |ch| {
+            miniray::raise_fd_limit().map_err(|e| Error::Io {
+                op: "setrlimit",
+                source: e,
+            })?;
             let mut inner = Reactor::new()?;
             let mut pids = Vec::new();
-            for _ in 0..8 {
+            for _ in 0..n {
                 // Busy workers that never read: only PDEATHSIG can end them,
                 // not EOF on their socket.
                 let w = inner.spawn_channel(&WorkerOptions::new(), |_ch| loop {
@@ -38,14 +53,14 @@ fn workers_die_within_two_seconds_of_their_parent() {
         })
         .expect("spawn holder");
     let pids: Vec<i32> = r
-        .recv(holder, Some(DEADLINE))
+        .recv(holder, Some(Duration::from_secs(300)))
         .expect("pids")
         .as_array()
         .expect("array")
         .iter()
         .map(|p| p.as_i64().expect("pid") as i32)
         .collect();
-    assert_eq!(pids.len(), 8);
+    assert_eq!(pids.len(), n);
     assert!(pids.iter().all(|&p| p > 0 && is_alive(p)));
 
     r.kill(holder, libc::SIGKILL).expect("kill holder");
