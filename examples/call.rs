@@ -3,14 +3,17 @@
 //! exits 0 after the last reply. Errors go to stderr with a non-zero exit.
 //!
 //! ```text
-//! call --connect ADDR [--format json|marshal] [--timeout SECS]
+//! call --connect ADDR [--format json|marshal] [--timeout SECS] [--secret-file PATH]
 //! ```
+//!
+//! With `MINIRAY_SECRET` in the environment (or `--secret-file`), answers the
+//! server's authentication challenge.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use miniray::serde_json::Value;
-use miniray::{Error, Format, Reactor, WorkerOptions};
+use miniray::{Error, Format, Reactor, Secret, WorkerOptions};
 
 fn main() {
     match run() {
@@ -26,6 +29,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut connect = None;
     let mut format = Format::Json;
     let mut timeout = Duration::from_secs(30);
+    let mut secret = Secret::from_env("MINIRAY_SECRET");
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -33,6 +37,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--connect" => connect = Some(value()?),
             "--format" => format = value()?.parse()?,
             "--timeout" => timeout = Duration::from_secs_f64(value()?.parse()?),
+            "--secret-file" => {
+                let path = value()?;
+                secret = Some(Secret::from_file(&path).map_err(|e| format!("{path}: {e}"))?);
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -51,7 +59,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut reactor = Reactor::new()?;
-    let w = reactor.connect(addr.as_str(), &WorkerOptions::new().format(format), timeout)?;
+    let mut opts = WorkerOptions::new().format(format);
+    if let Some(secret) = secret {
+        opts = opts.secret(secret);
+    }
+    let w = reactor.connect(addr.as_str(), &opts, timeout)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     let (mut sent, mut received) = (0, 0);

@@ -11,12 +11,16 @@
 //! connection's child runs `CMD ARGS...` with the connection as its stdin
 //! and stdout. The first line of stdout is `listening on HOST:PORT`; events
 //! go to stderr.
+//!
+//! Authentication: with `MINIRAY_SECRET` set in the environment, or
+//! `--secret-file PATH`, clients must answer an HMAC-SHA256 challenge before
+//! anything is forked for them (never pass a secret on the command line).
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use miniray::{Exec, Format, Reactor, ServerEvent, ServerOptions, Token, WorkerOptions};
+use miniray::{Exec, Format, Reactor, Secret, ServerEvent, ServerOptions, Token, WorkerOptions};
 
 struct Args {
     listen: String,
@@ -24,6 +28,7 @@ struct Args {
     max_line: Option<usize>,
     max_connections: Option<usize>,
     exec: Option<Vec<String>>,
+    secret_file: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -33,6 +38,7 @@ fn parse_args() -> Result<Args, String> {
         max_line: None,
         max_connections: None,
         exec: None,
+        secret_file: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|e| format!("--max-connections: {e}"))?,
                 )
             }
+            "--secret-file" => a.secret_file = Some(value()?),
             "--exec" => {
                 let rest: Vec<String> = it.by_ref().collect();
                 if rest.is_empty() {
@@ -63,7 +70,7 @@ fn parse_args() -> Result<Args, String> {
     if a.listen.is_empty() {
         return Err(
             "usage: serve --listen ADDR [--format json|marshal] [--max-line BYTES] \
-                    [--max-connections N] [--exec CMD ARGS...]"
+                    [--max-connections N] [--secret-file PATH] [--exec CMD ARGS...]"
                 .into(),
         );
     }
@@ -115,6 +122,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         worker = worker.max_line(n);
     }
     let mut opts = ServerOptions::new().worker(worker);
+    let secret = match &args.secret_file {
+        Some(path) => Some(Secret::from_file(path).map_err(|e| format!("{path}: {e}"))?),
+        None => Secret::from_env("MINIRAY_SECRET"),
+    };
+    if let Some(secret) = secret {
+        opts = opts.secret(secret);
+    }
     if let Some(n) = args.max_connections {
         opts = opts.max_connections(n);
     }
@@ -145,6 +159,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 ServerEvent::Rejected { peer, .. } => {
                     eprintln!("rejected {peer}: connection limit")
+                }
+                ServerEvent::AuthFailed { peer, reason, .. } => {
+                    eprintln!("refused {peer}: authentication: {reason}")
                 }
                 ServerEvent::AcceptFailed { error, dropped, .. } => {
                     eprintln!("accept failed: {error} (pending connection dropped: {dropped})")

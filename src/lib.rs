@@ -50,7 +50,8 @@
 //!   *RemoteWorker* (same `send`/`recv`/`wait_any` as a local worker);
 //!   [`Reactor::listen`] makes a *WorkerServer* that forks a worker per
 //!   accepted connection. Same protocol, same formats, and Python peers of
-//!   the original library on either side.
+//!   the original library on either side. [`Secret`] turns on HMAC-SHA256
+//!   authentication of TCP peers (off by default).
 //!
 //! # Errors
 //!
@@ -118,6 +119,7 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+mod auth;
 pub mod error;
 pub mod format;
 pub mod framing;
@@ -129,6 +131,7 @@ pub mod shm;
 mod sys;
 pub mod worker;
 
+pub use auth::Secret;
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use mio::{Interest, Token};

@@ -219,6 +219,8 @@ pub(crate) struct Conn {
 pub(crate) enum State {
     /// A TCP connect in progress.
     Connecting,
+    /// Connected; answering the server's authentication challenge.
+    Authenticating,
     Open,
     /// `close` was called: shut down writing once `out` drains.
     Closing,
@@ -246,8 +248,9 @@ pub(crate) fn next_generation() -> u32 {
 /// The kind bits of a token's low half: which slab its key indexes.
 pub(crate) const KIND_LISTENER: usize = 1 << 31;
 pub(crate) const KIND_CHILD: usize = 1 << 30;
+pub(crate) const KIND_PENDING: usize = 1 << 29;
 /// Slab keys stay below this, clear of the kind bits.
-pub(crate) const MAX_KEY: usize = (1 << 30) - 1;
+pub(crate) const MAX_KEY: usize = (1 << 29) - 1;
 
 pub(crate) fn token(key: usize, gen: u32) -> Token {
     Token(key | ((gen as usize) << 32))
@@ -825,6 +828,13 @@ impl Reactor {
             }
             return;
         }
+        if key & KIND_PENDING != 0 {
+            let key = key & !KIND_PENDING;
+            if self.tcp.pending.get(key).is_some_and(|p| p.gen == gen) {
+                self.auth_ready(key);
+            }
+            return;
+        }
         if key & KIND_CHILD != 0 {
             let key = key & !KIND_CHILD;
             if self.tcp.children.get(key).is_some_and(|c| c.gen == gen) {
@@ -840,6 +850,10 @@ impl Reactor {
         }
         if matches!(conn.state, State::Reaping(Some(_))) {
             self.try_reap(key);
+            return;
+        }
+        if matches!(conn.state, State::Authenticating) {
+            // The handshake reads its line itself (`connect`).
             return;
         }
         if matches!(conn.state, State::Connecting) {
@@ -858,7 +872,7 @@ impl Reactor {
     }
 
     /// Reads the connection until `WouldBlock`, queueing decoded lines.
-    fn read_conn(&mut self, key: usize) {
+    pub(crate) fn read_conn(&mut self, key: usize) {
         if self.read_buf.len() < READ_CHUNK {
             self.read_buf.resize(READ_CHUNK, 0);
         }

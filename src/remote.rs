@@ -16,9 +16,11 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::Interest;
 
+use crate::auth::{self, Secret};
 use crate::error::{Error, Result};
 use crate::reactor::{
-    next_generation, token, Reactor, State, Stream, KIND_CHILD, KIND_LISTENER, MAX_KEY,
+    next_generation, token, Reactor, State, Stream, KIND_CHILD, KIND_LISTENER, KIND_PENDING,
+    MAX_KEY,
 };
 use crate::sys;
 use crate::worker::{self, Channel, Exec, Work, Worker, WorkerOptions};
@@ -34,6 +36,8 @@ pub struct ServerOptions {
     pub(crate) worker: WorkerOptions,
     pub(crate) max_connections: usize,
     pub(crate) accept_backoff: Duration,
+    pub(crate) secret: Option<Secret>,
+    pub(crate) auth_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +46,8 @@ impl Default for ServerOptions {
             worker: WorkerOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             accept_backoff: DEFAULT_ACCEPT_BACKOFF,
+            secret: None,
+            auth_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -69,6 +75,20 @@ impl ServerOptions {
     /// reported as [`ServerEvent::Rejected`].
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// Require clients to prove they hold `secret` (HMAC-SHA256 over a
+    /// random nonce, see [`Secret`]) before anything is forked for them.
+    /// Off by default, so plain Python clients keep working.
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// How long a client has to answer the challenge. Default 5 s.
+    pub fn auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
         self
     }
 
@@ -114,6 +134,16 @@ pub enum ServerEvent {
         pid: i32,
         /// Its exit status (`None` if someone else reaped it).
         status: Option<ExitStatus>,
+    },
+    /// A client failed authentication (wrong, malformed, late or missing
+    /// answer) and was closed; nothing was forked.
+    AuthFailed {
+        /// The server.
+        server: Server,
+        /// The client's address.
+        peer: SocketAddr,
+        /// What was wrong.
+        reason: &'static str,
     },
     /// `accept` failed. On `EMFILE`/`ENFILE` the pending connection was
     /// accepted with the spare descriptor and closed (`dropped`), and
@@ -164,11 +194,24 @@ pub(crate) struct ServerChild {
     pidfd: Option<OwnedFd>,
 }
 
+/// An accepted connection answering the authentication challenge.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) gen: u32,
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Server,
+    nonce: Vec<u8>,
+    deadline: Instant,
+}
+
 /// The TCP part of the reactor's state.
 #[derive(Debug, Default)]
 pub(crate) struct Tcp {
     pub(crate) servers: slab::Slab<Listener>,
     pub(crate) children: slab::Slab<ServerChild>,
+    /// Connections in the authentication handshake.
+    pub(crate) pending: slab::Slab<Pending>,
     pub(crate) events: VecDeque<ServerEvent>,
     /// Children that could get no pidfd: `waitpid` is retried.
     pub(crate) unreaped: Vec<usize>,
@@ -181,10 +224,12 @@ pub(crate) struct Tcp {
 impl Tcp {
     /// The earliest moment a timer of ours is due, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.paused
+        let paused = self
+            .paused
             .iter()
-            .filter_map(|&k| self.servers.get(k).and_then(|l| l.paused_until))
-            .min()
+            .filter_map(|&k| self.servers.get(k).and_then(|l| l.paused_until));
+        let handshakes = self.pending.iter().map(|(_, p)| p.deadline);
+        paused.chain(handshakes).min()
     }
 }
 
@@ -246,7 +291,31 @@ impl Reactor {
             let conn = self.conn_mut(w)?;
             match conn.state {
                 State::Connecting => {}
-                State::Open => return Ok(w),
+                State::Open => {
+                    let Some(secret) = opts.secret.clone() else {
+                        return Ok(w);
+                    };
+                    conn.state = State::Authenticating;
+                    let answered = self.answer_challenge(w, &secret, deadline);
+                    if let Ok(conn) = self.conn_mut(w) {
+                        conn.state = State::Open;
+                    }
+                    return match answered {
+                        Ok(()) => {
+                            // Anything the server sent after the challenge.
+                            self.read_conn(w.key as usize);
+                            Ok(w)
+                        }
+                        Err(e) => {
+                            if let Some(mut c) = self.conns.try_remove(w.key as usize) {
+                                if let Some(mut s) = c.sock.take() {
+                                    let _ = self.poll.registry().deregister(&mut s);
+                                }
+                            }
+                            Err(e)
+                        }
+                    };
+                }
                 _ => {
                     // Failed: the inbox holds the connect error, then Closed.
                     let err = match conn.inbound.pop() {
@@ -482,13 +551,37 @@ impl Reactor {
             key: key as u32,
             gen: l.gen,
         };
-        if l.active >= l.opts.max_connections {
+        let handshaking = self
+            .tcp
+            .pending
+            .iter()
+            .filter(|(_, p)| p.server == server)
+            .count();
+        if l.active + handshaking >= l.opts.max_connections {
             drop(stream);
             self.tcp
                 .events
                 .push_back(ServerEvent::Rejected { server, peer });
             return;
         }
+        if l.opts.secret.is_some() {
+            let deadline = Instant::now() + l.opts.auth_timeout;
+            self.start_handshake(server, stream, peer, deadline);
+            return;
+        }
+        self.fork_for(key, stream, peer);
+    }
+
+    /// Forks the child that serves an accepted (and, if asked, authenticated)
+    /// connection.
+    fn fork_for(&mut self, key: usize, stream: TcpStream, peer: SocketAddr) {
+        let Some(l) = self.tcp.servers.get_mut(key) else {
+            return;
+        };
+        let server = Server {
+            key: key as u32,
+            gen: l.gen,
+        };
         let std_stream = std::net::TcpStream::from(stream);
         let _ = std_stream.set_nodelay(true);
         if let Err(e) = std_stream.set_nonblocking(false) {
@@ -526,6 +619,151 @@ impl Reactor {
             .events
             .push_back(ServerEvent::Accepted { server, peer, pid });
         self.watch_child(server, pid);
+    }
+
+    /// Sends the challenge and waits (in the reactor) for the answer.
+    fn start_handshake(
+        &mut self,
+        server: Server,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        deadline: Instant,
+    ) {
+        let mut fail = |reason| {
+            self.tcp.events.push_back(ServerEvent::AuthFailed {
+                server,
+                peer,
+                reason,
+            })
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok((nonce, line)) = auth::challenge() else {
+            return fail("no random nonce");
+        };
+        // A fresh socket's buffer takes the 82-byte line whole.
+        if sys::send_nosignal(stream.as_raw_fd(), &line).ok() != Some(line.len()) {
+            return fail("could not send the challenge");
+        }
+        let key = self.tcp.pending.vacant_key();
+        let gen = next_generation();
+        if key > MAX_KEY
+            || self
+                .poll
+                .registry()
+                .register(
+                    &mut stream,
+                    token(key | KIND_PENDING, gen),
+                    Interest::READABLE,
+                )
+                .is_err()
+        {
+            return self.tcp.events.push_back(ServerEvent::AuthFailed {
+                server,
+                peer,
+                reason: "could not watch the connection",
+            });
+        }
+        self.tcp.pending.insert(Pending {
+            gen,
+            stream,
+            peer,
+            server,
+            nonce,
+            deadline,
+        });
+        // The answer may be there already (edge-triggered: look now).
+        self.auth_ready(key);
+    }
+
+    /// The answer arrived (or the peer went away): verify, then fork or close.
+    pub(crate) fn auth_ready(&mut self, key: usize) {
+        let Some(p) = self.tcp.pending.get(key) else {
+            return;
+        };
+        let verdict = match auth::take_line(p.stream.as_raw_fd()) {
+            Ok(None) => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Ok(Some(answer)) => {
+                let secret = self
+                    .tcp
+                    .servers
+                    .get(p.server.key as usize)
+                    .filter(|l| l.gen == p.server.gen)
+                    .and_then(|l| l.opts.secret.as_ref());
+                match secret {
+                    Some(s) if s.verify(&p.nonce, &answer) => Ok(()),
+                    Some(_) => Err("wrong answer"),
+                    None => Err("server gone"),
+                }
+            }
+            Err(_) => Err("closed, or sent an over-long line, during the handshake"),
+        };
+        let mut p = self.tcp.pending.remove(key);
+        let _ = self.poll.registry().deregister(&mut p.stream);
+        match verdict {
+            Ok(()) => self.fork_for(p.server.key as usize, p.stream, p.peer),
+            Err(reason) => self.tcp.events.push_back(ServerEvent::AuthFailed {
+                server: p.server,
+                peer: p.peer,
+                reason,
+            }),
+        }
+    }
+
+    /// Closes handshakes past their deadline.
+    fn expire_handshakes(&mut self) {
+        let now = Instant::now();
+        let late: Vec<usize> = self
+            .tcp
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in late {
+            let mut p = self.tcp.pending.remove(key);
+            let _ = self.poll.registry().deregister(&mut p.stream);
+            self.tcp.events.push_back(ServerEvent::AuthFailed {
+                server: p.server,
+                peer: p.peer,
+                reason: "no answer in time",
+            });
+        }
+    }
+
+    /// The client's side of the handshake, on a connection just opened.
+    fn answer_challenge(&mut self, w: Worker, secret: &Secret, deadline: Instant) -> Result<()> {
+        let fd = w.fd;
+        loop {
+            match auth::take_line(fd) {
+                Ok(Some(line)) => {
+                    let nonce = auth::parse_challenge(&line).ok_or_else(|| {
+                        Error::io(
+                            "authenticate",
+                            io::Error::new(io::ErrorKind::InvalidData, "not a miniray challenge"),
+                        )
+                    })?;
+                    let answer = secret.answer(&nonce);
+                    return match sys::send_nosignal(fd, &answer) {
+                        Ok(n) if n == answer.len() => Ok(()),
+                        Ok(_) => Err(Error::io("authenticate", io::ErrorKind::WriteZero.into())),
+                        Err(e) => Err(Error::io("authenticate", e)),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Error::io("authenticate", e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            // Peek again after a short wait: this connection's events are
+            // not read while it authenticates.
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(10));
+            self.poll_once(Some(slice))?;
+        }
     }
 
     /// Reaps a serving child when its pidfd reads ready (or by retrying).
@@ -591,6 +829,9 @@ impl Reactor {
     /// Retries `waitpid` for children without a pidfd, and resumes paused
     /// listeners whose back-off is over.
     pub(crate) fn tcp_timers(&mut self) {
+        if !self.tcp.pending.is_empty() {
+            self.expire_handshakes();
+        }
         if !self.tcp.unreaped.is_empty() {
             let list = std::mem::take(&mut self.tcp.unreaped);
             for ckey in list {

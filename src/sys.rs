@@ -404,3 +404,68 @@ pub(crate) fn poll_readable(fd: RawFd, timeout: std::time::Duration) -> io::Resu
     let n = cvt(unsafe { libc::poll(&mut p, 1, ms.max(1)) })?;
     Ok(n == 1)
 }
+
+/// `getrandom(2)`: fills `buf` from the kernel's CSPRNG.
+pub(crate) fn getrandom(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writes at most the remaining length into our buffer.
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else {
+            done += n as usize;
+        }
+    }
+    Ok(())
+}
+
+/// `recv(MSG_PEEK | MSG_DONTWAIT)`: looks without consuming.
+pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `recv(MSG_DONTWAIT)` of bytes already known (by a peek) to be queued.
+pub(crate) fn recv_exact_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writes at most the remaining length into buf.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            let e = io::Error::last_os_error();
+            if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return if n == 0 {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            } else {
+                Err(e)
+            };
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}

@@ -44,6 +44,7 @@ pub struct WorkerOptions {
     pub(crate) death_signal: Option<libc::c_int>,
     pub(crate) keep_fds: Vec<RawFd>,
     pub(crate) max_queued: usize,
+    pub(crate) secret: Option<crate::Secret>,
 }
 
 impl Default for WorkerOptions {
@@ -55,6 +56,7 @@ impl Default for WorkerOptions {
             death_signal: Some(libc::SIGTERM),
             keep_fds: Vec::new(),
             max_queued: DEFAULT_MAX_QUEUED,
+            secret: None,
         }
     }
 }
@@ -92,6 +94,14 @@ impl WorkerOptions {
     /// [`DEFAULT_MAX_QUEUED`].
     pub fn max_queued(mut self, bytes: usize) -> Self {
         self.max_queued = bytes.max(1);
+        self
+    }
+
+    /// For a RemoteWorker ([`Reactor::connect`](crate::Reactor::connect)):
+    /// answer the server's authentication challenge with this secret (see
+    /// [`Secret`](crate::Secret)). Off by default, so plain Python servers work.
+    pub fn secret(mut self, secret: crate::Secret) -> Self {
+        self.secret = Some(secret);
         self
     }
 

@@ -69,6 +69,10 @@ fn hundred_megabyte_line_without_newline_stays_within_the_limit() {
         sock.write_all(&chunk).expect("write");
     }
     let peak = status_kib(pid, "VmHWM:").expect("child hwm");
+    eprintln!(
+        "hostile json 100 MB line without newline: child grew {} KiB",
+        peak.saturating_sub(before)
+    );
     // The line limit (1 MiB) plus buffers; never the 100 MB sent.
     assert!(
         peak.saturating_sub(before) < 4 * 1024,
@@ -91,39 +95,56 @@ fn malformed_lines_fail_alone_in_both_formats() {
         (
             Format::Json,
             vec![
-                b"\xff\xfe\xfd invalid utf-8\n".to_vec(),
-                b"[NaN, Infinity]\n".to_vec(),
-                b"\x00\x01\x02 binary garbage \x7f\n".to_vec(),
-                [vec![b'['; 1_000_000], b"\n".to_vec()].concat(),
+                ("invalid UTF-8", b"\xff\xfe\xfd invalid utf-8\n".to_vec()),
+                ("NaN/Infinity tokens", b"[NaN, Infinity]\n".to_vec()),
+                (
+                    "binary garbage",
+                    b"\x00\x01\x02 binary garbage \x7f\n".to_vec(),
+                ),
+                (
+                    "nesting 10^6 deep",
+                    [vec![b'['; 1_000_000], b"\n".to_vec()].concat(),
+                ),
             ],
         ),
         (
             Format::Marshal,
             vec![
-                b"not*base64!\n".to_vec(),
-                b"WwMAAADp\n".to_vec(),         // truncated list
-                b"WwAAAIA=\n".to_vec(),         // list claiming 2^31 items
-                b"2wEAAAByAAAAAA==\n".to_vec(), // reference cycle
-                b"c3RyaW5n\n".to_vec(),         // unknown code
+                ("invalid base64", b"not*base64!\n".to_vec()),
+                ("truncated marshal", b"WwMAAADp\n".to_vec()),
+                ("length field 2^31", b"WwAAAIA=\n".to_vec()),
+                ("reference cycle", b"2wEAAAByAAAAAA==\n".to_vec()),
+                ("unknown code", b"c3RyaW5n\n".to_vec()),
             ],
         ),
     ] {
         let mut r = Reactor::new().expect("reactor");
         let (_s, addr) = server(&mut r, format);
-        let (mut sock, _pid) = raw_client(&mut r, addr);
-        for case in &cases {
+        for (name, case) in &cases {
+            // Each case on its own connection: the serving child's memory
+            // is measured around it.
+            let (mut sock, pid) = raw_client(&mut r, addr);
+            let before = status_kib(pid, "VmRSS:").expect("child rss");
             sock.write_all(case).expect("write");
+            // A good line after it is still answered on the same connection.
+            let good = format.encode(&json!({"good": true})).expect("encode");
+            sock.write_all(&good).expect("write");
+            sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
+            let mut reply = Vec::new();
+            std::io::BufRead::read_until(&mut std::io::BufReader::new(&sock), b'\n', &mut reply)
+                .expect("reply");
+            assert_eq!(reply, good, "{format} {name}");
+            let grew = status_kib(pid, "VmHWM:")
+                .expect("hwm")
+                .saturating_sub(before);
+            eprintln!("hostile {format} {name}: answered after; child grew {grew} KiB");
+            assert!(
+                grew < (LIMIT / 1024) as u64 + 4096,
+                "{name}: child grew {grew} KiB"
+            );
+            drop(sock);
+            well_behaved(&mut r, addr, format);
         }
-        // A good line after all of them is still answered on the same connection.
-        let good = format.encode(&json!({"good": true})).expect("encode");
-        sock.write_all(&good).expect("write");
-        sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let mut reply = Vec::new();
-        std::io::BufRead::read_until(&mut std::io::BufReader::new(&sock), b'\n', &mut reply)
-            .expect("reply");
-        assert_eq!(reply, good, "{format}");
-        drop(sock);
-        well_behaved(&mut r, addr, format);
     }
 }
 

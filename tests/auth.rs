@@ -1,0 +1,158 @@
+//! Authentication of TCP peers with a shared secret (HMAC-SHA256 over a
+//! random nonce): the right answer is served; a wrong, missing or late one
+//! is closed before anything is forked, and reported.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::DEADLINE;
+use miniray::serde_json::json;
+use miniray::{Error, Reactor, Secret, ServerEvent, ServerOptions, WorkerOptions};
+
+fn events_until(r: &mut Reactor, done: impl Fn(&[ServerEvent]) -> bool) -> Vec<ServerEvent> {
+    let mut all = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while !done(&all) {
+        assert!(Instant::now() < end, "events so far: {all:?}");
+        r.wait_any(Some(Duration::from_millis(20)))
+            .expect("wait_any");
+        all.extend(r.take_server_events());
+    }
+    all
+}
+
+fn auth_failed(events: &[ServerEvent]) -> Option<&'static str> {
+    events.iter().find_map(|e| match e {
+        ServerEvent::AuthFailed { reason, .. } => Some(*reason),
+        _ => None,
+    })
+}
+
+fn accepted(events: &[ServerEvent]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::Accepted { .. }))
+}
+
+#[test]
+fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
+    let secret = Secret::new(b"a shared secret of some length".to_vec());
+    let mut r = Reactor::new().expect("reactor");
+    let opts = ServerOptions::new()
+        .secret(secret.clone())
+        .auth_timeout(Duration::from_millis(300));
+    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let addr = r.server_addr(s).expect("addr");
+
+    // The right secret.
+    let good = r
+        .connect(addr, &WorkerOptions::new().secret(secret), DEADLINE)
+        .expect("connect");
+    r.send(good, &json!({"authenticated": true})).expect("send");
+    assert_eq!(
+        r.recv(good, Some(DEADLINE)).expect("echo"),
+        json!({"authenticated": true})
+    );
+    let events = events_until(&mut r, accepted);
+    assert!(auth_failed(&events).is_none(), "{events:?}");
+
+    // A wrong secret: closed, nothing forked.
+    let bad = r
+        .connect(
+            addr,
+            &WorkerOptions::new().secret(Secret::new(b"guess".to_vec())),
+            DEADLINE,
+        )
+        .expect("the client side of the handshake completes");
+    let events = events_until(&mut r, |e| auth_failed(e).is_some());
+    assert_eq!(auth_failed(&events), Some("wrong answer"));
+    assert!(!accepted(&events));
+    assert!(matches!(
+        r.recv(bad, Some(DEADLINE)),
+        Err(Error::Closed { .. })
+    ));
+
+    // No secret at all (a plain client sends a message as its first line).
+    let plain = r
+        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .expect("connect");
+    r.send(plain, &json!("hello?")).expect("send");
+    let events = events_until(&mut r, |e| auth_failed(e).is_some());
+    assert!(!accepted(&events));
+    // It saw the challenge (not JSON), then the close.
+    assert!(matches!(
+        r.recv(plain, Some(DEADLINE)),
+        Err(Error::Decode(_))
+    ));
+    assert!(matches!(
+        r.recv(plain, Some(DEADLINE)),
+        Err(Error::Closed { .. })
+    ));
+
+    // Silence: closed at the deadline.
+    let mut silent = std::net::TcpStream::connect(addr).expect("connect");
+    let events = events_until(&mut r, |e| auth_failed(e).is_some());
+    assert_eq!(auth_failed(&events), Some("no answer in time"));
+    assert!(!accepted(&events));
+    let _ = silent.write_all(b"late\n");
+    assert_eq!(r.server_connections(s).expect("count"), 1);
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples").join(name)
+}
+
+#[test]
+fn serve_and_call_take_the_secret_from_the_environment() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut serve = Command::new(example("serve"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MINIRAY_SECRET", "s3cret-for-the-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve example (built by cargo test)");
+    let mut first = String::new();
+    std::io::BufReader::new(serve.stdout.as_mut().expect("stdout"))
+        .read_line(&mut first)
+        .expect("banner");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("banner")
+        .to_owned();
+    let call = |secret: Option<&str>| {
+        let mut cmd = Command::new(example("call"));
+        cmd.args(["--connect", &addr, "--timeout", "5"])
+            .env_remove("MINIRAY_SECRET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(s) = secret {
+            cmd.env("MINIRAY_SECRET", s);
+        }
+        let mut child = cmd.spawn().expect("call example");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"{\"x\":1}\n")
+            .expect("write");
+        child.wait_with_output().expect("call finished")
+    };
+    let ok = call(Some("s3cret-for-the-test"));
+    assert!(ok.status.success());
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "{\"x\":1}\n");
+    let refused = call(Some("wrong"));
+    assert!(
+        !refused.status.success(),
+        "a wrong secret must not get a reply"
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
