@@ -223,7 +223,8 @@ pub(crate) fn envelope(msg: &serde_json::Value, regions: &[&SharedMemory]) -> se
 }
 
 /// Opens the regions that came with an envelope, pairing ids with
-/// descriptors in order. Any failure closes every descriptor.
+/// descriptors in order: read-write, or read-only if the sender sealed the
+/// region against writes. Any failure closes every descriptor.
 pub(crate) fn open_regions(ids: &[u64], fds: Vec<OwnedFd>) -> Result<Vec<SharedMemory>> {
     if ids.len() != fds.len() {
         return Err(region_error(
@@ -232,8 +233,11 @@ pub(crate) fn open_regions(ids: &[u64], fds: Vec<OwnedFd>) -> Result<Vec<SharedM
     }
     let mut out = Vec::with_capacity(ids.len());
     for (fd, &id) in fds.into_iter().zip(ids) {
+        // Read-write, unless the sender sealed the region against writes.
+        let write_sealed = sys::get_seals(fd.as_raw_fd())
+            .is_ok_and(|s| s & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0);
         // On error the remaining descriptors drop (close) with the iterator.
-        out.push(SharedMemory::from_fd(fd, id, true)?);
+        out.push(SharedMemory::from_fd(fd, id, !write_sealed)?);
     }
     Ok(out)
 }

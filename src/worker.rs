@@ -215,7 +215,7 @@ impl Channel {
     }
 
     /// [`Channel::recv`], with the shared memory regions that came with the
-    /// message (mapped read-write).
+    /// message (mapped read-write, or read-only if sealed against writes).
     pub fn recv_regions(&mut self) -> Result<Option<(Value, Vec<SharedMemory>)>> {
         Ok(self.recv_msg()?.map(|m| (m.value, m.regions)))
     }

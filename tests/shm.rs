@@ -260,7 +260,7 @@ fn regions_to_a_remote_worker_are_refused_and_nothing_is_sent() {
 
 /// A Python exec worker that speaks the region wire form with
 /// `socket.recv_fds` / `socket.send_fds`: it reads the region it gets, and
-/// answers with a sealed memfd of its own.
+/// answers with a memfd of its own, sealed against writes too.
 const PYTHON_PEER: &str = r#"
 import fcntl, json, mmap, os, socket
 sock = socket.socket(fileno=0)
@@ -283,7 +283,7 @@ while True:
         fd = os.memfd_create("py", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         os.ftruncate(fd, 4096)
         os.pwrite(fd, b"from python", 0)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
         reply = {"miniray.regions": [7], "msg": {"head": head, "msg": env["msg"]}}
         socket.send_fds(sock, [json.dumps(reply).encode() + b"\n"], [fd])
         os.close(fd)
@@ -308,4 +308,6 @@ fn python_peer_uses_the_region_wire_form() {
     assert_eq!(regions.len(), 1);
     assert_eq!(regions[0].id(), 7);
     assert_eq!(&regions[0].as_slice()[..11], b"from python");
+    // Python sealed it against writes: we map it read-only.
+    assert!(!regions[0].is_writable());
 }
