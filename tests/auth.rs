@@ -5,23 +5,11 @@
 mod common;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::DEADLINE;
+use common::{events_until, example, DEADLINE};
 use miniray::serde_json::json;
 use miniray::{Error, Reactor, Secret, ServerEvent, ServerOptions, WorkerOptions};
-
-fn events_until(r: &mut Reactor, done: impl Fn(&[ServerEvent]) -> bool) -> Vec<ServerEvent> {
-    let mut all = Vec::new();
-    let end = Instant::now() + DEADLINE;
-    while !done(&all) {
-        assert!(Instant::now() < end, "events so far: {all:?}");
-        r.wait_any(Some(Duration::from_millis(20)))
-            .expect("wait_any");
-        all.extend(r.take_server_events());
-    }
-    all
-}
 
 fn auth_failed(events: &[ServerEvent]) -> Option<&'static str> {
     events.iter().find_map(|e| match e {
@@ -98,12 +86,6 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
     assert!(!accepted(&events));
     let _ = silent.write_all(b"late\n");
     assert_eq!(r.server_connections(s).expect("count"), 1);
-}
-
-fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    dir.join("examples").join(name)
 }
 
 #[test]

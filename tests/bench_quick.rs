@@ -1,6 +1,8 @@
 //! The benchmark runs (`--quick`) and its JSON holds every measure, each
 //! with its fields. No timing is asserted here: numbers live in the bench.
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -8,13 +10,7 @@ use miniray::serde_json::{self, Value};
 
 #[test]
 fn bench_quick_writes_every_field() {
-    let exe = std::env::current_exe().expect("current_exe");
-    let bench = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("examples")
-        .join("bench");
+    let bench = common::example("bench");
     let out = std::env::temp_dir().join(format!("miniray-bench-{}.json", std::process::id()));
     let mut child = Command::new(&bench)
         .args(["--quick", "--json"])

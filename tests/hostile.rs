@@ -25,17 +25,14 @@ fn server(r: &mut Reactor, format: Format) -> (Server, SocketAddr) {
 /// child's pid.
 fn raw_client(r: &mut Reactor, addr: SocketAddr) -> (TcpStream, i32) {
     let sock = TcpStream::connect(addr).expect("connect");
-    let end = Instant::now() + DEADLINE;
-    loop {
-        assert!(Instant::now() < end, "never accepted");
-        r.wait_any(Some(Duration::from_millis(20)))
-            .expect("wait_any");
-        for e in r.take_server_events() {
-            if let ServerEvent::Accepted { pid, .. } = e {
-                return (sock, pid);
-            }
-        }
-    }
+    let events = events_until(r, |e| {
+        e.iter().any(|e| matches!(e, ServerEvent::Accepted { .. }))
+    });
+    let pid = events.iter().find_map(|e| match e {
+        ServerEvent::Accepted { pid, .. } => Some(*pid),
+        _ => None,
+    });
+    (sock, pid.expect("accepted"))
 }
 
 fn well_behaved(r: &mut Reactor, addr: SocketAddr, format: Format) {

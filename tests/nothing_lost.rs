@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use miniray::serde_json::json;
 use miniray::{Error, Reactor, ServerOptions, Worker, WorkerOptions};
 
@@ -16,17 +17,6 @@ struct Lane {
     got: u64,
     closed: bool,
     done: bool,
-}
-
-/// xorshift64*.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 /// Message sizes: mostly 1 to 64 bytes, some 64 KiB to 1 MiB.

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::DEADLINE;
+use common::{example, DEADLINE};
 use miniray::serde_json::{self, Value};
 use miniray::{Exec, Format, Reactor, ServerOptions, WorkerOptions};
 
@@ -226,14 +226,6 @@ fn exec_of_a_missing_program_exits_127() {
         }
         other => panic!("expected Closed, got {other:?}"),
     }
-}
-
-fn example(name: &str) -> std::path::PathBuf {
-    // Integration tests live in target/<profile>/deps; cargo test builds the
-    // examples into target/<profile>/examples.
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    dir.join("examples").join(name)
 }
 
 #[test]

@@ -44,18 +44,10 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
             r.recv(w, Some(DEADLINE)),
             Err(Error::Closed { status: None })
         ));
-        let end = Instant::now() + DEADLINE;
-        loop {
-            assert!(Instant::now() < end, "serving child not reaped");
-            r.wait_any(Some(Duration::from_millis(100)))
-                .expect("wait_any");
-            if r.take_server_events()
-                .iter()
+        events_until(&mut r, |e| {
+            e.iter()
                 .any(|e| matches!(e, ServerEvent::Exited { status: Some(s), .. } if s.success()))
-            {
-                break;
-            }
-        }
+        });
         assert_eq!(r.server_connections(server).expect("count"), 0);
     }
 }
@@ -127,18 +119,15 @@ fn client_disconnecting_mid_line_ends_its_server_child() {
     let mut client = std::net::TcpStream::connect(addr).expect("connect");
     client.write_all(b"{\"half\":").expect("write");
     drop(client);
-    let end = Instant::now() + DEADLINE;
     let (mut accepted, mut exited) = (None, None);
-    while exited.is_none() {
-        assert!(Instant::now() < end, "child not reaped");
-        r.wait_any(Some(Duration::from_millis(100)))
-            .expect("wait_any");
-        for e in r.take_server_events() {
-            match e {
-                ServerEvent::Accepted { pid, .. } => accepted = Some(pid),
-                ServerEvent::Exited { pid, status, .. } => exited = Some((pid, status)),
-                other => panic!("unexpected {other:?}"),
-            }
+    let events = events_until(&mut r, |e| {
+        e.iter().any(|e| matches!(e, ServerEvent::Exited { .. }))
+    });
+    for e in events {
+        match e {
+            ServerEvent::Accepted { pid, .. } => accepted = Some(pid),
+            ServerEvent::Exited { pid, status, .. } => exited = Some((pid, status)),
+            other => panic!("unexpected {other:?}"),
         }
     }
     let (pid, status) = exited.expect("exited");
@@ -203,17 +192,9 @@ fn connections_over_the_limit_are_closed_and_reported() {
     assert_eq!(r.recv(first, Some(DEADLINE)).expect("echo"), json!(1));
     let mut second = std::net::TcpStream::connect(addr).expect("second");
     second.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    let end = Instant::now() + DEADLINE;
-    let mut rejected = false;
-    while !rejected {
-        assert!(Instant::now() < end, "no Rejected event");
-        r.wait_any(Some(Duration::from_millis(100)))
-            .expect("wait_any");
-        rejected = r
-            .take_server_events()
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Rejected { .. }));
-    }
+    events_until(&mut r, |e| {
+        e.iter().any(|e| matches!(e, ServerEvent::Rejected { .. }))
+    });
     let mut line = String::new();
     let n = BufReader::new(&mut second)
         .read_line(&mut line)

@@ -92,3 +92,40 @@ def same(a, b):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     return a == b
 "#;
+
+/// An example program built by `cargo test` (integration tests live in
+/// target/<profile>/deps, examples in target/<profile>/examples).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("examples").join(name)
+}
+
+/// Drives the reactor and gathers server events until `done` holds for
+/// what was gathered (within [`DEADLINE`]).
+pub fn events_until(
+    r: &mut miniray::Reactor,
+    done: impl Fn(&[miniray::ServerEvent]) -> bool,
+) -> Vec<miniray::ServerEvent> {
+    let mut all = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while !done(&all) {
+        assert!(Instant::now() < end, "events so far: {all:?}");
+        r.wait_any(Some(Duration::from_millis(20)))
+            .expect("wait_any");
+        all.extend(r.take_server_events());
+    }
+    all
+}
+
+/// xorshift64*: deterministic randomness without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
