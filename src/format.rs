@@ -38,35 +38,82 @@ impl Format {
         scratch: &mut Vec<u8>,
     ) -> Result<(), Error> {
         match self {
-            Format::Json => {
-                // Compact form: strings escape control characters, so the
-                // text never holds a raw newline.
-                serde_json::to_writer(&mut *out, value).map_err(|_| Error::Encode {
-                    format: self,
-                    reason: "serde_json refused the value",
-                })?;
-            }
+            Format::Json => self.json_into(value, out)?,
             Format::Marshal => {
                 scratch.clear();
                 marshal::encode(value, scratch).map_err(|reason| Error::Encode {
                     format: self,
                     reason,
                 })?;
-                let n = base64::encoded_len(scratch.len(), true).ok_or(Error::Encode {
-                    format: self,
-                    reason: "message too large",
-                })?;
-                let at = out.len();
-                out.resize(at + n, 0);
-                STANDARD
-                    .encode_slice(&scratch[..], &mut out[at..])
-                    .map_err(|_| Error::Encode {
-                        format: self,
-                        reason: "base64 length mismatch",
-                    })?;
+                self.base64_into(scratch, out)?;
             }
         }
         out.push(b'\n');
+        Ok(())
+    }
+
+    /// Appends the region envelope `{"miniray.regions": [ids], "msg": msg}`
+    /// as one line, writing `msg` in place (the message is not copied).
+    pub(crate) fn encode_envelope_line(
+        self,
+        ids: &[u64],
+        msg: &Value,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        match self {
+            Format::Json => {
+                out.extend_from_slice(b"{\"");
+                out.extend_from_slice(crate::shm::ENVELOPE_KEY.as_bytes());
+                out.extend_from_slice(b"\":[");
+                for (i, id) in ids.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(id.to_string().as_bytes());
+                }
+                out.extend_from_slice(b"],\"msg\":");
+                self.json_into(msg, out)?;
+                out.push(b'}');
+            }
+            Format::Marshal => {
+                scratch.clear();
+                marshal::encode_envelope(crate::shm::ENVELOPE_KEY, ids, msg, scratch).map_err(
+                    |reason| Error::Encode {
+                        format: self,
+                        reason,
+                    },
+                )?;
+                self.base64_into(scratch, out)?;
+            }
+        }
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// Compact JSON: strings escape control characters, so the text never
+    /// holds a raw newline.
+    fn json_into(self, value: &Value, out: &mut Vec<u8>) -> Result<(), Error> {
+        serde_json::to_writer(&mut *out, value).map_err(|_| Error::Encode {
+            format: self,
+            reason: "serde_json refused the value",
+        })
+    }
+
+    /// Appends `raw` as standard padded base64.
+    fn base64_into(self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        let n = base64::encoded_len(raw.len(), true).ok_or(Error::Encode {
+            format: self,
+            reason: "message too large",
+        })?;
+        let at = out.len();
+        out.resize(at + n, 0);
+        STANDARD
+            .encode_slice(raw, &mut out[at..])
+            .map_err(|_| Error::Encode {
+                format: self,
+                reason: "base64 length mismatch",
+            })?;
         Ok(())
     }
 
@@ -185,6 +232,19 @@ mod tests {
         let e = Format::Marshal.decode(b"TQ*A").expect_err("bad base64");
         assert!(matches!(e.kind, DecodeErrorKind::Base64));
         assert_eq!(e.position, 2);
+    }
+
+    #[test]
+    fn envelope_line_equals_the_envelope_value_encoded() {
+        let msg = json!({"tensor": 42, "shape": [2, 3], "name": "é"});
+        let value = json!({"miniray.regions": [7, 1u64 << 40], "msg": msg});
+        for format in [Format::Json, Format::Marshal] {
+            let mut direct = Vec::new();
+            format
+                .encode_envelope_line(&[7, 1 << 40], &msg, &mut direct, &mut Vec::new())
+                .expect("envelope");
+            assert_eq!(direct, format.encode(&value).expect("value"), "{format}");
+        }
     }
 
     #[test]

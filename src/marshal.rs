@@ -69,6 +69,27 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Appends `{key: [ids...], "msg": msg}` as marshal, without building it
+/// as a value first.
+pub(crate) fn encode_envelope(
+    key: &str,
+    ids: &[u64],
+    msg: &Value,
+    out: &mut Vec<u8>,
+) -> Result<(), &'static str> {
+    out.push(b'{');
+    encode_str(key, out);
+    out.push(b'[');
+    out.extend_from_slice(&len_u32(ids.len())?.to_le_bytes());
+    for &id in ids {
+        encode_number(&Number::from(id), out)?;
+    }
+    encode_str("msg", out);
+    encode(msg, out)?;
+    out.push(b'0');
+    Ok(())
+}
+
 fn len_u32(n: usize) -> Result<u32, &'static str> {
     u32::try_from(n).map_err(|_| "length does not fit marshal's 32 bits")
 }

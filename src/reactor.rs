@@ -462,7 +462,9 @@ impl Reactor {
     /// queued), [`Error::Closed`] once the worker is closing or closed,
     /// [`Error::Encode`], [`Error::UnknownWorker`].
     pub fn send(&mut self, w: Worker, msg: &Value) -> Result<()> {
-        self.queue(w, msg, Vec::new())
+        self.queue(w, Vec::new(), |f, out, scratch| {
+            f.encode_line(msg, out, scratch)
+        })
     }
 
     /// Queues `msg` with shared memory regions: the receiver gets the
@@ -500,10 +502,18 @@ impl Reactor {
             .map(|r| sys::dup_cloexec(r.as_raw_fd()))
             .collect::<io::Result<Vec<_>>>()
             .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
-        self.queue(w, &shm::envelope(msg, regions), fds)
+        let ids: Vec<u64> = regions.iter().map(|r| r.id()).collect();
+        self.queue(w, fds, |f, out, scratch| {
+            f.encode_envelope_line(&ids, msg, out, scratch)
+        })
     }
 
-    fn queue(&mut self, w: Worker, msg: &Value, fds: Vec<OwnedFd>) -> Result<()> {
+    /// Encodes one line straight into the worker's output buffer (with the
+    /// descriptors to send with it) and schedules the write.
+    fn queue<E>(&mut self, w: Worker, fds: Vec<OwnedFd>, encode: E) -> Result<()>
+    where
+        E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
+    {
         let conn = match self.conns.get_mut(w.key as usize) {
             Some(c) if c.gen == w.gen => c,
             _ => return Err(Error::UnknownWorker),
@@ -512,10 +522,7 @@ impl Reactor {
             return Err(Error::Closed { status: None });
         }
         let before = conn.out.len();
-        if let Err(e) = conn
-            .format
-            .encode_line(msg, &mut conn.out, &mut self.scratch)
-        {
+        if let Err(e) = encode(conn.format, &mut conn.out, &mut self.scratch) {
             conn.out.truncate(before);
             return Err(e);
         }

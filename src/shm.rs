@@ -206,22 +206,6 @@ pub(crate) fn open_envelope(
     Ok((ids, msg))
 }
 
-/// Builds the envelope for `msg` with `regions`.
-pub(crate) fn envelope(msg: &serde_json::Value, regions: &[&SharedMemory]) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    map.insert(
-        ENVELOPE_KEY.to_owned(),
-        serde_json::Value::Array(
-            regions
-                .iter()
-                .map(|r| serde_json::Value::from(r.id()))
-                .collect(),
-        ),
-    );
-    map.insert("msg".to_owned(), msg.clone());
-    serde_json::Value::Object(map)
-}
-
 /// Opens the regions that came with an envelope, pairing ids with
 /// descriptors in order: read-write, or read-only if the sender sealed the
 /// region against writes. Any failure closes every descriptor.

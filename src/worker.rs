@@ -260,11 +260,9 @@ impl Channel {
             return Err(shm::region_error("at most 32 regions per message"));
         }
         self.flush()?;
-        self.format.encode_line(
-            &shm::envelope(msg, regions),
-            &mut self.out,
-            &mut self.scratch,
-        )?;
+        let ids: Vec<u64> = regions.iter().map(|r| r.id()).collect();
+        self.format
+            .encode_envelope_line(&ids, msg, &mut self.out, &mut self.scratch)?;
         let mut raw = [0 as RawFd; sys::MAX_FDS_PER_MESSAGE];
         for (slot, r) in raw.iter_mut().zip(regions) {
             *slot = r.as_raw_fd();
