@@ -165,6 +165,10 @@ pub struct Reactor {
     /// Events for the caller's own sources.
     pub(crate) user_events: Vec<UserEvent>,
     pub(crate) user_sources: usize,
+    /// How many user and server events `wait_any` has already returned
+    /// for: only new ones end a wait early, so events left untaken never
+    /// make `wait_any` spin.
+    pub(crate) announced: (usize, usize),
     /// Servers, their children, their events.
     pub(crate) tcp: crate::remote::Tcp,
 }
@@ -272,6 +276,7 @@ impl Reactor {
             embedded: AtomicBool::new(false),
             user_events: Vec::new(),
             user_sources: 0,
+            announced: (0, 0),
             tcp: crate::remote::Tcp::default(),
             events: Events::with_capacity(1024),
             conns: Slab::new(),
@@ -662,8 +667,11 @@ impl Reactor {
     /// message, or `Closed`), waiting up to `timeout` for one: `None` waits
     /// without limit, `Some(ZERO)` only polls. Work already queued is
     /// returned without waiting. A reactor with no workers returns an empty
-    /// list at once. Cost: one `epoll_wait` plus work proportional to the
-    /// workers that are ready, never to the number of workers.
+    /// list at once. A new server or user event
+    /// ([`Reactor::take_server_events`], [`Reactor::take_user_events`]) also
+    /// ends the wait, perhaps with no worker; events already announced and
+    /// left untaken do not. Cost: one `epoll_wait` plus work proportional to
+    /// the workers that are ready, never to the number of workers.
     pub fn wait_any(&mut self, timeout: Option<Duration>) -> Result<Vec<Worker>> {
         let mut out = Vec::new();
         self.wait_any_into(&mut out, timeout)?;
@@ -682,7 +690,10 @@ impl Reactor {
         let mut polled = false;
         loop {
             self.collect_ready(out);
-            if !out.is_empty() || !self.user_events.is_empty() || !self.tcp.events.is_empty() {
+            let events = (self.user_events.len(), self.tcp.events.len());
+            let fresh = events.0 > self.announced.0 || events.1 > self.announced.1;
+            if !out.is_empty() || fresh {
+                self.announced = events;
                 self.signal_queued();
                 return Ok(());
             }
@@ -762,6 +773,7 @@ impl Reactor {
 
     /// The readiness events of the caller's own sources since the last call.
     pub fn take_user_events(&mut self) -> Vec<UserEvent> {
+        self.announced.0 = 0;
         std::mem::take(&mut self.user_events)
     }
 

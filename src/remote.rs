@@ -481,9 +481,11 @@ impl Reactor {
         self.listener(s).map(|l| l.active)
     }
 
-    /// What happened at the servers since the last call. `wait_any` returns
-    /// (perhaps with no worker) while any are pending.
+    /// What happened at the servers since the last call. A new event makes
+    /// `wait_any` return (perhaps with no worker ready); events left untaken
+    /// do not make it return again.
     pub fn take_server_events(&mut self) -> Vec<ServerEvent> {
+        self.announced.1 = 0;
         self.tcp.events.drain(..).collect()
     }
 

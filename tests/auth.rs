@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{events_until, example, DEADLINE};
 use miniray::serde_json::json;
@@ -135,6 +135,16 @@ fn serve_and_call_take_the_secret_from_the_environment() {
         !refused.status.success(),
         "a wrong secret must not get a reply"
     );
-    let _ = serve.kill();
-    let _ = serve.wait();
+    // SIGTERM: serve stops gracefully and reaps its serving children itself.
+    // SAFETY: kill with plain integers on our own child.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(s) = serve.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(Instant::now() < end, "serve did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "serve exited {status:?}");
 }

@@ -343,3 +343,34 @@ fn connect_timeout_and_reset_are_reported() {
         other => panic!("expected Closed after reset, got {other:?}"),
     }
 }
+
+#[test]
+fn untaken_server_events_do_not_make_wait_any_spin() {
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    let _client = std::net::TcpStream::connect(addr).expect("connect");
+    // The Accepted event ends a wait once...
+    let end = Instant::now() + DEADLINE;
+    while r.server_connections(server).expect("count") == 0 {
+        assert!(Instant::now() < end, "never accepted");
+        r.wait_any(Some(Duration::from_millis(50)))
+            .expect("wait_any");
+    }
+    // ...but, left untaken, it does not end the next one: this wait runs
+    // its full timeout (a spinning wait_any would return at once).
+    let t = Instant::now();
+    assert!(r
+        .wait_any(Some(Duration::from_millis(200)))
+        .expect("wait_any")
+        .is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(200), "returned early");
+    // A new event still ends a wait.
+    let _second = std::net::TcpStream::connect(addr).expect("connect");
+    let t = Instant::now();
+    r.wait_any(Some(DEADLINE)).expect("wait_any");
+    assert!(t.elapsed() < DEADLINE);
+    assert_eq!(r.take_server_events().len(), 2);
+}
