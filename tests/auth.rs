@@ -5,9 +5,9 @@
 mod common;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{events_until, example, DEADLINE};
+use common::{events_until, example, wait_child, DEADLINE};
 use miniray::serde_json::json;
 use miniray::{Error, Reactor, Secret, ServerEvent, ServerOptions, WorkerOptions};
 
@@ -138,13 +138,6 @@ fn serve_and_call_take_the_secret_from_the_environment() {
     // SIGTERM: serve stops gracefully and reaps its serving children itself.
     // SAFETY: kill with plain integers on our own child.
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let end = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(s) = serve.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(Instant::now() < end, "serve did not stop");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_child(&mut serve, DEADLINE);
     assert!(status.success(), "serve exited {status:?}");
 }

@@ -18,18 +18,8 @@ fn bench_quick_writes_every_field() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("bench example (built by cargo test)");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("bench --quick took over 10 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::wait_child(&mut child, Duration::from_secs(600));
+
     assert!(status.success(), "bench exited {status:?}");
     let text = std::fs::read_to_string(&out).expect("JSON written");
     let _ = std::fs::remove_file(&out);

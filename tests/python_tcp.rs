@@ -282,14 +282,7 @@ fn serve_exec_python_script_and_call_against_it() {
         // SIGTERM: graceful shutdown, exit 0.
         // SAFETY: kill with plain integers on our own child.
         unsafe { libc::kill(serve.0.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(s) = serve.0.try_wait().expect("try_wait") {
-                break s;
-            }
-            assert!(Instant::now() < end, "serve did not stop");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = common::wait_child(&mut serve.0, DEADLINE);
         assert!(status.success(), "{name}: serve exited {status:?}");
     }
 }

@@ -129,3 +129,20 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
+
+/// Waits for a child process to exit, up to `within`; kills and reaps it
+/// (and fails the test) if it does not.
+pub fn wait_child(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} still running after {within:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
