@@ -221,8 +221,11 @@ pub(crate) struct Conn {
 
 #[derive(Debug)]
 pub(crate) enum State {
-    /// A TCP connect in progress.
-    Connecting,
+    /// A TCP connect in progress; `authenticate`: answer the server's
+    /// challenge before anything else is read.
+    Connecting {
+        authenticate: bool,
+    },
     /// Connected; answering the server's authentication challenge.
     Authenticating,
     Open,
@@ -875,7 +878,7 @@ impl Reactor {
             // The handshake reads its line itself (`connect`).
             return;
         }
-        if matches!(conn.state, State::Connecting) {
+        if matches!(conn.state, State::Connecting { .. }) {
             self.finish_connect(key);
             if !matches!(self.conns.get(key).map(|c| &c.state), Some(State::Open)) {
                 return;

@@ -284,18 +284,22 @@ impl Reactor {
             Stream::Tcp(sock),
             None,
             opts,
-            State::Connecting,
+            State::Connecting {
+                authenticate: opts.secret.is_some(),
+            },
             Interest::READABLE | Interest::WRITABLE,
         )?;
         loop {
             let conn = self.conn_mut(w)?;
             match conn.state {
-                State::Connecting => {}
-                State::Open => {
+                State::Connecting { .. } => {}
+                State::Open => return Ok(w),
+                State::Authenticating => {
+                    // Set by finish_connect, so the challenge line was not
+                    // read as a message.
                     let Some(secret) = opts.secret.clone() else {
                         return Ok(w);
                     };
-                    conn.state = State::Authenticating;
                     let answered = self.answer_challenge(w, &secret, deadline);
                     if let Ok(conn) = self.conn_mut(w) {
                         conn.state = State::Open;
@@ -358,7 +362,12 @@ impl Reactor {
         match failure {
             None => {
                 let _ = sock.set_nodelay(true);
-                conn.state = State::Open;
+                let authenticate = matches!(conn.state, State::Connecting { authenticate: true });
+                conn.state = if authenticate {
+                    State::Authenticating
+                } else {
+                    State::Open
+                };
                 // Disarms WRITABLE once nothing is queued.
                 self.flush_conn(key);
             }
