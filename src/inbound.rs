@@ -386,4 +386,24 @@ mod tests {
         assert!(out[0].0.contains("twice"), "{out:?}");
         assert!(inb.batches.is_empty());
     }
+
+    #[test]
+    fn kernel_returns_the_descriptor_segment_last_in_a_read() {
+        // The kernel behaviour the pairing rests on: one recvmsg returns plain
+        // bytes and then the segment that carried descriptors, and stops
+        // after that segment even though more bytes are waiting.
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let region = SharedMemory::create("kernel", 4096).expect("create");
+        sys::send_nosignal(a.as_raw_fd(), b"plain\n").expect("send");
+        sys::send_with_fds(a.as_raw_fd(), b"envelope\n", &[region.as_raw_fd()]).expect("sendmsg");
+        sys::send_nosignal(a.as_raw_fd(), b"after\n").expect("send");
+        let mut buf = [0u8; 1024];
+        let mut got = sys::Received::default();
+        let n = sys::recv_with_fds(b.as_raw_fd(), &mut buf, &mut got).expect("recvmsg");
+        assert_eq!(&buf[..n], b"plain\nenvelope\n");
+        assert_eq!(got.fds.len(), 1);
+        let n = sys::recv_with_fds(b.as_raw_fd(), &mut buf, &mut sys::Received::default())
+            .expect("recvmsg");
+        assert_eq!(&buf[..n], b"after\n");
+    }
 }
