@@ -53,7 +53,10 @@ impl Format {
     }
 
     /// Appends the region envelope `{"miniray.regions": [ids], "msg": msg}`
-    /// as one line, writing `msg` in place (the message is not copied).
+    /// as one line, writing `msg` in place (the message is not copied). The
+    /// line must go out in its own `sendmsg` with the descriptors (see
+    /// `inbound.rs`); it holds exactly one newline, its last byte, which the
+    /// reactor's flush looks for to end that `sendmsg`.
     pub(crate) fn encode_envelope_line(
         self,
         ids: &[u64],

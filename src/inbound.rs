@@ -27,18 +27,27 @@ pub(crate) struct Msg {
 #[derive(Debug)]
 enum Batch {
     Fds(Vec<OwnedFd>),
-    /// The kernel dropped descriptors (`MSG_CTRUNC`); what did arrive was closed.
-    Truncated,
+    /// Descriptors came with the line but cannot be used (what did arrive
+    /// was closed); the line fails with this reason.
+    Broken(&'static str),
 }
 
 /// Framing plus descriptor bookkeeping plus the inbox.
 ///
-/// Descriptors belong to the line in progress when they arrive: a sender
-/// attaches them to the first byte of the line's `sendmsg`, and a Unix
-/// stream never merges data carrying descriptors with data before it in one
-/// read. Each batch is tagged with the index of that line, and claimed (or
-/// closed) when the line completes, so framing and descriptors stay in step
-/// even when a batch is lost.
+/// Which line descriptors belong to. On a Unix stream one `recvmsg` may
+/// return plain bytes *and then* the bytes of the segment that carried the
+/// descriptors, and it stops after that segment: the segment is always the
+/// last part of the read (or the read buffer ran out inside it). The kernel
+/// attaches a `sendmsg`'s descriptors to its first segment, and every sender
+/// of this crate (and a Python peer using `socket.send_fds` with one line)
+/// keeps the wire contract: a `sendmsg` that carries descriptors starts at
+/// a line start and holds bytes of one line only, its envelope line. So the
+/// descriptors belong to the line holding the *last* byte of the read that
+/// brought them. [`Inbound::feed_received`] feeds the read up to the last
+/// newline before that byte, then tags the batch with the line then in
+/// progress, then feeds the rest. The batch is claimed (or closed) when that
+/// line completes, so framing and descriptors stay in step even when a
+/// batch is lost.
 #[derive(Debug)]
 pub(crate) struct Inbound {
     pub(crate) lines: LineBuffer,
@@ -63,24 +72,66 @@ impl Inbound {
         }
     }
 
-    /// Records what arrived beside the next bytes to be fed.
-    pub(crate) fn fds_arrived(&mut self, got: &mut sys::Received) {
+    /// Feeds the bytes of one read and the descriptors that came with them
+    /// (taken out of `got`), pairing the descriptors with the line that holds
+    /// the read's last byte (see the type's docs).
+    pub(crate) fn feed_received(
+        &mut self,
+        chunk: &[u8],
+        got: &mut sys::Received,
+        format: Format,
+        scratch: &mut Vec<u8>,
+    ) {
         let batch = if got.truncated {
             got.fds.clear();
             got.truncated = false;
-            Batch::Truncated
+            Batch::Broken(
+                "the kernel dropped the message's descriptors (MSG_CTRUNC): the receiver is at its open-file limit",
+            )
         } else if got.fds.is_empty() {
+            self.feed(chunk, format, scratch);
             return;
         } else {
             Batch::Fds(std::mem::take(&mut got.fds))
         };
+        // Lines that end before the read's last byte came before the
+        // descriptor segment; the line holding that byte is the envelope.
+        let split = chunk
+            .split_last()
+            .and_then(|(_, head)| memchr::memrchr(b'\n', head))
+            .map_or(0, |nl| nl + 1);
+        self.feed(&chunk[..split], format, scratch);
+        self.attach(batch);
+        self.feed(&chunk[split..], format, scratch);
+    }
+
+    /// Tags a batch with the line in progress.
+    fn attach(&mut self, batch: Batch) {
+        if self.lines.is_discarding() {
+            // The line in progress was already reported as too long (its
+            // index is spent): its descriptors are closed with it, never
+            // left for the next line to claim.
+            return;
+        }
+        let index = self.lines_done;
+        if let Some((i, b)) = self.batches.back_mut() {
+            if *i == index {
+                // A second batch inside one line breaks the wire contract:
+                // the line fails, and both batches are closed.
+                *b = Batch::Broken(
+                    "descriptors arrived twice within one line: each envelope line must be one sendmsg with its descriptors",
+                );
+                return;
+            }
+        }
         if self.batches.len() >= MAX_PENDING_BATCHES {
             self.batches.pop_front();
         }
-        self.batches.push_back((self.lines_done, batch));
+        self.batches.push_back((index, batch));
     }
 
-    /// Feeds bytes; each complete line is decoded into the inbox.
+    /// Feeds bytes that came with no descriptors; each complete line is
+    /// decoded into the inbox.
     pub(crate) fn feed(&mut self, chunk: &[u8], format: Format, scratch: &mut Vec<u8>) {
         let Inbound {
             lines,
@@ -132,29 +183,227 @@ impl Inbound {
     }
 }
 
+/// Decodes one line. Without a batch it is a plain user value, whatever
+/// its shape (an envelope-shaped user message arrives unchanged); with one
+/// it must be the region envelope, whose regions are opened.
 fn decode(
     line: Result<&[u8]>,
     format: Format,
     scratch: &mut Vec<u8>,
     batch: Option<Batch>,
 ) -> Result<Msg> {
+    // On any early return the batch drops, closing its descriptors.
     let value = format.decode_line(line?, scratch)?;
-    match shm::open_envelope(value) {
-        // A plain message; descriptors sent with it (if any) are closed.
-        Err(value) => Ok(Msg {
-            value,
-            regions: Vec::new(),
-        }),
-        Ok((ids, value)) => match batch {
-            None if ids.is_empty() => Ok(Msg {
+    let fds = match batch {
+        None => {
+            return Ok(Msg {
                 value,
                 regions: Vec::new(),
-            }),
-            None => Err(shm::region_error("the message names regions but no descriptors came with it")),
-            Some(Batch::Truncated) => Err(shm::region_error(
-                "the kernel dropped the message's descriptors (MSG_CTRUNC): the receiver is at its open-file limit",
-            )),
-            Some(Batch::Fds(fds)) => shm::open_regions(&ids, fds).map(|regions| Msg { value, regions }),
-        },
+            })
+        }
+        Some(Batch::Broken(reason)) => return Err(shm::region_error(reason)),
+        Some(Batch::Fds(fds)) => fds,
+    };
+    match shm::open_envelope(value) {
+        Ok((ids, value)) => shm::open_regions(&ids, fds).map(|regions| Msg { value, regions }),
+        Err(_) => Err(shm::region_error(
+            "descriptors came with a line that is no region envelope",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A sealed region and a received-like batch of one duplicate of it.
+    fn region_batch() -> (SharedMemory, sys::Received) {
+        let region = SharedMemory::create("inbound-test", 4096).expect("create");
+        let fd = sys::dup_cloexec(region.as_raw_fd()).expect("dup");
+        let got = sys::Received {
+            fds: vec![fd],
+            truncated: false,
+        };
+        (region, got)
+    }
+
+    fn envelope(id: u64, msg: &str) -> String {
+        format!("{{\"miniray.regions\":[{id}],\"msg\":\"{msg}\"}}\n")
+    }
+
+    /// Each inbox item as (value or error text, number of regions).
+    fn drain(inb: &mut Inbound) -> Vec<(String, usize)> {
+        std::iter::from_fn(|| inb.pop())
+            .map(|item| match item {
+                Ok(m) => (m.value.to_string(), m.regions.len()),
+                Err(e) => (e.to_string(), 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plain_lines_then_the_descriptor_segment_in_one_read() {
+        // What one recvmsg returns when the receiver is late: plain lines,
+        // then the envelope whose segment carried the descriptors.
+        let (region, mut got) = region_batch();
+        let mut inb = Inbound::new(1 << 20);
+        let mut scratch = Vec::new();
+        let read = format!("1\n\"two\"\n{}", envelope(region.id(), "three"));
+        inb.feed_received(read.as_bytes(), &mut got, Format::Json, &mut scratch);
+        assert_eq!(
+            drain(&mut inb),
+            [
+                ("1".into(), 0),
+                ("\"two\"".into(), 0),
+                ("\"three\"".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_read_ending_inside_the_envelope_pairs_with_it() {
+        // The read buffer ran out inside the descriptor segment: the rest of
+        // the envelope comes with the next read, without descriptors.
+        let (region, mut got) = region_batch();
+        let mut inb = Inbound::new(1 << 20);
+        let mut scratch = Vec::new();
+        let line = envelope(region.id(), "split");
+        let read = format!("[1]\n{}", &line[..9]);
+        inb.feed_received(read.as_bytes(), &mut got, Format::Json, &mut scratch);
+        inb.feed(&line.as_bytes()[9..], Format::Json, &mut scratch);
+        assert_eq!(
+            drain(&mut inb),
+            [("[1]".into(), 0), ("\"split\"".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn envelope_shape_without_descriptors_is_a_plain_value() {
+        let mut inb = Inbound::new(1 << 20);
+        let lines = b"{\"miniray.regions\":[],\"msg\":5}\n{\"miniray.regions\":[1],\"msg\":5}\n";
+        inb.feed_received(
+            lines,
+            &mut sys::Received::default(),
+            Format::Json,
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            drain(&mut inb),
+            [
+                ("{\"miniray.regions\":[],\"msg\":5}".into(), 0),
+                ("{\"miniray.regions\":[1],\"msg\":5}".into(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn descriptors_with_a_plain_line_fail_it_and_the_next_is_unaffected() {
+        let (_region, mut got) = region_batch();
+        let mut inb = Inbound::new(1 << 20);
+        let mut scratch = Vec::new();
+        inb.feed_received(b"\"plain\"\n", &mut got, Format::Json, &mut scratch);
+        inb.feed(b"\"next\"\n", Format::Json, &mut scratch);
+        let out = drain(&mut inb);
+        assert!(out[0].0.contains("no region envelope"), "{out:?}");
+        assert_eq!(out[1], ("\"next\"".into(), 0));
+    }
+
+    #[test]
+    fn a_truncated_batch_fails_its_line_only() {
+        let (region, _) = region_batch();
+        let mut inb = Inbound::new(1 << 20);
+        let mut scratch = Vec::new();
+        let mut got = sys::Received {
+            fds: Vec::new(),
+            truncated: true,
+        };
+        let read = format!("0\n{}", envelope(region.id(), "lost"));
+        inb.feed_received(read.as_bytes(), &mut got, Format::Json, &mut scratch);
+        inb.feed(b"1\n", Format::Json, &mut scratch);
+        let out = drain(&mut inb);
+        assert_eq!(out[0], ("0".into(), 0));
+        assert!(out[1].0.contains("MSG_CTRUNC"), "{out:?}");
+        assert_eq!(out[2], ("1".into(), 0));
+    }
+
+    #[test]
+    fn two_batches_within_one_line_fail_that_line() {
+        let (region, mut first) = region_batch();
+        let (_, mut second) = region_batch();
+        let mut inb = Inbound::new(1 << 20);
+        let mut scratch = Vec::new();
+        let line = envelope(region.id(), "twice");
+        inb.feed_received(
+            &line.as_bytes()[..5],
+            &mut first,
+            Format::Json,
+            &mut scratch,
+        );
+        inb.feed_received(
+            &line.as_bytes()[5..],
+            &mut second,
+            Format::Json,
+            &mut scratch,
+        );
+        inb.feed(b"2\n", Format::Json, &mut scratch);
+        let out = drain(&mut inb);
+        assert!(out[0].0.contains("twice"), "{out:?}");
+        assert_eq!(out[1], ("2".into(), 0));
+    }
+
+    #[test]
+    fn a_batch_arriving_while_a_too_long_line_is_dropped_goes_with_it() {
+        // The too-long line was reported (its index spent) before its newline
+        // came; descriptors arriving meanwhile must not pass to the next line.
+        let (_region, mut got) = region_batch();
+        let mut inb = Inbound::new(16);
+        let mut scratch = Vec::new();
+        inb.feed(&[b'x'; 40], Format::Json, &mut scratch);
+        assert!(inb.lines.is_discarding());
+        inb.feed_received(b"yyyy", &mut got, Format::Json, &mut scratch);
+        inb.feed(b"zz\n\"next\"\n", Format::Json, &mut scratch);
+        let out = drain(&mut inb);
+        assert!(out[0].0.contains("limit"), "{out:?}");
+        assert_eq!(out[1], ("\"next\"".into(), 0));
+        assert!(inb.batches.is_empty());
+    }
+
+    #[test]
+    fn pending_batches_stay_bounded() {
+        // A peer breaking the contract (descriptors again and again inside
+        // one line that never ends) cannot pile batches up.
+        let mut inb = Inbound::new(1 << 20);
+        let mut scratch = Vec::new();
+        inb.feed(b"[", Format::Json, &mut scratch);
+        for _ in 0..(MAX_PENDING_BATCHES * 2) {
+            let (_region, mut got) = region_batch();
+            inb.feed_received(b"1,", &mut got, Format::Json, &mut scratch);
+            assert_eq!(inb.batches.len(), 1);
+        }
+        inb.feed(b"2]\n", Format::Json, &mut scratch);
+        let out = drain(&mut inb);
+        assert!(out[0].0.contains("twice"), "{out:?}");
+        assert!(inb.batches.is_empty());
+    }
+
+    #[test]
+    fn kernel_returns_the_descriptor_segment_last_in_a_read() {
+        // The kernel behaviour the pairing rests on: one recvmsg returns plain
+        // bytes and then the segment that carried descriptors, and stops
+        // after that segment even though more bytes are waiting.
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let region = SharedMemory::create("kernel", 4096).expect("create");
+        sys::send_nosignal(a.as_raw_fd(), b"plain\n").expect("send");
+        sys::send_with_fds(a.as_raw_fd(), b"envelope\n", &[region.as_raw_fd()]).expect("sendmsg");
+        sys::send_nosignal(a.as_raw_fd(), b"after\n").expect("send");
+        let mut buf = [0u8; 1024];
+        let mut got = sys::Received::default();
+        let n = sys::recv_with_fds(b.as_raw_fd(), &mut buf, &mut got).expect("recvmsg");
+        assert_eq!(&buf[..n], b"plain\nenvelope\n");
+        assert_eq!(got.fds.len(), 1);
+        let n = sys::recv_with_fds(b.as_raw_fd(), &mut buf, &mut sys::Received::default())
+            .expect("recvmsg");
+        assert_eq!(&buf[..n], b"after\n");
     }
 }

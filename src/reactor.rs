@@ -482,9 +482,14 @@ impl Reactor {
     ///
     /// On the wire the line is the envelope
     /// `{"miniray.regions": [id, ...], "msg": msg}` in the worker's format,
-    /// and the regions' descriptors go as `SCM_RIGHTS` with its first byte,
-    /// in id order. Over TCP this fails at once with [`Error::Region`] and
-    /// nothing is queued. At most 32 regions per message.
+    /// written by one `sendmsg` that starts at the line and carries nothing
+    /// after it, with the regions' descriptors as `SCM_RIGHTS` in id order.
+    /// A line is read as an envelope only if descriptors came with it, so a
+    /// message of the envelope's shape sent with [`Reactor::send`] arrives
+    /// unchanged. With no regions this is [`Reactor::send`]: the plain
+    /// message, no envelope. Over TCP this fails at once with
+    /// [`Error::Region`] and nothing is queued. At most 32 regions per
+    /// message.
     ///
     /// System calls: `fcntl(F_DUPFD_CLOEXEC)` per region now (the duplicate
     /// is closed once sent), `sendmsg` when the line is written.
@@ -911,9 +916,12 @@ impl Reactor {
                     break;
                 }
                 Ok(n) => {
-                    conn.inbound.fds_arrived(&mut got);
-                    conn.inbound
-                        .feed(&self.read_buf[..n], conn.format, &mut self.scratch);
+                    conn.inbound.feed_received(
+                        &self.read_buf[..n],
+                        &mut got,
+                        conn.format,
+                        &mut self.scratch,
+                    );
                     if conn.inbound.queued_bytes >= conn.max_queued {
                         // A worker that sends faster than it is read: stop
                         // reading (its socket fills and it blocks) until
@@ -957,10 +965,23 @@ impl Reactor {
         let mut failed = false;
         while conn.out_pos < conn.out.len() {
             // Plain bytes up to the next line that carries descriptors; that
-            // line's first chunk goes with them in one sendmsg.
+            // line, and nothing after it, goes with them in one sendmsg (the
+            // wire contract in inbound.rs: bytes of a later line in the same
+            // sendmsg could share the receiver's read and claim them). At
+            // most the line's first WITH_FDS_MAX bytes go with them (so a
+            // retry while the socket is full scans no more); the rest of the
+            // line follows as plain sends.
+            const WITH_FDS_MAX: usize = 64 * 1024;
             let (end, with_fds) = match conn.out_fds.front() {
                 Some((at, _)) if *at == conn.out_pos => {
-                    (conn.out_fds.get(1).map_or(conn.out.len(), |m| m.0), true)
+                    let limit = conn
+                        .out_fds
+                        .get(1)
+                        .map_or(conn.out.len(), |m| m.0)
+                        .min(conn.out_pos + WITH_FDS_MAX);
+                    let line = &conn.out[conn.out_pos..limit];
+                    let end = memchr::memchr(b'\n', line).map_or(limit, |nl| conn.out_pos + nl + 1);
+                    (end, true)
                 }
                 Some((at, _)) => (*at, false),
                 None => (conn.out.len(), false),

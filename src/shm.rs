@@ -181,7 +181,8 @@ impl AsFd for SharedMemory {
 pub(crate) const ENVELOPE_KEY: &str = "miniray.regions";
 
 /// If `v` is an envelope `{"miniray.regions": [ids], "msg": m}`, its ids and
-/// message; otherwise `v` back.
+/// message; otherwise `v` back. Asked only of a line that descriptors came
+/// with: without them a line is a user value, whatever its shape.
 pub(crate) fn open_envelope(
     v: serde_json::Value,
 ) -> std::result::Result<(Vec<u64>, serde_json::Value), serde_json::Value> {

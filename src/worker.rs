@@ -246,7 +246,8 @@ impl Channel {
 
     /// Sends `msg` with shared memory regions, at once (the wire form is
     /// described at [`Reactor::send_regions`](crate::Reactor::send_regions)).
-    /// Fails with [`Error::Region`], sending nothing, over TCP.
+    /// Fails with [`Error::Region`], sending nothing, over TCP. With no
+    /// regions this is [`Channel::send`]: the plain message, no envelope.
     pub fn send_regions(&mut self, msg: &Value, regions: &[&SharedMemory]) -> Result<()> {
         if regions.is_empty() {
             return self.send(msg);
@@ -259,6 +260,8 @@ impl Channel {
         if regions.len() > sys::MAX_FDS_PER_MESSAGE {
             return Err(shm::region_error("at most 32 regions per message"));
         }
+        // Queued replies go first, so the sendmsg below carries the envelope
+        // line and nothing else (the wire contract in inbound.rs).
         self.flush()?;
         let ids: Vec<u64> = regions.iter().map(|r| r.id()).collect();
         self.format
@@ -329,9 +332,8 @@ impl Channel {
             self.inbound.finish();
             return Ok(());
         }
-        self.inbound.fds_arrived(&mut got);
         self.inbound
-            .feed(&self.rbuf[..n], self.format, &mut self.scratch);
+            .feed_received(&self.rbuf[..n], &mut got, self.format, &mut self.scratch);
         if n == self.rbuf.len() && n < CHANNEL_READ {
             self.rbuf.resize(n * 2, 0);
         }
