@@ -71,6 +71,24 @@ pub enum Error {
     UnknownWorker,
     /// The deadline passed with nothing to return.
     Timeout,
+    /// A descriptor given to [`WorkerOptions::keep_fd`](crate::WorkerOptions::keep_fd)
+    /// is negative, or not open in the parent when the worker is spawned.
+    /// Checked before anything is forked: no child was created.
+    BadDescriptor {
+        /// The descriptor number as given.
+        fd: i32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An exec worker's program could not be executed: `execvp` failed in
+    /// the child, which reported the error through a close-on-exec pipe and
+    /// was reaped before the spawn returned. No worker was created.
+    Exec {
+        /// The program, as given to [`Exec::new`](crate::Exec::new).
+        program: String,
+        /// The OS error of `execvp` (`ENOENT`, `EACCES`, ...).
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -123,6 +141,10 @@ impl fmt::Display for Error {
             Error::Region { reason } => write!(f, "shared memory region: {reason}"),
             Error::UnknownWorker => f.write_str("no such worker in this reactor"),
             Error::Timeout => f.write_str("timed out"),
+            Error::BadDescriptor { fd, reason } => {
+                write!(f, "descriptor {fd} given to keep_fd {reason}")
+            }
+            Error::Exec { program, source } => write!(f, "cannot execute {program}: {source}"),
         }
     }
 }
@@ -130,7 +152,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Exec { source, .. } => Some(source),
             Error::Decode(e) => Some(e),
             _ => None,
         }

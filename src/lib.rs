@@ -80,6 +80,15 @@
 //! thread that lives as long as its workers. Under `cargo test`, which runs
 //! each test on its own thread, a test's workers die with that test's thread.
 //!
+//! Locks held by the parent's other threads at the fork stay held in the
+//! child forever. Up to your work function the child takes none, and a
+//! panic in it does not wait for the backtrace lock: miniray installs a
+//! panic hook (once, chaining to the previous one in the parent) that writes
+//! with a raw `write(2)` in workers. Your own code in a worker must not take
+//! a lock another thread could hold (`println!` takes stdout's). The exact
+//! guarantees, and how to kill a worker that never answers, are in
+//! [`worker`].
+//!
 //! # Embedding
 //!
 //! miniray can live inside an event loop you already have (tokio, calloop,

@@ -343,12 +343,13 @@ impl Reactor {
     /// Spawns a local worker that execs `program`: the child makes its
     /// socket the program's stdin and stdout, keeps stderr and the
     /// descriptors given to [`WorkerOptions::keep_fd`], closes the rest and
-    /// execs. `PR_SET_PDEATHSIG` survives the exec. Any program that reads
-    /// and writes one message per line in the worker's format is a worker;
-    /// one that cannot be executed exits [`worker::EXIT_EXEC_FAILED`].
+    /// execs with an empty signal mask and `SIGPIPE` at its default.
+    /// `PR_SET_PDEATHSIG` survives the exec. Any program that reads and
+    /// writes one message per line in the worker's format is a worker; one
+    /// that cannot be executed fails the spawn with [`Error::Exec`].
     ///
-    /// System calls: `socketpair`, `fork`, then in the child `dup2`,
-    /// `close_range`, `execvp`.
+    /// System calls: `socketpair`, `pipe2`, `fork`, `read` (until the exec),
+    /// then in the child `dup2`, `close_range`, `sigaction`, `execvp`.
     pub fn spawn_exec(&mut self, opts: &WorkerOptions, program: &worker::Exec) -> Result<Worker> {
         self.spawn_local::<fn(&mut Channel) -> Result<()>>(opts, worker::Work::Exec(program))
     }
@@ -357,6 +358,8 @@ impl Reactor {
     where
         F: FnOnce(&mut Channel) -> Result<()>,
     {
+        // Before the socketpair, which could take a closed keep_fd's number.
+        opts.check_keep_fds()?;
         if self.conns.vacant_key() > MAX_KEY {
             return Err(Error::io("spawn", io::Error::other("too many workers")));
         }
@@ -592,6 +595,48 @@ impl Reactor {
 
     /// Sends `signal` to the worker's process (while it has not been reaped).
     /// System calls: `kill`.
+    ///
+    /// This is how a worker that never answers (stuck in its own code, or
+    /// hung on a lock some other thread of the parent held when it was
+    /// forked: see [`worker`](crate::worker#panics-in-a-worker)) is
+    /// recovered. miniray sets no deadline of its own: keep one per request;
+    /// when [`Reactor::recv`] returns [`Error::Timeout`], or a deadline passes
+    /// while [`Reactor::wait_any`] never returns the worker, send `SIGKILL`
+    /// (which no worker can ignore or block) and read the worker's events
+    /// until [`Error::Closed`]: its status carries the signal, and by then
+    /// the child is reaped, so no zombie is left. Workers still running when
+    /// the reactor is dropped or shut down are killed after the grace period
+    /// ([`Reactor::set_grace`]) and reaped too.
+    ///
+    /// ```
+    /// # use std::os::unix::process::ExitStatusExt;
+    /// # use std::time::Duration;
+    /// # use miniray::{Error, Reactor, serde_json::json};
+    /// # fn main() -> miniray::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let w = reactor.spawn(|_| loop {
+    ///     std::thread::sleep(Duration::from_secs(1)); // never answers
+    /// })?;
+    /// reactor.send(w, &json!("ping"))?;
+    /// match reactor.recv(w, Some(Duration::from_millis(100))) {
+    ///     Err(Error::Timeout) => reactor.kill(w, libc::SIGKILL)?,
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// loop {
+    ///     match reactor.recv(w, Some(Duration::from_secs(10))) {
+    ///         Err(Error::Closed { status }) => {
+    ///             assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    ///             break;
+    ///         }
+    ///         Ok(_) => {} // a reply sent before the kill
+    ///         Err(Error::TruncatedLine { .. }) => {} // a line cut by the kill
+    ///         Err(e) if e.is_message_error() => {}
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn kill(&mut self, w: Worker, signal: i32) -> Result<()> {
         let conn = self.conn(w)?;
         match (conn.pid, &conn.state) {

@@ -64,18 +64,26 @@ pub(crate) const EXIT_PARENT_GONE: i32 = 75;
 
 /// In a child: close every descriptor from 3 up except those in `keep`
 /// (sorted, deduplicated). Uses `close_range(2)`; falls back to `close(2)`
-/// over the descriptor table on kernels without it. Async-signal-safe.
+/// over the descriptor table on kernels without it. Async-signal-safe, and
+/// panic-free for any input: negative numbers keep nothing, and no
+/// arithmetic can overflow.
 pub(crate) fn close_fds_except(keep: &[RawFd]) {
     let mut low: libc::c_uint = 3;
     for &fd in keep {
-        let fd = fd as libc::c_uint;
+        let Ok(fd) = libc::c_uint::try_from(fd) else {
+            continue;
+        };
         if fd < low {
             continue;
         }
         if fd > low {
+            // fd > low >= 3, so fd - 1 cannot wrap.
             close_range(low, fd - 1);
         }
-        low = fd + 1;
+        match fd.checked_add(1) {
+            Some(next) => low = next,
+            None => return,
+        }
     }
     close_range(low, libc::c_uint::MAX);
 }
@@ -109,11 +117,120 @@ pub(crate) fn unblock_all_signals() {
     }
 }
 
+/// In a child about to exec: `SIGPIPE` back to its default disposition.
+/// Rust ignores it in every process and an ignored signal stays ignored
+/// across `execve`, so a program run by `execvp` would get `EPIPE` instead
+/// of dying quietly (`yes | head` printing "Broken pipe"). Other ignored
+/// signals are inherited, as with `std::process::Command` (so `nohup`
+/// keeps working). Async-signal-safe.
+pub(crate) fn reset_sigpipe() {
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); SIG_DFL as
+    // the handler; a null old-action pointer. sigaction is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut());
+    }
+}
+
+/// The errno of the last failed call, in a child (no allocation).
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// A close-on-exec pipe for an exec worker to report a failed `execvp`:
+/// `(read end, write end)`, the write end numbered 3 or above so that
+/// making the socket stdin and stdout can never overwrite it.
+pub(crate) fn exec_error_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both were just returned by the kernel; nothing else owns them.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if fds[1] >= 3 {
+        return Ok((r, w));
+    }
+    // SAFETY: plain integers; the new descriptor is ours.
+    let high = cvt(unsafe { libc::fcntl(fds[1], libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: just returned by the kernel, owned by nothing else.
+    Ok((r, unsafe { OwnedFd::from_raw_fd(high) }))
+}
+
+/// In the parent: waits until the exec worker's child execs (the pipe's
+/// write end closes on exec: `Ok(None)`) or reports why it could not
+/// (`Ok(Some(errno))`). The caller must have closed its own write end.
+pub(crate) fn read_exec_error(pipe: RawFd) -> io::Result<Option<i32>> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reads at most the rest of our 4-byte buffer.
+        let n = unsafe { libc::read(pipe, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        match n {
+            0 => break,
+            n if n > 0 => got += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(match got {
+        0 => None,
+        4 => Some(i32::from_ne_bytes(buf)),
+        // A torn report (cannot happen for 4 bytes on a pipe): still a failure.
+        _ => Some(libc::EIO),
+    })
+}
+
+/// In a child: writes all of `buf` to `fd` with `write(2)`, retrying short
+/// writes and `EINTR`, ignoring other errors. No lock, no allocation:
+/// async-signal-safe.
+pub(crate) fn write_all_raw(fd: RawFd, buf: &[u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        // SAFETY: writes from a valid slice of its own length.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            done += n as usize;
+        } else if n == 0 || errno() != libc::EINTR {
+            return;
+        }
+    }
+}
+
 /// In a child: make `sock` stdin and stdout, close every other descriptor
-/// from 3 up except `keep` (sorted; they lose close-on-exec), and exec `argv`
-/// (null-terminated, `argv[0]` looked up in `PATH`). Never returns: exits
-/// 127 if the exec fails.
-pub(crate) fn exec_with_socket(sock: RawFd, keep: &[RawFd], argv: &[*const libc::c_char]) -> ! {
+/// from 3 up except `keep` (sorted; includes `keep_user` and `error_pipe`),
+/// clear close-on-exec on `keep_user` (the caller's `keep_fd`s), reset
+/// `SIGPIPE` (see [`reset_sigpipe`]; the mask was cleared before) and exec
+/// `argv` (null-terminated, `argv[0]` looked up in `PATH`). Never returns:
+/// if any step fails, its errno is written to `error_pipe` (close-on-exec,
+/// so a successful exec closes it with nothing written) and the child exits
+/// 127.
+pub(crate) fn exec_with_socket(
+    sock: RawFd,
+    keep: &[RawFd],
+    keep_user: &[RawFd],
+    argv: &[*const libc::c_char],
+    error_pipe: RawFd,
+) -> ! {
+    let fail = |errno: i32| -> ! {
+        write_all_raw(error_pipe, &errno.to_ne_bytes());
+        exit_now(127)
+    };
+    // Prepared before fork with a trailing null; checked, not indexed, so
+    // this path cannot panic.
+    let Some(&program) = argv.first() else {
+        fail(libc::EINVAL)
+    };
+    if program.is_null() || argv.last().is_some_and(|p| !p.is_null()) {
+        fail(libc::EINVAL)
+    }
     // SAFETY: plain descriptor calls on numbers this child owns; argv is a
     // null-terminated array of pointers to NUL-terminated strings prepared
     // before fork and alive in this copy of memory. All are async-signal-safe
@@ -122,17 +239,22 @@ pub(crate) fn exec_with_socket(sock: RawFd, keep: &[RawFd], argv: &[*const libc:
         // Move the socket above 2 first, in case it is 0 or 1 itself.
         let high = libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 3);
         if high < 0 || libc::dup2(high, 0) < 0 || libc::dup2(high, 1) < 0 {
-            exit_now(127);
+            fail(errno())
         }
         close_fds_except(keep);
-        for &fd in keep {
+        for &fd in keep_user {
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
-        libc::execvp(argv[0], argv.as_ptr());
-        let msg = b"miniray: exec failed\n";
-        libc::write(2, msg.as_ptr().cast(), msg.len());
+        reset_sigpipe();
+        libc::execvp(program, argv.as_ptr());
     }
-    exit_now(127)
+    fail(errno())
+}
+
+/// `fcntl(F_GETFD)`: true if `fd` is an open descriptor of this process.
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; EBADF if not open.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
 }
 
 /// `send(2)` with `MSG_NOSIGNAL`: a peer that closed gives `EPIPE`, never SIGPIPE.

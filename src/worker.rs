@@ -4,13 +4,87 @@
 //! spawned with, the handle the parent keeps ([`Worker`]), the child's end
 //! ([`Channel`]), and the fork itself. The parent side of the connection is
 //! driven by the [`Reactor`](crate::Reactor).
+//!
+//! # What runs in the child
+//!
+//! A fork copies every lock of the parent in whatever state it was, and only
+//! the forking thread exists in the child: a lock another thread held at
+//! that moment stays held forever there. So, between `fork` and the work
+//! function, a child runs only async-signal-safe system calls (`prctl`,
+//! `getppid`, `sigprocmask`, `close_range`; for an exec worker `fcntl`,
+//! `dup2`, `sigaction`, `execvp`, `write`, `_exit`), atomic stores, and the
+//! allocations of its [`Channel`]. Allocating is safe with glibc, whose
+//! `fork` takes every malloc arena lock in the parent and resets them in
+//! the child; another allocator must give the same guarantee. Nothing in
+//! this path takes a std lock (stdout, stderr, the environment, the panic
+//! hook's) or can panic: descriptors are checked before the fork, there is
+//! no unchecked arithmetic and no `unwrap`, and the whole child runs under
+//! `catch_unwind`, so nothing unwinds into the caller's frames.
+//!
+//! # Panics in a worker
+//!
+//! Std's default panic hook takes a process-wide backtrace lock (and, under
+//! a test harness, the output-capture lock), so a worker forked while
+//! another thread of the parent was panicking would hang at its own first
+//! panic. miniray therefore installs its own hook, once per process, in the
+//! parent at the first spawn (and never replaces it afterwards). In the
+//! parent it only calls the hook that was installed before, so the parent's
+//! panics look as they always did. In a worker it never calls that hook: it
+//! formats `miniray worker <pid> panicked at <file:line:col>:` and the
+//! message into a 1 KiB stack buffer and writes it to stderr with one
+//! `write(2)`; then the panic unwinds to the `catch_unwind` around the work
+//! function and the child exits [`EXIT_PANIC`].
+//!
+//! What std's panic machinery still does in the worker, and why it cannot
+//! hang: it updates the panic counters (atomics and a thread-local),
+//! formats the message (allocates), takes the hook's `RwLock` for reading,
+//! which waits only if a parent thread was *replacing* the hook
+//! (`set_hook`/`take_hook`) at the moment of the fork (readers, that is
+//! other threads running a hook, do not block it), and unwinds through
+//! libgcc_s, which on glibc 2.35 or later finds unwind tables with
+//! `_dl_find_object`, without a lock.
+//!
+//! What is not covered:
+//! * Your own code in the worker taking a lock some parent thread may have
+//!   held: `println!`/`print!` (stdout's lock), `eprintln!` (stderr's),
+//!   `std::env::var` while a thread calls `set_var`, a `Mutex` shared with
+//!   other threads. Reply through the [`Channel`] or write with `write(2)`;
+//!   or spawn while the process has no other threads.
+//! * Calling `std::panic::set_hook` or `take_hook` in a worker (a write
+//!   lock on the hook, which waits for any parent thread that was running a
+//!   hook at the fork), or in the parent while another thread spawns.
+//! * A hook you install after the first spawn replaces miniray's in the
+//!   workers too; install yours before the first spawn and miniray's chains
+//!   to it. A first spawn from a thread that is already panicking (say, in
+//!   a destructor) cannot install the hook; the next spawn does.
+//!
+//! A worker that hangs anyway is never lost: give each request a deadline,
+//! and past it [`Reactor::kill`](crate::Reactor::kill) the worker and read
+//! its [`Error::Closed`] (see there). Dropping or shutting down the reactor
+//! kills whatever is still running after the grace period.
+//!
+//! # Exec workers
+//!
+//! An [`Exec`] worker's child makes its socket stdin and stdout, keeps
+//! stderr and the [`WorkerOptions::keep_fd`]s (close-on-exec cleared),
+//! closes every other descriptor, clears the signal mask and sets `SIGPIPE`
+//! back to its default, as `std::process::Command` does (Rust ignores
+//! `SIGPIPE`, and an ignored signal stays ignored across `exec`, so
+//! `yes | head` in the program would print "Broken pipe"); other ignored
+//! signals are inherited, as with `Command`. A program that cannot be
+//! executed fails the spawn with [`Error::Exec`] naming it and the OS error
+//! (reported through a close-on-exec pipe; the child is reaped).
 
+use std::any::Any;
 use std::ffi::{CString, OsStr};
+use std::fmt::{self, Write as _};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 
 use serde_json::Value;
 
@@ -121,9 +195,33 @@ impl WorkerOptions {
 
     /// A descriptor the child keeps open. Every other inherited descriptor
     /// from 3 up is closed in the child; stdin, stdout and stderr stay.
+    ///
+    /// Checked when a worker is spawned with these options, before anything
+    /// is forked: a negative number, or one not open in the parent at that
+    /// moment, fails the spawn with [`Error::BadDescriptor`] naming it. Keep
+    /// the descriptor open until the spawn returns.
     pub fn keep_fd(mut self, fd: RawFd) -> Self {
         self.keep_fds.push(fd);
         self
+    }
+
+    /// Checks every [`WorkerOptions::keep_fd`]: non-negative and open now.
+    pub(crate) fn check_keep_fds(&self) -> Result<()> {
+        for &fd in &self.keep_fds {
+            if fd < 0 {
+                return Err(Error::BadDescriptor {
+                    fd,
+                    reason: "is negative",
+                });
+            }
+            if !sys::fd_is_open(fd) {
+                return Err(Error::BadDescriptor {
+                    fd,
+                    reason: "is not open",
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -403,7 +501,10 @@ fn cstring(s: &OsStr) -> Result<CString> {
     })
 }
 
-/// Exit status of an exec worker whose program could not be executed.
+/// Exit status of an exec worker's child whose program could not be
+/// executed. The spawn itself fails with [`Error::Exec`] (the child reports
+/// the error through a pipe and is reaped before the spawn returns), so a
+/// worker never ends with this status.
 pub const EXIT_EXEC_FAILED: i32 = 127;
 
 /// What a child does once it is set up.
@@ -414,12 +515,87 @@ pub(crate) enum Work<'a, F> {
     Exec(&'a Exec),
 }
 
+/// Set first thing in every forked worker (and so inherited by anything it
+/// forks): from then on [`install_panic_hook`]'s hook writes a panic's
+/// message with one raw `write(2)` and never calls the previous hook.
+static IN_WORKER: AtomicBool = AtomicBool::new(false);
+
+/// Installs, once per process and in the parent (before its first fork), a
+/// panic hook that chains to the previous one, except in a forked worker
+/// (see the module docs, "Panics in a worker"). Skipped while the calling
+/// thread is panicking, where `take_hook` would panic.
+fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    if std::thread::panicking() {
+        return;
+    }
+    INSTALL.call_once_force(|_| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if IN_WORKER.load(Ordering::Relaxed) {
+                write_worker_panic(info.location(), info.payload());
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// A panic's message in a worker: formatted into a stack buffer (cut at
+/// 1 KiB) and written to stderr with `write(2)`: no lock, no allocation.
+fn write_worker_panic(location: Option<&panic::Location<'_>>, payload: &(dyn Any + Send)) {
+    let msg = match payload.downcast_ref::<&'static str>() {
+        Some(s) => *s,
+        None => match payload.downcast_ref::<String>() {
+            Some(s) => s.as_str(),
+            None => "Box<dyn Any>",
+        },
+    };
+    let mut out = StackText {
+        buf: [0; 1024],
+        len: 0,
+    };
+    let pid = sys::getpid();
+    let _ = match location {
+        Some(l) => writeln!(out, "miniray worker {pid} panicked at {l}:\n{msg}"),
+        None => writeln!(out, "miniray worker {pid} panicked:\n{msg}"),
+    };
+    sys::write_all_raw(2, out.as_bytes());
+}
+
+/// A fixed buffer that `write!` fills and silently cuts when full.
+struct StackText {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl StackText {
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&self.buf)
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(room) = self.buf.get_mut(self.len..) {
+            let n = room.len().min(s.len());
+            room[..n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+        }
+        Ok(())
+    }
+}
+
 /// Forks a child that serves `work` over `child_end`. Returns the child's
 /// pid in the parent; never returns in the child.
 ///
-/// System calls in the parent: `fork`. In the child: `prctl`, `getppid`,
-/// `sigprocmask`, `close_range`, then the work function and `_exit`, or
-/// `dup2` and `execvp`.
+/// Before `fork`: the `keep_fd`s are checked ([`Error::BadDescriptor`]),
+/// miniray's panic hook is installed (once per process), and everything the
+/// child needs is prepared. System calls in the parent: `fcntl`, `fork`,
+/// and for an exec worker `pipe2` and a `read` that waits for the exec
+/// (a failed exec is [`Error::Exec`], its child reaped with `waitpid`). In
+/// the child: `prctl`, `getppid`, `sigprocmask`, `close_range`, then the
+/// work function and `_exit`, or `fcntl`, `dup2`, `sigaction` and `execvp`.
 pub(crate) fn spawn_child<F>(
     opts: &WorkerOptions,
     child_end: OwnedFd,
@@ -428,9 +604,18 @@ pub(crate) fn spawn_child<F>(
 where
     F: FnOnce(&mut Channel) -> Result<()>,
 {
+    let child_fd = child_end.as_raw_fd();
+    opts.check_keep_fds()?;
+    if let Some(&fd) = opts.keep_fds.iter().find(|&&fd| fd == child_fd) {
+        // The caller's number was closed and reused for this worker's socket.
+        return Err(Error::BadDescriptor {
+            fd,
+            reason: "was not open (its number went to the worker's own socket)",
+        });
+    }
+    install_panic_hook();
     // Everything the child needs is prepared before fork: after it, the child
     // allocates nothing until its inherited descriptors are closed.
-    let child_fd = child_end.as_raw_fd();
     let mut keep_user = opts.keep_fds.clone();
     keep_user.sort_unstable();
     keep_user.dedup();
@@ -438,52 +623,121 @@ where
     keep.push(child_fd);
     keep.sort_unstable();
     keep.dedup();
-    let exec_argv: Option<Vec<*const libc::c_char>> = match &work {
-        Work::Exec(e) => Some(
-            e.argv
+    let exec = match &work {
+        Work::Exec(e) => {
+            // The program outlives `work` (`'a`): no borrow of `work` is kept.
+            let e: &Exec = e;
+            let argv: Vec<*const libc::c_char> = e
+                .argv
                 .iter()
                 .map(|a| a.as_ptr())
                 .chain(std::iter::once(std::ptr::null()))
-                .collect(),
-        ),
+                .collect();
+            let (report, report_w) = sys::exec_error_pipe().map_err(|e| Error::io("pipe2", e))?;
+            // What survives into the program: the caller's descriptors, and
+            // the error pipe until the exec closes it.
+            let mut keep_exec = keep_user.clone();
+            keep_exec.push(report_w.as_raw_fd());
+            keep_exec.sort_unstable();
+            keep_exec.dedup();
+            Some((e, argv, report, report_w, keep_exec))
+        }
         Work::Run(_) => None,
     };
     let parent = sys::getpid();
     match sys::fork().map_err(|e| Error::io("fork", e))? {
         sys::Forked::Parent(pid) => {
             drop(child_end);
-            Ok(pid)
+            match exec {
+                Some((e, _, report, report_w, _)) => {
+                    drop(report_w);
+                    exec_outcome(e, pid, report)
+                }
+                None => Ok(pid),
+            }
         }
         sys::Forked::Child => {
-            if let Some(signal) = opts.death_signal {
-                sys::set_parent_death_signal(signal, parent);
-            }
-            // A mask blocked by the parent (say, for a signalfd) would block
-            // the death signal too.
-            sys::unblock_all_signals();
-            if let Some(argv) = &exec_argv {
-                // Only the socket (as stdin and stdout), stderr and the
-                // descriptors asked for survive into the program.
-                sys::exec_with_socket(child_fd, &keep_user, argv);
-            }
-            // Other workers' sockets, the epoll descriptor, listeners: closed
-            // by number, so no Rust object (and no epoll registration) is touched.
-            sys::close_fds_except(&keep);
-            let Work::Run(run) = work else {
-                sys::exit_now(EXIT_EXEC_FAILED)
-            };
-            let mut chan = Channel::new(child_end, opts.format, opts.max_line);
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&mut chan)));
-            // Replies queued before a return, an error or a panic still go out.
-            let flushed = chan.flush();
-            let code = match outcome {
-                Ok(Ok(())) if flushed.is_ok() => 0,
-                Ok(_) => EXIT_ERROR,
-                Err(_) => EXIT_PANIC,
+            // First of all: any panic from here on (ours or the user's)
+            // goes through the raw-write hook, not the parent's.
+            IN_WORKER.store(true, Ordering::Relaxed);
+            // Belt and braces: nothing below may unwind into the caller's
+            // frames, which live on in this copy of the parent's memory.
+            let code = match panic::catch_unwind(AssertUnwindSafe(|| {
+                if let Some(signal) = opts.death_signal {
+                    sys::set_parent_death_signal(signal, parent);
+                }
+                // A mask blocked by the parent (say, for a signalfd) would
+                // block the death signal too, and would be inherited by exec.
+                sys::unblock_all_signals();
+                let work = match (work, &exec) {
+                    (_, Some((_, argv, _, report_w, keep_exec))) => {
+                        // Only the socket (as stdin and stdout), stderr, the
+                        // descriptors asked for and the error pipe survive.
+                        sys::exec_with_socket(
+                            child_fd,
+                            keep_exec,
+                            &keep_user,
+                            argv,
+                            report_w.as_raw_fd(),
+                        )
+                    }
+                    (Work::Run(run), None) => run,
+                    (Work::Exec(_), None) => sys::exit_now(EXIT_EXEC_FAILED),
+                };
+                // Other workers' sockets, the epoll descriptor, listeners:
+                // closed by number, so no Rust object (and no epoll
+                // registration) is touched.
+                sys::close_fds_except(&keep);
+                run_worker(child_end, opts, work)
+            })) {
+                Ok(code) => code,
+                Err(payload) => {
+                    // Its drop could panic again, outside any catch.
+                    std::mem::forget(payload);
+                    EXIT_PANIC
+                }
             };
             // Never return, never unwind: the parent's objects live on in
             // this copy of its memory and must not be dropped here.
             sys::exit_now(code)
+        }
+    }
+}
+
+/// In the child: the work function over a new [`Channel`], its panic
+/// caught; returns the exit status.
+fn run_worker<F>(child_end: OwnedFd, opts: &WorkerOptions, run: F) -> i32
+where
+    F: FnOnce(&mut Channel) -> Result<()>,
+{
+    let mut chan = Channel::new(child_end, opts.format, opts.max_line);
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&mut chan)));
+    // Replies queued before a return, an error or a panic still go out.
+    let flushed = chan.flush();
+    match outcome {
+        Ok(Ok(())) if flushed.is_ok() => 0,
+        Ok(_) => EXIT_ERROR,
+        Err(payload) => {
+            // Its drop could panic again, outside any catch.
+            std::mem::forget(payload);
+            EXIT_PANIC
+        }
+    }
+}
+
+/// In the parent: waits for the exec worker's child to exec; if it could
+/// not, reaps it and names the program and the OS error.
+fn exec_outcome(e: &Exec, pid: libc::pid_t, report: OwnedFd) -> Result<libc::pid_t> {
+    match sys::read_exec_error(report.as_raw_fd()) {
+        // Exec'd (the pipe closed with nothing written), or the pipe failed,
+        // in which case the worker's Closed status will tell.
+        Ok(None) | Err(_) => Ok(pid),
+        Ok(Some(errno)) => {
+            let _ = sys::wait(pid);
+            Err(Error::Exec {
+                program: e.program().to_string_lossy().into_owned(),
+                source: io::Error::from_raw_os_error(errno),
+            })
         }
     }
 }

@@ -216,16 +216,17 @@ fn python_script_as_local_exec_worker() {
 }
 
 #[test]
-fn exec_of_a_missing_program_exits_127() {
+fn exec_of_a_missing_program_fails_the_spawn() {
     let mut r = Reactor::new().expect("reactor");
     let exec = Exec::new("/nonexistent/program", Vec::<String>::new()).expect("exec");
-    let w = r.spawn_exec(&WorkerOptions::new(), &exec).expect("spawn");
-    match r.recv(w, Some(DEADLINE)) {
-        Err(miniray::Error::Closed { status: Some(s) }) => {
-            assert_eq!(s.code(), Some(miniray::worker::EXIT_EXEC_FAILED))
+    match r.spawn_exec(&WorkerOptions::new(), &exec) {
+        Err(miniray::Error::Exec { program, source }) => {
+            assert_eq!(program, "/nonexistent/program");
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
         }
-        other => panic!("expected Closed, got {other:?}"),
+        other => panic!("expected Error::Exec, got {other:?}"),
     }
+    assert!(r.is_empty());
 }
 
 #[test]
