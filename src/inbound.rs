@@ -13,10 +13,6 @@ use crate::framing::LineBuffer;
 use crate::shm::{self, SharedMemory};
 use crate::sys;
 
-/// Descriptor batches kept waiting for their line; past this the oldest is
-/// closed (a peer that sends descriptors with no envelope cannot pile them up).
-const MAX_PENDING_BATCHES: usize = 64;
-
 /// A decoded message and the regions that came with it.
 #[derive(Debug)]
 pub(crate) struct Msg {
@@ -47,12 +43,16 @@ enum Batch {
 /// newline before that byte, then tags the batch with the line then in
 /// progress, then feeds the rest. The batch is claimed (or closed) when that
 /// line completes, so framing and descriptors stay in step even when a
-/// batch is lost.
+/// batch is lost. At most one batch waits: a batch for a later line can only
+/// arrive once the line holding the waiting one has completed and claimed it
+/// (a second batch within one line fails that line), so a peer cannot pile
+/// descriptors up in the receiver.
 #[derive(Debug)]
 pub(crate) struct Inbound {
     pub(crate) lines: LineBuffer,
     lines_done: u64,
-    batches: VecDeque<(u64, Batch)>,
+    /// The batch of the line in progress, tagged with that line's index.
+    pending: Option<(u64, Batch)>,
     pub(crate) inbox: VecDeque<Result<Msg>>,
     /// Line bytes of each queued item (0 for events that are no line).
     sizes: VecDeque<usize>,
@@ -65,7 +65,7 @@ impl Inbound {
         Inbound {
             lines: LineBuffer::new(max_line),
             lines_done: 0,
-            batches: VecDeque::new(),
+            pending: None,
             inbox: VecDeque::new(),
             sizes: VecDeque::new(),
             queued_bytes: 0,
@@ -86,7 +86,7 @@ impl Inbound {
             got.fds.clear();
             got.truncated = false;
             Batch::Broken(
-                "the kernel dropped the message's descriptors (MSG_CTRUNC): the receiver is at its open-file limit",
+                "the kernel dropped the message's descriptors (MSG_CTRUNC): the receiver is at its open-file limit, or the sender sent more than 32",
             )
         } else if got.fds.is_empty() {
             self.feed(chunk, format, scratch);
@@ -114,20 +114,17 @@ impl Inbound {
             return;
         }
         let index = self.lines_done;
-        if let Some((i, b)) = self.batches.back_mut() {
-            if *i == index {
-                // A second batch inside one line breaks the wire contract:
-                // the line fails, and both batches are closed.
-                *b = Batch::Broken(
-                    "descriptors arrived twice within one line: each envelope line must be one sendmsg with its descriptors",
-                );
-                return;
-            }
-        }
-        if self.batches.len() >= MAX_PENDING_BATCHES {
-            self.batches.pop_front();
-        }
-        self.batches.push_back((index, batch));
+        let batch = match self.pending.take() {
+            // A second batch inside one line breaks the wire contract: the
+            // line fails, and both batches are closed.
+            Some((i, _)) if i == index => Batch::Broken(
+                "descriptors arrived twice within one line: each envelope line must be one sendmsg with its descriptors",
+            ),
+            // An earlier line's batch still waiting cannot happen (its line
+            // completed and claimed it); were it so, it is closed here.
+            _ => batch,
+        };
+        self.pending = Some((index, batch));
     }
 
     /// Feeds bytes that came with no descriptors; each complete line is
@@ -136,7 +133,7 @@ impl Inbound {
         let Inbound {
             lines,
             lines_done,
-            batches,
+            pending,
             inbox,
             sizes,
             queued_bytes,
@@ -147,12 +144,14 @@ impl Inbound {
             *queued_bytes += size;
             let index = *lines_done;
             *lines_done += 1;
-            // Batches of earlier lines nobody claimed: close them.
-            while batches.front().is_some_and(|(i, _)| *i < index) {
-                batches.pop_front();
-            }
-            let batch = match batches.front() {
-                Some((i, _)) if *i == index => batches.pop_front().map(|(_, b)| b),
+            let batch = match pending.take() {
+                Some((i, b)) if i == index => Some(b),
+                // A batch of a later line waits on.
+                Some((i, b)) if i > index => {
+                    *pending = Some((i, b));
+                    None
+                }
+                // An earlier line's batch nobody claimed is closed.
                 _ => None,
             };
             inbox.push_back(decode(line, format, scratch, batch));
@@ -165,7 +164,7 @@ impl Inbound {
         if let Some(e) = self.lines.finish() {
             self.push(Err(e));
         }
-        self.batches.clear();
+        self.pending = None;
     }
 
     /// Queues an event that is no line (closed, connect failed, ...).
@@ -366,25 +365,30 @@ mod tests {
         let out = drain(&mut inb);
         assert!(out[0].0.contains("limit"), "{out:?}");
         assert_eq!(out[1], ("\"next\"".into(), 0));
-        assert!(inb.batches.is_empty());
+        assert!(inb.pending.is_none());
     }
 
     #[test]
-    fn pending_batches_stay_bounded() {
+    fn repeated_batches_in_one_line_hold_no_descriptors() {
         // A peer breaking the contract (descriptors again and again inside
-        // one line that never ends) cannot pile batches up.
+        // one line that never ends) cannot pile descriptors up: from the
+        // second batch on, the line is marked broken and what came is closed.
         let mut inb = Inbound::new(1 << 20);
         let mut scratch = Vec::new();
         inb.feed(b"[", Format::Json, &mut scratch);
-        for _ in 0..(MAX_PENDING_BATCHES * 2) {
+        for round in 0..128 {
             let (_region, mut got) = region_batch();
             inb.feed_received(b"1,", &mut got, Format::Json, &mut scratch);
-            assert_eq!(inb.batches.len(), 1);
+            match &inb.pending {
+                Some((0, Batch::Fds(fds))) if round == 0 => assert_eq!(fds.len(), 1),
+                Some((0, Batch::Broken(_))) if round > 0 => {}
+                other => panic!("round {round}: {other:?}"),
+            }
         }
         inb.feed(b"2]\n", Format::Json, &mut scratch);
         let out = drain(&mut inb);
         assert!(out[0].0.contains("twice"), "{out:?}");
-        assert!(inb.batches.is_empty());
+        assert!(inb.pending.is_none());
     }
 
     #[test]

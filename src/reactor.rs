@@ -485,14 +485,23 @@ impl Reactor {
     ///
     /// On the wire the line is the envelope
     /// `{"miniray.regions": [id, ...], "msg": msg}` in the worker's format,
-    /// written by one `sendmsg` that starts at the line and carries nothing
-    /// after it, with the regions' descriptors as `SCM_RIGHTS` in id order.
+    /// whose first `sendmsg` starts at the line, carries nothing past its
+    /// newline and holds the regions' descriptors as `SCM_RIGHTS` in id
+    /// order (a line over 64 KiB, or a short write, sends the rest of the
+    /// line as plain bytes after it).
     /// A line is read as an envelope only if descriptors came with it, so a
     /// message of the envelope's shape sent with [`Reactor::send`] arrives
     /// unchanged. With no regions this is [`Reactor::send`]: the plain
     /// message, no envelope. Over TCP this fails at once with
     /// [`Error::Region`] and nothing is queued. At most 32 regions per
     /// message.
+    ///
+    /// If the kernel refuses the descriptors when the line is written (for
+    /// `ETOOMANYREFS`: the sending user has more descriptors in flight than
+    /// its open-file limit, which a receiver that reads late can cause), that
+    /// message alone is dropped and the worker's events carry
+    /// [`Error::Io`] with `op` `"sendmsg with region descriptors"` in its
+    /// place; the worker stays open and later messages are sent.
     ///
     /// System calls: `fcntl(F_DUPFD_CLOEXEC)` per region now (the duplicate
     /// is closed once sent), `sendmsg` when the line is written.
@@ -1008,6 +1017,7 @@ impl Reactor {
         };
         let fd = sock.as_raw_fd();
         let mut failed = false;
+        let mut refused = Vec::new();
         while conn.out_pos < conn.out.len() {
             // Plain bytes up to the next line that carries descriptors; that
             // line, and nothing after it, goes with them in one sendmsg (the
@@ -1052,12 +1062,45 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // EPIPE, ECONNRESET: the child is gone. What it sent
-                    // before is still read below.
+                Err(e) if peer_gone(&e) => {
+                    // The child is gone. What it sent before is still read below.
                     failed = true;
                     break;
                 }
+                Err(e) if with_fds => {
+                    // The kernel refused the descriptors (ETOOMANYREFS: this
+                    // user has more in flight than its open-file limit), so
+                    // nothing of the line left. Drop that line alone and say
+                    // so in the worker's events; the lines around it go on.
+                    let rest = &conn.out[conn.out_pos..];
+                    let len = memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1);
+                    conn.out.drain(conn.out_pos..conn.out_pos + len);
+                    conn.out_fds.pop_front();
+                    for m in conn.out_fds.iter_mut() {
+                        m.0 -= len;
+                    }
+                    refused.push(Error::io("sendmsg with region descriptors", e));
+                }
+                Err(e) => {
+                    // Not a hang-up, yet the stream cannot go on (part of a
+                    // line may have left): report it, then end as on EPIPE.
+                    refused.push(Error::io("send", e));
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !refused.is_empty() {
+            for e in refused {
+                conn.inbound.push(Err(e));
+            }
+            if !conn.queued {
+                conn.queued = true;
+                self.ready.push(Worker {
+                    key: key as u32,
+                    gen: conn.gen,
+                    fd: conn.fd,
+                });
             }
         }
         let drained = failed || conn.out_pos == conn.out.len();
@@ -1243,6 +1286,14 @@ impl Reactor {
 /// a sweep over all of them. Whatever is left at the deadline is killed with
 /// `SIGKILL` and reaped. Statuses come back in `pids`' order (`None`: not
 /// ours to reap).
+/// A send error that means the peer closed its end (as EOF would).
+fn peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ECONNABORTED)
+    )
+}
+
 pub(crate) fn reap_within(pids: &[libc::pid_t], deadline: Instant) -> Vec<Option<ExitStatus>> {
     let mut out = vec![None; pids.len()];
     let mut late = Vec::new();

@@ -351,9 +351,11 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// Most descriptors one message may carry.
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 32;
 
-/// Control-buffer words: `CMSG_SPACE(MAX_FDS_PER_MESSAGE * 4)` rounded up,
-/// in `u64`s so the buffer is aligned for `cmsghdr`.
-const CMSG_WORDS: usize = (MAX_FDS_PER_MESSAGE * 4 + 64) / 8;
+/// Control-buffer words: exactly `CMSG_SPACE(MAX_FDS_PER_MESSAGE * 4)`, in
+/// `u64`s so the buffer is aligned for `cmsghdr`. No slack: a peer that sends
+/// more than [`MAX_FDS_PER_MESSAGE`] descriptors gets `MSG_CTRUNC`.
+const CMSG_WORDS: usize =
+    (MAX_FDS_PER_MESSAGE * 4 + std::mem::size_of::<libc::cmsghdr>()).div_ceil(8);
 
 /// `sendmsg(2)` of `buf` with `fds` as `SCM_RIGHTS`, `MSG_NOSIGNAL`.
 pub(crate) fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
