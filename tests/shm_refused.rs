@@ -23,7 +23,23 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 #[test]
 fn refused_descriptors_are_reported_and_nothing_else_is_lost() {
-    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+    // A copy of this test binary that `nobody` can run wherever the
+    // checkout lives.
+    let dir = std::env::temp_dir().join(format!("miniray-shm-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let exe = dir.join("inner");
+    std::fs::copy(std::env::current_exe().expect("current_exe"), &exe).expect("copy test binary");
+    for p in [&dir, &exe] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let mut command = Command::new(&exe);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Without CAP_SYS_RESOURCE/CAP_SYS_ADMIN the in-flight limit applies.
+        command.uid(65534).gid(65534);
+    }
+    let mut child = command
         .args([
             "--exact",
             "inner_refused_descriptors",
@@ -32,14 +48,11 @@ fn refused_descriptors_are_reported_and_nothing_else_is_lost() {
             "--test-threads=1",
         ])
         .env(INNER_ENV, "1")
-        // Without CAP_SYS_RESOURCE/CAP_SYS_ADMIN the in-flight limit applies.
-        .uid(65534)
-        .gid(65534)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn the inner test as nobody (is the test binary readable by others?)");
+        .expect("spawn the inner test");
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let out = std::thread::spawn(move || {
@@ -55,6 +68,7 @@ fn refused_descriptors_are_reported_and_nothing_else_is_lost() {
     let status = wait_child(&mut child, Duration::from_secs(120));
     let out = out.join().expect("stdout reader");
     let err = err.join().expect("stderr reader");
+    let _ = std::fs::remove_dir_all(&dir);
     let line = out
         .lines()
         .find_map(|l| l.find("RESULT ").map(|at| &l[at..]))
