@@ -270,7 +270,14 @@ pub(crate) fn untoken(t: Token) -> (usize, u32) {
 impl Reactor {
     /// A reactor with no workers. System calls: `epoll_create1`, `eventfd`,
     /// `epoll_ctl`.
+    ///
+    /// The first reactor of the process installs miniray's panic hook (see
+    /// [`worker`](crate::worker#panics-in-a-worker)): that takes std's
+    /// panic-hook lock for writing, which waits for any hook running in
+    /// another thread at that moment. Create it before other threads panic
+    /// under locks of yours, as early in `main` as is convenient.
     pub fn new() -> Result<Self> {
+        worker::install_panic_hook();
         let poll = Poll::new().map_err(|e| Error::io("epoll_create1", e))?;
         let waker = Waker::new(poll.registry(), WAKE).map_err(|e| Error::io("eventfd", e))?;
         Ok(Reactor {

@@ -145,9 +145,13 @@ pub enum ServerEvent {
         /// What was wrong.
         reason: &'static str,
     },
-    /// `accept` failed. On `EMFILE`/`ENFILE` the pending connection was
-    /// accepted with the spare descriptor and closed (`dropped`), and
-    /// accepting pauses for the back-off before it resumes.
+    /// A connection could not be served. `accept` failed: on
+    /// `EMFILE`/`ENFILE` the pending connection was accepted with the spare
+    /// descriptor and closed (`dropped`), and accepting pauses for the
+    /// back-off before it resumes. Or the serving child could not be started
+    /// (`fork` failed, or for [`Reactor::listen_exec`] the program could not
+    /// be executed: [`Error::Exec`] naming it and the OS error); the
+    /// connection was closed (`dropped`).
     AcceptFailed {
         /// The server.
         server: Server,

@@ -27,11 +27,16 @@
 //! a test harness, the output-capture lock), so a worker forked while
 //! another thread of the parent was panicking would hang at its own first
 //! panic. miniray therefore installs its own hook, once per process, in the
-//! parent at the first spawn (and never replaces it afterwards). In the
-//! parent it only calls the hook that was installed before, so the parent's
-//! panics look as they always did. In a worker it never calls that hook: it
+//! parent when the first [`Reactor`](crate::Reactor) is created (and never
+//! replaces it afterwards). In the parent it only calls the hook that was
+//! installed before, so the parent's panics look as they always did. In a
+//! worker it never calls that hook (miniray cannot know it takes no lock;
+//! so a hook of yours does not run in workers, and `RUST_BACKTRACE` has no
+//! effect there): it
 //! formats `miniray worker <pid> panicked at <file:line:col>:` and the
-//! message into a 1 KiB stack buffer and writes it to stderr with one
+//! message into a 1 KiB stack buffer (a longer message is cut at a character
+//! boundary and ends in `…`; the text always ends in a newline) and writes
+//! it to stderr with one
 //! `write(2)`; then the panic unwinds to the `catch_unwind` around the work
 //! function and the child exits [`EXIT_PANIC`].
 //!
@@ -53,10 +58,15 @@
 //! * Calling `std::panic::set_hook` or `take_hook` in a worker (a write
 //!   lock on the hook, which waits for any parent thread that was running a
 //!   hook at the fork), or in the parent while another thread spawns.
-//! * A hook you install after the first spawn replaces miniray's in the
-//!   workers too; install yours before the first spawn and miniray's chains
-//!   to it. A first spawn from a thread that is already panicking (say, in
-//!   a destructor) cannot install the hook; the next spawn does.
+//! * A hook you install after the first reactor replaces miniray's in the
+//!   workers too, and the hang is back; install yours before creating the
+//!   first reactor and miniray's chains to it in the parent. A reactor
+//!   created, or a first spawn made, from a thread that is already panicking
+//!   (say, in a destructor) cannot install the hook; the next spawn does.
+//! * Unwinding without a lock needs glibc 2.35 or later (with libgcc's
+//!   `_dl_find_object` support); with an older C library the unwinder takes
+//!   a loader lock, and a worker forked while another thread held it can
+//!   hang at its first panic.
 //!
 //! A worker that hangs anyway is never lost: give each request a deadline,
 //! and past it [`Reactor::kill`](crate::Reactor::kill) the worker and read
@@ -73,7 +83,10 @@
 //! `yes | head` in the program would print "Broken pipe"); other ignored
 //! signals are inherited, as with `Command`. A program that cannot be
 //! executed fails the spawn with [`Error::Exec`] naming it and the OS error
-//! (reported through a close-on-exec pipe; the child is reaped).
+//! (reported through a close-on-exec pipe; the child is reaped). One
+//! exception, glibc's: `execvp` runs a file of unknown format (`ENOEXEC`)
+//! with `/bin/sh`, so such a spawn succeeds and the worker ends with the
+//! shell's status (127 if the shell cannot run it either).
 
 use std::any::Any;
 use std::ffi::{CString, OsStr};
@@ -503,8 +516,11 @@ fn cstring(s: &OsStr) -> Result<CString> {
 
 /// Exit status of an exec worker's child whose program could not be
 /// executed. The spawn itself fails with [`Error::Exec`] (the child reports
-/// the error through a pipe and is reaped before the spawn returns), so a
-/// worker never ends with this status.
+/// the error through a pipe and is reaped before the spawn returns), so
+/// miniray's own exec failure never surfaces as this status. A worker can
+/// still end with 127 of its own: a program that exits 127 (a shell's
+/// "command not found"), or a file of unknown format that glibc's `execvp`
+/// hands to `/bin/sh` (`ENOEXEC`) and the shell cannot run.
 pub const EXIT_EXEC_FAILED: i32 = 127;
 
 /// What a child does once it is set up.
@@ -524,7 +540,7 @@ static IN_WORKER: AtomicBool = AtomicBool::new(false);
 /// panic hook that chains to the previous one, except in a forked worker
 /// (see the module docs, "Panics in a worker"). Skipped while the calling
 /// thread is panicking, where `take_hook` would panic.
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     static INSTALL: Once = Once::new();
     if std::thread::panicking() {
         return;
@@ -551,35 +567,69 @@ fn write_worker_panic(location: Option<&panic::Location<'_>>, payload: &(dyn Any
             None => "Box<dyn Any>",
         },
     };
-    let mut out = StackText {
-        buf: [0; 1024],
-        len: 0,
-    };
+    let mut out = StackText::new();
     let pid = sys::getpid();
     let _ = match location {
         Some(l) => writeln!(out, "miniray worker {pid} panicked at {l}:\n{msg}"),
         None => writeln!(out, "miniray worker {pid} panicked:\n{msg}"),
     };
-    sys::write_all_raw(2, out.as_bytes());
+    sys::write_all_raw(2, out.finish());
 }
 
-/// A fixed buffer that `write!` fills and silently cuts when full.
+/// A fixed buffer that `write!` fills. Text past its size is cut at a
+/// character boundary and the result ends in `…` and a newline, so a cut
+/// message stays valid UTF-8 and never runs into the next line on stderr.
 struct StackText {
-    buf: [u8; 1024],
+    buf: [u8; STACK_TEXT],
     len: usize,
+    cut: bool,
 }
+
+const STACK_TEXT: usize = 1024;
+const CUT_MARK: &str = "…\n";
 
 impl StackText {
-    fn as_bytes(&self) -> &[u8] {
+    fn new() -> Self {
+        StackText {
+            buf: [0; STACK_TEXT],
+            len: 0,
+            cut: false,
+        }
+    }
+
+    /// The text, with the cut mark appended if anything was cut.
+    fn finish(&mut self) -> &[u8] {
+        if self.cut {
+            let end = self.len + CUT_MARK.len();
+            if let Some(room) = self.buf.get_mut(self.len..end) {
+                room.copy_from_slice(CUT_MARK.as_bytes());
+                self.len = end;
+            }
+            self.cut = false;
+        }
         self.buf.get(..self.len).unwrap_or(&self.buf)
     }
 }
 
 impl fmt::Write for StackText {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        if let Some(room) = self.buf.get_mut(self.len..) {
-            let n = room.len().min(s.len());
-            room[..n].copy_from_slice(&s.as_bytes()[..n]);
+        if self.cut {
+            return Ok(());
+        }
+        // Room is kept for the cut mark.
+        let room = STACK_TEXT
+            .saturating_sub(CUT_MARK.len())
+            .saturating_sub(self.len);
+        let mut n = s.len();
+        if n > room {
+            n = room;
+            while n > 0 && !s.is_char_boundary(n) {
+                n -= 1;
+            }
+            self.cut = true;
+        }
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + n), s.get(..n)) {
+            dst.copy_from_slice(src.as_bytes());
             self.len += n;
         }
         Ok(())
@@ -739,5 +789,24 @@ fn exec_outcome(e: &Exec, pid: libc::pid_t, report: OwnedFd) -> Result<libc::pid
                 source: io::Error::from_raw_os_error(errno),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_panic_message_stays_utf8_and_ends_its_line() {
+        let mut out = StackText::new();
+        let long = "é".repeat(1100);
+        let _ = writeln!(out, "miniray worker 1 panicked at x.rs:1:1:\n{long}");
+        let text = std::str::from_utf8(out.finish()).expect("valid UTF-8");
+        assert!(text.len() <= STACK_TEXT, "{}", text.len());
+        assert!(text.ends_with("…\n"), "{:?}", &text[text.len() - 8..]);
+
+        let mut out = StackText::new();
+        let _ = writeln!(out, "short");
+        assert_eq!(out.finish(), b"short\n");
     }
 }
