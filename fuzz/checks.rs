@@ -62,10 +62,47 @@ fn stable(format: Format, v: &Value) {
     assert_eq!(&again, v, "decode -> encode -> decode is stable");
 }
 
-/// `marshal`: raw marshal bytes never panic the decoder, and what decodes
-/// survives encode and decode unchanged (in both formats).
+/// The stated bound on decoding `n` marshal bytes: at no moment more than
+/// `96 n + 1 MiB` bytes of heap live that the decode allocated (its result
+/// included). 96 per byte because one `N` byte is a 72-byte `Value`.
+pub fn marshal_peak_bound(n: usize) -> usize {
+    96 * n + (1 << 20)
+}
+
+/// The work bound on decoding `n` marshal bytes: at most `128 n + 2 MiB`
+/// bytes allocated in all (freed ones too). Allocation stands in for time
+/// deterministically: decoding a reference again, or converting a big int
+/// again, allocates again.
+pub fn marshal_total_bound(n: usize) -> usize {
+    128 * n + (2 << 20)
+}
+
+/// Decodes `data` as marshal under the meter; panics if the decode passed
+/// either bound. Returns the result and what it used.
+pub fn marshal_bounded(data: &[u8]) -> (Result<Value, miniray::DecodeError>, meter::Usage) {
+    let (r, used) = meter::measure(|| miniray::marshal::decode(data));
+    assert!(
+        used.peak <= marshal_peak_bound(data.len()),
+        "decoding {} bytes held {} bytes at once, over the bound {}",
+        data.len(),
+        used.peak,
+        marshal_peak_bound(data.len())
+    );
+    assert!(
+        used.total <= marshal_total_bound(data.len()),
+        "decoding {} bytes allocated {} bytes in all, over the bound {}",
+        data.len(),
+        used.total,
+        marshal_total_bound(data.len())
+    );
+    (r, used)
+}
+
+/// `marshal`: raw marshal bytes never panic the decoder, decoding stays
+/// within [`marshal_peak_bound`] and [`marshal_total_bound`], and what
+/// decodes survives encode and decode unchanged (in both formats).
 pub fn marshal(data: &[u8]) {
-    if let Ok(v) = miniray::marshal::decode(data) {
+    if let (Ok(v), _) = marshal_bounded(data) {
         stable(Format::Marshal, &v);
         stable(Format::Json, &v);
     }
@@ -111,5 +148,102 @@ pub fn frame(data: &[u8]) {
     let _ = lb.finish();
     for v in &values {
         stable(format, v);
+    }
+}
+
+/// A counting global allocator: what the calling thread allocates inside
+/// [`meter::measure`], as the live peak and the running total. Per thread,
+/// so tests running in parallel do not disturb each other's figures.
+pub mod meter {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// The system allocator, counted.
+    pub struct Counting;
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    thread_local! {
+        // const-initialised Cells without Drop: no lazy registration and no
+        // allocation when the allocator touches them.
+        static ON: Cell<bool> = const { Cell::new(false) };
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+        static TOTAL: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// What one measured call used, in bytes.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Usage {
+        /// Most bytes live at once (allocated inside the call, not yet freed).
+        pub peak: usize,
+        /// Bytes allocated in all, freed or not.
+        pub total: usize,
+    }
+
+    fn grew(by: usize, freed: usize) {
+        let _ = ON.try_with(|on| {
+            if on.get() {
+                // A moving realloc holds old and new at once: count the peak
+                // before the old block is released.
+                let live = LIVE.with(Cell::get) + by as isize;
+                PEAK.with(|p| p.set(p.get().max(live)));
+                LIVE.with(|l| l.set(live - freed as isize));
+                TOTAL.with(|t| t.set(t.get().saturating_add(by)));
+            }
+        });
+    }
+
+    fn shrank(by: usize) {
+        let _ = ON.try_with(|on| {
+            if on.get() {
+                LIVE.with(|l| l.set(l.get() - by as isize));
+            }
+        });
+    }
+
+    // SAFETY: every method forwards to `System` with the caller's arguments
+    // unchanged, so System's guarantees hold; the counting touches only
+    // const thread-locals and never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            grew(layout.size(), 0);
+            // SAFETY: the caller's contract for `alloc`, passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            grew(layout.size(), 0);
+            // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            shrank(layout.size());
+            // SAFETY: the caller's contract for `dealloc`, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            grew(new_size, layout.size());
+            // SAFETY: the caller's contract for `realloc`, passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Runs `f` on this thread, counting its allocations. Not reentrant.
+    pub fn measure<T>(f: impl FnOnce() -> T) -> (T, Usage) {
+        LIVE.with(|l| l.set(0));
+        PEAK.with(|p| p.set(0));
+        TOTAL.with(|t| t.set(0));
+        ON.with(|on| on.set(true));
+        let r = f();
+        ON.with(|on| on.set(false));
+        let used = Usage {
+            peak: PEAK.with(Cell::get).max(0) as usize,
+            total: TOTAL.with(Cell::get),
+        };
+        (r, used)
     }
 }

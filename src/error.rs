@@ -210,6 +210,13 @@ pub enum DecodeErrorKind {
     TooDeep(usize),
     /// The value would expand past the decoder's node budget.
     OverBudget,
+    /// The decoded value would take more than `limit` bytes of memory: the
+    /// bound a marshal line of this length may expand to (back-references
+    /// repeat what they point at).
+    TooLarge {
+        /// The bound, in bytes, for this input.
+        limit: usize,
+    },
     /// An integer longer than the supported size.
     IntTooLarge,
     /// A marshal long digit outside base 2^15, or a zero top digit.
@@ -240,6 +247,9 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::TrailingBytes => f.write_str("trailing bytes after the value"),
             DecodeErrorKind::TooDeep(d) => write!(f, "nesting deeper than {d}"),
             DecodeErrorKind::OverBudget => f.write_str("value expands past the node budget"),
+            DecodeErrorKind::TooLarge { limit } => {
+                write!(f, "decoded value would take more than {limit} bytes")
+            }
             DecodeErrorKind::IntTooLarge => f.write_str("integer too large"),
             DecodeErrorKind::BadLongDigit => f.write_str("long digit out of range"),
         }

@@ -6,15 +6,19 @@
 //! str keys, including `FLAG_REF` slots and `r` back-references. Anything
 //! else is refused with a [`DecodeErrorKind`] naming it.
 //!
-//! Decoding is bounded whatever the input: nesting is capped at
-//! [`MAX_DEPTH`], no allocation is sized by a length field beyond the bytes
-//! that remain, and the decoded value may hold at most
-//! `64 * input_len + 65536` nodes (a str counts one node per 32 bytes), so
-//! back-references cannot amplify a small input into a large value.
+//! Decoding is bounded by its input, whatever the input: nesting is capped
+//! at [`MAX_DEPTH`]; every byte of the decoded value (72 per [`Value`], each
+//! string's and number's text, each dict entry at its worst growth) and of
+//! the decoder's own tables is charged before it is allocated against
+//! [`decode_budget`] (`80 × input + 512 KiB` bytes), and a line past it is
+//! refused with [`DecodeErrorKind::TooLarge`]. Work is linear too: every
+//! step produces charged bytes, and a big int is converted to decimal once.
 //!
-//! A back-reference to a finished container is resolved by decoding the
-//! container's bytes again, so containers are never cloned just in case
-//! they are referenced later.
+//! A back-reference is resolved by decoding the referenced object's bytes
+//! again (a big int's text comes from a cache), so nothing is cloned just
+//! in case it is referenced later, and each copy a reference makes is
+//! charged like the original: references cannot amplify a small line into
+//! a large value.
 
 use serde_json::{Map, Number, Value};
 
@@ -26,13 +30,15 @@ use crate::format::Format;
 /// same values (what one decodes, the other can carry).
 pub const MAX_DEPTH: usize = 127;
 
-/// Largest integer, in decimal digits, that either direction converts (the
-/// same as CPython's default `sys.get_int_max_str_digits()`).
+/// Largest integer, in decimal digits, that either direction converts: the
+/// same as CPython's default `sys.get_int_max_str_digits()`, and counted as
+/// CPython does, without the sign (`-(10**4300 - 1)` passes, `10**4300`
+/// does not).
 pub const MAX_INT_DIGITS: usize = 4300;
 
-/// A marshal long of more 15-bit digits than this is refused before any work
-/// (1000 digits = 15,000 bits > 4,300 decimal digits).
-const MAX_LONG_DIGITS: usize = 1000;
+/// A marshal long of more 15-bit digits than this is refused before any work:
+/// 954 digits are at least 2^14295 > 10^4303, past [`MAX_INT_DIGITS`].
+const MAX_LONG_DIGITS: usize = 953;
 
 const FLAG_REF: u8 = 0x80;
 
@@ -195,13 +201,74 @@ fn encode_big_decimal(text: &str, out: &mut Vec<u8>) -> Result<(), &'static str>
 
 // ---------------------------------------------------------------- decoding
 
+/// Bytes of memory the decoded value may take per input byte: one `N` byte
+/// is a whole [`Value`] (72 bytes), so no smaller factor accepts a plain list.
+const BUDGET_PER_BYTE: usize = 80;
+
+/// Bytes every decode may take whatever its length (small inputs, a few
+/// big-int conversions, small dicts).
+const BUDGET_BASE: usize = 512 << 10;
+
+/// The most heap memory decoding `len` bytes may charge: the value it
+/// builds, its reservations and the decoder's own tables. A line that would
+/// take more is refused with [`DecodeErrorKind::TooLarge`].
+pub fn decode_budget(len: usize) -> usize {
+    len.saturating_mul(BUDGET_PER_BYTE)
+        .saturating_add(BUDGET_BASE)
+}
+
+/// One [`Value`] in its parent's buffer.
+const NODE: usize = std::mem::size_of::<Value>();
+
+/// What a heap allocation costs beyond its bytes (malloc's header and
+/// rounding), charged once per string.
+const ALLOC_OVERHEAD: usize = 16;
+
+/// One dict entry at its worst: IndexMap's bucket (hash, key, value) three
+/// times over (capacity doubles, and the old buffer lives while it is
+/// copied) plus its index (8 bytes and a control byte per bucket, at most
+/// 8/7 buckets per entry, old and new table).
+const ENTRY: usize = 3 * std::mem::size_of::<(u64, String, Value)>() + 32;
+
+/// A dict's fixed cost on its first entry (the control bytes' tail group).
+const MAP_BASE: usize = 64;
+
+/// One slot of the reference table (a `usize`), three times over for growth.
+const SLOT: usize = 3 * std::mem::size_of::<usize>();
+
+/// One cached big-int text entry, three times over for growth (its text is
+/// charged apart).
+const CACHED: usize = 3 * std::mem::size_of::<(usize, String)>();
+
+/// Room a float's `repr` text may take (24 characters at most, in a buffer
+/// that may have doubled once).
+const FLOAT_TEXT: usize = 64;
+
+/// What a string of `len` bytes costs on the heap.
+fn heap(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len + ALLOC_OVERHEAD
+    }
+}
+
 /// Decodes one marshal value that must span all of `data`.
+///
+/// Time and memory are linear in `data.len()`: the value, and everything
+/// the decoder reserves or keeps while building it, is charged against
+/// [`decode_budget`]`(data.len())` before it is allocated (a number's text
+/// by its largest possible size), and every step of work produces charged
+/// bytes.
 pub fn decode(data: &[u8]) -> Result<Value, DecodeError> {
+    let limit = decode_budget(data.len());
     let mut d = Decoder {
         data,
         pos: 0,
         refs: Vec::new(),
-        budget: data.len().saturating_mul(64).saturating_add(65_536),
+        ints: Vec::new(),
+        budget: limit,
+        limit,
     };
     let v = d.object(0, true)?;
     if d.pos != data.len() {
@@ -210,20 +277,25 @@ pub fn decode(data: &[u8]) -> Result<Value, DecodeError> {
     Ok(v)
 }
 
-enum Slot {
-    /// A container still being decoded.
-    Pending,
-    /// A finished scalar.
-    Scalar(Value, usize),
-    /// A finished container: decode again from `start` to copy it.
-    Container { start: usize, cost: usize },
-}
+/// A reference slot not finished yet (a container being decoded).
+const PENDING: usize = usize::MAX;
 
 struct Decoder<'a> {
     data: &'a [u8],
     pos: usize,
-    refs: Vec<Slot>,
+    /// Per `FLAG_REF` slot, where its object starts in `data` (or
+    /// [`PENDING`]). A reference decodes the object again from there, so
+    /// nothing is cloned in case it is referenced later; the copies it makes
+    /// are charged like any other output.
+    refs: Vec<usize>,
+    /// The decimal text of every big int decoded so far, by start position
+    /// (ascending: the first pass reads forward; a reference's second pass
+    /// adds nothing), so decoding one again never converts it again.
+    ints: Vec<(usize, String)>,
+    /// Bytes of the budget left.
     budget: usize,
+    /// The whole budget, for the error.
+    limit: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -235,13 +307,14 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Takes `cost` bytes from the budget, before they are allocated.
     fn charge(&mut self, cost: usize) -> Result<(), DecodeError> {
         match self.budget.checked_sub(cost) {
             Some(left) => {
                 self.budget = left;
                 Ok(())
             }
-            None => Err(self.err_at(self.pos, DecodeErrorKind::OverBudget)),
+            None => Err(self.err_at(self.pos, DecodeErrorKind::TooLarge { limit: self.limit })),
         }
     }
 
@@ -269,8 +342,15 @@ impl<'a> Decoder<'a> {
         Ok(self.u32()? as i32)
     }
 
+    fn bytes8(&mut self) -> Result<[u8; 8], DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(a)
+    }
+
     /// A length that must fit in the bytes left, each item taking at least
-    /// `min_item` bytes. Caps every preallocation by the input size.
+    /// `min_item` bytes.
     fn count(&mut self, n: usize, min_item: usize) -> Result<usize, DecodeError> {
         let left = self.data.len() - self.pos;
         if n.saturating_mul(min_item) > left {
@@ -279,38 +359,73 @@ impl<'a> Decoder<'a> {
         Ok(n)
     }
 
-    /// Decodes one object. `register` is false while replaying a container
-    /// for a back-reference: its slots exist already.
+    /// Decodes one object. `register` is false while decoding an object
+    /// again for a back-reference: its slots exist already.
     fn object(&mut self, depth: usize, register: bool) -> Result<Value, DecodeError> {
-        self.object_cost(depth, register).map(|(v, _)| v)
-    }
-
-    fn object_cost(&mut self, depth: usize, register: bool) -> Result<(Value, usize), DecodeError> {
         let start = self.pos;
         let code = self.u8()?;
         let flag = register && code & FLAG_REF != 0;
         let ty = code & !FLAG_REF;
-        let scalar = match ty {
+        match ty {
             // Singletons never take a slot, flagged or not (as in CPython).
-            b'N' => return self.charge(1).map(|_| (Value::Null, 1)),
-            b'T' => return self.charge(1).map(|_| (Value::Bool(true), 1)),
-            b'F' => return self.charge(1).map(|_| (Value::Bool(false), 1)),
-            b'i' => Value::from(self.i32()?),
-            b'I' => {
-                let b = self.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                Value::from(i64::from_le_bytes(a))
+            b'N' => return Ok(Value::Null),
+            b'T' => return Ok(Value::Bool(true)),
+            b'F' => return Ok(Value::Bool(false)),
+            b'r' => {
+                let idx = self.u32()?;
+                return self.reference(start, idx, depth);
             }
-            b'l' => self.long(start)?,
+            b')' | b'(' | b'[' => {
+                let n = if ty == b')' {
+                    usize::from(self.u8()?)
+                } else {
+                    self.u32()? as usize
+                };
+                let slot = self.reserve_slot(flag)?;
+                let v = self.sequence(start, n, depth, register)?;
+                self.finish_slot(slot, start);
+                return Ok(v);
+            }
+            b'{' => {
+                let slot = self.reserve_slot(flag)?;
+                let v = self.dict(start, depth, register)?;
+                self.finish_slot(slot, start);
+                return Ok(v);
+            }
+            _ => {}
+        }
+        let scalar = self.scalar(start, ty, code, register)?;
+        if flag {
+            // A scalar is finished at once: decoded again from `start`.
+            self.charge(SLOT)?;
+            self.refs.push(start);
+        }
+        Ok(scalar)
+    }
+
+    fn scalar(
+        &mut self,
+        start: usize,
+        ty: u8,
+        code: u8,
+        register: bool,
+    ) -> Result<Value, DecodeError> {
+        Ok(match ty {
+            b'i' => {
+                self.charge(heap(11))?;
+                Value::from(self.i32()?)
+            }
+            b'I' => {
+                self.charge(heap(20))?;
+                Value::from(i64::from_le_bytes(self.bytes8()?))
+            }
+            b'l' => self.long(start, register)?,
             b'g' => {
-                let b = self.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                let f = f64::from_le_bytes(a);
+                let f = f64::from_le_bytes(self.bytes8()?);
                 if !f.is_finite() {
                     return Err(self.err_at(start, DecodeErrorKind::NonFinite));
                 }
+                self.charge(heap(FLOAT_TEXT))?;
                 Value::Number(Number::from_string_unchecked(python_float_repr(f)))
             }
             b'z' | b'Z' => {
@@ -328,7 +443,10 @@ impl<'a> Decoder<'a> {
                 let at = self.pos;
                 let bytes = self.take(n)?;
                 match std::str::from_utf8(bytes) {
-                    Ok(s) => Value::String(s.to_owned()),
+                    Ok(s) => {
+                        self.charge(heap(s.len()))?;
+                        Value::String(s.to_owned())
+                    }
                     Err(e) => {
                         let bad = &bytes[e.valid_up_to()..];
                         // CPython writes str with "surrogatepass": a lone
@@ -342,19 +460,6 @@ impl<'a> Decoder<'a> {
                     }
                 }
             }
-            b'r' => {
-                let idx = self.u32()?;
-                return self.reference(start, idx, depth);
-            }
-            b')' | b'(' | b'[' => {
-                let n = if ty == b')' {
-                    usize::from(self.u8()?)
-                } else {
-                    self.u32()? as usize
-                };
-                return self.sequence(start, n, depth, register, flag);
-            }
-            b'{' => return self.dict(start, depth, register, flag),
             other => {
                 let kind = match other {
                     b's' => DecodeErrorKind::Unsupported("bytes"),
@@ -369,49 +474,33 @@ impl<'a> Decoder<'a> {
                 };
                 return Err(self.err_at(start, kind));
             }
-        };
-        let cost = match &scalar {
-            Value::String(s) => 1 + s.len() / 32,
-            _ => 1,
-        };
-        self.charge(cost)?;
-        if flag {
-            self.refs.push(Slot::Scalar(scalar.clone(), cost));
-        }
-        Ok((scalar, cost))
+        })
     }
 
+    /// Latin-1 bytes as a str: each byte from 0x80 up takes two in UTF-8.
     fn latin1(&mut self, n: usize) -> Result<Value, DecodeError> {
         let bytes = self.take(n)?;
-        Ok(Value::String(match std::str::from_utf8(bytes) {
-            Ok(s) if bytes.is_ascii() => s.to_owned(),
-            _ => bytes.iter().map(|&b| char::from(b)).collect(),
-        }))
+        if let (true, Ok(s)) = (bytes.is_ascii(), std::str::from_utf8(bytes)) {
+            self.charge(heap(n))?;
+            return Ok(Value::String(s.to_owned()));
+        }
+        let high = bytes.iter().filter(|&&b| b >= 0x80).count();
+        self.charge(heap(n + high))?;
+        let mut s = String::with_capacity(n + high);
+        s.extend(bytes.iter().map(|&b| char::from(b)));
+        Ok(Value::String(s))
     }
 
-    fn reference(
-        &mut self,
-        start: usize,
-        idx: u32,
-        depth: usize,
-    ) -> Result<(Value, usize), DecodeError> {
+    fn reference(&mut self, start: usize, idx: u32, depth: usize) -> Result<Value, DecodeError> {
         match self.refs.get(idx as usize) {
             None => Err(self.err_at(start, DecodeErrorKind::BadReference(idx))),
-            Some(Slot::Pending) => {
-                Err(self.err_at(start, DecodeErrorKind::UnfinishedReference(idx)))
-            }
-            Some(Slot::Scalar(v, cost)) => {
-                let (v, cost) = (v.clone(), *cost);
-                self.charge(cost)?;
-                Ok((v, cost))
-            }
-            Some(&Slot::Container { start: at, cost }) => {
-                // Charge up front so a budget overrun fails before the work.
-                self.charge(cost)?;
-                self.budget += cost;
+            Some(&PENDING) => Err(self.err_at(start, DecodeErrorKind::UnfinishedReference(idx))),
+            Some(&at) => {
+                // Decode the object again where it stands; every byte it
+                // produces is charged, and big ints come from `ints`.
                 let resume = self.pos;
                 self.pos = at;
-                let r = self.object_cost(depth, false);
+                let r = self.object(depth, false);
                 self.pos = resume;
                 r
             }
@@ -425,16 +514,18 @@ impl<'a> Decoder<'a> {
         Ok(depth + 1)
     }
 
-    fn reserve_slot(&mut self, flag: bool) -> Option<usize> {
-        flag.then(|| {
-            self.refs.push(Slot::Pending);
-            self.refs.len() - 1
-        })
+    fn reserve_slot(&mut self, flag: bool) -> Result<Option<usize>, DecodeError> {
+        if !flag {
+            return Ok(None);
+        }
+        self.charge(SLOT)?;
+        self.refs.push(PENDING);
+        Ok(Some(self.refs.len() - 1))
     }
 
-    fn finish_slot(&mut self, slot: Option<usize>, start: usize, cost: usize) {
+    fn finish_slot(&mut self, slot: Option<usize>, start: usize) {
         if let Some(i) = slot {
-            self.refs[i] = Slot::Container { start, cost };
+            self.refs[i] = start;
         }
     }
 
@@ -444,35 +535,22 @@ impl<'a> Decoder<'a> {
         n: usize,
         depth: usize,
         register: bool,
-        flag: bool,
-    ) -> Result<(Value, usize), DecodeError> {
+    ) -> Result<Value, DecodeError> {
         let depth = self.enter(start, depth)?;
         let n = self.count(n, 1)?;
-        self.charge(1)?;
-        let slot = self.reserve_slot(flag);
+        // The whole buffer is charged before it is reserved, so the
+        // reservations of all open levels together stay within the budget.
+        self.charge(n.saturating_mul(NODE))?;
         let mut items = Vec::with_capacity(n);
-        let mut cost = 1;
         for _ in 0..n {
-            let (v, c) = self.object_cost(depth, register)?;
-            items.push(v);
-            cost += c;
+            items.push(self.object(depth, register)?);
         }
-        self.finish_slot(slot, start, cost);
-        Ok((Value::Array(items), cost))
+        Ok(Value::Array(items))
     }
 
-    fn dict(
-        &mut self,
-        start: usize,
-        depth: usize,
-        register: bool,
-        flag: bool,
-    ) -> Result<(Value, usize), DecodeError> {
+    fn dict(&mut self, start: usize, depth: usize, register: bool) -> Result<Value, DecodeError> {
         let depth = self.enter(start, depth)?;
-        self.charge(1)?;
-        let slot = self.reserve_slot(flag);
         let mut map = Map::new();
-        let mut cost = 1;
         loop {
             let at = self.pos;
             match self.data.get(at) {
@@ -483,24 +561,30 @@ impl<'a> Decoder<'a> {
                 }
                 Some(_) => {}
             }
-            let (key, kc) = self.object_cost(depth, register)?;
-            let key = match key {
+            // Charged even when the key repeats (and replaces): every pair
+            // costs, so decoding a dict again is paid for too.
+            self.charge(if map.is_empty() {
+                ENTRY + MAP_BASE
+            } else {
+                ENTRY
+            })?;
+            let key = match self.object(depth, register)? {
                 Value::String(s) => s,
                 other => {
                     return Err(self.err_at(at, DecodeErrorKind::NonStrKey(python_type(&other))))
                 }
             };
-            let (v, vc) = self.object_cost(depth, register)?;
-            cost += kc + vc;
+            let v = self.object(depth, register)?;
             map.insert(key, v);
         }
-        self.finish_slot(slot, start, cost);
-        Ok((Value::Object(map), cost))
+        Ok(Value::Object(map))
     }
 
     /// `l`: i32 signed digit count, then |count| u16 digits in base 2^15,
-    /// least significant first.
-    fn long(&mut self, start: usize) -> Result<Value, DecodeError> {
+    /// least significant first. A big one is converted to decimal once; a
+    /// reference decoding it again (`register` false) takes the text made
+    /// the first time.
+    fn long(&mut self, start: usize, register: bool) -> Result<Value, DecodeError> {
         let count = self.i32()?;
         let negative = count < 0;
         let n = count.unsigned_abs() as usize;
@@ -509,30 +593,48 @@ impl<'a> Decoder<'a> {
         }
         let n = self.count(n, 2)?;
         let bytes = self.take(n * 2)?;
-        let mut digits = Vec::with_capacity(n);
-        for pair in bytes.chunks_exact(2) {
-            let d = u16::from_le_bytes([pair[0], pair[1]]);
-            if d > 0x7fff {
+        if n <= 8 {
+            // At most 120 bits: exact in u128.
+            let mut mag = 0u128;
+            for pair in bytes.chunks_exact(2).rev() {
+                mag = (mag << 15) | u128::from(self.long_digit(start, pair)?);
+            }
+            if n > 0 && mag >> (15 * (n - 1)) == 0 {
                 return Err(self.err_at(start, DecodeErrorKind::BadLongDigit));
             }
-            digits.push(d);
+            self.charge(heap(40))?;
+            return Ok(int_value(negative, mag));
+        }
+        if !register {
+            if let Ok(i) = self.ints.binary_search_by_key(&start, |(at, _)| *at) {
+                self.charge(heap(self.ints[i].1.len()))?;
+                let text = self.ints[i].1.clone();
+                return Ok(Value::Number(Number::from_string_unchecked(text)));
+            }
+        }
+        let mut digits = Vec::with_capacity(n);
+        for pair in bytes.chunks_exact(2) {
+            digits.push(self.long_digit(start, pair)?);
         }
         if digits.last() == Some(&0) {
             return Err(self.err_at(start, DecodeErrorKind::BadLongDigit));
         }
-        if n <= 8 {
-            // At most 120 bits: exact in u128.
-            let mag = digits
-                .iter()
-                .rev()
-                .fold(0u128, |a, &d| (a << 15) | u128::from(d));
-            return Ok(int_value(negative, mag));
-        }
-        let text = digits_to_decimal(negative, digits);
-        if text.len() > MAX_INT_DIGITS + 1 {
-            return Err(self.err_at(start, DecodeErrorKind::IntTooLarge));
+        // The value's text and the cached copy: 15 bits make at most 4.52
+        // decimal digits.
+        self.charge(2 * heap(5 * n + 2) + CACHED)?;
+        let text = digits_to_decimal(negative, &digits)
+            .ok_or_else(|| self.err_at(start, DecodeErrorKind::IntTooLarge))?;
+        if register {
+            self.ints.push((start, text.clone()));
         }
         Ok(Value::Number(Number::from_string_unchecked(text)))
+    }
+
+    fn long_digit(&self, start: usize, pair: &[u8]) -> Result<u16, DecodeError> {
+        match pair {
+            &[lo, hi] if hi < 0x80 => Ok(u16::from_le_bytes([lo, hi])),
+            _ => Err(self.err_at(start, DecodeErrorKind::BadLongDigit)),
+        }
     }
 }
 
@@ -552,33 +654,64 @@ fn int_value(negative: bool, mag: u128) -> Value {
     Value::Number(Number::from_string_unchecked(text))
 }
 
-/// Base-2^15 digits (least significant first) to decimal text.
-fn digits_to_decimal(negative: bool, mut digits: Vec<u16>) -> String {
-    let mut groups: Vec<u16> = Vec::new(); // base 10^4, least significant first
-    while !digits.is_empty() {
-        let mut rem = 0u32;
-        for d in digits.iter_mut().rev() {
-            let x = (rem << 15) | u32::from(*d);
-            *d = (x / 10_000) as u16;
-            rem = x % 10_000;
+/// 10^9: one `u32` limb of the decimal accumulator holds nine digits.
+const DECIMAL_BASE: u64 = 1_000_000_000;
+
+/// Base-2^15 digits (least significant first, top digit non-zero) to
+/// decimal text, or `None` past [`MAX_INT_DIGITS`] digits (the sign not
+/// counted, as in CPython). CPython's method: Horner's rule over 30 bits at
+/// a time into base-10^9 limbs, about n²/4 limb steps for n digits.
+fn digits_to_decimal(negative: bool, digits: &[u16]) -> Option<String> {
+    // Base 10^9, least significant first.
+    let mut acc: Vec<u32> = Vec::with_capacity(digits.len() / 2 + 2);
+    let (top, rest) = if digits.len() % 2 == 1 {
+        (
+            digits.last().map(|&d| u64::from(d)),
+            &digits[..digits.len() - 1],
+        )
+    } else {
+        (None, digits)
+    };
+    let mut add = |shift: u32, value: u64| {
+        let mut carry = value;
+        for limb in acc.iter_mut() {
+            // limb < 10^9 < 2^30, carry < 2^31: fits in 61 bits.
+            let x = (u64::from(*limb) << shift) + carry;
+            *limb = (x % DECIMAL_BASE) as u32;
+            carry = x / DECIMAL_BASE;
         }
-        groups.push(rem as u16);
-        while digits.last() == Some(&0) {
-            digits.pop();
+        while carry != 0 {
+            acc.push((carry % DECIMAL_BASE) as u32);
+            carry /= DECIMAL_BASE;
         }
+    };
+    if let Some(t) = top {
+        add(15, t);
     }
-    let mut s = String::with_capacity(groups.len() * 4 + 1);
+    for pair in rest.rchunks_exact(2) {
+        add(30, (u64::from(pair[1]) << 15) | u64::from(pair[0]));
+    }
+    let (&high, lower) = acc.split_last()?;
+    let high_digits = high.checked_ilog10().map_or(1, |l| l as usize + 1);
+    let len = lower.len() * 9 + high_digits;
+    if len > MAX_INT_DIGITS {
+        return None;
+    }
+    let mut s = String::with_capacity(len + usize::from(negative));
     if negative {
         s.push('-');
     }
-    let mut iter = groups.iter().rev();
-    if let Some(top) = iter.next() {
-        s.push_str(&top.to_string());
+    let mut buf = [0u8; 9];
+    for (i, &limb) in acc.iter().rev().enumerate() {
+        let mut v = limb;
+        for b in buf.iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        let from = if i == 0 { 9 - high_digits } else { 0 };
+        s.extend(buf[from..].iter().map(|&b| char::from(b)));
     }
-    for g in iter {
-        s.push_str(&format!("{g:04}"));
-    }
-    s
+    Some(s)
 }
 
 /// A finite float as Python's `repr` writes it (and so `json.dumps`):
@@ -796,7 +929,74 @@ mod tests {
             }
         }
         let e = decode(&data).expect_err("over budget");
-        assert!(matches!(e.kind, DecodeErrorKind::OverBudget), "{e}");
+        assert!(matches!(e.kind, DecodeErrorKind::TooLarge { .. }), "{e}");
+    }
+
+    /// Base-2^15 digits to decimal the slow obvious way (repeated division
+    /// by 10), the reference for `digits_to_decimal`.
+    fn decimal_reference(negative: bool, digits: &[u16]) -> String {
+        let mut digits = digits.to_vec();
+        let mut out = Vec::new();
+        while !digits.is_empty() {
+            let mut rem = 0u32;
+            for d in digits.iter_mut().rev() {
+                let x = (rem << 15) | u32::from(*d);
+                *d = (x / 10) as u16;
+                rem = x % 10;
+            }
+            out.push(b'0' + rem as u8);
+            while digits.last() == Some(&0) {
+                digits.pop();
+            }
+        }
+        if negative {
+            out.push(b'-');
+        }
+        out.reverse();
+        String::from_utf8(out).expect("ascii")
+    }
+
+    #[test]
+    fn decimal_conversion_matches_the_reference() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x & 0x7fff) as u16
+        };
+        let sizes = (1..=40).chain([99, 100, 501, 952, 953]);
+        for n in sizes {
+            for fill in [None, Some(0x7fff), Some(1)] {
+                let mut digits: Vec<u16> = (0..n).map(|_| fill.unwrap_or_else(&mut next)).collect();
+                if digits[n - 1] == 0 {
+                    digits[n - 1] = 1;
+                }
+                let negative = n % 2 == 0;
+                let want = decimal_reference(negative, &digits);
+                let got = digits_to_decimal(negative, &digits);
+                if want.trim_start_matches('-').len() > MAX_INT_DIGITS {
+                    assert_eq!(got, None, "{n} digits");
+                } else {
+                    assert_eq!(got.as_deref(), Some(want.as_str()), "{n} digits");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn referenced_big_int_is_converted_once() {
+        // A flagged 950-digit int referenced twice decodes three equal texts.
+        let mut data = vec![b'[', 3, 0, 0, 0, b'l' | FLAG_REF];
+        data.extend_from_slice(&950i32.to_le_bytes());
+        for i in 0..950u16 {
+            data.extend_from_slice(&(i % 0x7fff + 1).to_le_bytes());
+        }
+        data.extend_from_slice(&[b'r', 0, 0, 0, 0, b'r', 0, 0, 0, 0]);
+        let v = decode(&data).expect("decode");
+        let items = v.as_array().expect("list");
+        assert_eq!(items.len(), 3);
+        assert!(items[1] == items[0] && items[2] == items[0]);
     }
 
     #[test]
