@@ -350,6 +350,20 @@ fn densest_shapes_stay_within_the_bounds() {
 }
 
 /// Payloads a Python peer really sends, about 1 MB each of marshal.
+/// Runs a python3 script; its standard output.
+fn python_output(script: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 const PAYLOADS: &str = r#"
 import base64, marshal
 K = 100000
@@ -372,16 +386,7 @@ for name, v in cases.items():
 
 #[test]
 fn python_payloads_decode_within_the_bounds() {
-    let out = Command::new("python3")
-        .args(["-c", PAYLOADS])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let text = python_output(PAYLOADS);
     let mut n = 0;
     for row in text.lines() {
         let (name, line) = row.split_once('\t').expect("two columns");
@@ -413,16 +418,7 @@ for name, v in [("10**4299", 10**4299), ("-10**4299", -(10**4299)),
 
 #[test]
 fn int_digit_limit_is_cpythons_sign_excluded() {
-    let out = Command::new("python3")
-        .args(["-c", INT_EDGE])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let text = python_output(INT_EDGE);
     let mut rows = 0;
     for row in text.lines() {
         let cols: Vec<&str> = row.split(' ').collect();
