@@ -4,13 +4,19 @@
 //!
 //! ```text
 //! serve --listen ADDR [--format json|marshal] [--max-line BYTES]
-//!       [--max-connections N] [--exec CMD ARGS...]
+//!       [--max-connections N] [--idle-timeout SECS] [--exec CMD ARGS...]
 //! ```
 //!
 //! The default work function echoes each message. With `--exec`, each
 //! connection's child runs `CMD ARGS...` with the connection as its stdin
 //! and stdout. The first line of stdout is `listening on HOST:PORT`; events
 //! go to stderr.
+//!
+//! `--idle-timeout SECS` (default 300, fractions allowed, 0 for none) closes
+//! a connection that sends no complete line for that long, so that
+//! `--max-connections` silent clients cannot lock everyone else out (see
+//! `ServerOptions::idle_timeout`; with `--exec` it is the socket's receive
+//! timeout).
 //!
 //! Authentication: with `MINIRAY_SECRET` set in the environment, or
 //! `--secret-file PATH`, clients must answer an HMAC-SHA256 challenge before
@@ -27,9 +33,13 @@ struct Args {
     format: Format,
     max_line: Option<usize>,
     max_connections: Option<usize>,
+    idle_timeout: Option<Duration>,
     exec: Option<Vec<String>>,
     secret_file: Option<String>,
 }
+
+/// The default of `--idle-timeout`.
+const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -37,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         format: Format::Json,
         max_line: None,
         max_connections: None,
+        idle_timeout: Some(DEFAULT_IDLE),
         exec: None,
         secret_file: None,
     };
@@ -56,6 +67,19 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|e| format!("--max-connections: {e}"))?,
                 )
             }
+            "--idle-timeout" => {
+                let secs: f64 = value()?
+                    .parse()
+                    .map_err(|e| format!("--idle-timeout: {e}"))?;
+                a.idle_timeout = if secs == 0.0 {
+                    None
+                } else {
+                    Some(
+                        Duration::try_from_secs_f64(secs)
+                            .map_err(|e| format!("--idle-timeout: {e}"))?,
+                    )
+                };
+            }
             "--secret-file" => a.secret_file = Some(value()?),
             "--exec" => {
                 let rest: Vec<String> = it.by_ref().collect();
@@ -70,7 +94,8 @@ fn parse_args() -> Result<Args, String> {
     if a.listen.is_empty() {
         return Err(
             "usage: serve --listen ADDR [--format json|marshal] [--max-line BYTES] \
-                    [--max-connections N] [--secret-file PATH] [--exec CMD ARGS...]"
+                    [--max-connections N] [--idle-timeout SECS] [--secret-file PATH] \
+                    [--exec CMD ARGS...]"
                 .into(),
         );
     }
@@ -132,6 +157,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = args.max_connections {
         opts = opts.max_connections(n);
     }
+    if let Some(limit) = args.idle_timeout {
+        opts = opts.idle_timeout(limit);
+    }
     let server = match &args.exec {
         Some(cmd) => {
             reactor.listen_exec(args.listen.as_str(), &opts, Exec::new(&cmd[0], &cmd[1..])?)?
@@ -154,6 +182,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         for e in reactor.take_server_events() {
             match e {
                 ServerEvent::Accepted { peer, pid, .. } => eprintln!("accepted {peer} (pid {pid})"),
+                ServerEvent::Exited { pid, status, .. }
+                    if status.and_then(|s| s.code()) == Some(miniray::remote::EXIT_IDLE) =>
+                {
+                    eprintln!("pid {pid} closed an idle connection")
+                }
                 ServerEvent::Exited { pid, status, .. } => {
                     eprintln!("pid {pid} exited: {status:?}")
                 }

@@ -42,6 +42,17 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// The worker's process exited while its connection stays open (a
+    /// descendant, say a background job of an exec worker, still holds the
+    /// socket). Queued when the exit is seen, after the messages read
+    /// before it; the connection still delivers what the descendant sends
+    /// (and takes what is sent to it) until EOF, then [`Error::Closed`]
+    /// follows with the same status. A worker whose socket closes with its
+    /// exit never reports this.
+    Exited {
+        /// How the process ended (`None` when someone else reaped it).
+        status: Option<ExitStatus>,
+    },
     /// The worker is closed. `status` is its exit status once it was reaped
     /// (`None` when it was reaped by someone else or is not a local process).
     Closed {
@@ -128,6 +139,12 @@ impl fmt::Display for Error {
             }
             Error::Decode(e) => e.fmt(f),
             Error::Encode { format, reason } => write!(f, "cannot encode as {format}: {reason}"),
+            Error::Exited { status: Some(s) } => {
+                write!(f, "worker process exited ({s}); its connection is still open")
+            }
+            Error::Exited { status: None } => {
+                f.write_str("worker process exited; its connection is still open")
+            }
             Error::Closed { status: Some(s) } => write!(f, "worker closed ({s})"),
             Error::Closed { status: None } => write!(f, "worker closed"),
             Error::Backpressure {

@@ -61,9 +61,11 @@
 //!
 //! # Descriptors and scale
 //!
-//! A running local worker costs its parent exactly one descriptor (its end
+//! A running closure worker costs its parent exactly one descriptor (its end
 //! of the socketpair); between hang-up and exit a child briefly holds a pidfd
-//! too. Readiness comes from epoll, so there is no 1024-descriptor limit as
+//! too. An exec worker also has a pidfd from spawn (so its exit is seen even
+//! while a background job holds its socket), while descriptors are
+//! plentiful: see [`Reactor`]'s contract. Readiness comes from epoll, so there is no 1024-descriptor limit as
 //! with `select()`: 10,000 workers fit under a 20,000 open-file limit. Call
 //! [`raise_fd_limit`] first. An idle worker's buffers are freed, so it costs
 //! the parent a few hundred bytes of memory.

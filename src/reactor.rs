@@ -17,6 +17,7 @@ use slab::Slab;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::inbound::{Inbound, Msg};
+use crate::remote::is_fd_exhaustion;
 use crate::shm::{self, SharedMemory};
 use crate::sys;
 use crate::worker::{self, Channel, Worker, WorkerOptions};
@@ -83,6 +84,15 @@ const FLUSH_AT: usize = 64 * 1024;
 const KEEP_OUT_CAPACITY: usize = 4096;
 /// While a hung-up child could not get a pidfd, `waitpid` is retried this often.
 const REAP_RETRY: Duration = Duration::from_millis(5);
+
+/// The moment `d` from now, or `None` ("no deadline") when that is past what
+/// an [`Instant`] can hold (`Duration::MAX`, say): `Instant + Duration`
+/// panics on overflow, and a panic in `Drop` or event dispatch would take
+/// the program down.
+pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
 /// Default time [`Reactor`]'s drop and [`Reactor::shutdown`] give workers to exit
 /// after their connection closes, before `SIGKILL`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
@@ -109,12 +119,30 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 ///   their place.
 /// * **Closing.** When a connection ends, its descriptor is closed, an
 ///   unfinished line is queued as [`Error::TruncatedLine`], the child is reaped
-///   (`waitpid(pid, WNOHANG)`, then a pidfd if it has not exited yet) and
+///   (`waitpid(pid, WNOHANG)`, then on its pidfd if it has not exited yet) and
 ///   [`Error::Closed`] with its exit status is queued last. Once that event is
 ///   returned the handle is gone ([`Error::UnknownWorker`]). miniray never
 ///   calls `waitpid(-1)` and installs no signal handler.
-/// * **Descriptors.** One per running worker (its socket), plus a pidfd
-///   for a child between hang-up and exit, plus the epoll descriptor.
+/// * **Exit before hang-up.** An exec worker's pidfd is watched from spawn
+///   (its socket is its stdin and stdout, which whatever it starts
+///   inherits), so its exit is seen when it happens: it is reaped at once
+///   and, if its connection is still open after reading it to the end (a
+///   descendant, such as a background job, holds the socket),
+///   [`Error::Exited`] is queued after the messages read so far. The
+///   connection then goes on (messages both ways) until EOF brings
+///   [`Error::Closed`] with the same status. A child whose socket closes
+///   with it reports only `Closed`. A closure worker's socket is
+///   close-on-exec, so only a raw `fork` in its work function could keep it
+///   open: its exit is watched from hang-up.
+/// * **Descriptors.** One per running worker (its socket), the epoll
+///   descriptor and the waker, plus a pidfd per exec worker from spawn
+///   while that pidfd is numbered below half the soft open-file limit (the
+///   upper half is left to sockets and to the program; past it, or when
+///   `pidfd_open` fails, the worker is watched from hang-up), given back
+///   when a spawn runs out of descriptors; and a pidfd per child between
+///   hang-up and exit.
+/// * **Durations** too long for an [`Instant`] (`Duration::MAX`) mean no
+///   deadline.
 /// * **Dropping** the reactor closes every connection, gives the children
 ///   [`DEFAULT_GRACE`] to exit, kills the rest with `SIGKILL` and reaps all.
 ///
@@ -153,6 +181,10 @@ pub struct Reactor {
     pub(crate) dirty: Vec<Worker>,
     /// Hung-up children that could get no pidfd: `waitpid` is retried.
     pub(crate) unreaped: Vec<Worker>,
+    /// Exec workers given a pidfd at spawn, newest last: the ones that give
+    /// it back when a spawn runs out of descriptors. Entries go stale (checked
+    /// when used, swept when the list outgrows the workers).
+    pub(crate) early_watched: Vec<Worker>,
     pub(crate) read_buf: Vec<u8>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) grace: Duration,
@@ -217,6 +249,14 @@ pub(crate) struct Conn {
     pub(crate) max_queued: usize,
     pub(crate) read_paused: bool,
     pub(crate) state: State,
+    /// The child's pidfd, registered under the `KIND_EXIT` token: from spawn
+    /// (when descriptors allow) or from hang-up until exit.
+    pub(crate) pidfd: Option<OwnedFd>,
+    /// `Some(status)` once the child was reaped (its pid may be reused:
+    /// never signal it again).
+    pub(crate) exit: Option<Option<ExitStatus>>,
+    /// [`Error::Exited`] was queued.
+    pub(crate) exit_told: bool,
 }
 
 #[derive(Debug)]
@@ -233,9 +273,9 @@ pub(crate) enum State {
     Closing,
     /// Writing shut down; reading goes on until the child hangs up.
     WriteShut,
-    /// The connection ended; waiting for the child to exit (via the pidfd,
+    /// The connection ended; waiting for the child to exit (via its pidfd,
     /// or by retrying `waitpid`).
-    Reaping(Option<OwnedFd>),
+    Reaping,
     /// `Closed` is queued.
     Done,
 }
@@ -256,8 +296,10 @@ pub(crate) fn next_generation() -> u32 {
 pub(crate) const KIND_LISTENER: usize = 1 << 31;
 pub(crate) const KIND_CHILD: usize = 1 << 30;
 pub(crate) const KIND_PENDING: usize = 1 << 29;
+/// A local worker's pidfd (the worker's own key and generation).
+pub(crate) const KIND_EXIT: usize = 1 << 28;
 /// Slab keys stay below this, clear of the kind bits.
-pub(crate) const MAX_KEY: usize = (1 << 29) - 1;
+pub(crate) const MAX_KEY: usize = (1 << 28) - 1;
 
 pub(crate) fn token(key: usize, gen: u32) -> Token {
     Token(key | ((gen as usize) << 32))
@@ -293,14 +335,17 @@ impl Reactor {
             ready: Vec::new(),
             dirty: Vec::new(),
             unreaped: Vec::new(),
+            early_watched: Vec::new(),
             read_buf: Vec::new(),
             scratch: Vec::new(),
             grace: DEFAULT_GRACE,
         })
     }
 
-    /// Sets how long drop and [`Reactor::shutdown`] wait for children to exit
-    /// after closing their connections, before killing them.
+    /// Sets how long drop, [`Reactor::shutdown`] and
+    /// [`Reactor::stop_server`] wait for children to exit after closing their
+    /// connections, before killing them. `Duration::MAX` waits without limit
+    /// (for children that exit on EOF or `SIGTERM`).
     pub fn set_grace(&mut self, grace: Duration) {
         self.grace = grace;
     }
@@ -370,8 +415,21 @@ impl Reactor {
         if self.conns.vacant_key() > MAX_KEY {
             return Err(Error::io("spawn", io::Error::other("too many workers")));
         }
-        let (parent_end, child_end) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+        // An exec worker's socket is its stdin and stdout, inherited by
+        // whatever it starts, so it may outlive the worker: watch its exit
+        // from spawn. A closure worker's socket is close-on-exec (only a raw
+        // fork in its work function could share it), and a pidfd each would
+        // add a descriptor to every later fork's table: watched from hang-up.
+        let watch_now = matches!(work, worker::Work::Exec(_));
+        let pair = match std::os::unix::net::UnixStream::pair() {
+            // Out of descriptors: early pidfds are a convenience, sockets
+            // are not. Give two back (a socketpair needs two) and retry.
+            Err(e) if is_fd_exhaustion(&e) && self.give_back_pidfds(2) > 0 => {
+                std::os::unix::net::UnixStream::pair()
+            }
+            other => other,
+        };
+        let (parent_end, child_end) = pair.map_err(|e| Error::io("socketpair", e))?;
         let pid = worker::spawn_child(opts, child_end.into(), work)?;
         let sock = parent_end
             .set_nonblocking(true)
@@ -380,7 +438,12 @@ impl Reactor {
         match sock.and_then(|sock| {
             self.insert_conn(sock, Some(pid), opts, State::Open, Interest::READABLE)
         }) {
-            Ok(w) => Ok(w),
+            Ok(w) => {
+                if watch_now && self.watch_exit(w.key as usize, true) {
+                    self.note_early_watch(w);
+                }
+                Ok(w)
+            }
             Err(e) => {
                 // The child's end is closed with ours; make sure it is gone.
                 let _ = sys::kill(pid, libc::SIGKILL);
@@ -426,6 +489,9 @@ impl Reactor {
             max_queued: opts.max_queued,
             read_paused: false,
             state,
+            pidfd: None,
+            exit: None,
+            exit_told: false,
         });
         Ok(Worker {
             key: key as u32,
@@ -453,6 +519,7 @@ impl Reactor {
         let c = self.conn(w).ok()?;
         match c.state {
             State::Done => None,
+            _ if c.exit.is_some() => None,
             _ => c.pid,
         }
     }
@@ -655,6 +722,10 @@ impl Reactor {
     /// ```
     pub fn kill(&mut self, w: Worker, signal: i32) -> Result<()> {
         let conn = self.conn(w)?;
+        if let Some(status) = conn.exit {
+            // Reaped already: the pid may belong to someone else now.
+            return Err(Error::Closed { status });
+        }
         match (conn.pid, &conn.state) {
             (_, State::Done) | (None, _) => Err(Error::Closed { status: None }),
             (Some(pid), _) => sys::kill(pid, signal).map_err(|e| Error::io("kill", e)),
@@ -683,6 +754,8 @@ impl Reactor {
             // The consumer caught up: read what the worker sent meanwhile.
             conn.read_paused = false;
             self.read_conn(w.key as usize);
+            // An exit seen while paused is told once the data before it is in.
+            self.tell_exit(w.key as usize);
         }
         match item {
             None => Ok(None),
@@ -713,7 +786,7 @@ impl Reactor {
     }
 
     fn recv_msg(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Msg> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         let mut polled = false;
         loop {
             if let Some(v) = self.try_recv_msg(w)? {
@@ -755,7 +828,7 @@ impl Reactor {
         timeout: Option<Duration>,
     ) -> Result<()> {
         out.clear();
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         let mut polled = false;
         loop {
             self.collect_ready(out);
@@ -930,14 +1003,17 @@ impl Reactor {
             }
             return;
         }
+        if key & KIND_EXIT != 0 {
+            let key = key & !KIND_EXIT;
+            if self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                self.exit_ready(key);
+            }
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.gen != gen {
-            return;
-        }
-        if matches!(conn.state, State::Reaping(Some(_))) {
-            self.try_reap(key);
             return;
         }
         if matches!(conn.state, State::Authenticating) {
@@ -1000,13 +1076,8 @@ impl Reactor {
                 }
             }
         }
-        if conn.inbound.inbox.len() > before && !conn.queued {
-            conn.queued = true;
-            self.ready.push(Worker {
-                key: key as u32,
-                gen: conn.gen,
-                fd: conn.fd,
-            });
+        if conn.inbound.inbox.len() > before {
+            mark_ready(&mut self.ready, conn, key);
         }
         if ended {
             self.hang_up(key);
@@ -1097,19 +1168,6 @@ impl Reactor {
                 }
             }
         }
-        if !refused.is_empty() {
-            for e in refused {
-                conn.inbound.push(Err(e));
-            }
-            if !conn.queued {
-                conn.queued = true;
-                self.ready.push(Worker {
-                    key: key as u32,
-                    gen: conn.gen,
-                    fd: conn.fd,
-                });
-            }
-        }
         let drained = failed || conn.out_pos == conn.out.len();
         if drained {
             if conn.out.capacity() > KEEP_OUT_CAPACITY {
@@ -1142,6 +1200,12 @@ impl Reactor {
             let _ = sock.shutdown(Shutdown::Write);
             conn.state = State::WriteShut;
         }
+        if !refused.is_empty() {
+            for e in refused {
+                conn.inbound.push(Err(e));
+            }
+            mark_ready(&mut self.ready, conn, key);
+        }
         if failed {
             self.read_conn(key);
         }
@@ -1159,37 +1223,154 @@ impl Reactor {
         conn.out_pos = 0;
         conn.out_fds.clear();
         conn.inbound.finish();
-        conn.state = State::Reaping(None);
-        match conn.pid {
-            None => self.finish(key, None),
-            Some(pid) => match sys::try_wait(pid) {
+        conn.state = State::Reaping;
+        let watched = conn.pidfd.is_some();
+        let me = Worker {
+            key: key as u32,
+            gen: conn.gen,
+            fd: conn.fd,
+        };
+        match (conn.pid, conn.exit) {
+            (None, _) => self.finish(key, None),
+            // Reaped when its pidfd fired: Closed carries that status.
+            (Some(_), Some(status)) => self.finish(key, status),
+            (Some(pid), None) => match sys::try_wait(pid) {
                 Ok(Some(status)) => self.finish(key, Some(status)),
                 Err(_) => self.finish(key, None),
+                // Its pidfd (from spawn) reports the exit.
+                Ok(None) if watched => {}
                 Ok(None) => {
-                    let gen = conn.gen;
                     // Wait for the exit on a pidfd; without one, poll waitpid.
-                    let watched = sys::pidfd_open(pid).ok().and_then(|fd| {
-                        self.poll
-                            .registry()
-                            .register(
-                                &mut SourceFd(&fd.as_raw_fd()),
-                                token(key, gen),
-                                Interest::READABLE,
-                            )
-                            .ok()
-                            .map(|()| fd)
-                    });
-                    match watched {
-                        Some(fd) => conn.state = State::Reaping(Some(fd)),
-                        None => self.unreaped.push(Worker {
-                            key: key as u32,
-                            gen,
-                            fd: conn.fd,
-                        }),
+                    if !self.watch_exit(key, false) {
+                        self.unreaped.push(me);
                     }
                 }
             },
         }
+    }
+
+    /// Opens the child's pidfd and registers it under the worker's
+    /// `KIND_EXIT` token. `at_spawn`: only while the descriptor is numbered
+    /// below half the soft open-file limit (see the type's docs). False when
+    /// the child is not watched (no pidfd: `EMFILE`, an old kernel, ...).
+    fn watch_exit(&mut self, key: usize, at_spawn: bool) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Some(pid) = conn.pid else {
+            return false;
+        };
+        let Ok(fd) = sys::pidfd_open(pid) else {
+            return false;
+        };
+        if at_spawn && fd.as_raw_fd() as u64 >= sys::open_file_limit() / 2 {
+            return false;
+        }
+        let tok = token(key | KIND_EXIT, conn.gen);
+        let registered =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd.as_raw_fd()), tok, Interest::READABLE);
+        if registered.is_err() {
+            return false;
+        }
+        conn.pidfd = Some(fd);
+        true
+    }
+
+    /// Remembers a worker watched from spawn (for [`Reactor::give_back_pidfds`]),
+    /// sweeping stale entries once the list outgrows the workers.
+    fn note_early_watch(&mut self, w: Worker) {
+        if self.early_watched.len() >= 2 * self.conns.len() + 64 {
+            let conns = &self.conns;
+            self.early_watched.retain(|w| {
+                matches!(conns.get(w.key as usize),
+                    Some(c) if c.gen == w.gen && c.pidfd.is_some() && c.sock.is_some())
+            });
+        }
+        self.early_watched.push(w);
+    }
+
+    /// Closes up to `n` pidfds of running workers watched from spawn (newest
+    /// first); they fall back to being watched from hang-up. Returns how many.
+    fn give_back_pidfds(&mut self, n: usize) -> usize {
+        let mut given = 0;
+        while given < n {
+            let Some(w) = self.early_watched.pop() else {
+                break;
+            };
+            let Some(conn) = self.conns.get_mut(w.key as usize) else {
+                continue;
+            };
+            if conn.gen != w.gen || conn.sock.is_none() {
+                continue;
+            }
+            if let Some(fd) = conn.pidfd.take() {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&fd.as_raw_fd()));
+                given += 1;
+            }
+        }
+        given
+    }
+
+    /// The child's pidfd read ready: it exited. Reap it now; read what its
+    /// socket holds, so a socket that closed with it ends in `Closed` alone;
+    /// if the socket stays open (a descendant holds it), tell `Exited`.
+    fn exit_ready(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(pid) = conn.pid else {
+            return;
+        };
+        if conn.exit.is_some() {
+            return;
+        }
+        let status = match sys::try_wait(pid) {
+            Ok(None) => return,
+            Ok(Some(s)) => Some(s),
+            Err(_) => None,
+        };
+        conn.exit = Some(status);
+        if let Some(fd) = conn.pidfd.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        if conn.sock.is_none() {
+            if matches!(conn.state, State::Reaping) {
+                self.finish(key, status);
+            }
+            return;
+        }
+        // The child closed its descriptors before it became a zombie, so if
+        // it held the last copy of its socket, EOF is there to read now.
+        if !conn.read_paused {
+            self.read_conn(key);
+        }
+        self.tell_exit(key);
+    }
+
+    /// Queues `Exited` for a reaped child whose connection is still open
+    /// once everything before the exit was read (not while reading is paused:
+    /// then it is told when reading resumes).
+    fn tell_exit(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(status) = conn.exit else {
+            return;
+        };
+        if conn.exit_told || conn.read_paused || conn.sock.is_none() {
+            return;
+        }
+        conn.exit_told = true;
+        conn.inbound.push(Err(Error::Exited { status }));
+        mark_ready(&mut self.ready, conn, key);
     }
 
     fn try_reap(&mut self, key: usize) -> bool {
@@ -1226,7 +1407,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let State::Reaping(Some(fd)) = &conn.state {
+        if let Some(fd) = conn.pidfd.take() {
             let _ = self
                 .poll
                 .registry()
@@ -1234,14 +1415,7 @@ impl Reactor {
         }
         conn.state = State::Done;
         conn.inbound.push(Err(Error::Closed { status }));
-        if !conn.queued {
-            conn.queued = true;
-            self.ready.push(Worker {
-                key: key as u32,
-                gen: conn.gen,
-                fd: conn.fd,
-            });
-        }
+        mark_ready(&mut self.ready, conn, key);
     }
 
     /// Closes every connection, waits up to the grace period (see
@@ -1262,37 +1436,46 @@ impl Reactor {
             // holds a copy), so no epoll_ctl per worker; any straggling event
             // finds an empty slab and is ignored.
             drop(conn.sock.take());
-            let reaped = matches!(conn.state, State::Done);
+            let reaped = matches!(conn.state, State::Done) || conn.exit.is_some();
             conn.state = State::Done;
             match conn.pid {
                 Some(pid) if !reaped => waiting.push((w, pid)),
                 _ => {
-                    let status = conn.inbound.inbox.iter().rev().find_map(|e| match e {
-                        Err(Error::Closed { status }) => *status,
-                        _ => None,
+                    let status = conn.exit.flatten().or_else(|| {
+                        conn.inbound.inbox.iter().rev().find_map(|e| match e {
+                            Err(Error::Closed { status }) => *status,
+                            _ => None,
+                        })
                     });
                     result.push((w, status));
                 }
             }
         }
+        // Dropping the slots closes the pidfds too (and so unregisters them).
         self.conns.clear();
         self.ready.clear();
         self.dirty.clear();
         self.unreaped.clear();
+        self.early_watched.clear();
         let pids: Vec<libc::pid_t> = waiting.iter().map(|&(_, pid)| pid).collect();
-        let statuses = reap_within(&pids, Instant::now() + self.grace);
+        let statuses = reap_within(&pids, deadline_after(self.grace));
         result.extend(waiting.into_iter().map(|(w, _)| w).zip(statuses));
         result
     }
 }
 
-/// Reaps `pids` (children told to exit), in order: each is checked with
-/// `waitpid(WNOHANG)` and, while it runs, waited for on a pidfd until it
-/// exits or `deadline` passes, so
-/// children that exit in the order they were told cost one call each, never
-/// a sweep over all of them. Whatever is left at the deadline is killed with
-/// `SIGKILL` and reaped. Statuses come back in `pids`' order (`None`: not
-/// ours to reap).
+/// Puts the worker on the ready list unless it is there already.
+fn mark_ready(ready: &mut Vec<Worker>, conn: &mut Conn, key: usize) {
+    if !conn.queued {
+        conn.queued = true;
+        ready.push(Worker {
+            key: key as u32,
+            gen: conn.gen,
+            fd: conn.fd,
+        });
+    }
+}
+
 /// A send error that means the peer closed its end (as EOF would).
 fn peer_gone(e: &io::Error) -> bool {
     matches!(
@@ -1301,7 +1484,17 @@ fn peer_gone(e: &io::Error) -> bool {
     )
 }
 
-pub(crate) fn reap_within(pids: &[libc::pid_t], deadline: Instant) -> Vec<Option<ExitStatus>> {
+/// Reaps `pids` (children told to exit), in order: each is checked with
+/// `waitpid(WNOHANG)` and, while it runs, waited for on a pidfd until it
+/// exits or `deadline` passes (`None`: no deadline), so
+/// children that exit in the order they were told cost one call each, never
+/// a sweep over all of them. Whatever is left at the deadline is killed with
+/// `SIGKILL` and reaped. Statuses come back in `pids`' order (`None`: not
+/// ours to reap).
+pub(crate) fn reap_within(
+    pids: &[libc::pid_t],
+    deadline: Option<Instant>,
+) -> Vec<Option<ExitStatus>> {
     let mut out = vec![None; pids.len()];
     let mut late = Vec::new();
     for (i, &pid) in pids.iter().enumerate() {
@@ -1310,10 +1503,12 @@ pub(crate) fn reap_within(pids: &[libc::pid_t], deadline: Instant) -> Vec<Option
             match sys::try_wait(pid) {
                 Ok(Some(status)) => out[i] = Some(status),
                 Err(_) => {}
-                Ok(None) if Instant::now() < deadline => {
+                Ok(None) if deadline.map_or(true, |d| Instant::now() < d) => {
                     // Sleep until it exits (its pidfd reads ready) or the
                     // deadline; without a pidfd, nap and look again.
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = deadline.map_or(Duration::MAX, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
                     match sys::pidfd_open(pid) {
                         Ok(fd) => {
                             let _ = sys::poll_readable(fd.as_raw_fd(), left);

@@ -19,8 +19,8 @@ use mio::Interest;
 use crate::auth::{self, Secret};
 use crate::error::{Error, Result};
 use crate::reactor::{
-    next_generation, token, Reactor, State, Stream, KIND_CHILD, KIND_LISTENER, KIND_PENDING,
-    MAX_KEY,
+    deadline_after, next_generation, token, Reactor, State, Stream, KIND_CHILD, KIND_LISTENER,
+    KIND_PENDING, MAX_KEY,
 };
 use crate::sys;
 use crate::worker::{self, Channel, Exec, Work, Worker, WorkerOptions};
@@ -29,8 +29,35 @@ use crate::worker::{self, Channel, Exec, Work, Worker, WorkerOptions};
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default pause of a server's accepting after it ran out of descriptors.
 pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Exit status of a serving child (of [`Reactor::listen`] or
+/// [`Reactor::listen_channel`]) that closed its connection because no
+/// complete line came within [`ServerOptions::idle_timeout`]; reported as
+/// [`ServerEvent::Exited`]. 124, as `timeout(1)` uses.
+pub const EXIT_IDLE: i32 = 124;
 
 /// How a [`Server`] listens and what each connection's child runs with.
+///
+/// # How the limits combine
+///
+/// A server holds at most [`max_connections`](ServerOptions::max_connections)
+/// connections at once, counting both handshakes in progress (with a
+/// [`secret`](ServerOptions::secret)) and serving children; one more is
+/// closed at once ([`ServerEvent::Rejected`]). A client that sends nothing
+/// keeps its slot:
+///
+/// * while it authenticates, for at most
+///   [`auth_timeout`](ServerOptions::auth_timeout) (5 s by default), after
+///   which it is closed ([`ServerEvent::AuthFailed`]);
+/// * once served, for as long as it likes unless
+///   [`idle_timeout`](ServerOptions::idle_timeout) is set (it is off by
+///   default): then the child closes after that long without a complete
+///   line, exits [`EXIT_IDLE`] and the slot is free again.
+///
+/// So without an idle limit, `max_connections` silent clients lock every
+/// other client out for good; with one, a slot is held by a silent client
+/// for at most `auth_timeout + idle_timeout`. Slowly dripping bytes that
+/// never make a line do not count as activity. A served client is never
+/// closed while its child is busy answering, only while it waits for input.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
     pub(crate) worker: WorkerOptions,
@@ -38,6 +65,7 @@ pub struct ServerOptions {
     pub(crate) accept_backoff: Duration,
     pub(crate) secret: Option<Secret>,
     pub(crate) auth_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +76,7 @@ impl Default for ServerOptions {
             accept_backoff: DEFAULT_ACCEPT_BACKOFF,
             secret: None,
             auth_timeout: Duration::from_secs(5),
+            idle_timeout: None,
         }
     }
 }
@@ -71,8 +100,10 @@ impl ServerOptions {
         self
     }
 
-    /// Connections served at once; one over it is closed at once and
-    /// reported as [`ServerEvent::Rejected`].
+    /// Connections held at once (handshakes in progress and serving
+    /// children); one over it is closed at once and reported as
+    /// [`ServerEvent::Rejected`]. See the type's docs for how it combines
+    /// with the timeouts.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
         self
@@ -86,15 +117,42 @@ impl ServerOptions {
         self
     }
 
-    /// How long a client has to answer the challenge. Default 5 s.
+    /// How long a client has to answer the challenge. Default 5 s;
+    /// `Duration::MAX` waits without limit (a silent client then holds its
+    /// slot for good).
     pub fn auth_timeout(mut self, timeout: Duration) -> Self {
         self.auth_timeout = timeout;
         self
     }
 
-    /// How long accepting pauses after `EMFILE`/`ENFILE`.
+    /// How long accepting pauses after `EMFILE`/`ENFILE`. Default 50 ms;
+    /// `Duration::MAX` stops accepting for good after the first failure.
     pub fn accept_backoff(mut self, pause: Duration) -> Self {
         self.accept_backoff = pause;
+        self
+    }
+
+    /// Close a served connection that sends no complete line for `limit`
+    /// while its child waits for one. Off by default (as before).
+    ///
+    /// * [`Reactor::listen`] and [`Reactor::listen_channel`]: the child's
+    ///   [`Channel::recv`] fails with [`Error::Timeout`] (see
+    ///   [`Channel::set_idle_timeout`]), the connection is shut down and the
+    ///   child exits [`EXIT_IDLE`] once the work function returns (at once
+    ///   for `listen`), reported as [`ServerEvent::Exited`]. The clock runs
+    ///   only while the child waits for input, from the moment it starts
+    ///   waiting: a slow answer never counts, and bytes without a newline
+    ///   do not reset it.
+    /// * [`Reactor::listen_exec`]: the program reads the socket itself, so
+    ///   miniray cannot see its lines; `limit` becomes the socket's receive
+    ///   timeout (`SO_RCVTIMEO`), and a blocking read that gets no byte for
+    ///   that long fails with `EAGAIN` (most programs then exit; the status
+    ///   is theirs). This is weaker: any byte resets it, and a program that
+    ///   waits with `poll`/`select` is not limited.
+    ///
+    /// `Duration::MAX` means no limit.
+    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle_timeout = Some(limit);
         self
     }
 }
@@ -187,7 +245,10 @@ pub(crate) struct Listener {
     opts: ServerOptions,
     work: ServerWork,
     active: usize,
-    paused_until: Option<Instant>,
+    /// Accepting paused after `EMFILE`...
+    paused: bool,
+    /// ... until then (`None`: for good, after a back-off of `Duration::MAX`).
+    resume_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -206,7 +267,8 @@ pub(crate) struct Pending {
     peer: SocketAddr,
     server: Server,
     nonce: Vec<u8>,
-    deadline: Instant,
+    /// `None`: an `auth_timeout` too long to be a deadline.
+    deadline: Option<Instant>,
 }
 
 /// The TCP part of the reactor's state.
@@ -231,13 +293,14 @@ impl Tcp {
         let paused = self
             .paused
             .iter()
-            .filter_map(|&k| self.servers.get(k).and_then(|l| l.paused_until));
-        let handshakes = self.pending.iter().map(|(_, p)| p.deadline);
+            .filter_map(|&k| self.servers.get(k).and_then(|l| l.resume_at));
+        let handshakes = self.pending.iter().filter_map(|(_, p)| p.deadline);
         paused.chain(handshakes).min()
     }
 }
 
-fn is_fd_exhaustion(e: &io::Error) -> bool {
+/// `EMFILE` or `ENFILE`: out of descriptors (the process's or the system's).
+pub(crate) fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
@@ -246,7 +309,8 @@ impl Reactor {
     /// miniray or of the original Python library) with the same interface as
     /// a local worker. The connect is non-blocking and completed through the
     /// reactor (other workers' events are read and queued meanwhile), tried
-    /// on each resolved address in turn until `timeout`. `TCP_NODELAY` is set.
+    /// on each resolved address in turn until `timeout` (`Duration::MAX`: no
+    /// limit). `TCP_NODELAY` is set.
     ///
     /// Errors: [`Error::Io`] with `op` `"connect"` (refused, unreachable,
     /// ...) or `"resolve"`, [`Error::Timeout`]. A reset or EOF later is the
@@ -257,7 +321,7 @@ impl Reactor {
         opts: &WorkerOptions,
         timeout: Duration,
     ) -> Result<Worker> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut last = None;
         for a in addr
             .to_socket_addrs()
@@ -281,7 +345,7 @@ impl Reactor {
         &mut self,
         addr: SocketAddr,
         opts: &WorkerOptions,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> Result<Worker> {
         let sock = TcpStream::connect(addr).map_err(|e| Error::io("connect", e))?;
         let w = self.insert_conn(
@@ -334,8 +398,8 @@ impl Reactor {
                     return Err(err);
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
                 if let Some(mut c) = self.conns.try_remove(w.key as usize) {
                     if let Some(mut s) = c.sock.take() {
                         let _ = self.poll.registry().deregister(&mut s);
@@ -343,7 +407,7 @@ impl Reactor {
                 }
                 return Err(Error::Timeout);
             }
-            self.poll_once(Some(left))?;
+            self.poll_once(left)?;
         }
     }
 
@@ -469,7 +533,8 @@ impl Reactor {
             opts: opts.clone(),
             work,
             active: 0,
-            paused_until: None,
+            paused: false,
+            resume_at: None,
         });
         Ok(Server {
             key: key as u32,
@@ -508,7 +573,7 @@ impl Reactor {
             let Some(l) = self.tcp.servers.get_mut(key) else {
                 return;
             };
-            if l.paused_until.is_some() {
+            if l.paused {
                 return;
             }
             let server = Server {
@@ -545,7 +610,8 @@ impl Reactor {
                             Err(_) => {}
                         }
                     }
-                    l.paused_until = Some(Instant::now() + l.opts.accept_backoff);
+                    l.paused = true;
+                    l.resume_at = deadline_after(l.opts.accept_backoff);
                     self.tcp.paused.push(key);
                     self.tcp.events.push_back(ServerEvent::AcceptFailed {
                         server,
@@ -580,7 +646,7 @@ impl Reactor {
             return;
         }
         if l.opts.secret.is_some() {
-            let deadline = Instant::now() + l.opts.auth_timeout;
+            let deadline = deadline_after(l.opts.auth_timeout);
             self.start_handshake(server, stream, peer, deadline);
             return;
         }
@@ -599,6 +665,13 @@ impl Reactor {
         };
         let std_stream = std::net::TcpStream::from(stream);
         let _ = std_stream.set_nodelay(true);
+        let idle = l.opts.idle_timeout;
+        if let (Some(limit), ServerWork::Exec(_)) = (idle, &l.work) {
+            // The program reads the socket itself: the receive timeout is
+            // the only limit miniray can set (see `idle_timeout`). Zero
+            // would mean "none" to the kernel.
+            let _ = std_stream.set_read_timeout(Some(limit.max(Duration::from_millis(1))));
+        }
         if let Err(e) = std_stream.set_nonblocking(false) {
             self.tcp.events.push_back(ServerEvent::AcceptFailed {
                 server,
@@ -609,9 +682,21 @@ impl Reactor {
         }
         let fd = OwnedFd::from(std_stream);
         let forked = match &mut l.work {
-            ServerWork::Run(work) => {
-                worker::spawn_child(&l.opts.worker, fd, Work::Run(|ch: &mut Channel| work(ch)))
-            }
+            ServerWork::Run(work) => worker::spawn_child(
+                &l.opts.worker,
+                fd,
+                Work::Run(|ch: &mut Channel| {
+                    ch.set_idle_timeout(idle);
+                    let outcome = work(ch);
+                    if ch.idle_expired() {
+                        // The connection is already shut down; say why we
+                        // leave in the exit status.
+                        let _ = ch.flush();
+                        sys::exit_now(EXIT_IDLE);
+                    }
+                    outcome
+                }),
+            ),
             ServerWork::Exec(e) => worker::spawn_child::<fn(&mut Channel) -> Result<()>>(
                 &l.opts.worker,
                 fd,
@@ -642,7 +727,7 @@ impl Reactor {
         server: Server,
         mut stream: TcpStream,
         peer: SocketAddr,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) {
         let mut fail = |reason| {
             self.tcp.events.push_back(ServerEvent::AuthFailed {
@@ -732,7 +817,7 @@ impl Reactor {
             .tcp
             .pending
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
             .map(|(k, _)| k)
             .collect();
         for key in late {
@@ -747,7 +832,12 @@ impl Reactor {
     }
 
     /// The client's side of the handshake, on a connection just opened.
-    fn answer_challenge(&mut self, w: Worker, secret: &Secret, deadline: Instant) -> Result<()> {
+    fn answer_challenge(
+        &mut self,
+        w: Worker,
+        secret: &Secret,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let fd = w.fd;
         loop {
             match auth::take_line(fd) {
@@ -769,15 +859,15 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(Error::io("authenticate", e)),
             }
-            if Instant::now() >= deadline {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
                 return Err(Error::Timeout);
             }
             // Peek again after a short wait: this connection's events are
             // not read while it authenticates.
-            let slice = deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(10));
-            self.poll_once(Some(slice))?;
+            self.poll_once(Some(left.min(Duration::from_millis(10))))?;
         }
     }
 
@@ -860,18 +950,19 @@ impl Reactor {
             let list = std::mem::take(&mut self.tcp.paused);
             for key in list {
                 let due = match self.tcp.servers.get_mut(key) {
-                    Some(l) => match l.paused_until {
+                    Some(l) if l.paused => match l.resume_at {
                         Some(t) if t <= now => {
-                            l.paused_until = None;
+                            l.paused = false;
+                            l.resume_at = None;
                             true
                         }
-                        Some(_) => {
+                        // Not yet; or never (an endless back-off).
+                        _ => {
                             self.tcp.paused.push(key);
                             false
                         }
-                        None => false,
                     },
-                    None => false,
+                    _ => false,
                 };
                 if due {
                     // Edge-triggered: connections queued while paused raise
@@ -912,7 +1003,7 @@ impl Reactor {
             }
         }
         let just_pids: Vec<libc::pid_t> = pids.iter().map(|&(_, p)| p).collect();
-        let statuses = crate::reactor::reap_within(&just_pids, Instant::now() + self.grace);
+        let statuses = crate::reactor::reap_within(&just_pids, deadline_after(self.grace));
         for ((k, _), status) in pids.into_iter().zip(statuses) {
             self.reap_child(k, Some(status));
         }

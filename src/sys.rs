@@ -322,6 +322,20 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The soft open-file limit (`RLIMIT_NOFILE`); `u64::MAX` when unlimited or
+/// unknown. Sizes how many pidfds are opened at spawn.
+pub(crate) fn open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid out-pointer.
+    match cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }) {
+        Ok(_) if lim.rlim_cur != libc::RLIM_INFINITY => lim.rlim_cur,
+        _ => u64::MAX,
+    }
+}
+
 /// `getpid(2)`.
 pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: no preconditions.
@@ -516,7 +530,9 @@ pub(crate) fn is_unix_socket(fd: RawFd) -> bool {
     r == 0 && domain == libc::AF_UNIX
 }
 
-/// `poll(2)` on one descriptor for readability, up to `timeout`.
+/// `poll(2)` on one descriptor for readability, up to `timeout` (at least
+/// 1 ms; at most `i32::MAX` ms, about 24 days: callers with a longer or no
+/// deadline loop).
 pub(crate) fn poll_readable(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
     let mut p = libc::pollfd {
         fd,

@@ -287,6 +287,9 @@ pub struct Channel {
     out: Vec<u8>,
     scratch: Vec<u8>,
     eof: bool,
+    /// See [`Channel::set_idle_timeout`].
+    idle: Option<std::time::Duration>,
+    idle_expired: bool,
 }
 
 const CHANNEL_READ: usize = 256 * 1024;
@@ -307,7 +310,25 @@ impl Channel {
             out: Vec::new(),
             scratch: Vec::new(),
             eof: false,
+            idle: None,
+            idle_expired: false,
         }
+    }
+
+    /// Limits how long [`Channel::recv`] waits for a complete line: once
+    /// `limit` passes from the moment it starts waiting with no complete
+    /// line (bytes without a newline do not count), it shuts the connection
+    /// down (the peer reads EOF), fails with [`Error::Timeout`], and reads as
+    /// closed (`Ok(None)`) from then on. `None` (the default) or a limit too
+    /// long to be a deadline (`Duration::MAX`): no limit. Servers set it
+    /// from [`ServerOptions::idle_timeout`](crate::ServerOptions::idle_timeout).
+    pub fn set_idle_timeout(&mut self, limit: Option<std::time::Duration>) {
+        self.idle = limit;
+    }
+
+    /// True once the idle limit closed the connection.
+    pub fn idle_expired(&self) -> bool {
+        self.idle_expired
     }
 
     /// The channel's format.
@@ -319,7 +340,8 @@ impl Channel {
     /// exited). Per-message errors ([`Error::LineTooLong`],
     /// [`Error::Decode`], [`Error::TruncatedLine`], [`Error::Region`]) fail
     /// that message only; call again for the next. Blocks, after writing any
-    /// queued replies. Regions sent with the message are closed; use
+    /// queued replies; [`Error::Timeout`] once an idle limit
+    /// ([`Channel::set_idle_timeout`]) passes. Regions sent with the message are closed; use
     /// [`Channel::recv_regions`] to keep them.
     pub fn recv(&mut self) -> Result<Option<Value>> {
         Ok(self.recv_msg()?.map(|m| m.value))
@@ -332,6 +354,7 @@ impl Channel {
     }
 
     fn recv_msg(&mut self) -> Result<Option<Msg>> {
+        let idle_until = self.idle.and_then(crate::reactor::deadline_after);
         loop {
             if let Some(item) = self.inbound.pop() {
                 return item.map(Some);
@@ -340,7 +363,36 @@ impl Channel {
                 return Ok(None);
             }
             self.flush()?;
+            if let Some(until) = idle_until {
+                self.await_input(until)?;
+            }
             self.fill()?;
+        }
+    }
+
+    /// Waits until the socket is readable or `until` passes; then the
+    /// connection is idle: shut it down and fail with [`Error::Timeout`].
+    fn await_input(&mut self, until: std::time::Instant) -> Result<()> {
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                self.idle_expired = true;
+                self.eof = true;
+                // Shut down, not just closed by our exit: the work function
+                // may go on, and the peer must learn now. (shutdown(2) is
+                // the same call for a Unix socket as for TCP.)
+                if let Ok(dup) = self.sock.try_clone() {
+                    let _ = std::net::TcpStream::from(OwnedFd::from(dup))
+                        .shutdown(std::net::Shutdown::Both);
+                }
+                return Err(Error::Timeout);
+            }
+            match sys::poll_readable(self.sock.as_raw_fd(), left) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("poll", e)),
+            }
         }
     }
 
