@@ -420,7 +420,11 @@ impl Reactor {
         // from spawn. A closure worker's socket is close-on-exec (only a raw
         // fork in its work function could share it), and a pidfd each would
         // add a descriptor to every later fork's table: watched from hang-up.
-        let watch_now = matches!(work, worker::Work::Exec(_));
+        let exec = match &work {
+            worker::Work::Exec(program) => Some(*program),
+            worker::Work::Run(_) => None,
+        };
+        let watch_now = exec.is_some();
         let pair = match std::os::unix::net::UnixStream::pair() {
             // Out of descriptors: early pidfds are a convenience, sockets
             // are not. Give two back (a socketpair needs two) and retry.
@@ -430,7 +434,27 @@ impl Reactor {
             other => other,
         };
         let (parent_end, child_end) = pair.map_err(|e| Error::io("socketpair", e))?;
-        let pid = worker::spawn_child(opts, child_end.into(), work)?;
+        let pid = match worker::spawn_child(opts, child_end.into(), work) {
+            Ok(pid) => pid,
+            // The exec error pipe found no room: likewise, give back and
+            // start over (the socketpair was closed with the error).
+            Err(Error::Io {
+                op: "pipe2",
+                source,
+            }) if is_fd_exhaustion(&source) => match exec {
+                Some(program) if self.give_back_pidfds(2) > 0 => {
+                    drop(parent_end);
+                    return self.spawn_local(opts, worker::Work::<F>::Exec(program));
+                }
+                _ => {
+                    return Err(Error::Io {
+                        op: "pipe2",
+                        source,
+                    })
+                }
+            },
+            Err(e) => return Err(e),
+        };
         let sock = parent_end
             .set_nonblocking(true)
             .map_err(|e| Error::io("fcntl", e))

@@ -236,9 +236,15 @@ pub(crate) fn exec_with_socket(
     // before fork and alive in this copy of memory. All are async-signal-safe
     // except execvp's PATH search, which glibc does on the stack.
     unsafe {
-        // Move the socket above 2 first, in case it is 0 or 1 itself.
-        let high = libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 3);
-        if high < 0 || libc::dup2(high, 0) < 0 || libc::dup2(high, 1) < 0 {
+        // dup2 onto 0 and 1 needs no free slot, so a parent at its
+        // open-file limit can still start a program; only a socket that is
+        // 0 or 1 itself is first moved above 2 (then 0 or 1 was free).
+        let src = if sock <= 1 {
+            libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 3)
+        } else {
+            sock
+        };
+        if src < 0 || libc::dup2(src, 0) < 0 || libc::dup2(src, 1) < 0 {
             fail(errno())
         }
         close_fds_except(keep);
