@@ -172,22 +172,6 @@ fn an_infinite_auth_timeout_serves_and_never_expires_a_handshake() {
     );
 }
 
-/// Gathers the host's event names for up to `wait`.
-fn collect(r: &mut Reactor, host: miniray::Worker, into: &mut Vec<Value>, wait: Duration) {
-    let until = Instant::now() + wait;
-    for _ in 0..1000 {
-        match r.recv(host, Some(until.saturating_duration_since(Instant::now()))) {
-            Ok(v) => into.push(v),
-            Err(Error::Timeout) => return,
-            Err(e) => panic!("host failed: {e}; events {into:?}"),
-        }
-    }
-}
-
-fn open_fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
-}
-
 #[test]
 fn an_infinite_accept_backoff_pauses_without_panicking() {
     let mut r = Reactor::new().expect("reactor");

@@ -202,23 +202,6 @@ fn connections_over_the_limit_are_closed_and_reported() {
     assert_eq!(n, 0, "rejected connection is closed");
 }
 
-/// Gathers the host's event names for up to `wait` (at most 1000 of them).
-fn collect(r: &mut Reactor, host: miniray::Worker, into: &mut Vec<Value>, wait: Duration) {
-    let until = Instant::now() + wait;
-    for _ in 0..1000 {
-        match r.recv(host, Some(until.saturating_duration_since(Instant::now()))) {
-            Ok(v) => into.push(v),
-            Err(Error::Timeout) => return,
-            Err(e) => panic!("host failed: {e}; events {into:?}"),
-        }
-    }
-}
-
-/// Open descriptors of this process.
-fn open_fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
-}
-
 #[test]
 fn emfile_on_accept_recovers_and_serves_the_next_client() {
     let mut r = Reactor::new().expect("reactor");

@@ -146,3 +146,26 @@ pub fn wait_child(child: &mut std::process::Child, within: Duration) -> std::pro
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Gathers a host worker's messages for up to `wait` (at most 1000 of
+/// them); any error but the timeout fails the test.
+pub fn collect(
+    r: &mut miniray::Reactor,
+    host: miniray::Worker,
+    into: &mut Vec<miniray::serde_json::Value>,
+    wait: Duration,
+) {
+    let until = Instant::now() + wait;
+    for _ in 0..1000 {
+        match r.recv(host, Some(until.saturating_duration_since(Instant::now()))) {
+            Ok(v) => into.push(v),
+            Err(miniray::Error::Timeout) => return,
+            Err(e) => panic!("host failed: {e}; events {into:?}"),
+        }
+    }
+}
+
+/// Open descriptors of this process.
+pub fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
