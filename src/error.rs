@@ -9,7 +9,9 @@ use crate::format::Format;
 /// Every failure miniray reports.
 ///
 /// Per-message errors ([`Error::LineTooLong`], [`Error::TruncatedLine`],
-/// [`Error::Decode`]) fail one message and leave the worker usable.
+/// [`Error::Decode`], [`Error::Region`]; see [`Error::is_message_error`])
+/// fail one message only: read on after them. (After a `TruncatedLine` the
+/// peer has hung up, so what follows is the end of its messages.)
 /// [`Error::Closed`] is the last thing a worker ever reports.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -117,14 +119,20 @@ impl Error {
         matches!(self, Error::Timeout)
     }
 
-    /// True for errors that fail a single message and leave the worker usable:
-    /// [`Error::LineTooLong`], [`Error::Decode`], [`Error::Region`].
+    /// True for errors that fail a single message: [`Error::LineTooLong`],
+    /// [`Error::TruncatedLine`], [`Error::Decode`], [`Error::Region`]. Read
+    /// on after one; a [`Error::TruncatedLine`] is followed by
+    /// [`Error::Closed`] (or end of stream), since the peer hung up.
     pub fn is_message_error(&self) -> bool {
         matches!(
             self,
-            Error::LineTooLong { .. } | Error::Decode(_) | Error::Region { .. }
+            Error::LineTooLong { .. }
+                | Error::TruncatedLine { .. }
+                | Error::Decode(_)
+                | Error::Region { .. }
         )
     }
+
 }
 
 impl fmt::Display for Error {
@@ -298,5 +306,30 @@ mod tests {
         let src = std::error::Error::source(&e).expect("source kept");
         let io = src.downcast_ref::<io::Error>().expect("io error");
         assert_eq!(io.raw_os_error(), Some(libc::EAGAIN));
+    }
+
+    #[test]
+    fn message_errors_are_exactly_the_documented_ones() {
+        // The type's docs and `Channel::recv` list these as failing one
+        // message only; callers skip them and read on.
+        let per_message = [
+            Error::LineTooLong { limit: 16 },
+            Error::TruncatedLine { len: 3 },
+            Error::Decode(Format::Json.decode(b"[").expect_err("bad json")),
+            Error::Region { reason: "test" },
+        ];
+        for e in &per_message {
+            assert!(e.is_message_error(), "{e:?} should fail one message only");
+        }
+        let ending = [
+            Error::Closed { status: None },
+            Error::Exited { status: None },
+            Error::Timeout,
+            Error::UnknownWorker,
+            Error::io("recv", io::Error::from_raw_os_error(libc::ECONNRESET)),
+        ];
+        for e in &ending {
+            assert!(!e.is_message_error(), "{e:?} is no per-message error");
+        }
     }
 }
