@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::process::ExitStatus;
 
-use crate::format::Format;
+use crate::format_kind::Format;
 
 /// Every failure miniray reports.
 ///
@@ -133,6 +133,10 @@ impl Error {
         )
     }
 
+    /// [`Error::Region`] with `reason`.
+    pub(crate) fn region(reason: &'static str) -> Self {
+        Error::Region { reason }
+    }
 }
 
 impl fmt::Display for Error {

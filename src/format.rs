@@ -1,32 +1,15 @@
 //! The two line formats: `json` and `marshal` (base64 of Python's marshal v4).
-
-use std::fmt;
-use std::str::FromStr;
+//!
+//! The [`Format`] enum itself lives in `format_kind.rs` (re-exported here);
+//! this file holds its codec methods.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 
 use crate::error::{DecodeError, DecodeErrorKind, Error};
+pub use crate::format_kind::{Format, UnknownFormat};
 use crate::marshal;
-
-/// How a message is written on its line.
-///
-/// Both formats carry a [`serde_json::Value`] and both put exactly one message
-/// on one `\n`-terminated line, so Python peers of the original library read
-/// and write them with `json.dumps`/`json.loads` or
-/// `base64.b64encode(marshal.dumps(x))`/`marshal.loads(base64.b64decode(line))`.
-///
-/// Integers of any size stay exact in both (serde_json's `arbitrary_precision`);
-/// dict key order is kept (`preserve_order`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// One compact JSON text per line. `NaN` and `Infinity` are refused.
-    #[default]
-    Json,
-    /// Python marshal version 4, base64 with the standard padded alphabet.
-    Marshal,
-}
 
 impl Format {
     /// Appends `value` as one line, `\n` included, to `out`. `scratch` is
@@ -52,51 +35,9 @@ impl Format {
         Ok(())
     }
 
-    /// Appends the region envelope `{"miniray.regions": [ids], "msg": msg}`
-    /// as one line, writing `msg` in place (the message is not copied). The
-    /// line must go out in its own `sendmsg` with the descriptors (see
-    /// `inbound.rs`); it holds exactly one newline, its last byte, which the
-    /// reactor's flush looks for to end that `sendmsg`.
-    pub(crate) fn encode_envelope_line(
-        self,
-        ids: &[u64],
-        msg: &Value,
-        out: &mut Vec<u8>,
-        scratch: &mut Vec<u8>,
-    ) -> Result<(), Error> {
-        match self {
-            Format::Json => {
-                out.extend_from_slice(b"{\"");
-                out.extend_from_slice(crate::shm::ENVELOPE_KEY.as_bytes());
-                out.extend_from_slice(b"\":[");
-                for (i, id) in ids.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(id.to_string().as_bytes());
-                }
-                out.extend_from_slice(b"],\"msg\":");
-                self.json_into(msg, out)?;
-                out.push(b'}');
-            }
-            Format::Marshal => {
-                scratch.clear();
-                marshal::encode_envelope(crate::shm::ENVELOPE_KEY, ids, msg, scratch).map_err(
-                    |reason| Error::Encode {
-                        format: self,
-                        reason,
-                    },
-                )?;
-                self.base64_into(scratch, out)?;
-            }
-        }
-        out.push(b'\n');
-        Ok(())
-    }
-
     /// Compact JSON: strings escape control characters, so the text never
     /// holds a raw newline.
-    fn json_into(self, value: &Value, out: &mut Vec<u8>) -> Result<(), Error> {
+    pub(crate) fn json_into(self, value: &Value, out: &mut Vec<u8>) -> Result<(), Error> {
         serde_json::to_writer(&mut *out, value).map_err(|_| Error::Encode {
             format: self,
             reason: "serde_json refused the value",
@@ -104,7 +45,7 @@ impl Format {
     }
 
     /// Appends `raw` as standard padded base64.
-    fn base64_into(self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    pub(crate) fn base64_into(self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         let n = base64::encoded_len(raw.len(), true).ok_or(Error::Encode {
             format: self,
             reason: "message too large",
@@ -158,43 +99,6 @@ impl Format {
     pub fn decode(self, line: &[u8]) -> Result<Value, DecodeError> {
         self.decode_line(line, &mut Vec::new())
     }
-
-    /// The format's name: `"json"` or `"marshal"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Marshal => "marshal",
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The name given to [`Format::from_str`] was neither `json` nor `marshal`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownFormat(pub String);
-
-impl fmt::Display for UnknownFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown format {:?} (expected json or marshal)", self.0)
-    }
-}
-
-impl std::error::Error for UnknownFormat {}
-
-impl FromStr for Format {
-    type Err = UnknownFormat;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "json" => Ok(Format::Json),
-            "marshal" => Ok(Format::Marshal),
-            other => Err(UnknownFormat(other.to_owned())),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -235,19 +139,6 @@ mod tests {
         let e = Format::Marshal.decode(b"TQ*A").expect_err("bad base64");
         assert!(matches!(e.kind, DecodeErrorKind::Base64));
         assert_eq!(e.position, 2);
-    }
-
-    #[test]
-    fn envelope_line_equals_the_envelope_value_encoded() {
-        let msg = json!({"tensor": 42, "shape": [2, 3], "name": "é"});
-        let value = json!({"miniray.regions": [7, 1u64 << 40], "msg": msg});
-        for format in [Format::Json, Format::Marshal] {
-            let mut direct = Vec::new();
-            format
-                .encode_envelope_line(&[7, 1 << 40], &msg, &mut direct, &mut Vec::new())
-                .expect("envelope");
-            assert_eq!(direct, format.encode(&value).expect("value"), "{format}");
-        }
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::os::fd::OwnedFd;
 
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::envelope;
+use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::framing::LineBuffer;
-use crate::shm::{self, SharedMemory};
+use crate::shm::SharedMemory;
 use crate::sys;
 
 /// A decoded message and the regions that came with it.
@@ -200,15 +201,10 @@ fn decode(
                 regions: Vec::new(),
             })
         }
-        Some(Batch::Broken(reason)) => return Err(shm::region_error(reason)),
+        Some(Batch::Broken(reason)) => return Err(Error::region(reason)),
         Some(Batch::Fds(fds)) => fds,
     };
-    match shm::open_envelope(value) {
-        Ok((ids, value)) => shm::open_regions(&ids, fds).map(|regions| Msg { value, regions }),
-        Err(_) => Err(shm::region_error(
-            "descriptors came with a line that is no region envelope",
-        )),
-    }
+    envelope::open(value, fds).map(|(value, regions)| Msg { value, regions })
 }
 
 #[cfg(test)]

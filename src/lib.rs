@@ -131,8 +131,10 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod auth;
+mod envelope;
 pub mod error;
 pub mod format;
+mod format_kind;
 pub mod framing;
 mod inbound;
 pub mod marshal;

@@ -23,7 +23,7 @@
 use serde_json::{Map, Number, Value};
 
 use crate::error::{DecodeError, DecodeErrorKind};
-use crate::format::Format;
+use crate::format_kind::Format;
 
 /// Deepest nesting of lists, tuples and dicts the decoder accepts: 127, the
 /// same as serde_json's recursion limit, so both formats accept exactly the
@@ -72,27 +72,6 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) -> Result<(), &'static str> {
             out.push(b'0');
         }
     }
-    Ok(())
-}
-
-/// Appends `{key: [ids...], "msg": msg}` as marshal, without building it
-/// as a value first.
-pub(crate) fn encode_envelope(
-    key: &str,
-    ids: &[u64],
-    msg: &Value,
-    out: &mut Vec<u8>,
-) -> Result<(), &'static str> {
-    out.push(b'{');
-    encode_str(key, out);
-    out.push(b'[');
-    out.extend_from_slice(&len_u32(ids.len())?.to_le_bytes());
-    for &id in ids {
-        encode_number(&Number::from(id), out)?;
-    }
-    encode_str("msg", out);
-    encode(msg, out)?;
-    out.push(b'0');
     Ok(())
 }
 

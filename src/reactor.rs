@@ -14,11 +14,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::Value;
 use slab::Slab;
 
+use crate::envelope;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::inbound::{Inbound, Msg};
 use crate::remote::is_fd_exhaustion;
-use crate::shm::{self, SharedMemory};
+use crate::shm::SharedMemory;
 use crate::sys;
 use crate::worker::{self, Channel, Worker, WorkerOptions};
 
@@ -612,22 +613,14 @@ impl Reactor {
         if regions.is_empty() {
             return self.send(w, msg);
         }
-        if regions.len() > sys::MAX_FDS_PER_MESSAGE {
-            return Err(shm::region_error("at most 32 regions per message"));
-        }
-        if matches!(self.conn(w)?.sock, Some(Stream::Tcp(_))) {
-            return Err(shm::region_error(
-                "regions cannot be sent over TCP: descriptors do not cross machines",
-            ));
-        }
+        envelope::check_regions(regions, matches!(self.conn(w)?.sock, Some(Stream::Tcp(_))))?;
         let fds = regions
             .iter()
             .map(|r| sys::dup_cloexec(r.as_raw_fd()))
             .collect::<io::Result<Vec<_>>>()
             .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
-        let ids: Vec<u64> = regions.iter().map(|r| r.id()).collect();
         self.queue(w, fds, |f, out, scratch| {
-            f.encode_envelope_line(&ids, msg, out, scratch)
+            envelope::encode_envelope_line(f, regions, msg, out, scratch)
         })
     }
 

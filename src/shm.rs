@@ -8,7 +8,9 @@
 //! or sent with a message ([`Reactor::send_regions`](crate::Reactor::send_regions),
 //! [`Channel::send_regions`](crate::Channel::send_regions)) as `SCM_RIGHTS`.
 //! Regions are named by their [`id`](SharedMemory::id) in messages, never by
-//! descriptor number.
+//! descriptor number. This module is the memfd and its mapping only; the
+//! wire form that carries regions beside a message (the region envelope)
+//! is in `envelope.rs`.
 
 use std::ffi::CString;
 use std::fmt;
@@ -57,10 +59,6 @@ fn next_id() -> u64 {
     (u64::from(sys::getpid() as u32) << 32) | u64::from(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-pub(crate) fn region_error(reason: &'static str) -> Error {
-    Error::Region { reason }
-}
-
 impl SharedMemory {
     /// Creates a region of `size` bytes (at least 1), zero-filled, mapped
     /// read-write. `name` shows in `/proc/PID/fd` (as `memfd:NAME`).
@@ -68,9 +66,9 @@ impl SharedMemory {
     /// System calls: `memfd_create`, `fallocate`, `fcntl(F_ADD_SEALS)` twice, `mmap`.
     pub fn create(name: &str, size: usize) -> Result<Self> {
         if size == 0 {
-            return Err(region_error("a region must have at least one byte"));
+            return Err(Error::region("a region must have at least one byte"));
         }
-        let cname = CString::new(name).map_err(|_| region_error("name holds a NUL byte"))?;
+        let cname = CString::new(name).map_err(|_| Error::region("name holds a NUL byte"))?;
         let fd = sys::memfd_create(&cname).map_err(|e| Error::io("memfd_create", e))?;
         sys::fallocate(fd.as_raw_fd(), size as u64).map_err(|e| Error::io("fallocate", e))?;
         sys::add_seals(fd.as_raw_fd(), SEALS).map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
@@ -87,18 +85,18 @@ impl SharedMemory {
     /// System calls: `fcntl(F_GET_SEALS)`, `fstat`, `mmap`.
     pub fn from_fd(fd: OwnedFd, id: u64, writable: bool) -> Result<Self> {
         let seals = sys::get_seals(fd.as_raw_fd())
-            .map_err(|_| region_error("descriptor is not a sealable memfd"))?;
+            .map_err(|_| Error::region("descriptor is not a sealable memfd"))?;
         if seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(region_error("region is not sealed against shrinking"));
+            return Err(Error::region("region is not sealed against shrinking"));
         }
         if writable && seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0 {
-            return Err(region_error("region is sealed against writes"));
+            return Err(Error::region("region is sealed against writes"));
         }
         let file = std::fs::File::from(fd);
         let size = file.metadata().map_err(|e| Error::io("fstat", e))?.len();
-        let size = usize::try_from(size).map_err(|_| region_error("region too large"))?;
+        let size = usize::try_from(size).map_err(|_| Error::region("region too large"))?;
         if size == 0 {
-            return Err(region_error("region is empty"));
+            return Err(Error::region("region is empty"));
         }
         Self::map(OwnedFd::from(file), size, writable, id)
     }
@@ -175,54 +173,4 @@ impl AsFd for SharedMemory {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-/// The key of the envelope that carries region ids beside a message.
-pub(crate) const ENVELOPE_KEY: &str = "miniray.regions";
-
-/// If `v` is an envelope `{"miniray.regions": [ids], "msg": m}`, its ids and
-/// message; otherwise `v` back. Asked only of a line that descriptors came
-/// with: without them a line is a user value, whatever its shape.
-pub(crate) fn open_envelope(
-    v: serde_json::Value,
-) -> std::result::Result<(Vec<u64>, serde_json::Value), serde_json::Value> {
-    let serde_json::Value::Object(mut map) = v else {
-        return Err(v);
-    };
-    let well_formed = map.len() == 2
-        && map.contains_key("msg")
-        && map
-            .get(ENVELOPE_KEY)
-            .and_then(|ids| ids.as_array())
-            .is_some_and(|ids| ids.iter().all(|i| i.as_u64().is_some()));
-    if !well_formed {
-        return Err(serde_json::Value::Object(map));
-    }
-    let ids = map
-        .get(ENVELOPE_KEY)
-        .and_then(|ids| ids.as_array())
-        .map(|ids| ids.iter().filter_map(|i| i.as_u64()).collect())
-        .unwrap_or_default();
-    let msg = map.shift_remove("msg").unwrap_or(serde_json::Value::Null);
-    Ok((ids, msg))
-}
-
-/// Opens the regions that came with an envelope, pairing ids with
-/// descriptors in order: read-write, or read-only if the sender sealed the
-/// region against writes. Any failure closes every descriptor.
-pub(crate) fn open_regions(ids: &[u64], fds: Vec<OwnedFd>) -> Result<Vec<SharedMemory>> {
-    if ids.len() != fds.len() {
-        return Err(region_error(
-            "message names a different number of regions than descriptors arrived",
-        ));
-    }
-    let mut out = Vec::with_capacity(ids.len());
-    for (fd, &id) in fds.into_iter().zip(ids) {
-        // Read-write, unless the sender sealed the region against writes.
-        let write_sealed = sys::get_seals(fd.as_raw_fd())
-            .is_ok_and(|s| s & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0);
-        // On error the remaining descriptors drop (close) with the iterator.
-        out.push(SharedMemory::from_fd(fd, id, !write_sealed)?);
-    }
-    Ok(out)
 }

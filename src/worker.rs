@@ -101,11 +101,12 @@ use std::sync::Once;
 
 use serde_json::Value;
 
+use crate::envelope;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::framing::DEFAULT_MAX_LINE;
 use crate::inbound::{Inbound, Msg};
-use crate::shm::{self, SharedMemory};
+use crate::shm::SharedMemory;
 use crate::sys;
 
 /// Default bound on received, untaken message bytes per worker: 64 MiB.
@@ -415,20 +416,17 @@ impl Channel {
         if regions.is_empty() {
             return self.send(msg);
         }
-        if !self.unix {
-            return Err(shm::region_error(
-                "regions cannot be sent over TCP: descriptors do not cross machines",
-            ));
-        }
-        if regions.len() > sys::MAX_FDS_PER_MESSAGE {
-            return Err(shm::region_error("at most 32 regions per message"));
-        }
+        envelope::check_regions(regions, !self.unix)?;
         // Queued replies go first, so the sendmsg below carries the envelope
         // line and nothing else (the wire contract in inbound.rs).
         self.flush()?;
-        let ids: Vec<u64> = regions.iter().map(|r| r.id()).collect();
-        self.format
-            .encode_envelope_line(&ids, msg, &mut self.out, &mut self.scratch)?;
+        envelope::encode_envelope_line(
+            self.format,
+            regions,
+            msg,
+            &mut self.out,
+            &mut self.scratch,
+        )?;
         let mut raw = [0 as RawFd; sys::MAX_FDS_PER_MESSAGE];
         for (slot, r) in raw.iter_mut().zip(regions) {
             *slot = r.as_raw_fd();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::wait_child;
 use miniray::serde_json::{json, Value};
-use miniray::{Error, Reactor, SharedMemory, WorkerOptions};
+use miniray::{Channel, Error, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions};
 
 const INNER_ENV: &str = "MINIRAY_SHM_REFUSED_INNER";
 const ROUNDS: usize = 20;
@@ -237,4 +237,62 @@ fn more_than_32_descriptors_fail_that_line_only() {
             ),
         }
     }
+}
+
+/// What a child's `Channel::send_regions` says to 33 regions: the refusal's
+/// reason (or what happened instead), sent back as a plain message.
+fn channel_refusal(ch: &mut Channel) -> miniray::Result<()> {
+    let regions = (0..33)
+        .map(|_| SharedMemory::create("many", 4096))
+        .collect::<miniray::Result<Vec<_>>>()?;
+    let refs: Vec<&SharedMemory> = regions.iter().collect();
+    let said = match ch.send_regions(&json!("x"), &refs) {
+        Err(Error::Region { reason }) => reason.to_owned(),
+        other => format!("not refused: {other:?}"),
+    };
+    ch.send(&json!(said))
+}
+
+/// The reason `Reactor::send_regions` gives for 33 regions; nothing queued.
+fn reactor_refusal(r: &mut Reactor, w: Worker, refs: &[&SharedMemory]) -> String {
+    let said = match r.send_regions(w, &json!("x"), refs) {
+        Err(Error::Region { reason }) => reason.to_owned(),
+        other => format!("not refused: {other:?}"),
+    };
+    assert_eq!(r.pending_output(w).expect("pending"), 0, "{said}");
+    said
+}
+
+#[test]
+fn both_send_paths_refuse_in_the_same_order() {
+    // Over TCP the transport is refused whatever the count; on a
+    // socketpair, more than 32 regions are. The parent's and the child's
+    // send paths check the same preconditions in the same order.
+    let regions: Vec<SharedMemory> = (0..33)
+        .map(|_| SharedMemory::create("many", 4096).expect("create"))
+        .collect();
+    let refs: Vec<&SharedMemory> = regions.iter().collect();
+    let mut r = Reactor::new().expect("reactor");
+    let local = r
+        .spawn_channel(&WorkerOptions::new(), channel_refusal)
+        .expect("spawn");
+    let server = r
+        .listen_channel("127.0.0.1:0", &ServerOptions::new(), channel_refusal)
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    let remote = r
+        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .expect("connect");
+
+    let parent_local = reactor_refusal(&mut r, local, &refs);
+    let parent_tcp = reactor_refusal(&mut r, remote, &refs);
+    let child_local = r.recv(local, Some(DEADLINE)).expect("local child's report");
+    let child_tcp = r
+        .recv(remote, Some(DEADLINE))
+        .expect("serving child's report");
+
+    assert!(parent_local.contains("at most 32"), "{parent_local}");
+    assert!(parent_tcp.contains("TCP"), "{parent_tcp}");
+    assert_eq!(child_local, json!(parent_local));
+    assert_eq!(child_tcp, json!(parent_tcp));
 }
