@@ -1,6 +1,6 @@
 //! The `Format` enum alone: which of the two line formats, and its name.
 //! Kept apart from the codecs (`format.rs`) so that `error.rs` and
-//! `marshal.rs` can name a format without importing the code that uses
+//! `marshal/` can name a format without importing the code that uses
 //! them (no import circle).
 
 use std::fmt;
