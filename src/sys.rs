@@ -48,19 +48,16 @@ pub(crate) fn exit_now(code: i32) -> ! {
 
 /// In a child: ask for `signal` when the parent (the forking thread) dies,
 /// then close the race where the parent died before the call. Exits the
-/// child at once if the parent is already gone.
-pub(crate) fn set_parent_death_signal(signal: libc::c_int, parent: libc::pid_t) {
+/// child at once with `gone` if the parent is already gone.
+pub(crate) fn set_parent_death_signal(signal: libc::c_int, parent: libc::pid_t, gone: i32) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers; async-signal-safe.
     let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
     // SAFETY: getppid has no preconditions; async-signal-safe.
     let ppid = unsafe { libc::getppid() };
     if r == -1 || ppid != parent {
-        exit_now(EXIT_PARENT_GONE);
+        exit_now(gone);
     }
 }
-
-/// Exit status of a child whose parent was gone before it could start.
-pub(crate) const EXIT_PARENT_GONE: i32 = 75;
 
 /// In a child: close every descriptor from 3 up except those in `keep`
 /// (sorted, deduplicated). Uses `close_range(2)`; falls back to `close(2)`

@@ -105,8 +105,10 @@ use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::framing::DEFAULT_MAX_LINE;
 use crate::inbound::{Inbound, Msg};
+use crate::process::{EXIT_OK, EXIT_PARENT_GONE};
 use crate::shm::{self, SharedMemory};
 use crate::sys;
+use crate::token::Key;
 
 /// Default bound on received, untaken message bytes per worker: 64 MiB.
 pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
@@ -114,11 +116,7 @@ pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
 /// Default high-water mark of a worker's output buffer: 64 MiB.
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024 * 1024;
 
-/// Exit status of a child whose work function panicked.
-pub const EXIT_PANIC: i32 = 101;
-/// Exit status of a child whose work function returned an error (or whose
-/// connection failed).
-pub const EXIT_ERROR: i32 = 1;
+pub use crate::process::{EXIT_ERROR, EXIT_EXEC_FAILED, EXIT_PANIC};
 
 /// How to spawn a worker. `WorkerOptions::default()` is JSON, a 64 MiB line
 /// limit, a 64 MiB output high-water mark, 64 MiB of received messages held
@@ -247,8 +245,7 @@ impl WorkerOptions {
 /// its number may then be reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Worker {
-    pub(crate) key: u32,
-    pub(crate) gen: u32,
+    pub(crate) key: Key,
     pub(crate) fd: RawFd,
 }
 
@@ -260,7 +257,7 @@ impl Worker {
 
     /// A number unique among the workers this reactor ever made.
     pub fn id(&self) -> u64 {
-        (u64::from(self.gen) << 32) | u64::from(self.key)
+        (u64::from(self.key.gen) << 32) | u64::from(self.key.slot)
     }
 }
 
@@ -354,7 +351,7 @@ impl Channel {
     }
 
     fn recv_msg(&mut self) -> Result<Option<Msg>> {
-        let idle_until = self.idle.and_then(crate::reactor::deadline_after);
+        let idle_until = self.idle.and_then(crate::process::deadline_after);
         loop {
             if let Some(item) = self.inbound.pop() {
                 return item.map(Some);
@@ -566,15 +563,6 @@ fn cstring(s: &OsStr) -> Result<CString> {
     })
 }
 
-/// Exit status of an exec worker's child whose program could not be
-/// executed. The spawn itself fails with [`Error::Exec`] (the child reports
-/// the error through a pipe and is reaped before the spawn returns), so
-/// miniray's own exec failure never surfaces as this status. A worker can
-/// still end with 127 of its own: a program that exits 127 (a shell's
-/// "command not found"), or a file of unknown format that glibc's `execvp`
-/// hands to `/bin/sh` (`ENOEXEC`) and the shell cannot run.
-pub const EXIT_EXEC_FAILED: i32 = 127;
-
 /// What a child does once it is set up.
 pub(crate) enum Work<'a, F> {
     /// Run a closure over a [`Channel`].
@@ -766,7 +754,7 @@ where
             // frames, which live on in this copy of the parent's memory.
             let code = match panic::catch_unwind(AssertUnwindSafe(|| {
                 if let Some(signal) = opts.death_signal {
-                    sys::set_parent_death_signal(signal, parent);
+                    sys::set_parent_death_signal(signal, parent, EXIT_PARENT_GONE);
                 }
                 // A mask blocked by the parent (say, for a signalfd) would
                 // block the death signal too, and would be inherited by exec.
@@ -817,7 +805,7 @@ where
     // Replies queued before a return, an error or a panic still go out.
     let flushed = chan.flush();
     match outcome {
-        Ok(Ok(())) if flushed.is_ok() => 0,
+        Ok(Ok(())) if flushed.is_ok() => EXIT_OK,
         Ok(_) => EXIT_ERROR,
         Err(payload) => {
             // Its drop could panic again, outside any catch.

@@ -1,0 +1,464 @@
+//! One connection of the reactor, seen from the parent: its socket (a
+//! socketpair end or TCP), its state machine, its buffers, and the I/O of
+//! one readiness event (read until `WouldBlock`, write with `MSG_NOSIGNAL`
+//! and descriptor markers). Nothing here knows other connections, tokens
+//! or children: the reactor decides what an outcome means.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::process::ExitStatus;
+
+use mio::net::UnixStream;
+use mio::{Interest, Token};
+
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::inbound::Inbound;
+use crate::sys;
+use crate::worker::WorkerOptions;
+
+/// Bytes read per `read(2)`: one buffer shared by every connection.
+pub(crate) const READ_CHUNK: usize = 256 * 1024;
+/// A connection's queued output is written as soon as it passes this, not
+/// only at the next `wait_any`/`recv`.
+pub(crate) const FLUSH_AT: usize = 64 * 1024;
+/// An output buffer larger than this is freed once it drains, so an idle
+/// worker holds no buffer memory.
+const KEEP_OUT_CAPACITY: usize = 4096;
+
+/// A worker's connection: a socketpair end (local) or TCP (remote, served).
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Unix(UnixStream),
+    Tcp(mio::net::TcpStream),
+}
+
+impl Stream {
+    /// Reads bytes; on a Unix socket with `recvmsg`, collecting descriptors.
+    fn read(&mut self, buf: &mut [u8], got: &mut sys::Received) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => sys::recv_with_fds(s.as_raw_fd(), buf, got),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(how),
+            Stream::Tcp(s) => s.shutdown(how),
+        }
+    }
+
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl mio::event::Source for Stream {
+    fn register(&mut self, r: &mio::Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.register(r, t, i),
+            Stream::Tcp(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.reregister(r, t, i),
+            Stream::Tcp(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.deregister(r),
+            Stream::Tcp(s) => s.deregister(r),
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub(crate) enum State {
+    /// A TCP connect in progress; `authenticate`: answer the server's
+    /// challenge before anything else is read.
+    Connecting {
+        authenticate: bool,
+    },
+    /// Connected; answering the server's authentication challenge.
+    Authenticating,
+    Open,
+    /// `close` was called: shut down writing once `out` drains.
+    Closing,
+    /// Writing shut down; reading goes on until the child hangs up.
+    WriteShut,
+    /// The connection ended; waiting for the child to exit (via its pidfd,
+    /// or by retrying `waitpid`).
+    Reaping,
+    /// `Closed` is queued.
+    Done,
+}
+
+/// One connection and, for a local worker, its child.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The socket's number, as handed out in the [`Worker`](crate::Worker) handle.
+    pub(crate) fd: RawFd,
+    pub(crate) pid: Option<libc::pid_t>,
+    pub(crate) format: Format,
+    high_water: usize,
+    /// `None` once the connection ended.
+    pub(crate) sock: Option<Stream>,
+    pub(crate) inbound: Inbound,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    out_pos: usize,
+    /// `WRITABLE` interest is registered.
+    writable: bool,
+    /// On the reactor's list of connections with output to write.
+    pub(crate) dirty: bool,
+    /// On the reactor's list of connections with events to return.
+    pub(crate) queued: bool,
+    /// Descriptors to send with the line starting at that offset of `out`.
+    out_fds: VecDeque<(usize, Vec<OwnedFd>)>,
+    /// Reading stops while this many line bytes wait to be taken.
+    pub(crate) max_queued: usize,
+    pub(crate) read_paused: bool,
+    pub(crate) state: State,
+    /// The child's pidfd, registered under the connection's exit token: from
+    /// spawn (when descriptors allow) or from hang-up until exit.
+    pub(crate) pidfd: Option<OwnedFd>,
+    /// `Some(status)` once the child was reaped (its pid may be reused:
+    /// never signal it again).
+    pub(crate) exit: Option<Option<ExitStatus>>,
+    /// [`Error::Exited`] was queued.
+    pub(crate) exit_told: bool,
+}
+
+/// What one [`Conn::read_available`] did.
+#[derive(Debug, Default)]
+pub(crate) struct ReadOutcome {
+    /// Events were added to the inbox.
+    pub(crate) queued: bool,
+    /// EOF or a reset: the connection ended.
+    pub(crate) ended: bool,
+}
+
+/// What one [`Conn::write_out`] did.
+#[derive(Debug, Default)]
+pub(crate) struct WriteOutcome {
+    /// Errors pushed into the inbox (refused descriptors, a failed send).
+    pub(crate) reported: bool,
+    /// The stream cannot go on (the peer is gone, or a send failed):
+    /// read what is left, which ends the connection.
+    pub(crate) failed: bool,
+}
+
+impl Conn {
+    /// A connection over `sock`; `writable`: `WRITABLE` interest was
+    /// registered with it.
+    pub(crate) fn new(
+        sock: Stream,
+        pid: Option<libc::pid_t>,
+        opts: &WorkerOptions,
+        state: State,
+        writable: bool,
+    ) -> Conn {
+        Conn {
+            fd: sock.as_raw_fd(),
+            pid,
+            format: opts.format,
+            high_water: opts.high_water,
+            sock: Some(sock),
+            inbound: Inbound::new(opts.max_line),
+            out: Vec::new(),
+            out_pos: 0,
+            writable,
+            dirty: false,
+            queued: false,
+            out_fds: VecDeque::new(),
+            max_queued: opts.max_queued,
+            read_paused: false,
+            state,
+            pidfd: None,
+            exit: None,
+            exit_told: false,
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn pending_output(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// A TCP connection (descriptors cannot travel).
+    pub(crate) fn is_tcp(&self) -> bool {
+        matches!(self.sock, Some(Stream::Tcp(_)))
+    }
+
+    /// Encodes one line straight into the output buffer, with the
+    /// descriptors to send with it. `Ok(true)` when the buffer passed
+    /// [`FLUSH_AT`] and should be written now.
+    pub(crate) fn queue<E>(
+        &mut self,
+        fds: Vec<OwnedFd>,
+        scratch: &mut Vec<u8>,
+        encode: E,
+    ) -> Result<bool>
+    where
+        E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
+    {
+        if !matches!(self.state, State::Open) {
+            return Err(Error::Closed { status: None });
+        }
+        let before = self.out.len();
+        if let Err(e) = encode(self.format, &mut self.out, scratch) {
+            self.out.truncate(before);
+            return Err(e);
+        }
+        let buffered = before - self.out_pos;
+        let pending = self.out.len() - self.out_pos;
+        if buffered > 0 && pending > self.high_water {
+            self.out.truncate(before);
+            return Err(Error::Backpressure {
+                buffered,
+                needed: pending - buffered,
+                limit: self.high_water,
+            });
+        }
+        if !fds.is_empty() {
+            self.out_fds.push_back((before, fds));
+        }
+        Ok(pending >= FLUSH_AT)
+    }
+
+    /// Reads until `WouldBlock` (or until reading pauses at `max_queued`),
+    /// feeding the inbox. `buf` is the reactor's shared read buffer.
+    pub(crate) fn read_available(
+        &mut self,
+        buf: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> ReadOutcome {
+        if buf.len() < READ_CHUNK {
+            buf.resize(READ_CHUNK, 0);
+        }
+        let before = self.inbound.inbox.len();
+        let mut ended = false;
+        let mut got = sys::Received::default();
+        while let Some(sock) = self.sock.as_mut() {
+            match sock.read(buf, &mut got) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.inbound
+                        .feed_received(&buf[..n], &mut got, self.format, scratch);
+                    if self.inbound.queued_bytes >= self.max_queued {
+                        // A worker that sends faster than it is read: stop
+                        // reading (its socket fills and it blocks) until
+                        // the consumer takes half of what is queued.
+                        self.read_paused = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // ECONNRESET and kin: the peer is gone, as with EOF.
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        ReadOutcome {
+            queued: self.inbound.inbox.len() > before,
+            ended,
+        }
+    }
+
+    /// Writes queued output until done or `WouldBlock`; arms or disarms
+    /// `WRITABLE` interest (under `token`) accordingly; shuts writing down
+    /// once a closing connection's output drained.
+    pub(crate) fn write_out(&mut self, registry: &mio::Registry, token: Token) -> WriteOutcome {
+        let Some(sock) = self.sock.as_mut() else {
+            return WriteOutcome::default();
+        };
+        let fd = sock.as_raw_fd();
+        let mut failed = false;
+        let mut refused = Vec::new();
+        while self.out_pos < self.out.len() {
+            // Plain bytes up to the next line that carries descriptors; that
+            // line, and nothing after it, goes with them in one sendmsg (the
+            // wire contract in inbound.rs: bytes of a later line in the same
+            // sendmsg could share the receiver's read and claim them). At
+            // most the line's first WITH_FDS_MAX bytes go with them (so a
+            // retry while the socket is full scans no more); the rest of the
+            // line follows as plain sends.
+            const WITH_FDS_MAX: usize = 64 * 1024;
+            let (end, with_fds) = match self.out_fds.front() {
+                Some((at, _)) if *at == self.out_pos => {
+                    let limit = self
+                        .out_fds
+                        .get(1)
+                        .map_or(self.out.len(), |m| m.0)
+                        .min(self.out_pos + WITH_FDS_MAX);
+                    let line = &self.out[self.out_pos..limit];
+                    let end = memchr::memchr(b'\n', line).map_or(limit, |nl| self.out_pos + nl + 1);
+                    (end, true)
+                }
+                Some((at, _)) => (*at, false),
+                None => (self.out.len(), false),
+            };
+            let chunk = &self.out[self.out_pos..end];
+            let sent = match self.out_fds.front() {
+                Some((_, fds)) if with_fds => {
+                    let mut raw = [0 as RawFd; sys::MAX_FDS_PER_MESSAGE];
+                    for (slot, fd) in raw.iter_mut().zip(fds) {
+                        *slot = fd.as_raw_fd();
+                    }
+                    sys::send_with_fds(fd, chunk, &raw[..fds.len()])
+                }
+                _ => sys::send_nosignal(fd, chunk),
+            };
+            match sent {
+                Ok(n) => {
+                    self.out_pos += n;
+                    if with_fds {
+                        // Sent with the line's first bytes: close our duplicates.
+                        self.out_fds.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if peer_gone(&e) => {
+                    // The child is gone. What it sent before is still read.
+                    failed = true;
+                    break;
+                }
+                Err(e) if with_fds => {
+                    // The kernel refused the descriptors (ETOOMANYREFS: this
+                    // user has more in flight than its open-file limit), so
+                    // nothing of the line left. Drop that line alone and say
+                    // so in the worker's events; the lines around it go on.
+                    let rest = &self.out[self.out_pos..];
+                    let len = memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1);
+                    self.out.drain(self.out_pos..self.out_pos + len);
+                    self.out_fds.pop_front();
+                    for m in self.out_fds.iter_mut() {
+                        m.0 -= len;
+                    }
+                    refused.push(Error::io("sendmsg with region descriptors", e));
+                }
+                Err(e) => {
+                    // Not a hang-up, yet the stream cannot go on (part of a
+                    // line may have left): report it, then end as on EPIPE.
+                    refused.push(Error::io("send", e));
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let drained = failed || self.out_pos == self.out.len();
+        if drained {
+            if self.out.capacity() > KEEP_OUT_CAPACITY {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+            self.out_pos = 0;
+            self.out_fds.clear();
+        } else if self.out_pos > FLUSH_AT && self.out_pos * 2 > self.out.len() {
+            self.out.drain(..self.out_pos);
+            for m in self.out_fds.iter_mut() {
+                m.0 -= self.out_pos;
+            }
+            self.out_pos = 0;
+        }
+        let want_writable = !drained;
+        if want_writable != self.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Some(sock) = self.sock.as_mut() {
+                if registry.reregister(sock, token, interest).is_ok() {
+                    self.writable = want_writable;
+                }
+            }
+        }
+        if drained && matches!(self.state, State::Closing) {
+            if let Some(sock) = self.sock.as_ref() {
+                let _ = sock.shutdown(Shutdown::Write);
+            }
+            self.state = State::WriteShut;
+        }
+        let reported = !refused.is_empty();
+        for e in refused {
+            self.inbound.push(Err(e));
+        }
+        WriteOutcome { reported, failed }
+    }
+
+    /// Ends the stream: deregisters and closes the socket, drops unsent
+    /// output, reports an unfinished line. The child (if any) is left to
+    /// the caller.
+    pub(crate) fn end_stream(&mut self, registry: &mio::Registry) {
+        if let Some(mut sock) = self.sock.take() {
+            let _ = registry.deregister(&mut sock);
+        }
+        self.out = Vec::new();
+        self.out_pos = 0;
+        self.out_fds.clear();
+        self.inbound.finish();
+    }
+
+    /// A connecting socket became writable (or failed): finish the connect.
+    /// Returns false while the connect is still in progress. On failure the
+    /// inbox holds the connect error, then `Closed`.
+    pub(crate) fn finish_connect(&mut self, registry: &mio::Registry) -> bool {
+        let Some(Stream::Tcp(sock)) = self.sock.as_ref() else {
+            return true;
+        };
+        let failure = match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return false,
+                Err(e) => Some(e),
+            },
+        };
+        match failure {
+            None => {
+                let _ = sock.set_nodelay(true);
+                let authenticate = matches!(self.state, State::Connecting { authenticate: true });
+                self.state = if authenticate {
+                    State::Authenticating
+                } else {
+                    State::Open
+                };
+            }
+            Some(e) => {
+                if let Some(mut s) = self.sock.take() {
+                    let _ = registry.deregister(&mut s);
+                }
+                self.inbound.push(Err(Error::io("connect", e)));
+                self.inbound.push(Err(Error::Closed { status: None }));
+                self.state = State::Done;
+            }
+        }
+        true
+    }
+}
+
+/// A send error that means the peer closed its end (as EOF would).
+fn peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ECONNABORTED)
+    )
+}
