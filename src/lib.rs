@@ -131,9 +131,11 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod auth;
+mod channel;
 mod client;
 mod conn;
 pub mod error;
+mod fork;
 pub mod format;
 pub mod framing;
 mod inbound;

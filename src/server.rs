@@ -18,7 +18,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 
 use crate::auth;
+use crate::channel::Channel;
 use crate::error::{Error, Result};
+use crate::fork::{self, Work};
 use crate::listener::{
     Listener, Pending, Server, ServerChild, ServerEvent, ServerOptions, ServerWork,
 };
@@ -26,7 +28,6 @@ use crate::process::{self, deadline_after, Unreaped, EXIT_IDLE};
 use crate::registry::{Entry, Full, Registry};
 use crate::sys;
 use crate::token::{Key, Sub};
-use crate::worker::{self, Channel, Work};
 
 /// The servers' state that is not in the registry: their events, their
 /// timers, and the spare descriptor.
@@ -239,7 +240,7 @@ impl Servers {
         }
         let fd = OwnedFd::from(std_stream);
         let forked = match &mut l.work {
-            ServerWork::Run(work) => worker::spawn_child(
+            ServerWork::Run(work) => fork::spawn_child(
                 &l.opts.worker,
                 fd,
                 Work::Run(|ch: &mut Channel| {
@@ -254,7 +255,7 @@ impl Servers {
                     outcome
                 }),
             ),
-            ServerWork::Exec(e) => worker::spawn_child::<fn(&mut Channel) -> Result<()>>(
+            ServerWork::Exec(e) => fork::spawn_child::<fn(&mut Channel) -> Result<()>>(
                 &l.opts.worker,
                 fd,
                 Work::Exec(e),

@@ -27,11 +27,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Conn, State, Stream};
 use crate::error::{Error, Result};
+use crate::fork;
 use crate::process::{deadline_after, Unreaped, REAP_RETRY};
 use crate::registry::{Entry, Registry};
 use crate::server::Servers;
 use crate::token::Sub;
-use crate::worker::{self, Worker, WorkerOptions};
+use crate::worker::{Worker, WorkerOptions};
 
 /// Default time [`Reactor`]'s drop and [`Reactor::shutdown`] give workers to exit
 /// after their connection closes, before `SIGKILL`.
@@ -180,7 +181,7 @@ impl Reactor {
     /// another thread at that moment. Create it before other threads panic
     /// under locks of yours, as early in `main` as is convenient.
     pub fn new() -> Result<Self> {
-        worker::install_panic_hook();
+        fork::install_panic_hook();
         let poll = Poll::new().map_err(|e| Error::io("epoll_create1", e))?;
         let waker = Waker::new(poll.registry(), WAKE).map_err(|e| Error::io("eventfd", e))?;
         Ok(Reactor {

@@ -6,9 +6,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::Reactor;
+use crate::channel::{self, Channel};
 use crate::error::{Error, Result};
 use crate::listener::{Server, ServerEvent, ServerOptions, ServerWork};
-use crate::worker::{self, Channel, Exec};
+use crate::worker::Exec;
 
 impl Reactor {
     /// Starts a `WorkerServer` on `addr` (port 0 picks a free port; see
@@ -26,7 +27,7 @@ impl Reactor {
         A: ToSocketAddrs,
         F: FnMut(serde_json::Value) -> serde_json::Value + Send + 'static,
     {
-        let work = move |ch: &mut Channel| worker::serve_replies(ch, &mut f);
+        let work = move |ch: &mut Channel| channel::serve_replies(ch, &mut f);
         self.listen_work(addr, opts, ServerWork::Run(Box::new(work)))
     }
 

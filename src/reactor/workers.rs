@@ -10,15 +10,17 @@ use mio::Interest;
 use serde_json::Value;
 
 use super::Reactor;
+use crate::channel::{self, Channel};
 use crate::conn::{State, Stream};
 use crate::error::{Error, Result};
+use crate::fork;
 use crate::format::Format;
 use crate::inbound::Msg;
 use crate::process::deadline_after;
 use crate::server::is_fd_exhaustion;
 use crate::shm::{self, SharedMemory};
 use crate::sys;
-use crate::worker::{self, Channel, Worker, WorkerOptions};
+use crate::worker::{self, Worker, WorkerOptions};
 
 impl Reactor {
     /// Spawns a local worker with default options that answers each message
@@ -39,7 +41,7 @@ impl Reactor {
     where
         F: FnMut(Value) -> Value,
     {
-        self.spawn_channel(opts, move |chan| worker::serve_replies(chan, f))
+        self.spawn_channel(opts, move |chan| channel::serve_replies(chan, f))
     }
 
     /// Spawns a local worker that runs `work` with the child's [`Channel`]:
@@ -50,7 +52,7 @@ impl Reactor {
     where
         F: FnOnce(&mut Channel) -> Result<()>,
     {
-        self.spawn_local(opts, worker::Work::Run(work))
+        self.spawn_local(opts, fork::Work::Run(work))
     }
 
     /// Spawns a local worker that execs `program`: the child makes its
@@ -64,10 +66,10 @@ impl Reactor {
     /// System calls: `socketpair`, `pipe2`, `fork`, `read` (until the exec),
     /// then in the child `dup2`, `close_range`, `sigaction`, `execvp`.
     pub fn spawn_exec(&mut self, opts: &WorkerOptions, program: &worker::Exec) -> Result<Worker> {
-        self.spawn_local::<fn(&mut Channel) -> Result<()>>(opts, worker::Work::Exec(program))
+        self.spawn_local::<fn(&mut Channel) -> Result<()>>(opts, fork::Work::Exec(program))
     }
 
-    fn spawn_local<F>(&mut self, opts: &WorkerOptions, work: worker::Work<'_, F>) -> Result<Worker>
+    fn spawn_local<F>(&mut self, opts: &WorkerOptions, work: fork::Work<'_, F>) -> Result<Worker>
     where
         F: FnOnce(&mut Channel) -> Result<()>,
     {
@@ -79,8 +81,8 @@ impl Reactor {
         // fork in its work function could share it), and a pidfd each would
         // add a descriptor to every later fork's table: watched from hang-up.
         let exec = match &work {
-            worker::Work::Exec(program) => Some(*program),
-            worker::Work::Run(_) => None,
+            fork::Work::Exec(program) => Some(*program),
+            fork::Work::Run(_) => None,
         };
         let watch_now = exec.is_some();
         let pair = match std::os::unix::net::UnixStream::pair() {
@@ -92,7 +94,7 @@ impl Reactor {
             other => other,
         };
         let (parent_end, child_end) = pair.map_err(|e| Error::io("socketpair", e))?;
-        let pid = match worker::spawn_child(opts, child_end.into(), work) {
+        let pid = match fork::spawn_child(opts, child_end.into(), work) {
             Ok(pid) => pid,
             // The exec error pipe found no room: likewise, give back and
             // start over (the socketpair was closed with the error).
@@ -102,7 +104,7 @@ impl Reactor {
             }) if is_fd_exhaustion(&source) => match exec {
                 Some(program) if self.give_back_pidfds(2) > 0 => {
                     drop(parent_end);
-                    return self.spawn_local(opts, worker::Work::<F>::Exec(program));
+                    return self.spawn_local(opts, fork::Work::<F>::Exec(program));
                 }
                 _ => {
                     return Err(Error::Io {
