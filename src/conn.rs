@@ -462,3 +462,112 @@ fn peer_gone(e: &io::Error) -> bool {
         Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ECONNABORTED)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! One connection's I/O over a socketpair: no fork, no reactor.
+
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn pair(opts: &WorkerOptions) -> (Conn, Conn) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        a.set_nonblocking(true).expect("nonblocking");
+        b.set_nonblocking(true).expect("nonblocking");
+        let conn = |s| {
+            let s = Stream::Unix(UnixStream::from_std(s));
+            Conn::new(s, None, opts, State::Open, false)
+        };
+        (conn(a), conn(b))
+    }
+
+    fn send(c: &mut Conn, v: &Value) -> Result<bool> {
+        let mut scratch = Vec::new();
+        c.queue(Vec::new(), &mut scratch, |f, out, s| {
+            f.encode_line(v, out, s)
+        })
+    }
+
+    fn values(c: &mut Conn) -> Vec<Value> {
+        let mut got = Vec::new();
+        while let Some(item) = c.inbound.pop() {
+            got.push(item.expect("a message").value);
+        }
+        got
+    }
+
+    #[test]
+    fn lines_arrive_in_order_and_a_closing_write_side_ends_the_peer() {
+        let poll = mio::Poll::new().expect("poll");
+        let (mut a, mut b) = pair(&WorkerOptions::new());
+        let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+        for i in 0..3 {
+            assert!(!send(&mut a, &json!({ "n": i })).expect("queue"));
+        }
+        let done = a.write_out(poll.registry(), Token(1));
+        assert!(!done.failed && !done.reported && a.pending_output() == 0);
+        let got = b.read_available(&mut buf, &mut scratch);
+        assert!(got.queued && !got.ended);
+        assert_eq!(
+            values(&mut b),
+            [json!({"n": 0}), json!({"n": 1}), json!({"n": 2})]
+        );
+
+        // Closing: once the output drained, writing is shut down.
+        a.state = State::Closing;
+        a.write_out(poll.registry(), Token(1));
+        assert!(matches!(a.state, State::WriteShut));
+        let got = b.read_available(&mut buf, &mut scratch);
+        assert!(got.ended && !got.queued);
+        assert!(matches!(
+            send(&mut a, &json!(1)),
+            Err(Error::Closed { status: None })
+        ));
+    }
+
+    #[test]
+    fn past_the_high_water_mark_nothing_is_queued() {
+        let (mut a, _b) = pair(&WorkerOptions::new().high_water(100));
+        let big = json!("x".repeat(80));
+        assert!(send(&mut a, &big).is_ok());
+        let before = a.pending_output();
+        match send(&mut a, &big) {
+            Err(Error::Backpressure { limit: 100, .. }) => {}
+            other => panic!("expected Backpressure, got {other:?}"),
+        }
+        assert_eq!(a.pending_output(), before);
+    }
+
+    #[test]
+    fn a_short_write_keeps_the_rest_and_finishes_once_the_peer_reads() {
+        let poll = mio::Poll::new().expect("poll");
+        let (mut a, mut b) = pair(&WorkerOptions::new());
+        if let Some(s) = a.sock.as_mut() {
+            poll.registry()
+                .register(s, Token(1), Interest::READABLE)
+                .expect("register");
+        }
+        // 8 MiB is more than a socketpair's buffers hold.
+        let line = json!("y".repeat(1 << 20));
+        for _ in 0..8 {
+            send(&mut a, &line).expect("queue");
+        }
+        a.write_out(poll.registry(), Token(1));
+        assert!(
+            a.pending_output() > 0 && a.writable,
+            "a short write arms WRITABLE"
+        );
+        let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+        let mut received = 0;
+        for _ in 0..10_000 {
+            b.read_available(&mut buf, &mut scratch);
+            received += values(&mut b).len();
+            a.write_out(poll.registry(), Token(1));
+            if a.pending_output() == 0 && received == 8 {
+                break;
+            }
+        }
+        assert_eq!(received, 8);
+        assert!(!a.writable, "a full drain disarms WRITABLE");
+    }
+}
