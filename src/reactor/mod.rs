@@ -42,10 +42,12 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 ///
 /// # Contract
 ///
-/// * **Sources.** Every worker connection is a `mio` source whose
-///   [`Token`] is its slab key (low 32 bits) and a generation (high 32 bits),
-///   so an event for a removed worker never reaches the worker that reuses
-///   its slot. Events for unknown tokens are ignored.
+/// * **Sources.** Every worker connection (and every listener, handshake
+///   and serving child) is an entry of one registry, and its `mio`
+///   [`Token`]s carry the entry's slot and a generation unique in the
+///   process, so an event for a removed worker never reaches the worker that
+///   reuses its slot, and a handle of another reactor names nothing here.
+///   Events for unknown tokens are ignored.
 /// * **Sending never blocks.** [`send`](Reactor::send) encodes the message
 ///   into the worker's output buffer. Buffers are written when
 ///   [`wait_any`](Reactor::wait_any) or [`recv`](Reactor::recv) runs (one
