@@ -74,7 +74,7 @@ impl Reactor {
         )?;
         loop {
             let conn = self.conn_mut(w)?;
-            match conn.state {
+            match conn.state() {
                 State::Connecting { .. } => {}
                 State::Open => return Ok(w),
                 State::Authenticating => {
@@ -85,7 +85,7 @@ impl Reactor {
                     };
                     let answered = self.answer_challenge(w, &secret, deadline);
                     if let Ok(conn) = self.conn_mut(w) {
-                        conn.state = State::Open;
+                        conn.authenticated();
                     }
                     return match answered {
                         Ok(()) => {
@@ -101,7 +101,7 @@ impl Reactor {
                 }
                 _ => {
                     // Failed: the inbox holds the connect error, then Closed.
-                    let err = match conn.inbound.pop() {
+                    let err = match conn.pop() {
                         Some(Err(e)) => e,
                         _ => Error::io("connect", io::Error::other("connection failed")),
                     };

@@ -15,7 +15,7 @@ use mio::{Interest, Token};
 
 use crate::error::{Error, Result};
 use crate::format::Format;
-use crate::inbound::Inbound;
+use crate::inbound::{Inbound, Msg};
 use crate::sys;
 use crate::worker::WorkerOptions;
 
@@ -106,36 +106,36 @@ pub(crate) enum State {
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// The socket's number, as handed out in the [`Worker`](crate::Worker) handle.
-    pub(crate) fd: RawFd,
-    pub(crate) pid: Option<libc::pid_t>,
-    pub(crate) format: Format,
+    fd: RawFd,
+    pid: Option<libc::pid_t>,
+    format: Format,
     high_water: usize,
     /// `None` once the connection ended.
-    pub(crate) sock: Option<Stream>,
-    pub(crate) inbound: Inbound,
+    sock: Option<Stream>,
+    inbound: Inbound,
     out: Vec<u8>,
     /// Bytes of `out` already written.
     out_pos: usize,
     /// `WRITABLE` interest is registered.
     writable: bool,
     /// On the reactor's list of connections with output to write.
-    pub(crate) dirty: bool,
+    dirty: bool,
     /// On the reactor's list of connections with events to return.
-    pub(crate) queued: bool,
+    queued: bool,
     /// Descriptors to send with the line starting at that offset of `out`.
     out_fds: VecDeque<(usize, Vec<OwnedFd>)>,
     /// Reading stops while this many line bytes wait to be taken.
-    pub(crate) max_queued: usize,
-    pub(crate) read_paused: bool,
-    pub(crate) state: State,
+    max_queued: usize,
+    read_paused: bool,
+    state: State,
     /// The child's pidfd, registered under the connection's exit token: from
     /// spawn (when descriptors allow) or from hang-up until exit.
-    pub(crate) pidfd: Option<OwnedFd>,
+    pidfd: Option<OwnedFd>,
     /// `Some(status)` once the child was reaped (its pid may be reused:
     /// never signal it again).
-    pub(crate) exit: Option<Option<ExitStatus>>,
+    exit: Option<Option<ExitStatus>>,
     /// [`Error::Exited`] was queued.
-    pub(crate) exit_told: bool,
+    exit_told: bool,
 }
 
 /// What one [`Conn::read_available`] did.
@@ -187,6 +187,166 @@ impl Conn {
             exit: None,
             exit_told: false,
         }
+    }
+
+    /// The socket's number, as handed out in the worker's handle.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The connection's format.
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Where the connection is in its life.
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The local child's pid (`None` for TCP), reaped or not.
+    pub(crate) fn pid(&self) -> Option<libc::pid_t> {
+        self.pid
+    }
+
+    /// The local child's pid while it may be signalled: not reaped (its pid
+    /// could be reused) and `Closed` not yet queued.
+    pub(crate) fn running_pid(&self) -> Option<libc::pid_t> {
+        match self.state {
+            State::Done => None,
+            _ if self.exit.is_some() => None,
+            _ => self.pid,
+        }
+    }
+
+    /// `Some(status)` once the child was reaped.
+    pub(crate) fn exit(&self) -> Option<Option<ExitStatus>> {
+        self.exit
+    }
+
+    /// The stream ended (its socket is closed).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.sock.is_none()
+    }
+
+    /// The child's pidfd is registered.
+    pub(crate) fn is_watched(&self) -> bool {
+        self.pidfd.is_some()
+    }
+
+    /// Keeps the child's registered pidfd.
+    pub(crate) fn set_pidfd(&mut self, fd: OwnedFd) {
+        self.pidfd = Some(fd);
+    }
+
+    /// Gives up the child's pidfd (for the caller to deregister).
+    pub(crate) fn take_pidfd(&mut self) -> Option<OwnedFd> {
+        self.pidfd.take()
+    }
+
+    /// The child was reaped with `status`; returns its pidfd to deregister.
+    pub(crate) fn reaped(&mut self, status: Option<ExitStatus>) -> Option<OwnedFd> {
+        self.exit = Some(status);
+        self.pidfd.take()
+    }
+
+    /// Queues `Exited` for a reaped child whose connection is still open
+    /// (not while reading is paused, nor twice). True if it was queued.
+    pub(crate) fn tell_exit(&mut self) -> bool {
+        let Some(status) = self.exit else {
+            return false;
+        };
+        if self.exit_told || self.read_paused || self.sock.is_none() {
+            return false;
+        }
+        self.exit_told = true;
+        self.inbound.push(Err(Error::Exited { status }));
+        true
+    }
+
+    /// Queues `Closed` as the last event; returns the pidfd to deregister.
+    pub(crate) fn close_with(&mut self, status: Option<ExitStatus>) -> Option<OwnedFd> {
+        self.state = State::Done;
+        self.inbound.push(Err(Error::Closed { status }));
+        self.pidfd.take()
+    }
+
+    /// `close`: an open connection starts closing (true); otherwise nothing.
+    pub(crate) fn begin_close(&mut self) -> bool {
+        if !matches!(self.state, State::Open) {
+            return false;
+        }
+        self.state = State::Closing;
+        true
+    }
+
+    /// The client's handshake is over (answered or failed): open.
+    pub(crate) fn authenticated(&mut self) {
+        self.state = State::Open;
+    }
+
+    /// Shutdown: closes the socket and marks the connection done. Returns
+    /// the status if the child is reaped (or there is none), or the pid to
+    /// wait for.
+    pub(crate) fn abandon(&mut self) -> std::result::Result<Option<ExitStatus>, libc::pid_t> {
+        drop(self.sock.take());
+        let reaped = matches!(self.state, State::Done) || self.exit.is_some();
+        self.state = State::Done;
+        match self.pid {
+            Some(pid) if !reaped => Err(pid),
+            _ => Ok(self.exit.flatten().or_else(|| {
+                self.inbound.inbox.iter().rev().find_map(|e| match e {
+                    Err(Error::Closed { status }) => *status,
+                    _ => None,
+                })
+            })),
+        }
+    }
+
+    /// Reading paused at `max_queued`.
+    pub(crate) fn is_reading_paused(&self) -> bool {
+        self.read_paused
+    }
+
+    /// Resumes reading once the consumer took half of what was queued;
+    /// true if it did (the caller then reads what is pending).
+    pub(crate) fn resume_reading(&mut self) -> bool {
+        if self.read_paused && self.inbound.queued_bytes <= self.max_queued / 2 {
+            self.read_paused = false;
+            return true;
+        }
+        false
+    }
+
+    /// The oldest queued event.
+    pub(crate) fn pop(&mut self) -> Option<Result<Msg>> {
+        self.inbound.pop()
+    }
+
+    /// Line bytes received and not yet taken.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.inbound.queued_bytes
+    }
+
+    /// Puts the connection on the reactor's write list: true if it was not.
+    pub(crate) fn mark_dirty(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Taken off the reactor's write list.
+    pub(crate) fn clear_dirty(&mut self) {
+        self.dirty = false;
+    }
+
+    /// Puts the connection on the reactor's ready list: true if it was not.
+    pub(crate) fn mark_queued(&mut self) -> bool {
+        !std::mem::replace(&mut self.queued, true)
+    }
+
+    /// Whether the connection stays on the ready list: it has events.
+    pub(crate) fn recheck_queued(&mut self) -> bool {
+        self.queued = !self.inbound.inbox.is_empty();
+        self.queued
     }
 
     /// Bytes queued and not yet written.
@@ -405,8 +565,8 @@ impl Conn {
     }
 
     /// Ends the stream: deregisters and closes the socket, drops unsent
-    /// output, reports an unfinished line. The child (if any) is left to
-    /// the caller.
+    /// output, reports an unfinished line; the connection is `Reaping`. The
+    /// child (if any) is left to the caller.
     pub(crate) fn end_stream(&mut self, registry: &mio::Registry) {
         if let Some(mut sock) = self.sock.take() {
             let _ = registry.deregister(&mut sock);
@@ -415,6 +575,7 @@ impl Conn {
         self.out_pos = 0;
         self.out_fds.clear();
         self.inbound.finish();
+        self.state = State::Reaping;
     }
 
     /// A connecting socket became writable (or failed): finish the connect.

@@ -6,7 +6,6 @@ use std::process::ExitStatus;
 
 use super::{mark_ready, Reactor};
 use crate::conn::State;
-use crate::error::Error;
 use crate::process::{self, deadline_after, reap_within};
 use crate::registry::Entry;
 use crate::sys;
@@ -20,9 +19,8 @@ impl Reactor {
             return;
         };
         conn.end_stream(self.poll.registry());
-        conn.state = State::Reaping;
-        let watched = conn.pidfd.is_some();
-        match (conn.pid, conn.exit) {
+        let watched = conn.is_watched();
+        match (conn.pid(), conn.exit()) {
             (None, _) => self.finish(w, None),
             // Reaped when its pidfd fired: Closed carries that status.
             (Some(_), Some(status)) => self.finish(w, status),
@@ -48,14 +46,14 @@ impl Reactor {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return false;
         };
-        let Some(pid) = conn.pid else {
+        let Some(pid) = conn.pid() else {
             return false;
         };
         let below = at_spawn.then(|| sys::open_file_limit() / 2);
         let token = w.key.token(Sub::Exit);
         match process::watch_exit(self.poll.registry(), pid, token, below) {
             Some(fd) => {
-                conn.pidfd = Some(fd);
+                conn.set_pidfd(fd);
                 true
             }
             None => false,
@@ -68,7 +66,7 @@ impl Reactor {
         if self.early_watched.len() >= 2 * self.tokens.conns() + 64 {
             let tokens = &self.tokens;
             self.early_watched.retain(
-                |w| matches!(tokens.conn(w.key), Some(c) if c.pidfd.is_some() && c.sock.is_some()),
+                |w| matches!(tokens.conn(w.key), Some(c) if c.is_watched() && !c.is_ended()),
             );
         }
         self.early_watched.push(w);
@@ -85,10 +83,10 @@ impl Reactor {
             let Some(conn) = self.tokens.conn_mut(w.key) else {
                 continue;
             };
-            if conn.sock.is_none() {
+            if conn.is_ended() {
                 continue;
             }
-            if let Some(fd) = conn.pidfd.take() {
+            if let Some(fd) = conn.take_pidfd() {
                 process::unwatch(self.poll.registry(), fd);
                 given += 1;
             }
@@ -103,28 +101,27 @@ impl Reactor {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };
-        let Some(pid) = conn.pid else {
+        let Some(pid) = conn.pid() else {
             return;
         };
-        if conn.exit.is_some() {
+        if conn.exit().is_some() {
             return;
         }
         let Some(status) = process::try_reap(pid) else {
             return;
         };
-        conn.exit = Some(status);
-        if let Some(fd) = conn.pidfd.take() {
+        if let Some(fd) = conn.reaped(status) {
             process::unwatch(self.poll.registry(), fd);
         }
-        if conn.sock.is_none() {
-            if matches!(conn.state, State::Reaping) {
+        if conn.is_ended() {
+            if matches!(conn.state(), State::Reaping) {
                 self.finish(w, status);
             }
             return;
         }
         // The child closed its descriptors before it became a zombie, so if
         // it held the last copy of its socket, EOF is there to read now.
-        if !conn.read_paused {
+        if !conn.is_reading_paused() {
             self.read_conn(w);
         }
         self.tell_exit(w);
@@ -137,22 +134,16 @@ impl Reactor {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };
-        let Some(status) = conn.exit else {
-            return;
-        };
-        if conn.exit_told || conn.read_paused || conn.sock.is_none() {
-            return;
+        if conn.tell_exit() {
+            mark_ready(&mut self.ready, conn, w);
         }
-        conn.exit_told = true;
-        conn.inbound.push(Err(Error::Exited { status }));
-        mark_ready(&mut self.ready, conn, w);
     }
 
     /// Retries `waitpid` for hung-up children that could get no pidfd.
     pub(super) fn retry_unreaped(&mut self) {
         let mut list = std::mem::take(&mut self.unreaped);
         list.retry(|&w| {
-            let Some(Some(pid)) = self.tokens.conn(w.key).map(|c| c.pid) else {
+            let Some(Some(pid)) = self.tokens.conn(w.key).map(|c| c.pid()) else {
                 return true;
             };
             match process::try_reap(pid) {
@@ -171,11 +162,9 @@ impl Reactor {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };
-        if let Some(fd) = conn.pidfd.take() {
+        if let Some(fd) = conn.close_with(status) {
             process::unwatch(self.poll.registry(), fd);
         }
-        conn.state = State::Done;
-        conn.inbound.push(Err(Error::Closed { status }));
         mark_ready(&mut self.ready, conn, w);
     }
 
@@ -192,24 +181,13 @@ impl Reactor {
             let Entry::Conn(conn) = entry else {
                 continue;
             };
-            let w = Worker { key, fd: conn.fd };
+            let w = Worker { key, fd: conn.fd() };
             // Closing removes the descriptor from the epoll set (no child
             // holds a copy), so no epoll_ctl per worker; any straggling event
             // finds no entry and is ignored.
-            drop(conn.sock.take());
-            let reaped = matches!(conn.state, State::Done) || conn.exit.is_some();
-            conn.state = State::Done;
-            match conn.pid {
-                Some(pid) if !reaped => waiting.push((w, pid)),
-                _ => {
-                    let status = conn.exit.flatten().or_else(|| {
-                        conn.inbound.inbox.iter().rev().find_map(|e| match e {
-                            Err(Error::Closed { status }) => *status,
-                            _ => None,
-                        })
-                    });
-                    result.push((w, status));
-                }
+            match conn.abandon() {
+                Err(pid) => waiting.push((w, pid)),
+                Ok(status) => result.push((w, status)),
             }
         }
         // Dropping the slots closes the pidfds too (and so unregisters them).

@@ -273,7 +273,7 @@ impl Reactor {
         let dirty = std::mem::take(&mut self.dirty);
         for w in &dirty {
             if let Ok(c) = self.conn_mut(*w) {
-                c.dirty = false;
+                c.clear_dirty();
                 self.flush_conn(*w);
             }
         }
@@ -426,10 +426,7 @@ impl Reactor {
     fn collect_ready(&mut self, out: &mut Vec<Worker>) {
         let tokens = &mut self.tokens;
         self.ready.retain(|w| match tokens.conn_mut(w.key) {
-            Some(c) => {
-                c.queued = !c.inbound.inbox.is_empty();
-                c.queued
-            }
+            Some(c) => c.recheck_queued(),
             None => false,
         });
         out.extend_from_slice(&self.ready);
@@ -496,12 +493,12 @@ impl Reactor {
                 .ready(&mut self.tokens, self.poll.registry(), key);
             return;
         };
-        let w = Worker { key, fd: conn.fd };
+        let w = Worker { key, fd: conn.fd() };
         if sub == Sub::Exit {
             self.exit_ready(w);
             return;
         }
-        match conn.state {
+        match conn.state() {
             // The handshake reads its line itself (`connect`).
             State::Authenticating => return,
             State::Connecting { .. } => {
@@ -511,13 +508,13 @@ impl Reactor {
                 if !conn.finish_connect(self.poll.registry()) {
                     return;
                 }
-                if matches!(conn.state, State::Done) {
+                if matches!(conn.state(), State::Done) {
                     // Failed: `connect` takes the error from the inbox.
                     return;
                 }
                 // Disarms WRITABLE once nothing is queued.
                 self.flush_conn(w);
-                if !matches!(self.tokens.conn(key).map(|c| &c.state), Some(State::Open)) {
+                if !matches!(self.tokens.conn(key).map(Conn::state), Some(State::Open)) {
                     return;
                 }
             }
@@ -526,7 +523,7 @@ impl Reactor {
         if event.is_writable() {
             self.flush_conn(w);
         }
-        let paused = self.tokens.conn(key).is_some_and(|c| c.read_paused);
+        let paused = self.tokens.conn(key).is_some_and(Conn::is_reading_paused);
         if !paused && (event.is_readable() || event.is_read_closed() || event.is_error()) {
             self.read_conn(w);
         }
@@ -535,8 +532,7 @@ impl Reactor {
 
 /// Puts the worker on the ready list unless it is there already.
 fn mark_ready(ready: &mut Vec<Worker>, conn: &mut Conn, w: Worker) {
-    if !conn.queued {
-        conn.queued = true;
+    if conn.mark_queued() {
         ready.push(w);
     }
 }

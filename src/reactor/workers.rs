@@ -140,23 +140,19 @@ impl Reactor {
     /// The worker's process id, while it has not been reaped.
     pub fn pid(&self, w: Worker) -> Option<i32> {
         let c = self.conn(w).ok()?;
-        match c.state {
-            State::Done => None,
-            _ if c.exit.is_some() => None,
-            _ => c.pid,
-        }
+        c.running_pid()
     }
 
     /// The worker's format.
     pub fn format(&self, w: Worker) -> Result<Format> {
-        self.conn(w).map(|c| c.format)
+        self.conn(w).map(|c| c.format())
     }
 
     /// Line bytes received from the worker and not yet taken (by
     /// `try_recv`/`recv`). Reading pauses past
     /// [`WorkerOptions::max_queued`](crate::WorkerOptions::max_queued).
     pub fn queued_input(&self, w: Worker) -> Result<usize> {
-        self.conn(w).map(|c| c.inbound.queued_bytes)
+        self.conn(w).map(|c| c.queued_bytes())
     }
 
     /// Bytes queued for the worker and not yet written.
@@ -239,8 +235,7 @@ impl Reactor {
         let conn = self.tokens.conn_mut(w.key).ok_or(Error::UnknownWorker)?;
         if conn.queue(fds, &mut self.scratch, encode)? {
             self.flush_conn(w);
-        } else if !conn.dirty {
-            conn.dirty = true;
+        } else if conn.mark_dirty() {
             self.dirty.push(w);
         }
         Ok(())
@@ -251,8 +246,7 @@ impl Reactor {
     /// still arrive; [`Error::Closed`] follows when the child exits.
     pub fn close(&mut self, w: Worker) -> Result<()> {
         let conn = self.conn_mut(w)?;
-        if matches!(conn.state, State::Open) {
-            conn.state = State::Closing;
+        if conn.begin_close() {
             self.flush_conn(w);
         }
         Ok(())
@@ -311,11 +305,11 @@ impl Reactor {
     /// ```
     pub fn kill(&mut self, w: Worker, signal: i32) -> Result<()> {
         let conn = self.conn(w)?;
-        if let Some(status) = conn.exit {
+        if let Some(status) = conn.exit() {
             // Reaped already: the pid may belong to someone else now.
             return Err(Error::Closed { status });
         }
-        match (conn.pid, &conn.state) {
+        match (conn.pid(), conn.state()) {
             // A RemoteWorker: its process is the server's, on its machine.
             (None, _) => Err(Error::io(
                 "kill",
@@ -343,10 +337,9 @@ impl Reactor {
 
     fn try_recv_msg(&mut self, w: Worker) -> Result<Option<Msg>> {
         let conn = self.conn_mut(w)?;
-        let item = conn.inbound.pop();
-        if conn.read_paused && conn.inbound.queued_bytes <= conn.max_queued / 2 {
+        let item = conn.pop();
+        if conn.resume_reading() {
             // The consumer caught up: read what the worker sent meanwhile.
-            conn.read_paused = false;
             self.read_conn(w);
             // An exit seen while paused is told once the data before it is in.
             self.tell_exit(w);
