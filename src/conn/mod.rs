@@ -1,16 +1,15 @@
 //! One connection of the reactor, seen from the parent: its socket (a
-//! socketpair end or TCP), its state machine, its buffers, and the I/O of
+//! socketpair end or TCP, in `stream.rs`), its state machine, its buffers, and the I/O of
 //! one readiness event (read until `WouldBlock`, write with `MSG_NOSIGNAL`
 //! and descriptor markers). Nothing here knows other connections, tokens
 //! or children: the reactor decides what an outcome means.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
 
-use mio::net::UnixStream;
 use mio::{Interest, Token};
 
 use crate::error::{Error, Result};
@@ -18,6 +17,10 @@ use crate::format::Format;
 use crate::inbound::{Inbound, Msg};
 use crate::sys;
 use crate::worker::WorkerOptions;
+
+mod stream;
+
+pub(crate) use stream::Stream;
 
 /// Bytes read per `read(2)`: one buffer shared by every connection.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
@@ -27,58 +30,6 @@ pub(crate) const FLUSH_AT: usize = 64 * 1024;
 /// An output buffer larger than this is freed once it drains, so an idle
 /// worker holds no buffer memory.
 const KEEP_OUT_CAPACITY: usize = 4096;
-
-/// A worker's connection: a socketpair end (local) or TCP (remote, served).
-#[derive(Debug)]
-pub(crate) enum Stream {
-    Unix(UnixStream),
-    Tcp(mio::net::TcpStream),
-}
-
-impl Stream {
-    /// Reads bytes; on a Unix socket with `recvmsg`, collecting descriptors.
-    fn read(&mut self, buf: &mut [u8], got: &mut sys::Received) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => sys::recv_with_fds(s.as_raw_fd(), buf, got),
-            Stream::Tcp(s) => s.read(buf),
-        }
-    }
-
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.shutdown(how),
-            Stream::Tcp(s) => s.shutdown(how),
-        }
-    }
-
-    pub(crate) fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Unix(s) => s.as_raw_fd(),
-            Stream::Tcp(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl mio::event::Source for Stream {
-    fn register(&mut self, r: &mio::Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.register(r, t, i),
-            Stream::Tcp(s) => s.register(r, t, i),
-        }
-    }
-    fn reregister(&mut self, r: &mio::Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.reregister(r, t, i),
-            Stream::Tcp(s) => s.reregister(r, t, i),
-        }
-    }
-    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.deregister(r),
-            Stream::Tcp(s) => s.deregister(r),
-        }
-    }
-}
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -636,7 +587,7 @@ mod tests {
         a.set_nonblocking(true).expect("nonblocking");
         b.set_nonblocking(true).expect("nonblocking");
         let conn = |s| {
-            let s = Stream::Unix(UnixStream::from_std(s));
+            let s = Stream::Unix(mio::net::UnixStream::from_std(s));
             Conn::new(s, None, opts, State::Open, false)
         };
         (conn(a), conn(b))
