@@ -419,9 +419,16 @@ impl Servers {
         match inserted {
             Ok(key) if !watched => self.unreaped.push(key),
             Ok(_) => {}
-            // No slot for it: reap it when the server stops, or now.
+            // No slot (2³¹ entries): it cannot be watched, so it is not
+            // served; end it now rather than leave a zombie.
             Err(Full) => {
-                let _ = process::reap_within(&[pid], None);
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait(pid);
+                self.events.push_back(ServerEvent::AcceptFailed {
+                    server,
+                    error: Full.into(),
+                    dropped: true,
+                });
             }
         }
     }
