@@ -82,6 +82,9 @@ pub enum Error {
     /// The handle names no worker of this reactor (never spawned here, or its
     /// `Closed` event was already returned).
     UnknownWorker,
+    /// The handle names no server of this reactor (never started here, or
+    /// already stopped).
+    UnknownServer,
     /// The deadline passed with nothing to return.
     Timeout,
     /// A descriptor given to [`WorkerOptions::keep_fd`](crate::WorkerOptions::keep_fd)
@@ -169,6 +172,7 @@ impl fmt::Display for Error {
             ),
             Error::Region { reason } => write!(f, "shared memory region: {reason}"),
             Error::UnknownWorker => f.write_str("no such worker in this reactor"),
+            Error::UnknownServer => f.write_str("no such server in this reactor"),
             Error::Timeout => f.write_str("timed out"),
             Error::BadDescriptor { fd, reason } => {
                 write!(f, "descriptor {fd} given to keep_fd {reason}")

@@ -131,25 +131,43 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod auth;
+mod channel;
+mod client;
+mod conn;
 mod envelope;
 pub mod error;
+mod fork;
 pub mod format;
 mod format_kind;
 pub mod framing;
 mod inbound;
+mod listener;
 pub mod marshal;
+pub mod process;
 mod reactor;
-pub mod remote;
+mod registry;
+mod server;
 pub mod shm;
 mod sys;
+mod token;
 pub mod worker;
+
+/// TCP: the names of the WorkerServer side ([`Reactor::listen`] and its
+/// kin) and of [`Reactor::connect`], as before the split of the event loop
+/// (`listener.rs` and `server.rs` now hold them).
+pub mod remote {
+    pub use crate::listener::{
+        Server, ServerEvent, ServerOptions, DEFAULT_ACCEPT_BACKOFF, DEFAULT_MAX_CONNECTIONS,
+    };
+    pub use crate::process::EXIT_IDLE;
+}
 
 pub use auth::Secret;
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
+pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};
 pub use reactor::{Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
-pub use remote::{Server, ServerEvent, ServerOptions};
 pub use serde_json;
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;

@@ -357,3 +357,51 @@ fn untaken_server_events_do_not_make_wait_any_spin() {
     assert!(t.elapsed() < DEADLINE);
     assert_eq!(r.take_server_events().len(), 2);
 }
+
+#[test]
+fn server_handles_and_remote_workers_get_truthful_errors() {
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v| json!({"echo": v}))
+        .expect("listen");
+    // Read-only questions need only a shared borrow.
+    let shared: &Reactor = &r;
+    let addr = shared.server_addr(server).expect("addr");
+    assert_eq!(shared.server_connections(server).expect("count"), 0);
+
+    // A RemoteWorker's process is the server's: kill says so, and the
+    // connection is untouched (not Closed).
+    let w = r
+        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .expect("connect");
+    match r.kill(w, libc::SIGKILL) {
+        Err(Error::Io { op: "kill", source }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::Unsupported, "{source}")
+        }
+        other => panic!("expected Io(Unsupported) from kill, got {other:?}"),
+    }
+    r.send(w, &json!(7)).expect("send after kill");
+    assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!({"echo": 7}));
+    r.close(w).expect("close");
+    loop {
+        match r.recv(w, Some(DEADLINE)) {
+            Err(Error::Closed { .. }) => break,
+            Err(e) if e.is_message_error() => {}
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+
+    // A stopped server, and another reactor's server, are unknown servers,
+    // not unknown workers.
+    let mut other = Reactor::new().expect("reactor");
+    let foreign = other
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .expect("listen");
+    r.stop_server(server).expect("stop");
+    for s in [server, foreign] {
+        assert!(matches!(r.server_addr(s), Err(Error::UnknownServer)));
+        assert!(matches!(r.server_connections(s), Err(Error::UnknownServer)));
+        assert!(matches!(r.stop_server(s), Err(Error::UnknownServer)));
+    }
+    other.stop_server(foreign).expect("stop foreign");
+}

@@ -1,5 +1,15 @@
 //! The system calls miniray makes that std does not wrap. Every `unsafe`
-//! block of the crate is here, each with its reason.
+//! block of the crate is here (but the two `memmap2` maps in `shm.rs`),
+//! each with its reason. This file holds processes, signals, descriptors
+//! and limits; `socket.rs` the socket I/O (`MSG_NOSIGNAL`, `SCM_RIGHTS`,
+//! peeking); `memfd.rs` sealed memory files. Their functions are re-exported
+//! here, so callers name them all `sys::...`.
+
+mod memfd;
+mod socket;
+
+pub(crate) use memfd::*;
+pub(crate) use socket::*;
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -48,19 +58,16 @@ pub(crate) fn exit_now(code: i32) -> ! {
 
 /// In a child: ask for `signal` when the parent (the forking thread) dies,
 /// then close the race where the parent died before the call. Exits the
-/// child at once if the parent is already gone.
-pub(crate) fn set_parent_death_signal(signal: libc::c_int, parent: libc::pid_t) {
+/// child at once with `gone` if the parent is already gone.
+pub(crate) fn set_parent_death_signal(signal: libc::c_int, parent: libc::pid_t, gone: i32) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers; async-signal-safe.
     let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
     // SAFETY: getppid has no preconditions; async-signal-safe.
     let ppid = unsafe { libc::getppid() };
     if r == -1 || ppid != parent {
-        exit_now(EXIT_PARENT_GONE);
+        exit_now(gone);
     }
 }
-
-/// Exit status of a child whose parent was gone before it could start.
-pub(crate) const EXIT_PARENT_GONE: i32 = 75;
 
 /// In a child: close every descriptor from 3 up except those in `keep`
 /// (sorted, deduplicated). Uses `close_range(2)`; falls back to `close(2)`
@@ -263,18 +270,6 @@ pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
 }
 
-/// `send(2)` with `MSG_NOSIGNAL`: a peer that closed gives `EPIPE`, never SIGPIPE.
-pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: buf is a valid readable slice for its length; fd is a socket the
-    // caller owns for the duration of the call.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
 /// `waitpid(pid, WNOHANG)`: `Ok(None)` while the child runs.
 pub(crate) fn try_wait(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
     let mut status = 0;
@@ -368,174 +363,6 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// Most descriptors one message may carry.
-pub(crate) const MAX_FDS_PER_MESSAGE: usize = 32;
-
-/// Control-buffer words: exactly `CMSG_SPACE(MAX_FDS_PER_MESSAGE * 4)`, in
-/// `u64`s so the buffer is aligned for `cmsghdr`. No slack: a peer that sends
-/// more than [`MAX_FDS_PER_MESSAGE`] descriptors gets `MSG_CTRUNC`.
-const CMSG_WORDS: usize =
-    (MAX_FDS_PER_MESSAGE * 4 + std::mem::size_of::<libc::cmsghdr>()).div_ceil(8);
-
-/// `sendmsg(2)` of `buf` with `fds` as `SCM_RIGHTS`, `MSG_NOSIGNAL`.
-pub(crate) fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
-    if fds.is_empty() || fds.len() > MAX_FDS_PER_MESSAGE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "1 to 32 descriptors per message",
-        ));
-    }
-    let mut control = [0u64; CMSG_WORDS];
-    let payload = std::mem::size_of_val(fds) as libc::c_uint;
-    // SAFETY: msghdr/iovec point at live buffers of the lengths given; the
-    // control buffer is aligned and at least CMSG_SPACE(payload) long
-    // (checked), so CMSG_FIRSTHDR is non-null and CMSG_DATA has room for fds.
-    unsafe {
-        let space = libc::CMSG_SPACE(payload) as usize;
-        if space > std::mem::size_of_val(&control) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "control buffer too small",
-            ));
-        }
-        let mut iov = libc::iovec {
-            iov_base: buf.as_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
-        std::ptr::copy_nonoverlapping(
-            fds.as_ptr(),
-            libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-            fds.len(),
-        );
-        let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-}
-
-/// What `recv_with_fds` found besides bytes.
-#[derive(Debug, Default)]
-pub(crate) struct Received {
-    /// Descriptors that arrived (close-on-exec).
-    pub(crate) fds: Vec<OwnedFd>,
-    /// The kernel set `MSG_CTRUNC`: some descriptors were dropped.
-    pub(crate) truncated: bool,
-}
-
-/// `recvmsg(2)` with `MSG_CMSG_CLOEXEC` and room for
-/// [`MAX_FDS_PER_MESSAGE`] descriptors. Every descriptor that arrived is
-/// returned as an `OwnedFd`, so none can leak whatever the caller does next.
-pub(crate) fn recv_with_fds(sock: RawFd, buf: &mut [u8], got: &mut Received) -> io::Result<usize> {
-    let mut control = [0u64; CMSG_WORDS];
-    // SAFETY: msghdr/iovec point at live buffers of the lengths given; the
-    // kernel writes at most msg_controllen bytes of control data; the cmsg
-    // walk uses the libc macros over that buffer and reads only SCM_RIGHTS
-    // payloads, whose length the kernel set.
-    unsafe {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            got.truncated = true;
-        }
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg) as *const u8;
-                let header = data.offset_from(cmsg as *const u8) as usize;
-                let count = ((*cmsg).cmsg_len as usize).saturating_sub(header)
-                    / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    got.fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        Ok(n as usize)
-    }
-}
-
-/// `memfd_create(2)` with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
-pub(crate) fn memfd_create(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
-    // SAFETY: name is NUL-terminated; the returned descriptor is new and ours.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `fallocate(fd, 0, 0, len)`: reserves the space now (and sets the size),
-/// so a full tmpfs fails here rather than with SIGBUS at first touch.
-pub(crate) fn fallocate(fd: RawFd, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
-    // SAFETY: plain integers on a descriptor the caller owns.
-    cvt(unsafe { libc::fallocate(fd, 0, 0, len) }).map(drop)
-}
-
-/// `fcntl(F_ADD_SEALS)`.
-pub(crate) fn add_seals(fd: RawFd, seals: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain integers on a descriptor the caller owns.
-    cvt(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }).map(drop)
-}
-
-/// `fcntl(F_GET_SEALS)`.
-pub(crate) fn get_seals(fd: RawFd) -> io::Result<libc::c_int> {
-    // SAFETY: plain integers on a descriptor the caller owns.
-    cvt(unsafe { libc::fcntl(fd, libc::F_GET_SEALS) })
-}
-
-/// `fcntl(F_DUPFD_CLOEXEC)`.
-pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: plain integers; the new descriptor is ours.
-    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
-    // SAFETY: just returned by the kernel, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-/// True if `fd` is a Unix-domain socket (`SO_DOMAIN` is `AF_UNIX`).
-pub(crate) fn is_unix_socket(fd: RawFd) -> bool {
-    let mut domain: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `domain`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    r == 0 && domain == libc::AF_UNIX
-}
-
 /// `poll(2)` on one descriptor for readability, up to `timeout` (at least
 /// 1 ms; at most `i32::MAX` ms, about 24 days: callers with a longer or no
 /// deadline loop).
@@ -567,51 +394,4 @@ pub(crate) fn getrandom(buf: &mut [u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `recv(MSG_PEEK | MSG_DONTWAIT)`: looks without consuming.
-pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: writes at most buf.len() bytes into buf.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// `recv(MSG_DONTWAIT)` of bytes already known (by a peek) to be queued.
-pub(crate) fn recv_exact_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: writes at most the remaining length into buf.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
-            let e = io::Error::last_os_error();
-            if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return if n == 0 {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            } else {
-                Err(e)
-            };
-        }
-        done += n as usize;
-    }
-    Ok(done)
 }

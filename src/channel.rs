@@ -1,0 +1,273 @@
+//! A work function's end of the connection, in the child: [`Channel`],
+//! blocking `recv` and `send` of messages over the worker's socket, and the
+//! request→reply loop of [`Reactor::spawn`](crate::Reactor::spawn) and
+//! [`Reactor::listen`](crate::Reactor::listen).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use serde_json::Value;
+
+use crate::envelope;
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::inbound::{Inbound, Msg};
+use crate::shm::SharedMemory;
+use crate::sys;
+
+/// A work function's end of the connection, in the child: blocking `recv`
+/// and `send` of messages in the worker's format.
+///
+/// Replies are batched: while more requests are already buffered, `send`
+/// only queues, and the queue is written before the next blocking read, when
+/// it passes 64 KiB, and when the work function returns.
+#[derive(Debug)]
+pub struct Channel {
+    sock: File,
+    /// A Unix socket (descriptors can travel), not TCP.
+    unix: bool,
+    format: Format,
+    inbound: Inbound,
+    rbuf: Vec<u8>,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    eof: bool,
+    /// See [`Channel::set_idle_timeout`].
+    idle: Option<std::time::Duration>,
+    idle_expired: bool,
+}
+
+const CHANNEL_READ: usize = 256 * 1024;
+const CHANNEL_READ_MIN: usize = 4096;
+const CHANNEL_FLUSH_AT: usize = 64 * 1024;
+
+impl Channel {
+    /// A channel over a connected, blocking stream socket (a `UnixStream`,
+    /// a `TcpStream`, or its `OwnedFd`).
+    pub fn new(sock: impl Into<OwnedFd>, format: Format, max_line: usize) -> Self {
+        let sock = File::from(sock.into());
+        Channel {
+            unix: sys::is_unix_socket(sock.as_raw_fd()),
+            sock,
+            format,
+            inbound: Inbound::new(max_line),
+            rbuf: Vec::new(),
+            out: Vec::new(),
+            scratch: Vec::new(),
+            eof: false,
+            idle: None,
+            idle_expired: false,
+        }
+    }
+
+    /// Limits how long [`Channel::recv`] waits for a complete line: once
+    /// `limit` passes from the moment it starts waiting with no complete
+    /// line (bytes without a newline do not count), it shuts the connection
+    /// down (the peer reads EOF), fails with [`Error::Timeout`], and reads as
+    /// closed (`Ok(None)`) from then on. `None` (the default) or a limit too
+    /// long to be a deadline (`Duration::MAX`): no limit. Servers set it
+    /// from [`ServerOptions::idle_timeout`](crate::ServerOptions::idle_timeout).
+    pub fn set_idle_timeout(&mut self, limit: Option<std::time::Duration>) {
+        self.idle = limit;
+    }
+
+    /// True once the idle limit closed the connection.
+    pub fn idle_expired(&self) -> bool {
+        self.idle_expired
+    }
+
+    /// The channel's format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The next message; `Ok(None)` once the parent closed its end (or
+    /// exited). Per-message errors ([`Error::LineTooLong`],
+    /// [`Error::Decode`], [`Error::TruncatedLine`], [`Error::Region`]) fail
+    /// that message only; call again for the next. Blocks, after writing any
+    /// queued replies; [`Error::Timeout`] once an idle limit
+    /// ([`Channel::set_idle_timeout`]) passes. Regions sent with the message are closed; use
+    /// [`Channel::recv_regions`] to keep them.
+    pub fn recv(&mut self) -> Result<Option<Value>> {
+        Ok(self.recv_msg()?.map(|m| m.value))
+    }
+
+    /// [`Channel::recv`], with the shared memory regions that came with the
+    /// message (mapped read-write, or read-only if sealed against writes).
+    pub fn recv_regions(&mut self) -> Result<Option<(Value, Vec<SharedMemory>)>> {
+        Ok(self.recv_msg()?.map(|m| (m.value, m.regions)))
+    }
+
+    fn recv_msg(&mut self) -> Result<Option<Msg>> {
+        let idle_until = self.idle.and_then(crate::process::deadline_after);
+        loop {
+            if let Some(item) = self.inbound.pop() {
+                return item.map(Some);
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            self.flush()?;
+            if let Some(until) = idle_until {
+                self.await_input(until)?;
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Waits until the socket is readable or `until` passes; then the
+    /// connection is idle: shut it down and fail with [`Error::Timeout`].
+    fn await_input(&mut self, until: std::time::Instant) -> Result<()> {
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                self.idle_expired = true;
+                self.eof = true;
+                // Shut down, not just closed by our exit: the work function
+                // may go on, and the peer must learn now. (shutdown(2) is
+                // the same call for a Unix socket as for TCP.)
+                if let Ok(dup) = self.sock.try_clone() {
+                    let _ = std::net::TcpStream::from(OwnedFd::from(dup))
+                        .shutdown(std::net::Shutdown::Both);
+                }
+                return Err(Error::Timeout);
+            }
+            match sys::poll_readable(self.sock.as_raw_fd(), left) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("poll", e)),
+            }
+        }
+    }
+
+    /// Queues `msg` as one line; writes at once unless more requests are
+    /// already buffered (see the type's docs). Blocks while the socket is full.
+    pub fn send(&mut self, msg: &Value) -> Result<()> {
+        self.format
+            .encode_line(msg, &mut self.out, &mut self.scratch)?;
+        if self.inbound.inbox.is_empty() || self.out.len() >= CHANNEL_FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends `msg` with shared memory regions, at once (the wire form is
+    /// described at [`Reactor::send_regions`](crate::Reactor::send_regions)).
+    /// Fails with [`Error::Region`], sending nothing, over TCP. With no
+    /// regions this is [`Channel::send`]: the plain message, no envelope.
+    pub fn send_regions(&mut self, msg: &Value, regions: &[&SharedMemory]) -> Result<()> {
+        if regions.is_empty() {
+            return self.send(msg);
+        }
+        envelope::check_regions(regions, !self.unix)?;
+        // Queued replies go first, so the sendmsg below carries the envelope
+        // line and nothing else (the wire contract in inbound.rs).
+        self.flush()?;
+        envelope::encode_envelope_line(
+            self.format,
+            regions,
+            msg,
+            &mut self.out,
+            &mut self.scratch,
+        )?;
+        let mut raw = [0 as RawFd; sys::MAX_FDS_PER_MESSAGE];
+        for (slot, r) in raw.iter_mut().zip(regions) {
+            *slot = r.as_raw_fd();
+        }
+        let fd = self.sock.as_raw_fd();
+        let first = loop {
+            match sys::send_with_fds(fd, &self.out, &raw[..regions.len()]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.out.clear();
+                    return Err(Error::io("sendmsg", e));
+                }
+            }
+        };
+        self.out.drain(..first);
+        self.flush()
+    }
+
+    /// Writes every queued reply.
+    pub fn flush(&mut self) -> Result<()> {
+        let mut done = 0;
+        let fd = self.sock.as_raw_fd();
+        while done < self.out.len() {
+            match sys::send_nosignal(fd, &self.out[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.out.clear();
+                    return Err(Error::io("send", e));
+                }
+            }
+        }
+        self.out.clear();
+        if self.out.capacity() > CHANNEL_FLUSH_AT * 4 {
+            self.out = Vec::new();
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        // Start small (a child that only ever sees small messages touches
+        // one page for it) and double while reads fill the buffer.
+        if self.rbuf.is_empty() {
+            self.rbuf.resize(CHANNEL_READ_MIN, 0);
+        }
+        let fd = self.sock.as_raw_fd();
+        let mut got = sys::Received::default();
+        let n = loop {
+            let r = if self.unix {
+                sys::recv_with_fds(fd, &mut self.rbuf, &mut got)
+            } else {
+                self.sock.read(&mut self.rbuf)
+            };
+            match r {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break 0,
+                Err(e) => return Err(Error::io("read", e)),
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+            self.inbound.finish();
+            return Ok(());
+        }
+        self.inbound
+            .feed_received(&self.rbuf[..n], &mut got, self.format, &mut self.scratch);
+        if n == self.rbuf.len() && n < CHANNEL_READ {
+            self.rbuf.resize(n * 2, 0);
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+/// The request→reply loop: every message in, one reply out. Lines that fail
+/// to decode are skipped (the peer gets no reply for them).
+pub(crate) fn serve_replies<F>(chan: &mut Channel, mut f: F) -> Result<()>
+where
+    F: FnMut(Value) -> Value,
+{
+    loop {
+        match chan.recv() {
+            Ok(Some(msg)) => {
+                let reply = f(msg);
+                chan.send(&reply)?;
+            }
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_message_error() || matches!(e, Error::TruncatedLine { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! What a server is: its options ([`ServerOptions`]), its handle
+//! ([`Server`]), what it reports ([`ServerEvent`]), and the three entries it
+//! keeps in the reactor's registry: a [`Listener`], a [`Pending`] handshake
+//! and a [`ServerChild`]. What a server does with them is in `server.rs`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+
+use crate::auth::Secret;
+use crate::error::{Error, Result};
+use crate::token::Key;
+use crate::worker::{Channel, Exec, WorkerOptions};
+
+/// Default limit of concurrent connections of a [`Server`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default pause of a server's accepting after it ran out of descriptors.
+pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How a [`Server`] listens and what each connection's child runs with.
+///
+/// # How the limits combine
+///
+/// A server holds at most [`max_connections`](ServerOptions::max_connections)
+/// connections at once, counting both handshakes in progress (with a
+/// [`secret`](ServerOptions::secret)) and serving children; one more is
+/// closed at once ([`ServerEvent::Rejected`]). A client that sends nothing
+/// keeps its slot:
+///
+/// * while it authenticates, for at most
+///   [`auth_timeout`](ServerOptions::auth_timeout) (5 s by default), after
+///   which it is closed ([`ServerEvent::AuthFailed`]);
+/// * once served, for as long as it likes unless
+///   [`idle_timeout`](ServerOptions::idle_timeout) is set (it is off by
+///   default): then the child closes after that long without a complete
+///   line, exits [`EXIT_IDLE`](crate::process::EXIT_IDLE) and the slot is free again.
+///
+/// So without an idle limit, `max_connections` silent clients lock every
+/// other client out for good; with one, a slot is held by a silent client
+/// for at most `auth_timeout + idle_timeout`. Slowly dripping bytes that
+/// never make a line do not count as activity. A served client is never
+/// closed while its child is busy answering, only while it waits for input.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub(crate) worker: WorkerOptions,
+    pub(crate) max_connections: usize,
+    pub(crate) accept_backoff: Duration,
+    pub(crate) secret: Option<Secret>,
+    pub(crate) auth_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            worker: WorkerOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            accept_backoff: DEFAULT_ACCEPT_BACKOFF,
+            secret: None,
+            auth_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// JSON, a 64 MiB line limit, 1024 connections, `SIGTERM` on parent death.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The options of each connection's child (format, line limit, death
+    /// signal, descriptors to keep).
+    pub fn worker(mut self, worker: WorkerOptions) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// The line format (shorthand for the worker options' format).
+    pub fn format(mut self, format: crate::Format) -> Self {
+        self.worker = self.worker.format(format);
+        self
+    }
+
+    /// Connections held at once (handshakes in progress and serving
+    /// children); one over it is closed at once and reported as
+    /// [`ServerEvent::Rejected`]. See the type's docs for how it combines
+    /// with the timeouts.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Require clients to prove they hold `secret` (HMAC-SHA256 over a
+    /// random nonce, see [`Secret`]) before anything is forked for them.
+    /// Off by default, so plain Python clients keep working.
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// How long a client has to answer the challenge. Default 5 s;
+    /// `Duration::MAX` waits without limit (a silent client then holds its
+    /// slot for good).
+    pub fn auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
+        self
+    }
+
+    /// How long accepting pauses after `EMFILE`/`ENFILE`. Default 50 ms;
+    /// `Duration::MAX` stops accepting for good after the first failure.
+    pub fn accept_backoff(mut self, pause: Duration) -> Self {
+        self.accept_backoff = pause;
+        self
+    }
+
+    /// Close a served connection that sends no complete line for `limit`
+    /// while its child waits for one. Off by default (as before).
+    ///
+    /// * [`Reactor::listen`](crate::Reactor::listen) and [`Reactor::listen_channel`](crate::Reactor::listen_channel): the child's
+    ///   [`Channel::recv`](crate::Channel::recv) fails with [`Error::Timeout`] (see
+    ///   [`Channel::set_idle_timeout`](crate::Channel::set_idle_timeout)), the connection is shut down and the
+    ///   child exits [`EXIT_IDLE`](crate::process::EXIT_IDLE) once the work function returns (at once
+    ///   for `listen`), reported as [`ServerEvent::Exited`]. The clock runs
+    ///   only while the child waits for input, from the moment it starts
+    ///   waiting: a slow answer never counts, and bytes without a newline
+    ///   do not reset it.
+    /// * [`Reactor::listen_exec`](crate::Reactor::listen_exec): the program reads the socket itself, so
+    ///   miniray cannot see its lines; `limit` becomes the socket's receive
+    ///   timeout (`SO_RCVTIMEO`), and a blocking read that gets no byte for
+    ///   that long fails with `EAGAIN` (most programs then exit; the status
+    ///   is theirs). This is weaker: any byte resets it, and a program that
+    ///   waits with `poll`/`select` is not limited.
+    ///
+    /// `Duration::MAX` means no limit.
+    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle_timeout = Some(limit);
+        self
+    }
+}
+
+/// A handle to a listening [`WorkerServer`](crate::Reactor::listen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Server {
+    pub(crate) key: Key,
+}
+
+/// What happened at a server, from [`Reactor::take_server_events`](crate::Reactor::take_server_events).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A connection was accepted and a child forked to serve it.
+    Accepted {
+        /// The server.
+        server: Server,
+        /// The client's address.
+        peer: SocketAddr,
+        /// The serving child.
+        pid: i32,
+    },
+    /// A connection over the limit was closed at once.
+    Rejected {
+        /// The server.
+        server: Server,
+        /// The client's address.
+        peer: SocketAddr,
+    },
+    /// A serving child exited and was reaped.
+    Exited {
+        /// The server.
+        server: Server,
+        /// The child.
+        pid: i32,
+        /// Its exit status (`None` if someone else reaped it).
+        status: Option<ExitStatus>,
+    },
+    /// A client failed authentication (wrong, malformed, late or missing
+    /// answer) and was closed; nothing was forked.
+    AuthFailed {
+        /// The server.
+        server: Server,
+        /// The client's address.
+        peer: SocketAddr,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A connection could not be served. `accept` failed: on
+    /// `EMFILE`/`ENFILE` the pending connection was accepted with the spare
+    /// descriptor and closed (`dropped`), and accepting pauses for the
+    /// back-off before it resumes. Or the serving child could not be started
+    /// (`fork` failed, or for [`Reactor::listen_exec`](crate::Reactor::listen_exec) the program could not
+    /// be executed: [`Error::Exec`] naming it and the OS error); the
+    /// connection was closed (`dropped`).
+    AcceptFailed {
+        /// The server.
+        server: Server,
+        /// The error.
+        error: Error,
+        /// A pending connection was closed to keep the queue moving.
+        dropped: bool,
+    },
+}
+
+/// A server's per-connection work function, run in each forked child.
+type ConnectionWork = Box<dyn FnMut(&mut Channel) -> Result<()> + Send>;
+
+pub(crate) enum ServerWork {
+    Run(ConnectionWork),
+    Exec(Exec),
+}
+
+impl fmt::Debug for ServerWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerWork::Run(_) => f.write_str("Run(..)"),
+            ServerWork::Exec(e) => write!(f, "Exec({e:?})"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Listener {
+    pub(crate) sock: TcpListener,
+    pub(crate) addr: SocketAddr,
+    pub(crate) opts: ServerOptions,
+    pub(crate) work: ServerWork,
+    /// Serving children.
+    pub(crate) active: usize,
+    /// Handshakes in progress.
+    pub(crate) handshaking: usize,
+    /// Accepting paused after `EMFILE`...
+    pub(crate) paused: bool,
+    /// ... until then (`None`: for good, after a back-off of `Duration::MAX`).
+    pub(crate) resume_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ServerChild {
+    pub(crate) pid: libc::pid_t,
+    pub(crate) server: Server,
+    pub(crate) pidfd: Option<OwnedFd>,
+}
+
+/// An accepted connection answering the authentication challenge.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) server: Server,
+    pub(crate) nonce: Vec<u8>,
+    /// `None`: an `auth_timeout` too long to be a deadline.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl ServerChild {
+    /// A child entry for the registry's unit tests (no process behind it).
+    #[cfg(test)]
+    pub(crate) fn for_test(pid: libc::pid_t) -> Self {
+        ServerChild {
+            pid,
+            server: Server {
+                key: Key { slot: 0, gen: 0 },
+            },
+            pidfd: None,
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! The reactor: one `mio::Poll` over every worker's connection, the
+//! servers' listeners, handshakes and children, and the caller's own
+//! sources. This file holds the type, polling and dispatch, `wait_any` and
+//! embedding; its rooms:
+//!
+//! * `workers.rs`: the per-worker API (spawn, send, close, kill, receive);
+//! * `exits.rs`: a connection's end and its child's exit (hang-up, pidfds,
+//!   reaping, `Closed`), and `shutdown`;
+//! * `serving.rs`: the public face of the TCP servers (`listen`, ...), which
+//!   [`Servers`] runs;
+//! * `client.rs` (beside this directory) adds `connect` through the same
+//!   small interface.
+//!
+//! Every entry with a token is in the one [`Registry`]; every event goes
+//! through [`Registry::resolve`] before it reaches anything.
+
+mod exits;
+mod serving;
+mod workers;
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::conn::{Conn, State, Stream};
+use crate::error::{Error, Result};
+use crate::fork;
+use crate::process::{deadline_after, Unreaped, REAP_RETRY};
+use crate::registry::{Entry, Registry};
+use crate::server::Servers;
+use crate::token::Sub;
+use crate::worker::{Worker, WorkerOptions};
+
+/// Default time [`Reactor`]'s drop and [`Reactor::shutdown`] give workers to exit
+/// after their connection closes, before `SIGKILL`.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
+
+/// One thread's event loop over many workers.
+///
+/// # Contract
+///
+/// * **Sources.** Every worker connection (and every listener, handshake
+///   and serving child) is an entry of one registry, and its `mio`
+///   [`Token`]s carry the entry's slot and a generation unique in the
+///   process, so an event for a removed worker never reaches the worker that
+///   reuses its slot, and a handle of another reactor names nothing here.
+///   Events for unknown tokens are ignored.
+/// * **Sending never blocks.** [`send`](Reactor::send) encodes the message
+///   into the worker's output buffer. Buffers are written when
+///   [`wait_any`](Reactor::wait_any) or [`recv`](Reactor::recv) runs (one
+///   `send(2)` per worker per batch, with `MSG_NOSIGNAL`), or at once when a
+///   buffer passes 64 KiB, or on [`flush`](Reactor::flush). `WRITABLE`
+///   interest is asked for only while a buffer cannot be written in full.
+///   Past the worker's high-water mark `send` returns
+///   [`Error::Backpressure`] and queues nothing.
+/// * **Reading.** A readable connection is read until `WouldBlock` (mio is
+///   edge-triggered); complete lines are decoded and queued per worker, in
+///   order. Lines that fail (too long, undecodable) are queued as errors in
+///   their place.
+/// * **Closing.** When a connection ends, its descriptor is closed, an
+///   unfinished line is queued as [`Error::TruncatedLine`], the child is reaped
+///   (`waitpid(pid, WNOHANG)`, then on its pidfd if it has not exited yet) and
+///   [`Error::Closed`] with its exit status is queued last. Once that event is
+///   returned the handle is gone ([`Error::UnknownWorker`]). miniray never
+///   calls `waitpid(-1)` and installs no signal handler.
+/// * **Exit before hang-up.** An exec worker's pidfd is watched from spawn
+///   (its socket is its stdin and stdout, which whatever it starts
+///   inherits), so its exit is seen when it happens: it is reaped at once
+///   and, if its connection is still open after reading it to the end (a
+///   descendant, such as a background job, holds the socket),
+///   [`Error::Exited`] is queued after the messages read so far. The
+///   connection then goes on (messages both ways) until EOF brings
+///   [`Error::Closed`] with the same status. A child whose socket closes
+///   with it reports only `Closed`. A closure worker's socket is
+///   close-on-exec, so only a raw `fork` in its work function could keep it
+///   open: its exit is watched from hang-up.
+/// * **Descriptors.** One per running worker (its socket), the epoll
+///   descriptor and the waker, plus a pidfd per exec worker from spawn
+///   while that pidfd is numbered below half the soft open-file limit (the
+///   upper half is left to sockets and to the program; past it, or when
+///   `pidfd_open` fails, the worker is watched from hang-up), given back
+///   when a spawn runs out of descriptors; and a pidfd per child between
+///   hang-up and exit.
+/// * **Durations** too long for an [`Instant`] (`Duration::MAX`) mean no
+///   deadline.
+/// * **Dropping** the reactor closes every connection, gives the children
+///   [`DEFAULT_GRACE`] to exit, kills the rest with `SIGKILL` and reaps all.
+///
+/// # Threads and fork
+///
+/// `spawn` forks. Fork from a thread that outlives the workers:
+/// `PR_SET_PDEATHSIG` fires when the *forking thread* exits, not the
+/// process (so under `cargo test`, whose tests run on threads, a test's
+/// workers die with its thread). In the child only the forking thread
+/// exists: a work function must not wait on a lock another parent thread
+/// might have held at fork time (stdout's, a `Mutex` of yours). glibc's
+/// `malloc` is safe there.
+///
+/// # Example
+///
+/// ```
+/// use miniray::{Reactor, serde_json::json};
+/// use std::time::Duration;
+///
+/// let mut reactor = Reactor::new()?;
+/// let w = reactor.spawn(|msg| json!({"echo": msg}))?;
+/// reactor.send(w, &json!({"test": 123}))?;
+/// let ready = reactor.wait_any(Some(Duration::from_secs(5)))?;
+/// assert_eq!(ready, vec![w]);
+/// assert_eq!(reactor.try_recv(w)?, Some(json!({"echo": {"test": 123}})));
+/// # Ok::<(), miniray::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    /// Every connection, listener, handshake and serving child.
+    tokens: Registry,
+    /// Workers that may have queued events (checked, not trusted).
+    ready: Vec<Worker>,
+    /// Workers with output not yet written.
+    dirty: Vec<Worker>,
+    /// Hung-up children that could get no pidfd: `waitpid` is retried.
+    unreaped: Unreaped<Worker>,
+    /// Exec workers given a pidfd at spawn, newest last: the ones that give
+    /// it back when a spawn runs out of descriptors. Entries go stale (checked
+    /// when used, swept when the list outgrows the workers).
+    early_watched: Vec<Worker>,
+    /// The read buffer every connection shares.
+    read_buf: Vec<u8>,
+    /// Encoding and decoding scratch space.
+    scratch: Vec<u8>,
+    grace: Duration,
+    /// Makes the epoll descriptor readable while work is queued but not
+    /// returned (an eventfd under [`WAKE`]).
+    waker: Waker,
+    /// Set once the reactor's descriptor was handed out: only then is the
+    /// waker written.
+    embedded: AtomicBool,
+    /// Events for the caller's own sources.
+    user_events: Vec<UserEvent>,
+    user_sources: usize,
+    /// How many user and server events `wait_any` has already returned
+    /// for: only new ones end a wait early, so events left untaken never
+    /// make `wait_any` spin.
+    announced: (usize, usize),
+    /// Servers: their events and timers (their entries are in `tokens`).
+    servers: Servers,
+}
+
+/// Tokens below this are the caller's own (see [`Reactor::register_source`]);
+/// miniray's tokens all lie above it.
+pub const USER_TOKEN_LIMIT: usize = 0xffff_ffff;
+
+/// The waker's token: the first one above the caller's range.
+const WAKE: Token = Token(USER_TOKEN_LIMIT);
+
+/// Readiness of one of the caller's own sources, from [`Reactor::take_user_events`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserEvent {
+    /// The token the source was registered with.
+    pub token: Token,
+    /// Readable (or read side closed).
+    pub readable: bool,
+    /// Writable.
+    pub writable: bool,
+    /// The peer closed its side (read or write).
+    pub closed: bool,
+    /// An error is pending on the source.
+    pub error: bool,
+}
+
+impl Reactor {
+    /// A reactor with no workers. System calls: `epoll_create1`, `eventfd`,
+    /// `epoll_ctl`.
+    ///
+    /// The first reactor of the process installs miniray's panic hook (see
+    /// [`worker`](crate::worker#panics-in-a-worker)): that takes std's
+    /// panic-hook lock for writing, which waits for any hook running in
+    /// another thread at that moment. Create it before other threads panic
+    /// under locks of yours, as early in `main` as is convenient.
+    pub fn new() -> Result<Self> {
+        fork::install_panic_hook();
+        let poll = Poll::new().map_err(|e| Error::io("epoll_create1", e))?;
+        let waker = Waker::new(poll.registry(), WAKE).map_err(|e| Error::io("eventfd", e))?;
+        Ok(Reactor {
+            poll,
+            waker,
+            embedded: AtomicBool::new(false),
+            user_events: Vec::new(),
+            user_sources: 0,
+            announced: (0, 0),
+            servers: Servers::default(),
+            events: Events::with_capacity(1024),
+            tokens: Registry::default(),
+            ready: Vec::new(),
+            dirty: Vec::new(),
+            unreaped: Unreaped::default(),
+            early_watched: Vec::new(),
+            read_buf: Vec::new(),
+            scratch: Vec::new(),
+            grace: DEFAULT_GRACE,
+        })
+    }
+
+    /// Sets how long drop, [`Reactor::shutdown`] and
+    /// [`Reactor::stop_server`] wait for children to exit after closing their
+    /// connections, before killing them. `Duration::MAX` waits without limit
+    /// (for children that exit on EOF or `SIGTERM`).
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
+    /// Number of workers whose `Closed` event has not been returned yet.
+    pub fn len(&self) -> usize {
+        self.tokens.conns()
+    }
+
+    /// True when the reactor has no workers.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.conns() == 0
+    }
+
+    /// Registers a connection and gives it an entry.
+    pub(crate) fn insert_conn(
+        &mut self,
+        mut sock: Stream,
+        pid: Option<libc::pid_t>,
+        opts: &WorkerOptions,
+        state: State,
+        interest: Interest,
+    ) -> Result<Worker> {
+        let poll = self.poll.registry();
+        let mut fd = sock.as_raw_fd();
+        let key = self.tokens.insert_with(|key| {
+            poll.register(&mut sock, key.token(Sub::Main), interest)
+                .map_err(|e| Error::io("epoll_ctl", e))?;
+            fd = sock.as_raw_fd();
+            let writable = interest.is_writable();
+            Ok::<_, Error>(Entry::Conn(Conn::new(sock, pid, opts, state, writable)))
+        })?;
+        Ok(Worker { key, fd })
+    }
+
+    /// The worker's connection, or [`Error::UnknownWorker`] for a handle
+    /// that names none (stale, of another reactor, or no worker's).
+    pub(crate) fn conn(&self, w: Worker) -> Result<&Conn> {
+        self.tokens.conn(w.key).ok_or(Error::UnknownWorker)
+    }
+
+    /// As [`Reactor::conn`], mutably.
+    pub(crate) fn conn_mut(&mut self, w: Worker) -> Result<&mut Conn> {
+        self.tokens.conn_mut(w.key).ok_or(Error::UnknownWorker)
+    }
+
+    /// Forgets a connection at once (a failed connect): deregisters and
+    /// closes its socket. Its child, if any, is the caller's to end.
+    pub(crate) fn remove_conn(&mut self, w: Worker) -> Option<Conn> {
+        self.tokens.conn(w.key)?;
+        let Some(Entry::Conn(mut c)) = self.tokens.remove(w.key) else {
+            return None;
+        };
+        c.end_stream(self.poll.registry());
+        Some(c)
+    }
+
+    /// Writes what every worker has queued, as far as the sockets take it
+    /// without blocking. `wait_any` and `recv` do this first.
+    pub fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for w in &dirty {
+            if let Ok(c) = self.conn_mut(*w) {
+                c.clear_dirty();
+                self.flush_conn(*w);
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Writes the connection's queued output (see [`Conn::write_out`]).
+    pub(crate) fn flush_conn(&mut self, w: Worker) {
+        let Some(conn) = self.tokens.conn_mut(w.key) else {
+            return;
+        };
+        let done = conn.write_out(self.poll.registry(), w.key.token(Sub::Main));
+        if done.reported {
+            mark_ready(&mut self.ready, conn, w);
+        }
+        if done.failed {
+            self.read_conn(w);
+        }
+    }
+
+    /// Reads the connection until `WouldBlock`, queueing decoded lines.
+    pub(crate) fn read_conn(&mut self, w: Worker) {
+        let Some(conn) = self.tokens.conn_mut(w.key) else {
+            return;
+        };
+        let got = conn.read_available(&mut self.read_buf, &mut self.scratch);
+        if got.queued {
+            mark_ready(&mut self.ready, conn, w);
+        }
+        if got.ended {
+            self.hang_up(w);
+        }
+    }
+
+    /// The workers that have at least one event queued (a message, a failed
+    /// message, or `Closed`), waiting up to `timeout` for one: `None` waits
+    /// without limit, `Some(ZERO)` only polls. Work already queued is
+    /// returned without waiting. A reactor with no workers returns an empty
+    /// list at once. A new server or user event
+    /// ([`Reactor::take_server_events`], [`Reactor::take_user_events`]) also
+    /// ends the wait, perhaps with no worker; events already announced and
+    /// left untaken do not. Cost: one `epoll_wait` plus work proportional to
+    /// the workers that are ready, never to the number of workers.
+    pub fn wait_any(&mut self, timeout: Option<Duration>) -> Result<Vec<Worker>> {
+        let mut out = Vec::new();
+        self.wait_any_into(&mut out, timeout)?;
+        Ok(out)
+    }
+
+    /// [`Reactor::wait_any`] into a caller's vector (cleared first), to reuse
+    /// its allocation.
+    pub fn wait_any_into(
+        &mut self,
+        out: &mut Vec<Worker>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        out.clear();
+        let deadline = timeout.and_then(deadline_after);
+        let mut polled = false;
+        loop {
+            self.collect_ready(out);
+            let events = (self.user_events.len(), self.servers.events_len());
+            let fresh = events.0 > self.announced.0 || events.1 > self.announced.1;
+            if !out.is_empty() || fresh {
+                self.announced = events;
+                self.signal_queued();
+                return Ok(());
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let idle = self.user_sources == 0 && self.tokens.iter().next().is_none();
+            if polled && (idle || left == Some(Duration::ZERO)) {
+                return Ok(());
+            }
+            // With nothing that could become ready, only poll (to clear a
+            // pending wake-up), never wait.
+            self.poll_once(if idle { Some(Duration::ZERO) } else { left })?;
+            polled = true;
+        }
+    }
+
+    /// In embedded use, makes the reactor's descriptor readable (again): work
+    /// is queued that `wait_any` has yet to return, or was just returned and
+    /// may not all be consumed. Each write is a fresh edge for
+    /// edge-triggered outer loops; a level-triggered one sees the descriptor
+    /// readable until the next `wait_any` polls.
+    fn signal_queued(&mut self) {
+        if self.embedded.load(Ordering::Relaxed)
+            && (!self.ready.is_empty()
+                || !self.user_events.is_empty()
+                || self.servers.events_len() > 0)
+        {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Registers a source of the caller's own in the reactor's poll, under
+    /// a token below [`USER_TOKEN_LIMIT`] (miniray's tokens never are).
+    /// Its readiness makes `wait_any` return (perhaps with no worker) and is
+    /// collected by [`Reactor::take_user_events`]. Registration is
+    /// edge-triggered, as everything in mio.
+    pub fn register_source<S>(
+        &mut self,
+        source: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> Result<()>
+    where
+        S: mio::event::Source + ?Sized,
+    {
+        if token.0 >= USER_TOKEN_LIMIT {
+            return Err(Error::io(
+                "epoll_ctl",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "user tokens must be below USER_TOKEN_LIMIT",
+                ),
+            ));
+        }
+        self.poll
+            .registry()
+            .register(source, token, interest)
+            .map_err(|e| Error::io("epoll_ctl", e))?;
+        self.user_sources += 1;
+        Ok(())
+    }
+
+    /// Removes a source registered with [`Reactor::register_source`].
+    pub fn deregister_source<S>(&mut self, source: &mut S) -> Result<()>
+    where
+        S: mio::event::Source + ?Sized,
+    {
+        self.poll
+            .registry()
+            .deregister(source)
+            .map_err(|e| Error::io("epoll_ctl", e))?;
+        self.user_sources = self.user_sources.saturating_sub(1);
+        Ok(())
+    }
+
+    /// The readiness events of the caller's own sources since the last call.
+    pub fn take_user_events(&mut self) -> Vec<UserEvent> {
+        self.announced.0 = 0;
+        std::mem::take(&mut self.user_events)
+    }
+
+    fn collect_ready(&mut self, out: &mut Vec<Worker>) {
+        let tokens = &mut self.tokens;
+        self.ready.retain(|w| match tokens.conn_mut(w.key) {
+            Some(c) => c.recheck_queued(),
+            None => false,
+        });
+        out.extend_from_slice(&self.ready);
+    }
+
+    /// One `epoll_wait` (after flushing), and the handling of what it returned.
+    pub(crate) fn poll_once(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.flush();
+        let mut cap = None;
+        if !self.unreaped.is_empty() || self.servers.retrying() {
+            cap = Some(REAP_RETRY);
+        }
+        if let Some(due) = self.servers.next_deadline(&self.tokens) {
+            let until = due.saturating_duration_since(Instant::now());
+            cap = Some(cap.map_or(until, |c: Duration| c.min(until)));
+        }
+        let timeout = match (timeout, cap) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, None) => t,
+            (None, c) => c,
+        };
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, timeout);
+        let result = match polled {
+            Ok(()) => {
+                for event in events.iter() {
+                    self.handle(event);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(Error::io("epoll_wait", e)),
+        };
+        self.events = events;
+        if !self.unreaped.is_empty() {
+            self.retry_unreaped();
+        }
+        self.servers.timers(&mut self.tokens, self.poll.registry());
+        result
+    }
+
+    /// One event: the caller's, the waker's, or one of the registry's
+    /// entries (stale tokens are dropped by [`Registry::resolve`]).
+    fn handle(&mut self, event: &mio::event::Event) {
+        if event.token() == WAKE {
+            return;
+        }
+        if event.token().0 < USER_TOKEN_LIMIT {
+            self.user_events.push(UserEvent {
+                token: event.token(),
+                readable: event.is_readable() || event.is_read_closed(),
+                writable: event.is_writable(),
+                closed: event.is_read_closed() || event.is_write_closed(),
+                error: event.is_error(),
+            });
+            return;
+        }
+        let Some((key, sub)) = self.tokens.resolve(event.token()) else {
+            return;
+        };
+        let Some(conn) = self.tokens.conn(key) else {
+            // A listener, a handshake or a serving child.
+            self.servers
+                .ready(&mut self.tokens, self.poll.registry(), key);
+            return;
+        };
+        let w = Worker { key, fd: conn.fd() };
+        if sub == Sub::Exit {
+            self.exit_ready(w);
+            return;
+        }
+        match conn.state() {
+            // The handshake reads its line itself (`connect`).
+            State::Authenticating => return,
+            State::Connecting { .. } => {
+                let Some(conn) = self.tokens.conn_mut(key) else {
+                    return;
+                };
+                if !conn.finish_connect(self.poll.registry()) {
+                    return;
+                }
+                if matches!(conn.state(), State::Done) {
+                    // Failed: `connect` takes the error from the inbox.
+                    return;
+                }
+                // Disarms WRITABLE once nothing is queued.
+                self.flush_conn(w);
+                if !matches!(self.tokens.conn(key).map(Conn::state), Some(State::Open)) {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if event.is_writable() {
+            self.flush_conn(w);
+        }
+        let paused = self.tokens.conn(key).is_some_and(Conn::is_reading_paused);
+        if !paused && (event.is_readable() || event.is_read_closed() || event.is_error()) {
+            self.read_conn(w);
+        }
+    }
+}
+
+/// Puts the worker on the ready list unless it is there already.
+fn mark_ready(ready: &mut Vec<Worker>, conn: &mut Conn, w: Worker) {
+    if conn.mark_queued() {
+        ready.push(w);
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        if self.tokens.iter().next().is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+impl AsRawFd for Reactor {
+    /// The epoll descriptor, for embedding (see the crate docs): readable
+    /// whenever [`Reactor::wait_any`] has something to return. Asking for
+    /// it turns on the wake-ups that keep that promise for queued work.
+    fn as_raw_fd(&self) -> RawFd {
+        self.embedded.store(true, Ordering::Relaxed);
+        self.poll.as_raw_fd()
+    }
+}
+
+impl AsFd for Reactor {
+    /// As [`AsRawFd::as_raw_fd`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.embedded.store(true, Ordering::Relaxed);
+        self.poll.registry().as_fd()
+    }
+}

@@ -1,0 +1,387 @@
+//! The reactor's per-worker API: spawning local workers, sending, closing,
+//! signalling and receiving.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::net::UnixStream;
+use mio::Interest;
+use serde_json::Value;
+
+use super::Reactor;
+use crate::channel::{self, Channel};
+use crate::conn::{State, Stream};
+use crate::envelope;
+use crate::error::{Error, Result};
+use crate::fork;
+use crate::format::Format;
+use crate::inbound::Msg;
+use crate::process::deadline_after;
+use crate::server::is_fd_exhaustion;
+use crate::shm::SharedMemory;
+use crate::sys;
+use crate::worker::{self, Worker, WorkerOptions};
+
+impl Reactor {
+    /// Spawns a local worker with default options that answers each message
+    /// with `f(message)`.
+    ///
+    /// System calls: `socketpair`, `fork`, `fcntl`, `epoll_ctl`.
+    pub fn spawn<F>(&mut self, f: F) -> Result<Worker>
+    where
+        F: FnMut(Value) -> Value,
+    {
+        self.spawn_with(&WorkerOptions::default(), f)
+    }
+
+    /// Spawns a local worker that answers each message with `f(message)`.
+    /// Lines the child cannot decode are skipped. The child exits 0 when the
+    /// parent closes the connection.
+    pub fn spawn_with<F>(&mut self, opts: &WorkerOptions, f: F) -> Result<Worker>
+    where
+        F: FnMut(Value) -> Value,
+    {
+        self.spawn_channel(opts, move |chan| channel::serve_replies(chan, f))
+    }
+
+    /// Spawns a local worker that runs `work` with the child's [`Channel`]:
+    /// full control over what it receives and sends. The child exits 0 when
+    /// `work` returns `Ok`, [`worker::EXIT_ERROR`] on `Err` and
+    /// [`worker::EXIT_PANIC`] if it panics.
+    pub fn spawn_channel<F>(&mut self, opts: &WorkerOptions, work: F) -> Result<Worker>
+    where
+        F: FnOnce(&mut Channel) -> Result<()>,
+    {
+        self.spawn_local(opts, fork::Work::Run(work))
+    }
+
+    /// Spawns a local worker that execs `program`: the child makes its
+    /// socket the program's stdin and stdout, keeps stderr and the
+    /// descriptors given to [`WorkerOptions::keep_fd`], closes the rest and
+    /// execs with an empty signal mask and `SIGPIPE` at its default.
+    /// `PR_SET_PDEATHSIG` survives the exec. Any program that reads and
+    /// writes one message per line in the worker's format is a worker; one
+    /// that cannot be executed fails the spawn with [`Error::Exec`].
+    ///
+    /// System calls: `socketpair`, `pipe2`, `fork`, `read` (until the exec),
+    /// then in the child `dup2`, `close_range`, `sigaction`, `execvp`.
+    pub fn spawn_exec(&mut self, opts: &WorkerOptions, program: &worker::Exec) -> Result<Worker> {
+        self.spawn_local::<fn(&mut Channel) -> Result<()>>(opts, fork::Work::Exec(program))
+    }
+
+    fn spawn_local<F>(&mut self, opts: &WorkerOptions, work: fork::Work<'_, F>) -> Result<Worker>
+    where
+        F: FnOnce(&mut Channel) -> Result<()>,
+    {
+        // Before the socketpair, which could take a closed keep_fd's number.
+        opts.check_keep_fds()?;
+        // An exec worker's socket is its stdin and stdout, inherited by
+        // whatever it starts, so it may outlive the worker: watch its exit
+        // from spawn. A closure worker's socket is close-on-exec (only a raw
+        // fork in its work function could share it), and a pidfd each would
+        // add a descriptor to every later fork's table: watched from hang-up.
+        let exec = match &work {
+            fork::Work::Exec(program) => Some(*program),
+            fork::Work::Run(_) => None,
+        };
+        let watch_now = exec.is_some();
+        let pair = match std::os::unix::net::UnixStream::pair() {
+            // Out of descriptors: early pidfds are a convenience, sockets
+            // are not. Give two back (a socketpair needs two) and retry.
+            Err(e) if is_fd_exhaustion(&e) && self.give_back_pidfds(2) > 0 => {
+                std::os::unix::net::UnixStream::pair()
+            }
+            other => other,
+        };
+        let (parent_end, child_end) = pair.map_err(|e| Error::io("socketpair", e))?;
+        let pid = match fork::spawn_child(opts, child_end.into(), work) {
+            Ok(pid) => pid,
+            // The exec error pipe found no room: likewise, give back and
+            // start over (the socketpair was closed with the error).
+            Err(Error::Io {
+                op: "pipe2",
+                source,
+            }) if is_fd_exhaustion(&source) => match exec {
+                Some(program) if self.give_back_pidfds(2) > 0 => {
+                    drop(parent_end);
+                    return self.spawn_local(opts, fork::Work::<F>::Exec(program));
+                }
+                _ => {
+                    return Err(Error::Io {
+                        op: "pipe2",
+                        source,
+                    })
+                }
+            },
+            Err(e) => return Err(e),
+        };
+        let sock = parent_end
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("fcntl", e))
+            .map(|()| Stream::Unix(UnixStream::from_std(parent_end)));
+        match sock.and_then(|sock| {
+            self.insert_conn(sock, Some(pid), opts, State::Open, Interest::READABLE)
+        }) {
+            Ok(w) => {
+                if watch_now && self.watch_exit(w, true) {
+                    self.note_early_watch(w);
+                }
+                Ok(w)
+            }
+            Err(e) => {
+                // The child's end is closed with ours; make sure it is gone.
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait(pid);
+                Err(e)
+            }
+        }
+    }
+
+    /// The worker's process id, while it has not been reaped.
+    pub fn pid(&self, w: Worker) -> Option<i32> {
+        let c = self.conn(w).ok()?;
+        c.running_pid()
+    }
+
+    /// The worker's format.
+    pub fn format(&self, w: Worker) -> Result<Format> {
+        self.conn(w).map(|c| c.format())
+    }
+
+    /// Line bytes received from the worker and not yet taken (by
+    /// `try_recv`/`recv`). Reading pauses past
+    /// [`WorkerOptions::max_queued`](crate::WorkerOptions::max_queued).
+    pub fn queued_input(&self, w: Worker) -> Result<usize> {
+        self.conn(w).map(|c| c.queued_bytes())
+    }
+
+    /// Bytes queued for the worker and not yet written.
+    pub fn pending_output(&self, w: Worker) -> Result<usize> {
+        self.conn(w).map(|c| c.pending_output())
+    }
+
+    /// Queues `msg` for the worker. Never blocks (see the type's docs).
+    ///
+    /// Errors: [`Error::Backpressure`] past the high-water mark (nothing
+    /// queued), [`Error::Closed`] once the worker is closing or closed,
+    /// [`Error::Encode`], [`Error::UnknownWorker`].
+    pub fn send(&mut self, w: Worker, msg: &Value) -> Result<()> {
+        self.queue(w, Vec::new(), |f, out, scratch| {
+            f.encode_line(msg, out, scratch)
+        })
+    }
+
+    /// Queues `msg` with shared memory regions: the receiver gets the
+    /// message together with its own handles to the same regions
+    /// ([`Reactor::recv_regions`], [`Channel::recv_regions`]). Name regions
+    /// in `msg` by [`SharedMemory::id`], never by descriptor.
+    ///
+    /// On the wire the line is the envelope
+    /// `{"miniray.regions": [id, ...], "msg": msg}` in the worker's format,
+    /// whose first `sendmsg` starts at the line, carries nothing past its
+    /// newline and holds the regions' descriptors as `SCM_RIGHTS` in id
+    /// order (a line over 64 KiB, or a short write, sends the rest of the
+    /// line as plain bytes after it).
+    /// A line is read as an envelope only if descriptors came with it, so a
+    /// message of the envelope's shape sent with [`Reactor::send`] arrives
+    /// unchanged. With no regions this is [`Reactor::send`]: the plain
+    /// message, no envelope. Over TCP this fails at once with
+    /// [`Error::Region`] and nothing is queued. At most 32 regions per
+    /// message.
+    ///
+    /// If the kernel refuses the descriptors when the line is written (for
+    /// `ETOOMANYREFS`: the sending user has more descriptors in flight than
+    /// its open-file limit, which a receiver that reads late can cause), that
+    /// message alone is dropped and the worker's events carry
+    /// [`Error::Io`] with `op` `"sendmsg with region descriptors"` in its
+    /// place; the worker stays open and later messages are sent.
+    ///
+    /// System calls: `fcntl(F_DUPFD_CLOEXEC)` per region now (the duplicate
+    /// is closed once sent), `sendmsg` when the line is written.
+    pub fn send_regions(
+        &mut self,
+        w: Worker,
+        msg: &Value,
+        regions: &[&SharedMemory],
+    ) -> Result<()> {
+        if regions.is_empty() {
+            return self.send(w, msg);
+        }
+        envelope::check_regions(regions, self.conn(w)?.is_tcp())?;
+        let fds = regions
+            .iter()
+            .map(|r| sys::dup_cloexec(r.as_raw_fd()))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        self.queue(w, fds, |f, out, scratch| {
+            envelope::encode_envelope_line(f, regions, msg, out, scratch)
+        })
+    }
+
+    /// Encodes one line straight into the worker's output buffer (with the
+    /// descriptors to send with it) and schedules the write.
+    fn queue<E>(&mut self, w: Worker, fds: Vec<OwnedFd>, encode: E) -> Result<()>
+    where
+        E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
+    {
+        let conn = self.tokens.conn_mut(w.key).ok_or(Error::UnknownWorker)?;
+        if conn.queue(fds, &mut self.scratch, encode)? {
+            self.flush_conn(w);
+        } else if conn.mark_dirty() {
+            self.dirty.push(w);
+        }
+        Ok(())
+    }
+
+    /// Closes the worker's input: queued messages are written, then the
+    /// socket's write side is shut down so the child reads EOF. Replies
+    /// still arrive; [`Error::Closed`] follows when the child exits.
+    pub fn close(&mut self, w: Worker) -> Result<()> {
+        let conn = self.conn_mut(w)?;
+        if conn.begin_close() {
+            self.flush_conn(w);
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the worker's process (while it has not been reaped).
+    /// System calls: `kill`.
+    ///
+    /// Errors: [`Error::Closed`] once the worker was reaped (its pid may
+    /// belong to another process by then); for a RemoteWorker
+    /// ([`Reactor::connect`]), whose process runs on the server's side,
+    /// [`Error::Io`] with `op` `"kill"` and kind
+    /// [`Unsupported`](std::io::ErrorKind::Unsupported) ("not a local
+    /// process"), whatever its state; [`Error::UnknownWorker`].
+    ///
+    /// This is how a worker that never answers (stuck in its own code, or
+    /// hung on a lock some other thread of the parent held when it was
+    /// forked: see [`worker`](crate::worker#panics-in-a-worker)) is
+    /// recovered. miniray sets no deadline of its own: keep one per request;
+    /// when [`Reactor::recv`] returns [`Error::Timeout`], or a deadline passes
+    /// while [`Reactor::wait_any`] never returns the worker, send `SIGKILL`
+    /// (which no worker can ignore or block) and read the worker's events
+    /// until [`Error::Closed`]: its status carries the signal, and by then
+    /// the child is reaped, so no zombie is left. Workers still running when
+    /// the reactor is dropped or shut down are killed after the grace period
+    /// ([`Reactor::set_grace`]) and reaped too.
+    ///
+    /// ```
+    /// # use std::os::unix::process::ExitStatusExt;
+    /// # use std::time::Duration;
+    /// # use miniray::{Error, Reactor, serde_json::json};
+    /// # fn main() -> miniray::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let w = reactor.spawn(|_| loop {
+    ///     std::thread::sleep(Duration::from_secs(1)); // never answers
+    /// })?;
+    /// reactor.send(w, &json!("ping"))?;
+    /// match reactor.recv(w, Some(Duration::from_millis(100))) {
+    ///     Err(Error::Timeout) => reactor.kill(w, libc::SIGKILL)?,
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// loop {
+    ///     match reactor.recv(w, Some(Duration::from_secs(10))) {
+    ///         Err(Error::Closed { status }) => {
+    ///             assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    ///             break;
+    ///         }
+    ///         Ok(_) => {} // a reply sent before the kill
+    ///         Err(Error::TruncatedLine { .. }) => {} // a line cut by the kill
+    ///         Err(e) if e.is_message_error() => {}
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn kill(&mut self, w: Worker, signal: i32) -> Result<()> {
+        let conn = self.conn(w)?;
+        if let Some(status) = conn.exit() {
+            // Reaped already: the pid may belong to someone else now.
+            return Err(Error::Closed { status });
+        }
+        match (conn.pid(), conn.state()) {
+            // A RemoteWorker: its process is the server's, on its machine.
+            (None, _) => Err(Error::io(
+                "kill",
+                io::Error::new(io::ErrorKind::Unsupported, "not a local process"),
+            )),
+            (_, State::Done) => Err(Error::Closed { status: None }),
+            (Some(pid), _) => sys::kill(pid, signal).map_err(|e| Error::io("kill", e)),
+        }
+    }
+
+    /// The worker's next queued event without waiting or polling: `Ok(None)`
+    /// when nothing is queued, `Ok(Some(msg))` for a message, `Err` for a
+    /// failed message or, last of all, [`Error::Closed`] (after which the
+    /// handle is unknown).
+    pub fn try_recv(&mut self, w: Worker) -> Result<Option<Value>> {
+        // Regions that came with the message are closed here.
+        Ok(self.try_recv_msg(w)?.map(|m| m.value))
+    }
+
+    /// [`Reactor::try_recv`], with the shared memory regions that came with
+    /// the message (see [`Reactor::send_regions`]).
+    pub fn try_recv_regions(&mut self, w: Worker) -> Result<Option<(Value, Vec<SharedMemory>)>> {
+        Ok(self.try_recv_msg(w)?.map(|m| (m.value, m.regions)))
+    }
+
+    fn try_recv_msg(&mut self, w: Worker) -> Result<Option<Msg>> {
+        let conn = self.conn_mut(w)?;
+        let item = conn.pop();
+        if conn.resume_reading() {
+            // The consumer caught up: read what the worker sent meanwhile.
+            self.read_conn(w);
+            // An exit seen while paused is told once the data before it is in.
+            self.tell_exit(w);
+        }
+        match item {
+            None => Ok(None),
+            Some(Ok(m)) => Ok(Some(m)),
+            Some(Err(e)) => {
+                if e.is_closed() {
+                    self.tokens.remove(w.key);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The worker's next event, waiting up to `timeout` (`None`: no limit).
+    /// Events of other workers read meanwhile stay queued for them.
+    /// [`Error::Timeout`] when the time runs out.
+    pub fn recv(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Value> {
+        self.recv_msg(w, timeout).map(|m| m.value)
+    }
+
+    /// [`Reactor::recv`], with the regions that came with the message.
+    pub fn recv_regions(
+        &mut self,
+        w: Worker,
+        timeout: Option<Duration>,
+    ) -> Result<(Value, Vec<SharedMemory>)> {
+        self.recv_msg(w, timeout).map(|m| (m.value, m.regions))
+    }
+
+    fn recv_msg(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Msg> {
+        let deadline = timeout.and_then(deadline_after);
+        let mut polled = false;
+        loop {
+            if let Some(v) = self.try_recv_msg(w)? {
+                if polled {
+                    self.signal_queued();
+                }
+                return Ok(v);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if polled && left == Some(Duration::ZERO) {
+                self.signal_queued();
+                return Err(Error::Timeout);
+            }
+            self.poll_once(left)?;
+            polled = true;
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Socket I/O: `send` with `MSG_NOSIGNAL`, `sendmsg`/`recvmsg` with
+//! `SCM_RIGHTS`, the socket's domain, and the peeking reads of the
+//! authentication handshake.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// `send(2)` with `MSG_NOSIGNAL`: a peer that closed gives `EPIPE`, never SIGPIPE.
+pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid readable slice for its length; fd is a socket the
+    // caller owns for the duration of the call.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Most descriptors one message may carry.
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 32;
+
+/// Control-buffer words: exactly `CMSG_SPACE(MAX_FDS_PER_MESSAGE * 4)`, in
+/// `u64`s so the buffer is aligned for `cmsghdr`. No slack: a peer that sends
+/// more than [`MAX_FDS_PER_MESSAGE`] descriptors gets `MSG_CTRUNC`.
+const CMSG_WORDS: usize =
+    (MAX_FDS_PER_MESSAGE * 4 + std::mem::size_of::<libc::cmsghdr>()).div_ceil(8);
+
+/// `sendmsg(2)` of `buf` with `fds` as `SCM_RIGHTS`, `MSG_NOSIGNAL`.
+pub(crate) fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    if fds.is_empty() || fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "1 to 32 descriptors per message",
+        ));
+    }
+    let mut control = [0u64; CMSG_WORDS];
+    let payload = std::mem::size_of_val(fds) as libc::c_uint;
+    // SAFETY: msghdr/iovec point at live buffers of the lengths given; the
+    // control buffer is aligned and at least CMSG_SPACE(payload) long
+    // (checked), so CMSG_FIRSTHDR is non-null and CMSG_DATA has room for fds.
+    unsafe {
+        let space = libc::CMSG_SPACE(payload) as usize;
+        if space > std::mem::size_of_val(&control) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "control buffer too small",
+            ));
+        }
+        let mut iov = libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+        std::ptr::copy_nonoverlapping(
+            fds.as_ptr(),
+            libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+            fds.len(),
+        );
+        let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// What `recv_with_fds` found besides bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// Descriptors that arrived (close-on-exec).
+    pub(crate) fds: Vec<OwnedFd>,
+    /// The kernel set `MSG_CTRUNC`: some descriptors were dropped.
+    pub(crate) truncated: bool,
+}
+
+/// `recvmsg(2)` with `MSG_CMSG_CLOEXEC` and room for
+/// [`MAX_FDS_PER_MESSAGE`] descriptors. Every descriptor that arrived is
+/// returned as an `OwnedFd`, so none can leak whatever the caller does next.
+pub(crate) fn recv_with_fds(sock: RawFd, buf: &mut [u8], got: &mut Received) -> io::Result<usize> {
+    let mut control = [0u64; CMSG_WORDS];
+    // SAFETY: msghdr/iovec point at live buffers of the lengths given; the
+    // kernel writes at most msg_controllen bytes of control data; the cmsg
+    // walk uses the libc macros over that buffer and reads only SCM_RIGHTS
+    // payloads, whose length the kernel set.
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            got.truncated = true;
+        }
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg) as *const u8;
+                let header = data.offset_from(cmsg as *const u8) as usize;
+                let count = ((*cmsg).cmsg_len as usize).saturating_sub(header)
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    got.fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok(n as usize)
+    }
+}
+
+/// True if `fd` is a Unix-domain socket (`SO_DOMAIN` is `AF_UNIX`).
+pub(crate) fn is_unix_socket(fd: RawFd) -> bool {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `domain`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && domain == libc::AF_UNIX
+}
+
+/// `recv(MSG_PEEK | MSG_DONTWAIT)`: looks without consuming.
+pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `recv(MSG_DONTWAIT)` of bytes already known (by a peek) to be queued.
+pub(crate) fn recv_exact_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writes at most the remaining length into buf.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            let e = io::Error::last_os_error();
+            if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return if n == 0 {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            } else {
+                Err(e)
+            };
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
