@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::AsFd;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -95,16 +95,16 @@ pub(crate) fn parse_challenge(line: &[u8]) -> Option<Vec<u8>> {
 /// Takes one line (at most [`MAX_LINE`] bytes) off a non-blocking socket
 /// without reading past it, so what follows stays for the protocol.
 /// `Ok(None)` while the line is incomplete.
-pub(crate) fn take_line(fd: RawFd) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn take_line(fd: impl AsFd) -> io::Result<Option<Vec<u8>>> {
     let mut buf = [0u8; MAX_LINE + 1];
-    let n = sys::peek(fd, &mut buf)?;
+    let n = sys::peek(fd.as_fd(), &mut buf)?;
     if n == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     match buf[..n].iter().position(|&b| b == b'\n') {
         Some(i) => {
             let mut line = vec![0u8; i + 1];
-            let got = sys::recv_exact_nonblocking(fd, &mut line)?;
+            let got = sys::recv_exact_nonblocking(fd.as_fd(), &mut line)?;
             line.truncate(got.saturating_sub(1));
             Ok(Some(line))
         }

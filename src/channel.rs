@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use serde_json::Value;
 
@@ -48,7 +48,7 @@ impl Channel {
     pub fn new(sock: impl Into<OwnedFd>, format: Format, max_line: usize) -> Self {
         let sock = File::from(sock.into());
         Channel {
-            unix: sys::is_unix_socket(sock.as_raw_fd()),
+            unix: sys::is_unix_socket(&sock),
             sock,
             format,
             inbound: Inbound::new(max_line),
@@ -127,13 +127,10 @@ impl Channel {
                 // Shut down, not just closed by our exit: the work function
                 // may go on, and the peer must learn now. (shutdown(2) is
                 // the same call for a Unix socket as for TCP.)
-                if let Ok(dup) = self.sock.try_clone() {
-                    let _ = std::net::TcpStream::from(OwnedFd::from(dup))
-                        .shutdown(std::net::Shutdown::Both);
-                }
+                let _ = sys::shutdown(&self.sock);
                 return Err(Error::Timeout);
             }
-            match sys::poll_readable(self.sock.as_raw_fd(), left) {
+            match sys::poll_readable(&self.sock, left) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -172,13 +169,9 @@ impl Channel {
             &mut self.out,
             &mut self.scratch,
         )?;
-        let mut raw = [0 as RawFd; sys::MAX_FDS_PER_MESSAGE];
-        for (slot, r) in raw.iter_mut().zip(regions) {
-            *slot = r.as_raw_fd();
-        }
-        let fd = self.sock.as_raw_fd();
+        let fd = self.sock.as_fd();
         let first = loop {
-            match sys::send_with_fds(fd, &self.out, &raw[..regions.len()]) {
+            match sys::send_with_fds(fd, &self.out, regions) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -194,7 +187,7 @@ impl Channel {
     /// Writes every queued reply.
     pub fn flush(&mut self) -> Result<()> {
         let mut done = 0;
-        let fd = self.sock.as_raw_fd();
+        let fd = self.sock.as_fd();
         while done < self.out.len() {
             match sys::send_nosignal(fd, &self.out[done..]) {
                 Ok(n) => done += n,
@@ -218,11 +211,10 @@ impl Channel {
         if self.rbuf.is_empty() {
             self.rbuf.resize(CHANNEL_READ_MIN, 0);
         }
-        let fd = self.sock.as_raw_fd();
         let mut got = sys::Received::default();
         let n = loop {
             let r = if self.unix {
-                sys::recv_with_fds(fd, &mut self.rbuf, &mut got)
+                sys::recv_with_fds(&self.sock, &mut self.rbuf, &mut got)
             } else {
                 self.sock.read(&mut self.rbuf)
             };

@@ -125,8 +125,11 @@ impl Reactor {
         secret: &Secret,
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let fd = w.fd;
         loop {
+            let fd = self
+                .conn(w)?
+                .sock_fd()
+                .ok_or_else(|| Error::io("authenticate", io::ErrorKind::NotConnected.into()))?;
             match auth::take_line(fd) {
                 Ok(Some(line)) => {
                     let nonce = auth::parse_challenge(&line).ok_or_else(|| {

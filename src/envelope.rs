@@ -10,7 +10,7 @@
 //! descriptors came with is `inbound.rs`'s business; mapping a region is
 //! `shm.rs`'s.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use serde_json::Value;
 
@@ -139,7 +139,7 @@ fn open_regions(ids: &[u64], fds: Vec<OwnedFd>) -> Result<Vec<SharedMemory>> {
     let mut out = Vec::with_capacity(ids.len());
     for (fd, &id) in fds.into_iter().zip(ids) {
         // Read-write, unless the sender sealed the region against writes.
-        let write_sealed = sys::get_seals(fd.as_raw_fd())
+        let write_sealed = sys::get_seals(&fd)
             .is_ok_and(|s| s & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0);
         // On error the remaining descriptors drop (close) with the iterator.
         out.push(SharedMemory::from_fd(fd, id, !write_sealed)?);
@@ -185,7 +185,7 @@ mod tests {
                 .expect("decodes as a plain value");
             let fds = owned
                 .iter()
-                .map(|r| sys::dup_cloexec(r.as_raw_fd()).expect("dup"))
+                .map(|r| sys::dup_cloexec(r).expect("dup"))
                 .collect();
             let (msg, got) = open(value, fds).expect("opens");
             assert_eq!(msg, json!([1, "x"]));
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn a_line_that_is_no_envelope_or_miscounts_is_refused() {
         let owned = regions(1);
-        let fd = || vec![sys::dup_cloexec(owned[0].as_raw_fd()).expect("dup")];
+        let fd = || vec![sys::dup_cloexec(&owned[0]).expect("dup")];
         for v in [
             json!("plain"),
             json!({"miniray.regions": [1], "msg": 1, "extra": 2}),

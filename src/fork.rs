@@ -7,7 +7,7 @@
 use std::any::Any;
 use std::fmt::{self, Write as _};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
@@ -172,12 +172,8 @@ where
         Work::Exec(e) => {
             // The program outlives `work` (`'a`): no borrow of `work` is kept.
             let e: &Exec = e;
-            let argv: Vec<*const libc::c_char> = e
-                .argv
-                .iter()
-                .map(|a| a.as_ptr())
-                .chain(std::iter::once(std::ptr::null()))
-                .collect();
+            let argv = sys::Argv::new(&e.argv)
+                .ok_or_else(|| Error::io("execvp", io::Error::from(io::ErrorKind::InvalidInput)))?;
             let (report, report_w) = sys::exec_error_pipe().map_err(|e| Error::io("pipe2", e))?;
             // What survives into the program: the caller's descriptors, and
             // the error pipe until the exec closes it.
@@ -190,7 +186,12 @@ where
         Work::Run(_) => None,
     };
     let parent = sys::getpid();
-    match sys::fork().map_err(|e| Error::io("fork", e))? {
+    // SAFETY: the child branch below allocates nothing and takes no lock
+    // until `close_fds_except` (everything it reads was prepared above), and
+    // leaves only through `sys::exit_now` or `exec_with_socket`, with any
+    // unwind caught first: `sys::fork`'s `# Safety` contract.
+    let forked = unsafe { sys::fork() };
+    match forked.map_err(|e| Error::io("fork", e))? {
         sys::Forked::Parent(pid) => {
             drop(child_end);
             match exec {
@@ -219,11 +220,11 @@ where
                         // Only the socket (as stdin and stdout), stderr, the
                         // descriptors asked for and the error pipe survive.
                         sys::exec_with_socket(
-                            child_fd,
+                            child_end.as_fd(),
                             keep_exec,
                             &keep_user,
                             argv,
-                            report_w.as_raw_fd(),
+                            report_w.as_fd(),
                         )
                     }
                     (Work::Run(run), None) => run,
@@ -273,7 +274,7 @@ where
 /// In the parent: waits for the exec worker's child to exec; if it could
 /// not, reaps it and names the program and the OS error.
 fn exec_outcome(e: &Exec, pid: libc::pid_t, report: OwnedFd) -> Result<libc::pid_t> {
-    match sys::read_exec_error(report.as_raw_fd()) {
+    match sys::read_exec_error(&report) {
         // Exec'd (the pipe closed with nothing written), or the pipe failed,
         // in which case the worker's Closed status will tell.
         Ok(None) | Err(_) => Ok(pid),

@@ -210,12 +210,11 @@ fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     /// A sealed region and a received-like batch of one duplicate of it.
     fn region_batch() -> (SharedMemory, sys::Received) {
         let region = SharedMemory::create("inbound-test", 4096).expect("create");
-        let fd = sys::dup_cloexec(region.as_raw_fd()).expect("dup");
+        let fd = sys::dup_cloexec(&region).expect("dup");
         let got = sys::Received {
             fds: vec![fd],
             truncated: false,
@@ -394,16 +393,15 @@ mod tests {
         // after that segment even though more bytes are waiting.
         let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
         let region = SharedMemory::create("kernel", 4096).expect("create");
-        sys::send_nosignal(a.as_raw_fd(), b"plain\n").expect("send");
-        sys::send_with_fds(a.as_raw_fd(), b"envelope\n", &[region.as_raw_fd()]).expect("sendmsg");
-        sys::send_nosignal(a.as_raw_fd(), b"after\n").expect("send");
+        sys::send_nosignal(&a, b"plain\n").expect("send");
+        sys::send_with_fds(&a, b"envelope\n", &[&region]).expect("sendmsg");
+        sys::send_nosignal(&a, b"after\n").expect("send");
         let mut buf = [0u8; 1024];
         let mut got = sys::Received::default();
-        let n = sys::recv_with_fds(b.as_raw_fd(), &mut buf, &mut got).expect("recvmsg");
+        let n = sys::recv_with_fds(&b, &mut buf, &mut got).expect("recvmsg");
         assert_eq!(&buf[..n], b"plain\nenvelope\n");
         assert_eq!(got.fds.len(), 1);
-        let n = sys::recv_with_fds(b.as_raw_fd(), &mut buf, &mut sys::Received::default())
-            .expect("recvmsg");
+        let n = sys::recv_with_fds(&b, &mut buf, &mut sys::Received::default()).expect("recvmsg");
         assert_eq!(&buf[..n], b"after\n");
     }
 }

@@ -159,7 +159,7 @@ pub(crate) fn reap_within(
                     });
                     match sys::pidfd_open(pid) {
                         Ok(fd) => {
-                            let _ = sys::poll_readable(fd.as_raw_fd(), left);
+                            let _ = sys::poll_readable(&fd, left);
                         }
                         Err(_) => {
                             std::thread::sleep(nap.min(left));

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -300,7 +300,7 @@ impl Servers {
             return fail(&mut self.events, "no random nonce");
         };
         // A fresh socket's buffer takes the 82-byte line whole.
-        if sys::send_nosignal(stream.as_raw_fd(), &line).ok() != Some(line.len()) {
+        if sys::send_nosignal(&stream, &line).ok() != Some(line.len()) {
             return fail(&mut self.events, "could not send the challenge");
         }
         let inserted = tokens.insert_with(|key| {
@@ -348,7 +348,7 @@ impl Servers {
         let Some(p) = tokens.pending(key) else {
             return;
         };
-        let verdict = match auth::take_line(p.stream.as_raw_fd()) {
+        let verdict = match auth::take_line(&p.stream) {
             Ok(None) => return,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Ok(Some(answer)) => {

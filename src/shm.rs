@@ -70,10 +70,9 @@ impl SharedMemory {
         }
         let cname = CString::new(name).map_err(|_| Error::region("name holds a NUL byte"))?;
         let fd = sys::memfd_create(&cname).map_err(|e| Error::io("memfd_create", e))?;
-        sys::fallocate(fd.as_raw_fd(), size as u64).map_err(|e| Error::io("fallocate", e))?;
-        sys::add_seals(fd.as_raw_fd(), SEALS).map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
-        sys::add_seals(fd.as_raw_fd(), libc::F_SEAL_SEAL)
-            .map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
+        sys::fallocate(&fd, size as u64).map_err(|e| Error::io("fallocate", e))?;
+        sys::add_seals(&fd, SEALS).map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
+        sys::add_seals(&fd, libc::F_SEAL_SEAL).map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
         Self::map(fd, size, true, next_id())
     }
 
@@ -84,8 +83,8 @@ impl SharedMemory {
     ///
     /// System calls: `fcntl(F_GET_SEALS)`, `fstat`, `mmap`.
     pub fn from_fd(fd: OwnedFd, id: u64, writable: bool) -> Result<Self> {
-        let seals = sys::get_seals(fd.as_raw_fd())
-            .map_err(|_| Error::region("descriptor is not a sealable memfd"))?;
+        let seals =
+            sys::get_seals(&fd).map_err(|_| Error::region("descriptor is not a sealable memfd"))?;
         if seals & libc::F_SEAL_SHRINK == 0 {
             return Err(Error::region("region is not sealed against shrinking"));
         }
@@ -120,8 +119,7 @@ impl SharedMemory {
     /// Another handle to the same region: a duplicated descriptor and a new
     /// mapping of the same pages, with the same id.
     pub fn try_clone(&self) -> Result<Self> {
-        let fd = sys::dup_cloexec(self.fd.as_raw_fd())
-            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        let fd = sys::dup_cloexec(&self.fd).map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
         Self::map(fd, self.len(), self.is_writable(), self.id)
     }
 

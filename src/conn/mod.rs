@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
 
 use mio::{Interest, Token};
@@ -305,6 +305,11 @@ impl Conn {
         self.out.len() - self.out_pos
     }
 
+    /// The socket, while the connection has one.
+    pub(crate) fn sock_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.sock.as_ref().map(|s| s.as_fd())
+    }
+
     /// A TCP connection (descriptors cannot travel).
     pub(crate) fn is_tcp(&self) -> bool {
         matches!(self.sock, Some(Stream::Tcp(_)))
@@ -398,7 +403,7 @@ impl Conn {
         let Some(sock) = self.sock.as_mut() else {
             return WriteOutcome::default();
         };
-        let fd = sock.as_raw_fd();
+        let fd = sock.as_fd();
         let mut failed = false;
         let mut refused = Vec::new();
         while self.out_pos < self.out.len() {
@@ -426,13 +431,7 @@ impl Conn {
             };
             let chunk = &self.out[self.out_pos..end];
             let sent = match self.out_fds.front() {
-                Some((_, fds)) if with_fds => {
-                    let mut raw = [0 as RawFd; sys::MAX_FDS_PER_MESSAGE];
-                    for (slot, fd) in raw.iter_mut().zip(fds) {
-                        *slot = fd.as_raw_fd();
-                    }
-                    sys::send_with_fds(fd, chunk, &raw[..fds.len()])
-                }
+                Some((_, fds)) if with_fds => sys::send_with_fds(fd, chunk, fds),
                 _ => sys::send_nosignal(fd, chunk),
             };
             match sent {

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use mio::net::UnixStream;
 use mio::{Interest, Token};
@@ -21,7 +21,7 @@ impl Stream {
     /// Reads bytes; on a Unix socket with `recvmsg`, collecting descriptors.
     pub(super) fn read(&mut self, buf: &mut [u8], got: &mut sys::Received) -> io::Result<usize> {
         match self {
-            Stream::Unix(s) => sys::recv_with_fds(s.as_raw_fd(), buf, got),
+            Stream::Unix(s) => sys::recv_with_fds(&*s, buf, got),
             Stream::Tcp(s) => s.read(buf),
         }
     }
@@ -37,6 +37,15 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.as_raw_fd(),
             Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tcp(s) => s.as_fd(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! signalling and receiving.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
@@ -211,7 +211,7 @@ impl Reactor {
         envelope::check_regions(regions, self.conn(w)?.is_tcp())?;
         let fds = regions
             .iter()
-            .map(|r| sys::dup_cloexec(r.as_raw_fd()))
+            .map(sys::dup_cloexec)
             .collect::<io::Result<Vec<_>>>()
             .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
         self.queue(w, fds, |f, out, scratch| {

@@ -1,9 +1,18 @@
 //! The system calls miniray makes that std does not wrap. Every `unsafe`
-//! block of the crate is here (but the two `memmap2` maps in `shm.rs`),
-//! each with its reason. This file holds processes, signals, descriptors
-//! and limits; `socket.rs` the socket I/O (`MSG_NOSIGNAL`, `SCM_RIGHTS`,
-//! peeking); `memfd.rs` sealed memory files. Their functions are re-exported
-//! here, so callers name them all `sys::...`.
+//! block of the crate is here, each with its reason, but two: the call of
+//! the one `unsafe fn`, [`fork`], in `fork.rs` (whose obligations only that
+//! caller can keep), and the two `memmap2` maps in `shm.rs`. This file holds
+//! processes, signals, descriptors and limits; `socket.rs` the socket I/O
+//! (`MSG_NOSIGNAL`, `SCM_RIGHTS`, peeking); `memfd.rs` sealed memory files.
+//! Their functions are re-exported here, so callers name them all `sys::...`.
+//!
+//! Safe by construction: a descriptor that is only borrowed for the call is
+//! an [`AsFd`] parameter (a [`BorrowedFd`] inside), so no call can name a
+//! closed or foreign number; a raw number ([`RawFd`]) is taken only where
+//! the call is about numbers (the descriptors a child keeps, whether a
+//! number is open, stderr in a child that may have closed it). Every return
+//! value goes through [`cvt`] (or [`cvt_r`], which retries `EINTR`) rather
+//! than a hand-written `< 0` test.
 
 mod memfd;
 mod socket;
@@ -11,17 +20,53 @@ mod socket;
 pub(crate) use memfd::*;
 pub(crate) use socket::*;
 
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r == -1 {
+/// The integer types system calls return, where `-1` means "see `errno`".
+pub(crate) trait SysResult: Copy {
+    /// True for the failure value `-1`.
+    fn is_minus_one(self) -> bool;
+}
+
+macro_rules! sys_result {
+    ($($t:ty)*) => {$(
+        impl SysResult for $t {
+            fn is_minus_one(self) -> bool {
+                self == -1
+            }
+        }
+    )*};
+}
+sys_result!(i32 i64 isize);
+
+/// A system call's return value as a `Result`: `-1` becomes `errno` as an
+/// [`io::Error`] (no allocation: async-signal-safe), anything else is `Ok`.
+pub(crate) fn cvt<T: SysResult>(r: T) -> io::Result<T> {
+    if r.is_minus_one() {
         Err(io::Error::last_os_error())
     } else {
         Ok(r)
     }
+}
+
+/// [`cvt`] of `call()`, calling again while it fails with `EINTR`.
+pub(crate) fn cvt_r<T: SysResult>(mut call: impl FnMut() -> T) -> io::Result<T> {
+    loop {
+        match cvt(call()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// `usize` from a byte count [`cvt`] has checked (never negative).
+fn len(n: isize) -> usize {
+    n.unsigned_abs()
 }
 
 /// Where `fork` left us.
@@ -34,19 +79,52 @@ pub(crate) enum Forked {
 
 /// `fork(2)`.
 ///
-/// The caller's child branch must only make async-signal-safe calls until it
-/// has closed the inherited descriptors, and must leave with [`exit_now`],
-/// never by returning or unwinding: other threads of the parent do not exist
-/// in the child, and destructors would close descriptors the child does not own.
-pub(crate) fn fork() -> io::Result<Forked> {
-    // SAFETY: fork has no memory-safety preconditions of its own; the
-    // obligations on the child branch are stated above and kept by
-    // `worker::spawn_child`, the only caller.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(io::Error::last_os_error()),
+/// # Safety
+///
+/// In [`Forked::Child`] only the forking thread exists, in a copy of the
+/// parent's memory where other threads may have held locks (the allocator's,
+/// stdout's, the panic hook's). The caller's child branch must therefore:
+///
+/// - make only async-signal-safe calls (no allocation, no lock) until it has
+///   closed the inherited descriptors and may run user code; anything it
+///   needs (such as an [`Argv`]) is built before the fork;
+/// - leave with [`exit_now`] (or a successful `exec`), never by returning or
+///   unwinding into the caller's frames: their destructors would run in the
+///   child and close or free what the parent owns.
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: fork itself has no memory-safety preconditions; the child's
+    // obligations are this function's `# Safety` contract, kept by the caller.
+    match cvt(unsafe { libc::fork() })? {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// An argument vector prepared for `execvp` before `fork`: the
+/// null-terminated array of pointers to the program's NUL-terminated
+/// arguments, never empty. The strings are borrowed (`'a`), so they outlive
+/// it; after the fork the child only reads the pointers, allocating nothing.
+pub(crate) struct Argv<'a> {
+    /// `args[0]..args[n-1]`, then a null pointer.
+    ptrs: Vec<*const libc::c_char>,
+    strings: PhantomData<&'a CStr>,
+}
+
+impl<'a> Argv<'a> {
+    /// The vector for `args` (program first); `None` if `args` is empty.
+    pub(crate) fn new(args: &'a [CString]) -> Option<Self> {
+        if args.is_empty() {
+            return None;
+        }
+        let ptrs = args
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        Some(Argv {
+            ptrs,
+            strings: PhantomData,
+        })
     }
 }
 
@@ -61,10 +139,10 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// child at once with `gone` if the parent is already gone.
 pub(crate) fn set_parent_death_signal(signal: libc::c_int, parent: libc::pid_t, gone: i32) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers; async-signal-safe.
-    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    let r = cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) });
     // SAFETY: getppid has no preconditions; async-signal-safe.
     let ppid = unsafe { libc::getppid() };
-    if r == -1 || ppid != parent {
+    if r.is_err() || ppid != parent {
         exit_now(gone);
     }
 }
@@ -98,8 +176,8 @@ pub(crate) fn close_fds_except(keep: &[RawFd]) {
 fn close_range(first: libc::c_uint, last: libc::c_uint) {
     // SAFETY: close_range only closes descriptors; the caller (a freshly
     // forked child) owns no Rust object that will use them again.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
-    if r == 0 {
+    let r = cvt(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) });
+    if r.is_ok() {
         return;
     }
     // No close_range (Linux < 5.9): close one by one up to the table size.
@@ -141,11 +219,9 @@ pub(crate) fn reset_sigpipe() {
     }
 }
 
-/// The errno of the last failed call, in a child (no allocation).
-fn errno() -> i32 {
-    io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
+/// The errno of a failed call, in a child (no allocation).
+fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// A close-on-exec pipe for an exec worker to report a failed `execvp`:
@@ -169,22 +245,19 @@ pub(crate) fn exec_error_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// In the parent: waits until the exec worker's child execs (the pipe's
 /// write end closes on exec: `Ok(None)`) or reports why it could not
 /// (`Ok(Some(errno))`). The caller must have closed its own write end.
-pub(crate) fn read_exec_error(pipe: RawFd) -> io::Result<Option<i32>> {
+pub(crate) fn read_exec_error(pipe: impl AsFd) -> io::Result<Option<i32>> {
+    let pipe = pipe.as_fd().as_raw_fd();
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < buf.len() {
-        // SAFETY: reads at most the rest of our 4-byte buffer.
-        let n = unsafe { libc::read(pipe, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        match n {
-            0 => break,
-            n if n > 0 => got += n as usize,
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        let rest = &mut buf[got..];
+        // SAFETY: reads at most rest.len() bytes into rest; the pipe is
+        // borrowed, so open for the call.
+        let n = cvt_r(|| unsafe { libc::read(pipe, rest.as_mut_ptr().cast(), rest.len()) })?;
+        if n == 0 {
+            break;
         }
+        got += len(n);
     }
     Ok(match got {
         0 => None,
@@ -196,17 +269,17 @@ pub(crate) fn read_exec_error(pipe: RawFd) -> io::Result<Option<i32>> {
 
 /// In a child: writes all of `buf` to `fd` with `write(2)`, retrying short
 /// writes and `EINTR`, ignoring other errors. No lock, no allocation:
-/// async-signal-safe.
+/// async-signal-safe. A raw number, not a borrowed descriptor: the caller
+/// writes to stderr (2), which the child's program may have closed, and a
+/// write to a closed number is only `EBADF`.
 pub(crate) fn write_all_raw(fd: RawFd, buf: &[u8]) {
     let mut done = 0;
     while done < buf.len() {
         let rest = &buf[done..];
         // SAFETY: writes from a valid slice of its own length.
-        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
-        if n > 0 {
-            done += n as usize;
-        } else if n == 0 || errno() != libc::EINTR {
-            return;
+        match cvt_r(|| unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) }) {
+            Ok(n) if n > 0 => done += len(n),
+            _ => return,
         }
     }
 }
@@ -215,53 +288,55 @@ pub(crate) fn write_all_raw(fd: RawFd, buf: &[u8]) {
 /// from 3 up except `keep` (sorted; includes `keep_user` and `error_pipe`),
 /// clear close-on-exec on `keep_user` (the caller's `keep_fd`s), reset
 /// `SIGPIPE` (see [`reset_sigpipe`]; the mask was cleared before) and exec
-/// `argv` (null-terminated, `argv[0]` looked up in `PATH`). Never returns:
-/// if any step fails, its errno is written to `error_pipe` (close-on-exec,
-/// so a successful exec closes it with nothing written) and the child exits
-/// 127.
+/// `argv` (`argv[0]` looked up in `PATH`). Never returns: if any step fails,
+/// its errno is written to `error_pipe` (close-on-exec, so a successful exec
+/// closes it with nothing written) and the child exits 127. `keep` and
+/// `keep_user` are numbers: what they name is the subject of the call.
 pub(crate) fn exec_with_socket(
-    sock: RawFd,
+    sock: BorrowedFd<'_>,
     keep: &[RawFd],
     keep_user: &[RawFd],
-    argv: &[*const libc::c_char],
-    error_pipe: RawFd,
+    argv: &Argv<'_>,
+    error_pipe: BorrowedFd<'_>,
 ) -> ! {
-    let fail = |errno: i32| -> ! {
-        write_all_raw(error_pipe, &errno.to_ne_bytes());
+    let fail = |e: io::Error| -> ! {
+        write_all_raw(error_pipe.as_raw_fd(), &errno_of(&e).to_ne_bytes());
         exit_now(127)
     };
-    // Prepared before fork with a trailing null; checked, not indexed, so
-    // this path cannot panic.
-    let Some(&program) = argv.first() else {
-        fail(libc::EINVAL)
+    let sock = sock.as_raw_fd();
+    // dup2 onto 0 and 1 needs no free slot, so a parent at its open-file
+    // limit can still start a program; only a socket that is 0 or 1 itself
+    // is first moved above 2 (then 0 or 1 was free).
+    let src = if sock <= 1 {
+        // SAFETY: plain integers on a descriptor this child owns; the
+        // duplicate is left to the exec (close-on-exec).
+        match cvt(unsafe { libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 3) }) {
+            Ok(fd) => fd,
+            Err(e) => fail(e),
+        }
+    } else {
+        sock
     };
-    if program.is_null() || argv.last().is_some_and(|p| !p.is_null()) {
-        fail(libc::EINVAL)
+    // SAFETY: dup2 onto 0 and 1, which no Rust object of this child owns
+    // (stdin and stdout are only ever borrowed); async-signal-safe.
+    let dup = |to| cvt(unsafe { libc::dup2(src, to) });
+    if let Err(e) = dup(0).and_then(|_| dup(1)) {
+        fail(e)
     }
-    // SAFETY: plain descriptor calls on numbers this child owns; argv is a
-    // null-terminated array of pointers to NUL-terminated strings prepared
-    // before fork and alive in this copy of memory. All are async-signal-safe
-    // except execvp's PATH search, which glibc does on the stack.
-    unsafe {
-        // dup2 onto 0 and 1 needs no free slot, so a parent at its
-        // open-file limit can still start a program; only a socket that is
-        // 0 or 1 itself is first moved above 2 (then 0 or 1 was free).
-        let src = if sock <= 1 {
-            libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 3)
-        } else {
-            sock
-        };
-        if src < 0 || libc::dup2(src, 0) < 0 || libc::dup2(src, 1) < 0 {
-            fail(errno())
-        }
-        close_fds_except(keep);
-        for &fd in keep_user {
-            libc::fcntl(fd, libc::F_SETFD, 0);
-        }
-        reset_sigpipe();
-        libc::execvp(program, argv.as_ptr());
+    close_fds_except(keep);
+    for &fd in keep_user {
+        // SAFETY: clears a flag on a number the caller asked to keep; EBADF
+        // if it is not open (checked before fork) is harmless.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     }
-    fail(errno())
+    reset_sigpipe();
+    let program = argv.ptrs.first().copied().unwrap_or(std::ptr::null());
+    // SAFETY: `Argv` guarantees a non-empty, null-terminated array of
+    // pointers to NUL-terminated strings, prepared before fork and alive in
+    // this copy of memory (it borrows them). execvp does its PATH search on
+    // the stack (glibc); it returns only on failure.
+    unsafe { libc::execvp(program, argv.ptrs.as_ptr()) };
+    fail(io::Error::last_os_error())
 }
 
 /// `fcntl(F_GETFD)`: true if `fd` is an open descriptor of this process.
@@ -273,36 +348,17 @@ pub(crate) fn fd_is_open(fd: RawFd) -> bool {
 /// `waitpid(pid, WNOHANG)`: `Ok(None)` while the child runs.
 pub(crate) fn try_wait(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
     let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out-pointer; pid names one child of ours.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        match r {
-            0 => return Ok(None),
-            -1 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            _ => return Ok(Some(ExitStatus::from_raw(status))),
-        }
-    }
+    // SAFETY: status is a valid out-pointer; pid names one child of ours.
+    let r = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    Ok((r != 0).then(|| ExitStatus::from_raw(status)))
 }
 
 /// `waitpid(pid, 0)`: blocks until the child exits.
 pub(crate) fn wait(pid: libc::pid_t) -> io::Result<ExitStatus> {
     let mut status = 0;
-    loop {
-        // SAFETY: as in try_wait.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r != -1 {
-            return Ok(ExitStatus::from_raw(status));
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: as in try_wait.
+    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    Ok(ExitStatus::from_raw(status))
 }
 
 /// `kill(2)`.
@@ -315,10 +371,7 @@ pub(crate) fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
 /// `pidfd_open(2)`: a descriptor that reads ready when the child exits.
 pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes plain integers and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) })?;
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -366,9 +419,9 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// `poll(2)` on one descriptor for readability, up to `timeout` (at least
 /// 1 ms; at most `i32::MAX` ms, about 24 days: callers with a longer or no
 /// deadline loop).
-pub(crate) fn poll_readable(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+pub(crate) fn poll_readable(fd: impl AsFd, timeout: std::time::Duration) -> io::Result<bool> {
     let mut p = libc::pollfd {
-        fd,
+        fd: fd.as_fd().as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
@@ -382,16 +435,18 @@ pub(crate) fn poll_readable(fd: RawFd, timeout: std::time::Duration) -> io::Resu
 pub(crate) fn getrandom(buf: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        // SAFETY: writes at most the remaining length into our buffer.
-        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        } else {
-            done += n as usize;
-        }
+        let rest = &mut buf[done..];
+        // SAFETY: writes at most rest.len() bytes into rest.
+        done += len(cvt_r(|| unsafe {
+            libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0)
+        })?);
     }
     Ok(())
+}
+
+/// `shutdown(fd, SHUT_RDWR)`: the peer reads end-of-file and its writes
+/// fail, though the descriptor stays open (a Unix socket and TCP alike).
+pub(crate) fn shutdown(sock: impl AsFd) -> io::Result<()> {
+    // SAFETY: plain integers on a socket borrowed for the call.
+    cvt(unsafe { libc::shutdown(sock.as_fd().as_raw_fd(), libc::SHUT_RDWR) }).map(drop)
 }

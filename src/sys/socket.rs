@@ -3,18 +3,17 @@
 //! authentication handshake.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::{cvt, cvt_r, len};
 
 /// `send(2)` with `MSG_NOSIGNAL`: a peer that closed gives `EPIPE`, never SIGPIPE.
-pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: buf is a valid readable slice for its length; fd is a socket the
-    // caller owns for the duration of the call.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+pub(crate) fn send_nosignal(sock: impl AsFd, buf: &[u8]) -> io::Result<usize> {
+    let fd = sock.as_fd().as_raw_fd();
+    // SAFETY: buf is a valid readable slice for its length; the socket is
+    // borrowed, so open for the call.
+    let n = cvt(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })?;
+    Ok(len(n))
 }
 
 /// Most descriptors one message may carry.
@@ -26,16 +25,23 @@ pub(crate) const MAX_FDS_PER_MESSAGE: usize = 32;
 const CMSG_WORDS: usize =
     (MAX_FDS_PER_MESSAGE * 4 + std::mem::size_of::<libc::cmsghdr>()).div_ceil(8);
 
-/// `sendmsg(2)` of `buf` with `fds` as `SCM_RIGHTS`, `MSG_NOSIGNAL`.
-pub(crate) fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+/// `sendmsg(2)` of `buf` with `fds` as `SCM_RIGHTS`, `MSG_NOSIGNAL`. The
+/// descriptors are only borrowed: the kernel gives the peer its own copies.
+pub(crate) fn send_with_fds<F: AsFd>(sock: impl AsFd, buf: &[u8], fds: &[F]) -> io::Result<usize> {
     if fds.is_empty() || fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "1 to 32 descriptors per message",
         ));
     }
+    let sock = sock.as_fd().as_raw_fd();
+    let mut raw = [0 as RawFd; MAX_FDS_PER_MESSAGE];
+    for (slot, fd) in raw.iter_mut().zip(fds) {
+        *slot = fd.as_fd().as_raw_fd();
+    }
+    let raw = &raw[..fds.len()];
     let mut control = [0u64; CMSG_WORDS];
-    let payload = std::mem::size_of_val(fds) as libc::c_uint;
+    let payload = std::mem::size_of_val(raw) as libc::c_uint;
     // SAFETY: msghdr/iovec point at live buffers of the lengths given; the
     // control buffer is aligned and at least CMSG_SPACE(payload) long
     // (checked), so CMSG_FIRSTHDR is non-null and CMSG_DATA has room for fds.
@@ -61,16 +67,11 @@ pub(crate) fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Resul
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
         std::ptr::copy_nonoverlapping(
-            fds.as_ptr(),
+            raw.as_ptr(),
             libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-            fds.len(),
+            raw.len(),
         );
-        let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        cvt(libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL)).map(len)
     }
 }
 
@@ -86,7 +87,12 @@ pub(crate) struct Received {
 /// `recvmsg(2)` with `MSG_CMSG_CLOEXEC` and room for
 /// [`MAX_FDS_PER_MESSAGE`] descriptors. Every descriptor that arrived is
 /// returned as an `OwnedFd`, so none can leak whatever the caller does next.
-pub(crate) fn recv_with_fds(sock: RawFd, buf: &mut [u8], got: &mut Received) -> io::Result<usize> {
+pub(crate) fn recv_with_fds(
+    sock: impl AsFd,
+    buf: &mut [u8],
+    got: &mut Received,
+) -> io::Result<usize> {
+    let sock = sock.as_fd().as_raw_fd();
     let mut control = [0u64; CMSG_WORDS];
     // SAFETY: msghdr/iovec point at live buffers of the lengths given; the
     // kernel writes at most msg_controllen bytes of control data; the cmsg
@@ -102,10 +108,7 @@ pub(crate) fn recv_with_fds(sock: RawFd, buf: &mut [u8], got: &mut Received) -> 
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = cvt(libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC))?;
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
             got.truncated = true;
         }
@@ -123,12 +126,13 @@ pub(crate) fn recv_with_fds(sock: RawFd, buf: &mut [u8], got: &mut Received) -> 
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
-        Ok(n as usize)
+        Ok(len(n))
     }
 }
 
 /// True if `fd` is a Unix-domain socket (`SO_DOMAIN` is `AF_UNIX`).
-pub(crate) fn is_unix_socket(fd: RawFd) -> bool {
+pub(crate) fn is_unix_socket(sock: impl AsFd) -> bool {
+    let fd = sock.as_fd().as_raw_fd();
     let mut domain: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `domain`.
@@ -141,52 +145,32 @@ pub(crate) fn is_unix_socket(fd: RawFd) -> bool {
             &mut len,
         )
     };
-    r == 0 && domain == libc::AF_UNIX
+    cvt(r).is_ok() && domain == libc::AF_UNIX
 }
 
 /// `recv(MSG_PEEK | MSG_DONTWAIT)`: looks without consuming.
-pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn peek(sock: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = sock.as_fd().as_raw_fd();
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
     // SAFETY: writes at most buf.len() bytes into buf.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    let n = cvt(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })?;
+    Ok(len(n))
 }
 
 /// `recv(MSG_DONTWAIT)` of bytes already known (by a peek) to be queued.
-pub(crate) fn recv_exact_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv_exact_nonblocking(sock: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = sock.as_fd().as_raw_fd();
     let mut done = 0;
     while done < buf.len() {
-        // SAFETY: writes at most the remaining length into buf.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
-            let e = io::Error::last_os_error();
-            if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return if n == 0 {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            } else {
-                Err(e)
-            };
+        let rest = &mut buf[done..];
+        // SAFETY: writes at most rest.len() bytes into rest.
+        let n = cvt_r(|| unsafe {
+            libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), libc::MSG_DONTWAIT)
+        })?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        done += n as usize;
+        done += len(n);
     }
     Ok(done)
 }
