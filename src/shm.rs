@@ -17,7 +17,7 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use memmap2::{Mmap, MmapMut};
 
 use crate::error::{Error, Result};
 use crate::sys;
@@ -101,17 +101,12 @@ impl SharedMemory {
     }
 
     fn map(fd: OwnedFd, size: usize, writable: bool, id: u64) -> Result<Self> {
-        let mut opts = MmapOptions::new();
-        opts.len(size);
+        // The memfd is sealed against shrinking (set at creation, checked
+        // on receipt); the sys functions check it again before mapping.
         let map = if writable {
-            // SAFETY: the memfd is sealed against shrinking (set at creation,
-            // checked on receipt), so every page of the mapping stays backed
-            // and no access can raise SIGBUS. Other processes writing the
-            // bytes concurrently is what shared memory is; see the type docs.
-            Mapping::ReadWrite(unsafe { opts.map_mut(&fd) }.map_err(|e| Error::io("mmap", e))?)
+            Mapping::ReadWrite(sys::map_sealed_mut(&fd, size).map_err(|e| Error::io("mmap", e))?)
         } else {
-            // SAFETY: as above.
-            Mapping::ReadOnly(unsafe { opts.map(&fd) }.map_err(|e| Error::io("mmap", e))?)
+            Mapping::ReadOnly(sys::map_sealed(&fd, size).map_err(|e| Error::io("mmap", e))?)
         };
         Ok(SharedMemory { fd, map, id })
     }

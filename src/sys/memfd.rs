@@ -1,8 +1,10 @@
-//! Sealed memory files: `memfd_create`, `fallocate`, seals, and the
-//! close-on-exec duplicates that travel with a message.
+//! Sealed memory files: `memfd_create`, `fallocate`, seals, the
+//! close-on-exec duplicates that travel with a message, and their mappings.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use super::cvt;
 
@@ -43,4 +45,48 @@ pub(crate) fn dup_cloexec(fd: impl AsFd) -> io::Result<OwnedFd> {
     let new = cvt(unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
     // SAFETY: just returned by the kernel, owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Refuses a mapping that could raise `SIGBUS`: the file must be sealed
+/// against shrinking (`F_SEAL_SHRINK`) and at least `len` bytes long now,
+/// so every mapped page stays backed for the mapping's life.
+fn check_stays_backed(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    if get_seals(fd)? & libc::F_SEAL_SHRINK == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not sealed against shrinking",
+        ));
+    }
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` into st; the descriptor is borrowed.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    if u64::try_from(st.st_size).map_or(true, |size| size < len as u64) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "shorter than the mapping",
+        ));
+    }
+    Ok(())
+}
+
+/// A shared read-write mapping of the first `len` bytes of a memory file
+/// sealed against shrinking (checked here, with its size: no access to the
+/// mapping can raise `SIGBUS`). `mmap(2)` through `memmap2`.
+pub(crate) fn map_sealed_mut(fd: impl AsFd, len: usize) -> io::Result<MmapMut> {
+    let fd = fd.as_fd();
+    check_stays_backed(fd, len)?;
+    // SAFETY: the file cannot shrink (checked above and irrevocable: seals
+    // are never removed) and is at least `len` long, so every page of the
+    // mapping stays backed. Other processes writing the bytes concurrently
+    // is what shared memory is; `SharedMemory`'s docs say so.
+    unsafe { MmapOptions::new().len(len).map_mut(&fd) }
+}
+
+/// As [`map_sealed_mut`], read-only.
+pub(crate) fn map_sealed(fd: impl AsFd, len: usize) -> io::Result<Mmap> {
+    let fd = fd.as_fd();
+    check_stays_backed(fd, len)?;
+    // SAFETY: as in map_sealed_mut.
+    unsafe { MmapOptions::new().len(len).map(&fd) }
 }

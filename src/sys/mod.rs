@@ -1,9 +1,9 @@
 //! The system calls miniray makes that std does not wrap. Every `unsafe`
-//! block of the crate is here, each with its reason, but two: the call of
-//! the one `unsafe fn`, [`fork`], in `fork.rs` (whose obligations only that
-//! caller can keep), and the two `memmap2` maps in `shm.rs`. This file holds
-//! processes, signals, descriptors and limits; `socket.rs` the socket I/O
-//! (`MSG_NOSIGNAL`, `SCM_RIGHTS`, peeking); `memfd.rs` sealed memory files.
+//! block of the crate is here, each with its reason, but one: the call of
+//! the one `unsafe fn`, [`fork`], in `fork.rs`, whose obligations only that
+//! caller can keep. This file holds processes, signals, descriptors and
+//! limits; `socket.rs` the socket I/O (`MSG_NOSIGNAL`, `SCM_RIGHTS`,
+//! peeking); `memfd.rs` sealed memory files and their `memmap2` mappings.
 //! Their functions are re-exported here, so callers name them all `sys::...`.
 //!
 //! Safe by construction: a descriptor that is only borrowed for the call is
