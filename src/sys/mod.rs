@@ -450,3 +450,6 @@ pub(crate) fn shutdown(sock: impl AsFd) -> io::Result<()> {
     // SAFETY: plain integers on a socket borrowed for the call.
     cvt(unsafe { libc::shutdown(sock.as_fd().as_raw_fd(), libc::SHUT_RDWR) }).map(drop)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! The sys layer's own guarantees: `cvt`/`cvt_r`, `Argv`, `shutdown`, and
+//! the checks that make the `memmap2` maps safe.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+
+use super::*;
+
+#[test]
+fn cvt_turns_minus_one_into_errno_and_passes_the_rest() {
+    assert_eq!(cvt(0i32).ok(), Some(0));
+    assert_eq!(cvt(7isize).ok(), Some(7));
+    // An unused descriptor number: fcntl fails with EBADF.
+    // SAFETY: F_GETFD only reads flags; -1 is never a descriptor.
+    let e = cvt(unsafe { libc::fcntl(-1, libc::F_GETFD) }).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+}
+
+#[test]
+fn cvt_r_retries_eintr_and_stops_at_any_other_error() {
+    let set_errno = |e| {
+        // SAFETY: errno is this thread's own int, always valid to write.
+        unsafe { *libc::__errno_location() = e };
+    };
+    let mut calls = 0;
+    let r = cvt_r(|| {
+        calls += 1;
+        if calls < 3 {
+            set_errno(libc::EINTR);
+            -1i32
+        } else {
+            5
+        }
+    });
+    assert_eq!((r.ok(), calls), (Some(5), 3));
+    let mut calls = 0;
+    let r = cvt_r(|| {
+        calls += 1;
+        set_errno(libc::EAGAIN);
+        -1i32
+    });
+    assert_eq!(
+        (r.unwrap_err().raw_os_error(), calls),
+        (Some(libc::EAGAIN), 1)
+    );
+}
+
+#[test]
+fn argv_is_null_terminated_and_never_empty() {
+    assert!(Argv::new(&[]).is_none());
+    let args = [CString::new("prog").unwrap(), CString::new("-x").unwrap()];
+    let argv = Argv::new(&args).expect("argv");
+    assert_eq!(argv.ptrs.len(), 3);
+    assert_eq!(argv.ptrs[0], args[0].as_ptr());
+    assert_eq!(argv.ptrs[1], args[1].as_ptr());
+    assert!(argv.ptrs[2].is_null());
+}
+
+#[test]
+fn shutdown_ends_the_peers_stream_while_our_descriptor_stays_open() {
+    let (a, mut b) = UnixStream::pair().expect("socketpair");
+    shutdown(&a).expect("shutdown");
+    let mut buf = [0u8; 8];
+    // Read at once: EOF, not a block (the descriptor is still open here).
+    assert_eq!(b.read(&mut buf).expect("read"), 0);
+    assert!(fd_is_open(a.as_fd().as_raw_fd()));
+    assert!(send_nosignal(&a, b"x").is_err());
+}
+
+fn memfd(len: u64, seals: libc::c_int) -> OwnedFd {
+    let fd = memfd_create(c"sys-test").expect("memfd_create");
+    fallocate(&fd, len).expect("fallocate");
+    if seals != 0 {
+        add_seals(&fd, seals).expect("seal");
+    }
+    fd
+}
+
+#[test]
+fn a_sealed_memfd_maps_read_write_and_read_only() {
+    let fd = memfd(4096, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW);
+    let mut w = map_sealed_mut(&fd, 4096).expect("map rw");
+    w[4095] = 9;
+    let r = map_sealed(&fd, 4096).expect("map ro");
+    assert_eq!(r[4095], 9);
+}
+
+#[test]
+fn a_map_that_could_raise_sigbus_is_refused() {
+    // Not sealed against shrinking: a holder could truncate it under us.
+    let unsealed = memfd(4096, 0);
+    let e = map_sealed_mut(&unsealed, 4096).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    assert!(map_sealed(&unsealed, 4096).is_err());
+    // Sealed, but shorter than the mapping: the tail pages have no backing.
+    let short = memfd(4096, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW);
+    let e = map_sealed(&short, 3 * 4096).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+}
+
+#[test]
+fn more_descriptors_than_a_message_carries_are_refused_before_sendmsg() {
+    let (a, _b) = UnixStream::pair().expect("socketpair");
+    let many: Vec<_> = (0..=MAX_FDS_PER_MESSAGE).map(|_| a.as_fd()).collect();
+    let e = send_with_fds(&a, b"x\n", &many).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    let none: [BorrowedFd<'_>; 0] = [];
+    assert!(send_with_fds(&a, b"x\n", &none).is_err());
+}
