@@ -342,7 +342,7 @@ pub(crate) fn exec_with_socket(
 /// `fcntl(F_GETFD)`: true if `fd` is an open descriptor of this process.
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor's flags; EBADF if not open.
-    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
+    fd >= 0 && cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) }).is_ok()
 }
 
 /// `waitpid(pid, WNOHANG)`: `Ok(None)` while the child runs.
