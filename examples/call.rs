@@ -13,7 +13,7 @@ use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use miniray::serde_json::Value;
-use miniray::{Error, Format, Reactor, Secret, WorkerOptions};
+use miniray::{ConnectOptions, Error, Format, Reactor, Secret};
 
 fn main() {
     match run() {
@@ -59,7 +59,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut reactor = Reactor::new()?;
-    let mut opts = WorkerOptions::new().format(format);
+    let mut opts = ConnectOptions::new().format(format);
     if let Some(secret) = secret {
         opts = opts.secret(secret);
     }

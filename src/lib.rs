@@ -143,6 +143,7 @@ pub mod framing;
 mod inbound;
 mod listener;
 pub mod marshal;
+mod options;
 pub mod process;
 mod reactor;
 mod registry;
@@ -152,10 +153,13 @@ mod sys;
 mod token;
 pub mod worker;
 
-/// TCP: the names of the WorkerServer side ([`Reactor::listen`] and its
-/// kin) and of [`Reactor::connect`], as before the split of the event loop
-/// (`listener.rs` and `server.rs` now hold them).
+/// TCP: the names of the server side ([`Server`], made by
+/// [`Reactor::listen`] and its kin) and of the client side
+/// ([`ConnectOptions`] for [`Reactor::connect`], which makes a remote
+/// [`Worker`]), as before the split of the event loop (`listener.rs`,
+/// `server.rs` and `client.rs` now hold them).
 pub mod remote {
+    pub use crate::client::ConnectOptions;
     pub use crate::listener::{
         Server, ServerEvent, ServerOptions, DEFAULT_ACCEPT_BACKOFF, DEFAULT_MAX_CONNECTIONS,
     };
@@ -163,6 +167,7 @@ pub mod remote {
 }
 
 pub use auth::Secret;
+pub use client::ConnectOptions;
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};

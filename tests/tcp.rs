@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use miniray::serde_json::{json, Value};
-use miniray::{Error, Format, Reactor, ServerEvent, ServerOptions, WorkerOptions};
+use miniray::{ConnectOptions, Error, Format, Reactor, ServerEvent, ServerOptions, WorkerOptions};
 
 #[test]
 fn remote_worker_round_trip_through_in_process_server_both_formats() {
@@ -22,7 +22,7 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
             .expect("listen");
         let addr = r.server_addr(server).expect("addr");
         let w = r
-            .connect(addr, &WorkerOptions::new().format(format), DEADLINE)
+            .connect(addr, &ConnectOptions::new().format(format), DEADLINE)
             .expect("connect");
         assert!(is_nonblocking(w.fileno()) && is_cloexec(w.fileno()));
         r.send(w, &json!({"test": 123})).expect("send");
@@ -61,7 +61,7 @@ fn connection_refused_is_a_clear_error() {
         .expect("addr")
         .port();
     let mut r = Reactor::new().expect("reactor");
-    match r.connect(("127.0.0.1", port), &WorkerOptions::new(), DEADLINE) {
+    match r.connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE) {
         Err(Error::Io {
             op: "connect",
             source,
@@ -89,7 +89,7 @@ fn a_thousand_remote_workers_get_their_own_echoes() {
     let mut workers = Vec::with_capacity(n);
     for _ in 0..n {
         workers.push(
-            r.connect(addr, &WorkerOptions::new(), DEADLINE)
+            r.connect(addr, &ConnectOptions::new(), DEADLINE)
                 .expect("connect"),
         );
     }
@@ -158,7 +158,7 @@ fn server_killed_mid_stream_gives_the_client_closed() {
         .as_u64()
         .expect("u64") as u16;
     let w = r
-        .connect(("127.0.0.1", port), &WorkerOptions::new(), DEADLINE)
+        .connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     r.send(w, &json!("before")).expect("send");
     assert_eq!(r.recv(w, Some(DEADLINE)).expect("echo"), json!("before"));
@@ -186,7 +186,7 @@ fn connections_over_the_limit_are_closed_and_reported() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let first = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("first");
     r.send(first, &json!(1)).expect("send");
     assert_eq!(r.recv(first, Some(DEADLINE)).expect("echo"), json!(1));
@@ -262,7 +262,7 @@ fn emfile_on_accept_recovers_and_serves_the_next_client() {
     loop {
         assert!(Instant::now() < end, "server never recovered: {events:?}");
         collect(&mut r, host, &mut events, Duration::ZERO);
-        if let Ok(w) = r.connect(addr, &WorkerOptions::new(), DEADLINE) {
+        if let Ok(w) = r.connect(addr, &ConnectOptions::new(), DEADLINE) {
             r.send(w, &json!("after")).expect("send");
             if let Ok(reply) = r.recv(w, Some(Duration::from_secs(2))) {
                 assert_eq!(reply, json!("after"));
@@ -289,7 +289,7 @@ fn connect_timeout_and_reset_are_reported() {
         })
         .collect();
     let mut r = Reactor::new().expect("reactor");
-    match r.connect(addr, &WorkerOptions::new(), Duration::from_millis(300)) {
+    match r.connect(addr, &ConnectOptions::new(), Duration::from_millis(300)) {
         Err(Error::Timeout) => {}
         other => panic!("expected Timeout, got {other:?}"),
     }
@@ -300,7 +300,7 @@ fn connect_timeout_and_reset_are_reported() {
     let w = r
         .connect(
             peer.local_addr().expect("addr"),
-            &WorkerOptions::new(),
+            &ConnectOptions::new(),
             DEADLINE,
         )
         .expect("connect");
@@ -372,7 +372,7 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
     // A RemoteWorker's process is the server's: kill says so, and the
     // connection is untouched (not Closed).
     let w = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     match r.kill(w, libc::SIGKILL) {
         Err(Error::Io { op: "kill", source }) => {
