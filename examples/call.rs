@@ -1,6 +1,6 @@
-//! A RemoteWorker client: reads JSON lines on stdin, sends each to a
-//! WorkerServer (pipelined, order kept), prints each reply as one JSON line,
-//! exits 0 after the last reply. Errors go to stderr with a non-zero exit.
+//! A remote worker client (`Reactor::connect`): reads JSON lines on stdin,
+//! sends each to a server (pipelined, order kept), prints each reply as one
+//! JSON line, exits 0 after the last reply. Errors go to stderr with a non-zero exit.
 //!
 //! ```text
 //! call --connect ADDR [--format json|marshal] [--timeout SECS] [--secret-file PATH]

@@ -1,6 +1,7 @@
-//! A WorkerServer: listens, forks one worker per connection, serves until
-//! SIGINT or SIGTERM, then shuts down gracefully (stop accepting, SIGTERM
-//! the serving children, bounded grace, SIGKILL, reap every one).
+//! A server (`Reactor::listen`): listens, forks one worker per connection,
+//! serves until SIGINT or SIGTERM, then shuts down gracefully (stop
+//! accepting, SIGTERM the serving children, bounded grace, SIGKILL, reap
+//! every one).
 //!
 //! ```text
 //! serve --listen ADDR [--format json|marshal] [--max-line BYTES]

@@ -30,6 +30,23 @@ use crate::Reactor;
 /// `ConnectOptions::default()` is JSON, a 64 MiB line limit, a 64 MiB
 /// output high-water mark, 64 MiB of received messages held before reading
 /// pauses, and no secret.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use miniray::{ConnectOptions, Format, Reactor, Secret};
+///
+/// # fn main() -> miniray::Result<()> {
+/// let mut reactor = Reactor::new()?;
+/// let opts = ConnectOptions::new()
+///     .format(Format::Marshal)
+///     .secret(Secret::new(b"shared secret".to_vec()));
+/// let w = reactor.connect("127.0.0.1:7000", &opts, Duration::from_secs(5))?;
+/// reactor.send(w, &miniray::serde_json::json!({"x": 1}))?;
+/// let reply = reactor.recv(w, Some(Duration::from_secs(5)))?;
+/// # let _ = reply;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ConnectOptions {
     pub(crate) conn: ConnSettings,

@@ -36,21 +36,24 @@
 //! # The parts
 //!
 //! * [`framing::LineBuffer`]: incremental `\n` framing with a maximum line
-//!   length ([`framing::DEFAULT_MAX_LINE`], 64 MiB, per worker with
-//!   [`WorkerOptions::max_line`]).
+//!   length ([`framing::DEFAULT_MAX_LINE`], 64 MiB; per connection with
+//!   [`WorkerOptions::max_line`], [`ConnectOptions::max_line`] or
+//!   [`ServerOptions::max_line`]).
 //! * [`Format`] and [`marshal`]: the two line formats. Integers of any size
 //!   stay exact and dict key order is kept in both.
 //! * [`Reactor`]: the event loop, `send`/`recv`/`wait_any`, reaping.
-//! * [`worker`]: spawn options, the [`Worker`] handle, the child's
-//!   [`Channel`], [`Exec`] workers (any program that reads and writes lines).
+//! * [`worker`]: local spawn options ([`WorkerOptions`]), the [`Worker`]
+//!   handle, the child's [`Channel`], [`Exec`] workers (any program that
+//!   reads and writes lines).
 //! * [`shm`]: [`SharedMemory`], sealed memfd regions inherited at spawn
 //!   ([`WorkerOptions::region`]) or sent with a message
 //!   ([`Reactor::send_regions`], [`Channel::send_regions`]) as descriptors.
 //! * [`remote`]: TCP in the same reactor. [`Reactor::connect`] makes a
-//!   *RemoteWorker* (same `send`/`recv`/`wait_any` as a local worker);
-//!   [`Reactor::listen`] makes a *WorkerServer* that forks a worker per
-//!   accepted connection. Same protocol, same formats, and Python peers of
-//!   the original library on either side. [`Secret`] turns on HMAC-SHA256
+//!   remote worker: a [`Worker`] like a local one (same
+//!   `send`/`recv`/`wait_any`), set up with [`ConnectOptions`];
+//!   [`Reactor::listen`] makes a [`Server`] that forks a child per accepted
+//!   connection, set up with [`ServerOptions`]. Same protocol, same
+//!   formats, and Python peers of the original library on either side. [`Secret`] turns on HMAC-SHA256
 //!   authentication of TCP peers (off by default).
 //!
 //! # Errors

@@ -30,6 +30,31 @@ pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// [`WorkerOptions`](crate::WorkerOptions) sets for a local worker; the
 /// parent holds no connection to it, so there are no buffer bounds here).
 ///
+/// ```
+/// use std::time::Duration;
+/// use miniray::serde_json::json;
+/// use miniray::{ConnectOptions, Format, Reactor, ServerOptions};
+///
+/// # fn main() -> miniray::Result<()> {
+/// let mut reactor = Reactor::new()?;
+/// let opts = ServerOptions::new()
+///     .format(Format::Marshal)
+///     .max_line(1 << 20)
+///     .max_connections(16);
+/// let server = reactor.listen("127.0.0.1:0", &opts, |v| v)?;
+/// let addr = reactor.server_addr(server)?;
+/// // A remote worker of the same reactor, speaking the server's format.
+/// let w = reactor.connect(
+///     addr,
+///     &ConnectOptions::new().format(Format::Marshal),
+///     Duration::from_secs(5),
+/// )?;
+/// reactor.send(w, &json!([1, "two"]))?;
+/// assert_eq!(reactor.recv(w, Some(Duration::from_secs(5)))?, json!([1, "two"]));
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # How the limits combine
 ///
 /// A server holds at most [`max_connections`](ServerOptions::max_connections)

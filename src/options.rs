@@ -12,7 +12,12 @@ use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::framing::DEFAULT_MAX_LINE;
 use crate::sys;
-use crate::worker::{DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED};
+
+/// Default bound on received, untaken message bytes per worker: 64 MiB.
+pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
+
+/// Default high-water mark of a worker's output buffer: 64 MiB.
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024 * 1024;
 
 /// The line protocol of a connection, the same on both ends.
 #[derive(Clone, Debug)]

@@ -102,11 +102,7 @@ use crate::token::Key;
 
 pub use crate::channel::Channel;
 
-/// Default bound on received, untaken message bytes per worker: 64 MiB.
-pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
-
-/// Default high-water mark of a worker's output buffer: 64 MiB.
-pub const DEFAULT_HIGH_WATER: usize = 64 * 1024 * 1024;
+pub use crate::options::{DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED};
 
 pub use crate::process::{EXIT_ERROR, EXIT_EXEC_FAILED, EXIT_PANIC};
 

@@ -1,4 +1,4 @@
-//! Hostile peers against a WorkerServer, each over a real socket. After each
+//! Hostile peers against a `Server`, each over a real socket. After each
 //! case the server still answers a well-behaved client correctly, and the
 //! serving child that took the abuse stayed within its line limit.
 

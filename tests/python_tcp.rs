@@ -1,5 +1,5 @@
 //! miniray against real Python peers over TCP, both formats: a Python client
-//! against a miniray WorkerServer, a miniray RemoteWorker against a Python
+//! against a miniray `Server`, a miniray remote `Worker` against a Python
 //! server, and Python scripts as exec workers (local and behind `serve --exec`).
 
 mod common;

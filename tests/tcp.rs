@@ -1,4 +1,4 @@
-//! RemoteWorker and WorkerServer over loopback TCP: real sockets, real forks.
+//! Remote workers (`Reactor::connect`) and servers (`Reactor::listen`) over loopback TCP: real sockets, real forks.
 
 mod common;
 
@@ -369,7 +369,7 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
     let addr = shared.server_addr(server).expect("addr");
     assert_eq!(shared.server_connections(server).expect("count"), 0);
 
-    // A RemoteWorker's process is the server's: kill says so, and the
+    // A remote worker's process is the server's: kill says so, and the
     // connection is untouched (not Closed).
     let w = r
         .connect(addr, &ConnectOptions::new(), DEADLINE)

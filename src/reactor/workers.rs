@@ -249,7 +249,7 @@ impl Reactor {
     /// System calls: `kill`.
     ///
     /// Errors: [`Error::Closed`] once the worker was reaped (its pid may
-    /// belong to another process by then); for a RemoteWorker
+    /// belong to another process by then); for a remote worker
     /// ([`Reactor::connect`]), whose process runs on the server's side,
     /// [`Error::Io`] with `op` `"kill"` and kind
     /// [`Unsupported`](std::io::ErrorKind::Unsupported) ("not a local
@@ -303,7 +303,7 @@ impl Reactor {
             return Err(Error::Closed { status });
         }
         match (conn.pid(), conn.state()) {
-            // A RemoteWorker: its process is the server's, on its machine.
+            // A remote worker: its process is the server's, on its machine.
             (None, _) => Err(Error::io(
                 "kill",
                 io::Error::new(io::ErrorKind::Unsupported, "not a local process"),
