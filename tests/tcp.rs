@@ -405,3 +405,69 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
     }
     other.stop_server(foreign).expect("stop foreign");
 }
+
+/// The serving child's spawn settings live in `ServerOptions` itself: a
+/// descriptor given to `ServerOptions::keep_fd` is open in each serving
+/// child, and the same descriptor is closed in the child of a server
+/// without it (so the check can tell).
+#[test]
+fn server_options_keep_fd_reaches_each_serving_child() {
+    let file = std::fs::File::open("/dev/null").expect("open");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut r = Reactor::new().expect("reactor");
+    let mut ask = |opts: &ServerOptions| -> Value {
+        let server = r
+            .listen_channel("127.0.0.1:0", opts, move |ch| {
+                while ch.recv()?.is_some() {
+                    let open = std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists();
+                    ch.send(&json!(open))?;
+                }
+                Ok(())
+            })
+            .expect("listen");
+        let addr = r.server_addr(server).expect("addr");
+        let w = r
+            .connect(addr, &ConnectOptions::new(), DEADLINE)
+            .expect("connect");
+        r.send(w, &json!("is it open?")).expect("send");
+        let answer = r.recv(w, Some(DEADLINE)).expect("answer");
+        r.stop_server(server).expect("stop");
+        answer
+    };
+    assert_eq!(ask(&ServerOptions::new().keep_fd(fd)), json!(true));
+    assert_eq!(ask(&ServerOptions::new()), json!(false));
+    drop(file);
+}
+
+/// A kept descriptor that is not open fails that connection, not the
+/// server: `AcceptFailed` with `BadDescriptor` naming it, the client closed.
+#[test]
+fn server_options_bad_keep_fd_fails_the_connection_with_bad_descriptor() {
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen("127.0.0.1:0", &ServerOptions::new().keep_fd(-1), |v| v)
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    let client = r.connect(addr, &ConnectOptions::new(), DEADLINE);
+    let events = events_until(&mut r, |e| {
+        e.iter()
+            .any(|e| matches!(e, ServerEvent::AcceptFailed { .. }))
+    });
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ServerEvent::AcceptFailed {
+                error: Error::BadDescriptor { fd: -1, .. },
+                dropped: true,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    if let Ok(w) = client {
+        match r.recv(w, Some(DEADLINE)) {
+            Err(Error::Closed { .. }) => {}
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+}
