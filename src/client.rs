@@ -103,10 +103,13 @@ impl ConnectOptions {
 impl Reactor {
     /// Connects a remote worker: a [`Worker`] that is a TCP connection to a
     /// server (a [`Server`](crate::Server) of miniray, or one of the original
-    /// Python library), with the same interface as a local worker. The connect is non-blocking and completed through the
+    /// Python library), with the same interface as a local worker, set up
+    /// with `opts`. The connect is non-blocking and completed through the
     /// reactor (other workers' events are read and queued meanwhile), tried
     /// on each resolved address in turn until `timeout` (`Duration::MAX`: no
-    /// limit). `TCP_NODELAY` is set.
+    /// limit; a parameter, as for [`Reactor::recv`] and
+    /// [`Reactor::wait_any`], since it bounds this call, not the
+    /// connection). `TCP_NODELAY` is set.
     ///
     /// Errors: [`Error::Io`] with `op` `"connect"` (refused, unreachable,
     /// ...) or `"resolve"`, [`Error::Timeout`]. A reset or EOF later is the

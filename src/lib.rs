@@ -53,8 +53,9 @@
 //!   `send`/`recv`/`wait_any`), set up with [`ConnectOptions`];
 //!   [`Reactor::listen`] makes a [`Server`] that forks a child per accepted
 //!   connection, set up with [`ServerOptions`]. Same protocol, same
-//!   formats, and Python peers of the original library on either side. [`Secret`] turns on HMAC-SHA256
-//!   authentication of TCP peers (off by default).
+//!   formats, and Python peers of the original library on either side.
+//!   [`Secret`] turns on HMAC-SHA256 authentication of TCP peers (off by
+//!   default).
 //!
 //! # Errors
 //!

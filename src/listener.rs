@@ -116,7 +116,10 @@ impl ServerOptions {
     }
 
     /// The maximum length in bytes of a line a serving child reads, not
-    /// counting the `\n`; a longer one fails that message in the child.
+    /// counting the `\n`; a longer one fails that message alone
+    /// ([`Error::LineTooLong`] from the child's
+    /// [`Channel::recv`](crate::Channel::recv);
+    /// [`Reactor::listen`](crate::Reactor::listen) skips it).
     /// Default [`DEFAULT_MAX_LINE`](crate::framing::DEFAULT_MAX_LINE).
     pub fn max_line(mut self, bytes: usize) -> Self {
         self.line.max_line = bytes;

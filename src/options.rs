@@ -13,10 +13,12 @@ use crate::format::Format;
 use crate::framing::DEFAULT_MAX_LINE;
 use crate::sys;
 
-/// Default bound on received, untaken message bytes per worker: 64 MiB.
+/// Default bound on received, untaken message bytes per worker (local or
+/// remote): 64 MiB.
 pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
 
-/// Default high-water mark of a worker's output buffer: 64 MiB.
+/// Default high-water mark of a worker's output buffer (local or remote):
+/// 64 MiB.
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024 * 1024;
 
 /// The line protocol of a connection, the same on both ends.

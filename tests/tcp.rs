@@ -1,4 +1,5 @@
-//! Remote workers (`Reactor::connect`) and servers (`Reactor::listen`) over loopback TCP: real sockets, real forks.
+//! Remote workers (`Reactor::connect`) and servers (`Reactor::listen`) over
+//! loopback TCP: real sockets, real forks.
 
 mod common;
 
