@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use miniray::framing::LineBuffer;
 use miniray::serde_json::{json, Map, Value};
-use miniray::{Format, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions};
+use miniray::{
+    ConnectOptions, Format, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions,
+};
 
 // ------------------------------------------------------------------ stats
 
@@ -626,10 +628,15 @@ fn main() {
                 .listen("127.0.0.1:0", &ServerOptions::new().format(format), |v| v)
                 .expect("listen");
             let addr = r.server_addr(server).expect("addr");
-            let opts = WorkerOptions::new().format(format);
-            let local = r.spawn_with(&opts, |v| v).expect("spawn");
+            let local = r
+                .spawn_with(&WorkerOptions::new().format(format), |v| v)
+                .expect("spawn");
             let remote = r
-                .connect(addr, &opts, Duration::from_secs(10))
+                .connect(
+                    addr,
+                    &ConnectOptions::new().format(format),
+                    Duration::from_secs(10),
+                )
                 .expect("connect");
             for (kind, w) in [("local", local), ("tcp", remote)] {
                 for (label, msg, rounds) in &payloads {

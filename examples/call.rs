@@ -1,6 +1,6 @@
-//! A RemoteWorker client: reads JSON lines on stdin, sends each to a
-//! WorkerServer (pipelined, order kept), prints each reply as one JSON line,
-//! exits 0 after the last reply. Errors go to stderr with a non-zero exit.
+//! A remote worker client (`Reactor::connect`): reads JSON lines on stdin,
+//! sends each to a server (pipelined, order kept), prints each reply as one
+//! JSON line, exits 0 after the last reply. Errors go to stderr with a non-zero exit.
 //!
 //! ```text
 //! call --connect ADDR [--format json|marshal] [--timeout SECS] [--secret-file PATH]
@@ -13,7 +13,7 @@ use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use miniray::serde_json::Value;
-use miniray::{Error, Format, Reactor, Secret, WorkerOptions};
+use miniray::{ConnectOptions, Error, Format, Reactor, Secret};
 
 fn main() {
     match run() {
@@ -59,7 +59,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut reactor = Reactor::new()?;
-    let mut opts = WorkerOptions::new().format(format);
+    let mut opts = ConnectOptions::new().format(format);
     if let Some(secret) = secret {
         opts = opts.secret(secret);
     }

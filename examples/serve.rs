@@ -1,6 +1,7 @@
-//! A WorkerServer: listens, forks one worker per connection, serves until
-//! SIGINT or SIGTERM, then shuts down gracefully (stop accepting, SIGTERM
-//! the serving children, bounded grace, SIGKILL, reap every one).
+//! A server (`Reactor::listen`): listens, forks one worker per connection,
+//! serves until SIGINT or SIGTERM, then shuts down gracefully (stop
+//! accepting, SIGTERM the serving children, bounded grace, SIGKILL, reap
+//! every one).
 //!
 //! ```text
 //! serve --listen ADDR [--format json|marshal] [--max-line BYTES]
@@ -26,7 +27,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use miniray::{Exec, Format, Reactor, Secret, ServerEvent, ServerOptions, Token, WorkerOptions};
+use miniray::{Exec, Format, Reactor, Secret, ServerEvent, ServerOptions, Token};
 
 struct Args {
     listen: String,
@@ -142,11 +143,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     miniray::raise_fd_limit()?;
     let signals = termination_signalfd()?;
     let mut reactor = Reactor::new()?;
-    let mut worker = WorkerOptions::new().format(args.format);
+    let mut opts = ServerOptions::new().format(args.format);
     if let Some(n) = args.max_line {
-        worker = worker.max_line(n);
+        opts = opts.max_line(n);
     }
-    let mut opts = ServerOptions::new().worker(worker);
     let secret = match &args.secret_file {
         Some(path) => Some(Secret::from_file(path).map_err(|e| format!("{path}: {e}"))?),
         None => Secret::from_env("MINIRAY_SECRET"),

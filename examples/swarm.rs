@@ -12,7 +12,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use miniray::serde_json::{json, Value};
-use miniray::{Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions};
+use miniray::{ConnectOptions, Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions};
 
 struct Args {
     workers: usize,
@@ -157,10 +157,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut reactor = Reactor::new()?;
     let opts = WorkerOptions::new().format(args.format);
+    let copts = ConnectOptions::new().format(args.format);
 
     let server = if args.remote {
         let sopts = ServerOptions::new()
-            .worker(opts.clone())
+            .format(args.format)
             .max_connections(args.workers);
         Some(reactor.listen("127.0.0.1:0", &sopts, work)?)
     } else {
@@ -172,7 +173,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         workers.push(match server {
             Some(s) => {
                 let addr = reactor.server_addr(s)?;
-                reactor.connect(addr, &opts, Duration::from_secs(30))?
+                reactor.connect(addr, &copts, Duration::from_secs(30))?
             }
             None => reactor.spawn_with(&opts, work)?,
         });

@@ -1,8 +1,8 @@
-//! The TCP client: a `RemoteWorker` is a connection of the reactor like a
-//! local worker's, opened with a non-blocking connect and, with a secret,
-//! an answer to the server's challenge before any message. It reaches the
-//! reactor through a small interface (`insert_conn`, `conn_mut`,
-//! `remove_conn`, `read_conn`, `poll_once`).
+//! The TCP client: a remote worker ([`Reactor::connect`]) is a connection
+//! of the reactor like a local worker's, opened with a non-blocking connect
+//! and, with a secret, an answer to the server's challenge before any
+//! message. It reaches the reactor through a small interface
+//! (`insert_conn`, `conn_mut`, `remove_conn`, `read_conn`, `poll_once`).
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,18 +14,102 @@ use mio::Interest;
 use crate::auth::{self, Secret};
 use crate::conn::{State, Stream};
 use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::options::ConnSettings;
 use crate::process::deadline_after;
 use crate::sys;
-use crate::worker::{Worker, WorkerOptions};
+use crate::worker::Worker;
 use crate::Reactor;
 
+/// How to connect a remote worker ([`Reactor::connect`]): the connection's
+/// line format and buffers, and the secret that answers the server's
+/// challenge. Nothing is forked, so there is no death signal or kept
+/// descriptor here (a [`Server`](crate::Server)'s children take those from
+/// [`ServerOptions`](crate::ServerOptions)).
+///
+/// `ConnectOptions::default()` is JSON, a 64 MiB line limit, a 64 MiB
+/// output high-water mark, 64 MiB of received messages held before reading
+/// pauses, and no secret.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use miniray::{ConnectOptions, Format, Reactor, Secret};
+///
+/// # fn main() -> miniray::Result<()> {
+/// let mut reactor = Reactor::new()?;
+/// let opts = ConnectOptions::new()
+///     .format(Format::Marshal)
+///     .secret(Secret::new(b"shared secret".to_vec()));
+/// let w = reactor.connect("127.0.0.1:7000", &opts, Duration::from_secs(5))?;
+/// reactor.send(w, &miniray::serde_json::json!({"x": 1}))?;
+/// let reply = reactor.recv(w, Some(Duration::from_secs(5)))?;
+/// # let _ = reply;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    pub(crate) conn: ConnSettings,
+    pub(crate) secret: Option<Secret>,
+}
+
+impl ConnectOptions {
+    /// The defaults (see the type's docs).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The line format; the server must speak the same.
+    pub fn format(mut self, format: Format) -> Self {
+        self.conn.line.format = format;
+        self
+    }
+
+    /// The maximum length in bytes of a line received from the server, not
+    /// counting the `\n`. Default
+    /// [`DEFAULT_MAX_LINE`](crate::framing::DEFAULT_MAX_LINE).
+    pub fn max_line(mut self, bytes: usize) -> Self {
+        self.conn.line.max_line = bytes;
+        self
+    }
+
+    /// Output bytes the reactor may hold for this connection before `send`
+    /// returns [`Error::Backpressure`]. Default
+    /// [`DEFAULT_HIGH_WATER`](crate::worker::DEFAULT_HIGH_WATER).
+    pub fn high_water(mut self, bytes: usize) -> Self {
+        self.conn.high_water = bytes;
+        self
+    }
+
+    /// Line bytes of received messages the reactor may hold for this
+    /// connection before it stops reading the socket; reading resumes once
+    /// half is taken. At least 1 (0 counts as 1). Default
+    /// [`DEFAULT_MAX_QUEUED`](crate::worker::DEFAULT_MAX_QUEUED).
+    pub fn max_queued(mut self, bytes: usize) -> Self {
+        self.conn.set_max_queued(bytes);
+        self
+    }
+
+    /// Answer the server's authentication challenge with this secret (see
+    /// [`Secret`]); the server must have the same
+    /// ([`ServerOptions::secret`](crate::ServerOptions::secret)). Off by
+    /// default, so plain Python servers work.
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+}
+
 impl Reactor {
-    /// Connects a `RemoteWorker`: a TCP connection to a `WorkerServer` (of
-    /// miniray or of the original Python library) with the same interface as
-    /// a local worker. The connect is non-blocking and completed through the
+    /// Connects a remote worker: a [`Worker`] that is a TCP connection to a
+    /// server (a [`Server`](crate::Server) of miniray, or one of the original
+    /// Python library), with the same interface as a local worker, set up
+    /// with `opts`. The connect is non-blocking and completed through the
     /// reactor (other workers' events are read and queued meanwhile), tried
     /// on each resolved address in turn until `timeout` (`Duration::MAX`: no
-    /// limit). `TCP_NODELAY` is set.
+    /// limit; a parameter, as for [`Reactor::recv`] and
+    /// [`Reactor::wait_any`], since it bounds this call, not the
+    /// connection). `TCP_NODELAY` is set.
     ///
     /// Errors: [`Error::Io`] with `op` `"connect"` (refused, unreachable,
     /// ...) or `"resolve"`, [`Error::Timeout`]. A reset or EOF later is the
@@ -33,7 +117,7 @@ impl Reactor {
     pub fn connect<A: ToSocketAddrs>(
         &mut self,
         addr: A,
-        opts: &WorkerOptions,
+        opts: &ConnectOptions,
         timeout: Duration,
     ) -> Result<Worker> {
         let deadline = deadline_after(timeout);
@@ -59,14 +143,14 @@ impl Reactor {
     fn connect_one(
         &mut self,
         addr: SocketAddr,
-        opts: &WorkerOptions,
+        opts: &ConnectOptions,
         deadline: Option<Instant>,
     ) -> Result<Worker> {
         let sock = TcpStream::connect(addr).map_err(|e| Error::io("connect", e))?;
         let w = self.insert_conn(
             Stream::Tcp(sock),
             None,
-            opts,
+            &opts.conn,
             State::Connecting {
                 authenticate: opts.secret.is_some(),
             },

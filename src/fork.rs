@@ -14,9 +14,10 @@ use std::sync::Once;
 
 use crate::channel::Channel;
 use crate::error::{Error, Result};
+use crate::options::{ChildSettings, LineSettings};
 use crate::process::{EXIT_ERROR, EXIT_EXEC_FAILED, EXIT_OK, EXIT_PANIC, EXIT_PARENT_GONE};
 use crate::sys;
-use crate::worker::{Exec, WorkerOptions};
+use crate::worker::Exec;
 
 /// What a child does once it is set up.
 pub(crate) enum Work<'a, F> {
@@ -142,7 +143,8 @@ impl fmt::Write for StackText {
 /// the child: `prctl`, `getppid`, `sigprocmask`, `close_range`, then the
 /// work function and `_exit`, or `fcntl`, `dup2`, `sigaction` and `execvp`.
 pub(crate) fn spawn_child<F>(
-    opts: &WorkerOptions,
+    line: &LineSettings,
+    opts: &ChildSettings,
     child_end: OwnedFd,
     work: Work<'_, F>,
 ) -> Result<libc::pid_t>
@@ -234,7 +236,7 @@ where
                 // closed by number, so no Rust object (and no epoll
                 // registration) is touched.
                 sys::close_fds_except(&keep);
-                run_worker(child_end, opts, work)
+                run_worker(child_end, line, work)
             })) {
                 Ok(code) => code,
                 Err(payload) => {
@@ -252,11 +254,11 @@ where
 
 /// In the child: the work function over a new [`Channel`], its panic
 /// caught; returns the exit status.
-fn run_worker<F>(child_end: OwnedFd, opts: &WorkerOptions, run: F) -> i32
+fn run_worker<F>(child_end: OwnedFd, line: &LineSettings, run: F) -> i32
 where
     F: FnOnce(&mut Channel) -> Result<()>,
 {
-    let mut chan = Channel::new(child_end, opts.format, opts.max_line);
+    let mut chan = Channel::new(child_end, line.format, line.max_line);
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&mut chan)));
     // Replies queued before a return, an error or a panic still go out.
     let flushed = chan.flush();

@@ -36,22 +36,26 @@
 //! # The parts
 //!
 //! * [`framing::LineBuffer`]: incremental `\n` framing with a maximum line
-//!   length ([`framing::DEFAULT_MAX_LINE`], 64 MiB, per worker with
-//!   [`WorkerOptions::max_line`]).
+//!   length ([`framing::DEFAULT_MAX_LINE`], 64 MiB; per connection with
+//!   [`WorkerOptions::max_line`], [`ConnectOptions::max_line`] or
+//!   [`ServerOptions::max_line`]).
 //! * [`Format`] and [`marshal`]: the two line formats. Integers of any size
 //!   stay exact and dict key order is kept in both.
 //! * [`Reactor`]: the event loop, `send`/`recv`/`wait_any`, reaping.
-//! * [`worker`]: spawn options, the [`Worker`] handle, the child's
-//!   [`Channel`], [`Exec`] workers (any program that reads and writes lines).
+//! * [`worker`]: local spawn options ([`WorkerOptions`]), the [`Worker`]
+//!   handle, the child's [`Channel`], [`Exec`] workers (any program that
+//!   reads and writes lines).
 //! * [`shm`]: [`SharedMemory`], sealed memfd regions inherited at spawn
 //!   ([`WorkerOptions::region`]) or sent with a message
 //!   ([`Reactor::send_regions`], [`Channel::send_regions`]) as descriptors.
 //! * [`remote`]: TCP in the same reactor. [`Reactor::connect`] makes a
-//!   *RemoteWorker* (same `send`/`recv`/`wait_any` as a local worker);
-//!   [`Reactor::listen`] makes a *WorkerServer* that forks a worker per
-//!   accepted connection. Same protocol, same formats, and Python peers of
-//!   the original library on either side. [`Secret`] turns on HMAC-SHA256
-//!   authentication of TCP peers (off by default).
+//!   remote worker: a [`Worker`] like a local one (same
+//!   `send`/`recv`/`wait_any`), set up with [`ConnectOptions`];
+//!   [`Reactor::listen`] makes a [`Server`] that forks a child per accepted
+//!   connection, set up with [`ServerOptions`]. Same protocol, same
+//!   formats, and Python peers of the original library on either side.
+//!   [`Secret`] turns on HMAC-SHA256 authentication of TCP peers (off by
+//!   default).
 //!
 //! # Errors
 //!
@@ -143,6 +147,7 @@ pub mod framing;
 mod inbound;
 mod listener;
 pub mod marshal;
+mod options;
 pub mod process;
 mod reactor;
 mod registry;
@@ -152,10 +157,13 @@ mod sys;
 mod token;
 pub mod worker;
 
-/// TCP: the names of the WorkerServer side ([`Reactor::listen`] and its
-/// kin) and of [`Reactor::connect`], as before the split of the event loop
-/// (`listener.rs` and `server.rs` now hold them).
+/// TCP: the names of the server side ([`Server`], made by
+/// [`Reactor::listen`] and its kin) and of the client side
+/// ([`ConnectOptions`] for [`Reactor::connect`], which makes a remote
+/// [`Worker`]), as before the split of the event loop (`listener.rs`,
+/// `server.rs` and `client.rs` now hold them).
 pub mod remote {
+    pub use crate::client::ConnectOptions;
     pub use crate::listener::{
         Server, ServerEvent, ServerOptions, DEFAULT_ACCEPT_BACKOFF, DEFAULT_MAX_CONNECTIONS,
     };
@@ -163,6 +171,7 @@ pub mod remote {
 }
 
 pub use auth::Secret;
+pub use client::ConnectOptions;
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};

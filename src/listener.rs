@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -13,15 +13,47 @@ use mio::net::{TcpListener, TcpStream};
 
 use crate::auth::Secret;
 use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::options::{ChildSettings, LineSettings};
+use crate::shm::SharedMemory;
 use crate::token::Key;
-use crate::worker::{Channel, Exec, WorkerOptions};
+use crate::worker::{Channel, Exec};
 
 /// Default limit of concurrent connections of a [`Server`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default pause of a server's accepting after it ran out of descriptors.
 pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// How a [`Server`] listens and what each connection's child runs with.
+/// How a [`Server`] listens and what each connection's child runs with:
+/// the line format and limit it speaks, its death signal and the
+/// descriptors it keeps (the serving child's side of what
+/// [`WorkerOptions`](crate::WorkerOptions) sets for a local worker; the
+/// parent holds no connection to it, so there are no buffer bounds here).
+///
+/// ```
+/// use std::time::Duration;
+/// use miniray::serde_json::json;
+/// use miniray::{ConnectOptions, Format, Reactor, ServerOptions};
+///
+/// # fn main() -> miniray::Result<()> {
+/// let mut reactor = Reactor::new()?;
+/// let opts = ServerOptions::new()
+///     .format(Format::Marshal)
+///     .max_line(1 << 20)
+///     .max_connections(16);
+/// let server = reactor.listen("127.0.0.1:0", &opts, |v| v)?;
+/// let addr = reactor.server_addr(server)?;
+/// // A remote worker of the same reactor, speaking the server's format.
+/// let w = reactor.connect(
+///     addr,
+///     &ConnectOptions::new().format(Format::Marshal),
+///     Duration::from_secs(5),
+/// )?;
+/// reactor.send(w, &json!([1, "two"]))?;
+/// assert_eq!(reactor.recv(w, Some(Duration::from_secs(5)))?, json!([1, "two"]));
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # How the limits combine
 ///
@@ -46,7 +78,8 @@ pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// closed while its child is busy answering, only while it waits for input.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    pub(crate) worker: WorkerOptions,
+    pub(crate) line: LineSettings,
+    pub(crate) child: ChildSettings,
     pub(crate) max_connections: usize,
     pub(crate) accept_backoff: Duration,
     pub(crate) secret: Option<Secret>,
@@ -57,7 +90,8 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
-            worker: WorkerOptions::default(),
+            line: LineSettings::default(),
+            child: ChildSettings::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             accept_backoff: DEFAULT_ACCEPT_BACKOFF,
             secret: None,
@@ -68,21 +102,51 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
-    /// JSON, a 64 MiB line limit, 1024 connections, `SIGTERM` on parent death.
+    /// JSON, a 64 MiB line limit, 1024 connections, `SIGTERM` on parent
+    /// death, no secret, a 5 s authentication limit, no idle limit.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The options of each connection's child (format, line limit, death
-    /// signal, descriptors to keep).
-    pub fn worker(mut self, worker: WorkerOptions) -> Self {
-        self.worker = worker;
+    /// The line format each serving child speaks; clients must speak the
+    /// same.
+    pub fn format(mut self, format: Format) -> Self {
+        self.line.format = format;
         self
     }
 
-    /// The line format (shorthand for the worker options' format).
-    pub fn format(mut self, format: crate::Format) -> Self {
-        self.worker = self.worker.format(format);
+    /// The maximum length in bytes of a line a serving child reads, not
+    /// counting the `\n`; a longer one fails that message alone
+    /// ([`Error::LineTooLong`] from the child's
+    /// [`Channel::recv`](crate::Channel::recv);
+    /// [`Reactor::listen`](crate::Reactor::listen) skips it).
+    /// Default [`DEFAULT_MAX_LINE`](crate::framing::DEFAULT_MAX_LINE).
+    pub fn max_line(mut self, bytes: usize) -> Self {
+        self.line.max_line = bytes;
+        self
+    }
+
+    /// The signal each serving child gets when the thread that forked it
+    /// (the one running the reactor) dies (`PR_SET_PDEATHSIG`); `None` for
+    /// none. Default `SIGTERM`.
+    pub fn death_signal(mut self, signal: Option<i32>) -> Self {
+        self.child.death_signal = signal;
+        self
+    }
+
+    /// A shared memory region every serving child inherits (see
+    /// [`WorkerOptions::region`](crate::WorkerOptions::region)).
+    pub fn region(self, region: &SharedMemory) -> Self {
+        self.keep_fd(region.as_raw_fd())
+    }
+
+    /// A descriptor every serving child keeps open; every other inherited
+    /// descriptor from 3 up is closed in it. Checked before each fork: a
+    /// negative number, or one no longer open then, fails that connection
+    /// ([`ServerEvent::AcceptFailed`] with [`Error::BadDescriptor`]). Keep
+    /// it open while the server runs.
+    pub fn keep_fd(mut self, fd: RawFd) -> Self {
+        self.child.keep_fds.push(fd);
         self
     }
 
@@ -143,7 +207,9 @@ impl ServerOptions {
     }
 }
 
-/// A handle to a listening [`WorkerServer`](crate::Reactor::listen).
+/// A handle to a server: a listener of a [`Reactor`](crate::Reactor)
+/// ([`Reactor::listen`](crate::Reactor::listen) and its kin) that forks a
+/// child to serve each accepted connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Server {
     pub(crate) key: Key,

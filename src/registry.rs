@@ -20,7 +20,7 @@ use crate::token::{Key, Sub, MAX_SLOT};
 /// What a slot holds.
 #[derive(Debug)]
 pub(crate) enum Entry {
-    /// A worker's connection (local, or a RemoteWorker).
+    /// A worker's connection (a local worker's, or a remote worker's).
     Conn(Conn),
     /// A listening server.
     Listener(Listener),

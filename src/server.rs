@@ -241,7 +241,8 @@ impl Servers {
         let fd = OwnedFd::from(std_stream);
         let forked = match &mut l.work {
             ServerWork::Run(work) => fork::spawn_child(
-                &l.opts.worker,
+                &l.opts.line,
+                &l.opts.child,
                 fd,
                 Work::Run(|ch: &mut Channel| {
                     ch.set_idle_timeout(idle);
@@ -256,7 +257,8 @@ impl Servers {
                 }),
             ),
             ServerWork::Exec(e) => fork::spawn_child::<fn(&mut Channel) -> Result<()>>(
-                &l.opts.worker,
+                &l.opts.line,
+                &l.opts.child,
                 fd,
                 Work::Exec(e),
             ),

@@ -1,7 +1,8 @@
 //! Local workers: a forked child joined to the parent by a Unix socketpair.
 //!
-//! This file holds what a worker is from both sides: the options it is
-//! spawned with, the handle the parent keeps ([`Worker`]), the child's end
+//! This file holds what a worker is from both sides: the options a local
+//! worker is spawned with ([`WorkerOptions`]), the handle the parent keeps
+//! ([`Worker`], for local and remote workers alike), the child's end
 //! ([`Channel`]), and the fork itself. The parent side of the connection is
 //! driven by the [`Reactor`](crate::Reactor).
 //!
@@ -95,47 +96,32 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::error::{Error, Result};
 use crate::format::Format;
-use crate::framing::DEFAULT_MAX_LINE;
+use crate::options::{ChildSettings, ConnSettings};
 use crate::shm::SharedMemory;
-use crate::sys;
 use crate::token::Key;
 
 pub use crate::channel::Channel;
 
-/// Default bound on received, untaken message bytes per worker: 64 MiB.
-pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
-
-/// Default high-water mark of a worker's output buffer: 64 MiB.
-pub const DEFAULT_HIGH_WATER: usize = 64 * 1024 * 1024;
+pub use crate::options::{DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED};
 
 pub use crate::process::{EXIT_ERROR, EXIT_EXEC_FAILED, EXIT_PANIC};
 
-/// How to spawn a worker. `WorkerOptions::default()` is JSON, a 64 MiB line
-/// limit, a 64 MiB output high-water mark, 64 MiB of received messages held
-/// before reading pauses, and `SIGTERM` on parent death.
-#[derive(Clone, Debug)]
+/// How to spawn a local worker ([`Reactor::spawn_with`](crate::Reactor::spawn_with),
+/// [`spawn_channel`](crate::Reactor::spawn_channel),
+/// [`spawn_exec`](crate::Reactor::spawn_exec)): the connection's line
+/// format and buffers, and how the child is forked.
+///
+/// `WorkerOptions::default()` is JSON, a 64 MiB line limit, a 64 MiB output
+/// high-water mark, 64 MiB of received messages held before reading pauses,
+/// and `SIGTERM` on parent death. A remote worker
+/// ([`Reactor::connect`](crate::Reactor::connect)) takes
+/// [`ConnectOptions`](crate::ConnectOptions) instead, and a
+/// [`Server`](crate::Server)'s children take their settings from
+/// [`ServerOptions`](crate::ServerOptions).
+#[derive(Clone, Debug, Default)]
 pub struct WorkerOptions {
-    pub(crate) format: Format,
-    pub(crate) max_line: usize,
-    pub(crate) high_water: usize,
-    pub(crate) death_signal: Option<libc::c_int>,
-    pub(crate) keep_fds: Vec<RawFd>,
-    pub(crate) max_queued: usize,
-    pub(crate) secret: Option<crate::Secret>,
-}
-
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        WorkerOptions {
-            format: Format::Json,
-            max_line: DEFAULT_MAX_LINE,
-            high_water: DEFAULT_HIGH_WATER,
-            death_signal: Some(libc::SIGTERM),
-            keep_fds: Vec::new(),
-            max_queued: DEFAULT_MAX_QUEUED,
-            secret: None,
-        }
-    }
+    pub(crate) conn: ConnSettings,
+    pub(crate) child: ChildSettings,
 }
 
 impl WorkerOptions {
@@ -146,46 +132,38 @@ impl WorkerOptions {
 
     /// The line format, on both ends.
     pub fn format(mut self, format: Format) -> Self {
-        self.format = format;
+        self.conn.line.format = format;
         self
     }
 
     /// The maximum line length in bytes, not counting the `\n`, on both ends.
-    /// Default [`DEFAULT_MAX_LINE`].
+    /// Default [`DEFAULT_MAX_LINE`](crate::framing::DEFAULT_MAX_LINE).
     pub fn max_line(mut self, bytes: usize) -> Self {
-        self.max_line = bytes;
+        self.conn.line.max_line = bytes;
         self
     }
 
     /// Output bytes the parent may hold for this worker before `send` returns
     /// [`Error::Backpressure`]. Default [`DEFAULT_HIGH_WATER`].
     pub fn high_water(mut self, bytes: usize) -> Self {
-        self.high_water = bytes;
+        self.conn.high_water = bytes;
         self
     }
 
     /// Line bytes of received messages the parent may hold for this worker
     /// before it stops reading its socket (so a worker that floods replies
     /// faster than they are taken blocks instead of filling the parent's
-    /// memory). Reading resumes once half is taken. Default
-    /// [`DEFAULT_MAX_QUEUED`].
+    /// memory). Reading resumes once half is taken. At least 1 (0 counts
+    /// as 1). Default [`DEFAULT_MAX_QUEUED`].
     pub fn max_queued(mut self, bytes: usize) -> Self {
-        self.max_queued = bytes.max(1);
-        self
-    }
-
-    /// For a RemoteWorker ([`Reactor::connect`](crate::Reactor::connect)):
-    /// answer the server's authentication challenge with this secret (see
-    /// [`Secret`](crate::Secret)). Off by default, so plain Python servers work.
-    pub fn secret(mut self, secret: crate::Secret) -> Self {
-        self.secret = Some(secret);
+        self.conn.set_max_queued(bytes);
         self
     }
 
     /// The signal the child gets when the parent's forking thread dies
     /// (`PR_SET_PDEATHSIG`); `None` for none. Default `SIGTERM`.
     pub fn death_signal(mut self, signal: Option<i32>) -> Self {
-        self.death_signal = signal;
+        self.child.death_signal = signal;
         self
     }
 
@@ -200,36 +178,21 @@ impl WorkerOptions {
     /// from 3 up is closed in the child; stdin, stdout and stderr stay.
     ///
     /// Checked when a worker is spawned with these options, before anything
-    /// is forked: a negative number, or one not open in the parent at that
-    /// moment, fails the spawn with [`Error::BadDescriptor`] naming it. Keep
-    /// the descriptor open until the spawn returns.
+    /// is forked (whether a number is open can only be known then): a
+    /// negative number, or one not open in the parent at that moment, fails
+    /// the spawn with [`Error::BadDescriptor`] naming it. Keep the
+    /// descriptor open until the spawn returns.
     pub fn keep_fd(mut self, fd: RawFd) -> Self {
-        self.keep_fds.push(fd);
+        self.child.keep_fds.push(fd);
         self
-    }
-
-    /// Checks every [`WorkerOptions::keep_fd`]: non-negative and open now.
-    pub(crate) fn check_keep_fds(&self) -> Result<()> {
-        for &fd in &self.keep_fds {
-            if fd < 0 {
-                return Err(Error::BadDescriptor {
-                    fd,
-                    reason: "is negative",
-                });
-            }
-            if !sys::fd_is_open(fd) {
-                return Err(Error::BadDescriptor {
-                    fd,
-                    reason: "is not open",
-                });
-            }
-        }
-        Ok(())
     }
 }
 
-/// A handle to a worker of a [`Reactor`](crate::Reactor): small, `Copy`, and
-/// only meaningful to the reactor that made it.
+/// A handle to a worker of a [`Reactor`](crate::Reactor): a local worker
+/// (forked, running a closure or an [`Exec`] program) or a remote worker
+/// (a TCP connection to a [`Server`](crate::Server), made by
+/// [`Reactor::connect`](crate::Reactor::connect)). Small, `Copy`, and only
+/// meaningful to the reactor that made it.
 ///
 /// Its descriptor ([`Worker::fileno`], [`AsRawFd`]) is the parent's end of the
 /// connection. Use it for readiness only (to learn when to call the reactor);

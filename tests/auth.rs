@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{events_until, example, wait_child, DEADLINE};
 use miniray::serde_json::json;
-use miniray::{Error, Reactor, Secret, ServerEvent, ServerOptions, WorkerOptions};
+use miniray::{ConnectOptions, Error, Reactor, Secret, ServerEvent, ServerOptions};
 
 fn auth_failed(events: &[ServerEvent]) -> Option<&'static str> {
     events.iter().find_map(|e| match e {
@@ -36,7 +36,7 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
 
     // The right secret.
     let good = r
-        .connect(addr, &WorkerOptions::new().secret(secret), DEADLINE)
+        .connect(addr, &ConnectOptions::new().secret(secret), DEADLINE)
         .expect("connect");
     r.send(good, &json!({"authenticated": true})).expect("send");
     assert_eq!(
@@ -50,7 +50,7 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
     let bad = r
         .connect(
             addr,
-            &WorkerOptions::new().secret(Secret::new(b"guess".to_vec())),
+            &ConnectOptions::new().secret(Secret::new(b"guess".to_vec())),
             DEADLINE,
         )
         .expect("the client side of the handshake completes");
@@ -64,7 +64,7 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
 
     // No secret at all (a plain client sends a message as its first line).
     let plain = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     r.send(plain, &json!("hello?")).expect("send");
     let events = events_until(&mut r, |e| auth_failed(e).is_some());

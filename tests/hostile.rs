@@ -1,4 +1,4 @@
-//! Hostile peers against a WorkerServer, each over a real socket. After each
+//! Hostile peers against a `Server`, each over a real socket. After each
 //! case the server still answers a well-behaved client correctly, and the
 //! serving child that took the abuse stayed within its line limit.
 
@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use miniray::serde_json::json;
-use miniray::{Format, Reactor, Server, ServerEvent, ServerOptions, WorkerOptions};
+use miniray::{ConnectOptions, Format, Reactor, Server, ServerEvent, ServerOptions};
 
 const LIMIT: usize = 1 << 20;
 
 fn server(r: &mut Reactor, format: Format) -> (Server, SocketAddr) {
-    let opts = ServerOptions::new().worker(WorkerOptions::new().format(format).max_line(LIMIT));
+    let opts = ServerOptions::new().format(format).max_line(LIMIT);
     let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
     let addr = r.server_addr(s).expect("addr");
     (s, addr)
@@ -37,7 +37,7 @@ fn raw_client(r: &mut Reactor, addr: SocketAddr) -> (TcpStream, i32) {
 
 fn well_behaved(r: &mut Reactor, addr: SocketAddr, format: Format) {
     let w = r
-        .connect(addr, &WorkerOptions::new().format(format), DEADLINE)
+        .connect(addr, &ConnectOptions::new().format(format), DEADLINE)
         .expect("connect");
     r.send(w, &json!({"still": "serving"})).expect("send");
     assert_eq!(

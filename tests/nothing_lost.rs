@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::Rng;
 use miniray::serde_json::json;
-use miniray::{Error, Reactor, ServerOptions, Worker, WorkerOptions};
+use miniray::{ConnectOptions, Error, Reactor, ServerOptions, Worker};
 
 struct Lane {
     w: Worker,
@@ -42,7 +42,7 @@ fn a_million_messages_arrive_exactly_once_in_order() {
         let w = if i < 100 {
             r.spawn(|v| v).expect("spawn")
         } else {
-            r.connect(addr, &WorkerOptions::new(), common::DEADLINE)
+            r.connect(addr, &ConnectOptions::new(), common::DEADLINE)
                 .expect("connect")
         };
         lanes.push(Lane {

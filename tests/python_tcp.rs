@@ -1,5 +1,5 @@
 //! miniray against real Python peers over TCP, both formats: a Python client
-//! against a miniray WorkerServer, a miniray RemoteWorker against a Python
+//! against a miniray `Server`, a miniray remote `Worker` against a Python
 //! server, and Python scripts as exec workers (local and behind `serve --exec`).
 
 mod common;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{example, DEADLINE};
 use miniray::serde_json::{self, Value};
-use miniray::{Exec, Format, Reactor, ServerOptions, WorkerOptions};
+use miniray::{ConnectOptions, Exec, Format, Reactor, ServerOptions, WorkerOptions};
 
 /// The value set, and the line codecs of the original library.
 const COMMON: &str = r#"
@@ -167,7 +167,7 @@ fn miniray_remote_worker_against_python_server() {
         let w = r
             .connect(
                 ("127.0.0.1", port),
-                &WorkerOptions::new().format(format),
+                &ConnectOptions::new().format(format),
                 DEADLINE,
             )
             .expect("connect");

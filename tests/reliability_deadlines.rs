@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use miniray::serde_json::{json, Value};
-use miniray::{Error, Reactor, Secret, ServerEvent, ServerOptions, WorkerOptions};
+use miniray::{ConnectOptions, Error, Reactor, Secret, ServerEvent, ServerOptions, WorkerOptions};
 
 fn echo(r: &mut Reactor) -> miniray::Worker {
     r.spawn(|v| v).expect("spawn")
@@ -47,7 +47,7 @@ fn stop_server_with_an_infinite_grace_reaps_its_children() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     r.send(c, &json!("x")).expect("send");
     assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!("x"));
@@ -116,7 +116,7 @@ fn connect_with_an_infinite_timeout_connects() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &WorkerOptions::new(), Duration::MAX)
+        .connect(addr, &ConnectOptions::new(), Duration::MAX)
         .expect("connect");
     r.send(c, &json!("c")).expect("send");
     assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!("c"));
@@ -135,7 +135,7 @@ fn connect_with_a_secret_and_an_infinite_timeout_authenticates() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &WorkerOptions::new().secret(secret), Duration::MAX)
+        .connect(addr, &ConnectOptions::new().secret(secret), Duration::MAX)
         .expect("connect");
     r.send(c, &json!("a")).expect("send");
     assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!("a"));
@@ -154,7 +154,7 @@ fn an_infinite_auth_timeout_serves_and_never_expires_a_handshake() {
     let _silent = std::net::TcpStream::connect(addr).expect("silent");
     // The handshake starts during event dispatch (inside this connect).
     let c = r
-        .connect(addr, &WorkerOptions::new().secret(secret), DEADLINE)
+        .connect(addr, &ConnectOptions::new().secret(secret), DEADLINE)
         .expect("connect");
     r.send(c, &json!("t")).expect("send");
     assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!("t"));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use miniray::remote::EXIT_IDLE;
 use miniray::serde_json::json;
-use miniray::{Error, Exec, Reactor, ServerEvent, ServerOptions, WorkerOptions};
+use miniray::{ConnectOptions, Error, Exec, Reactor, ServerEvent, ServerOptions};
 
 const IDLE: Duration = Duration::from_millis(300);
 
@@ -38,7 +38,7 @@ fn idle_exit(e: &ServerEvent) -> bool {
 }
 
 fn echo_roundtrip(r: &mut Reactor, addr: std::net::SocketAddr) -> Result<(), Error> {
-    let c = r.connect(addr, &WorkerOptions::new(), DEADLINE)?;
+    let c = r.connect(addr, &ConnectOptions::new(), DEADLINE)?;
     r.send(c, &json!("hello"))?;
     let reply = r.recv(c, Some(DEADLINE));
     let _ = r.close(c);
@@ -148,7 +148,7 @@ fn slow_answers_and_steady_clients_are_not_cut_off() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     r.send(c, &json!("slow")).expect("send");
     assert_eq!(r.recv(c, Some(DEADLINE)).expect("slow"), json!("slow"));
@@ -194,7 +194,7 @@ fn an_infinite_idle_timeout_is_no_limit() {
     let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     r.send(c, &json!(1)).expect("send");
     assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!(1));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::DEADLINE;
 use miniray::serde_json::json;
-use miniray::{Error, Reactor, ServerOptions, SharedMemory, WorkerOptions};
+use miniray::{ConnectOptions, Error, Reactor, ServerOptions, SharedMemory, WorkerOptions};
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
@@ -242,7 +242,7 @@ fn regions_to_a_remote_worker_are_refused_and_nothing_is_sent() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let w = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     let region = SharedMemory::create("no-tcp", 4096).expect("create");
     assert!(matches!(

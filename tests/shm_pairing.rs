@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::DEADLINE;
 use miniray::serde_json::{json, Value};
-use miniray::{Channel, Error, Format, Reactor, ServerOptions, SharedMemory, WorkerOptions};
+use miniray::{
+    Channel, ConnectOptions, Error, Format, Reactor, ServerOptions, SharedMemory, WorkerOptions,
+};
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
@@ -456,7 +458,7 @@ fn envelope_shaped_messages_cross_tcp_unchanged() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let w = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     for v in [
         json!({"miniray.regions": [], "msg": 5}),

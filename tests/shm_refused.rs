@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::wait_child;
 use miniray::serde_json::{json, Value};
-use miniray::{Channel, Error, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions};
+use miniray::{
+    Channel, ConnectOptions, Error, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions,
+};
 
 const INNER_ENV: &str = "MINIRAY_SHM_REFUSED_INNER";
 const ROUNDS: usize = 20;
@@ -281,7 +283,7 @@ fn both_send_paths_refuse_in_the_same_order() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let remote = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
 
     let parent_local = reactor_refusal(&mut r, local, &refs);

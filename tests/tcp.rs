@@ -1,4 +1,5 @@
-//! RemoteWorker and WorkerServer over loopback TCP: real sockets, real forks.
+//! Remote workers (`Reactor::connect`) and servers (`Reactor::listen`) over
+//! loopback TCP: real sockets, real forks.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use miniray::serde_json::{json, Value};
-use miniray::{Error, Format, Reactor, ServerEvent, ServerOptions, WorkerOptions};
+use miniray::{ConnectOptions, Error, Format, Reactor, ServerEvent, ServerOptions, WorkerOptions};
 
 #[test]
 fn remote_worker_round_trip_through_in_process_server_both_formats() {
@@ -22,7 +23,7 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
             .expect("listen");
         let addr = r.server_addr(server).expect("addr");
         let w = r
-            .connect(addr, &WorkerOptions::new().format(format), DEADLINE)
+            .connect(addr, &ConnectOptions::new().format(format), DEADLINE)
             .expect("connect");
         assert!(is_nonblocking(w.fileno()) && is_cloexec(w.fileno()));
         r.send(w, &json!({"test": 123})).expect("send");
@@ -61,7 +62,7 @@ fn connection_refused_is_a_clear_error() {
         .expect("addr")
         .port();
     let mut r = Reactor::new().expect("reactor");
-    match r.connect(("127.0.0.1", port), &WorkerOptions::new(), DEADLINE) {
+    match r.connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE) {
         Err(Error::Io {
             op: "connect",
             source,
@@ -89,7 +90,7 @@ fn a_thousand_remote_workers_get_their_own_echoes() {
     let mut workers = Vec::with_capacity(n);
     for _ in 0..n {
         workers.push(
-            r.connect(addr, &WorkerOptions::new(), DEADLINE)
+            r.connect(addr, &ConnectOptions::new(), DEADLINE)
                 .expect("connect"),
         );
     }
@@ -158,7 +159,7 @@ fn server_killed_mid_stream_gives_the_client_closed() {
         .as_u64()
         .expect("u64") as u16;
     let w = r
-        .connect(("127.0.0.1", port), &WorkerOptions::new(), DEADLINE)
+        .connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     r.send(w, &json!("before")).expect("send");
     assert_eq!(r.recv(w, Some(DEADLINE)).expect("echo"), json!("before"));
@@ -186,7 +187,7 @@ fn connections_over_the_limit_are_closed_and_reported() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let first = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("first");
     r.send(first, &json!(1)).expect("send");
     assert_eq!(r.recv(first, Some(DEADLINE)).expect("echo"), json!(1));
@@ -262,7 +263,7 @@ fn emfile_on_accept_recovers_and_serves_the_next_client() {
     loop {
         assert!(Instant::now() < end, "server never recovered: {events:?}");
         collect(&mut r, host, &mut events, Duration::ZERO);
-        if let Ok(w) = r.connect(addr, &WorkerOptions::new(), DEADLINE) {
+        if let Ok(w) = r.connect(addr, &ConnectOptions::new(), DEADLINE) {
             r.send(w, &json!("after")).expect("send");
             if let Ok(reply) = r.recv(w, Some(Duration::from_secs(2))) {
                 assert_eq!(reply, json!("after"));
@@ -289,7 +290,7 @@ fn connect_timeout_and_reset_are_reported() {
         })
         .collect();
     let mut r = Reactor::new().expect("reactor");
-    match r.connect(addr, &WorkerOptions::new(), Duration::from_millis(300)) {
+    match r.connect(addr, &ConnectOptions::new(), Duration::from_millis(300)) {
         Err(Error::Timeout) => {}
         other => panic!("expected Timeout, got {other:?}"),
     }
@@ -300,7 +301,7 @@ fn connect_timeout_and_reset_are_reported() {
     let w = r
         .connect(
             peer.local_addr().expect("addr"),
-            &WorkerOptions::new(),
+            &ConnectOptions::new(),
             DEADLINE,
         )
         .expect("connect");
@@ -369,10 +370,10 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
     let addr = shared.server_addr(server).expect("addr");
     assert_eq!(shared.server_connections(server).expect("count"), 0);
 
-    // A RemoteWorker's process is the server's: kill says so, and the
+    // A remote worker's process is the server's: kill says so, and the
     // connection is untouched (not Closed).
     let w = r
-        .connect(addr, &WorkerOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     match r.kill(w, libc::SIGKILL) {
         Err(Error::Io { op: "kill", source }) => {
@@ -404,4 +405,70 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
         assert!(matches!(r.stop_server(s), Err(Error::UnknownServer)));
     }
     other.stop_server(foreign).expect("stop foreign");
+}
+
+/// The serving child's spawn settings live in `ServerOptions` itself: a
+/// descriptor given to `ServerOptions::keep_fd` is open in each serving
+/// child, and the same descriptor is closed in the child of a server
+/// without it (so the check can tell).
+#[test]
+fn server_options_keep_fd_reaches_each_serving_child() {
+    let file = std::fs::File::open("/dev/null").expect("open");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut r = Reactor::new().expect("reactor");
+    let mut ask = |opts: &ServerOptions| -> Value {
+        let server = r
+            .listen_channel("127.0.0.1:0", opts, move |ch| {
+                while ch.recv()?.is_some() {
+                    let open = std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists();
+                    ch.send(&json!(open))?;
+                }
+                Ok(())
+            })
+            .expect("listen");
+        let addr = r.server_addr(server).expect("addr");
+        let w = r
+            .connect(addr, &ConnectOptions::new(), DEADLINE)
+            .expect("connect");
+        r.send(w, &json!("is it open?")).expect("send");
+        let answer = r.recv(w, Some(DEADLINE)).expect("answer");
+        r.stop_server(server).expect("stop");
+        answer
+    };
+    assert_eq!(ask(&ServerOptions::new().keep_fd(fd)), json!(true));
+    assert_eq!(ask(&ServerOptions::new()), json!(false));
+    drop(file);
+}
+
+/// A kept descriptor that is not open fails that connection, not the
+/// server: `AcceptFailed` with `BadDescriptor` naming it, the client closed.
+#[test]
+fn server_options_bad_keep_fd_fails_the_connection_with_bad_descriptor() {
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen("127.0.0.1:0", &ServerOptions::new().keep_fd(-1), |v| v)
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    let client = r.connect(addr, &ConnectOptions::new(), DEADLINE);
+    let events = events_until(&mut r, |e| {
+        e.iter()
+            .any(|e| matches!(e, ServerEvent::AcceptFailed { .. }))
+    });
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ServerEvent::AcceptFailed {
+                error: Error::BadDescriptor { fd: -1, .. },
+                dropped: true,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    if let Ok(w) = client {
+        match r.recv(w, Some(DEADLINE)) {
+            Err(Error::Closed { .. }) => {}
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
 }

@@ -15,8 +15,8 @@ use mio::{Interest, Token};
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::inbound::{Inbound, Msg};
+use crate::options::ConnSettings;
 use crate::sys;
-use crate::worker::WorkerOptions;
 
 mod stream;
 
@@ -114,17 +114,17 @@ impl Conn {
     pub(crate) fn new(
         sock: Stream,
         pid: Option<libc::pid_t>,
-        opts: &WorkerOptions,
+        opts: &ConnSettings,
         state: State,
         writable: bool,
     ) -> Conn {
         Conn {
             fd: sock.as_raw_fd(),
             pid,
-            format: opts.format,
+            format: opts.line.format,
             high_water: opts.high_water,
             sock: Some(sock),
-            inbound: Inbound::new(opts.max_line),
+            inbound: Inbound::new(opts.line.max_line),
             out: Vec::new(),
             out_pos: 0,
             writable,
@@ -581,7 +581,7 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn pair(opts: &WorkerOptions) -> (Conn, Conn) {
+    fn pair(opts: &ConnSettings) -> (Conn, Conn) {
         let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
         a.set_nonblocking(true).expect("nonblocking");
         b.set_nonblocking(true).expect("nonblocking");
@@ -610,7 +610,7 @@ mod tests {
     #[test]
     fn lines_arrive_in_order_and_a_closing_write_side_ends_the_peer() {
         let poll = mio::Poll::new().expect("poll");
-        let (mut a, mut b) = pair(&WorkerOptions::new());
+        let (mut a, mut b) = pair(&ConnSettings::default());
         let (mut buf, mut scratch) = (Vec::new(), Vec::new());
         for i in 0..3 {
             assert!(!send(&mut a, &json!({ "n": i })).expect("queue"));
@@ -638,7 +638,10 @@ mod tests {
 
     #[test]
     fn past_the_high_water_mark_nothing_is_queued() {
-        let (mut a, _b) = pair(&WorkerOptions::new().high_water(100));
+        let (mut a, _b) = pair(&ConnSettings {
+            high_water: 100,
+            ..ConnSettings::default()
+        });
         let big = json!("x".repeat(80));
         assert!(send(&mut a, &big).is_ok());
         let before = a.pending_output();
@@ -652,7 +655,7 @@ mod tests {
     #[test]
     fn a_short_write_keeps_the_rest_and_finishes_once_the_peer_reads() {
         let poll = mio::Poll::new().expect("poll");
-        let (mut a, mut b) = pair(&WorkerOptions::new());
+        let (mut a, mut b) = pair(&ConnSettings::default());
         if let Some(s) = a.sock.as_mut() {
             poll.registry()
                 .register(s, Token(1), Interest::READABLE)

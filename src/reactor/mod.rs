@@ -28,11 +28,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::conn::{Conn, State, Stream};
 use crate::error::{Error, Result};
 use crate::fork;
+use crate::options::ConnSettings;
 use crate::process::{deadline_after, Unreaped, REAP_RETRY};
 use crate::registry::{Entry, Registry};
 use crate::server::Servers;
 use crate::token::Sub;
-use crate::worker::{Worker, WorkerOptions};
+use crate::worker::Worker;
 
 /// Default time [`Reactor`]'s drop and [`Reactor::shutdown`] give workers to exit
 /// after their connection closes, before `SIGKILL`.
@@ -229,7 +230,7 @@ impl Reactor {
         &mut self,
         mut sock: Stream,
         pid: Option<libc::pid_t>,
-        opts: &WorkerOptions,
+        opts: &ConnSettings,
         state: State,
         interest: Interest,
     ) -> Result<Worker> {

@@ -12,7 +12,7 @@ use crate::listener::{Server, ServerEvent, ServerOptions, ServerWork};
 use crate::worker::Exec;
 
 impl Reactor {
-    /// Starts a `WorkerServer` on `addr` (port 0 picks a free port; see
+    /// Starts a [`Server`] on `addr` (port 0 picks a free port; see
     /// [`Reactor::server_addr`]): every accepted connection gets a forked
     /// child that answers each message with `f(message)`, with the same
     /// hygiene as a local worker (every inherited descriptor but its

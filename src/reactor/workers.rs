@@ -75,7 +75,7 @@ impl Reactor {
         F: FnOnce(&mut Channel) -> Result<()>,
     {
         // Before the socketpair, which could take a closed keep_fd's number.
-        opts.check_keep_fds()?;
+        opts.child.check_keep_fds()?;
         // An exec worker's socket is its stdin and stdout, inherited by
         // whatever it starts, so it may outlive the worker: watch its exit
         // from spawn. A closure worker's socket is close-on-exec (only a raw
@@ -95,7 +95,7 @@ impl Reactor {
             other => other,
         };
         let (parent_end, child_end) = pair.map_err(|e| Error::io("socketpair", e))?;
-        let pid = match fork::spawn_child(opts, child_end.into(), work) {
+        let pid = match fork::spawn_child(&opts.conn.line, &opts.child, child_end.into(), work) {
             Ok(pid) => pid,
             // The exec error pipe found no room: likewise, give back and
             // start over (the socketpair was closed with the error).
@@ -121,7 +121,7 @@ impl Reactor {
             .map_err(|e| Error::io("fcntl", e))
             .map(|()| Stream::Unix(UnixStream::from_std(parent_end)));
         match sock.and_then(|sock| {
-            self.insert_conn(sock, Some(pid), opts, State::Open, Interest::READABLE)
+            self.insert_conn(sock, Some(pid), &opts.conn, State::Open, Interest::READABLE)
         }) {
             Ok(w) => {
                 if watch_now && self.watch_exit(w, true) {
@@ -249,7 +249,7 @@ impl Reactor {
     /// System calls: `kill`.
     ///
     /// Errors: [`Error::Closed`] once the worker was reaped (its pid may
-    /// belong to another process by then); for a RemoteWorker
+    /// belong to another process by then); for a remote worker
     /// ([`Reactor::connect`]), whose process runs on the server's side,
     /// [`Error::Io`] with `op` `"kill"` and kind
     /// [`Unsupported`](std::io::ErrorKind::Unsupported) ("not a local
@@ -303,7 +303,7 @@ impl Reactor {
             return Err(Error::Closed { status });
         }
         match (conn.pid(), conn.state()) {
-            // A RemoteWorker: its process is the server's, on its machine.
+            // A remote worker: its process is the server's, on its machine.
             (None, _) => Err(Error::io(
                 "kill",
                 io::Error::new(io::ErrorKind::Unsupported, "not a local process"),
