@@ -318,17 +318,22 @@ fn level_triggered_loop_reads_one_stream() {
     let (mut mine, mut theirs) = mio::net::UnixStream::pair().expect("pair");
     r.register_source(&mut mine, Token(5), Interest::READABLE)
         .expect("register");
-    // More replies than the other sources give wake-ups, so only the
-    // reactor's own re-arming can deliver them all.
-    let w = burst_worker(&mut r, 12);
-    r.send(w, &json!("go")).expect("send");
-    r.flush();
+    let w = burst_worker(&mut r, 5);
     theirs.write_all(b"ping").expect("write");
     let mut client = Some(tcp_client(&r, s));
     let mut seen = Seen::default();
+    let mut asked = false;
     let end = Instant::now() + DEADLINE;
-    while !seen.done(12) {
+    while !seen.done(5) {
         assert!(Instant::now() < end, "stuck with {seen:?}");
+        if seen.exited.is_some() && !asked {
+            // The burst once the server's events are all in: nothing else
+            // is pending in epoll then, so only the reactor's re-arming can
+            // keep the descriptor readable for the replies it holds.
+            r.send(w, &json!("go")).expect("send");
+            r.flush();
+            asked = true;
+        }
         if !poll_readable(fd, 1000) {
             continue;
         }
@@ -338,7 +343,7 @@ fn level_triggered_loop_reads_one_stream() {
             seen.take(&mut r, e, &mut client);
         }
     }
-    assert_eq!(seen.replies, (0..12).map(|i| json!(i)).collect::<Vec<_>>());
+    assert_eq!(seen.replies, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
     assert_eq!(seen.user, vec![Token(5)]);
     assert!(seen.exited.is_some_and(|(_, clean)| clean));
     // Drained: after one empty zero wait the descriptor is quiet.
