@@ -13,8 +13,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use miniray::serde_json::{json, Value};
-use miniray::{Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions};
 use miniray::Event;
+use miniray::{Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions};
 
 struct Args {
     workers: usize,

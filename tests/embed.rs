@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::DEADLINE;
 use miniray::serde_json::{json, Value};
-use miniray::{Error, Event, Interest, Reactor, ServerEvent, ServerOptions, Token, WorkerOptions};
+use miniray::{Error, Interest, Reactor, Token, WorkerOptions};
+use miniray::{Event, ServerEvent, ServerOptions};
 
 /// A worker that answers one request with `n` replies written in one go, so
 /// they arrive in one read and all but one wait in the reactor's queue.
@@ -163,6 +164,16 @@ fn user_sources_live_beside_workers() {
     r.deregister_source(&mut mine).expect("deregister");
 }
 
+/// A server on loopback whose children answer `{"served": message}`.
+fn served_server(r: &mut Reactor) -> miniray::Server {
+    r.listen(
+        "127.0.0.1:0",
+        &ServerOptions::new(),
+        |v| json!({"served": v}),
+    )
+    .expect("listen")
+}
+
 /// A plain TCP client of a miniray server: sends one line, and later reads
 /// the answer (the serving child answers on its own, whatever the reactor does).
 fn tcp_client(r: &Reactor, s: miniray::Server) -> TcpStream {
@@ -226,9 +237,7 @@ impl Seen {
 #[test]
 fn one_stream_carries_workers_servers_and_user_sources() {
     let mut r = Reactor::new().expect("reactor");
-    let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| json!({"served": v}))
-        .expect("listen");
+    let s = served_server(&mut r);
     let w = r.spawn(|v| json!({"echo": v})).expect("spawn");
     let (mut mine, mut theirs) = mio::net::UnixStream::pair().expect("pair");
     r.register_source(&mut mine, Token(42), Interest::READABLE)
@@ -261,9 +270,7 @@ fn one_stream_carries_workers_servers_and_user_sources() {
 #[test]
 fn wait_events_takes_what_wait_any_left_queued() {
     let mut r = Reactor::new().expect("reactor");
-    let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| json!({"served": v}))
-        .expect("listen");
+    let s = served_server(&mut r);
     let (mut mine, mut theirs) = mio::net::UnixStream::pair().expect("pair");
     r.register_source(&mut mine, Token(9), Interest::READABLE)
         .expect("register");
@@ -273,7 +280,10 @@ fn wait_events_takes_what_wait_any_left_queued() {
     let end = Instant::now() + DEADLINE;
     while r.server_connections(s).expect("connections") == 0 {
         assert!(Instant::now() < end, "never accepted");
-        assert!(r.wait_any(Some(Duration::from_secs(1))).expect("wait").is_empty());
+        assert!(r
+            .wait_any(Some(Duration::from_secs(1)))
+            .expect("wait")
+            .is_empty());
     }
     assert!(r.wait_any(Some(Duration::ZERO)).expect("poll").is_empty());
     // Announced and left: wait_any does not return for them again, but
@@ -312,9 +322,7 @@ fn wait_events_takes_what_wait_any_left_queued() {
 fn level_triggered_loop_reads_one_stream() {
     let mut r = Reactor::new().expect("reactor");
     let fd = r.as_raw_fd();
-    let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| json!({"served": v}))
-        .expect("listen");
+    let s = served_server(&mut r);
     let (mut mine, mut theirs) = mio::net::UnixStream::pair().expect("pair");
     r.register_source(&mut mine, Token(5), Interest::READABLE)
         .expect("register");
@@ -347,7 +355,10 @@ fn level_triggered_loop_reads_one_stream() {
     assert_eq!(seen.user, vec![Token(5)]);
     assert!(seen.exited.is_some_and(|(_, clean)| clean));
     // Drained: after one empty zero wait the descriptor is quiet.
-    assert!(r.wait_events(Some(Duration::ZERO)).expect("poll").is_empty());
+    assert!(r
+        .wait_events(Some(Duration::ZERO))
+        .expect("poll")
+        .is_empty());
     assert!(!poll_readable(fd, 0), "fd readable with nothing to return");
     r.deregister_source(&mut mine).expect("deregister");
 }

@@ -37,8 +37,8 @@ use crate::server::Servers;
 use crate::token::Sub;
 use crate::worker::{Worker, WorkerOptions};
 
-pub use events::{Event, UserEvent};
 use events::Announced;
+pub use events::{Event, UserEvent};
 
 /// Default time [`Reactor`]'s drop and [`Reactor::shutdown`] give workers to exit
 /// after their connection closes, before `SIGKILL`.
