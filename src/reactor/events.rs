@@ -86,6 +86,32 @@ impl Reactor {
     ///
     /// Embedded (see the crate docs), the reactor's descriptor is readable
     /// whenever a `wait_events` would return something, as for `wait_any`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use miniray::{serde_json::json, Event, Reactor};
+    /// use std::time::Duration;
+    ///
+    /// let mut reactor = Reactor::new()?;
+    /// let w = reactor.spawn(|msg| json!({"echo": msg}))?;
+    /// reactor.send(w, &json!(1))?;
+    /// let mut replies = Vec::new();
+    /// for event in reactor.wait_events(Some(Duration::from_secs(5)))? {
+    ///     match event {
+    ///         Event::Worker(w) => {
+    ///             while let Some(reply) = reactor.try_recv(w)? {
+    ///                 replies.push(reply);
+    ///             }
+    ///         }
+    ///         Event::Server(e) => eprintln!("server: {e:?}"),
+    ///         Event::User(u) => eprintln!("source {:?} ready", u.token),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// assert_eq!(replies, vec![json!({"echo": 1})]);
+    /// # Ok::<(), miniray::Error>(())
+    /// ```
     pub fn wait_events(&mut self, timeout: Option<Duration>) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         self.wait_events_into(&mut out, timeout)?;
