@@ -372,7 +372,7 @@ impl Reactor {
     /// is queued that a wait has yet to return, or was just returned and
     /// may not all be consumed. Each write is a fresh edge for
     /// edge-triggered outer loops; a level-triggered one sees the descriptor
-    /// readable until the next `wait_any` polls.
+    /// readable until the next wait polls.
     fn signal_queued(&mut self) {
         if self.embedded.load(Ordering::Relaxed)
             && (!self.ready.is_empty()
