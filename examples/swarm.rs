@@ -1,5 +1,6 @@
 //! The flagship: N local workers, M small JSON computations spread through
-//! `wait_any` with a bounded number in flight per worker.
+//! `wait_events` (one stream of ready workers and, with `--remote`, the
+//! server's events) with a bounded number in flight per worker.
 //!
 //! `cargo run --release --example swarm -- [--workers N] [--tasks M]
 //!  [--inflight K] [--format json|marshal] [--remote]`
@@ -12,7 +13,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use miniray::serde_json::{json, Value};
-use miniray::{ConnectOptions, Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions};
+use miniray::{
+    ConnectOptions, Event, Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions,
+};
 
 struct Args {
     workers: usize,
@@ -205,29 +208,24 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for (i, &w) in workers.iter().enumerate() {
         feed.refill(&mut reactor, w, &mut in_flight[i])?;
     }
-    let mut ready = Vec::new();
+    let mut events = Vec::new();
     let mut last_report = Instant::now();
     let mut last_progress = Instant::now();
     let mut errors = 0usize;
     while done < args.tasks {
-        reactor.wait_any_into(&mut ready, Some(Duration::from_secs(30)))?;
-        // A server reports its connections and children; wait_any returns
-        // for those too (with no worker ready).
-        for e in reactor.take_server_events() {
-            if let ServerEvent::AcceptFailed { error, .. } = e {
-                return Err(format!("server: {error}").into());
-            }
-        }
-        if !ready.is_empty() {
-            last_progress = Instant::now();
-        } else if last_progress.elapsed() >= Duration::from_secs(30) {
-            return Err(format!(
-                "no reply for 30 s with {} tasks outstanding",
-                args.tasks - done
-            )
-            .into());
-        }
-        for &w in &ready {
+        // One stream: ready workers, and (with --remote) the server's
+        // reports on its connections and children.
+        reactor.wait_events_into(&mut events, Some(Duration::from_secs(30)))?;
+        let mut progressed = false;
+        for e in events.drain(..) {
+            let w = match e {
+                Event::Worker(w) => w,
+                Event::Server(ServerEvent::AcceptFailed { error, .. }) => {
+                    return Err(format!("server: {error}").into());
+                }
+                _ => continue,
+            };
+            progressed = true;
             let i = slot[&w];
             while let Some(reply) = reactor.try_recv(w)? {
                 let Some(id) = in_flight[i].pop_front() else {
@@ -244,6 +242,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 done += 1;
             }
             feed.refill(&mut reactor, w, &mut in_flight[i])?;
+        }
+        if progressed {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() >= Duration::from_secs(30) {
+            return Err(format!(
+                "no reply for 30 s with {} tasks outstanding",
+                args.tasks - done
+            )
+            .into());
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             let rate = done as f64 / t1.elapsed().as_secs_f64();
@@ -267,22 +274,23 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             let (mut clean, mut reaped, mut closed) = (0, 0, 0);
             let deadline = Instant::now() + Duration::from_secs(120);
             while (reaped < args.workers || closed < args.workers) && Instant::now() < deadline {
-                for w in reactor.wait_any(Some(Duration::from_secs(1)))? {
-                    loop {
-                        match reactor.try_recv(w) {
-                            Ok(Some(_)) => {}
-                            Ok(None) => break,
-                            Err(e) => {
-                                closed += usize::from(e.is_closed());
-                                break;
+                for e in reactor.wait_events(Some(Duration::from_secs(1)))? {
+                    match e {
+                        Event::Worker(w) => loop {
+                            match reactor.try_recv(w) {
+                                Ok(Some(_)) => {}
+                                Ok(None) => break,
+                                Err(e) => {
+                                    closed += usize::from(e.is_closed());
+                                    break;
+                                }
                             }
+                        },
+                        Event::Server(ServerEvent::Exited { status, .. }) => {
+                            reaped += 1;
+                            clean += usize::from(status.is_some_and(|s| s.success()));
                         }
-                    }
-                }
-                for e in reactor.take_server_events() {
-                    if let ServerEvent::Exited { status, .. } = e {
-                        reaped += 1;
-                        clean += usize::from(status.is_some_and(|s| s.success()));
+                        _ => {}
                     }
                 }
             }

@@ -102,23 +102,32 @@
 //!
 //! * **The reactor's descriptor** ([`AsRawFd`](std::os::fd::AsRawFd) /
 //!   [`AsFd`](std::os::fd::AsFd) on [`Reactor`]: its epoll descriptor) reads
-//!   ready whenever [`Reactor::wait_any`] has something to return, including
-//!   messages already decoded and queued but not yet returned, which epoll
-//!   alone would not signal. Asking for the descriptor switches on an
-//!   eventfd wake-up for exactly that: each `wait_any` that returns work
-//!   writes it, so an edge-triggered loop (mio, tokio's `AsyncFd`) gets a
-//!   fresh edge and a level-triggered one (`poll`, `select`-style) sees the
-//!   descriptor readable until the next `wait_any` finds nothing. Spurious
-//!   wake-ups happen; a `wait_any` that finds nothing clears them.
-//! * **The non-blocking step** is `wait_any(Some(Duration::ZERO))`: flush
-//!   queued output, one `epoll_wait` with no timeout, return the ready
-//!   workers. Call it when the descriptor is ready, then `try_recv` each
-//!   returned worker.
+//!   ready whenever [`Reactor::wait_any`] or [`Reactor::wait_events`] has
+//!   something to return, including messages already decoded and queued but
+//!   not yet returned, which epoll alone would not signal. Asking for the
+//!   descriptor switches on an eventfd wake-up for exactly that: each wait
+//!   that returns work writes it, so an edge-triggered loop (mio, tokio's
+//!   `AsyncFd`) gets a fresh edge and a level-triggered one (`poll`,
+//!   `select`-style) sees the descriptor readable until the next wait finds
+//!   nothing. Spurious wake-ups happen; a wait that finds nothing clears them.
+//! * **The non-blocking step** is `wait_events(Some(Duration::ZERO))` (or
+//!   `wait_any`, below): flush queued output, one `epoll_wait` with no
+//!   timeout, return one stream of [`Event`]s: [`Event::Worker`] for a worker
+//!   with messages or state changes queued (drain it with `try_recv`),
+//!   [`Event::Server`] for what a server did, [`Event::User`] for your own
+//!   sources. Call it when the descriptor is ready.
+//! * **Workers only**: `wait_any(Some(Duration::ZERO))` returns just the
+//!   ready workers, the common case. A new server or user event also ends
+//!   its wait (perhaps with no worker) but stays queued: take it with
+//!   [`Reactor::take_server_events`] / [`Reactor::take_user_events`] after
+//!   that `wait_any`, or with the next `wait_events`, which takes every
+//!   queued event. Events a `wait_any` announced and left untaken neither
+//!   end later `wait_any`s nor keep the descriptor readable.
 //! * **Your own sources** can share the reactor: register them with
 //!   [`Reactor::register_source`] under a [`Token`] below
-//!   [`USER_TOKEN_LIMIT`] (miniray's tokens never are); `wait_any` returns
-//!   when they are ready and [`Reactor::take_user_events`] lists them. Or
-//!   register the reactor's descriptor in your own mio or calloop loop, as
+//!   [`USER_TOKEN_LIMIT`] (miniray's tokens never are); they come as
+//!   [`Event::User`] (or from `take_user_events`). Or register the reactor's
+//!   descriptor in your own mio or calloop loop, as
 //!   `examples/embed_tokio.rs` does with tokio's `AsyncFd`.
 //! * **A worker's descriptor** ([`Worker::fileno`]) is for readiness only:
 //!   never read from, write to or close it; miniray owns it. After the
@@ -176,7 +185,7 @@ pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};
-pub use reactor::{Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
+pub use reactor::{Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use serde_json;
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;

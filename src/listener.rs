@@ -215,7 +215,8 @@ pub struct Server {
     pub(crate) key: Key,
 }
 
-/// What happened at a server, from [`Reactor::take_server_events`](crate::Reactor::take_server_events).
+/// What happened at a server, from [`Reactor::take_server_events`](crate::Reactor::take_server_events)
+/// or as [`Event::Server`](crate::Event::Server) from [`Reactor::wait_events`](crate::Reactor::wait_events).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerEvent {

@@ -1,15 +1,19 @@
 //! The reactor inside other event loops: a level-triggered `poll(2)` loop and
-//! an edge-triggered mio loop, including work stranded in the reactor's queue.
+//! an edge-triggered mio loop, including work stranded in the reactor's queue;
+//! the one stream of `wait_events` (workers, servers, user sources) and how
+//! it meets `wait_any`.
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::DEADLINE;
-use miniray::serde_json::json;
+use miniray::serde_json::{json, Value};
 use miniray::{Error, Interest, Reactor, Token, WorkerOptions};
+use miniray::{Event, ServerEvent, ServerOptions};
 
 /// A worker that answers one request with `n` replies written in one go, so
 /// they arrive in one read and all but one wait in the reactor's queue.
@@ -157,5 +161,204 @@ fn user_sources_live_beside_workers() {
     // Workers still flow through the same wait.
     r.send(w, &json!(1)).expect("send");
     assert_eq!(r.wait_any(Some(DEADLINE)).expect("wait_any"), vec![w]);
+    r.deregister_source(&mut mine).expect("deregister");
+}
+
+/// A server on loopback whose children answer `{"served": message}`.
+fn served_server(r: &mut Reactor) -> miniray::Server {
+    r.listen(
+        "127.0.0.1:0",
+        &ServerOptions::new(),
+        |v| json!({"served": v}),
+    )
+    .expect("listen")
+}
+
+/// A plain TCP client of a miniray server: sends one line, and later reads
+/// the answer (the serving child answers on its own, whatever the reactor does).
+fn tcp_client(r: &Reactor, s: miniray::Server) -> TcpStream {
+    let addr = r.server_addr(s).expect("addr");
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    c.write_all(b"\"hi\"\n").expect("write");
+    c
+}
+
+fn read_answer(c: &TcpStream) -> Value {
+    let mut line = String::new();
+    BufReader::new(c).read_line(&mut line).expect("answer");
+    miniray::serde_json::from_str(&line).expect("json answer")
+}
+
+/// What a loop over the one stream has seen so far.
+#[derive(Default, Debug)]
+struct Seen {
+    replies: Vec<Value>,
+    user: Vec<Token>,
+    accepted: Option<i32>,
+    exited: Option<(i32, bool)>,
+}
+
+impl Seen {
+    /// Handles one item; a worker gives one message per item at most, so
+    /// the rest must come back through later waits.
+    fn take(&mut self, r: &mut Reactor, e: Event, client: &mut Option<TcpStream>) {
+        match e {
+            Event::Worker(w) => {
+                if let Some(v) = r.try_recv(w).expect("message") {
+                    self.replies.push(v);
+                }
+            }
+            Event::Server(ServerEvent::Accepted { pid, .. }) => {
+                assert!(self.exited.is_none(), "Exited before Accepted");
+                self.accepted = Some(pid);
+                let c = client.take().expect("one client");
+                assert_eq!(read_answer(&c), json!({"served": "hi"}));
+                // EOF: the serving child exits and is reaped.
+                drop(c);
+            }
+            Event::Server(ServerEvent::Exited { pid, status, .. }) => {
+                self.exited = Some((pid, status.is_some_and(|s| s.success())));
+            }
+            Event::Server(other) => panic!("unexpected {other:?}"),
+            Event::User(u) => {
+                assert!(u.readable);
+                self.user.push(u.token);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn done(&self, replies: usize) -> bool {
+        self.replies.len() == replies && !self.user.is_empty() && self.exited.is_some()
+    }
+}
+
+#[test]
+fn one_stream_carries_workers_servers_and_user_sources() {
+    let mut r = Reactor::new().expect("reactor");
+    let s = served_server(&mut r);
+    let w = r.spawn(|v| json!({"echo": v})).expect("spawn");
+    let (mut mine, mut theirs) = mio::net::UnixStream::pair().expect("pair");
+    r.register_source(&mut mine, Token(42), Interest::READABLE)
+        .expect("register");
+    r.send(w, &json!(1)).expect("send");
+    theirs.write_all(b"ping").expect("write");
+    let mut client = Some(tcp_client(&r, s));
+    let mut seen = Seen::default();
+    let end = Instant::now() + DEADLINE;
+    let mut buf = Vec::new();
+    while !seen.done(1) {
+        assert!(Instant::now() < end, "stuck with {seen:?}");
+        r.wait_events_into(&mut buf, Some(Duration::from_secs(1)))
+            .expect("wait_events");
+        for e in buf.drain(..) {
+            seen.take(&mut r, e, &mut client);
+        }
+    }
+    assert_eq!(seen.replies, vec![json!({"echo": 1})]);
+    assert_eq!(seen.user, vec![Token(42)]);
+    let (pid, clean) = seen.exited.expect("exited");
+    assert_eq!(Some(pid), seen.accepted, "Exited names the accepted child");
+    assert!(clean, "the serving child exited cleanly");
+    // Everything came through the stream: nothing is left for the old calls.
+    assert!(r.take_server_events().is_empty());
+    assert!(r.take_user_events().is_empty());
+    r.deregister_source(&mut mine).expect("deregister");
+}
+
+#[test]
+fn wait_events_takes_what_wait_any_left_queued() {
+    let mut r = Reactor::new().expect("reactor");
+    let s = served_server(&mut r);
+    let (mut mine, mut theirs) = mio::net::UnixStream::pair().expect("pair");
+    r.register_source(&mut mine, Token(9), Interest::READABLE)
+        .expect("register");
+    theirs.write_all(b"ping").expect("write");
+    let client = tcp_client(&r, s);
+    // Let wait_any see the accept (and the user source) without taking them.
+    let end = Instant::now() + DEADLINE;
+    while r.server_connections(s).expect("connections") == 0 {
+        assert!(Instant::now() < end, "never accepted");
+        assert!(r
+            .wait_any(Some(Duration::from_secs(1)))
+            .expect("wait")
+            .is_empty());
+    }
+    assert!(r.wait_any(Some(Duration::ZERO)).expect("poll").is_empty());
+    // Announced and left: wait_any does not return for them again, but
+    // wait_events returns them at once.
+    let start = Instant::now();
+    let events = r.wait_events(Some(DEADLINE)).expect("wait_events");
+    assert!(start.elapsed() < DEADLINE, "queued events must not wait");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Server(ServerEvent::Accepted { .. }))));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::User(u) if u.token == Token(9))));
+    // After wait_events took them, a new server event ends wait_any again
+    // (its announcement mark was reset) and stays queued for
+    // take_server_events, alone: what wait_events took is gone.
+    assert_eq!(read_answer(&client), json!({"served": "hi"}));
+    drop(client);
+    let start = Instant::now();
+    assert!(r.wait_any(Some(DEADLINE)).expect("wait_any").is_empty());
+    assert!(
+        start.elapsed() < DEADLINE,
+        "wait_any slept through the new Exited"
+    );
+    let later = r.take_server_events();
+    assert!(
+        matches!(later.as_slice(), [ServerEvent::Exited { .. }]),
+        "{later:?}"
+    );
+    assert!(r.take_user_events().is_empty(), "taken by wait_events");
+    r.deregister_source(&mut mine).expect("deregister");
+}
+
+#[test]
+fn level_triggered_loop_reads_one_stream() {
+    let mut r = Reactor::new().expect("reactor");
+    let fd = r.as_raw_fd();
+    let s = served_server(&mut r);
+    let (mut mine, mut theirs) = mio::net::UnixStream::pair().expect("pair");
+    r.register_source(&mut mine, Token(5), Interest::READABLE)
+        .expect("register");
+    let w = burst_worker(&mut r, 5);
+    theirs.write_all(b"ping").expect("write");
+    let mut client = Some(tcp_client(&r, s));
+    let mut seen = Seen::default();
+    let mut asked = false;
+    let end = Instant::now() + DEADLINE;
+    while !seen.done(5) {
+        assert!(Instant::now() < end, "stuck with {seen:?}");
+        if seen.exited.is_some() && !asked {
+            // The burst once the server's events are all in: nothing else
+            // is pending in epoll then, so only the reactor's re-arming can
+            // keep the descriptor readable for the replies it holds.
+            r.send(w, &json!("go")).expect("send");
+            r.flush();
+            asked = true;
+        }
+        if !poll_readable(fd, 1000) {
+            continue;
+        }
+        // The non-blocking step; one message per worker item: the rest must
+        // keep the descriptor readable.
+        for e in r.wait_events(Some(Duration::ZERO)).expect("wait_events") {
+            seen.take(&mut r, e, &mut client);
+        }
+    }
+    assert_eq!(seen.replies, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
+    assert_eq!(seen.user, vec![Token(5)]);
+    assert!(seen.exited.is_some_and(|(_, clean)| clean));
+    // Drained: after one empty zero wait the descriptor is quiet.
+    assert!(r
+        .wait_events(Some(Duration::ZERO))
+        .expect("poll")
+        .is_empty());
+    assert!(!poll_readable(fd, 0), "fd readable with nothing to return");
     r.deregister_source(&mut mine).expect("deregister");
 }

@@ -109,6 +109,19 @@ fn wait_any_into_with_an_infinite_timeout_returns_the_ready_worker() {
 }
 
 #[test]
+fn wait_events_with_an_infinite_timeout_returns_the_ready_worker() {
+    let mut r = Reactor::new().expect("reactor");
+    let w = echo(&mut r);
+    r.send(w, &json!("we")).expect("send");
+    let events = r.wait_events(Some(Duration::MAX)).expect("wait");
+    assert!(
+        matches!(events.as_slice(), [miniray::Event::Worker(x)] if *x == w),
+        "{events:?}"
+    );
+    assert_eq!(r.try_recv(w).expect("recv"), Some(json!("we")));
+}
+
+#[test]
 fn connect_with_an_infinite_timeout_connects() {
     let mut r = Reactor::new().expect("reactor");
     let s = r

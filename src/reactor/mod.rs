@@ -3,6 +3,8 @@
 //! sources. This file holds the type, polling and dispatch, `wait_any` and
 //! embedding; its rooms:
 //!
+//! * `events.rs`: the one stream of every kind ([`Event`],
+//!   `wait_events`), user events, and what `wait_any` has announced;
 //! * `workers.rs`: the per-worker API (spawn, send, close, kill, receive);
 //! * `exits.rs`: a connection's end and its child's exit (hang-up, pidfds,
 //!   reaping, `Closed`), and `shutdown`;
@@ -14,6 +16,7 @@
 //! Every entry with a token is in the one [`Registry`]; every event goes
 //! through [`Registry::resolve`] before it reaches anything.
 
+mod events;
 mod exits;
 mod serving;
 mod workers;
@@ -34,6 +37,9 @@ use crate::registry::{Entry, Registry};
 use crate::server::Servers;
 use crate::token::Sub;
 use crate::worker::Worker;
+
+use events::Announced;
+pub use events::{Event, UserEvent};
 
 /// Default time [`Reactor`]'s drop and [`Reactor::shutdown`] give workers to exit
 /// after their connection closes, before `SIGKILL`.
@@ -144,10 +150,8 @@ pub struct Reactor {
     /// Events for the caller's own sources.
     user_events: Vec<UserEvent>,
     user_sources: usize,
-    /// How many user and server events `wait_any` has already returned
-    /// for: only new ones end a wait early, so events left untaken never
-    /// make `wait_any` spin.
-    announced: (usize, usize),
+    /// What `wait_any` has already returned for (see [`Announced`]).
+    announced: Announced,
     /// Servers: their events and timers (their entries are in `tokens`).
     servers: Servers,
 }
@@ -158,21 +162,6 @@ pub const USER_TOKEN_LIMIT: usize = 0xffff_ffff;
 
 /// The waker's token: the first one above the caller's range.
 const WAKE: Token = Token(USER_TOKEN_LIMIT);
-
-/// Readiness of one of the caller's own sources, from [`Reactor::take_user_events`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserEvent {
-    /// The token the source was registered with.
-    pub token: Token,
-    /// Readable (or read side closed).
-    pub readable: bool,
-    /// Writable.
-    pub writable: bool,
-    /// The peer closed its side (read or write).
-    pub closed: bool,
-    /// An error is pending on the source.
-    pub error: bool,
-}
 
 impl Reactor {
     /// A reactor with no workers. System calls: `epoll_create1`, `eventfd`,
@@ -193,7 +182,7 @@ impl Reactor {
             embedded: AtomicBool::new(false),
             user_events: Vec::new(),
             user_sources: 0,
-            announced: (0, 0),
+            announced: Announced::default(),
             servers: Servers::default(),
             events: Events::with_capacity(1024),
             tokens: Registry::default(),
@@ -317,11 +306,16 @@ impl Reactor {
     /// message, or `Closed`), waiting up to `timeout` for one: `None` waits
     /// without limit, `Some(ZERO)` only polls. Work already queued is
     /// returned without waiting. A reactor with no workers returns an empty
-    /// list at once. A new server or user event
-    /// ([`Reactor::take_server_events`], [`Reactor::take_user_events`]) also
-    /// ends the wait, perhaps with no worker; events already announced and
-    /// left untaken do not. Cost: one `epoll_wait` plus work proportional to
+    /// list at once. Cost: one `epoll_wait` plus work proportional to
     /// the workers that are ready, never to the number of workers.
+    ///
+    /// Server and user events are not returned here but stay queued for
+    /// [`Reactor::take_server_events`], [`Reactor::take_user_events`] or
+    /// [`Reactor::wait_events`] (which returns every kind in one stream).
+    /// A new one ends the wait, perhaps with no worker; events already
+    /// announced by an earlier `wait_any` and left untaken do not, so they
+    /// never make it spin (nor keep an embedded reactor's descriptor
+    /// readable: take them after the `wait_any` that announced them).
     pub fn wait_any(&mut self, timeout: Option<Duration>) -> Result<Vec<Worker>> {
         let mut out = Vec::new();
         self.wait_any_into(&mut out, timeout)?;
@@ -336,14 +330,30 @@ impl Reactor {
         timeout: Option<Duration>,
     ) -> Result<()> {
         out.clear();
+        self.wait_for(timeout, |r| {
+            r.recheck_ready();
+            out.extend_from_slice(&r.ready);
+            let queued = r.queued_events();
+            if out.is_empty() && !r.announced.fresh(queued) {
+                return false;
+            }
+            r.announced = queued;
+            true
+        })
+    }
+
+    /// The wait of `wait_any` and `wait_events`: polls until `found` (which
+    /// looks at what is queued and fills the caller's list) says there is
+    /// something to return, or `timeout` passes.
+    fn wait_for(
+        &mut self,
+        timeout: Option<Duration>,
+        mut found: impl FnMut(&mut Self) -> bool,
+    ) -> Result<()> {
         let deadline = timeout.and_then(deadline_after);
         let mut polled = false;
         loop {
-            self.collect_ready(out);
-            let events = (self.user_events.len(), self.servers.events_len());
-            let fresh = events.0 > self.announced.0 || events.1 > self.announced.1;
-            if !out.is_empty() || fresh {
-                self.announced = events;
+            if found(self) {
                 self.signal_queued();
                 return Ok(());
             }
@@ -360,10 +370,10 @@ impl Reactor {
     }
 
     /// In embedded use, makes the reactor's descriptor readable (again): work
-    /// is queued that `wait_any` has yet to return, or was just returned and
+    /// is queued that a wait has yet to return, or was just returned and
     /// may not all be consumed. Each write is a fresh edge for
     /// edge-triggered outer loops; a level-triggered one sees the descriptor
-    /// readable until the next `wait_any` polls.
+    /// readable until the next wait polls.
     fn signal_queued(&mut self) {
         if self.embedded.load(Ordering::Relaxed)
             && (!self.ready.is_empty()
@@ -377,7 +387,8 @@ impl Reactor {
     /// Registers a source of the caller's own in the reactor's poll, under
     /// a token below [`USER_TOKEN_LIMIT`] (miniray's tokens never are).
     /// Its readiness makes `wait_any` return (perhaps with no worker) and is
-    /// collected by [`Reactor::take_user_events`]. Registration is
+    /// collected by [`Reactor::take_user_events`], or comes as
+    /// [`Event::User`] from [`Reactor::wait_events`]. Registration is
     /// edge-triggered, as everything in mio.
     pub fn register_source<S>(
         &mut self,
@@ -418,19 +429,13 @@ impl Reactor {
         Ok(())
     }
 
-    /// The readiness events of the caller's own sources since the last call.
-    pub fn take_user_events(&mut self) -> Vec<UserEvent> {
-        self.announced.0 = 0;
-        std::mem::take(&mut self.user_events)
-    }
-
-    fn collect_ready(&mut self, out: &mut Vec<Worker>) {
+    /// Drops from the ready list the workers with nothing queued any more.
+    fn recheck_ready(&mut self) {
         let tokens = &mut self.tokens;
         self.ready.retain(|w| match tokens.conn_mut(w.key) {
             Some(c) => c.recheck_queued(),
             None => false,
         });
-        out.extend_from_slice(&self.ready);
     }
 
     /// One `epoll_wait` (after flushing), and the handling of what it returned.
@@ -548,7 +553,8 @@ impl Drop for Reactor {
 
 impl AsRawFd for Reactor {
     /// The epoll descriptor, for embedding (see the crate docs): readable
-    /// whenever [`Reactor::wait_any`] has something to return. Asking for
+    /// whenever [`Reactor::wait_any`] or [`Reactor::wait_events`] has
+    /// something to return. Asking for
     /// it turns on the wake-ups that keep that promise for queued work.
     fn as_raw_fd(&self) -> RawFd {
         self.embedded.store(true, Ordering::Relaxed);

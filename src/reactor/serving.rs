@@ -84,11 +84,13 @@ impl Reactor {
         self.servers.listener(&self.tokens, s).map(|l| l.active)
     }
 
-    /// What happened at the servers since the last call. A new event makes
+    /// What happened at the servers since the last call (or the last
+    /// [`Reactor::wait_events`], which takes these too, as
+    /// [`Event::Server`](crate::Event::Server)). A new event makes
     /// `wait_any` return (perhaps with no worker ready); events left untaken
     /// do not make it return again.
     pub fn take_server_events(&mut self) -> Vec<ServerEvent> {
-        self.announced.1 = 0;
+        self.announced.server = 0;
         self.servers.take_events()
     }
 
