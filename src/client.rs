@@ -94,6 +94,15 @@ impl ConnectOptions {
     /// [`Secret`]); the server must have the same
     /// ([`ServerOptions::secret`](crate::ServerOptions::secret)). Off by
     /// default, so plain Python servers work.
+    ///
+    /// The server sends no verdict (the protocol stays the original
+    /// library's after the handshake), so a mismatch shows on the client as:
+    ///
+    /// | client | server | what the client sees |
+    /// |---|---|---|
+    /// | this secret | a different one | `connect` succeeds; the connection is closed at once: the next `recv` is [`Error::Closed`] with status `None` (the server reports `AuthFailed`) |
+    /// | no secret | a secret | `connect` succeeds; the challenge line arrives as a message that does not decode ([`Error::Decode`]), then [`Error::Closed`] |
+    /// | a secret | no secret | `connect` fails at its deadline with [`Error::Io`] `{ op: "authenticate" }` of kind `TimedOut`: no challenge came |
     pub fn secret(mut self, secret: Secret) -> Self {
         self.secret = Some(secret);
         self
@@ -112,7 +121,8 @@ impl Reactor {
     /// connection). `TCP_NODELAY` is set.
     ///
     /// Errors: [`Error::Io`] with `op` `"connect"` (refused, unreachable,
-    /// ...) or `"resolve"`, [`Error::Timeout`]. A reset or EOF later is the
+    /// ...), `"resolve"` or `"authenticate"` (see
+    /// [`ConnectOptions::secret`]), [`Error::Timeout`]. A reset or EOF later is the
     /// worker's [`Error::Closed`] (status `None`).
     pub fn connect<A: ToSocketAddrs>(
         &mut self,
@@ -237,7 +247,15 @@ impl Reactor {
                 d.saturating_duration_since(Instant::now())
             });
             if left.is_zero() {
-                return Err(Error::Timeout);
+                // Say why: the usual cause is a server without a secret,
+                // which sends no challenge and waits for messages.
+                return Err(Error::io(
+                    "authenticate",
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no authentication challenge from the server before the deadline (does it run with a secret?)",
+                    ),
+                ));
             }
             // Peek again after a short wait: this connection's events are
             // not read while it authenticates.

@@ -166,11 +166,10 @@ mod sys;
 mod token;
 pub mod worker;
 
-/// TCP: the names of the server side ([`Server`], made by
-/// [`Reactor::listen`] and its kin) and of the client side
-/// ([`ConnectOptions`] for [`Reactor::connect`], which makes a remote
-/// [`Worker`]), as before the split of the event loop (`listener.rs`,
-/// `server.rs` and `client.rs` now hold them).
+/// TCP in one place: the server side ([`Server`], made by
+/// [`Reactor::listen`] and its kin, its [`ServerOptions`] and
+/// [`ServerEvent`]s) and the client side ([`ConnectOptions`] for
+/// [`Reactor::connect`], which makes a remote [`Worker`]).
 pub mod remote {
     pub use crate::client::ConnectOptions;
     pub use crate::listener::{

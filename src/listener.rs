@@ -183,7 +183,7 @@ impl ServerOptions {
     }
 
     /// Close a served connection that sends no complete line for `limit`
-    /// while its child waits for one. Off by default (as before).
+    /// while its child waits for one. Off by default.
     ///
     /// * [`Reactor::listen`](crate::Reactor::listen) and [`Reactor::listen_channel`](crate::Reactor::listen_channel): the child's
     ///   [`Channel::recv`](crate::Channel::recv) fails with [`Error::Timeout`] (see

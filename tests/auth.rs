@@ -141,3 +141,28 @@ fn serve_and_call_take_the_secret_from_the_environment() {
     let status = wait_child(&mut serve, DEADLINE);
     assert!(status.success(), "serve exited {status:?}");
 }
+
+/// A client with a secret against a server without one: no challenge ever
+/// comes, and `connect` says so at its deadline instead of a bare timeout.
+#[test]
+fn a_secret_against_a_plain_server_fails_naming_the_missing_challenge() {
+    let mut r = Reactor::new().expect("reactor");
+    let s = r
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .expect("listen");
+    let addr = r.server_addr(s).expect("addr");
+    let secret = Secret::new(b"a shared secret of some length".to_vec());
+    match r.connect(
+        addr,
+        &ConnectOptions::new().secret(secret),
+        Duration::from_millis(300),
+    ) {
+        Err(Error::Io { op, source }) => {
+            assert_eq!(op, "authenticate");
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut);
+            assert!(source.to_string().contains("no authentication challenge"));
+        }
+        other => panic!("expected an authenticate error, got {other:?}"),
+    }
+    r.stop_server(s).expect("stop");
+}

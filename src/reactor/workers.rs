@@ -27,6 +27,14 @@ impl Reactor {
     /// Spawns a local worker with default options that answers each message
     /// with `f(message)`.
     ///
+    /// If `f` panics, the child writes the panic message to its stderr and
+    /// exits [`EXIT_PANIC`](crate::worker::EXIT_PANIC): the caller reads
+    /// [`Error::Closed`] with that status, and requests still queued to
+    /// that worker are lost with it (keep one request in flight per worker
+    /// when each must be retried). A message sent with regions reaches `f`
+    /// without them (use [`Reactor::spawn_channel`] and
+    /// [`Channel::recv_regions`](crate::Channel::recv_regions)).
+    ///
     /// System calls: `socketpair`, `fork`, `fcntl`, `epoll_ctl`.
     pub fn spawn<F>(&mut self, f: F) -> Result<Worker>
     where
@@ -63,6 +71,27 @@ impl Reactor {
     /// `PR_SET_PDEATHSIG` survives the exec. Any program that reads and
     /// writes one message per line in the worker's format is a worker; one
     /// that cannot be executed fails the spawn with [`Error::Exec`].
+    ///
+    /// The program must flush its output after every line: its stdout is a
+    /// socket, not a terminal, so a program that buffers (Python does,
+    /// unless run with `-u`, `PYTHONUNBUFFERED=1` or `print(..., flush=True)`)
+    /// answers nothing until it exits.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use miniray::{Exec, Reactor, WorkerOptions, serde_json::json};
+    /// # fn main() -> miniray::Result<()> {
+    /// let mut reactor = Reactor::new()?;
+    /// let echo = Exec::new(
+    ///     "python3",
+    ///     ["-u", "-c", "import sys\nfor line in sys.stdin: print(line, end='')"],
+    /// )?;
+    /// let w = reactor.spawn_exec(&WorkerOptions::new(), &echo)?;
+    /// reactor.send(w, &json!({"n": 1}))?;
+    /// assert_eq!(reactor.recv(w, Some(Duration::from_secs(10)))?, json!({"n": 1}));
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// System calls: `socketpair`, `pipe2`, `fork`, `read` (until the exec),
     /// then in the child `dup2`, `close_range`, `sigaction`, `execvp`.
@@ -249,7 +278,8 @@ impl Reactor {
     /// System calls: `kill`.
     ///
     /// Errors: [`Error::Closed`] once the worker was reaped (its pid may
-    /// belong to another process by then); for a remote worker
+    /// belong to another process by then), and [`Error::UnknownWorker`] once
+    /// that `Closed` was returned; for a remote worker
     /// ([`Reactor::connect`]), whose process runs on the server's side,
     /// [`Error::Io`] with `op` `"kill"` and kind
     /// [`Unsupported`](std::io::ErrorKind::Unsupported) ("not a local
@@ -267,10 +297,12 @@ impl Reactor {
     /// the reactor is dropped or shut down are killed after the grace period
     /// ([`Reactor::set_grace`]) and reaped too.
     ///
+    /// Signal numbers are `libc`'s (add `libc` to your `Cargo.toml`):
+    ///
     /// ```
-    /// # use std::os::unix::process::ExitStatusExt;
-    /// # use std::time::Duration;
-    /// # use miniray::{Error, Reactor, serde_json::json};
+    /// use std::os::unix::process::ExitStatusExt; // ExitStatus::signal
+    /// use std::time::Duration;
+    /// use miniray::{Error, Reactor, serde_json::json};
     /// # fn main() -> miniray::Result<()> {
     /// let mut reactor = Reactor::new()?;
     /// let w = reactor.spawn(|_| loop {
@@ -351,7 +383,8 @@ impl Reactor {
 
     /// The worker's next event, waiting up to `timeout` (`None`: no limit).
     /// Events of other workers read meanwhile stay queued for them.
-    /// [`Error::Timeout`] when the time runs out.
+    /// [`Error::Timeout`] when the time runs out. Regions that came with the
+    /// message are closed; [`Reactor::recv_regions`] keeps them.
     pub fn recv(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Value> {
         self.recv_msg(w, timeout).map(|m| m.value)
     }
