@@ -183,7 +183,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             match e {
                 ServerEvent::Accepted { peer, pid, .. } => eprintln!("accepted {peer} (pid {pid})"),
                 ServerEvent::Exited { pid, status, .. }
-                    if status.and_then(|s| s.code()) == Some(miniray::remote::EXIT_IDLE) =>
+                    if status.and_then(|s| s.code()) == Some(miniray::process::EXIT_IDLE) =>
                 {
                     eprintln!("pid {pid} closed an idle connection")
                 }

@@ -45,6 +45,8 @@
 //! * [`worker`]: local spawn options ([`WorkerOptions`]), the [`Worker`]
 //!   handle, the child's [`Channel`], [`Exec`] workers (any program that
 //!   reads and writes lines).
+//! * [`process`]: every exit code a miniray child can end with (`EXIT_PANIC`,
+//!   `EXIT_IDLE`, ...), in one place.
 //! * [`shm`]: [`SharedMemory`], sealed memfd regions inherited at spawn
 //!   ([`WorkerOptions::region`]) or sent with a message
 //!   ([`Reactor::send_regions`], [`Channel::send_regions`]) as descriptors.
@@ -175,7 +177,6 @@ pub mod remote {
     pub use crate::listener::{
         Server, ServerEvent, ServerOptions, DEFAULT_ACCEPT_BACKOFF, DEFAULT_MAX_CONNECTIONS,
     };
-    pub use crate::process::EXIT_IDLE;
 }
 
 pub use auth::Secret;

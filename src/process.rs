@@ -3,6 +3,10 @@
 //! reactor's poll, or a retry list when no pidfd can be had) and reaping
 //! children that were told to exit. Shared by local workers and by the
 //! children that serve TCP connections.
+//!
+//! Every exit code a miniray child can end with is a constant here (the
+//! one place to look them up): match a worker's [`Error::Closed`](crate::Error::Closed)
+//! or a server's `Exited` status against them.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;

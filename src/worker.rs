@@ -39,7 +39,7 @@
 //! boundary and ends in `…`; the text always ends in a newline) and writes
 //! it to stderr with one
 //! `write(2)`; then the panic unwinds to the `catch_unwind` around the work
-//! function and the child exits [`EXIT_PANIC`].
+//! function and the child exits [`EXIT_PANIC`](crate::process::EXIT_PANIC).
 //!
 //! What std's panic machinery still does in the worker, and why it cannot
 //! hang: it updates the panic counters (atomics and a thread-local),
@@ -103,8 +103,6 @@ use crate::token::Key;
 pub use crate::channel::Channel;
 
 pub use crate::options::{DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED};
-
-pub use crate::process::{EXIT_ERROR, EXIT_EXEC_FAILED, EXIT_PANIC};
 
 /// How to spawn a local worker ([`Reactor::spawn_with`](crate::Reactor::spawn_with),
 /// [`spawn_channel`](crate::Reactor::spawn_channel),

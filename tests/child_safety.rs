@@ -153,7 +153,7 @@ fn inner_panicking_parent_thread() {
                     Ok(Some(v)) => panic!("unexpected message {v}"),
                     Err(Error::Closed { status }) => {
                         alive.remove(&w);
-                        if status.and_then(|s| s.code()) == Some(miniray::worker::EXIT_PANIC) {
+                        if status.and_then(|s| s.code()) == Some(miniray::process::EXIT_PANIC) {
                             panicked += 1;
                         } else {
                             other += 1;

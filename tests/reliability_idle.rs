@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use miniray::remote::EXIT_IDLE;
+use miniray::process::EXIT_IDLE;
 use miniray::serde_json::json;
 use miniray::{ConnectOptions, Error, Exec, Reactor, ServerEvent, ServerOptions};
 

@@ -164,7 +164,7 @@ fn panicking_worker_reports_closed_with_status() {
     assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!("fine"));
     match r.recv(w, Some(DEADLINE)) {
         Err(Error::Closed { status: Some(s) }) => {
-            assert_eq!(s.code(), Some(miniray::worker::EXIT_PANIC))
+            assert_eq!(s.code(), Some(miniray::process::EXIT_PANIC))
         }
         other => panic!("expected Closed, got {other:?}"),
     }

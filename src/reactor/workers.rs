@@ -28,7 +28,7 @@ impl Reactor {
     /// with `f(message)`.
     ///
     /// If `f` panics, the child writes the panic message to its stderr and
-    /// exits [`EXIT_PANIC`](crate::worker::EXIT_PANIC): the caller reads
+    /// exits [`EXIT_PANIC`](crate::process::EXIT_PANIC): the caller reads
     /// [`Error::Closed`] with that status, and requests still queued to
     /// that worker are lost with it (keep one request in flight per worker
     /// when each must be retried). A message sent with regions reaches `f`
@@ -55,8 +55,8 @@ impl Reactor {
 
     /// Spawns a local worker that runs `work` with the child's [`Channel`]:
     /// full control over what it receives and sends. The child exits 0 when
-    /// `work` returns `Ok`, [`worker::EXIT_ERROR`] on `Err` and
-    /// [`worker::EXIT_PANIC`] if it panics.
+    /// `work` returns `Ok`, [`process::EXIT_ERROR`](crate::process::EXIT_ERROR) on `Err` and
+    /// [`process::EXIT_PANIC`](crate::process::EXIT_PANIC) if it panics.
     pub fn spawn_channel<F>(&mut self, opts: &WorkerOptions, work: F) -> Result<Worker>
     where
         F: FnOnce(&mut Channel) -> Result<()>,
