@@ -122,3 +122,45 @@ fn garbage_and_crashes_are_reported_per_worker() {
         other => panic!("expected Closed, got {other:?}"),
     }
 }
+
+/// A worker whose messages the caller leaves untaken must not hold up the
+/// others: each wait still writes queued requests and reads replies (before,
+/// `wait_any` returned the queued worker without ever polling, so another
+/// worker's request was never sent).
+#[test]
+fn untaken_messages_of_one_worker_never_starve_another() {
+    let mut r = Reactor::new().expect("reactor");
+    let chatty = r
+        .spawn_channel(&WorkerOptions::new(), |ch| {
+            for i in 0..3 {
+                ch.send(&json!(i))?;
+            }
+            while ch.recv()?.is_some() {}
+            Ok(())
+        })
+        .expect("spawn chatty");
+    let echo = r.spawn(|v| v).expect("spawn echo");
+    let start = Instant::now();
+    while r.queued_input(chatty).expect("queued") == 0 {
+        assert!(start.elapsed() < DEADLINE, "chatty never spoke");
+        r.wait_any(Some(Duration::from_millis(50))).expect("wait");
+    }
+    r.send(echo, &json!("ping")).expect("send");
+    // The caller deals with `echo` only; `chatty`'s messages stay queued.
+    let start = Instant::now();
+    let answered = loop {
+        if start.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        let ready = r.wait_any(Some(Duration::from_millis(100))).expect("wait");
+        if ready.contains(&echo) && r.try_recv(echo).expect("recv").is_some() {
+            break true;
+        }
+    };
+    assert!(
+        answered,
+        "echo never answered; its request still queued: {:?} bytes",
+        r.pending_output(echo)
+    );
+    r.shutdown();
+}

@@ -304,8 +304,10 @@ impl Reactor {
 
     /// The workers that have at least one event queued (a message, a failed
     /// message, or `Closed`), waiting up to `timeout` for one: `None` waits
-    /// without limit, `Some(ZERO)` only polls. Work already queued is
-    /// returned without waiting. A reactor with no workers returns an empty
+    /// without limit, `Some(ZERO)` only polls. Every call first writes
+    /// queued output and polls once without waiting (so workers whose
+    /// messages are left untaken never hold up the others); work already
+    /// queued is then returned without waiting. A reactor with no workers returns an empty
     /// list at once. Cost: one `epoll_wait` plus work proportional to
     /// the workers that are ready, never to the number of workers.
     ///
@@ -351,7 +353,10 @@ impl Reactor {
         mut found: impl FnMut(&mut Self) -> bool,
     ) -> Result<()> {
         let deadline = timeout.and_then(deadline_after);
-        let mut polled = false;
+        // Always one poll first, even with work already queued: it writes
+        // queued output and reads what other sources have, so a worker whose
+        // messages the caller leaves untaken never starves the rest.
+        self.poll_once(Some(Duration::ZERO))?;
         loop {
             if found(self) {
                 self.signal_queued();
@@ -359,13 +364,11 @@ impl Reactor {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let idle = self.user_sources == 0 && self.tokens.iter().next().is_none();
-            if polled && (idle || left == Some(Duration::ZERO)) {
+            // With nothing that could become ready, never wait.
+            if idle || left == Some(Duration::ZERO) {
                 return Ok(());
             }
-            // With nothing that could become ready, only poll (to clear a
-            // pending wake-up), never wait.
-            self.poll_once(if idle { Some(Duration::ZERO) } else { left })?;
-            polled = true;
+            self.poll_once(left)?;
         }
     }
 
