@@ -178,6 +178,18 @@ impl Registry {
         });
     }
 
+    /// No live entry of any kind. O(1): `slab.iter()` would walk every
+    /// vacant slot up to the registry's peak size.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Room for one more entry (a slot that can get a token), checked
+    /// before work that is costly to undo, such as a fork.
+    pub(crate) fn has_room(&self) -> bool {
+        self.slab.vacant_key() <= MAX_SLOT as usize
+    }
+
     /// Live connections.
     pub(crate) fn conns(&self) -> usize {
         self.conns
@@ -227,5 +239,25 @@ mod tests {
         let failed = r.insert_with::<Full>(|_| Err(Full));
         assert!(failed.is_err());
         assert_eq!(r.iter().count(), 0);
+        assert!(r.is_empty());
+    }
+
+    /// `is_empty` is the slab's count, not a walk: after a peak of many
+    /// entries it answers for the live ones only (the reactor's waits and
+    /// drop ask it on every call, so it must not cost the peak size).
+    #[test]
+    fn is_empty_counts_live_entries_after_a_peak() {
+        let mut r = Registry::default();
+        assert!(r.is_empty() && r.has_room());
+        let keys: Vec<Key> = (0..1000)
+            .map(|i| r.insert_with::<Full>(|_| Ok(child(i))).expect("insert"))
+            .collect();
+        for k in &keys[..999] {
+            assert!(r.remove(*k).is_some());
+        }
+        assert!(!r.is_empty());
+        assert!(r.remove(keys[999]).is_some());
+        assert!(r.is_empty());
+        assert!(r.has_room());
     }
 }

@@ -363,7 +363,7 @@ impl Reactor {
                 return Ok(());
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let idle = self.user_sources == 0 && self.tokens.iter().next().is_none();
+            let idle = self.user_sources == 0 && self.tokens.is_empty();
             // With nothing that could become ready, never wait.
             if idle || left == Some(Duration::ZERO) {
                 return Ok(());
@@ -548,7 +548,7 @@ fn mark_ready(ready: &mut Vec<Worker>, conn: &mut Conn, w: Worker) {
 
 impl Drop for Reactor {
     fn drop(&mut self) {
-        if self.tokens.iter().next().is_some() {
+        if !self.tokens.is_empty() {
             self.shutdown();
         }
     }

@@ -105,6 +105,11 @@ impl Reactor {
     {
         // Before the socketpair, which could take a closed keep_fd's number.
         opts.child.check_keep_fds()?;
+        // Before forking: a child the registry has no room for would only be
+        // killed again.
+        if !self.tokens.has_room() {
+            return Err(crate::registry::Full.into());
+        }
         // An exec worker's socket is its stdin and stdout, inherited by
         // whatever it starts, so it may outlive the worker: watch its exit
         // from spawn. A closure worker's socket is close-on-exec (only a raw
