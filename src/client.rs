@@ -130,6 +130,19 @@ impl Reactor {
         opts: &ConnectOptions,
         timeout: Duration,
     ) -> Result<Worker> {
+        let got = self.connect_addrs(addr, opts, timeout);
+        // Its polls may have read other workers' events (success or not):
+        // they must show on the reactor's descriptor.
+        self.signal_queued();
+        got
+    }
+
+    fn connect_addrs<A: ToSocketAddrs>(
+        &mut self,
+        addr: A,
+        opts: &ConnectOptions,
+        timeout: Duration,
+    ) -> Result<Worker> {
         let deadline = deadline_after(timeout);
         let mut last = None;
         for a in addr

@@ -362,3 +362,126 @@ fn level_triggered_loop_reads_one_stream() {
     assert!(!poll_readable(fd, 0), "fd readable with nothing to return");
     r.deregister_source(&mut mine).expect("deregister");
 }
+
+/// True while `pid` exists and is not yet a zombie.
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .is_some_and(|s| s != "Z" && s != "X"),
+        Err(_) => false,
+    }
+}
+
+/// An echo worker whose reply already waits at its socket (the reactor's
+/// descriptor is readable) when this returns, not yet read by the reactor.
+fn echo_with_reply_waiting(r: &mut Reactor, fd: i32) -> miniray::Worker {
+    let b = r.spawn(|v| v).expect("spawn");
+    r.send(b, &json!("b")).expect("send");
+    r.flush();
+    assert!(poll_readable(fd, 20_000), "no reply from the echo worker");
+    b
+}
+
+/// A `recv` that ends in an error (here the other worker's `Closed`) after
+/// it read another worker's reply must leave the descriptor readable: the
+/// reply is queued for the next wait.
+#[test]
+fn recv_ending_in_an_error_still_signals_other_workers_replies() {
+    let mut r = Reactor::new().expect("reactor");
+    let fd = r.as_raw_fd();
+    let a = r
+        .spawn_channel(&WorkerOptions::new(), |ch| {
+            let _ = ch.recv()?;
+            Ok(())
+        })
+        .expect("spawn");
+    let pid_a = r.pid(a).expect("pid");
+    let b = echo_with_reply_waiting(&mut r, fd);
+    r.send(a, &json!("exit")).expect("send");
+    r.flush();
+    assert!(
+        common::wait_until(DEADLINE, || !running(pid_a)),
+        "worker a did not exit"
+    );
+    match r.recv(a, Some(DEADLINE)) {
+        Err(Error::Closed { .. }) => {}
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    assert!(
+        poll_readable(fd, 0),
+        "b's reply is queued but the reactor's descriptor is not readable"
+    );
+    assert_eq!(r.wait_any(Some(Duration::ZERO)).expect("wait"), vec![b]);
+}
+
+/// `connect` polls the reactor while the connection opens: what it reads
+/// for other workers must leave the descriptor readable.
+#[test]
+fn connect_signals_the_replies_it_read_for_other_workers() {
+    // The kernel completes the handshake from the backlog; no accept needed.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let mut r = Reactor::new().expect("reactor");
+    let fd = r.as_raw_fd();
+    let b = echo_with_reply_waiting(&mut r, fd);
+    let c = r
+        .connect(addr, &miniray::ConnectOptions::new(), DEADLINE)
+        .expect("connect");
+    assert!(
+        poll_readable(fd, 0),
+        "b's reply is queued but the reactor's descriptor is not readable"
+    );
+    assert_eq!(r.wait_any(Some(Duration::ZERO)).expect("wait"), vec![b]);
+    r.close(c).expect("close");
+}
+
+/// Takes every server event until one matches, within [`DEADLINE`].
+fn take_until(r: &mut Reactor, want: impl Fn(&ServerEvent) -> bool) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let ev = r
+            .wait_events(Some(Duration::from_millis(100)))
+            .expect("wait_events");
+        if ev.iter().any(|e| matches!(e, Event::Server(s) if want(s))) {
+            break;
+        }
+        assert!(Instant::now() < end, "no such server event");
+    }
+}
+
+/// `stop_server` and `shutdown` queue the serving children's `Exited`
+/// events: the descriptor must say so.
+#[test]
+fn stop_server_and_shutdown_signal_the_events_they_queue() {
+    for shutdown in [false, true] {
+        let mut r = Reactor::new().expect("reactor");
+        let fd = r.as_raw_fd();
+        let s = r
+            .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+            .expect("listen");
+        let addr = r.server_addr(s).expect("addr");
+        let _c = TcpStream::connect(addr).expect("connect");
+        take_until(&mut r, |e| matches!(e, ServerEvent::Accepted { .. }));
+        // Nothing is pending now.
+        let _ = r.wait_events(Some(Duration::ZERO)).expect("wait_events");
+        assert!(!poll_readable(fd, 0), "readable before stopping");
+        if shutdown {
+            r.shutdown();
+        } else {
+            r.stop_server(s).expect("stop");
+        }
+        assert!(
+            poll_readable(fd, 0),
+            "Exited is queued but the reactor's descriptor is not readable (shutdown: {shutdown})"
+        );
+        let ev = r.wait_events(Some(Duration::ZERO)).expect("wait_events");
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::Server(ServerEvent::Exited { .. }))),
+            "{ev:?}"
+        );
+    }
+}

@@ -199,6 +199,8 @@ impl Reactor {
         let pids: Vec<libc::pid_t> = waiting.iter().map(|&(_, pid)| pid).collect();
         let statuses = reap_within(&pids, deadline_after(self.grace));
         result.extend(waiting.into_iter().map(|(w, _)| w).zip(statuses));
+        // The servers' `Exited` events stay queued: say so on the descriptor.
+        self.signal_queued();
         result
     }
 }

@@ -376,8 +376,10 @@ impl Reactor {
     /// is queued that a wait has yet to return, or was just returned and
     /// may not all be consumed. Each write is a fresh edge for
     /// edge-triggered outer loops; a level-triggered one sees the descriptor
-    /// readable until the next wait polls.
-    fn signal_queued(&mut self) {
+    /// readable until the next wait polls. Called on every way out of
+    /// whatever polls or queues events outside a wait's own return: the
+    /// waits, `recv`, `connect`, `stop_server` and `shutdown`.
+    pub(crate) fn signal_queued(&mut self) {
         if self.embedded.load(Ordering::Relaxed)
             && (!self.ready.is_empty()
                 || !self.user_events.is_empty()

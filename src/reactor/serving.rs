@@ -100,7 +100,11 @@ impl Reactor {
     /// ([`ServerEvent::Exited`] for each).
     /// [`Error::UnknownServer`] for a handle that names no live server.
     pub fn stop_server(&mut self, s: Server) -> Result<()> {
-        self.servers
-            .stop(&mut self.tokens, self.poll.registry(), s, self.grace)
+        let stopped = self
+            .servers
+            .stop(&mut self.tokens, self.poll.registry(), s, self.grace);
+        // It queued the children's `Exited`: the descriptor must say so.
+        self.signal_queued();
+        stopped
     }
 }

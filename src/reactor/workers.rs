@@ -406,20 +406,26 @@ impl Reactor {
     fn recv_msg(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Msg> {
         let deadline = timeout.and_then(deadline_after);
         let mut polled = false;
-        loop {
-            if let Some(v) = self.try_recv_msg(w)? {
-                if polled {
-                    self.signal_queued();
-                }
-                return Ok(v);
+        let got = loop {
+            match self.try_recv_msg(w) {
+                Ok(Some(m)) => break Ok(m),
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if polled && left == Some(Duration::ZERO) {
-                self.signal_queued();
-                return Err(Error::Timeout);
+                break Err(Error::Timeout);
             }
-            self.poll_once(left)?;
             polled = true;
+            if let Err(e) = self.poll_once(left) {
+                break Err(e);
+            }
+        };
+        // On every way out (a message, an error, `Closed`, a timeout): what
+        // the polls read for other workers must show on the descriptor.
+        if polled {
+            self.signal_queued();
         }
+        got
     }
 }
