@@ -225,3 +225,44 @@ fn early_pidfds_are_given_back_when_a_spawn_runs_out_of_descriptors() {
         other => panic!("host: {other:?}"),
     }
 }
+
+/// An exec worker whose exit and EOF come in the same poll batch is reaped
+/// once, and the status is recorded: `kill` after its `Closed` was queued
+/// (not yet taken) says `Closed` with the real status, not `None`.
+#[test]
+fn kill_after_a_same_batch_exit_reports_the_real_status() {
+    let mut r = Reactor::new().expect("reactor");
+    let exec = Exec::new("sh", ["-c", "read x; echo 1; exit 3"]).expect("exec");
+    for _ in 0..3 {
+        let w = r.spawn_exec(&WorkerOptions::new(), &exec).expect("spawn");
+        let pid = r.pid(w).expect("pid");
+        r.send(w, &json!(1)).expect("send");
+        r.flush();
+        // Exit and EOF both ready before the reactor polls.
+        assert!(wait_until(DEADLINE, || !is_alive(pid)), "no exit");
+        assert_eq!(r.recv(w, Some(DEADLINE)).expect("reply"), json!(1));
+        // Only Closed is left: wait until it is queued, then ask.
+        let end = std::time::Instant::now() + DEADLINE;
+        while !r
+            .wait_any(Some(Duration::from_millis(100)))
+            .expect("wait")
+            .contains(&w)
+        {
+            assert!(std::time::Instant::now() < end, "no Closed");
+        }
+        match r.kill(w, libc::SIGKILL) {
+            Err(Error::Closed { status }) => {
+                assert_eq!(
+                    status.and_then(|s| s.code()),
+                    Some(3),
+                    "kill said {status:?}"
+                );
+            }
+            other => panic!("expected Closed, got {other:?}"),
+        }
+        match r.recv(w, Some(DEADLINE)) {
+            Err(e @ Error::Closed { .. }) => assert_eq!(exit_code(&e), Some(3)),
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+}

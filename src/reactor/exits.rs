@@ -104,7 +104,9 @@ impl Reactor {
         let Some(pid) = conn.pid() else {
             return;
         };
-        if conn.exit().is_some() {
+        // Reaped already (its socket closed with it in the same batch, and
+        // the hang-up reaped it): never `waitpid` a pid that may be reused.
+        if conn.exit().is_some() || matches!(conn.state(), State::Done) {
             return;
         }
         let Some(status) = process::try_reap(pid) else {
@@ -162,7 +164,14 @@ impl Reactor {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };
-        if let Some(fd) = conn.close_with(status) {
+        // A child of ours is reaped by now (every caller reaped it or found
+        // it reaped): record it, so `kill` reports this status and a pidfd
+        // event later in the same batch does not reap it again.
+        let mut pidfd = None;
+        if conn.pid().is_some() && conn.exit().is_none() {
+            pidfd = conn.reaped(status);
+        }
+        if let Some(fd) = conn.close_with(status).or(pidfd) {
             process::unwatch(self.poll.registry(), fd);
         }
         mark_ready(&mut self.ready, conn, w);
