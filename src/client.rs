@@ -2,7 +2,8 @@
 //! of the reactor like a local worker's, opened with a non-blocking connect
 //! and, with a secret, an answer to the server's challenge before any
 //! message. It reaches the reactor through a small interface
-//! (`insert_conn`, `conn_mut`, `remove_conn`, `read_conn`, `poll_once`).
+//! (`insert_conn`, `conn`, `conn_mut`, `remove_conn`, `read_conn`,
+//! `poll_once`, and `signal_queued` when `connect` ends).
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -118,7 +119,8 @@ impl Reactor {
     /// on each resolved address in turn until `timeout` (`Duration::MAX`: no
     /// limit; a parameter, as for [`Reactor::recv`] and
     /// [`Reactor::wait_any`], since it bounds this call, not the
-    /// connection). `TCP_NODELAY` is set.
+    /// connection). No address is tried once `timeout` has passed: the
+    /// last one's error is returned. `TCP_NODELAY` is set.
     ///
     /// Errors: [`Error::Io`] with `op` `"connect"` (refused, unreachable,
     /// ...), `"resolve"` or `"authenticate"` (see
@@ -152,7 +154,19 @@ impl Reactor {
             match self.connect_one(a, opts, deadline) {
                 Ok(w) => return Ok(w),
                 Err(Error::Timeout) => return Err(Error::Timeout),
+                // The deadline passed waiting for a challenge: no time is
+                // left for another address, and this error says why.
+                Err(
+                    e @ Error::Io {
+                        op: "authenticate", ..
+                    },
+                ) if is_timed_out(&e) => return Err(e),
                 Err(e) => last = Some(e),
+            }
+            // Never open another connection after the deadline: the last
+            // address's error is the answer.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
             }
         }
         Err(last.unwrap_or_else(|| {
@@ -275,4 +289,9 @@ impl Reactor {
             self.poll_once(Some(left.min(Duration::from_millis(10))))?;
         }
     }
+}
+
+/// An I/O error of kind `TimedOut` (the handshake's deadline passed).
+fn is_timed_out(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::TimedOut)
 }

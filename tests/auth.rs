@@ -166,3 +166,45 @@ fn a_secret_against_a_plain_server_fails_naming_the_missing_challenge() {
     }
     r.stop_server(s).expect("stop");
 }
+
+/// With several addresses, the missing challenge still names itself, and
+/// no address is tried once the deadline has passed: the server sees one
+/// connection, not one per address.
+#[test]
+fn a_missing_challenge_with_two_addresses_keeps_its_error_and_tries_once() {
+    let mut r = Reactor::new().expect("reactor");
+    let s = r
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .expect("listen");
+    let addr = r.server_addr(s).expect("addr");
+    let secret = Secret::new(b"a shared secret of some length".to_vec());
+    let got = r.connect(
+        &[addr, addr][..],
+        &ConnectOptions::new().secret(secret),
+        Duration::from_millis(300),
+    );
+    match got {
+        Err(Error::Io { op, ref source }) => {
+            assert_eq!(op, "authenticate");
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut);
+        }
+        other => panic!("expected an authenticate error, got {other:?}"),
+    }
+    // A marker connection: the listener accepts in order, so once it is
+    // accepted, any connection `connect` made before it was too.
+    let marker = std::net::TcpStream::connect(addr).expect("marker");
+    let marker_port = marker.local_addr().expect("local").port();
+    let events = events_until(&mut r, |ev| {
+        ev.iter()
+            .any(|e| matches!(e, ServerEvent::Accepted { peer, .. } if peer.port() == marker_port))
+    });
+    let accepted = events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Accepted { .. }))
+        .count();
+    assert_eq!(
+        accepted, 2,
+        "connect's connections plus the marker: {events:?}"
+    );
+    r.stop_server(s).expect("stop");
+}
