@@ -108,7 +108,10 @@
 //!   something to return, including messages already decoded and queued but
 //!   not yet returned, which epoll alone would not signal. Asking for the
 //!   descriptor switches on an eventfd wake-up for exactly that: each wait
-//!   that returns work writes it, so an edge-triggered loop (mio, tokio's
+//!   that returns work writes it (as do [`Reactor::recv`], whatever it
+//!   returns, [`Reactor::connect`], [`Reactor::stop_server`] and
+//!   [`Reactor::shutdown`], which may read or queue events for others), so
+//!   an edge-triggered loop (mio, tokio's
 //!   `AsyncFd`) gets a fresh edge and a level-triggered one (`poll`,
 //!   `select`-style) sees the descriptor readable until the next wait finds
 //!   nothing. Spurious wake-ups happen; a wait that finds nothing clears them.
