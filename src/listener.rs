@@ -200,7 +200,9 @@ impl ServerOptions {
     ///   is theirs). This is weaker: any byte resets it, and a program that
     ///   waits with `poll`/`select` is not limited.
     ///
-    /// `Duration::MAX` means no limit.
+    /// `Duration::MAX` means no limit. `Duration::ZERO` acts as 1 ms on
+    /// both paths (a zero `SO_RCVTIMEO` would mean "none"): a line already
+    /// waiting, or arriving within that, is served; then the child closes.
     pub fn idle_timeout(mut self, limit: Duration) -> Self {
         self.idle_timeout = Some(limit);
         self
