@@ -109,7 +109,9 @@ impl ServerOptions {
     }
 
     /// The line format each serving child speaks; clients must speak the
-    /// same.
+    /// same. No effect with [`Reactor::listen_exec`](crate::Reactor::listen_exec):
+    /// the program reads and writes the socket itself, in whatever format it
+    /// speaks.
     pub fn format(mut self, format: Format) -> Self {
         self.line.format = format;
         self
@@ -120,7 +122,9 @@ impl ServerOptions {
     /// ([`Error::LineTooLong`] from the child's
     /// [`Channel::recv`](crate::Channel::recv);
     /// [`Reactor::listen`](crate::Reactor::listen) skips it).
-    /// Default [`DEFAULT_MAX_LINE`](crate::framing::DEFAULT_MAX_LINE).
+    /// Default [`DEFAULT_MAX_LINE`](crate::framing::DEFAULT_MAX_LINE). No
+    /// effect with [`Reactor::listen_exec`](crate::Reactor::listen_exec):
+    /// the program reads the socket itself, so any limit is its own.
     pub fn max_line(mut self, bytes: usize) -> Self {
         self.line.max_line = bytes;
         self
