@@ -66,7 +66,8 @@ impl Channel {
     /// line (bytes without a newline do not count), it shuts the connection
     /// down (the peer reads EOF), fails with [`Error::Timeout`], and reads as
     /// closed (`Ok(None)`) from then on. `None` (the default) or a limit too
-    /// long to be a deadline (`Duration::MAX`): no limit. Servers set it
+    /// long to be a deadline (`Duration::MAX`): no limit. Input already
+    /// waiting is never idle; zero acts as 1 ms. Servers set it
     /// from [`ServerOptions::idle_timeout`](crate::ServerOptions::idle_timeout).
     pub fn set_idle_timeout(&mut self, limit: Option<std::time::Duration>) {
         self.idle = limit;
@@ -118,10 +119,19 @@ impl Channel {
 
     /// Waits until the socket is readable or `until` passes; then the
     /// connection is idle: shut it down and fail with [`Error::Timeout`].
+    /// It polls before it looks at the deadline, so input already waiting
+    /// is never idle, even with a zero limit (which so waits the 1 ms
+    /// `poll_readable` always gives, as the exec path's receive timeout).
     fn await_input(&mut self, until: std::time::Instant) -> Result<()> {
         loop {
             let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
+            match sys::poll_readable(&self.sock, left) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("poll", e)),
+            }
+            if std::time::Instant::now() >= until {
                 self.idle_expired = true;
                 self.eof = true;
                 // Shut down, not just closed by our exit: the work function
@@ -129,12 +139,6 @@ impl Channel {
                 // the same call for a Unix socket as for TCP.)
                 let _ = sys::shutdown(&self.sock);
                 return Err(Error::Timeout);
-            }
-            match sys::poll_readable(&self.sock, left) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("poll", e)),
             }
         }
     }

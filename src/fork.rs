@@ -227,6 +227,7 @@ where
                             &keep_user,
                             argv,
                             report_w.as_fd(),
+                            EXIT_EXEC_FAILED,
                         )
                     }
                     (Work::Run(run), None) => run,

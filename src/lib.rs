@@ -74,7 +74,8 @@
 //! plentiful: see [`Reactor`]'s contract. Readiness comes from epoll, so there is no 1024-descriptor limit as
 //! with `select()`: 10,000 workers fit under a 20,000 open-file limit. Call
 //! [`raise_fd_limit`] first. An idle worker's buffers are freed, so it costs
-//! the parent a few hundred bytes of memory.
+//! the parent under 1 KiB of heap (891 B measured at 10,000 workers; see the
+//! README's table).
 //!
 //! # Fork and threads
 //!

@@ -109,7 +109,9 @@ impl ServerOptions {
     }
 
     /// The line format each serving child speaks; clients must speak the
-    /// same.
+    /// same. No effect with [`Reactor::listen_exec`](crate::Reactor::listen_exec):
+    /// the program reads and writes the socket itself, in whatever format it
+    /// speaks.
     pub fn format(mut self, format: Format) -> Self {
         self.line.format = format;
         self
@@ -120,7 +122,9 @@ impl ServerOptions {
     /// ([`Error::LineTooLong`] from the child's
     /// [`Channel::recv`](crate::Channel::recv);
     /// [`Reactor::listen`](crate::Reactor::listen) skips it).
-    /// Default [`DEFAULT_MAX_LINE`](crate::framing::DEFAULT_MAX_LINE).
+    /// Default [`DEFAULT_MAX_LINE`](crate::framing::DEFAULT_MAX_LINE). No
+    /// effect with [`Reactor::listen_exec`](crate::Reactor::listen_exec):
+    /// the program reads the socket itself, so any limit is its own.
     pub fn max_line(mut self, bytes: usize) -> Self {
         self.line.max_line = bytes;
         self
@@ -200,7 +204,9 @@ impl ServerOptions {
     ///   is theirs). This is weaker: any byte resets it, and a program that
     ///   waits with `poll`/`select` is not limited.
     ///
-    /// `Duration::MAX` means no limit.
+    /// `Duration::MAX` means no limit. `Duration::ZERO` acts as 1 ms on
+    /// both paths (a zero `SO_RCVTIMEO` would mean "none"): a line already
+    /// waiting, or arriving within that, is served; then the child closes.
     pub fn idle_timeout(mut self, limit: Duration) -> Self {
         self.idle_timeout = Some(limit);
         self

@@ -274,10 +274,15 @@ impl Servers {
                 return;
             }
         };
-        l.active += 1;
-        self.events
-            .push_back(ServerEvent::Accepted { server, peer, pid });
-        self.watch_child(tokens, poll, server, pid);
+        // Counted and reported only once it is watched: a child that cannot
+        // be is killed and reported as `AcceptFailed`, never served.
+        if self.watch_child(tokens, poll, server, pid) {
+            if let Some(l) = tokens.listener_mut(key) {
+                l.active += 1;
+            }
+            self.events
+                .push_back(ServerEvent::Accepted { server, peer, pid });
+        }
     }
 
     /// Sends the challenge and waits (in the reactor) for the answer.
@@ -404,14 +409,16 @@ impl Servers {
         }
     }
 
-    /// Reaps a serving child when its pidfd reads ready (or by retrying).
+    /// Reaps a serving child when its pidfd reads ready (or by retrying);
+    /// false if it could not be watched (then it is killed, reaped and
+    /// reported as [`ServerEvent::AcceptFailed`]).
     fn watch_child(
         &mut self,
         tokens: &mut Registry,
         poll: &mio::Registry,
         server: Server,
         pid: libc::pid_t,
-    ) {
+    ) -> bool {
         let mut watched = true;
         let inserted = tokens.insert_with(|key| {
             let pidfd = process::watch_exit(poll, pid, key.token(Sub::Main), None);
@@ -419,8 +426,12 @@ impl Servers {
             Ok::<_, Full>(Entry::Child(ServerChild { pid, server, pidfd }))
         });
         match inserted {
-            Ok(key) if !watched => self.unreaped.push(key),
-            Ok(_) => {}
+            Ok(key) => {
+                if !watched {
+                    self.unreaped.push(key);
+                }
+                true
+            }
             // No slot (2³¹ entries): it cannot be watched, so it is not
             // served; end it now rather than leave a zombie.
             Err(Full) => {
@@ -431,6 +442,7 @@ impl Servers {
                     error: Full.into(),
                     dropped: true,
                 });
+                false
             }
         }
     }
@@ -520,6 +532,30 @@ impl Servers {
         };
         let _ = poll.deregister(&mut l.sock);
         drop(l);
+        // Its handshakes end with it: their clients read EOF now, not when
+        // the reactor is dropped (with `auth_timeout(Duration::MAX)` they
+        // would otherwise be held for good).
+        let handshakes: Vec<Key> = self
+            .handshakes
+            .iter()
+            .copied()
+            .filter(|&k| tokens.pending(k).is_some_and(|p| p.server == s))
+            .collect();
+        for key in handshakes {
+            if let Some(p) = self.end_handshake(tokens, poll, key) {
+                self.events.push_back(ServerEvent::AuthFailed {
+                    server: p.server,
+                    peer: p.peer,
+                    reason: "server stopped",
+                });
+            }
+        }
+        // The spare descriptor is for accepting: with no listener left,
+        // close it (`listen` opens it again), so a server costs its
+        // listener and one spare, and none is held once all are stopped.
+        if !tokens.iter().any(|(_, e)| matches!(e, Entry::Listener(_))) {
+            self.spare = None;
+        }
         let mine: Vec<Key> = tokens
             .iter()
             .filter_map(|(k, e)| match e {

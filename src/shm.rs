@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 /// The seals every region carries; a received region lacking
-/// `F_SEAL_SHRINK` is refused, since a peer could shrink it under our mapping.
+/// `F_SEAL_SHRINK` is refused, since a peer could shrink it under our mapping
+/// (shrinking raises SIGBUS; a punched hole does not, see [`SharedMemory::from_fd`]).
 const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
 
 enum Mapping {
@@ -77,11 +78,18 @@ impl SharedMemory {
     }
 
     /// Opens a region received as a descriptor (or inherited), after checking
-    /// its seals: a region that could shrink is refused, so the mapping can
-    /// never raise SIGBUS. Its size comes from `fstat`. `writable` maps it
-    /// read-write (refused if it is sealed against writes).
+    /// its seals: a region that could shrink is refused (no SIGBUS from
+    /// shrinking), and so is one on hugetlbfs (`MFD_HUGETLB`, whose pages
+    /// come from a fixed pool). Its size comes from `fstat`. `writable` maps
+    /// it read-write (refused if it is sealed against writes).
     ///
-    /// System calls: `fcntl(F_GET_SEALS)`, `fstat`, `mmap`.
+    /// The region may be sparse, and a peer may still punch holes in it
+    /// (`fallocate(PUNCH_HOLE)` needs no seal that would stop it): holes read
+    /// as zeros and are allocated on touch, which can fail with SIGBUS only
+    /// if the machine runs out of memory for tmpfs. A huge size is accepted
+    /// (it is address space until touched).
+    ///
+    /// System calls: `fcntl(F_GET_SEALS)`, `fstatfs`, `fstat`, `mmap`.
     pub fn from_fd(fd: OwnedFd, id: u64, writable: bool) -> Result<Self> {
         let seals =
             sys::get_seals(&fd).map_err(|_| Error::region("descriptor is not a sealable memfd"))?;
@@ -90,6 +98,11 @@ impl SharedMemory {
         }
         if writable && seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0 {
             return Err(Error::region("region is sealed against writes"));
+        }
+        // Huge pages come from a fixed pool: touching one not reserved
+        // raises SIGBUS once the pool is empty.
+        if sys::is_hugetlbfs(&fd).map_err(|e| Error::io("fstatfs", e))? {
+            return Err(Error::region("region is on hugetlbfs (huge pages)"));
         }
         let file = std::fs::File::from(fd);
         let size = file.metadata().map_err(|e| Error::io("fstat", e))?.len();

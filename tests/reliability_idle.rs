@@ -287,3 +287,28 @@ fn serve_closes_idle_clients_with_its_flag() {
     assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("idle"), "{err}");
 }
+
+#[test]
+fn a_zero_idle_timeout_serves_a_request_already_waiting() {
+    let mut r = Reactor::new().expect("reactor");
+    let opts = ServerOptions::new().idle_timeout(Duration::ZERO);
+    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let addr = r.server_addr(s).expect("addr");
+    // The line is in the socket before the server even accepts: it is
+    // waiting when the serving child first looks.
+    let mut c = silent_client(addr);
+    c.write_all(b"\"waiting\"\n").expect("write");
+    let events = events_until(&mut r, |e| {
+        count(e, |e| matches!(e, ServerEvent::Accepted { .. })) == 1
+    });
+    let mut line = String::new();
+    let got = BufReader::new(&mut c).read_line(&mut line);
+    assert!(
+        matches!(got, Ok(n) if n > 0) && line == "\"waiting\"\n",
+        "no reply to a waiting request with idle_timeout(ZERO): {got:?} {line:?} {events:?}"
+    );
+    // Then nothing more is waiting: the connection is closed as idle.
+    assert!(closed_by_server(&mut c));
+    events_until(&mut r, |e| count(e, idle_exit) == 1);
+    r.stop_server(s).expect("stop");
+}

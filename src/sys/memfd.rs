@@ -47,14 +47,34 @@ pub(crate) fn dup_cloexec(fd: impl AsFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// `fstatfs(2)`: true if `fd` is a file on hugetlbfs (a `MFD_HUGETLB`
+/// memfd). Its pages come from a fixed pool of huge pages, so a page not
+/// reserved (a hole, or never allocated) raises `SIGBUS` when touched once
+/// the pool is empty, and mappings must be whole huge pages.
+pub(crate) fn is_hugetlbfs(fd: impl AsFd) -> io::Result<bool> {
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs writes one `statfs` into st; the descriptor is borrowed.
+    cvt(unsafe { libc::fstatfs(fd.as_fd().as_raw_fd(), &mut st) })?;
+    Ok(st.f_type == libc::HUGETLBFS_MAGIC)
+}
+
 /// Refuses a mapping that could raise `SIGBUS`: the file must be sealed
-/// against shrinking (`F_SEAL_SHRINK`) and at least `len` bytes long now,
-/// so every mapped page stays backed for the mapping's life.
+/// against shrinking (`F_SEAL_SHRINK`), at least `len` bytes long now, and
+/// not on hugetlbfs (see [`is_hugetlbfs`]), so every mapped page stays
+/// backed for the mapping's life. (A hole a peer punches reads as zeros and
+/// is allocated again on touch, from ordinary memory.)
 fn check_stays_backed(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     if get_seals(fd)? & libc::F_SEAL_SHRINK == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not sealed against shrinking",
+        ));
+    }
+    if is_hugetlbfs(fd)? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "on hugetlbfs (huge pages)",
         ));
     }
     // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
@@ -71,8 +91,10 @@ fn check_stays_backed(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
 }
 
 /// A shared read-write mapping of the first `len` bytes of a memory file
-/// sealed against shrinking (checked here, with its size: no access to the
-/// mapping can raise `SIGBUS`). `mmap(2)` through `memmap2`.
+/// sealed against shrinking and not on hugetlbfs (checked here, with its
+/// size: no `SIGBUS` from shrinking; a hole a peer punches reads as zeros and
+/// is allocated on touch, which can fail with `SIGBUS` only if the machine
+/// runs out of memory for tmpfs). `mmap(2)` through `memmap2`.
 pub(crate) fn map_sealed_mut(fd: impl AsFd, len: usize) -> io::Result<MmapMut> {
     let fd = fd.as_fd();
     check_stays_backed(fd, len)?;

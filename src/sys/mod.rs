@@ -10,9 +10,12 @@
 //! an [`AsFd`] parameter (a [`BorrowedFd`] inside), so no call can name a
 //! closed or foreign number; a raw number ([`RawFd`]) is taken only where
 //! the call is about numbers (the descriptors a child keeps, whether a
-//! number is open, stderr in a child that may have closed it). Every return
-//! value goes through [`cvt`] (or [`cvt_r`], which retries `EINTR`) rather
-//! than a hand-written `< 0` test.
+//! number is open, stderr in a child that may have closed it). Every checked
+//! return value goes through [`cvt`] (or [`cvt_r`], which retries `EINTR`)
+//! rather than a hand-written `< 0` test; a few are deliberately ignored
+//! where nothing could be done about a failure (the child's `sigprocmask`
+//! and `sigaction` resets, `fcntl(F_SETFD)` on the kept descriptors before
+//! exec, a fallback `close`).
 
 mod memfd;
 mod socket;
@@ -290,18 +293,22 @@ pub(crate) fn write_all_raw(fd: RawFd, buf: &[u8]) {
 /// `SIGPIPE` (see [`reset_sigpipe`]; the mask was cleared before) and exec
 /// `argv` (`argv[0]` looked up in `PATH`). Never returns: if any step fails,
 /// its errno is written to `error_pipe` (close-on-exec, so a successful exec
-/// closes it with nothing written) and the child exits 127. `keep` and
-/// `keep_user` are numbers: what they name is the subject of the call.
+/// closes it with nothing written) and the child exits `failed_code`
+/// (the caller passes [`EXIT_EXEC_FAILED`](crate::process::EXIT_EXEC_FAILED);
+/// a parameter because `process` builds on `sys`, not the other way).
+/// `keep` and `keep_user` are numbers: what they name is the subject of
+/// the call.
 pub(crate) fn exec_with_socket(
     sock: BorrowedFd<'_>,
     keep: &[RawFd],
     keep_user: &[RawFd],
     argv: &Argv<'_>,
     error_pipe: BorrowedFd<'_>,
+    failed_code: i32,
 ) -> ! {
     let fail = |e: io::Error| -> ! {
         write_all_raw(error_pipe.as_raw_fd(), &errno_of(&e).to_ne_bytes());
-        exit_now(127)
+        exit_now(failed_code)
     };
     let sock = sock.as_raw_fd();
     // dup2 onto 0 and 1 needs no free slot, so a parent at its open-file

@@ -108,3 +108,38 @@ fn more_descriptors_than_a_message_carries_are_refused_before_sendmsg() {
     let none: [BorrowedFd<'_>; 0] = [];
     assert!(send_with_fds(&a, b"x\n", &none).is_err());
 }
+
+/// A sealed memfd on hugetlbfs, or `None` where the kernel refuses
+/// `MFD_HUGETLB` (no hugetlbfs support).
+fn hugetlb_memfd() -> Option<OwnedFd> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB;
+    // SAFETY: the name is NUL-terminated; the descriptor is new and ours.
+    let fd = cvt(unsafe { libc::memfd_create(c"sys-test-huge".as_ptr(), flags) }).ok()?;
+    // SAFETY: just returned by the kernel, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let file = std::fs::File::from(fd);
+    // One 2 MiB huge page: the size is set without reserving a page.
+    file.set_len(2 << 20).ok()?;
+    let fd = OwnedFd::from(file);
+    add_seals(&fd, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW).ok()?;
+    Some(fd)
+}
+
+#[test]
+fn a_hugetlbfs_memfd_is_refused_and_a_normal_one_passes_the_check() {
+    // A normal memfd is on tmpfs (shmem): the check passes.
+    let normal = memfd(4096, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW);
+    assert!(!is_hugetlbfs(&normal).expect("fstatfs"));
+    let Some(huge) = hugetlb_memfd() else {
+        eprintln!("MFD_HUGETLB unsupported here: only the normal memfd was checked");
+        return;
+    };
+    assert!(is_hugetlbfs(&huge).expect("fstatfs"));
+    let e = map_sealed(&huge, 2 << 20).unwrap_err();
+    assert!(e.to_string().contains("hugetlbfs"), "{e}");
+    // Received as a region: refused with a typed error that names it.
+    match crate::SharedMemory::from_fd(huge, 1, true) {
+        Err(crate::Error::Region { reason }) => assert!(reason.contains("hugetlbfs"), "{reason}"),
+        other => panic!("a hugetlbfs region must be refused: {other:?}"),
+    }
+}
