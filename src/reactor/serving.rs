@@ -43,6 +43,9 @@ impl Reactor {
 
     /// [`Reactor::listen`] where each connection's child execs `program`
     /// with the connection as its stdin and stdout (see [`Reactor::spawn_exec`]).
+    /// [`ServerOptions::format`](crate::ServerOptions::format) and
+    /// [`ServerOptions::max_line`](crate::ServerOptions::max_line) have no
+    /// effect here: the program reads and writes the socket itself.
     pub fn listen_exec<A: ToSocketAddrs>(
         &mut self,
         addr: A,
@@ -97,7 +100,9 @@ impl Reactor {
     /// Stops a server: closes the listener, sends `SIGTERM` to its serving
     /// children, waits up to the grace period (see [`Reactor::set_grace`]),
     /// kills the rest with `SIGKILL`, and reaps them all
-    /// ([`ServerEvent::Exited`] for each).
+    /// ([`ServerEvent::Exited`] for each). Handshakes in progress are closed
+    /// too (each reported [`ServerEvent::AuthFailed`] with reason "server
+    /// stopped"), and the spare descriptor is closed with the last server.
     /// [`Error::UnknownServer`] for a handle that names no live server.
     pub fn stop_server(&mut self, s: Server) -> Result<()> {
         let stopped = self
