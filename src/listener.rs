@@ -1,7 +1,7 @@
 //! What a server is: its options ([`ServerOptions`]), its handle
 //! ([`Server`]), what it reports ([`ServerEvent`]), and the three entries it
 //! keeps in the reactor's registry: a [`Listener`], a [`Pending`] handshake
-//! and a [`ServerChild`]. What a server does with them is in `server.rs`.
+//! and a [`ServerChild`]. What a server does with them is in `server/`.
 
 use std::fmt;
 use std::net::SocketAddr;
