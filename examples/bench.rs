@@ -519,13 +519,27 @@ fn kib_field(path: &str, field: &str) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: bench [--quick] [--json FILE] [--only GROUP]
+  --quick        small counts, short waits (default: full run)
+  --json FILE    also write every row as JSON to FILE (default: none)
+  --only GROUP   run only the group named GROUP, e.g. floor (default: all)
+";
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1).cloned());
+    let mut args = args::Args::new("bench", USAGE);
+    let (mut quick, mut json_path, mut only) = (false, None::<String>, None::<String>);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--quick" => quick = true,
+            "--json" => json_path = Some(args.value(&flag)),
+            "--only" => only = Some(args.value(&flag)),
+            _ => args.unknown(&flag),
+        }
+    }
     let limit = miniray::raise_fd_limit().unwrap_or(1024);
 
     // Wait (up to 10 s) for a quiet machine; report how busy it was.
@@ -553,10 +567,6 @@ fn main() {
         "{:<12} {:<34} {:>12} {:>10} {:>6} {:>12} {:>7} {:>10} {:>4}",
         "group", "measure", "median", "p99", "unit", "floor", "ratio", "target", "met"
     );
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
     let mut b = Bench {
         quick,
         only,

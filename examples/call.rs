@@ -15,6 +15,17 @@ use std::time::Duration;
 use miniray::serde_json::Value;
 use miniray::{ConnectOptions, Error, Format, Reactor, Secret};
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: call --connect ADDR [--format json|marshal] [--timeout SECS] [--secret-file PATH] < LINES
+  --connect ADDR       server address (required)
+  --format F           json or marshal (default json)
+  --timeout SECS       wait at most this long for each reply (default 30)
+  --secret-file PATH   answer the server's challenge with this secret (default: $MINIRAY_SECRET, else none)
+";
+
 fn main() {
     match run() {
         Ok(()) => {}
@@ -30,22 +41,28 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut format = Format::Json;
     let mut timeout = Duration::from_secs(30);
     let mut secret = Secret::from_env("MINIRAY_SECRET");
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+    let mut args = args::Args::new("call", USAGE);
+    while let Some(flag) = args.next_flag() {
         match flag.as_str() {
-            "--connect" => connect = Some(value()?),
-            "--format" => format = value()?.parse()?,
-            "--timeout" => timeout = Duration::from_secs_f64(value()?.parse()?),
+            "--connect" => connect = Some(args.value::<String>(&flag)),
+            "--format" => format = args.value(&flag),
+            "--timeout" => {
+                let secs: f64 = args.value(&flag);
+                timeout = match Duration::try_from_secs_f64(secs) {
+                    Ok(d) => d,
+                    Err(e) => args.fail(format!("--timeout {secs}: {e}")),
+                };
+            }
             "--secret-file" => {
-                let path = value()?;
+                let path: String = args.value(&flag);
                 secret = Some(Secret::from_file(&path).map_err(|e| format!("{path}: {e}"))?);
             }
-            other => return Err(format!("unknown argument {other}").into()),
+            _ => args.unknown(&flag),
         }
     }
-    let addr =
-        connect.ok_or("usage: call --connect ADDR [--format json|marshal] [--timeout SECS]")?;
+    let Some(addr) = connect else {
+        args.fail("--connect is required")
+    };
 
     let mut messages = Vec::new();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {

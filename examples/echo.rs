@@ -8,11 +8,23 @@ use std::time::Duration;
 use miniray::serde_json::json;
 use miniray::{Format, Reactor, WorkerOptions};
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: echo [--format json|marshal]
+  --format F   the worker's wire format, json or marshal (default json)
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let format: Format = match std::env::args().skip_while(|a| a != "--format").nth(1) {
-        Some(name) => name.parse()?,
-        None => Format::Json,
-    };
+    let mut format = Format::Json;
+    let mut args = args::Args::new("echo", USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--format" => format = args.value(&flag),
+            _ => args.unknown(&flag),
+        }
+    }
     let mut reactor = Reactor::new()?;
     let opts = WorkerOptions::new().format(format);
     let worker = reactor.spawn_with(&opts, |msg| msg)?;

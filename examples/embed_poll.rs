@@ -15,7 +15,19 @@ use miniray::framing::LineBuffer;
 use miniray::serde_json::{json, Value};
 use miniray::Reactor;
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: embed_poll < LINES
+  (no flags) each line of stdin is upper-cased by one of four workers
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = args::Args::new("embed_poll", USAGE);
+    if let Some(flag) = args.next_flag() {
+        args.unknown(&flag);
+    }
     let mut reactor = Reactor::new()?;
     let workers = (0..4)
         .map(|_| reactor.spawn(|v: Value| json!(v.as_str().unwrap_or("").to_uppercase())))

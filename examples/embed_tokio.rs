@@ -25,8 +25,23 @@ struct Job {
     reply: oneshot::Sender<Value>,
 }
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: embed_tokio [--serve]
+  --serve   keep serving TCP requests until killed (default: send four requests itself, then exit)
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let serve_forever = std::env::args().any(|a| a == "--serve");
+    let mut serve_forever = false;
+    let mut args = args::Args::new("embed_tokio", USAGE);
+    while let Some(flag) = args.next_flag() {
+        match flag.as_str() {
+            "--serve" => serve_forever = true,
+            _ => args.unknown(&flag),
+        }
+    }
     let mut reactor = Reactor::new()?;
     let workers = (0..4)
         .map(|_| {

@@ -42,7 +42,22 @@ struct Args {
 /// The default of `--idle-timeout`.
 const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
-fn parse_args() -> Result<Args, String> {
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: serve --listen ADDR [--format json|marshal] [--max-line BYTES] [--max-connections N]
+             [--idle-timeout SECS] [--secret-file PATH] [--exec CMD ARGS...]
+  --listen ADDR          address to listen on, e.g. 127.0.0.1:0 (required)
+  --format F             json or marshal (default json)
+  --max-line BYTES       longest line accepted (default: the library's limit)
+  --max-connections N    connections served at once (default: the library's limit)
+  --idle-timeout SECS    close a connection silent this long, 0 for never (default 300)
+  --secret-file PATH     require HMAC authentication with this secret (default: $MINIRAY_SECRET, else none)
+  --exec CMD ARGS...     run CMD per connection instead of echoing; takes the rest of the line (default: echo)
+";
+
+fn parse_args() -> Args {
     let mut a = Args {
         listen: String::new(),
         format: Format::Json,
@@ -52,55 +67,39 @@ fn parse_args() -> Result<Args, String> {
         exec: None,
         secret_file: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+    let mut args = args::Args::new("serve", USAGE);
+    while let Some(flag) = args.next_flag() {
         match flag.as_str() {
-            "--listen" => a.listen = value()?,
-            "--format" => a.format = value()?.parse().map_err(|e| format!("{e}"))?,
-            "--max-line" => {
-                a.max_line = Some(value()?.parse().map_err(|e| format!("--max-line: {e}"))?)
-            }
-            "--max-connections" => {
-                a.max_connections = Some(
-                    value()?
-                        .parse()
-                        .map_err(|e| format!("--max-connections: {e}"))?,
-                )
-            }
+            "--listen" => a.listen = args.value(&flag),
+            "--format" => a.format = args.value(&flag),
+            "--max-line" => a.max_line = Some(args.value(&flag)),
+            "--max-connections" => a.max_connections = Some(args.value(&flag)),
             "--idle-timeout" => {
-                let secs: f64 = value()?
-                    .parse()
-                    .map_err(|e| format!("--idle-timeout: {e}"))?;
+                let secs: f64 = args.value(&flag);
                 a.idle_timeout = if secs == 0.0 {
                     None
                 } else {
-                    Some(
-                        Duration::try_from_secs_f64(secs)
-                            .map_err(|e| format!("--idle-timeout: {e}"))?,
-                    )
+                    match Duration::try_from_secs_f64(secs) {
+                        Ok(d) => Some(d),
+                        Err(e) => args.fail(format!("--idle-timeout {secs}: {e}")),
+                    }
                 };
             }
-            "--secret-file" => a.secret_file = Some(value()?),
+            "--secret-file" => a.secret_file = Some(args.value(&flag)),
             "--exec" => {
-                let rest: Vec<String> = it.by_ref().collect();
+                let rest = args.remaining();
                 if rest.is_empty() {
-                    return Err("--exec needs a command".into());
+                    args.fail("--exec needs a command");
                 }
                 a.exec = Some(rest);
             }
-            other => return Err(format!("unknown argument {other}")),
+            _ => args.unknown(&flag),
         }
     }
     if a.listen.is_empty() {
-        return Err(
-            "usage: serve --listen ADDR [--format json|marshal] [--max-line BYTES] \
-                    [--max-connections N] [--idle-timeout SECS] [--secret-file PATH] \
-                    [--exec CMD ARGS...]"
-                .into(),
-        );
+        args.fail("--listen is required");
     }
-    Ok(a)
+    a
 }
 
 /// Blocks SIGINT and SIGTERM and returns a signalfd that reads them.
@@ -126,13 +125,7 @@ fn termination_signalfd() -> std::io::Result<std::os::fd::OwnedFd> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("serve: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     if let Err(e) = run(args) {
         eprintln!("serve: {e}");
         std::process::exit(1);

@@ -20,31 +20,35 @@ struct Args {
     chunk_mib: usize,
 }
 
-fn parse() -> Result<Args, String> {
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: shm_tensor [--mib N] [--workers K] [--chunk-mib C]
+  --mib N         region size in MiB (default 1024)
+  --workers K     local workers summing slices (default 2)
+  --chunk-mib C   largest inline message in MiB (default 16)
+";
+
+fn parse() -> Args {
     let mut a = Args {
         mib: 1024,
         workers: 2,
         chunk_mib: 16,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || -> Result<usize, String> {
-            it.next()
-                .ok_or(format!("{flag} needs a value"))?
-                .parse()
-                .map_err(|e| format!("{flag}: {e}"))
-        };
+    let mut args = args::Args::new("shm_tensor", USAGE);
+    while let Some(flag) = args.next_flag() {
         match flag.as_str() {
-            "--mib" => a.mib = value()?,
-            "--workers" => a.workers = value()?,
-            "--chunk-mib" => a.chunk_mib = value()?,
-            other => return Err(format!("unknown argument {other}")),
+            "--mib" => a.mib = args.value(&flag),
+            "--workers" => a.workers = args.value(&flag),
+            "--chunk-mib" => a.chunk_mib = args.value(&flag),
+            _ => args.unknown(&flag),
         }
     }
     if a.mib == 0 || a.workers == 0 || a.chunk_mib == 0 {
-        return Err("--mib, --workers and --chunk-mib must be at least 1".into());
+        args.fail("--mib, --workers and --chunk-mib must be at least 1");
     }
-    Ok(a)
+    a
 }
 
 fn sum_f32(bytes: &[u8]) -> f64 {
@@ -74,14 +78,14 @@ fn work(ch: &mut Channel) -> miniray::Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
+    let args = parse();
+    if let Err(e) = run(args) {
         eprintln!("shm_tensor: {e}");
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse()?;
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let bytes = args.mib << 20;
     let mut reactor = Reactor::new()?;
     let workers = (0..args.workers)

@@ -25,7 +25,19 @@ struct Args {
     remote: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: swarm [--workers N] [--tasks M] [--inflight K] [--format json|marshal] [--remote]
+  --workers N        local workers (default 1000)
+  --tasks M          tasks to run (default 100000)
+  --inflight K       tasks in flight per worker (default 4)
+  --format F         json or marshal (default json)
+  --remote           run the work through an in-process server over loopback TCP (default: off)
+";
+
+fn parse_args() -> Args {
     let mut a = Args {
         workers: 1000,
         tasks: 100_000,
@@ -33,30 +45,21 @@ fn parse_args() -> Result<Args, String> {
         format: Format::Json,
         remote: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+    let mut args = args::Args::new("swarm", USAGE);
+    while let Some(flag) = args.next_flag() {
         match flag.as_str() {
-            "--workers" => a.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
-            "--tasks" => a.tasks = value()?.parse().map_err(|e| format!("--tasks: {e}"))?,
-            "--inflight" => {
-                a.inflight = value()?.parse().map_err(|e| format!("--inflight: {e}"))?
-            }
-            "--format" => a.format = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--workers" => a.workers = args.value(&flag),
+            "--tasks" => a.tasks = args.value(&flag),
+            "--inflight" => a.inflight = args.value(&flag),
+            "--format" => a.format = args.value(&flag),
             "--remote" => a.remote = true,
-            "-h" | "--help" => {
-                return Err(
-                    "usage: swarm [--workers N] [--tasks M] [--inflight K] [--format json|marshal] [--remote]"
-                        .into(),
-                )
-            }
-            other => return Err(format!("unknown argument {other}")),
+            _ => args.unknown(&flag),
         }
     }
     if a.workers == 0 || a.inflight == 0 {
-        return Err("--workers and --inflight must be at least 1".into());
+        args.fail("--workers and --inflight must be at least 1");
     }
-    Ok(a)
+    a
 }
 
 /// The work: the sum of squares below n, the slow way.
@@ -130,13 +133,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("swarm: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     if let Err(e) = run(&args) {
         eprintln!("swarm: {e}");
         std::process::exit(1);
