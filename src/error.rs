@@ -5,6 +5,7 @@ use std::io;
 use std::process::ExitStatus;
 
 use crate::format_kind::Format;
+use crate::process::describe;
 
 /// Every failure miniray reports.
 ///
@@ -13,7 +14,6 @@ use crate::format_kind::Format;
 /// fail one message only: read on after them. (After a `TruncatedLine` the
 /// peer has hung up, so what follows is the end of its messages.)
 /// [`Error::Closed`] is the last thing a worker ever reports.
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// A system call failed. `op` names it (`"fork"`, `"send"`, `"epoll_wait"`, ...).
@@ -142,6 +142,65 @@ impl Error {
     }
 }
 
+/// Derived-style, except that an exit status is written in words
+/// (`Closed { status: exited with 101 (panicked) }`) rather than as std's
+/// `unix_wait_status(25856)`, since `{:?}` is what most logs and panics show.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, source } => f
+                .debug_struct("Io")
+                .field("op", op)
+                .field("source", source)
+                .finish(),
+            Error::LineTooLong { limit } => {
+                f.debug_struct("LineTooLong").field("limit", limit).finish()
+            }
+            Error::TruncatedLine { len } => {
+                f.debug_struct("TruncatedLine").field("len", len).finish()
+            }
+            Error::Decode(e) => f.debug_tuple("Decode").field(e).finish(),
+            Error::Encode { format, reason } => f
+                .debug_struct("Encode")
+                .field("format", format)
+                .field("reason", reason)
+                .finish(),
+            Error::Exited { status } => f
+                .debug_struct("Exited")
+                .field("status", &format_args!("{}", describe(*status)))
+                .finish(),
+            Error::Closed { status } => f
+                .debug_struct("Closed")
+                .field("status", &format_args!("{}", describe(*status)))
+                .finish(),
+            Error::Backpressure {
+                buffered,
+                needed,
+                limit,
+            } => f
+                .debug_struct("Backpressure")
+                .field("buffered", buffered)
+                .field("needed", needed)
+                .field("limit", limit)
+                .finish(),
+            Error::Region { reason } => f.debug_struct("Region").field("reason", reason).finish(),
+            Error::UnknownWorker => f.write_str("UnknownWorker"),
+            Error::UnknownServer => f.write_str("UnknownServer"),
+            Error::Timeout => f.write_str("Timeout"),
+            Error::BadDescriptor { fd, reason } => f
+                .debug_struct("BadDescriptor")
+                .field("fd", fd)
+                .field("reason", reason)
+                .finish(),
+            Error::Exec { program, source } => f
+                .debug_struct("Exec")
+                .field("program", program)
+                .field("source", source)
+                .finish(),
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -154,14 +213,12 @@ impl fmt::Display for Error {
             }
             Error::Decode(e) => e.fmt(f),
             Error::Encode { format, reason } => write!(f, "cannot encode as {format}: {reason}"),
-            Error::Exited { status: Some(s) } => {
-                write!(f, "worker process exited ({s}); its connection is still open")
-            }
-            Error::Exited { status: None } => {
-                f.write_str("worker process exited; its connection is still open")
-            }
-            Error::Closed { status: Some(s) } => write!(f, "worker closed ({s})"),
-            Error::Closed { status: None } => write!(f, "worker closed"),
+            Error::Exited { status } => write!(
+                f,
+                "worker process ended: {}; its connection is still open",
+                describe(*status)
+            ),
+            Error::Closed { status } => write!(f, "worker closed: {}", describe(*status)),
             Error::Backpressure {
                 buffered,
                 needed,

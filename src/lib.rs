@@ -189,6 +189,7 @@ pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};
+pub use process::Signal;
 pub use reactor::{Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use serde_json;
 pub use shm::SharedMemory;

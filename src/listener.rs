@@ -15,6 +15,7 @@ use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::options::{ChildSettings, LineSettings};
+use crate::process::describe;
 use crate::shm::SharedMemory;
 use crate::token::Key;
 use crate::worker::{Channel, Exec};
@@ -221,9 +222,26 @@ pub struct Server {
     pub(crate) key: Key,
 }
 
+impl Server {
+    /// A small number for logs, unique among the servers (and workers) of
+    /// every reactor of this process, as [`Worker::id`](crate::Worker::id).
+    /// `Display` writes it as "server 2".
+    pub fn id(&self) -> u64 {
+        u64::from(self.key.gen)
+    }
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server {}", self.id())
+    }
+}
+
 /// What happened at a server, from [`Reactor::take_server_events`](crate::Reactor::take_server_events)
 /// or as [`Event::Server`](crate::Event::Server) from [`Reactor::wait_events`](crate::Reactor::wait_events).
-#[derive(Debug)]
+///
+/// `Display` writes one log line ("server 2: child 4711 exited with 124
+/// (idle timeout)"); `Debug` writes an exit status in the same words.
 #[non_exhaustive]
 pub enum ServerEvent {
     /// A connection was accepted and a child forked to serve it.
@@ -276,6 +294,89 @@ pub enum ServerEvent {
         /// A pending connection was closed to keep the queue moving.
         dropped: bool,
     },
+}
+
+impl fmt::Display for ServerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerEvent::Accepted { server, peer, pid } => {
+                write!(f, "{server}: accepted {peer}, served by child {pid}")
+            }
+            ServerEvent::Rejected { server, peer } => {
+                write!(f, "{server}: rejected {peer} (connection limit)")
+            }
+            ServerEvent::Exited {
+                server,
+                pid,
+                status,
+            } => write!(f, "{server}: child {pid} {}", describe(*status)),
+            ServerEvent::AuthFailed {
+                server,
+                peer,
+                reason,
+            } => write!(f, "{server}: {peer} failed authentication: {reason}"),
+            ServerEvent::AcceptFailed {
+                server,
+                error,
+                dropped,
+            } => {
+                write!(f, "{server}: could not serve a connection: {error}")?;
+                if *dropped {
+                    f.write_str(" (a pending connection was closed)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Derived-style, with the exit status in words (see [`describe`]).
+impl fmt::Debug for ServerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerEvent::Accepted { server, peer, pid } => f
+                .debug_struct("Accepted")
+                .field("server", server)
+                .field("peer", peer)
+                .field("pid", pid)
+                .finish(),
+            ServerEvent::Rejected { server, peer } => f
+                .debug_struct("Rejected")
+                .field("server", server)
+                .field("peer", peer)
+                .finish(),
+            ServerEvent::Exited {
+                server,
+                pid,
+                status,
+            } => f
+                .debug_struct("Exited")
+                .field("server", server)
+                .field("pid", pid)
+                .field("status", &format_args!("{}", describe(*status)))
+                .finish(),
+            ServerEvent::AuthFailed {
+                server,
+                peer,
+                reason,
+            } => f
+                .debug_struct("AuthFailed")
+                .field("server", server)
+                .field("peer", peer)
+                .field("reason", reason)
+                .finish(),
+            ServerEvent::AcceptFailed {
+                server,
+                error,
+                dropped,
+            } => f
+                .debug_struct("AcceptFailed")
+                .field("server", server)
+                .field("error", error)
+                .field("dropped", dropped)
+                .finish(),
+        }
+    }
 }
 
 /// A server's per-connection work function, run in each forked child.
@@ -340,5 +441,32 @@ impl ServerChild {
             },
             pidfd: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn server_events_read_as_log_lines() {
+        let server = Server {
+            key: Key { slot: 0, gen: 2 },
+        };
+        assert_eq!(server.to_string(), "server 2");
+        let ev = ServerEvent::Exited {
+            server,
+            pid: 4711,
+            status: Some(ExitStatus::from_raw(crate::process::EXIT_IDLE << 8)),
+        };
+        assert_eq!(
+            ev.to_string(),
+            "server 2: child 4711 exited with 124 (idle timeout)"
+        );
+        assert!(
+            format!("{ev:?}").contains("status: exited with 124 (idle timeout)"),
+            "{ev:?}"
+        );
     }
 }

@@ -8,7 +8,9 @@
 //! one place to look them up): match a worker's [`Error::Closed`](crate::Error::Closed)
 //! or a server's `Exited` status against them.
 
+use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -44,6 +46,154 @@ pub const EXIT_IDLE: i32 = 124;
 /// 127 (a shell's "command not found"), or a file of unknown format that
 /// glibc's `execvp` hands to `/bin/sh` (`ENOEXEC`) and the shell cannot run.
 pub const EXIT_EXEC_FAILED: i32 = 127;
+
+/// A signal number, for [`Reactor::kill`](crate::Reactor::kill) without a
+/// `libc` import: `reactor.kill(w, Signal::KILL)`. A plain `i32` (such as
+/// `libc::SIGKILL`) converts into it, so either spelling works. Displays as
+/// its name ("SIGKILL"), or "signal N" for a number without one here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Signal(i32);
+
+impl Signal {
+    /// `SIGHUP`.
+    pub const HUP: Signal = Signal(libc::SIGHUP);
+    /// `SIGINT`.
+    pub const INT: Signal = Signal(libc::SIGINT);
+    /// `SIGQUIT`.
+    pub const QUIT: Signal = Signal(libc::SIGQUIT);
+    /// `SIGKILL`: cannot be caught; the process ends at once.
+    pub const KILL: Signal = Signal(libc::SIGKILL);
+    /// `SIGUSR1`.
+    pub const USR1: Signal = Signal(libc::SIGUSR1);
+    /// `SIGUSR2`.
+    pub const USR2: Signal = Signal(libc::SIGUSR2);
+    /// `SIGTERM`: the polite request to exit.
+    pub const TERM: Signal = Signal(libc::SIGTERM);
+    /// `SIGCONT`.
+    pub const CONT: Signal = Signal(libc::SIGCONT);
+    /// `SIGSTOP`: cannot be caught; the process pauses until `SIGCONT`.
+    pub const STOP: Signal = Signal(libc::SIGSTOP);
+
+    /// The signal with this number (not checked: the OS refuses an invalid
+    /// one when it is sent).
+    pub const fn from_raw(signal: i32) -> Signal {
+        Signal(signal)
+    }
+
+    /// The signal's number.
+    pub const fn as_raw(self) -> i32 {
+        self.0
+    }
+
+    /// Its name ("SIGKILL"), if it is one of the standard signals.
+    pub fn name(self) -> Option<&'static str> {
+        let name = match self.0 {
+            libc::SIGHUP => "SIGHUP",
+            libc::SIGINT => "SIGINT",
+            libc::SIGQUIT => "SIGQUIT",
+            libc::SIGILL => "SIGILL",
+            libc::SIGTRAP => "SIGTRAP",
+            libc::SIGABRT => "SIGABRT",
+            libc::SIGBUS => "SIGBUS",
+            libc::SIGFPE => "SIGFPE",
+            libc::SIGKILL => "SIGKILL",
+            libc::SIGUSR1 => "SIGUSR1",
+            libc::SIGSEGV => "SIGSEGV",
+            libc::SIGUSR2 => "SIGUSR2",
+            libc::SIGPIPE => "SIGPIPE",
+            libc::SIGALRM => "SIGALRM",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGCHLD => "SIGCHLD",
+            libc::SIGCONT => "SIGCONT",
+            libc::SIGSTOP => "SIGSTOP",
+            libc::SIGTSTP => "SIGTSTP",
+            libc::SIGTTIN => "SIGTTIN",
+            libc::SIGTTOU => "SIGTTOU",
+            libc::SIGURG => "SIGURG",
+            libc::SIGXCPU => "SIGXCPU",
+            libc::SIGXFSZ => "SIGXFSZ",
+            libc::SIGVTALRM => "SIGVTALRM",
+            libc::SIGPROF => "SIGPROF",
+            libc::SIGWINCH => "SIGWINCH",
+            libc::SIGIO => "SIGIO",
+            libc::SIGPWR => "SIGPWR",
+            libc::SIGSYS => "SIGSYS",
+            _ => return None,
+        };
+        Some(name)
+    }
+}
+
+impl From<i32> for Signal {
+    fn from(signal: i32) -> Signal {
+        Signal(signal)
+    }
+}
+
+impl From<Signal> for i32 {
+    fn from(signal: Signal) -> i32 {
+        signal.0
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "signal {}", self.0),
+        }
+    }
+}
+
+/// A child's exit status in words, as every `Display` of miniray writes it:
+/// "exited with 101 (panicked)", "killed by SIGKILL", "killed by SIGSEGV
+/// (core dumped)", or "status unknown" for `None` (reaped by someone else,
+/// or a remote worker). miniray's own exit codes (the `EXIT_*` constants)
+/// are named in parentheses.
+///
+/// ```
+/// use std::os::unix::process::ExitStatusExt;
+/// use std::process::ExitStatus;
+/// use miniray::process::describe;
+/// assert_eq!(describe(Some(ExitStatus::from_raw(101 << 8))).to_string(), "exited with 101 (panicked)");
+/// assert_eq!(describe(Some(ExitStatus::from_raw(9))).to_string(), "killed by SIGKILL");
+/// assert_eq!(describe(None).to_string(), "status unknown");
+/// ```
+pub fn describe(status: Option<ExitStatus>) -> impl fmt::Display {
+    Described(status)
+}
+
+struct Described(Option<ExitStatus>);
+
+impl fmt::Display for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(status) = self.0 else {
+            return f.write_str("status unknown");
+        };
+        if let Some(code) = status.code() {
+            write!(f, "exited with {code}")?;
+            let meaning = match code {
+                EXIT_ERROR => "work function returned an error",
+                EXIT_PARENT_GONE => "parent gone",
+                EXIT_PANIC => "panicked",
+                EXIT_IDLE => "idle timeout",
+                EXIT_EXEC_FAILED => "exec failed",
+                _ => return Ok(()),
+            };
+            write!(f, " ({meaning})")
+        } else if let Some(signal) = status.signal() {
+            write!(f, "killed by {}", Signal(signal))?;
+            if status.core_dumped() {
+                f.write_str(" (core dumped)")?;
+            }
+            Ok(())
+        } else {
+            // Stopped or continued: waitpid without WUNTRACED never reports
+            // these, but ExitStatus can hold them.
+            write!(f, "wait status {}", status.into_raw())
+        }
+    }
+}
 
 /// While a child that could get no pidfd is waited for, `waitpid` is
 /// retried this often.
@@ -182,4 +332,64 @@ pub(crate) fn reap_within(
         out[i] = sys::wait(pids[i]).ok();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    fn exited(code: i32) -> Option<ExitStatus> {
+        Some(ExitStatus::from_raw(code << 8))
+    }
+
+    #[test]
+    fn statuses_are_described_in_words() {
+        let cases = [
+            (exited(EXIT_OK), "exited with 0"),
+            (
+                exited(EXIT_ERROR),
+                "exited with 1 (work function returned an error)",
+            ),
+            (exited(EXIT_PARENT_GONE), "exited with 75 (parent gone)"),
+            (exited(EXIT_PANIC), "exited with 101 (panicked)"),
+            (exited(EXIT_IDLE), "exited with 124 (idle timeout)"),
+            (exited(EXIT_EXEC_FAILED), "exited with 127 (exec failed)"),
+            (exited(3), "exited with 3"),
+            (
+                Some(ExitStatus::from_raw(libc::SIGKILL)),
+                "killed by SIGKILL",
+            ),
+            // 0x80: the core-dump bit of a wait status.
+            (
+                Some(ExitStatus::from_raw(libc::SIGSEGV | 0x80)),
+                "killed by SIGSEGV (core dumped)",
+            ),
+            (Some(ExitStatus::from_raw(64)), "killed by signal 64"),
+            (None, "status unknown"),
+        ];
+        for (status, text) in cases {
+            assert_eq!(describe(status).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn error_display_and_debug_use_the_words() {
+        let e = Error::Closed {
+            status: exited(EXIT_PANIC),
+        };
+        assert_eq!(e.to_string(), "worker closed: exited with 101 (panicked)");
+        assert_eq!(
+            format!("{e:?}"),
+            "Closed { status: exited with 101 (panicked) }"
+        );
+        let e = Error::Exited {
+            status: Some(ExitStatus::from_raw(libc::SIGKILL)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "worker process ended: killed by SIGKILL; its connection is still open"
+        );
+        assert!(!format!("{e:?}").contains("wait_status"), "{e:?}");
+    }
 }

@@ -208,9 +208,21 @@ impl Worker {
         self.fd
     }
 
-    /// A number unique among the workers this reactor ever made.
+    /// A small number for logs, unique among the handles of every reactor
+    /// of this process: 1, 2, 3... in the order the reactors' entries were
+    /// made (servers, pending handshakes and serving children draw from the
+    /// same counter, so a reactor's workers need not be consecutive). Not
+    /// reused until 2³² entries were made. `Display` writes "worker 7".
     pub fn id(&self) -> u64 {
-        (u64::from(self.key.gen) << 32) | u64::from(self.key.slot)
+        // The key's generation is already that process-wide counter; the
+        // slot (reused) is an internal detail.
+        u64::from(self.key.gen)
+    }
+}
+
+impl std::fmt::Display for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "worker {}", self.id())
     }
 }
 

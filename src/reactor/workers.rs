@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fork;
 use crate::format::Format;
 use crate::inbound::Msg;
-use crate::process::deadline_after;
+use crate::process::{deadline_after, Signal};
 use crate::server::is_fd_exhaustion;
 use crate::shm::SharedMemory;
 use crate::sys;
@@ -302,12 +302,13 @@ impl Reactor {
     /// the reactor is dropped or shut down are killed after the grace period
     /// ([`Reactor::set_grace`]) and reaped too.
     ///
-    /// Signal numbers are `libc`'s (add `libc` to your `Cargo.toml`):
+    /// `signal` is a [`Signal`] (`Signal::KILL`) or a plain number such as
+    /// `libc::SIGKILL`:
     ///
     /// ```
     /// use std::os::unix::process::ExitStatusExt; // ExitStatus::signal
     /// use std::time::Duration;
-    /// use miniray::{Error, Reactor, serde_json::json};
+    /// use miniray::{Error, Reactor, Signal, serde_json::json};
     /// # fn main() -> miniray::Result<()> {
     /// let mut reactor = Reactor::new()?;
     /// let w = reactor.spawn(|_| loop {
@@ -315,13 +316,14 @@ impl Reactor {
     /// })?;
     /// reactor.send(w, &json!("ping"))?;
     /// match reactor.recv(w, Some(Duration::from_millis(100))) {
-    ///     Err(Error::Timeout) => reactor.kill(w, libc::SIGKILL)?,
+    ///     Err(Error::Timeout) => reactor.kill(w, Signal::KILL)?,
     ///     other => panic!("{other:?}"),
     /// }
     /// loop {
     ///     match reactor.recv(w, Some(Duration::from_secs(10))) {
     ///         Err(Error::Closed { status }) => {
-    ///             assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    ///             assert_eq!(status.and_then(|s| s.signal()), Some(Signal::KILL.as_raw()));
+    ///             assert_eq!(Error::Closed { status }.to_string(), "worker closed: killed by SIGKILL");
     ///             break;
     ///         }
     ///         Ok(_) => {} // a reply sent before the kill
@@ -333,7 +335,8 @@ impl Reactor {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn kill(&mut self, w: Worker, signal: i32) -> Result<()> {
+    pub fn kill(&mut self, w: Worker, signal: impl Into<Signal>) -> Result<()> {
+        let signal = signal.into().as_raw();
         let conn = self.conn(w)?;
         if let Some(status) = conn.exit() {
             // Reaped already: the pid may belong to someone else now.
