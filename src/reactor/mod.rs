@@ -353,23 +353,34 @@ impl Reactor {
         mut found: impl FnMut(&mut Self) -> bool,
     ) -> Result<()> {
         let deadline = timeout.and_then(deadline_after);
-        // Always one poll first, even with work already queued: it writes
-        // queued output and reads what other sources have, so a worker whose
-        // messages the caller leaves untaken never starves the rest.
-        self.poll_once(Some(Duration::ZERO))?;
+        // Every wait polls (writing queued output, reading what other
+        // sources have), so a worker whose messages the caller leaves
+        // untaken never starves the rest; with work already queued that one
+        // poll does not wait. One `epoll_wait` per call in the common cases.
+        let mut wait = if self.maybe_queued() {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        };
         loop {
+            let idle = self.user_sources == 0 && self.tokens.is_empty();
+            // With nothing that could become ready, never wait.
+            self.poll_once(if idle { Some(Duration::ZERO) } else { wait })?;
             if found(self) {
                 self.signal_queued();
                 return Ok(());
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let idle = self.user_sources == 0 && self.tokens.is_empty();
-            // With nothing that could become ready, never wait.
-            if idle || left == Some(Duration::ZERO) {
+            wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if idle || wait == Some(Duration::ZERO) {
                 return Ok(());
             }
-            self.poll_once(left)?;
         }
+    }
+
+    /// Whether anything may be queued for a wait to return (conservative:
+    /// `ready` may name workers already drained).
+    fn maybe_queued(&self) -> bool {
+        !self.ready.is_empty() || !self.user_events.is_empty() || self.servers.events_len() > 0
     }
 
     /// In embedded use, makes the reactor's descriptor readable (again): work
@@ -380,11 +391,7 @@ impl Reactor {
     /// whatever polls or queues events outside a wait's own return: the
     /// waits, `recv`, `connect`, `stop_server` and `shutdown`.
     pub(crate) fn signal_queued(&mut self) {
-        if self.embedded.load(Ordering::Relaxed)
-            && (!self.ready.is_empty()
-                || !self.user_events.is_empty()
-                || self.servers.events_len() > 0)
-        {
+        if self.embedded.load(Ordering::Relaxed) && self.maybe_queued() {
             let _ = self.waker.wake();
         }
     }
