@@ -262,7 +262,7 @@ where
                 chan.send(&reply)?;
             }
             Ok(None) => return Ok(()),
-            Err(e) if e.is_message_error() || matches!(e, Error::TruncatedLine { .. }) => {}
+            Err(e) if e.is_message_error() => {}
             Err(e) => return Err(e),
         }
     }

@@ -298,8 +298,6 @@ pub enum DecodeErrorKind {
     TrailingBytes,
     /// Nesting deeper than the limit.
     TooDeep(usize),
-    /// The value would expand past the decoder's node budget.
-    OverBudget,
     /// The decoded value would take more than `limit` bytes of memory: the
     /// bound a marshal line of this length may expand to (back-references
     /// repeat what they point at).
@@ -336,7 +334,6 @@ impl fmt::Display for DecodeError {
             }
             DecodeErrorKind::TrailingBytes => f.write_str("trailing bytes after the value"),
             DecodeErrorKind::TooDeep(d) => write!(f, "nesting deeper than {d}"),
-            DecodeErrorKind::OverBudget => f.write_str("value expands past the node budget"),
             DecodeErrorKind::TooLarge { limit } => {
                 write!(f, "decoded value would take more than {limit} bytes")
             }

@@ -51,7 +51,7 @@ fn until_closed(r: &mut Reactor, w: Worker) -> (Vec<Value>, Option<std::process:
         match r.recv(w, Some(left)) {
             Ok(v) => got.push(v),
             Err(Error::Closed { status }) => return (got, status),
-            Err(e) if e.is_message_error() || matches!(e, Error::TruncatedLine { .. }) => {}
+            Err(e) if e.is_message_error() => {}
             Err(e) => panic!("worker {w:?}: {e} after {got:?}"),
         }
     }

@@ -327,7 +327,6 @@ impl Reactor {
     ///             break;
     ///         }
     ///         Ok(_) => {} // a reply sent before the kill
-    ///         Err(Error::TruncatedLine { .. }) => {} // a line cut by the kill
     ///         Err(e) if e.is_message_error() => {}
     ///         Err(e) => return Err(e),
     ///     }
