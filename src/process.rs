@@ -272,12 +272,16 @@ impl<K> Unreaped<K> {
     }
 
     /// Calls `reaped` on each entry; keeps those for which it returns false.
-    /// Entries pushed meanwhile are kept too.
     pub(crate) fn retry(&mut self, mut reaped: impl FnMut(&K) -> bool) {
-        let mut list = std::mem::take(&mut self.list);
-        list.retain(|k| !reaped(k));
-        list.append(&mut self.list);
-        self.list = list;
+        self.list.retain(|k| !reaped(k));
+    }
+
+    /// Puts back entries that were taken out to be retried (see
+    /// [`Unreaped::retry`]), before any pushed in the meantime: the caller
+    /// takes the list while `reaped` needs `&mut` to the owner.
+    pub(crate) fn put_back(&mut self, mut kept: Unreaped<K>) {
+        kept.list.append(&mut self.list);
+        self.list = kept.list;
     }
 
     /// Keeps only the entries `keep` accepts.
@@ -328,10 +332,15 @@ pub(crate) fn reap_within(
         }
     }
     for i in late {
-        let _ = sys::kill(pids[i], libc::SIGKILL);
-        out[i] = sys::wait(pids[i]).ok();
+        out[i] = kill_reap(pids[i]);
     }
     out
+}
+
+/// `SIGKILL` and a blocking `waitpid`: for a child of ours that must go now.
+pub(crate) fn kill_reap(pid: libc::pid_t) -> Option<ExitStatus> {
+    let _ = sys::kill(pid, libc::SIGKILL);
+    sys::wait(pid).ok()
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ impl Reactor {
                 None => false,
             }
         });
-        self.unreaped = list;
+        self.unreaped.put_back(list);
     }
 
     /// Queues `Closed` as the worker's last event.

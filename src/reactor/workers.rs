@@ -165,8 +165,7 @@ impl Reactor {
             }
             Err(e) => {
                 // The child's end is closed with ours; make sure it is gone.
-                let _ = sys::kill(pid, libc::SIGKILL);
-                let _ = sys::wait(pid);
+                crate::process::kill_reap(pid);
                 Err(e)
             }
         }

@@ -310,8 +310,7 @@ impl Servers {
             // No slot (2³¹ entries): it cannot be watched, so it is not
             // served; end it now rather than leave a zombie.
             Err(Full) => {
-                let _ = sys::kill(pid, libc::SIGKILL);
-                let _ = sys::wait(pid);
+                process::kill_reap(pid);
                 self.events.push_back(ServerEvent::AcceptFailed {
                     server,
                     error: Full.into(),
@@ -363,7 +362,7 @@ impl Servers {
         if !self.unreaped.is_empty() {
             let mut list = std::mem::take(&mut self.unreaped);
             list.retry(|&k| self.reap_child(tokens, poll, k, None));
-            self.unreaped = list;
+            self.unreaped.put_back(list);
         }
         if !self.paused.is_empty() {
             let now = Instant::now();
