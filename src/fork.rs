@@ -278,9 +278,13 @@ where
 /// not, reaps it and names the program and the OS error.
 fn exec_outcome(e: &Exec, pid: libc::pid_t, report: OwnedFd) -> Result<libc::pid_t> {
     match sys::read_exec_error(&report) {
-        // Exec'd (the pipe closed with nothing written), or the pipe failed,
-        // in which case the worker's Closed status will tell.
-        Ok(None) | Err(_) => Ok(pid),
+        // Exec'd: the pipe closed with nothing written.
+        Ok(None) => Ok(pid),
+        // Whether the exec worked is unknown: no worker of unknown state.
+        Err(err) => {
+            crate::process::kill_reap(pid);
+            Err(Error::io("read (exec error pipe)", err))
+        }
         Ok(Some(errno)) => {
             let _ = sys::wait(pid);
             Err(Error::Exec {

@@ -496,8 +496,12 @@ impl Conn {
                 Interest::READABLE
             };
             if let Some(sock) = self.sock.as_mut() {
-                if registry.reregister(sock, token, interest).is_ok() {
-                    self.writable = want_writable;
+                match registry.reregister(sock, token, interest) {
+                    Ok(()) => self.writable = want_writable,
+                    // Without WRITABLE the rest of the output would wait for
+                    // a wake-up that never comes: say so.
+                    Err(e) if want_writable => refused.push(Error::io("epoll_ctl", e)),
+                    Err(_) => {}
                 }
             }
         }
