@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -117,19 +117,27 @@ fn inner_panicking_parent_thread() {
     const ALIVE: usize = 50;
     const PER_WORKER: Duration = Duration::from_secs(10);
     let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
     let noise = {
         let stop = stop.clone();
+        let count = count.clone();
         std::thread::spawn(move || {
-            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let _ = std::panic::catch_unwind(|| panic!("noise"));
-                n += 1;
+                count.fetch_add(1, Ordering::Relaxed);
             }
-            n
         })
     };
-    // Let the noise thread get going before the first fork.
-    std::thread::sleep(Duration::from_millis(50));
+    // The noise thread is panicking before the first fork, not hoped to be.
+    let start = Instant::now();
+    while count.load(Ordering::Relaxed) == 0 {
+        assert!(
+            start.elapsed() < PER_WORKER,
+            "the noise thread never panicked"
+        );
+        std::thread::yield_now();
+    }
+    let noise_at_first_spawn = count.load(Ordering::Relaxed);
     let mut r = Reactor::new().expect("reactor");
     r.set_grace(Duration::from_millis(200));
     let opts = WorkerOptions::new();
@@ -179,12 +187,17 @@ fn inner_panicking_parent_thread() {
             alive.remove(&w);
         }
     }
+    let noise_panics = count.load(Ordering::Relaxed) - noise_at_first_spawn;
     stop.store(true, Ordering::Relaxed);
-    let noise_panics = noise.join().expect("noise thread");
+    noise.join().expect("noise thread");
     println!(
         "RESULT spawned={spawned} hung={hung} panicked={panicked} other={other} noise_panics={noise_panics} "
     );
     assert_eq!(other, 0, "workers that ended otherwise than by their panic");
+    assert!(
+        noise_panics > 0,
+        "the parent thread did not panic while workers were forked"
+    );
 }
 
 /// Issue #4: an exec'd program finds SIGPIPE at its default and no signal
