@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use miniray::serde_json::{json, Value};
-use miniray::{ConnectOptions, Error, Reactor, Secret, ServerEvent, ServerOptions, WorkerOptions};
+use miniray::serde_json::json;
+use miniray::{ConnectOptions, Reactor, Secret, ServerEvent, ServerOptions};
 
 fn echo(r: &mut Reactor) -> miniray::Worker {
     r.spawn(|v| v).expect("spawn")
@@ -188,52 +188,11 @@ fn an_infinite_auth_timeout_serves_and_never_expires_a_handshake() {
 #[test]
 fn an_infinite_accept_backoff_pauses_without_panicking() {
     let mut r = Reactor::new().expect("reactor");
-    // The server runs in a child with a tight open-file limit (as in
-    // tests/tcp.rs) and reports its events as messages; the back-off starts
-    // inside event dispatch.
-    let host = r
-        .spawn_channel(&WorkerOptions::new(), |ch| {
-            let mut inner = Reactor::new()?;
-            let opts = ServerOptions::new().accept_backoff(Duration::MAX);
-            let s = inner.listen("127.0.0.1:0", &opts, |v| v)?;
-            let limit = open_fds() + 2;
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: 20_000,
-            };
-            // SAFETY: a valid rlimit struct.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-                return Err(Error::Closed { status: None });
-            }
-            ch.send(&json!(inner.server_addr(s)?.port()))?;
-            loop {
-                inner.wait_any(Some(Duration::from_millis(50)))?;
-                for e in inner.take_server_events() {
-                    let name = match e {
-                        ServerEvent::Accepted { .. } => "accepted",
-                        ServerEvent::AcceptFailed { dropped: true, .. } => "emfile-dropped",
-                        _ => "other",
-                    };
-                    ch.send(&json!(name))?;
-                }
-                ch.send(&json!("alive"))?;
-            }
-        })
-        .expect("spawn host");
-    let port = r
-        .recv(host, Some(DEADLINE))
-        .expect("port")
-        .as_u64()
-        .expect("u64") as u16;
-    let mut clients = Vec::new();
+    // The back-off starts inside event dispatch, in a child whose server
+    // runs out of descriptors.
+    let (host, port) = emfile_host(&mut r, Duration::MAX);
     let mut events = Vec::new();
-    let end = Instant::now() + DEADLINE;
-    while !events.iter().any(|e: &Value| e == "emfile-dropped") {
-        assert!(Instant::now() < end, "no EMFILE reported: {events:?}");
-        assert!(clients.len() < 50, "EMFILE never happened: {events:?}");
-        clients.push(std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"));
-        collect(&mut r, host, &mut events, Duration::from_millis(200));
-    }
+    let _clients = connect_until_emfile(&mut r, host, port, &mut events);
     // The host lives on (paused for good), still polling.
     events.clear();
     collect(&mut r, host, &mut events, Duration::from_millis(300));

@@ -206,56 +206,12 @@ fn connections_over_the_limit_are_closed_and_reported() {
 #[test]
 fn emfile_on_accept_recovers_and_serves_the_next_client() {
     let mut r = Reactor::new().expect("reactor");
-    // The server runs in a child with a tight open-file limit and reports
-    // its events as messages.
-    let host = r
-        .spawn_channel(&WorkerOptions::new(), |ch| {
-            let mut inner = Reactor::new()?;
-            let opts = ServerOptions::new().accept_backoff(Duration::from_millis(20));
-            let s = inner.listen("127.0.0.1:0", &opts, |v| v)?;
-            // Room for two connections' pidfds, and then some accept fails.
-            let limit = open_fds() + 2;
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: 20_000,
-            };
-            // SAFETY: a valid rlimit struct.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-                return Err(Error::Closed { status: None });
-            }
-            ch.send(&json!(inner.server_addr(s)?.port()))?;
-            loop {
-                inner.wait_any(Some(Duration::from_millis(50)))?;
-                for e in inner.take_server_events() {
-                    let name = match e {
-                        ServerEvent::Accepted { .. } => "accepted",
-                        ServerEvent::Exited { .. } => "exited",
-                        ServerEvent::AcceptFailed { dropped: true, .. } => "emfile-dropped",
-                        ServerEvent::AcceptFailed { .. } => "accept-failed",
-                        _ => "other",
-                    };
-                    ch.send(&json!(name))?;
-                }
-            }
-        })
-        .expect("spawn host");
-    let port = r
-        .recv(host, Some(DEADLINE))
-        .expect("port")
-        .as_u64()
-        .expect("u64") as u16;
+    let (host, port) = emfile_host(&mut r, Duration::from_millis(20));
     let addr = ("127.0.0.1", port);
 
     // Open clients until the server runs out of descriptors.
-    let mut clients = Vec::new();
     let mut events = Vec::new();
-    let end = Instant::now() + DEADLINE;
-    while !events.iter().any(|e: &Value| e == "emfile-dropped") {
-        assert!(Instant::now() < end, "no EMFILE reported: {events:?}");
-        assert!(clients.len() < 50, "EMFILE never happened: {events:?}");
-        clients.push(std::net::TcpStream::connect(addr).expect("connect"));
-        collect(&mut r, host, &mut events, Duration::from_millis(200));
-    }
+    let clients = connect_until_emfile(&mut r, host, port, &mut events);
     // Free the server's descriptors: close every client; their children exit.
     drop(clients);
     // The next client is served (after the back-off), not stalled or spun on.

@@ -169,3 +169,68 @@ pub fn collect(
 pub fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
 }
+
+/// A server in a child process with a tight open-file limit, so accepting
+/// soon fails with `EMFILE`: the host sends its port, then the names of its
+/// server events (`accepted`, `exited`, `emfile-dropped`, `accept-failed`,
+/// `other`) and `alive` after each wait, as messages.
+pub fn emfile_host(r: &mut miniray::Reactor, backoff: Duration) -> (miniray::Worker, u16) {
+    use miniray::serde_json::json;
+    use miniray::{Error, ServerEvent, ServerOptions, WorkerOptions};
+    let host = r
+        .spawn_channel(&WorkerOptions::new(), move |ch| {
+            let mut inner = miniray::Reactor::new()?;
+            let opts = ServerOptions::new().accept_backoff(backoff);
+            let s = inner.listen("127.0.0.1:0", &opts, |v| v)?;
+            // Room for two connections' pidfds, and then some accept fails.
+            let lim = libc::rlimit {
+                rlim_cur: open_fds() + 2,
+                rlim_max: 20_000,
+            };
+            // SAFETY: a valid rlimit struct.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+                return Err(Error::Closed { status: None });
+            }
+            ch.send(&json!(inner.server_addr(s)?.port()))?;
+            loop {
+                inner.wait_any(Some(Duration::from_millis(50)))?;
+                for e in inner.take_server_events() {
+                    let name = match e {
+                        ServerEvent::Accepted { .. } => "accepted",
+                        ServerEvent::Exited { .. } => "exited",
+                        ServerEvent::AcceptFailed { dropped: true, .. } => "emfile-dropped",
+                        ServerEvent::AcceptFailed { .. } => "accept-failed",
+                        _ => "other",
+                    };
+                    ch.send(&json!(name))?;
+                }
+                ch.send(&json!("alive"))?;
+            }
+        })
+        .expect("spawn host");
+    let port = r
+        .recv(host, Some(DEADLINE))
+        .expect("port")
+        .as_u64()
+        .expect("u64") as u16;
+    (host, port)
+}
+
+/// Opens clients to an [`emfile_host`] until it reports `emfile-dropped`
+/// (within [`DEADLINE`] and 50 clients); returns them, open.
+pub fn connect_until_emfile(
+    r: &mut miniray::Reactor,
+    host: miniray::Worker,
+    port: u16,
+    events: &mut Vec<miniray::serde_json::Value>,
+) -> Vec<std::net::TcpStream> {
+    let mut clients = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while !events.iter().any(|e| e == "emfile-dropped") {
+        assert!(Instant::now() < end, "no EMFILE reported: {events:?}");
+        assert!(clients.len() < 50, "EMFILE never happened: {events:?}");
+        clients.push(std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"));
+        collect(r, host, events, Duration::from_millis(200));
+    }
+    clients
+}
