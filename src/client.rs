@@ -153,18 +153,11 @@ impl Reactor {
         {
             match self.connect_one(a, opts, deadline) {
                 Ok(w) => return Ok(w),
-                Err(Error::Timeout) => return Err(Error::Timeout),
-                // The deadline passed waiting for a challenge: no time is
-                // left for another address, and this error says why.
-                Err(
-                    e @ Error::Io {
-                        op: "authenticate", ..
-                    },
-                ) if is_timed_out(&e) => return Err(e),
                 Err(e) => last = Some(e),
             }
             // Never open another connection after the deadline: the last
-            // address's error is the answer.
+            // address's error (`Timeout`, or the missing challenge) is the
+            // answer.
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
@@ -289,9 +282,4 @@ impl Reactor {
             self.poll_once(Some(left.min(Duration::from_millis(10))))?;
         }
     }
-}
-
-/// An I/O error of kind `TimedOut` (the handshake's deadline passed).
-fn is_timed_out(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::TimedOut)
 }
