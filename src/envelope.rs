@@ -81,7 +81,10 @@ pub(crate) fn encode_envelope_line(
             [&Value::from(ENVELOPE_KEY), &ids, &Value::from("msg"), msg]
                 .into_iter()
                 .try_for_each(|v| marshal::encode(v, scratch))
-                .map_err(|reason| Error::Encode { format, reason })?;
+                .map_err(|reason| Error::Encode {
+                    format,
+                    reason: reason.into(),
+                })?;
             scratch.push(b'0');
             format.base64_into(scratch, out)?;
         }

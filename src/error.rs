@@ -41,8 +41,9 @@ pub enum Error {
     Encode {
         /// The format that refused.
         format: Format,
-        /// Why.
-        reason: &'static str,
+        /// Why (names the Python type that has no form in this format, or
+        /// repeats the message of a failing `Serialize` impl).
+        reason: String,
     },
     /// The worker's process exited while its connection stays open (a
     /// descendant, say a background job of an exec worker, still holds the
@@ -298,6 +299,12 @@ pub enum DecodeErrorKind {
     TrailingBytes,
     /// Nesting deeper than the limit.
     TooDeep(usize),
+    /// JSON syntax the Python `json` module would refuse too (jiter's
+    /// message: an unexpected character, an unterminated string, ...).
+    Syntax(String),
+    /// The line is well formed, but its value does not fit the type asked
+    /// for (serde's message, e.g. ``invalid type: string "x", expected u32``).
+    Mismatch(String),
     /// The decoded value would take more than `limit` bytes of memory: the
     /// bound a marshal line of this length may expand to (back-references
     /// repeat what they point at).
@@ -333,6 +340,8 @@ impl fmt::Display for DecodeError {
                 write!(f, "reference to unfinished container in slot {i}")
             }
             DecodeErrorKind::TrailingBytes => f.write_str("trailing bytes after the value"),
+            DecodeErrorKind::Syntax(m) => write!(f, "{m}"),
+            DecodeErrorKind::Mismatch(m) => write!(f, "{m}"),
             DecodeErrorKind::TooDeep(d) => write!(f, "nesting deeper than {d}"),
             DecodeErrorKind::TooLarge { limit } => {
                 write!(f, "decoded value would take more than {limit} bytes")

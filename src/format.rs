@@ -26,7 +26,7 @@ impl Format {
                 scratch.clear();
                 marshal::encode(value, scratch).map_err(|reason| Error::Encode {
                     format: self,
-                    reason,
+                    reason: reason.into(),
                 })?;
                 self.base64_into(scratch, out)?;
             }
@@ -40,7 +40,7 @@ impl Format {
     pub(crate) fn json_into(self, value: &Value, out: &mut Vec<u8>) -> Result<(), Error> {
         serde_json::to_writer(&mut *out, value).map_err(|_| Error::Encode {
             format: self,
-            reason: "serde_json refused the value",
+            reason: "serde_json refused the value".into(),
         })
     }
 
@@ -48,7 +48,7 @@ impl Format {
     pub(crate) fn base64_into(self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         let n = base64::encoded_len(raw.len(), true).ok_or(Error::Encode {
             format: self,
-            reason: "message too large",
+            reason: "message too large".into(),
         })?;
         let at = out.len();
         out.resize(at + n, 0);
@@ -56,7 +56,7 @@ impl Format {
             .encode_slice(raw, &mut out[at..])
             .map_err(|_| Error::Encode {
                 format: self,
-                reason: "base64 length mismatch",
+                reason: "base64 length mismatch".into(),
             })?;
         Ok(())
     }

@@ -170,6 +170,7 @@ mod server;
 pub mod shm;
 mod sys;
 mod token;
+mod value;
 pub mod worker;
 
 /// TCP in one place: the server side ([`Server`], made by
