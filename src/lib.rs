@@ -170,7 +170,7 @@ mod server;
 pub mod shm;
 mod sys;
 mod token;
-mod value;
+pub mod value;
 pub mod worker;
 
 /// TCP in one place: the server side ([`Server`], made by
@@ -195,4 +195,5 @@ pub use reactor::{Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use serde_json;
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;
+pub use value::{Dict, Set, SurrogateStr, Value};
 pub use worker::{Channel, Exec, Worker, WorkerOptions};
