@@ -38,3 +38,8 @@ fn replay_json_line_corpus() {
 fn replay_frame_corpus() {
     assert!(replay("frame", checks::frame) > 0);
 }
+
+#[test]
+fn replay_marshal_corpus_typed() {
+    assert!(replay("marshal", checks::marshal_typed) > 0);
+}

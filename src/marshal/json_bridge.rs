@@ -4,15 +4,19 @@
 //! hold with the kinds it always reported (`Unsupported("bytes")`,
 //! `NonStrKey`, `NonFinite`, `LoneSurrogate`).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 use num_bigint::{BigInt, Sign};
 use serde::de::{
-    self, Deserialize, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+    self, Deserialize, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess,
+    VariantAccess, Visitor,
 };
 use serde_json::{Map, Number, Value};
 
 use super::de::Reader;
+use super::digits::magnitude_to_decimal;
 use super::long::{write_int, write_long_bytes};
 use super::ser::write_str;
 use super::{python_float_repr, MAX_INT_DIGITS};
@@ -80,104 +84,112 @@ fn number(n: &Number, out: &mut Vec<u8>) -> Result<(), &'static str> {
 pub fn decode(data: &[u8]) -> Result<Value, DecodeError> {
     let mut r = Reader::new(data);
     r.json_only = true;
-    let v = Json::deserialize(&mut r).map_err(|e| e.into_public(0))?;
+    let cache = Cache::default();
+    let v = Json(&cache)
+        .deserialize(&mut r)
+        .map_err(|e| e.into_public(0))?;
     r.end().map_err(|e| e.into_public(0))?;
-    Ok(v.0)
+    Ok(v)
 }
 
-/// A JSON value built from the format in exact mode (for tuples as arrays
-/// and ints past 128 bits as exact numbers).
-struct Json(Value);
-
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_newtype_struct(VALUE_TOKEN, JsonVisitor)
-    }
-}
+/// Decimal text of each big int met, by payload: a back-reference decodes
+/// the int again, and converting it again would be quadratic work.
+type Cache = RefCell<HashMap<Vec<u8>, String>>;
 
 /// Most items reserved up front from the (already charged) count.
 const MAX_PREALLOC: usize = 4096;
 
-struct JsonVisitor;
+/// A JSON value built from the format in exact mode (for tuples as arrays
+/// and ints past 128 bits as exact numbers).
+#[derive(Clone, Copy)]
+struct Json<'c>(&'c Cache);
 
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json;
+impl<'de> DeserializeSeed<'de> for Json<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_newtype_struct(VALUE_TOKEN, self)
+    }
+}
+
+impl<'de> Visitor<'de> for Json<'_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON-like value")
     }
 
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
-        d.deserialize_any(JsonVisitor)
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
-        Ok(Json(Value::Null))
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json, E> {
-        Ok(Json(Value::Bool(v)))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json, E> {
-        Ok(Json(Value::from(v)))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
-        Ok(Json(Value::from(v)))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
 
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Json, E> {
-        Ok(Json(Value::Number(Number::from_string_unchecked(
-            v.to_string(),
-        ))))
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        Ok(Value::Number(Number::from_string_unchecked(v.to_string())))
     }
 
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Json, E> {
-        Ok(Json(Value::Number(Number::from_string_unchecked(
-            v.to_string(),
-        ))))
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        Ok(Value::Number(Number::from_string_unchecked(v.to_string())))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         // Finite: the reader refuses NaN and infinities for JSON.
-        Ok(Json(Value::Number(Number::from_string_unchecked(
+        Ok(Value::Number(Number::from_string_unchecked(
             python_float_repr(v),
-        ))))
+        )))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json, E> {
-        Ok(Json(Value::String(v.to_owned())))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Json, E> {
-        Ok(Json(Value::String(v)))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Json, A::Error> {
-        items(seq).map(|v| Json(Value::Array(v)))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        items(self, seq).map(Value::Array)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(k) = map.next_key::<String>()? {
-            let v: Json = map.next_value()?;
-            out.insert(k, v.0);
+            let v = map.next_value_seed(self)?;
+            out.insert(k, v);
         }
-        Ok(Json(Value::Object(out)))
+        Ok(Value::Object(out))
     }
 
-    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Json, A::Error> {
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
         let (kind, content): (Magic, _) = data.variant()?;
         match kind {
-            Magic::Tuple => Ok(Json(Value::Array(content.newtype_variant::<Items>()?.0))),
+            Magic::Tuple => content.newtype_variant_seed(Items(self)).map(Value::Array),
             Magic::BigInt => {
                 let payload = content.newtype_variant::<Payload>()?.0;
+                if let Some(text) = self.0.borrow().get(&payload) {
+                    return Ok(Value::Number(Number::from_string_unchecked(text.clone())));
+                }
                 let (negative, magnitude) = decode_bigint(&payload)
                     .ok_or_else(|| de::Error::custom("malformed big int payload"))?;
-                let sign = if negative { Sign::Minus } else { Sign::Plus };
-                let text = BigInt::from_bytes_le(sign, magnitude).to_string();
-                Ok(Json(Value::Number(Number::from_string_unchecked(text))))
+                // The reader refuses ints past 4300 digits before this.
+                let text = magnitude_to_decimal(negative, magnitude)
+                    .ok_or_else(|| de::Error::custom("integer too large"))?;
+                self.0.borrow_mut().insert(payload, text.clone());
+                Ok(Value::Number(Number::from_string_unchecked(text)))
             }
             // The reader refuses these before they reach a JSON value.
             _ => Err(de::Error::custom("no JSON form")),
@@ -185,32 +197,35 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 }
 
-fn items<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<Value>, A::Error> {
+fn items<'de, A: SeqAccess<'de>>(json: Json<'_>, mut seq: A) -> Result<Vec<Value>, A::Error> {
     let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOC));
-    while let Some(Json(item)) = seq.next_element()? {
+    while let Some(item) = seq.next_element_seed(json)? {
         out.push(item);
     }
     Ok(out)
 }
 
-struct Items(Vec<Value>);
+/// A tuple's items.
+struct Items<'c>(Json<'c>);
 
-impl<'de> Deserialize<'de> for Items {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Items;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a sequence")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Items, A::Error> {
-                items(seq).map(Items)
-            }
-        }
-        d.deserialize_seq(V)
+impl<'de> DeserializeSeed<'de> for Items<'_> {
+    type Value = Vec<Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
     }
 }
 
+impl<'de> Visitor<'de> for Items<'_> {
+    type Value = Vec<Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<Value>, A::Error> {
+        items(self.0, seq)
+    }
+}
+
+/// A big int's payload.
 struct Payload(Vec<u8>);
 
 impl<'de> Deserialize<'de> for Payload {

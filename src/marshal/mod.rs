@@ -60,6 +60,7 @@
 mod access;
 mod budget;
 mod de;
+mod digits;
 mod error;
 mod float_repr;
 mod json_bridge;

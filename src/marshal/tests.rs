@@ -299,3 +299,31 @@ fn ints_use_the_smallest_visit() {
     );
     assert_eq!(to_vec(&5i64).expect("encode"), b"i\x05\x00\x00\x00");
 }
+
+#[test]
+fn decimal_text_matches_num_bigint() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for len in (0..=64).chain([100, 500, 1785, 1786]) {
+        let mag: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for negative in [false, true] {
+            let n = BigInt::from_bytes_le(Sign::Plus, &mag);
+            let want = if negative { -n } else { n }.to_string();
+            let got = super::digits::magnitude_to_decimal(negative, &mag);
+            if want.trim_start_matches('-').len() > MAX_INT_DIGITS {
+                assert_eq!(got, None, "{len} bytes");
+            } else {
+                // A zero magnitude never carries a sign in a payload.
+                if mag.iter().any(|&b| b != 0) {
+                    assert_eq!(got.as_deref(), Some(want.as_str()), "{len} bytes");
+                }
+            }
+        }
+    }
+}
