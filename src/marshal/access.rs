@@ -47,12 +47,50 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
         true
     }
 
+    fast_float! { deserialize_f32 deserialize_f64 }
+
+    fast_int! {
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
-        identifier ignored_any
+        bool char str string bytes byte_buf unit unit_struct seq tuple
+        tuple_struct map struct identifier ignored_any
     }
 }
+
+/// Typed float fields and items: a `g` is read without the general
+/// dispatch (a `Vec<f64>` is all `g`s), anything else as usual.
+macro_rules! fast_float {
+    ($($method:ident)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            let start = self.pos;
+            match self.fast_f64()? {
+                Some(f) => visitor.visit_f64(f).map_err(|e: DeError| e.within(start)),
+                None => self.value(Hint::Any, visitor),
+            }
+        }
+    )*};
+}
+
+/// Typed integer fields and items: an `i` is read without the general
+/// dispatch, anything else as usual.
+macro_rules! fast_int {
+    ($($method:ident)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            let start = self.pos;
+            match self.fast_i32()? {
+                Some(i) => visitor.visit_i64(i64::from(i)).map_err(|e: DeError| e.within(start)),
+                None => self.value(Hint::Any, visitor),
+            }
+        }
+    )*};
+}
+
+use {fast_float, fast_int};
 
 /// The deserializer `visit_newtype_struct` gets when `Value` asks for exact
 /// mode: its `deserialize_any` reports the magic kinds; everything else is
@@ -151,6 +189,7 @@ pub(crate) struct Items<'r, 'de> {
 impl<'de> SeqAccess<'de> for Items<'_, 'de> {
     type Error = DeError;
 
+    #[inline]
     fn next_element_seed<S: DeserializeSeed<'de>>(
         &mut self,
         seed: S,

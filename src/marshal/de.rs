@@ -76,6 +76,7 @@ impl<'de> Reader<'de> {
         Ok(())
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'de [u8], DeError> {
         let data = self.data;
         let end = self
@@ -88,15 +89,18 @@ impl<'de> Reader<'de> {
         Ok(s)
     }
 
+    #[inline]
     fn u8(&mut self) -> Result<u8, DeError> {
         Ok(self.take(1)?[0])
     }
 
+    #[inline]
     fn u32(&mut self) -> Result<u32, DeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    #[inline]
     fn bytes8(&mut self) -> Result<[u8; 8], DeError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
@@ -104,11 +108,13 @@ impl<'de> Reader<'de> {
         Ok(a)
     }
 
+    #[inline]
     fn f64(&mut self) -> Result<f64, DeError> {
         Ok(f64::from_le_bytes(self.bytes8()?))
     }
 
     /// The next byte, not consumed.
+    #[inline]
     pub(crate) fn peek(&self) -> Result<u8, DeError> {
         self.data
             .get(self.pos)
@@ -119,6 +125,7 @@ impl<'de> Reader<'de> {
     /// A count of items that must fit in the bytes left, each taking at
     /// least `min_item` bytes: a hostile count fails here, before anything
     /// is reserved for it.
+    #[inline]
     fn count(&self, n: usize, min_item: usize) -> Result<usize, DeError> {
         if n.saturating_mul(min_item) > self.data.len() - self.pos {
             return Err(DeError::at(self.data.len(), DecodeErrorKind::UnexpectedEnd));
@@ -126,8 +133,51 @@ impl<'de> Reader<'de> {
         Ok(n)
     }
 
+    #[inline]
     pub(crate) fn charge(&mut self, cost: usize) -> Result<(), DeError> {
         self.budget.charge(cost, self.pos)
+    }
+
+    /// The JSON bridge keeps every number as text: `len` bytes of it,
+    /// charged there only (a `Value` or a typed field holds it inline).
+    #[inline]
+    fn text_charge(&mut self, len: usize) -> Result<(), DeError> {
+        if self.json_only {
+            self.charge(budget::heap(len))?;
+        }
+        Ok(())
+    }
+
+    /// A `g` float, flagged or not, read at once: the typed fast path for
+    /// `f64` fields and items. `None` (nothing consumed) for anything else.
+    #[inline]
+    pub(crate) fn fast_f64(&mut self) -> Result<Option<f64>, DeError> {
+        let start = self.pos;
+        match self.data.get(start..start + 9) {
+            Some(&[code, b0, b1, b2, b3, b4, b5, b6, b7])
+                if code & !FLAG_REF == b'g' && !self.json_only =>
+            {
+                self.pos += 9;
+                self.scalar_slot(code & FLAG_REF != 0 && !self.replay, start)?;
+                Ok(Some(f64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7])))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// An `i` int, flagged or not, read at once: the typed fast path for
+    /// integer fields and items. `None` (nothing consumed) for anything else.
+    #[inline]
+    pub(crate) fn fast_i32(&mut self) -> Result<Option<i32>, DeError> {
+        let start = self.pos;
+        match self.data.get(start..start + 5) {
+            Some(&[code, b0, b1, b2, b3]) if code & !FLAG_REF == b'i' && !self.json_only => {
+                self.pos += 5;
+                self.scalar_slot(code & FLAG_REF != 0 && !self.replay, start)?;
+                Ok(Some(i32::from_le_bytes([b0, b1, b2, b3])))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Reads one value for `visitor`; an error the visitor raises points at
@@ -173,13 +223,13 @@ impl<'de> Reader<'de> {
             b'i' => {
                 let v = self.u32()? as i32;
                 self.scalar_slot(flag, start)?;
-                self.charge(budget::heap(11))?;
+                self.text_charge(11)?;
                 visitor.visit_i64(i64::from(v))
             }
             b'I' => {
                 let v = i64::from_le_bytes(self.bytes8()?);
                 self.scalar_slot(flag, start)?;
-                self.charge(budget::heap(20))?;
+                self.text_charge(20)?;
                 visitor.visit_i64(v)
             }
             b'l' => self.long(start, flag, hint, visitor),
@@ -189,8 +239,9 @@ impl<'de> Reader<'de> {
                     return Err(DeError::at(start, DecodeErrorKind::NonFinite));
                 }
                 self.scalar_slot(flag, start)?;
-                // Room for the repr text a JSON value keeps.
-                self.charge(budget::heap(64))?;
+                // Room for the repr text (24 bytes at most, in a buffer
+                // that may have doubled).
+                self.text_charge(64)?;
                 visitor.visit_f64(f)
             }
             b'y' => {
@@ -246,6 +297,7 @@ impl<'de> Reader<'de> {
 
     /// A flagged scalar is finished at once: a reference decodes it again
     /// from `start`.
+    #[inline]
     fn scalar_slot(&mut self, flag: bool, start: usize) -> Result<(), DeError> {
         if flag {
             self.charge(budget::SLOT)?;
@@ -394,7 +446,7 @@ impl<'de> Reader<'de> {
             Digits::check(bytes).map_err(|()| DeError::at(start, DecodeErrorKind::BadLongDigit))?;
         self.scalar_slot(flag, start)?;
         if let Some(mag) = digits.to_u128() {
-            self.charge(budget::heap(40))?;
+            self.text_charge(40)?;
             if negative {
                 if mag <= 1 << 63 {
                     return visitor.visit_i64((mag as i64).wrapping_neg());

@@ -51,6 +51,7 @@ pub(crate) fn write_long_bytes(negative: bool, magnitude_le: &[u8], out: &mut Ve
 }
 
 /// Appends an int that fits 128 bits as `i` (when it fits 32) or `l`.
+#[inline]
 pub(crate) fn write_int(negative: bool, magnitude: u128, out: &mut Vec<u8>) {
     if magnitude <= 0x7fff_ffff || (negative && magnitude == 0x8000_0000) {
         let v = if negative {

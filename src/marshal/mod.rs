@@ -100,7 +100,7 @@ pub fn to_writer<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<
         .serialize(ser::Ser::new(out))
         .map_err(|e| Error::Encode {
             format: Format::Marshal,
-            reason: e.0,
+            reason: e.into_reason(),
         })
 }
 

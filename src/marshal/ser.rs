@@ -42,7 +42,7 @@ impl<'a> Ser<'a> {
 }
 
 fn len_u32(n: usize) -> Result<u32, SerError> {
-    u32::try_from(n).map_err(|_| SerError("length does not fit marshal's 32 bits".into()))
+    u32::try_from(n).map_err(|_| SerError::new("length does not fit marshal's 32 bits"))
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) -> Result<(), SerError> {
@@ -70,6 +70,7 @@ pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) -> Result<(), SerError> {
     Ok(())
 }
 
+#[inline]
 fn write_f64(f: f64, out: &mut Vec<u8>) {
     out.push(b'g');
     out.extend_from_slice(&f.to_le_bytes());
@@ -82,6 +83,8 @@ pub(crate) struct Compound<'a> {
     /// Where the count goes.
     at: usize,
     items: usize,
+    /// Set members: each must be hashable.
+    members: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -107,6 +110,7 @@ impl<'a> Compound<'a> {
             _ => out.extend_from_slice(&[0; 4]),
         }
         Compound {
+            members: code == b'<' || code == b'>',
             out,
             kind,
             at,
@@ -114,14 +118,18 @@ impl<'a> Compound<'a> {
         }
     }
 
+    #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
         self.items += 1;
+        if self.members {
+            return self.key(v, "set member");
+        }
         if self.kind == Kind::Complex {
             // The payload's floats are written without their `g`.
             let at = self.out.len();
             v.serialize(Ser::new(self.out))?;
             if self.items > 2 || self.out.len() != at + 9 || self.out[at] != b'g' {
-                return Err(SerError("a complex is two floats".into()));
+                return Err(SerError::new("a complex is two floats"));
             }
             self.out.remove(at);
             return Ok(());
@@ -141,7 +149,7 @@ impl<'a> Compound<'a> {
             Kind::Count8 => self.out[self.at] = self.items as u8,
             Kind::Complex => {
                 if self.items != 2 {
-                    return Err(SerError("a complex is two floats".into()));
+                    return Err(SerError::new("a complex is two floats"));
                 }
             }
             Kind::Dict { close } => {
@@ -153,16 +161,21 @@ impl<'a> Compound<'a> {
         Ok(())
     }
 
-    /// A dict key: Python needs it hashable.
-    fn key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), SerError> {
+    /// A dict key or set member: `marshal.loads` would raise on a list,
+    /// dict or set there (unhashable), so it is refused here. Only the
+    /// outer type is checked: a tuple holding a list passes.
+    fn key<T: Serialize + ?Sized>(&mut self, key: &T, what: &str) -> Result<(), SerError> {
         let at = self.out.len();
         key.serialize(Ser::new(self.out))?;
-        match self.out.get(at) {
-            Some(b'[') => Err(SerError("dict key is a list, unhashable in Python".into())),
-            Some(b'{') => Err(SerError("dict key is a dict, unhashable in Python".into())),
-            Some(b'<') => Err(SerError("dict key is a set, unhashable in Python".into())),
-            _ => Ok(()),
-        }
+        let kind = match self.out.get(at) {
+            Some(b'[') => "list",
+            Some(b'{') => "dict",
+            Some(b'<') => "set",
+            _ => return Ok(()),
+        };
+        Err(SerError::new(format!(
+            "{what} is a {kind}, unhashable in Python"
+        )))
     }
 }
 
@@ -198,6 +211,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         self.serialize_i64(i64::from(v))
     }
 
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<(), SerError> {
         write_int(v < 0, u128::from(v.unsigned_abs()), self.out);
         Ok(())
@@ -235,6 +249,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         Ok(())
     }
 
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result<(), SerError> {
         write_f64(v, self.out);
         Ok(())
@@ -252,7 +267,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         match self.mode {
             Mode::BigInt => {
                 let (negative, magnitude) =
-                    decode_bigint(v).ok_or_else(|| SerError("malformed big int payload".into()))?;
+                    decode_bigint(v).ok_or_else(|| SerError::new("malformed big int payload"))?;
                 if magnitude.iter().all(|&b| b == 0) {
                     write_int(false, 0, self.out);
                 } else {
@@ -350,6 +365,7 @@ impl<'a> ser::Serializer for Ser<'a> {
                 out: self.out,
                 kind: Kind::Complex,
                 items: 0,
+                members: false,
             });
         }
         // CPython 3.11: `)` and a u8 count under 256 items, else `(`.
@@ -387,6 +403,7 @@ impl<'a> ser::Serializer for Ser<'a> {
             out: self.out,
             kind: Kind::Dict { close: 0 },
             items: 0,
+            members: false,
         })
     }
 
@@ -409,6 +426,7 @@ impl<'a> ser::Serializer for Ser<'a> {
             out: self.out,
             kind: Kind::Dict { close: 1 },
             items: 0,
+            members: false,
         })
     }
 }
@@ -416,6 +434,7 @@ impl<'a> ser::Serializer for Ser<'a> {
 impl ser::SerializeSeq for Compound<'_> {
     type Ok = ();
     type Error = SerError;
+    #[inline]
     fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
         self.element(v)
     }
@@ -429,7 +448,7 @@ impl ser::SerializeTuple for Compound<'_> {
     type Error = SerError;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
         if self.kind == Kind::Count8 && self.items == 255 {
-            return Err(SerError("tuple longer than its announced length".into()));
+            return Err(SerError::new("tuple longer than its announced length"));
         }
         self.element(v)
     }
@@ -464,7 +483,7 @@ impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
     type Error = SerError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), SerError> {
-        self.key(key)
+        self.key(key, "dict key")
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), SerError> {
         v.serialize(Ser::new(self.out))

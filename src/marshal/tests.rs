@@ -180,7 +180,7 @@ fn long_digits_regroup_both_ways() {
             if digits[n - 1] == 0 {
                 digits[n - 1] = 1;
             }
-            let negative = n % 2 == 0;
+            let negative = n.is_multiple_of(2);
             let want = long_reference(negative, &digits);
             let bytes: Vec<u8> = digits.iter().flat_map(|d| d.to_le_bytes()).collect();
             let d = Digits::check(&bytes).expect("valid digits");
@@ -324,6 +324,68 @@ fn decimal_text_matches_num_bigint() {
                     assert_eq!(got.as_deref(), Some(want.as_str()), "{len} bytes");
                 }
             }
+        }
+    }
+}
+
+mod property {
+    use num_bigint::{BigInt, Sign};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::super::{from_slice, to_vec};
+    use crate::Value;
+
+    /// Scalars of every kind: ints of any size, every float bit pattern,
+    /// str with and without lone surrogates, bytes.
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::None),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            (any::<bool>(), vec(any::<u8>(), 8..64)).prop_map(|(neg, mag)| {
+                let sign = if neg { Sign::Minus } else { Sign::Plus };
+                Value::from_bigint(BigInt::from_bytes_le(sign, &mag))
+            }),
+            any::<u64>().prop_map(|b| Value::Float(f64::from_bits(b))),
+            (any::<u64>(), any::<u64>()).prop_map(|(re, im)| Value::Complex {
+                re: f64::from_bits(re),
+                im: f64::from_bits(im),
+            }),
+            any::<String>().prop_map(Value::Str),
+            vec(0u32..0x11_0000, 0..8).prop_filter_map("code points", Value::from_code_points),
+            vec(any::<u8>(), 0..20).prop_map(Value::Bytes),
+        ]
+    }
+
+    /// What Python can hash: scalars, and tuples and frozensets of them.
+    fn hashable() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(2, 16, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::Tuple),
+                vec(inner, 0..4).prop_map(|v| Value::FrozenSet(v.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..8).prop_map(Value::List),
+                vec(inner.clone(), 0..8).prop_map(Value::Tuple),
+                vec((hashable(), inner), 0..8).prop_map(|kv| Value::Dict(kv.into_iter().collect())),
+                vec(hashable(), 0..8).prop_map(|v| Value::Set(v.into_iter().collect())),
+                vec(hashable(), 0..8).prop_map(|v| Value::FrozenSet(v.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn decode_of_encode_is_the_value(v in value()) {
+            let bytes = to_vec(&v).expect("encode");
+            let back: Value = from_slice(&bytes).expect("decode");
+            prop_assert_eq!(back, v);
         }
     }
 }
