@@ -192,7 +192,6 @@ pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};
 pub use process::Signal;
 pub use reactor::{Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
-pub use serde_json;
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;
 pub use value::{Dict, Set, SurrogateStr, Value};
