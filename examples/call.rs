@@ -1,9 +1,14 @@
-//! A remote worker client (`Reactor::connect`): reads JSON lines on stdin,
-//! sends each to a server (pipelined, order kept), prints each reply as one
-//! JSON line, exits 0 after the last reply. Errors go to stderr with a non-zero exit.
+//! A remote worker client (`Reactor::connect`): reads one Python value per
+//! line on stdin (JSON as Python's `json.loads` reads it, or with
+//! `--input marshal` base64 marshal as Python's
+//! `base64.b64encode(marshal.dumps(v))` writes it), sends each to a server
+//! (pipelined, order kept), prints each reply on one line as Python's
+//! `repr` (or, with `--output json|marshal`, as a line in that format),
+//! exits 0 after the last reply. Errors go to stderr with a non-zero exit.
 //!
 //! ```text
-//! call --connect ADDR [--format json|marshal] [--timeout SECS] [--secret-file PATH]
+//! call --connect ADDR [--format json|marshal] [--input json|marshal] [--output repr|json|marshal]
+//!      [--timeout SECS] [--secret-file PATH]
 //! ```
 //!
 //! With `MINIRAY_SECRET` in the environment (or `--secret-file`), answers the
@@ -12,16 +17,18 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-use miniray::serde_json::Value;
-use miniray::{ConnectOptions, Error, Format, Reactor, Secret};
+use miniray::{ConnectOptions, Error, Format, Reactor, Secret, Value};
 
 #[path = "common/args.rs"]
 mod args;
 
 const USAGE: &str = "\
-usage: call --connect ADDR [--format json|marshal] [--timeout SECS] [--secret-file PATH] < LINES
+usage: call --connect ADDR [--format json|marshal] [--input json|marshal] [--output repr|json|marshal]
+            [--timeout SECS] [--secret-file PATH] < LINES
   --connect ADDR       server address (required)
-  --format F           json or marshal (default json)
+  --format F           the connection's format, json or marshal (default json)
+  --input F            how stdin lines are written, json or marshal (default json)
+  --output F           how replies are printed: repr (Python's), json or marshal (default repr)
   --timeout SECS       wait at most this long for each reply (default 30)
   --secret-file PATH   answer the server's challenge with this secret (default: $MINIRAY_SECRET, else none)
 ";
@@ -39,6 +46,8 @@ fn main() {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut connect = None;
     let mut format = Format::Json;
+    let mut input = Format::Json;
+    let mut output: Option<Format> = None;
     let mut timeout = Duration::from_secs(30);
     let mut secret = Secret::from_env("MINIRAY_SECRET");
     let mut args = args::Args::new("call", USAGE);
@@ -46,6 +55,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         match flag.as_str() {
             "--connect" => connect = Some(args.value::<String>(&flag)),
             "--format" => format = args.value(&flag),
+            "--input" => input = args.value(&flag),
+            "--output" => {
+                let name: String = args.value(&flag);
+                output = match name.as_str() {
+                    "repr" => None,
+                    other => match other.parse() {
+                        Ok(f) => Some(f),
+                        Err(e) => args.fail(format!("--output: {e} or repr")),
+                    },
+                };
+            }
             "--timeout" => {
                 let secs: f64 = args.value(&flag);
                 timeout = match Duration::try_from_secs_f64(secs) {
@@ -70,7 +90,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = miniray::serde_json::from_str(&line)
+        let v: Value = input
+            .decode(line.trim_end().as_bytes())
             .map_err(|e| format!("stdin line {}: {e}", n + 1))?;
         messages.push(v);
     }
@@ -93,8 +114,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let reply = reactor.recv(w, Some(timeout))?;
-        writeln!(out, "{reply}")?;
+        let reply: Value = reactor.recv(w, Some(timeout))?;
+        match output {
+            None => writeln!(out, "{reply}")?,
+            Some(f) => out.write_all(&f.encode(&reply)?)?,
+        }
         received += 1;
     }
     out.flush()?;

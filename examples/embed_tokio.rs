@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use miniray::serde_json::{json, Value};
+use serde_json::{json, Value};
 use miniray::{Reactor, Worker};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use miniray::serde_json::{json, Value};
+use serde_json::{json, Value};
 use miniray::{
     ConnectOptions, Event, Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions,
 };

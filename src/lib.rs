@@ -2,36 +2,61 @@
 //!
 //! miniray is the Rust rendition of the Python library of the same name. A
 //! [`Reactor`] is a single-threaded `mio` event loop; each local [`Worker`]
-//! is a forked child joined to it by a Unix socketpair. Messages are
-//! [`serde_json::Value`]s, one per line, in one of two [`Format`]s that
-//! Python peers read and write unchanged: `json` and `marshal` (Python's
-//! marshal version 4, base64-encoded).
+//! is a forked child joined to it by a Unix socketpair. A message is any
+//! serde type, one per line, in one of two [`Format`]s that Python peers
+//! read and write unchanged: `json` (exactly Python's `json` module) and
+//! `marshal` (Python's marshal version 4, base64-encoded).
 //!
 //! ```
 //! use std::time::Duration;
-//! use miniray::{Reactor, serde_json::json};
+//! use miniray::Reactor;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Job {
+//!     n: i64,
+//! }
 //!
 //! fn main() -> miniray::Result<()> {
 //!     let mut reactor = Reactor::new()?;
-//!     // Four children, each answering a request with a reply.
+//!     // Four children, each answering a Job with a number.
 //!     let workers: Vec<_> = (0..4)
-//!         .map(|_| reactor.spawn(|msg| json!(msg["n"].as_i64().unwrap_or(0) * 2)))
+//!         .map(|_| reactor.spawn(|job: Job| job.n * 2))
 //!         .collect::<Result<_, _>>()?;
 //!     for (n, &w) in workers.iter().enumerate() {
-//!         reactor.send(w, &json!({"n": n}))?; // never blocks
+//!         reactor.send(w, &Job { n: n as i64 })?; // never blocks
 //!     }
-//!     let mut replies = 0;
+//!     let (mut replies, mut total) = (0, 0);
 //!     while replies < workers.len() {
 //!         for w in reactor.wait_any(Some(Duration::from_secs(10)))? {
-//!             while let Some(reply) = reactor.try_recv(w)? {
-//!                 assert!(reply.as_i64().is_some());
+//!             while let Some(doubled) = reactor.try_recv::<i64>(w)? {
+//!                 total += doubled;
 //!                 replies += 1;
 //!             }
 //!         }
 //!     }
+//!     assert_eq!(total, 2 * (0 + 1 + 2 + 3));
 //!     Ok(()) // dropping the reactor closes, waits for and reaps every child
 //! }
 //! ```
+//!
+//! # Messages
+//!
+//! Anything `Serialize` can be sent and anything `DeserializeOwned` can be
+//! received; it goes straight between your type and the line, with no
+//! value tree in between. A struct is a Python dict with str keys, a tuple
+//! a tuple, a `Vec` a list, an `Option` a value or `None` (the README's
+//! table maps every Python type). [`Value`] is the type for messages whose
+//! shape you do not know: Python's data model exactly (ints of any size,
+//! tuples, bytes, sets, complex, dicts with any keys, strings with lone
+//! surrogates), built with the [`py!`] macro.
+//!
+//! Received lines wait as bytes and are decoded when you take them
+//! ([`Reactor::recv`], [`Reactor::try_recv`], [`Channel::recv`]), into the
+//! type you ask for: a message that does not fit it fails alone with
+//! [`Error::Decode`] ([`DecodeErrorKind::Mismatch`], naming what was found
+//! and where), and the next call reads the next message. So one worker can
+//! answer with different types, and you choose per call.
 //!
 //! # The parts
 //!
@@ -39,8 +64,9 @@
 //!   length ([`framing::DEFAULT_MAX_LINE`], 64 MiB; per connection with
 //!   [`WorkerOptions::max_line`], [`ConnectOptions::max_line`] or
 //!   [`ServerOptions::max_line`]).
-//! * [`Format`] and [`marshal`]: the two line formats. Integers of any size
-//!   stay exact and dict key order is kept in both.
+//! * [`Format`], [`json`] and [`marshal`]: the two line formats, serde data
+//!   formats of their own ([`json::to_vec`], [`marshal::from_slice`], ...).
+//! * [`value`]: [`Value`], Python's values.
 //! * [`Reactor`]: the event loop, `send`/`recv`/`wait_any`, reaping.
 //! * [`worker`]: local spawn options ([`WorkerOptions`]), the [`Worker`]
 //!   handle, the child's [`Channel`], [`Exec`] workers (any program that
