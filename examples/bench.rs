@@ -16,10 +16,10 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use miniray::framing::LineBuffer;
-use serde_json::{json, Map, Value};
 use miniray::{
     ConnectOptions, Format, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions,
 };
+use serde_json::{json, Map, Value};
 
 // ------------------------------------------------------------------ stats
 

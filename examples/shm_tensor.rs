@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::{json, Value};
 use miniray::{Channel, Reactor, SharedMemory, WorkerOptions};
+use serde_json::{json, Value};
 
 struct Args {
     mib: usize,

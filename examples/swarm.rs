@@ -12,10 +12,10 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use miniray::{
     ConnectOptions, Event, Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions,
 };
+use serde_json::{json, Value};
 
 struct Args {
     workers: usize,

@@ -237,7 +237,7 @@ where
                 // closed by number, so no Rust object (and no epoll
                 // registration) is touched.
                 sys::close_fds_except(&keep);
-                run_worker(child_end, line, work)
+                run_worker(child_end, line, opts.batch_replies, work)
             })) {
                 Ok(code) => code,
                 Err(payload) => {
@@ -255,11 +255,12 @@ where
 
 /// In the child: the work function over a new [`Channel`], its panic
 /// caught; returns the exit status.
-fn run_worker<F>(child_end: OwnedFd, line: &LineSettings, run: F) -> i32
+fn run_worker<F>(child_end: OwnedFd, line: &LineSettings, batch: bool, run: F) -> i32
 where
     F: FnOnce(&mut Channel) -> Result<()>,
 {
     let mut chan = Channel::new(child_end, line.format, line.max_line);
+    chan.set_batch_replies(batch);
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&mut chan)));
     // Replies queued before a return, an error or a panic still go out.
     let flushed = chan.flush();

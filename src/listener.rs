@@ -155,6 +155,18 @@ impl ServerOptions {
         self
     }
 
+    /// Lets the child's closure batch its replies (off by default: each
+    /// reply is written before the next request is worked on). With
+    /// batching, replies wait while more requests are buffered, written in
+    /// larger chunks: more pipelined throughput for tiny messages, but a
+    /// slow request delays the finished replies queued before it. See
+    /// [`Channel::set_batch_replies`](crate::Channel::set_batch_replies).
+    /// `listen_exec` programs write their own output; this has no effect on them.
+    pub fn batch_replies(mut self, batch: bool) -> Self {
+        self.child.batch_replies = batch;
+        self
+    }
+
     /// Connections held at once (handshakes in progress and serving
     /// children); one over it is closed at once and reported as
     /// [`ServerEvent::Rejected`]. See the type's docs for how it combines

@@ -184,6 +184,18 @@ impl WorkerOptions {
         self.child.keep_fds.push(fd);
         self
     }
+
+    /// Lets the child's closure batch its replies (off by default: each
+    /// reply is written before the next request is worked on). With
+    /// batching, replies wait while more requests are buffered, written in
+    /// larger chunks: more pipelined throughput for tiny messages, but a
+    /// slow request delays the finished replies queued before it. See
+    /// [`Channel::set_batch_replies`](crate::Channel::set_batch_replies).
+    /// Exec workers write their own output; this has no effect on them.
+    pub fn batch_replies(mut self, batch: bool) -> Self {
+        self.child.batch_replies = batch;
+        self
+    }
 }
 
 /// A handle to a worker of a [`Reactor`](crate::Reactor): a local worker

@@ -77,7 +77,9 @@ fn every_python_value_round_trips_exactly_in_both_formats() {
             .decode(row.marshal.as_bytes())
             .unwrap_or_else(|e| panic!("{name}: marshal decode: {e}"));
         assert_eq!(tag(&from_marshal), row.tag, "{name}: marshal decode");
-        let ours = Format::Marshal.encode(&from_marshal).expect("marshal encode");
+        let ours = Format::Marshal
+            .encode(&from_marshal)
+            .expect("marshal encode");
         let ours = std::str::from_utf8(&ours).expect("base64 is ascii");
         back.push_str(&format!("marshal\t{}\t{}", row.tag, ours));
 
@@ -115,7 +117,10 @@ fn every_python_value_round_trips_exactly_in_both_formats() {
     }
     assert_eq!(json_rows, 17, "rows Python's json could write");
     let checked = python(CHECK, &[], &back);
-    assert_eq!(checked.trim(), format!("checked {}", rows.len() + json_rows));
+    assert_eq!(
+        checked.trim(),
+        format!("checked {}", rows.len() + json_rows)
+    );
 }
 
 #[test]
@@ -206,9 +211,7 @@ fn what_python_refuses_is_refused_with_a_reason() {
         let cols: Vec<&str> = row.split('\t').collect();
         let (format, name, line) = (cols[0], cols[1], cols[2]);
         let format: Format = format.parse().expect("format");
-        let e = format
-            .decode::<Value>(line.as_bytes())
-            .expect_err(name);
+        let e = format.decode::<Value>(line.as_bytes()).expect_err(name);
         let expected = match name {
             "cycle" => matches!(e.kind, DecodeErrorKind::UnfinishedReference(_)),
             "trailing" => matches!(e.kind, DecodeErrorKind::TrailingBytes),

@@ -158,7 +158,10 @@ fn python_client(port: u16, name: &str, n: usize, mut drive: impl FnMut()) {
     );
     let end = Instant::now() + DEADLINE;
     let status = loop {
-        assert!(Instant::now() < end, "python client did not finish ({name})");
+        assert!(
+            Instant::now() < end,
+            "python client did not finish ({name})"
+        );
         drive();
         if let Some(s) = py.0.try_wait().expect("try_wait") {
             break s;
@@ -226,8 +229,15 @@ fn stop(mut serve: Reaped, name: &str) {
 fn python_client_against_the_serve_example() {
     for (_, name, n) in formats() {
         let (serve, addr) = start_server(&["--listen", "127.0.0.1:0", "--format", name]);
-        let port: u16 = addr.rsplit(':').next().expect("port").parse().expect("port");
-        python_client(port, name, n, || std::thread::sleep(Duration::from_millis(20)));
+        let port: u16 = addr
+            .rsplit(':')
+            .next()
+            .expect("port")
+            .parse()
+            .expect("port");
+        python_client(port, name, n, || {
+            std::thread::sleep(Duration::from_millis(20))
+        });
         stop(serve, name);
     }
 }
@@ -333,7 +343,14 @@ fn call_every_case(addr: &str, name: &str, n: usize) {
     assert_eq!(cases.len(), n);
     let mut call = Command::new(example("call"))
         .args([
-            "--connect", addr, "--format", name, "--input", name, "--output", name,
+            "--connect",
+            addr,
+            "--format",
+            name,
+            "--input",
+            name,
+            "--output",
+            name,
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

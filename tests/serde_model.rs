@@ -110,7 +110,9 @@ fn a_value_inside_a_typed_message_stays_exact() {
         ]),
     };
     let line = Format::Json.encode(&json_msg).expect("encode");
-    let back: Envelope = Format::Json.decode(&line[..line.len() - 1]).expect("decode");
+    let back: Envelope = Format::Json
+        .decode(&line[..line.len() - 1])
+        .expect("decode");
     // A tuple is written as a JSON array and read back as a list, as in Python.
     let Value::Tuple(items) = &json_msg.payload else {
         unreachable!()
@@ -172,7 +174,10 @@ fn a_message_that_does_not_fit_fails_alone_and_says_why() {
             Err(Error::Decode(e)) => {
                 assert!(matches!(e.kind, DecodeErrorKind::Mismatch(_)), "{e}");
                 let text = e.to_string();
-                assert!(text.contains("not a job") || text.contains("string"), "{text}");
+                assert!(
+                    text.contains("not a job") || text.contains("string"),
+                    "{text}"
+                );
             }
             other => panic!("{format}: expected a decode error, got {other:?}"),
         }

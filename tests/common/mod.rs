@@ -175,8 +175,8 @@ pub fn open_fds() -> u64 {
 /// server events (`accepted`, `exited`, `emfile-dropped`, `accept-failed`,
 /// `other`) and `alive` after each wait, as messages.
 pub fn emfile_host(r: &mut miniray::Reactor, backoff: Duration) -> (miniray::Worker, u16) {
-    use serde_json::json;
     use miniray::{Error, ServerEvent, ServerOptions, WorkerOptions};
+    use serde_json::json;
     let host = r
         .spawn_channel(&WorkerOptions::new(), move |ch| {
             let mut inner = miniray::Reactor::new()?;

