@@ -142,6 +142,14 @@
 //!   `AsyncFd`) gets a fresh edge and a level-triggered one (`poll`,
 //!   `select`-style) sees the descriptor readable until the next wait finds
 //!   nothing. Spurious wake-ups happen; a wait that finds nothing clears them.
+//! * **Sending writes through**: [`Reactor::send`] writes the line at once
+//!   (one non-blocking `send(2)`) when nothing is queued ahead of it, so a
+//!   request sent before the loop's first step is already on its way. What
+//!   the socket does not take stays queued in order behind it, and the
+//!   socket's `WRITABLE` readiness, registered by the write that stopped
+//!   short, makes the reactor's descriptor ready; the next step writes it.
+//!   No flush call is needed in an embedding ([`Reactor::flush`] writes
+//!   everything queued now, if you want it out before your loop turns).
 //! * **The non-blocking step** is `wait_events(Some(Duration::ZERO))` (or
 //!   `wait_any`, below): flush queued output, one `epoll_wait` with no
 //!   timeout, return one stream of [`Event`]s: [`Event::Worker`] for a worker

@@ -75,3 +75,72 @@ fn batched_replies_are_an_explicit_trade() {
         assert_eq!(all, [0, 1, 2], "batch {batch}");
     }
 }
+
+/// Drives the reactor only from its descriptor, as an embedding loop does:
+/// `poll(2)` on the fd, then the non-blocking step. No `wait_any` or `recv`
+/// before the first readiness: what `send` wrote must already be out.
+fn poll_loop_until_reply(r: &mut Reactor, w: miniray::Worker) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        let mut pfd = libc::pollfd {
+            fd: r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if n <= 0 {
+            continue;
+        }
+        for ready in r.wait_any(Some(Duration::ZERO)).expect("step") {
+            if ready == w {
+                if let Some(reply) = r.try_recv::<u64>(w).expect("reply") {
+                    return Some(reply);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn send_writes_through_so_an_embedding_poll_loop_gets_the_reply() {
+    let mut r = Reactor::new().expect("reactor");
+    let w = r.spawn(|n: u64| n + 1).expect("spawn");
+    r.send(w, &41u64).expect("send");
+    assert_eq!(poll_loop_until_reply(&mut r, w), Some(42));
+    // Again, with the worker long running: the second request too.
+    r.send(w, &1u64).expect("send");
+    assert_eq!(poll_loop_until_reply(&mut r, w), Some(2));
+}
+
+#[test]
+fn send_writes_through_so_a_tokio_loop_gets_the_reply() {
+    use tokio::io::unix::AsyncFd;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let reply = rt.block_on(async {
+        let mut r = Reactor::new().expect("reactor");
+        let w = r.spawn(|n: u64| n * 2).expect("spawn");
+        r.send(w, &21u64).expect("send");
+        let fd = AsyncFd::new(std::os::fd::AsRawFd::as_raw_fd(&r)).expect("AsyncFd");
+        let wait = async {
+            loop {
+                let mut guard = fd.readable().await.expect("readable");
+                for ready in r.wait_any(Some(Duration::ZERO)).expect("step") {
+                    if let Some(reply) = r.try_recv::<u64>(ready).expect("reply") {
+                        return reply;
+                    }
+                }
+                guard.clear_ready();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .ok()
+    });
+    assert_eq!(reply, Some(42));
+}

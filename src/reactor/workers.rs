@@ -199,7 +199,11 @@ impl Reactor {
         self.conn(w).map(|c| c.pending_output())
     }
 
-    /// Queues `msg` for the worker. Never blocks (see the type's docs).
+    /// Sends `msg` to the worker. Never blocks (see the type's docs): the
+    /// line is written at once (one non-blocking `send(2)`) when nothing is
+    /// queued ahead of it, and otherwise queued behind what is, to be
+    /// written as the socket takes it (see the crate docs' Embedding
+    /// section).
     ///
     /// Errors: [`Error::Backpressure`] past the high-water mark (nothing
     /// queued), [`Error::Closed`] once the worker is closing or closed,
