@@ -170,6 +170,12 @@ where
     keep.push(child_fd);
     keep.sort_unstable();
     keep.dedup();
+    // The program's environment, built here: the child only reads it.
+    let env_vars = match &work {
+        Work::Exec(e) => e.environment(),
+        Work::Run(_) => Vec::new(),
+    };
+    let envp = sys::Envp::new(&env_vars);
     let exec = match &work {
         Work::Exec(e) => {
             // The program outlives `work` (`'a`): no borrow of `work` is kept.
@@ -226,6 +232,7 @@ where
                             keep_exec,
                             &keep_user,
                             argv,
+                            &envp,
                             report_w.as_fd(),
                             EXIT_EXEC_FAILED,
                         )

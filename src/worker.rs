@@ -246,9 +246,19 @@ impl AsRawFd for Worker {
 
 /// A program to exec instead of running a closure: its stdin and stdout are
 /// the worker's socket.
+///
+/// The program gets the parent's environment at spawn time, plus
+/// `PYTHONUNBUFFERED=1` unless that variable is already set there or with
+/// [`Exec::env`]: its stdout is a socket, and a Python program would
+/// otherwise buffer its `print`s and answer nothing until it exits (the
+/// common case of a Python worker, made to work; any other program must
+/// still flush its output after each line). Set `PYTHONUNBUFFERED` to an
+/// empty value with [`Exec::env`] to keep Python's buffering.
 #[derive(Clone, Debug)]
 pub struct Exec {
     pub(crate) argv: Vec<CString>,
+    /// `KEY=VALUE` entries set for the program, over the parent's.
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl Exec {
@@ -263,7 +273,49 @@ impl Exec {
         for a in args {
             argv.push(cstring(a.as_ref())?);
         }
-        Ok(Exec { argv })
+        Ok(Exec {
+            argv,
+            env: Vec::new(),
+        })
+    }
+
+    /// Sets `key` to `value` in the program's environment (over the
+    /// parent's value, if any). Fails if either holds a NUL byte, or the
+    /// key an `=`.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Result<Self> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        if key.as_encoded_bytes().contains(&b'=') || key.is_empty() {
+            return Err(Error::io(
+                "exec environment",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad variable name"),
+            ));
+        }
+        cstring(key)?;
+        cstring(value)?;
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        Ok(self)
+    }
+
+    /// The program's environment as `KEY=VALUE` strings: the parent's now,
+    /// overridden by [`Exec::env`], plus `PYTHONUNBUFFERED=1` if unset.
+    pub(crate) fn environment(&self) -> Vec<CString> {
+        let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !self.env.iter().any(|(ours, _)| ours == k))
+            .collect();
+        vars.extend(self.env.iter().cloned());
+        if !vars.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
+            vars.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        }
+        vars.into_iter()
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_encoded_bytes();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_encoded_bytes());
+                // A variable holding a NUL cannot be passed; it is left out.
+                CString::new(kv).ok()
+            })
+            .collect()
     }
 
     /// The program's name, as given.

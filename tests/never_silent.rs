@@ -144,3 +144,59 @@ fn send_writes_through_so_a_tokio_loop_gets_the_reply() {
     });
     assert_eq!(reply, Some(42));
 }
+
+/// A Python worker that prints without `flush=True` (its stdout is a
+/// socket, which Python block-buffers) answers: miniray sets
+/// `PYTHONUNBUFFERED=1` for exec'd programs unless told otherwise. Run in
+/// a process of its own whose environment lacks the variable (a developer's
+/// or CI's shell may set it, which would hide the default).
+#[test]
+fn a_python_exec_worker_that_prints_without_flushing_answers() {
+    let out = std::process::Command::new(std::env::current_exe().expect("current_exe"))
+        .args([
+            "--exact",
+            "inner_python_exec_unbuffered",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env_remove("PYTHONUNBUFFERED")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("inner test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[test]
+#[ignore = "run by a_python_exec_worker_that_prints_without_flushing_answers without PYTHONUNBUFFERED"]
+fn inner_python_exec_unbuffered() {
+    use miniray::Exec;
+    assert!(std::env::var_os("PYTHONUNBUFFERED").is_none());
+    let echo = "import sys\nfor line in sys.stdin:\n    print(line, end='')\n";
+    let mut r = Reactor::new().expect("reactor");
+    let w = r
+        .spawn_exec(
+            &WorkerOptions::new(),
+            &Exec::new("python3", ["-c", echo]).expect("exec"),
+        )
+        .expect("spawn");
+    r.send(w, &7u64).expect("send");
+    assert_eq!(r.recv::<u64>(w, Some(DEADLINE)).expect("reply"), 7);
+    // The caller can keep Python's buffering: then nothing comes back
+    // until the program exits (here: when its input closes).
+    let buffered = Exec::new("python3", ["-c", echo])
+        .expect("exec")
+        .env("PYTHONUNBUFFERED", "")
+        .expect("env");
+    let w = r
+        .spawn_exec(&WorkerOptions::new(), &buffered)
+        .expect("spawn");
+    r.send(w, &8u64).expect("send");
+    assert!(matches!(
+        r.recv::<u64>(w, Some(Duration::from_millis(500))),
+        Err(Error::Timeout)
+    ));
+    r.close(w).expect("close");
+    assert_eq!(r.recv::<u64>(w, Some(DEADLINE)).expect("at exit"), 8);
+}

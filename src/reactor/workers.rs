@@ -78,9 +78,10 @@ impl Reactor {
     /// that cannot be executed fails the spawn with [`Error::Exec`].
     ///
     /// The program must flush its output after every line: its stdout is a
-    /// socket, not a terminal, so a program that buffers (Python does,
-    /// unless run with `-u`, `PYTHONUNBUFFERED=1` or `print(..., flush=True)`)
-    /// answers nothing until it exits.
+    /// socket, not a terminal, so a program that buffers answers nothing
+    /// until it exits. Python does buffer; miniray sets `PYTHONUNBUFFERED=1`
+    /// in the program's environment unless it is set already (see [`Exec`]),
+    /// so a Python worker that `print`s its replies just works.
     ///
     /// ```
     /// # use std::time::Duration;
