@@ -4,7 +4,11 @@
 //! `base64.b64encode(marshal.dumps(v))` writes it), sends each to a server
 //! (pipelined, order kept), prints each reply on one line as Python's
 //! `repr` (or, with `--output json|marshal`, as a line in that format),
-//! exits 0 after the last reply. Errors go to stderr with a non-zero exit.
+//! exits 0 after the last reply. A request the server answers with an error
+//! (a message it cannot decode, a panic) is reported on stderr as
+//! `call: reply N: worker reported KIND: MESSAGE`, the other replies are
+//! still printed, and the exit status is then 1. Other errors go to
+//! stderr with a non-zero exit.
 //!
 //! ```text
 //! call --connect ADDR [--format json|marshal] [--input json|marshal] [--output repr|json|marshal]
@@ -104,7 +108,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let w = reactor.connect(addr.as_str(), &opts, timeout)?;
     let out = std::io::stdout();
     let mut out = out.lock();
-    let (mut sent, mut received) = (0, 0);
+    let (mut sent, mut received, mut failed) = (0, 0, 0);
     while received < messages.len() {
         // Pipeline: queue as much as the high-water mark allows.
         while sent < messages.len() {
@@ -114,13 +118,25 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let reply: Value = reactor.recv(w, Some(timeout))?;
-        match output {
-            None => writeln!(out, "{reply}")?,
-            Some(f) => out.write_all(&f.encode(&reply)?)?,
-        }
         received += 1;
+        match reactor.recv::<Value>(w, Some(timeout)) {
+            Ok(reply) => match output {
+                None => writeln!(out, "{reply}")?,
+                Some(f) => out.write_all(&f.encode(&reply)?)?,
+            },
+            // The server's error reply for this request, or a reply we
+            // cannot read: said on stderr, the other replies still printed.
+            Err(e) if e.is_message_error() => {
+                out.flush()?;
+                eprintln!("call: reply {received}: {e}");
+                failed += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     out.flush()?;
+    if failed > 0 {
+        return Err(format!("{failed} of {received} requests failed").into());
+    }
     Ok(())
 }

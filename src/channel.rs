@@ -222,6 +222,24 @@ impl Channel {
         self.flush()
     }
 
+    /// Sends an error reply (see [`worker`](crate::worker#errors-from-a-worker))
+    /// in place of a reply, at once: `kind` says what failed, `message`
+    /// why. The caller's `recv` returns it as [`Error::Remote`]. Output
+    /// left half-written by a panic (a line without its newline) is
+    /// dropped first, so the error reply starts a line.
+    pub fn send_error(&mut self, kind: &str, message: &str) -> Result<()> {
+        let keep = memchr::memrchr(b'\n', &self.out).map_or(0, |nl| nl + 1);
+        self.out.truncate(keep);
+        crate::remote_error::encode_line(
+            self.format,
+            kind,
+            message,
+            &mut self.out,
+            &mut self.scratch,
+        )?;
+        self.flush()
+    }
+
     /// Writes every queued reply.
     pub fn flush(&mut self) -> Result<()> {
         let mut done = 0;
@@ -282,8 +300,9 @@ impl AsRawFd for Channel {
     }
 }
 
-/// The request→reply loop: every message in, one reply out. Lines that fail
-/// to decode are skipped (the peer gets no reply for them).
+/// The request→reply loop: every message in, one reply out. A request that
+/// fails on its own (undecodable, too long, a region refused) is answered
+/// with an error reply naming the cause, and the loop goes on.
 pub(crate) fn serve_replies<F, A, R>(chan: &mut Channel, mut f: F) -> Result<()>
 where
     F: FnMut(A) -> R,
@@ -297,7 +316,17 @@ where
                 chan.send(&reply)?;
             }
             Ok(None) => return Ok(()),
-            Err(e) if e.is_message_error() => {}
+            Err(e) if e.is_message_error() => {
+                let kind = match &e {
+                    Error::Decode(_) => "decode",
+                    Error::LineTooLong { .. } => "line too long",
+                    Error::Region { .. } => "region",
+                    // The peer hung up mid-line: nobody to answer.
+                    Error::TruncatedLine { .. } => continue,
+                    _ => "error",
+                };
+                chan.send_error(kind, &e.to_string())?;
+            }
             Err(e) => return Err(e),
         }
     }

@@ -200,6 +200,7 @@ mod options;
 pub mod process;
 mod reactor;
 mod registry;
+mod remote_error;
 mod server;
 pub mod shm;
 mod sys;

@@ -200,3 +200,188 @@ fn inner_python_exec_unbuffered() {
     r.close(w).expect("close");
     assert_eq!(r.recv::<u64>(w, Some(DEADLINE)).expect("at exit"), 8);
 }
+
+#[test]
+fn a_panicking_worker_reports_its_panic_then_closes() {
+    let mut r = Reactor::new().expect("reactor");
+    let w = r
+        .spawn(|n: u64| {
+            if n == 1 {
+                panic!("request {n} is cursed");
+            }
+            n
+        })
+        .expect("spawn");
+    for n in 0..3u64 {
+        r.send(w, &n).expect("send");
+    }
+    assert_eq!(r.recv::<u64>(w, Some(DEADLINE)).expect("reply 0"), 0);
+    match r.recv::<u64>(w, Some(DEADLINE)) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(kind, "panic");
+            assert!(message.contains("request 1 is cursed"), "{message}");
+            assert!(message.contains("never_silent.rs"), "where: {message}");
+        }
+        other => panic!("expected the panic, got {other:?}"),
+    }
+    match r.recv::<u64>(w, Some(DEADLINE)) {
+        Err(e @ Error::Closed { .. }) => {
+            assert_eq!(e.to_string(), "worker closed: exited with 101 (panicked)")
+        }
+        other => panic!("expected Closed, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_work_function_error_is_reported() {
+    let mut r = Reactor::new().expect("reactor");
+    let w = r
+        .spawn_channel(&WorkerOptions::new(), |ch| {
+            let _: Option<u64> = ch.recv()?;
+            Err(Error::Region {
+                reason: "no such region",
+            })
+        })
+        .expect("spawn");
+    r.send(w, &1u64).expect("send");
+    match r.recv::<u64>(w, Some(DEADLINE)) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(kind, "error");
+            assert!(message.contains("no such region"), "{message}");
+        }
+        other => panic!("expected the error, got {other:?}"),
+    }
+    assert!(r
+        .recv::<u64>(w, Some(DEADLINE))
+        .expect_err("closed")
+        .is_closed());
+}
+
+#[test]
+fn an_undecodable_request_is_answered_and_serving_goes_on() {
+    use miniray::{ConnectOptions, Format, ServerOptions};
+    let mut r = Reactor::new().expect("reactor");
+    let w = r.spawn(|n: u64| n * 10).expect("spawn");
+    r.send(w, &"not a number").expect("send");
+    r.send(w, &5u64).expect("send");
+    match r.recv::<u64>(w, Some(DEADLINE)) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(kind, "decode");
+            assert!(message.contains("not a number"), "{message}");
+        }
+        other => panic!("expected a decode error reply, got {other:?}"),
+    }
+    assert_eq!(r.recv::<u64>(w, Some(DEADLINE)).expect("next"), 50);
+
+    // A marshal client against a JSON server learns it in one round trip.
+    let server = r
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: miniray::Value| v)
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    let c = r
+        .connect(
+            addr,
+            &ConnectOptions::new().format(Format::Marshal),
+            DEADLINE,
+        )
+        .expect("connect");
+    r.send(c, &[1, 2, 3]).expect("send");
+    match r.recv::<Vec<u8>>(c, Some(DEADLINE)) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(kind, "decode");
+            assert!(message.contains("json"), "{message}");
+        }
+        other => panic!("expected a decode error reply, got {other:?}"),
+    }
+}
+
+/// What a Python peer of the original library sees: one line it can parse,
+/// a dict naming the error.
+#[test]
+fn a_python_peer_reads_the_error_reply() {
+    use miniray::ServerOptions;
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen("127.0.0.1:0", &ServerOptions::new(), |n: u64| n)
+        .expect("listen");
+    let port = r.server_addr(server).expect("addr").port();
+    let script = r#"
+import json, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+f = s.makefile("rwb")
+f.write(b'"seven"\n7\n')
+f.flush()
+err = json.loads(f.readline())
+assert set(err) == {"miniray.error"}, err
+assert err["miniray.error"]["kind"] == "decode", err
+assert "seven" in err["miniray.error"]["message"], err
+assert json.loads(f.readline()) == 7
+print("ok")
+"#;
+    let mut py = std::process::Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        assert!(Instant::now() < end, "python client did not finish");
+        r.wait_any(Some(Duration::from_millis(20))).expect("wait");
+        let _ = r.take_server_events();
+        if let Some(s) = py.try_wait().expect("try_wait") {
+            break s;
+        }
+    };
+    let out = py.wait_with_output().expect("output");
+    assert!(status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+/// `call` with the wrong format against `serve`: the server's error reply
+/// is printed as an error at once (no waiting for a timeout).
+#[test]
+fn call_prints_the_servers_error_reply() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut serve = Command::new(common::example("serve"))
+        .args(["--listen", "127.0.0.1:0", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve example");
+    let mut first = String::new();
+    BufReader::new(serve.stdout.as_mut().expect("stdout"))
+        .read_line(&mut first)
+        .expect("banner");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("banner")
+        .to_owned();
+    let t = Instant::now();
+    let mut call = Command::new(common::example("call"))
+        .args(["--connect", &addr, "--format", "marshal", "--timeout", "30"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("call example");
+    call.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"[1, 2]\n")
+        .expect("write");
+    let out = call.wait_with_output().expect("call finished");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("reply 1: worker reported decode"),
+        "{stderr}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "answered, not timed out"
+    );
+}
