@@ -8,8 +8,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::{events_until, example, wait_child, DEADLINE};
-use miniray::serde_json::json;
 use miniray::{ConnectOptions, Error, Reactor, Secret, ServerEvent, ServerOptions};
+use serde_json::{json, Value};
 
 fn auth_failed(events: &[ServerEvent]) -> Option<&'static str> {
     events.iter().find_map(|e| match e {
@@ -31,7 +31,9 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
     let opts = ServerOptions::new()
         .secret(secret.clone())
         .auth_timeout(Duration::from_millis(300));
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
 
     // The right secret.
@@ -40,7 +42,7 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
         .expect("connect");
     r.send(good, &json!({"authenticated": true})).expect("send");
     assert_eq!(
-        r.recv(good, Some(DEADLINE)).expect("echo"),
+        r.recv::<Value>(good, Some(DEADLINE)).expect("echo"),
         json!({"authenticated": true})
     );
     let events = events_until(&mut r, accepted);
@@ -58,7 +60,7 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
     assert_eq!(auth_failed(&events), Some("wrong answer"));
     assert!(!accepted(&events));
     assert!(matches!(
-        r.recv(bad, Some(DEADLINE)),
+        r.recv::<Value>(bad, Some(DEADLINE)),
         Err(Error::Closed { .. })
     ));
 
@@ -71,11 +73,11 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
     assert!(!accepted(&events));
     // It saw the challenge (not JSON), then the close.
     assert!(matches!(
-        r.recv(plain, Some(DEADLINE)),
+        r.recv::<Value>(plain, Some(DEADLINE)),
         Err(Error::Decode(_))
     ));
     assert!(matches!(
-        r.recv(plain, Some(DEADLINE)),
+        r.recv::<Value>(plain, Some(DEADLINE)),
         Err(Error::Closed { .. })
     ));
 
@@ -148,7 +150,7 @@ fn serve_and_call_take_the_secret_from_the_environment() {
 fn a_secret_against_a_plain_server_fails_naming_the_missing_challenge() {
     let mut r = Reactor::new().expect("reactor");
     let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let secret = Secret::new(b"a shared secret of some length".to_vec());
@@ -174,7 +176,7 @@ fn a_secret_against_a_plain_server_fails_naming_the_missing_challenge() {
 fn a_missing_challenge_with_two_addresses_keeps_its_error_and_tries_once() {
     let mut r = Reactor::new().expect("reactor");
     let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let secret = Secret::new(b"a shared secret of some length".to_vec());

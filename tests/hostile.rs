@@ -9,14 +9,16 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use miniray::serde_json::json;
 use miniray::{ConnectOptions, Format, Reactor, Server, ServerEvent, ServerOptions};
+use serde_json::{json, Value};
 
 const LIMIT: usize = 1 << 20;
 
 fn server(r: &mut Reactor, format: Format) -> (Server, SocketAddr) {
     let opts = ServerOptions::new().format(format).max_line(LIMIT);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     (s, addr)
 }
@@ -41,11 +43,11 @@ fn well_behaved(r: &mut Reactor, addr: SocketAddr, format: Format) {
         .expect("connect");
     r.send(w, &json!({"still": "serving"})).expect("send");
     assert_eq!(
-        r.recv(w, Some(DEADLINE)).expect("echo"),
+        r.recv::<Value>(w, Some(DEADLINE)).expect("echo"),
         json!({"still": "serving"})
     );
     r.close(w).expect("close");
-    let _ = r.recv(w, Some(DEADLINE));
+    let _ = r.recv::<Value>(w, Some(DEADLINE));
     let _ = r.take_server_events();
 }
 

@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
-use miniray::serde_json::{json, Value};
 use miniray::{ConnectOptions, Error, Format, Reactor, ServerEvent, ServerOptions, WorkerOptions};
+use serde_json::{json, Value};
 
 #[test]
 fn remote_worker_round_trip_through_in_process_server_both_formats() {
@@ -18,7 +18,7 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
             .listen(
                 "127.0.0.1:0",
                 &ServerOptions::new().format(format),
-                |v| json!({"echo": v}),
+                |v: Value| json!({"echo": v}),
             )
             .expect("listen");
         let addr = r.server_addr(server).expect("addr");
@@ -28,7 +28,7 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
         assert!(is_nonblocking(w.fileno()) && is_cloexec(w.fileno()));
         r.send(w, &json!({"test": 123})).expect("send");
         assert_eq!(
-            r.recv(w, Some(DEADLINE)).expect("recv"),
+            r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
             json!({"echo": {"test": 123}})
         );
         // The server reported the connection.
@@ -42,7 +42,7 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
         // Closing the client ends the serving child, which is reaped.
         r.close(w).expect("close");
         assert!(matches!(
-            r.recv(w, Some(DEADLINE)),
+            r.recv::<Value>(w, Some(DEADLINE)),
             Err(Error::Closed { status: None })
         ));
         events_until(&mut r, |e| {
@@ -82,7 +82,7 @@ fn a_thousand_remote_workers_get_their_own_echoes() {
         .listen(
             "127.0.0.1:0",
             &ServerOptions::new().max_connections(2000),
-            |v| v,
+            |v: Value| v,
         )
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
@@ -114,7 +114,7 @@ fn a_thousand_remote_workers_get_their_own_echoes() {
 fn client_disconnecting_mid_line_ends_its_server_child() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let mut client = std::net::TcpStream::connect(addr).expect("connect");
@@ -144,7 +144,7 @@ fn server_killed_mid_stream_gives_the_client_closed() {
     let host = r
         .spawn_channel(&WorkerOptions::new(), |ch| {
             let mut inner = Reactor::new()?;
-            let s = inner.listen("127.0.0.1:0", &ServerOptions::new(), |v| v)?;
+            let s = inner.listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)?;
             let port = inner.server_addr(s)?.port();
             ch.send(&json!(port))?;
             loop {
@@ -154,7 +154,7 @@ fn server_killed_mid_stream_gives_the_client_closed() {
         })
         .expect("spawn server host");
     let port = r
-        .recv(host, Some(DEADLINE))
+        .recv::<Value>(host, Some(DEADLINE))
         .expect("port")
         .as_u64()
         .expect("u64") as u16;
@@ -162,14 +162,17 @@ fn server_killed_mid_stream_gives_the_client_closed() {
         .connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE)
         .expect("connect");
     r.send(w, &json!("before")).expect("send");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("echo"), json!("before"));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("echo"),
+        json!("before")
+    );
     r.kill(host, libc::SIGKILL).expect("kill");
     assert!(matches!(
-        r.recv(host, Some(DEADLINE)),
+        r.recv::<Value>(host, Some(DEADLINE)),
         Err(Error::Closed { .. })
     ));
     // The serving child dies with its parent (PDEATHSIG); the client sees it.
-    match r.recv(w, Some(DEADLINE)) {
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Closed { status: None }) => {}
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -182,7 +185,7 @@ fn connections_over_the_limit_are_closed_and_reported() {
         .listen(
             "127.0.0.1:0",
             &ServerOptions::new().max_connections(1),
-            |v| v,
+            |v: Value| v,
         )
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
@@ -190,7 +193,10 @@ fn connections_over_the_limit_are_closed_and_reported() {
         .connect(addr, &ConnectOptions::new(), DEADLINE)
         .expect("first");
     r.send(first, &json!(1)).expect("send");
-    assert_eq!(r.recv(first, Some(DEADLINE)).expect("echo"), json!(1));
+    assert_eq!(
+        r.recv::<Value>(first, Some(DEADLINE)).expect("echo"),
+        json!(1)
+    );
     let mut second = std::net::TcpStream::connect(addr).expect("second");
     second.set_read_timeout(Some(DEADLINE)).expect("timeout");
     events_until(&mut r, |e| {
@@ -221,7 +227,7 @@ fn emfile_on_accept_recovers_and_serves_the_next_client() {
         collect(&mut r, host, &mut events, Duration::ZERO);
         if let Ok(w) = r.connect(addr, &ConnectOptions::new(), DEADLINE) {
             r.send(w, &json!("after")).expect("send");
-            if let Ok(reply) = r.recv(w, Some(Duration::from_secs(2))) {
+            if let Ok(reply) = r.recv::<Value>(w, Some(Duration::from_secs(2))) {
                 assert_eq!(reply, json!("after"));
                 break;
             }
@@ -278,7 +284,7 @@ fn connect_timeout_and_reset_are_reported() {
     };
     assert_eq!(rc, 0);
     drop(conn);
-    match r.recv(w, Some(DEADLINE)) {
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Closed { status: None }) => {}
         other => panic!("expected Closed after reset, got {other:?}"),
     }
@@ -288,7 +294,7 @@ fn connect_timeout_and_reset_are_reported() {
 fn untaken_server_events_do_not_make_wait_any_spin() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let _client = std::net::TcpStream::connect(addr).expect("connect");
@@ -319,7 +325,11 @@ fn untaken_server_events_do_not_make_wait_any_spin() {
 fn server_handles_and_remote_workers_get_truthful_errors() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| json!({"echo": v}))
+        .listen(
+            "127.0.0.1:0",
+            &ServerOptions::new(),
+            |v: Value| json!({"echo": v}),
+        )
         .expect("listen");
     // Read-only questions need only a shared borrow.
     let shared: &Reactor = &r;
@@ -338,10 +348,13 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
         other => panic!("expected Io(Unsupported) from kill, got {other:?}"),
     }
     r.send(w, &json!(7)).expect("send after kill");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!({"echo": 7}));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
+        json!({"echo": 7})
+    );
     r.close(w).expect("close");
     loop {
-        match r.recv(w, Some(DEADLINE)) {
+        match r.recv::<Value>(w, Some(DEADLINE)) {
             Err(Error::Closed { .. }) => break,
             Err(e) if e.is_message_error() => {}
             other => panic!("expected Closed, got {other:?}"),
@@ -352,7 +365,7 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
     // not unknown workers.
     let mut other = Reactor::new().expect("reactor");
     let foreign = other
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     r.stop_server(server).expect("stop");
     for s in [server, foreign] {
@@ -375,7 +388,7 @@ fn server_options_keep_fd_reaches_each_serving_child() {
     let mut ask = |opts: &ServerOptions| -> Value {
         let server = r
             .listen_channel("127.0.0.1:0", opts, move |ch| {
-                while ch.recv()?.is_some() {
+                while ch.recv::<Value>()?.is_some() {
                     let open = std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists();
                     ch.send(&json!(open))?;
                 }
@@ -402,7 +415,11 @@ fn server_options_keep_fd_reaches_each_serving_child() {
 fn server_options_bad_keep_fd_fails_the_connection_with_bad_descriptor() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new().keep_fd(-1), |v| v)
+        .listen(
+            "127.0.0.1:0",
+            &ServerOptions::new().keep_fd(-1),
+            |v: Value| v,
+        )
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let client = r.connect(addr, &ConnectOptions::new(), DEADLINE);
@@ -422,7 +439,7 @@ fn server_options_bad_keep_fd_fails_the_connection_with_bad_descriptor() {
         "{events:?}"
     );
     if let Ok(w) = client {
-        match r.recv(w, Some(DEADLINE)) {
+        match r.recv::<Value>(w, Some(DEADLINE)) {
             Err(Error::Closed { .. }) => {}
             other => panic!("expected Closed, got {other:?}"),
         }
