@@ -224,9 +224,9 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
-/// The tag each variant hashes first; `Str` uses `STR_TAG` so that a
-/// `&str` can look up a str key without building a `Value`.
-const STR_TAG: u8 = 6;
+/// Each variant hashes a tag first, except `Str`, which hashes exactly as
+/// its `str` does: `dict.get("key")` hashes the `&str` with `str`'s own
+/// `Hash`, so any tag here would make that lookup miss.
 
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -287,7 +287,6 @@ impl Hash for Value {
 }
 
 fn str_hash<H: Hasher>(s: &str, state: &mut H) {
-    state.write_u8(STR_TAG);
     s.hash(state);
 }
 
@@ -393,6 +392,21 @@ mod tests {
         assert_eq!(d.get_str("k"), Some(&Value::Int(5)));
         assert_eq!(d.get("k"), Some(&Value::Int(5)));
         assert_eq!(d.get_str("x"), None);
+    }
+
+    /// `dict.get("k")` hashes the `&str` with `str`'s own `Hash`, so a
+    /// `Value::Str` must hash exactly as its text does. A one-entry map
+    /// never hashes (indexmap compares directly), so use many keys.
+    #[test]
+    fn str_keys_are_found_by_plain_str_among_many() {
+        let d: Dict = (0..50)
+            .map(|i| (Value::Str(format!("k{i}")), Value::Int(i)))
+            .collect();
+        for i in 0..50 {
+            let key = format!("k{i}");
+            assert_eq!(d.get(key.as_str()), Some(&Value::Int(i)), "{key}");
+            assert_eq!(d.get_str(&key), Some(&Value::Int(i)), "{key}");
+        }
     }
 
     #[test]
