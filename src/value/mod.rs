@@ -18,7 +18,12 @@
 //! and `Hash` consistently with that, so any value can be a dict key or a set
 //! member.
 
+mod access;
+mod convert;
+mod macros;
 pub(crate) mod magic;
+mod printable;
+mod repr;
 mod serde;
 mod text;
 
@@ -28,6 +33,7 @@ use std::ops::{Deref, DerefMut};
 use indexmap::{IndexMap, IndexSet};
 use num_bigint::BigInt;
 
+pub use access::ValueIndex;
 pub use text::SurrogateStr;
 
 /// One Python value. See the [module docs](self) for equality.
@@ -131,15 +137,23 @@ impl DerefMut for Set {
     }
 }
 
-impl FromIterator<(Value, Value)> for Dict {
-    fn from_iter<I: IntoIterator<Item = (Value, Value)>>(iter: I) -> Self {
-        Dict(Box::new(iter.into_iter().collect()))
+/// Collects `(key, value)` pairs of anything that converts into [`Value`];
+/// a repeated key keeps its first place and its last value, as in Python.
+impl<K: Into<Value>, V: Into<Value>> FromIterator<(K, V)> for Dict {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Dict(Box::new(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
     }
 }
 
-impl FromIterator<Value> for Set {
-    fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
-        Set(Box::new(iter.into_iter().collect()))
+/// Collects anything that converts into [`Value`]; a repeated member keeps
+/// its first place.
+impl<T: Into<Value>> FromIterator<T> for Set {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Set(Box::new(iter.into_iter().map(Into::into).collect()))
     }
 }
 
