@@ -20,12 +20,16 @@
 
 mod access;
 mod convert;
+mod convert_error;
+mod from_value;
+mod json_value;
 mod macros;
 pub(crate) mod magic;
 mod printable;
 mod repr;
 mod serde;
 mod text;
+mod to_value;
 
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, DerefMut};
@@ -34,7 +38,11 @@ use indexmap::{IndexMap, IndexSet};
 use num_bigint::BigInt;
 
 pub use access::ValueIndex;
+pub use convert_error::ConvertError;
+pub use from_value::from_value;
+pub use json_value::ToJsonError;
 pub use text::SurrogateStr;
+pub use to_value::to_value;
 
 /// One Python value. See the [module docs](self) for equality.
 #[derive(Clone, Debug, Default)]
