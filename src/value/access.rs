@@ -1,18 +1,7 @@
 //! Reading a [`Value`] as `serde_json::Value` is read: `v["key"]`, `v[0]`,
-//! `get`, and `as_*` accessors that answer `None` for any other kind.
-//!
-//! Indexing never panics on reading: a missing key, an index past the end
-//! or a value of the wrong kind gives a reference to a static
-//! [`Value::None`], as `serde_json` gives `Null`, so
-//! `msg["a"]["b"][0].as_i64()` is `None` unless every step exists. (A
-//! Python `None` stored under the key reads the same; use [`Value::get`] to
-//! tell them apart.)
-//!
-//! Indexing mutably builds: `v["k"] = py!(1)` inserts the key into a dict
-//! (turning a `None` into an empty dict first, as `serde_json` does with
-//! `Null`); `v[i] = ...` replaces an item of a list or tuple. It panics when
-//! the value is of another kind or the index is past the end, as
-//! `serde_json` and `Vec` do.
+//! `get`, `as_*` accessors, `type_name`; and building with `v["k"] = x`.
+//! The contract (what a missing key reads as, when `IndexMut` panics) is in
+//! the `value` module docs, section "Reading".
 
 use std::borrow::Cow;
 use std::ops;
@@ -153,7 +142,7 @@ impl<T: ValueIndex + ?Sized> ValueIndex for &T {
 }
 
 /// `v["key"]`, `v[0]`, `v[&key]`: the value there, or a static `None` when
-/// there is none (see the [module docs](self)).
+/// there is none (see the [module docs](crate::value#reading)).
 impl<I: ValueIndex> ops::Index<I> for Value {
     type Output = Value;
     fn index(&self, index: I) -> &Value {
@@ -385,7 +374,7 @@ mod tests {
         assert!(v["zz"]["b"].is_none());
         assert!(v[0].is_none());
         assert!(py!(5)["a"].is_none());
-        assert_eq!(v.get(&Value::Int(7)), Some(&Value::from("seven")));
+        assert_eq!(v.get(Value::Int(7)), Some(&Value::from("seven")));
         assert_eq!(v.get(String::from("a")), v.get("a"));
         assert_eq!(v.get_str("a"), v.get("a"));
         assert!(v.get("zz").is_none());

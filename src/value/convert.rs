@@ -1,17 +1,6 @@
-//! `From` conversions into [`Value`], the Python way: Rust's numbers,
-//! strings, byte strings, vectors, tuples, options and maps become the
-//! Python values a peer would see.
-//!
-//! Two choices to know:
-//!
-//! * **Bytes or list?** A byte *slice or array reference* (`&[u8]`,
-//!   `&[u8; N]`, so a literal `b"abc"`) becomes `bytes`; a `Vec<u8>`
-//!   becomes a `list` of ints, as serde and `serde_json::json!` treat it.
-//!   Say [`Value::bytes`] to turn a `Vec<u8>` into `bytes`.
-//! * **No `From<()>`.** Rust's `()` is serde's unit, which both formats
-//!   write as `None`, but Python's `()` is the empty tuple; rather than pick
-//!   one silently, there is no conversion: write [`Value::None`] or
-//!   `py!(())` (an empty tuple).
+//! `From` conversions into [`Value`], the Python way, and comparisons with
+//! Rust values. The two choices to know (bytes or list, no `From<()>`) are
+//! in the `value` module docs, section "Building".
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -279,16 +268,21 @@ impl Value {
     }
 }
 
-macro_rules! eq_via_from {
+macro_rules! eq_int {
     ($($t:ty)*) => {$(
-        /// Equal when `Value::from(other)` is (exact, see [`Value`]'s
-        /// equality: `Value::Float(1.0) != 1`).
+        /// Equal when the value is that `int` (exact, see [`Value`]'s
+        /// equality: `Value::Float(1.0) != 1`, `Value::Bool(true) != 1`).
         impl PartialEq<$t> for Value {
             fn eq(&self, other: &$t) -> bool {
-                *self == Value::from(other.clone())
+                match (self, i64::try_from(*other)) {
+                    (Value::Int(i), Ok(o)) => *i == o,
+                    // A BigInt never fits i64, so only a wide `other` can match.
+                    (Value::BigInt(b), Err(_)) => <$t>::try_from(&**b).is_ok_and(|b| b == *other),
+                    _ => false,
+                }
             }
         }
-        /// Equal when `Value::from(self)` is.
+        /// Equal when the value is that `int`.
         impl PartialEq<Value> for $t {
             fn eq(&self, other: &Value) -> bool {
                 other == self
@@ -296,7 +290,54 @@ macro_rules! eq_via_from {
         }
     )*};
 }
-eq_via_from!(i8 i16 i32 i64 isize u8 u16 u32 u64 usize i128 u128 f32 f64 bool String);
+eq_int!(i8 i16 i32 i64 isize u8 u16 u32 u64 usize i128 u128);
+
+macro_rules! eq_float {
+    ($($t:ty)*) => {$(
+        /// Equal when the value is that `float`, compared as [`Value`]s
+        /// are (by bits, every NaN equal).
+        impl PartialEq<$t> for Value {
+            fn eq(&self, other: &$t) -> bool {
+                *self == Value::Float(f64::from(*other))
+            }
+        }
+        /// Equal when the value is that `float`.
+        impl PartialEq<Value> for $t {
+            fn eq(&self, other: &Value) -> bool {
+                other == self
+            }
+        }
+    )*};
+}
+eq_float!(f32 f64);
+
+/// Equal when the value is that `bool`.
+impl PartialEq<bool> for Value {
+    fn eq(&self, other: &bool) -> bool {
+        matches!(self, Value::Bool(b) if b == other)
+    }
+}
+
+/// Equal when the value is that `bool`.
+impl PartialEq<Value> for bool {
+    fn eq(&self, other: &Value) -> bool {
+        other == self
+    }
+}
+
+/// Equal when the value is that `str`.
+impl PartialEq<String> for Value {
+    fn eq(&self, other: &String) -> bool {
+        self == other.as_str()
+    }
+}
+
+/// Equal when the value is that `str`.
+impl PartialEq<Value> for String {
+    fn eq(&self, other: &Value) -> bool {
+        other == self.as_str()
+    }
+}
 
 /// Equal when the value is that `str`.
 impl PartialEq<str> for Value {
@@ -390,5 +431,9 @@ mod tests {
         assert_eq!(Value::Str("s".into()), "s");
         assert_eq!("s", Value::Str("s".into()));
         assert_eq!(Value::Str("s".into()), String::from("s"));
+        assert_eq!(Value::from(u128::MAX), u128::MAX);
+        assert_ne!(Value::from(u128::MAX), u64::MAX);
+        assert_ne!(Value::from(u64::MAX), -1i64);
+        assert_eq!(Value::Float(f64::NAN), f64::NAN);
     }
 }

@@ -1,20 +1,6 @@
-//! Conversions between [`Value`] and [`serde_json::Value`].
-//!
-//! Into `Value` nothing is lost: `null`, booleans, numbers (an integer as
-//! `int`, any other number as `float`), strings, arrays (as `list`) and
-//! objects (as `dict` with `str` keys, in the order the object iterates:
-//! without serde_json's `preserve_order` feature that is sorted key order,
-//! not the order of the text).
-//!
-//! Out of `Value`, [`TryFrom`] succeeds for what JSON can hold exactly and
-//! fails with a [`ToJsonError`] naming the Python type and why otherwise.
-//! A `tuple` becomes an array, as Python's `json` writes one. Refused:
-//! `bytes`, `set`, `frozenset` and `complex` (JSON has no such type, and
-//! Python's `json` refuses them too), a NaN or infinite float
-//! (`serde_json::Value` cannot hold one, although Python writes `NaN`), an
-//! `int` outside `i64` and `u64`, a dict key that is not a `str` (Python's
-//! `json` would write `1` as `"1"`, which does not come back as `1`), and a
-//! `str` with lone surrogates.
+//! Conversions between [`Value`] and [`serde_json::Value`], and
+//! [`ToJsonError`]. What converts and what is refused is in the `value`
+//! module docs, section "`serde_json::Value`".
 
 use std::fmt;
 
@@ -98,7 +84,7 @@ impl fmt::Display for ToJsonError {
 
 impl std::error::Error for ToJsonError {}
 
-/// Lossless: see the [module docs](self).
+/// Lossless: see the [module docs](crate::value#serde_jsonvalue).
 impl From<serde_json::Value> for Value {
     fn from(v: serde_json::Value) -> Value {
         match v {
@@ -138,7 +124,7 @@ fn number(n: &Number) -> Value {
     Value::Float(n.as_f64().unwrap_or(f64::NAN))
 }
 
-/// Exact, or a [`ToJsonError`]: see the [module docs](self).
+/// Exact, or a [`ToJsonError`]: see the [module docs](crate::value#serde_jsonvalue).
 impl TryFrom<&Value> for serde_json::Value {
     type Error = ToJsonError;
     fn try_from(v: &Value) -> Result<serde_json::Value, ToJsonError> {

@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(v.as_dict().map(|d| d.len()), Some(9));
         assert_eq!(v["k"], 1);
         assert_eq!(v[2], py!([3]));
-        assert!(v.get(&py!((1, 2))).is_some_and(Value::is_none));
+        assert!(v.get(py!((1, 2))).is_some_and(Value::is_none));
         assert!(v.get(&Value::None).is_some());
         assert_eq!(v["dyn"], 5);
         assert_eq!(v["expr"], 11);

@@ -1,32 +1,13 @@
-//! `Display` for [`Value`]: Python's `repr`, character for character as
-//! CPython 3.11 writes it.
-//!
-//! * `None`, `True`, `False`; ints in decimal, of any size (CPython 3.11
-//!   refuses to print an int of more than 4300 digits; this prints it).
-//! * Floats as `repr(float)` (shortest round-trip digits, `nan`, `inf`,
-//!   `-inf`); complex as `repr(complex)`: `2j`, `-0j`, `(1+2j)`,
-//!   `(-0-0j)`, `(1+nanj)` (a NaN never shows its sign, as in CPython).
-//! * `str` with CPython's quote choice (`'` unless the text holds `'` and
-//!   no `"`), escapes `\\`, the quote, `\t`, `\n`, `\r`, `\xNN` below
-//!   U+0100, `\uNNNN`, `\UNNNNNNNN` for what `str.isprintable()` rejects
-//!   (lone surrogates: `\ud800`), and printable characters as themselves.
-//!   Printability is Unicode 14.0's, as in Python 3.11 (so U+00A0 is
-//!   `\xa0` and an unassigned code point is escaped); a Python built on a
-//!   later Unicode prints characters assigned since as themselves.
-//! * `bytes` as `b'...'` with the same quote choice, `\t`, `\n`, `\r`,
-//!   `\\`, and `\xNN` outside printable ASCII.
-//! * `(1,)`, `()`, `[1, 2]`, `{'a': 1}`, `{1, 2}`, `set()`,
-//!   `frozenset({1})`, `frozenset()`. Dicts print in insertion order, as in
-//!   Python; sets print in the order they hold (insertion order), where
-//!   CPython prints its hash table's order (the same for small
-//!   non-negative ints inserted in increasing order, not in general).
+//! `Display` for [`Value`]: Python's `repr`, as CPython 3.11 writes it.
+//! The rules (and where they knowingly differ) are in the `value` module
+//! docs, section "Display is `repr`".
 
 use std::fmt::{self, Display, Formatter, Write};
 
 use super::printable::is_printable;
 use super::Value;
 
-/// Python's `repr` (see the [module docs](self) for the details).
+/// Python's `repr` (see the [module docs](crate::value#display-is-repr) for the details).
 ///
 /// ```
 /// use miniray::py;
