@@ -136,6 +136,32 @@ macro_rules! py {
         )*
         $crate::Value::Dict(dict)
     }};
+    // A one-token key (the common case) and its value in one step, so a
+    // dict costs one recursion level per entry.
+    (@dict [$($e:tt)*] () ($key:tt : None $(, $($rest:tt)*)?)) => {
+        $crate::py!(@dict [$($e)* ($crate::py!($key), $crate::Value::None)] () ($($($rest)*)?))
+    };
+    (@dict [$($e:tt)*] () ($key:tt : null $(, $($rest:tt)*)?)) => {
+        $crate::py!(@dict [$($e)* ($crate::py!($key), $crate::Value::None)] () ($($($rest)*)?))
+    };
+    (@dict [$($e:tt)*] () ($key:tt : set [$($t:tt)*] $(, $($rest:tt)*)?)) => {
+        $crate::py!(@dict [$($e)* ($crate::py!($key), $crate::py!(set [$($t)*]))] () ($($($rest)*)?))
+    };
+    (@dict [$($e:tt)*] () ($key:tt : frozenset [$($t:tt)*] $(, $($rest:tt)*)?)) => {
+        $crate::py!(@dict [$($e)* ($crate::py!($key), $crate::py!(frozenset [$($t)*]))] () ($($($rest)*)?))
+    };
+    (@dict [$($e:tt)*] () ($key:tt : [$($t:tt)*] $(, $($rest:tt)*)?)) => {
+        $crate::py!(@dict [$($e)* ($crate::py!($key), $crate::py!([$($t)*]))] () ($($($rest)*)?))
+    };
+    (@dict [$($e:tt)*] () ($key:tt : ($($t:tt)*) $(, $($rest:tt)*)?)) => {
+        $crate::py!(@dict [$($e)* ($crate::py!($key), $crate::py!(($($t)*)))] () ($($($rest)*)?))
+    };
+    (@dict [$($e:tt)*] () ($key:tt : {$($t:tt)*} $(, $($rest:tt)*)?)) => {
+        $crate::py!(@dict [$($e)* ($crate::py!($key), $crate::py!({$($t)*}))] () ($($($rest)*)?))
+    };
+    (@dict [$($e:tt)*] () ($key:tt : $v:expr $(, $($rest:tt)*)?)) => {
+        $crate::py!(@dict [$($e)* ($crate::py!($key), $crate::Value::from($v))] () ($($($rest)*)?))
+    };
     (@dict [$($e:tt)*] ($($key:tt)+) (: $($rest:tt)*)) => {
         $crate::py!(@value [$($e)*] ($($key)+) ($($rest)*))
     };
@@ -281,5 +307,37 @@ mod tests {
         assert_eq!(py!({}), Value::Dict(Dict::new()));
         assert_eq!(py!({"a": 1, "a": 2}).to_string(), "{'a': 2}");
         assert_eq!(py!({"last": [1]}), py!({"last": [1],}));
+        assert_eq!(py!({-1: 2, n + 1: 3})[6], 3);
+        assert_eq!(py!({-1: 2})[&py!(-1)], 2);
+    }
+
+    #[test]
+    fn groups_followed_by_more_are_expressions() {
+        assert_eq!(py!([[1, 2].len(), (2 + 3) * 2]), py!([2, 10]));
+        assert_eq!(py!({"n": [1].len(), (1): (2)}), py!({"n": 1, 1: 2}));
+    }
+
+    /// A hundred items at one level fit the default recursion limit.
+    #[test]
+    fn long_literals_compile() {
+        let list = py!([
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8,
+            9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7,
+            8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6,
+            7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+        ]);
+        assert_eq!(list.as_seq().map(<[_]>::len), Some(100));
+        let dict = py!({
+            0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 8, 9: 9, 10: 0, 11: 1, 12: 2,
+            13: 3, 14: 4, 15: 5, 16: 6, 17: 7, 18: 8, 19: 9, 20: 0, 21: 1, 22: 2, 23: 3, 24: 4,
+            25: 5, 26: 6, 27: 7, 28: 8, 29: 9, 30: 0, 31: 1, 32: 2, 33: 3, 34: 4, 35: 5, 36: 6,
+            37: 7, 38: 8, 39: 9, 40: 0, 41: 1, 42: 2, 43: 3, 44: 4, 45: 5, 46: 6, 47: 7, 48: 8,
+            49: 9, 50: 0, 51: 1, 52: 2, 53: 3, 54: 4, 55: 5, 56: 6, 57: 7, 58: 8, 59: 9, 60: 0,
+            61: 1, 62: 2, 63: 3, 64: 4, 65: 5, 66: 6, 67: 7, 68: 8, 69: 9, 70: 0, 71: 1, 72: 2,
+            73: 3, 74: 4, 75: 5, 76: 6, 77: 7, 78: 8, 79: 9, 80: 0, 81: 1, 82: 2, 83: 3, 84: 4,
+            85: 5, 86: 6, 87: 7, 88: 8, 89: 9, 90: 0, 91: 1, 92: 2, 93: 3, 94: 4, 95: 5, 96: 6,
+            97: 7, 98: 8, 99: 9
+        });
+        assert_eq!(dict.as_dict().map(|d| d.len()), Some(100));
     }
 }
