@@ -137,6 +137,13 @@ impl<T: Into<Value>, const N: usize> From<[T; N]> for Value {
     }
 }
 
+/// A clone, so that `py!([&v])` interpolates a borrowed value.
+impl From<&Value> for Value {
+    fn from(v: &Value) -> Value {
+        v.clone()
+    }
+}
+
 /// A `list` of clones.
 impl From<&[Value]> for Value {
     fn from(items: &[Value]) -> Value {
@@ -363,6 +370,7 @@ impl PartialEq<Value> for &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::py;
 
     #[test]
     fn ints_normalize_whatever_their_rust_type() {
@@ -402,6 +410,11 @@ mod tests {
             Value::List(vec![0.into(), 1.into(), 2.into()])
         );
         assert_eq!(Value::from([true]), Value::List(vec![Value::Bool(true)]));
+        let inner = Value::from("x");
+        assert_eq!(
+            py!([&inner, inner]),
+            Value::List(vec!["x".into(), "x".into()])
+        );
     }
 
     #[test]

@@ -411,4 +411,55 @@ mod tests {
             "{e}"
         );
     }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::None),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            (any::<i128>(), 0u32..300)
+                .prop_map(|(n, shift)| Value::from_bigint(BigInt::from(n) << shift)),
+            any::<u64>().prop_map(|bits| Value::Float(f64::from_bits(bits))),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(a, b)| Value::complex(f64::from_bits(a), f64::from_bits(b))),
+            proptest::collection::vec(0u32..0x11_0000, 0..6)
+                .prop_map(|points| Value::from_code_points(points).unwrap_or_default()),
+            proptest::collection::vec(any::<u8>(), 0..6).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Tuple),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::set),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::frozenset),
+                proptest::collection::vec((inner.clone(), inner), 0..6)
+                    .prop_map(|entries| Value::Dict(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Tuples as lists, as they come back from JSON.
+    fn untuple(v: Value) -> Value {
+        match v {
+            Value::Tuple(items) | Value::List(items) => {
+                Value::List(items.into_iter().map(untuple).collect())
+            }
+            Value::Dict(d) => Value::Dict(d.into_iter().map(|(k, v)| (k, untuple(v))).collect()),
+            other => other,
+        }
+    }
+
+    proptest::proptest! {
+        /// Any value, however nested, comes back exactly through both
+        /// directions, and through serde_json whenever that accepts it.
+        #[test]
+        fn any_value_round_trips(v in any_value()) {
+            proptest::prop_assert_eq!(to_value(&v), Ok(v.clone()));
+            proptest::prop_assert_eq!(from_value::<Value>(v.clone()), Ok(v.clone()));
+            if let Ok(j) = serde_json::Value::try_from(&v) {
+                proptest::prop_assert_eq!(Value::from(j), untuple(v));
+            }
+        }
+    }
 }

@@ -27,7 +27,8 @@
 //! `f32`/`f64`, `bool`, `&str`/`String`/`char`, `BigInt`, `Option<T>`
 //! (`None` is `None`), `Vec<T>` and `[T; N]` (a `list`), Rust tuples up to
 //! eight items (a `tuple`), `HashMap`/`BTreeMap`/`IndexMap` (a `dict`),
-//! `HashSet`/`BTreeSet`/`IndexSet` (a `set`), [`Dict`] and [`Set`];
+//! `HashSet`/`BTreeSet`/`IndexSet` (a `set`), [`Dict`] and [`Set`], and
+//! `&Value` (a clone);
 //! `collect()` into a `Value` makes a `list`. Two choices to know:
 //!
 //! * A byte slice or array *reference* (`&[u8]`, `&[u8; N]`, so a literal
