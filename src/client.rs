@@ -42,8 +42,8 @@ use crate::Reactor;
 ///     .format(Format::Marshal)
 ///     .secret(Secret::new(b"shared secret".to_vec()));
 /// let w = reactor.connect("127.0.0.1:7000", &opts, Duration::from_secs(5))?;
-/// reactor.send(w, &miniray::serde_json::json!({"x": 1}))?;
-/// let reply = reactor.recv(w, Some(Duration::from_secs(5)))?;
+/// reactor.send(w, &miniray::py!({"x": 1}))?;
+/// let reply: miniray::Value = reactor.recv(w, Some(Duration::from_secs(5)))?;
 /// # let _ = reply;
 /// # Ok(())
 /// # }

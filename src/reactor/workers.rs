@@ -85,7 +85,7 @@ impl Reactor {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use miniray::{Exec, Reactor, WorkerOptions, serde_json::json};
+    /// # use miniray::{py, Exec, Reactor, Value, WorkerOptions};
     /// # fn main() -> miniray::Result<()> {
     /// let mut reactor = Reactor::new()?;
     /// let echo = Exec::new(
@@ -93,8 +93,8 @@ impl Reactor {
     ///     ["-u", "-c", "import sys\nfor line in sys.stdin: print(line, end='')"],
     /// )?;
     /// let w = reactor.spawn_exec(&WorkerOptions::new(), &echo)?;
-    /// reactor.send(w, &json!({"n": 1}))?;
-    /// assert_eq!(reactor.recv(w, Some(Duration::from_secs(10)))?, json!({"n": 1}));
+    /// reactor.send(w, &py!({"n": 1}))?;
+    /// assert_eq!(reactor.recv::<Value>(w, Some(Duration::from_secs(10)))?, py!({"n": 1}));
     /// # Ok(())
     /// # }
     /// ```
@@ -317,19 +317,19 @@ impl Reactor {
     /// ```
     /// use std::os::unix::process::ExitStatusExt; // ExitStatus::signal
     /// use std::time::Duration;
-    /// use miniray::{Error, Reactor, Signal, serde_json::json};
+    /// use miniray::{Error, Reactor, Signal};
     /// # fn main() -> miniray::Result<()> {
     /// let mut reactor = Reactor::new()?;
-    /// let w = reactor.spawn(|_| loop {
+    /// let w = reactor.spawn(|_: String| -> String { loop {
     ///     std::thread::sleep(Duration::from_secs(1)); // never answers
-    /// })?;
-    /// reactor.send(w, &json!("ping"))?;
-    /// match reactor.recv(w, Some(Duration::from_millis(100))) {
+    /// }})?;
+    /// reactor.send(w, &"ping")?;
+    /// match reactor.recv::<String>(w, Some(Duration::from_millis(100))) {
     ///     Err(Error::Timeout) => reactor.kill(w, Signal::KILL)?,
     ///     other => panic!("{other:?}"),
     /// }
     /// loop {
-    ///     match reactor.recv(w, Some(Duration::from_secs(10))) {
+    ///     match reactor.recv::<String>(w, Some(Duration::from_secs(10))) {
     ///         Err(Error::Closed { status }) => {
     ///             assert_eq!(status.and_then(|s| s.signal()), Some(Signal::KILL.as_raw()));
     ///             assert_eq!(Error::Closed { status }.to_string(), "worker closed: killed by SIGKILL");
