@@ -105,7 +105,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secret) = secret {
         opts = opts.secret(secret);
     }
-    let w = reactor.connect(addr.as_str(), &opts, timeout)?;
+    let w = reactor.connect(addr.as_str(), &opts, Some(timeout))?;
     let out = std::io::stdout();
     let mut out = out.lock();
     let (mut sent, mut received, mut failed) = (0, 0, 0);

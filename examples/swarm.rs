@@ -173,7 +173,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         workers.push(match server {
             Some(s) => {
                 let addr = reactor.server_addr(s)?;
-                reactor.connect(addr, &copts, Duration::from_secs(30))?
+                reactor.connect(addr, &copts, Some(Duration::from_secs(30)))?
             }
             None => reactor.spawn_with(&opts, work)?,
         });

@@ -91,6 +91,29 @@
 //! ([`Error::Decode`], [`Error::LineTooLong`]); a peer that disconnects in the
 //! middle of a line gives [`Error::TruncatedLine`] and then [`Error::Closed`].
 //!
+//! # Timeouts
+//!
+//! Every call that blocks takes the same kind of bound, `timeout:
+//! Option<Duration>`: `None` waits without limit, `Some(Duration::ZERO)`
+//! only looks, and a duration too long to be a deadline (`Duration::MAX`)
+//! is the same as `None`. What "nothing came in time" looks like depends
+//! on what the call waits for:
+//!
+//! * for **one thing** ([`Reactor::recv`], [`Reactor::recv_regions`],
+//!   [`Reactor::connect`]): [`Error::Timeout`], since there is no value to
+//!   return;
+//! * for **whatever is ready** ([`Reactor::wait_any`],
+//!   [`Reactor::wait_any_into`], [`Reactor::wait_events`],
+//!   [`Reactor::wait_events_into`]): an empty list, a normal answer (the
+//!   non-blocking step of an embedding returns one most of the time).
+//!
+//! Limits that are set once and then apply to every connection are plain
+//! `Duration`s on the option builders (not calling the builder means no
+//! limit): [`ServerOptions::idle_timeout`], [`ServerOptions::auth_timeout`],
+//! [`ServerOptions::accept_backoff`], [`Reactor::set_grace`].
+//! [`Channel::set_idle_timeout`] is a setter, so it takes an `Option`
+//! (`None` clears it).
+//!
 //! # Descriptors and scale
 //!
 //! A running closure worker costs its parent exactly one descriptor (its end

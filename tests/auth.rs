@@ -38,7 +38,7 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
 
     // The right secret.
     let good = r
-        .connect(addr, &ConnectOptions::new().secret(secret), DEADLINE)
+        .connect(addr, &ConnectOptions::new().secret(secret), Some(DEADLINE))
         .expect("connect");
     r.send(good, &json!({"authenticated": true})).expect("send");
     assert_eq!(
@@ -53,7 +53,7 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
         .connect(
             addr,
             &ConnectOptions::new().secret(Secret::new(b"guess".to_vec())),
-            DEADLINE,
+            Some(DEADLINE),
         )
         .expect("the client side of the handshake completes");
     let events = events_until(&mut r, |e| auth_failed(e).is_some());
@@ -66,7 +66,7 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
 
     // No secret at all (a plain client sends a message as its first line).
     let plain = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(plain, &json!("hello?")).expect("send");
     let events = events_until(&mut r, |e| auth_failed(e).is_some());
@@ -157,7 +157,7 @@ fn a_secret_against_a_plain_server_fails_naming_the_missing_challenge() {
     match r.connect(
         addr,
         &ConnectOptions::new().secret(secret),
-        Duration::from_millis(300),
+        Some(Duration::from_millis(300)),
     ) {
         Err(Error::Io { op, source }) => {
             assert_eq!(op, "authenticate");
@@ -183,7 +183,7 @@ fn a_missing_challenge_with_two_addresses_keeps_its_error_and_tries_once() {
     let got = r.connect(
         &[addr, addr][..],
         &ConnectOptions::new().secret(secret),
-        Duration::from_millis(300),
+        Some(Duration::from_millis(300)),
     );
     match got {
         Err(Error::Io { op, ref source }) => {

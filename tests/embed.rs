@@ -430,7 +430,7 @@ fn connect_signals_the_replies_it_read_for_other_workers() {
     let fd = r.as_raw_fd();
     let b = echo_with_reply_waiting(&mut r, fd);
     let c = r
-        .connect(addr, &miniray::ConnectOptions::new(), DEADLINE)
+        .connect(addr, &miniray::ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     assert!(
         poll_readable(fd, 0),

@@ -39,7 +39,7 @@ fn raw_client(r: &mut Reactor, addr: SocketAddr) -> (TcpStream, i32) {
 
 fn well_behaved(r: &mut Reactor, addr: SocketAddr, format: Format) {
     let w = r
-        .connect(addr, &ConnectOptions::new().format(format), DEADLINE)
+        .connect(addr, &ConnectOptions::new().format(format), Some(DEADLINE))
         .expect("connect");
     r.send(w, &json!({"still": "serving"})).expect("send");
     assert_eq!(

@@ -282,7 +282,7 @@ fn an_undecodable_request_is_answered_and_serving_goes_on() {
         .connect(
             addr,
             &ConnectOptions::new().format(Format::Marshal),
-            DEADLINE,
+            Some(DEADLINE),
         )
         .expect("connect");
     r.send(c, &[1, 2, 3]).expect("send");
@@ -384,4 +384,31 @@ fn call_prints_the_servers_error_reply() {
         t.elapsed() < Duration::from_secs(20),
         "answered, not timed out"
     );
+}
+
+/// Item 8: one kind of bound for every blocking call (`Option<Duration>`,
+/// `None` = no limit), and the two documented shapes of "nothing came".
+#[test]
+fn every_blocking_call_takes_an_optional_timeout() {
+    use miniray::{ConnectOptions, ServerOptions};
+    let mut r = Reactor::new().expect("reactor");
+    let server = r
+        .listen("127.0.0.1:0", &ServerOptions::new(), |n: u64| n)
+        .expect("listen");
+    let addr = r.server_addr(server).expect("addr");
+    // No limit, as for recv and wait_any.
+    let c = r.connect(addr, &ConnectOptions::new(), None).expect("connect");
+    r.send(c, &3u64).expect("send");
+    assert_eq!(r.recv::<u64>(c, None).expect("reply"), 3);
+    // Waiting for one thing: Err(Timeout). For whatever is ready: empty.
+    assert!(matches!(
+        r.recv::<u64>(c, Some(Duration::ZERO)),
+        Err(Error::Timeout)
+    ));
+    assert!(r.wait_any(Some(Duration::ZERO)).expect("wait").is_empty());
+    let w = r.spawn(|n: u64| n).expect("spawn");
+    assert!(matches!(
+        r.recv::<u64>(w, Some(Duration::from_millis(10))),
+        Err(Error::Timeout)
+    ));
 }

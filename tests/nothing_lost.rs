@@ -42,7 +42,7 @@ fn a_million_messages_arrive_exactly_once_in_order() {
         let w = if i < 100 {
             r.spawn(|v: Value| v).expect("spawn")
         } else {
-            r.connect(addr, &ConnectOptions::new(), common::DEADLINE)
+            r.connect(addr, &ConnectOptions::new(), Some(common::DEADLINE))
                 .expect("connect")
         };
         lanes.push(Lane {

@@ -268,7 +268,7 @@ fn miniray_remote_worker_against_python_server() {
             .connect(
                 ("127.0.0.1", port),
                 &ConnectOptions::new().format(format),
-                DEADLINE,
+                Some(DEADLINE),
             )
             .expect("connect");
         for c in &cases {

@@ -47,7 +47,7 @@ fn stop_server_with_an_infinite_grace_reaps_its_children() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(c, &json!("x")).expect("send");
     assert_eq!(
@@ -137,7 +137,7 @@ fn connect_with_an_infinite_timeout_connects() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new(), Duration::MAX)
+        .connect(addr, &ConnectOptions::new(), Some(Duration::MAX))
         .expect("connect");
     r.send(c, &json!("c")).expect("send");
     assert_eq!(
@@ -159,7 +159,11 @@ fn connect_with_a_secret_and_an_infinite_timeout_authenticates() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new().secret(secret), Duration::MAX)
+        .connect(
+            addr,
+            &ConnectOptions::new().secret(secret),
+            Some(Duration::MAX),
+        )
         .expect("connect");
     r.send(c, &json!("a")).expect("send");
     assert_eq!(
@@ -183,7 +187,7 @@ fn an_infinite_auth_timeout_serves_and_never_expires_a_handshake() {
     let _silent = std::net::TcpStream::connect(addr).expect("silent");
     // The handshake starts during event dispatch (inside this connect).
     let c = r
-        .connect(addr, &ConnectOptions::new().secret(secret), DEADLINE)
+        .connect(addr, &ConnectOptions::new().secret(secret), Some(DEADLINE))
         .expect("connect");
     r.send(c, &json!("t")).expect("send");
     assert_eq!(

@@ -38,7 +38,7 @@ fn idle_exit(e: &ServerEvent) -> bool {
 }
 
 fn echo_roundtrip(r: &mut Reactor, addr: std::net::SocketAddr) -> Result<(), Error> {
-    let c = r.connect(addr, &ConnectOptions::new(), DEADLINE)?;
+    let c = r.connect(addr, &ConnectOptions::new(), Some(DEADLINE))?;
     r.send(c, &json!("hello"))?;
     let reply = r.recv::<Value>(c, Some(DEADLINE));
     let _ = r.close(c);
@@ -154,7 +154,7 @@ fn slow_answers_and_steady_clients_are_not_cut_off() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(c, &json!("slow")).expect("send");
     assert_eq!(
@@ -205,7 +205,7 @@ fn an_infinite_idle_timeout_is_no_limit() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(c, &json!(1)).expect("send");
     assert_eq!(r.recv::<Value>(c, Some(DEADLINE)).expect("echo"), json!(1));

@@ -245,7 +245,7 @@ fn regions_to_a_remote_worker_are_refused_and_nothing_is_sent() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let w = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     let region = SharedMemory::create("no-tcp", 4096).expect("create");
     assert!(matches!(

@@ -464,7 +464,7 @@ fn envelope_shaped_messages_cross_tcp_unchanged() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let w = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     for v in [
         json!({"miniray.regions": [], "msg": 5}),

@@ -286,7 +286,7 @@ fn both_send_paths_refuse_in_the_same_order() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let remote = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
 
     let parent_local = reactor_refusal(&mut r, local, &refs);

@@ -23,7 +23,7 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
             .expect("listen");
         let addr = r.server_addr(server).expect("addr");
         let w = r
-            .connect(addr, &ConnectOptions::new().format(format), DEADLINE)
+            .connect(addr, &ConnectOptions::new().format(format), Some(DEADLINE))
             .expect("connect");
         assert!(is_nonblocking(w.fileno()) && is_cloexec(w.fileno()));
         r.send(w, &json!({"test": 123})).expect("send");
@@ -62,7 +62,7 @@ fn connection_refused_is_a_clear_error() {
         .expect("addr")
         .port();
     let mut r = Reactor::new().expect("reactor");
-    match r.connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE) {
+    match r.connect(("127.0.0.1", port), &ConnectOptions::new(), Some(DEADLINE)) {
         Err(Error::Io {
             op: "connect",
             source,
@@ -90,7 +90,7 @@ fn a_thousand_remote_workers_get_their_own_echoes() {
     let mut workers = Vec::with_capacity(n);
     for _ in 0..n {
         workers.push(
-            r.connect(addr, &ConnectOptions::new(), DEADLINE)
+            r.connect(addr, &ConnectOptions::new(), Some(DEADLINE))
                 .expect("connect"),
         );
     }
@@ -159,7 +159,7 @@ fn server_killed_mid_stream_gives_the_client_closed() {
         .as_u64()
         .expect("u64") as u16;
     let w = r
-        .connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE)
+        .connect(("127.0.0.1", port), &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(w, &json!("before")).expect("send");
     assert_eq!(
@@ -190,7 +190,7 @@ fn connections_over_the_limit_are_closed_and_reported() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let first = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("first");
     r.send(first, &json!(1)).expect("send");
     assert_eq!(
@@ -225,7 +225,7 @@ fn emfile_on_accept_recovers_and_serves_the_next_client() {
     loop {
         assert!(Instant::now() < end, "server never recovered: {events:?}");
         collect(&mut r, host, &mut events, Duration::ZERO);
-        if let Ok(w) = r.connect(addr, &ConnectOptions::new(), DEADLINE) {
+        if let Ok(w) = r.connect(addr, &ConnectOptions::new(), Some(DEADLINE)) {
             r.send(w, &json!("after")).expect("send");
             if let Ok(reply) = r.recv::<Value>(w, Some(Duration::from_secs(2))) {
                 assert_eq!(reply, json!("after"));
@@ -252,7 +252,11 @@ fn connect_timeout_and_reset_are_reported() {
         })
         .collect();
     let mut r = Reactor::new().expect("reactor");
-    match r.connect(addr, &ConnectOptions::new(), Duration::from_millis(300)) {
+    match r.connect(
+        addr,
+        &ConnectOptions::new(),
+        Some(Duration::from_millis(300)),
+    ) {
         Err(Error::Timeout) => {}
         other => panic!("expected Timeout, got {other:?}"),
     }
@@ -264,7 +268,7 @@ fn connect_timeout_and_reset_are_reported() {
         .connect(
             peer.local_addr().expect("addr"),
             &ConnectOptions::new(),
-            DEADLINE,
+            Some(DEADLINE),
         )
         .expect("connect");
     let (conn, _) = peer.accept().expect("accept");
@@ -339,7 +343,7 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
     // A remote worker's process is the server's: kill says so, and the
     // connection is untouched (not Closed).
     let w = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     match r.kill(w, libc::SIGKILL) {
         Err(Error::Io { op: "kill", source }) => {
@@ -397,7 +401,7 @@ fn server_options_keep_fd_reaches_each_serving_child() {
             .expect("listen");
         let addr = r.server_addr(server).expect("addr");
         let w = r
-            .connect(addr, &ConnectOptions::new(), DEADLINE)
+            .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
             .expect("connect");
         r.send(w, &json!("is it open?")).expect("send");
         let answer = r.recv(w, Some(DEADLINE)).expect("answer");
@@ -422,7 +426,7 @@ fn server_options_bad_keep_fd_fails_the_connection_with_bad_descriptor() {
         )
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
-    let client = r.connect(addr, &ConnectOptions::new(), DEADLINE);
+    let client = r.connect(addr, &ConnectOptions::new(), Some(DEADLINE));
     let events = events_until(&mut r, |e| {
         e.iter()
             .any(|e| matches!(e, ServerEvent::AcceptFailed { .. }))

@@ -80,7 +80,7 @@ impl Reactor {
     /// The program must flush its output after every line: its stdout is a
     /// socket, not a terminal, so a program that buffers answers nothing
     /// until it exits. Python does buffer; miniray sets `PYTHONUNBUFFERED=1`
-    /// in the program's environment unless it is set already (see [`Exec`]),
+    /// in the program's environment unless it is set already (see [`Exec`](crate::Exec)),
     /// so a Python worker that `print`s its replies just works.
     ///
     /// ```
