@@ -131,7 +131,7 @@ fn serve_and_call_take_the_secret_from_the_environment() {
     };
     let ok = call(Some("s3cret-for-the-test"));
     assert!(ok.status.success());
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "{\"x\":1}\n");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "{'x': 1}\n");
     let refused = call(Some("wrong"));
     assert!(
         !refused.status.success(),
