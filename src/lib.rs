@@ -87,9 +87,15 @@
 //!
 //! # Errors
 //!
-//! Everything fails with [`Error`]. A malformed line fails that one message
-//! ([`Error::Decode`], [`Error::LineTooLong`]); a peer that disconnects in the
-//! middle of a line gives [`Error::TruncatedLine`] and then [`Error::Closed`].
+//! Everything fails with [`Error`], and nothing fails silently. A malformed
+//! line, or one that does not fit the type asked for, fails that one
+//! message ([`Error::Decode`], [`Error::LineTooLong`]); a peer that
+//! disconnects in the middle of a line gives [`Error::TruncatedLine`] and
+//! then [`Error::Closed`], whose status reads as "exited with 101
+//! (panicked)" or "killed by SIGKILL". A worker that cannot answer a
+//! request (its closure panicked, the request did not decode) says so in
+//! place of the reply, and `recv` returns [`Error::Remote`] with the
+//! worker's words (see [`worker`](crate::worker#errors-from-a-worker)).
 //!
 //! # Timeouts
 //!

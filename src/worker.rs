@@ -74,6 +74,37 @@
 //! its [`Error::Closed`] (see there). Dropping or shutting down the reactor
 //! kills whatever is still running after the grace period.
 //!
+//! # Errors from a worker
+//!
+//! A worker never fails silently. When it cannot answer a request it sends
+//! an *error reply* in place of the reply, an ordinary line in the
+//! connection's format:
+//!
+//! ```text
+//! {"miniray.error": {"kind": "panic", "message": "panicked at src/main.rs:9:13: index out of bounds"}}
+//! ```
+//!
+//! and the caller's [`Reactor::recv`](crate::Reactor::recv) returns it as
+//! [`Error::Remote`] `{ kind, message }`, in order with the other replies:
+//!
+//! * `"panic"`: the closure (or the work function) panicked; the message is
+//!   the panic's, with where it happened. The worker then exits
+//!   [`EXIT_PANIC`](crate::process::EXIT_PANIC): [`Error::Closed`] follows,
+//!   and requests queued behind the one that panicked are lost with it.
+//! * `"error"`: a [`Reactor::spawn_channel`](crate::Reactor::spawn_channel)
+//!   work function returned `Err`; the worker exits
+//!   [`EXIT_ERROR`](crate::process::EXIT_ERROR).
+//! * `"decode"`, `"line too long"`, `"region"`: a request that failed on its
+//!   own (it did not decode into the closure's argument type, in either
+//!   format: a client speaking the wrong format learns it in one round
+//!   trip); the worker answers it so and goes on serving.
+//!
+//! A Python peer reads the error reply as a dict, and a Python worker can
+//! send one (say, for an exception) to have the caller's `recv` return it
+//! as [`Error::Remote`]. Any line of exactly this shape is read as an error
+//! reply: `miniray.error` is a reserved key, as `miniray.regions` is. The
+//! reply is recognized in either format whatever the connection's.
+//!
 //! # Exec workers
 //!
 //! An [`Exec`] worker's child makes its socket stdin and stdout, keeps
