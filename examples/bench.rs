@@ -16,10 +16,10 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use miniray::framing::LineBuffer;
-use miniray::serde_json::{json, Map, Value};
 use miniray::{
     ConnectOptions, Format, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions,
 };
+use serde_json::{json, Map, Value};
 
 // ------------------------------------------------------------------ stats
 
@@ -467,7 +467,7 @@ fn round_trips(r: &mut Reactor, w: Worker, msg: &Value, rounds: usize) -> Vec<f6
     for _ in 0..rounds {
         let t = Instant::now();
         r.send(w, msg).expect("send");
-        let back = r.recv(w, Some(Duration::from_secs(60))).expect("recv");
+        let back: Value = r.recv(w, Some(Duration::from_secs(60))).expect("recv");
         times.push(t.elapsed().as_secs_f64() * 1e6);
         std::hint::black_box(back);
     }
@@ -488,7 +488,7 @@ fn pipelined(r: &mut Reactor, workers: &[Worker], inflight: usize, dur: Duration
         r.wait_any_into(&mut ready, Some(Duration::from_secs(10)))
             .expect("wait_any");
         for &w in &ready {
-            while let Some(v) = r.try_recv(w).expect("reply") {
+            while let Some(v) = r.try_recv::<Value>(w).expect("reply") {
                 std::hint::black_box(v);
                 done += 1;
                 r.send(w, &msg).expect("send");
@@ -936,7 +936,7 @@ fn main() {
                     for _ in 0..reps {
                         std::hint::black_box(
                             format
-                                .decode_line(&line[..line.len() - 1], &mut scratch)
+                                .decode::<Value>(&line[..line.len() - 1])
                                 .expect("decode"),
                         );
                     }

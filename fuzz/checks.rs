@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 use miniray::framing::LineBuffer;
-use miniray::serde_json::Value;
 use miniray::{Error, Format};
+use serde_json::Value;
 
 #[derive(Debug, PartialEq)]
 enum Out {
@@ -56,7 +56,7 @@ pub fn lines(data: &[u8]) {
 fn stable(format: Format, v: &Value) {
     let line = format.encode(v).expect("a decoded value encodes");
     assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
-    let again = format
+    let again: Value = format
         .decode(&line[..line.len() - 1])
         .expect("what we encode decodes");
     assert_eq!(&again, v, "decode -> encode -> decode is stable");
@@ -175,11 +175,11 @@ pub fn marshal_typed(data: &[u8]) {
 /// past 4300 digits) and that line decodes. (Not equal text: JSON keeps a
 /// number's spelling, `1E5`, `-0`, which marshal normalises.)
 pub fn json_line(data: &[u8]) {
-    if let Ok(v) = Format::Json.decode(data) {
+    if let Ok(v) = Format::Json.decode::<Value>(data) {
         stable(Format::Json, &v);
         if let Ok(line) = Format::Marshal.encode(&v) {
             Format::Marshal
-                .decode(&line[..line.len() - 1])
+                .decode::<Value>(&line[..line.len() - 1])
                 .expect("marshal of a JSON value decodes");
         }
     }
@@ -196,12 +196,11 @@ pub fn frame(data: &[u8]) {
         Format::Marshal
     };
     let mut lb = LineBuffer::new(1 + usize::from(sel >> 1) * 64);
-    let mut scratch = Vec::new();
     let mut values = Vec::new();
     for chunk in rest.chunks(1 + usize::from(sel % 7)) {
         lb.feed(chunk, |line| {
             if let Ok(line) = line {
-                if let Ok(v) = format.decode_line(line, &mut scratch) {
+                if let Ok(v) = format.decode::<Value>(line) {
                     values.push(v);
                 }
             }

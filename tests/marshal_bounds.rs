@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use checks::meter::Usage;
-use miniray::serde_json;
+
 use miniray::{DecodeError, DecodeErrorKind, Format, Value};
 
 const FLAG_REF: u8 = 0x80;
@@ -439,7 +439,7 @@ fn int_digit_limit_is_cpythons_sign_excluded() {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(line)
             .expect("base64");
-        let ours = Format::Marshal.decode(line.as_bytes());
+        let ours = Format::Marshal.decode::<serde_json::Value>(line.as_bytes());
         let value = miniray::marshal::from_slice::<Value>(&raw);
         if py == "refused" {
             let e = match ours {

@@ -109,15 +109,15 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 /// # Example
 ///
 /// ```
-/// use miniray::{Reactor, serde_json::json};
+/// use miniray::{py, Reactor, Value};
 /// use std::time::Duration;
 ///
 /// let mut reactor = Reactor::new()?;
-/// let w = reactor.spawn(|msg| json!({"echo": msg}))?;
-/// reactor.send(w, &json!({"test": 123}))?;
+/// let w = reactor.spawn(|msg: Value| py!({"echo": msg}))?;
+/// reactor.send(w, &py!({"test": 123}))?;
 /// let ready = reactor.wait_any(Some(Duration::from_secs(5)))?;
 /// assert_eq!(ready, vec![w]);
-/// assert_eq!(reactor.try_recv(w)?, Some(json!({"echo": {"test": 123}})));
+/// assert_eq!(reactor.try_recv::<Value>(w)?, Some(py!({"echo": {"test": 123}})));
 /// # Ok::<(), miniray::Error>(())
 /// ```
 #[derive(Debug)]
@@ -138,7 +138,7 @@ pub struct Reactor {
     early_watched: Vec<Worker>,
     /// The read buffer every connection shares.
     read_buf: Vec<u8>,
-    /// Encoding and decoding scratch space.
+    /// Encoding scratch space (marshal's bytes before base64).
     scratch: Vec<u8>,
     grace: Duration,
     /// Makes the epoll descriptor readable while work is queued but not
@@ -293,7 +293,7 @@ impl Reactor {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };
-        let got = conn.read_available(&mut self.read_buf, &mut self.scratch);
+        let got = conn.read_available(&mut self.read_buf);
         if got.queued {
             mark_ready(&mut self.ready, conn, w);
         }
