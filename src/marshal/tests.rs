@@ -389,3 +389,48 @@ mod property {
         }
     }
 }
+
+#[test]
+fn references_resolve_under_every_hint() {
+    // ["Unit", "Unit", {"New": -3}, {"New": -3}] as CPython writes it: the
+    // interned str flagged (slot 0), the dicts unflagged, -3 a cached int
+    // (flagged, slot 1) and referenced; then Some("Unit") by reference.
+    let mut data = vec![b'[', 4, 0, 0, 0, b'Z' | FLAG_REF, 4];
+    data.extend_from_slice(b"Unit");
+    data.extend_from_slice(&[b'r', 0, 0, 0, 0]);
+    data.extend_from_slice(&[b'{', b'z', 3]);
+    data.extend_from_slice(b"New");
+    data.extend_from_slice(&[b'i' | FLAG_REF, 0xfd, 0xff, 0xff, 0xff, b'0']);
+    data.extend_from_slice(&[b'{', b'z', 3]);
+    data.extend_from_slice(b"New");
+    data.extend_from_slice(&[b'r', 1, 0, 0, 0, b'0']);
+    let shapes: Vec<Shape> = from_slice(&data).expect("typed");
+    assert_eq!(
+        shapes,
+        [Shape::Unit, Shape::Unit, Shape::New(-3), Shape::New(-3)]
+    );
+    let mut opt = vec![b'(', 2, 0, 0, 0, b'Z' | FLAG_REF, 1, b'x'];
+    opt.extend_from_slice(&[b'r', 0, 0, 0, 0]);
+    let pair: (Option<String>, Option<char>) = from_slice(&opt).expect("options");
+    assert_eq!(pair, (Some("x".into()), Some('x')));
+    // A reference to a slot that was never made.
+    let e = from_slice::<Vec<Shape>>(&[b'[', 1, 0, 0, 0, b'r', 7, 0, 0, 0]).expect_err("bad");
+    assert!(matches!(e.kind, DecodeErrorKind::BadReference(7)), "{e}");
+    assert_eq!(e.position, 5);
+}
+
+#[test]
+fn what_python_could_not_load_is_refused_at_encode() {
+    let key_list = Value::Dict([(Value::List(vec![]), Value::None)].into_iter().collect());
+    let e = to_vec(&key_list).expect_err("unhashable key");
+    assert!(e.to_string().contains("dict key is a list"), "{e}");
+    let member_dict = Value::Set([Value::Dict(crate::Dict::new())].into_iter().collect());
+    let e = to_vec(&member_dict).expect_err("unhashable member");
+    assert!(e.to_string().contains("set member is a dict"), "{e}");
+    // An enum's dict holds exactly one entry.
+    let two = b"{z\x03New\xe9\x01\x00\x00\x00z\x03New\xe9\x01\x00\x00\x000";
+    let e = from_slice::<Shape>(two).expect_err("two entries");
+    assert!(matches!(e.kind, DecodeErrorKind::Mismatch(_)), "{e}");
+    assert_eq!(e.position, 0);
+    assert!(from_slice::<Shape>(b"{0").is_err());
+}
