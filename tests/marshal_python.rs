@@ -175,15 +175,15 @@ fn f(x: f64) -> Value {
     Value::Float(x)
 }
 
-fn list(items: Vec<Value>) -> Value {
-    Value::List(items)
+fn list(items: impl IntoIterator<Item = Value>) -> Value {
+    Value::List(items.into_iter().collect())
 }
 
-fn tuple(items: Vec<Value>) -> Value {
-    Value::Tuple(items)
+fn tuple(items: impl IntoIterator<Item = Value>) -> Value {
+    Value::Tuple(items.into_iter().collect())
 }
 
-fn dict(pairs: Vec<(Value, Value)>) -> Value {
+fn dict(pairs: impl IntoIterator<Item = (Value, Value)>) -> Value {
     Value::Dict(pairs.into_iter().collect::<Dict>())
 }
 
@@ -252,7 +252,7 @@ fn expected() -> Vec<(&'static str, Value)> {
                 list(vec![int(4)]),
             ]),
         ),
-        ("300-tuple", tuple((1000..1300).map(int).collect())),
+        ("300-tuple", tuple((1000..1300).map(int))),
         (
             "list",
             list(vec![
@@ -308,31 +308,19 @@ fn expected() -> Vec<(&'static str, Value)> {
         ),
         (
             "records",
-            list(
-                (0..3)
-                    .map(|i| dict(vec![(s("id"), int(i)), (s("name"), s(&format!("n{i}")))]))
-                    .collect(),
-            ),
+            list((0..3).map(|i| dict(vec![(s("id"), int(i)), (s("name"), s(&format!("n{i}")))]))),
         ),
-        (
-            "floats",
-            list((0..100).map(|i| f(f64::from(i) / 7.0)).collect()),
-        ),
+        ("floats", list((0..100).map(|i| f(f64::from(i) / 7.0)))),
         (
             "big ints",
-            list(
-                (0..10u32)
-                    .map(|i| Value::from_bigint((BigInt::from(1) << 100u32) + i))
-                    .collect(),
-            ),
+            list((0..10u32).map(|i| Value::from_bigint((BigInt::from(1) << 100u32) + i))),
         ),
         (
             "fresh strs",
             list(
                 (0..10)
                     .map(|i| s(&format!("x{i}")))
-                    .chain((0..5).map(|i| s(&format!("\u{e9}{i}"))))
-                    .collect(),
+                    .chain((0..5).map(|i| s(&format!("\u{e9}{i}")))),
             ),
         ),
         ("latin-1 z", s("\u{e9}\u{ff}")),
@@ -561,10 +549,7 @@ fn random_value(rng: &mut u64, depth: u32) -> Value {
         8 => Value::Bytes(r.to_le_bytes()[..(r % 9) as usize].to_vec()),
         _ => {
             let n = (r % 5) as usize;
-            let mut items = Vec::new();
-            for _ in 0..n {
-                items.push(random_value(rng, depth - 1));
-            }
+            let items: Vec<Value> = (0..n).map(|_| random_value(rng, depth - 1)).collect();
             let keyed = |rng: &mut u64, i: usize| -> Value {
                 let k = random_value(rng, 0);
                 match k {
@@ -579,8 +564,7 @@ fn random_value(rng: &mut u64, depth: u32) -> Value {
                     items
                         .into_iter()
                         .enumerate()
-                        .map(|(i, v)| (keyed(rng, i), v))
-                        .collect(),
+                        .map(|(i, v)| (keyed(rng, i), v)),
                 ),
                 12 => Value::Set((0..n).map(|i| keyed(rng, i)).collect()),
                 _ => Value::FrozenSet((0..n).map(|i| keyed(rng, i)).collect()),

@@ -6,7 +6,8 @@ use serde::de::{
 };
 
 use super::budget;
-use super::de::{python_type, Hint, Reader};
+use super::codes::python_type;
+use super::de::{Hint, Reader};
 use super::error::DeError;
 use crate::error::DecodeErrorKind;
 use crate::value::magic::VALUE_TOKEN;

@@ -59,6 +59,7 @@
 
 mod access;
 mod budget;
+mod codes;
 mod de;
 mod digits;
 mod error;
