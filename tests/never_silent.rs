@@ -397,7 +397,9 @@ fn every_blocking_call_takes_an_optional_timeout() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     // No limit, as for recv and wait_any.
-    let c = r.connect(addr, &ConnectOptions::new(), None).expect("connect");
+    let c = r
+        .connect(addr, &ConnectOptions::new(), None)
+        .expect("connect");
     r.send(c, &3u64).expect("send");
     assert_eq!(r.recv::<u64>(c, None).expect("reply"), 3);
     // Waiting for one thing: Err(Timeout). For whatever is ready: empty.
