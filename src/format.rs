@@ -117,12 +117,7 @@ mod codec {
         v: &T,
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let encode = |reason: String| Error::Encode {
-            format: Format::Marshal,
-            reason,
-        };
-        let value = serde_json::to_value(v).map_err(|e| encode(e.to_string()))?;
-        crate::marshal::encode(&value, out).map_err(|r| encode(r.into()))
+        crate::marshal::to_writer(v, out)
     }
 
     pub(super) fn json_from_slice<T: DeserializeOwned>(line: &[u8]) -> Result<T, DecodeError> {
@@ -134,12 +129,7 @@ mod codec {
     }
 
     pub(super) fn marshal_from_slice<T: DeserializeOwned>(raw: &[u8]) -> Result<T, DecodeError> {
-        let value = crate::marshal::decode(raw)?;
-        serde_json::from_value(value).map_err(|e| DecodeError {
-            format: Format::Marshal,
-            position: 0,
-            kind: DecodeErrorKind::Mismatch(e.to_string()),
-        })
+        crate::marshal::from_slice(raw)
     }
 }
 

@@ -616,7 +616,9 @@ mod tests {
         let (mut a, mut b) = pair(&ConnSettings::default());
         let mut buf = Vec::new();
         for i in 0..3 {
-            assert!(!send(&mut a, &json!({ "n": i })).expect("queue"));
+            // The first line is to be written at once (nothing ahead of
+            // it); the others queue behind it (it was not written here).
+            assert_eq!(send(&mut a, &json!({ "n": i })).expect("queue"), i == 0);
         }
         let done = a.write_out(poll.registry(), Token(1));
         assert!(!done.failed && !done.reported && a.pending_output() == 0);

@@ -6,7 +6,6 @@ use serde::de::{
 };
 
 use super::budget;
-use super::codes::python_type;
 use super::de::{Hint, Reader};
 use super::error::DeError;
 use crate::error::DecodeErrorKind;
@@ -235,15 +234,6 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
         let base = if self.first { budget::MAP_BASE } else { 0 };
         self.first = false;
         self.de.charge(budget::ENTRY + base)?;
-        if self.de.json_only {
-            let code = self.de.key_code()?;
-            if python_type(code) != "str" {
-                return Err(DeError::at(
-                    self.de.pos,
-                    DecodeErrorKind::NonStrKey(python_type(code)),
-                ));
-            }
-        }
         seed.deserialize(&mut *self.de).map(Some)
     }
 

@@ -22,22 +22,3 @@ pub(crate) fn surrogates(bytes: &[u8]) -> Result<(), usize> {
         }
     }
 }
-
-/// The Python type a value of code `ty` is (for error messages).
-pub(crate) fn python_type(ty: u8) -> &'static str {
-    match ty {
-        b'N' => "NoneType",
-        b'T' | b'F' => "bool",
-        b'i' | b'I' | b'l' => "int",
-        b'g' => "float",
-        b'y' => "complex",
-        b's' => "bytes",
-        b'(' | b')' => "tuple",
-        b'[' => "list",
-        b'{' => "dict",
-        b'<' => "set",
-        b'>' => "frozenset",
-        b'z' | b'Z' | b'a' | b'A' | b'u' | b't' => "str",
-        _ => "unknown",
-    }
-}

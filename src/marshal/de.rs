@@ -51,9 +51,6 @@ pub(crate) struct Reader<'de> {
     /// True while a back-reference's bytes are decoded again: their slots
     /// exist already.
     replay: bool,
-    /// The `serde_json::Value` bridge: refuse what JSON cannot hold, with
-    /// the kinds it always reported.
-    pub(crate) json_only: bool,
 }
 
 impl<'de> Reader<'de> {
@@ -65,7 +62,6 @@ impl<'de> Reader<'de> {
             budget: Budget::new(data.len()),
             depth: 0,
             replay: false,
-            json_only: false,
         }
     }
 
@@ -139,25 +135,13 @@ impl<'de> Reader<'de> {
         self.budget.charge(cost, self.pos)
     }
 
-    /// The JSON bridge keeps every number as text: `len` bytes of it,
-    /// charged there only (a `Value` or a typed field holds it inline).
-    #[inline]
-    fn text_charge(&mut self, len: usize) -> Result<(), DeError> {
-        if self.json_only {
-            self.charge(budget::heap(len))?;
-        }
-        Ok(())
-    }
-
     /// A `g` float, flagged or not, read at once: the typed fast path for
     /// `f64` fields and items. `None` (nothing consumed) for anything else.
     #[inline]
     pub(crate) fn fast_f64(&mut self) -> Result<Option<f64>, DeError> {
         let start = self.pos;
         match self.data.get(start..start + 9) {
-            Some(&[code, b0, b1, b2, b3, b4, b5, b6, b7])
-                if code & !FLAG_REF == b'g' && !self.json_only =>
-            {
+            Some(&[code, b0, b1, b2, b3, b4, b5, b6, b7]) if code & !FLAG_REF == b'g' => {
                 self.pos += 9;
                 self.scalar_slot(code & FLAG_REF != 0 && !self.replay, start)?;
                 Ok(Some(f64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7])))
@@ -172,7 +156,7 @@ impl<'de> Reader<'de> {
     pub(crate) fn fast_i32(&mut self) -> Result<Option<i32>, DeError> {
         let start = self.pos;
         match self.data.get(start..start + 5) {
-            Some(&[code, b0, b1, b2, b3]) if code & !FLAG_REF == b'i' && !self.json_only => {
+            Some(&[code, b0, b1, b2, b3]) if code & !FLAG_REF == b'i' => {
                 self.pos += 5;
                 self.scalar_slot(code & FLAG_REF != 0 && !self.replay, start)?;
                 Ok(Some(i32::from_le_bytes([b0, b1, b2, b3])))
@@ -224,32 +208,21 @@ impl<'de> Reader<'de> {
             b'i' => {
                 let v = self.u32()? as i32;
                 self.scalar_slot(flag, start)?;
-                self.text_charge(11)?;
                 visitor.visit_i64(i64::from(v))
             }
             b'I' => {
                 let v = i64::from_le_bytes(self.bytes8()?);
                 self.scalar_slot(flag, start)?;
-                self.text_charge(20)?;
                 visitor.visit_i64(v)
             }
             b'l' => self.long(start, flag, hint, visitor),
             b'g' => {
                 let f = self.f64()?;
-                if self.json_only && !f.is_finite() {
-                    return Err(DeError::at(start, DecodeErrorKind::NonFinite));
-                }
                 self.scalar_slot(flag, start)?;
-                // Room for the repr text (24 bytes at most, in a buffer
-                // that may have doubled).
-                self.text_charge(64)?;
                 visitor.visit_f64(f)
             }
             b'y' => {
                 let (re, im) = (self.f64()?, self.f64()?);
-                if self.json_only {
-                    return Err(DeError::at(start, DecodeErrorKind::Unsupported("complex")));
-                }
                 self.scalar_slot(flag, start)?;
                 let pair = SeqDeserializer::new([re, im].into_iter());
                 match hint {
@@ -270,9 +243,6 @@ impl<'de> Reader<'de> {
                 self.string(start, flag, n, false, hint, visitor)
             }
             b's' => {
-                if self.json_only {
-                    return Err(DeError::at(start, DecodeErrorKind::Unsupported("bytes")));
-                }
                 let n = self.u32()? as usize;
                 let n = self.count(n, 1)?;
                 let bytes = self.take(n)?;
@@ -350,24 +320,6 @@ impl<'de> Reader<'de> {
         Ok(r)
     }
 
-    /// The type code a key starts with, through a back-reference (for the
-    /// JSON bridge's str-key check).
-    pub(crate) fn key_code(&self) -> Result<u8, DeError> {
-        let code = self.peek()? & !FLAG_REF;
-        if code != b'r' {
-            return Ok(code);
-        }
-        let idx = self
-            .data
-            .get(self.pos + 1..self.pos + 5)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        match idx.and_then(|i| self.refs.get(i)) {
-            Some(&at) if at != PENDING => Ok(self.data[at] & !FLAG_REF),
-            // The read itself reports the bad reference.
-            _ => Ok(b'z'),
-        }
-    }
-
     fn enter(&mut self, start: usize) -> Result<(), DeError> {
         if self.depth >= MAX_DEPTH {
             return Err(DeError::at(start, DecodeErrorKind::TooDeep(MAX_DEPTH)));
@@ -412,7 +364,7 @@ impl<'de> Reader<'de> {
                 let first = at + e.valid_up_to();
                 match surrogates(bytes) {
                     Err(bad) => Err(DeError::at(at + bad, DecodeErrorKind::InvalidUtf8)),
-                    Ok(()) if hint == Hint::Exact && !self.json_only => {
+                    Ok(()) if hint == Hint::Exact => {
                         self.charge(budget::heap(n))?;
                         visit_magic(
                             visitor,
@@ -447,7 +399,6 @@ impl<'de> Reader<'de> {
             Digits::check(bytes).map_err(|()| DeError::at(start, DecodeErrorKind::BadLongDigit))?;
         self.scalar_slot(flag, start)?;
         if let Some(mag) = digits.to_u128() {
-            self.text_charge(40)?;
             if negative {
                 if mag <= 1 << 63 {
                     return visitor.visit_i64((mag as i64).wrapping_neg());
@@ -489,9 +440,6 @@ impl<'de> Reader<'de> {
             b'[' => (None, "list"),
             _ => (Some(Magic::Tuple), "tuple"),
         };
-        if self.json_only && matches!(kind, Some(Magic::Set | Magic::FrozenSet)) {
-            return Err(DeError::at(start, DecodeErrorKind::Unsupported(name)));
-        }
         let n = if ty == b')' {
             usize::from(self.u8()?)
         } else {

@@ -146,3 +146,25 @@ impl<'a> Digits<'a> {
         }
     }
 }
+
+/// True when a magnitude (little-endian bytes) has more than
+/// [`MAX_INT_DIGITS`] decimal digits: what the decoder refuses, the encoder
+/// refuses too, so what miniray writes it can read.
+pub(crate) fn magnitude_too_long(magnitude_le: &[u8]) -> bool {
+    let len = magnitude_le
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1);
+    let Some(&top) = magnitude_le.get(len.wrapping_sub(1)) else {
+        return false;
+    };
+    let bits = 8 * (len - 1) + (8 - top.leading_zeros() as usize);
+    if bits < SAFE_BITS {
+        return false;
+    }
+    if bits > SAFE_BITS {
+        return true;
+    }
+    let limit = BigUint::from(10u32).pow(MAX_INT_DIGITS as u32);
+    BigUint::from_bytes_le(&magnitude_le[..len]) >= limit
+}

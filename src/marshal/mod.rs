@@ -61,10 +61,8 @@ mod access;
 mod budget;
 mod codes;
 mod de;
-mod digits;
 mod error;
 mod float_repr;
-mod json_bridge;
 mod long;
 mod ser;
 #[cfg(test)]
@@ -75,7 +73,6 @@ use serde::Serialize;
 
 pub use budget::decode_budget;
 pub use float_repr::python_float_repr;
-pub use json_bridge::{decode, encode};
 
 use crate::error::{DecodeError, Error};
 use crate::format_kind::Format;

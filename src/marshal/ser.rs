@@ -268,6 +268,11 @@ impl<'a> ser::Serializer for Ser<'a> {
             Mode::BigInt => {
                 let (negative, magnitude) =
                     decode_bigint(v).ok_or_else(|| SerError::new("malformed big int payload"))?;
+                if super::long::magnitude_too_long(magnitude) {
+                    return Err(SerError::new(
+                        "int has more than 4300 decimal digits (CPython's limit, which the decoder keeps)",
+                    ));
+                }
                 if magnitude.iter().all(|&b| b == 0) {
                     write_int(false, 0, self.out);
                 } else {
