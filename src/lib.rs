@@ -161,6 +161,7 @@ mod format_kind;
 pub mod framing;
 mod inbound;
 mod listener;
+pub mod json;
 pub mod marshal;
 mod options;
 pub mod process;
