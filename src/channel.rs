@@ -7,7 +7,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -90,14 +91,24 @@ impl Channel {
     /// queued replies; [`Error::Timeout`] once an idle limit
     /// ([`Channel::set_idle_timeout`]) passes. Regions sent with the message are closed; use
     /// [`Channel::recv_regions`] to keep them.
-    pub fn recv(&mut self) -> Result<Option<Value>> {
-        Ok(self.recv_msg()?.map(|m| m.value))
+    ///
+    /// The line is decoded here, into the `T` asked for: a message that
+    /// does not fit `T` fails alone with [`Error::Decode`]
+    /// ([`DecodeErrorKind::Mismatch`](crate::DecodeErrorKind::Mismatch)).
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match self.recv_msg()? {
+            Some(m) => m.decode(self.format).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// [`Channel::recv`], with the shared memory regions that came with the
     /// message (mapped read-write, or read-only if sealed against writes).
-    pub fn recv_regions(&mut self) -> Result<Option<(Value, Vec<SharedMemory>)>> {
-        Ok(self.recv_msg()?.map(|m| (m.value, m.regions)))
+    pub fn recv_regions<T: DeserializeOwned>(&mut self) -> Result<Option<(T, Vec<SharedMemory>)>> {
+        match self.recv_msg()? {
+            Some(m) => m.decode_regions(self.format).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn recv_msg(&mut self) -> Result<Option<Msg>> {
@@ -145,7 +156,7 @@ impl Channel {
 
     /// Queues `msg` as one line; writes at once unless more requests are
     /// already buffered (see the type's docs). Blocks while the socket is full.
-    pub fn send(&mut self, msg: &Value) -> Result<()> {
+    pub fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
         self.format
             .encode_line(msg, &mut self.out, &mut self.scratch)?;
         if self.inbound.inbox.is_empty() || self.out.len() >= CHANNEL_FLUSH_AT {
@@ -158,7 +169,11 @@ impl Channel {
     /// described at [`Reactor::send_regions`](crate::Reactor::send_regions)).
     /// Fails with [`Error::Region`], sending nothing, over TCP. With no
     /// regions this is [`Channel::send`]: the plain message, no envelope.
-    pub fn send_regions(&mut self, msg: &Value, regions: &[&SharedMemory]) -> Result<()> {
+    pub fn send_regions<T: Serialize + ?Sized>(
+        &mut self,
+        msg: &T,
+        regions: &[&SharedMemory],
+    ) -> Result<()> {
         if regions.is_empty() {
             return self.send(msg);
         }
@@ -234,8 +249,7 @@ impl Channel {
             self.inbound.finish();
             return Ok(());
         }
-        self.inbound
-            .feed_received(&self.rbuf[..n], &mut got, self.format, &mut self.scratch);
+        self.inbound.feed_received(&self.rbuf[..n], &mut got);
         if n == self.rbuf.len() && n < CHANNEL_READ {
             self.rbuf.resize(n * 2, 0);
         }
@@ -251,9 +265,11 @@ impl AsRawFd for Channel {
 
 /// The request→reply loop: every message in, one reply out. Lines that fail
 /// to decode are skipped (the peer gets no reply for them).
-pub(crate) fn serve_replies<F>(chan: &mut Channel, mut f: F) -> Result<()>
+pub(crate) fn serve_replies<F, A, R>(chan: &mut Channel, mut f: F) -> Result<()>
 where
-    F: FnMut(Value) -> Value,
+    F: FnMut(A) -> R,
+    A: DeserializeOwned,
+    R: Serialize,
 {
     loop {
         match chan.recv() {

@@ -12,16 +12,13 @@
 
 use std::os::fd::OwnedFd;
 
-use serde_json::Value;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::Format;
-use crate::marshal;
 use crate::shm::SharedMemory;
 use crate::sys;
-
-/// The key of the envelope that carries region ids beside a message.
-pub(crate) const ENVELOPE_KEY: &str = "miniray.regions";
 
 /// Most regions one message may carry: the descriptors one `sendmsg` may
 /// hold (the receiver's control buffer has room for exactly that many).
@@ -44,90 +41,59 @@ pub(crate) fn check_regions(regions: &[&SharedMemory], tcp: bool) -> Result<()> 
     Ok(())
 }
 
+/// The envelope as it is written: the message in place (not copied).
+#[derive(Serialize)]
+struct Outgoing<'a, T: ?Sized> {
+    #[serde(rename = "miniray.regions")]
+    regions: Vec<u64>,
+    msg: &'a T,
+}
+
+/// The envelope as it is read: exactly these two keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Incoming<T> {
+    #[serde(rename = "miniray.regions")]
+    regions: Vec<u64>,
+    msg: T,
+}
+
 /// Appends the envelope `{"miniray.regions": [ids], "msg": msg}` of
 /// `regions` (ids in the order their descriptors are sent) as one line in
-/// `format`, writing `msg` in place (the message is not copied). The line
-/// must go out in its own `sendmsg` with the descriptors (see
-/// `inbound.rs`); it holds exactly one newline, its last byte, which the
-/// reactor's flush looks for to end that `sendmsg`.
-pub(crate) fn encode_envelope_line(
+/// `format`. The line must go out in its own `sendmsg` with the
+/// descriptors (see `inbound.rs`); it holds exactly one newline, its last
+/// byte, which the reactor's flush looks for to end that `sendmsg`.
+pub(crate) fn encode_envelope_line<T: Serialize + ?Sized>(
     format: Format,
     regions: &[&SharedMemory],
-    msg: &Value,
+    msg: &T,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
-    match format {
-        Format::Json => {
-            out.extend_from_slice(b"{\"");
-            out.extend_from_slice(ENVELOPE_KEY.as_bytes());
-            out.extend_from_slice(b"\":[");
-            for (i, r) in regions.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(r.id().to_string().as_bytes());
-            }
-            out.extend_from_slice(b"],\"msg\":");
-            format.json_into(msg, out)?;
-            out.push(b'}');
-        }
-        Format::Marshal => {
-            // A marshal dict is `{`, key/value pairs, `0`; only the message
-            // is large, and it is encoded in place.
-            scratch.clear();
-            let ids = Value::from(regions.iter().map(|r| r.id()).collect::<Vec<u64>>());
-            scratch.push(b'{');
-            [&Value::from(ENVELOPE_KEY), &ids, &Value::from("msg"), msg]
-                .into_iter()
-                .try_for_each(|v| marshal::encode(v, scratch))
-                .map_err(|reason| Error::Encode {
-                    format,
-                    reason: reason.into(),
-                })?;
-            scratch.push(b'0');
-            format.base64_into(scratch, out)?;
-        }
-    }
-    out.push(b'\n');
-    Ok(())
+    let envelope = Outgoing {
+        regions: regions.iter().map(|r| r.id()).collect(),
+        msg,
+    };
+    format.encode_line(&envelope, out, scratch)
 }
 
 /// Opens a line that descriptors came with: it must be an envelope, whose
-/// regions are opened with [`open_regions`] and returned with the message.
-/// Any failure closes every descriptor.
-pub(crate) fn open(value: Value, fds: Vec<OwnedFd>) -> Result<(Value, Vec<SharedMemory>)> {
-    match open_envelope(value) {
-        Ok((ids, msg)) => open_regions(&ids, fds).map(|regions| (msg, regions)),
+/// message is decoded as a `T` and whose regions are opened with
+/// [`open_regions`]. Any failure closes every descriptor. A line that is
+/// an envelope but whose message does not fit `T` fails with that decode
+/// error; any other line, with [`Error::Region`].
+pub(crate) fn open<T: DeserializeOwned>(
+    format: Format,
+    line: Vec<u8>,
+    fds: Vec<OwnedFd>,
+) -> Result<(T, Vec<SharedMemory>)> {
+    match format.decode::<Incoming<T>>(&line) {
+        Ok(envelope) => open_regions(&envelope.regions, fds).map(|regions| (envelope.msg, regions)),
+        Err(e) if format.decode_owned::<Incoming<IgnoredAny>>(line).is_ok() => Err(e.into()),
         Err(_) => Err(Error::region(
             "descriptors came with a line that is no region envelope",
         )),
     }
-}
-
-/// If `v` is an envelope `{"miniray.regions": [ids], "msg": m}`, its ids and
-/// message; otherwise `v` back. Asked only of a line that descriptors came
-/// with: without them a line is a user value, whatever its shape.
-fn open_envelope(v: Value) -> std::result::Result<(Vec<u64>, Value), Value> {
-    let Value::Object(mut map) = v else {
-        return Err(v);
-    };
-    let well_formed = map.len() == 2
-        && map.contains_key("msg")
-        && map
-            .get(ENVELOPE_KEY)
-            .and_then(|ids| ids.as_array())
-            .is_some_and(|ids| ids.iter().all(|i| i.as_u64().is_some()));
-    if !well_formed {
-        return Err(Value::Object(map));
-    }
-    let ids = map
-        .get(ENVELOPE_KEY)
-        .and_then(|ids| ids.as_array())
-        .map(|ids| ids.iter().filter_map(|i| i.as_u64()).collect())
-        .unwrap_or_default();
-    let msg = map.shift_remove("msg").unwrap_or(Value::Null);
-    Ok((ids, msg))
 }
 
 /// Opens the regions that came with an envelope, pairing ids with
@@ -172,6 +138,7 @@ mod tests {
             encode_envelope_line(format, &refs, &msg, &mut direct, &mut Vec::new())
                 .expect("envelope");
             assert_eq!(direct, format.encode(&value).expect("value"), "{format}");
+            let _ = &msg;
         }
     }
 
@@ -183,14 +150,12 @@ mod tests {
             let mut line = Vec::new();
             encode_envelope_line(format, &refs, &json!([1, "x"]), &mut line, &mut Vec::new())
                 .expect("envelope");
-            let value = format
-                .decode(&line[..line.len() - 1])
-                .expect("decodes as a plain value");
+            line.pop();
             let fds = owned
                 .iter()
                 .map(|r| sys::dup_cloexec(r).expect("dup"))
                 .collect();
-            let (msg, got) = open(value, fds).expect("opens");
+            let (msg, got): (serde_json::Value, _) = open(format, line, fds).expect("opens");
             assert_eq!(msg, json!([1, "x"]));
             let ids: Vec<u64> = got.iter().map(SharedMemory::id).collect();
             let sent: Vec<u64> = owned.iter().map(SharedMemory::id).collect();
@@ -208,11 +173,18 @@ mod tests {
             json!({"miniray.regions": [-1], "msg": 1}),
             json!({"miniray.regions": 1, "msg": 1}),
         ] {
-            let e = open(v.clone(), fd()).expect_err("no envelope");
+            let line = serde_json::to_vec(&v).expect("json");
+            let e = open::<serde_json::Value>(Format::Json, line, fd()).expect_err("no envelope");
             assert!(e.to_string().contains("no region envelope"), "{v}: {e}");
         }
-        let e = open(json!({"miniray.regions": [1, 2], "msg": 1}), fd()).expect_err("count");
+        let line = br#"{"miniray.regions": [1, 2], "msg": 1}"#.to_vec();
+        let e = open::<serde_json::Value>(Format::Json, line, fd()).expect_err("count");
         assert!(e.to_string().contains("different number"), "{e}");
+        // An envelope whose message does not fit the type asked for is a
+        // decode error, not a missing envelope.
+        let line = br#"{"miniray.regions": [1], "msg": "text"}"#.to_vec();
+        let e = open::<u32>(Format::Json, line, fd()).expect_err("mismatch");
+        assert!(matches!(e, Error::Decode(_)), "{e}");
     }
 
     #[test]

@@ -386,7 +386,11 @@ mod tests {
         let per_message = [
             Error::LineTooLong { limit: 16 },
             Error::TruncatedLine { len: 3 },
-            Error::Decode(Format::Json.decode(b"[").expect_err("bad json")),
+            Error::Decode(
+                Format::Json
+                    .decode::<crate::Value>(b"[")
+                    .expect_err("bad json"),
+            ),
             Error::Region { reason: "test" },
         ];
         for e in &per_message {

@@ -1,11 +1,12 @@
 //! The receive path of one connection, shared by the parent's reactor and
 //! the child's channel: framing, descriptors that arrived with the bytes,
-//! decoding, and the queue of decoded messages.
+//! and the queue of received lines. A line is decoded when it is taken
+//! ([`Msg::decode`]), into the type the caller asks for.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -14,11 +15,35 @@ use crate::framing::LineBuffer;
 use crate::shm::SharedMemory;
 use crate::sys;
 
-/// A decoded message and the regions that came with it.
+/// A received line (without its `\n`, not yet decoded) and the
+/// descriptors that came with it.
 #[derive(Debug)]
 pub(crate) struct Msg {
-    pub(crate) value: Value,
-    pub(crate) regions: Vec<SharedMemory>,
+    line: Vec<u8>,
+    batch: Option<Batch>,
+}
+
+impl Msg {
+    /// The message as a `T`; regions that came with it are closed.
+    pub(crate) fn decode<T: DeserializeOwned>(self, format: Format) -> Result<T> {
+        self.decode_regions(format).map(|(msg, _)| msg)
+    }
+
+    /// The message as a `T` with the regions that came with it. Without
+    /// descriptors the line is a plain user value, whatever its shape (an
+    /// envelope-shaped user message arrives unchanged); with them it must
+    /// be the region envelope, whose regions are opened. Any failure closes
+    /// the descriptors.
+    pub(crate) fn decode_regions<T: DeserializeOwned>(
+        self,
+        format: Format,
+    ) -> Result<(T, Vec<SharedMemory>)> {
+        match self.batch {
+            None => Ok((format.decode_owned(self.line)?, Vec::new())),
+            Some(Batch::Broken(reason)) => Err(Error::region(reason)),
+            Some(Batch::Fds(fds)) => envelope::open(format, self.line, fds),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -76,13 +101,7 @@ impl Inbound {
     /// Feeds the bytes of one read and the descriptors that came with them
     /// (taken out of `got`), pairing the descriptors with the line that holds
     /// the read's last byte (see the type's docs).
-    pub(crate) fn feed_received(
-        &mut self,
-        chunk: &[u8],
-        got: &mut sys::Received,
-        format: Format,
-        scratch: &mut Vec<u8>,
-    ) {
+    pub(crate) fn feed_received(&mut self, chunk: &[u8], got: &mut sys::Received) {
         let batch = if got.truncated {
             got.fds.clear();
             got.truncated = false;
@@ -90,7 +109,7 @@ impl Inbound {
                 "the kernel dropped the message's descriptors (MSG_CTRUNC): the receiver is at its open-file limit, or the sender sent more than 32",
             )
         } else if got.fds.is_empty() {
-            self.feed(chunk, format, scratch);
+            self.feed(chunk);
             return;
         } else {
             Batch::Fds(std::mem::take(&mut got.fds))
@@ -101,9 +120,9 @@ impl Inbound {
             .split_last()
             .and_then(|(_, head)| memchr::memrchr(b'\n', head))
             .map_or(0, |nl| nl + 1);
-        self.feed(&chunk[..split], format, scratch);
+        self.feed(&chunk[..split]);
         self.attach(batch);
-        self.feed(&chunk[split..], format, scratch);
+        self.feed(&chunk[split..]);
     }
 
     /// Tags a batch with the line in progress.
@@ -129,8 +148,8 @@ impl Inbound {
     }
 
     /// Feeds bytes that came with no descriptors; each complete line is
-    /// decoded into the inbox.
-    pub(crate) fn feed(&mut self, chunk: &[u8], format: Format, scratch: &mut Vec<u8>) {
+    /// queued in the inbox with the batch it claims.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         let Inbound {
             lines,
             lines_done,
@@ -155,7 +174,11 @@ impl Inbound {
                 // An earlier line's batch nobody claimed is closed.
                 _ => None,
             };
-            inbox.push_back(decode(line, format, scratch, batch));
+            // A line that failed framing closes its batch (it drops here).
+            inbox.push_back(line.map(|line| Msg {
+                line: line.to_vec(),
+                batch,
+            }));
         });
     }
 
@@ -183,30 +206,6 @@ impl Inbound {
     }
 }
 
-/// Decodes one line. Without a batch it is a plain user value, whatever
-/// its shape (an envelope-shaped user message arrives unchanged); with one
-/// it must be the region envelope, whose regions are opened.
-fn decode(
-    line: Result<&[u8]>,
-    format: Format,
-    scratch: &mut Vec<u8>,
-    batch: Option<Batch>,
-) -> Result<Msg> {
-    // On any early return the batch drops, closing its descriptors.
-    let value = format.decode_line(line?, scratch)?;
-    let fds = match batch {
-        None => {
-            return Ok(Msg {
-                value,
-                regions: Vec::new(),
-            })
-        }
-        Some(Batch::Broken(reason)) => return Err(Error::region(reason)),
-        Some(Batch::Fds(fds)) => fds,
-    };
-    envelope::open(value, fds).map(|(value, regions)| Msg { value, regions })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +229,10 @@ mod tests {
     fn drain(inb: &mut Inbound) -> Vec<(String, usize)> {
         std::iter::from_fn(|| inb.pop())
             .map(|item| match item {
-                Ok(m) => (m.value.to_string(), m.regions.len()),
+                Ok(m) => match m.decode_regions::<serde_json::Value>(Format::Json) {
+                    Ok((value, regions)) => (value.to_string(), regions.len()),
+                    Err(e) => (e.to_string(), 0),
+                },
                 Err(e) => (e.to_string(), 0),
             })
             .collect()
@@ -242,9 +244,8 @@ mod tests {
         // then the envelope whose segment carried the descriptors.
         let (region, mut got) = region_batch();
         let mut inb = Inbound::new(1 << 20);
-        let mut scratch = Vec::new();
         let read = format!("1\n\"two\"\n{}", envelope(region.id(), "three"));
-        inb.feed_received(read.as_bytes(), &mut got, Format::Json, &mut scratch);
+        inb.feed_received(read.as_bytes(), &mut got);
         assert_eq!(
             drain(&mut inb),
             [
@@ -261,11 +262,10 @@ mod tests {
         // the envelope comes with the next read, without descriptors.
         let (region, mut got) = region_batch();
         let mut inb = Inbound::new(1 << 20);
-        let mut scratch = Vec::new();
         let line = envelope(region.id(), "split");
         let read = format!("[1]\n{}", &line[..9]);
-        inb.feed_received(read.as_bytes(), &mut got, Format::Json, &mut scratch);
-        inb.feed(&line.as_bytes()[9..], Format::Json, &mut scratch);
+        inb.feed_received(read.as_bytes(), &mut got);
+        inb.feed(&line.as_bytes()[9..]);
         assert_eq!(
             drain(&mut inb),
             [("[1]".into(), 0), ("\"split\"".into(), 1)]
@@ -276,12 +276,7 @@ mod tests {
     fn envelope_shape_without_descriptors_is_a_plain_value() {
         let mut inb = Inbound::new(1 << 20);
         let lines = b"{\"miniray.regions\":[],\"msg\":5}\n{\"miniray.regions\":[1],\"msg\":5}\n";
-        inb.feed_received(
-            lines,
-            &mut sys::Received::default(),
-            Format::Json,
-            &mut Vec::new(),
-        );
+        inb.feed_received(lines, &mut sys::Received::default());
         assert_eq!(
             drain(&mut inb),
             [
@@ -295,9 +290,8 @@ mod tests {
     fn descriptors_with_a_plain_line_fail_it_and_the_next_is_unaffected() {
         let (_region, mut got) = region_batch();
         let mut inb = Inbound::new(1 << 20);
-        let mut scratch = Vec::new();
-        inb.feed_received(b"\"plain\"\n", &mut got, Format::Json, &mut scratch);
-        inb.feed(b"\"next\"\n", Format::Json, &mut scratch);
+        inb.feed_received(b"\"plain\"\n", &mut got);
+        inb.feed(b"\"next\"\n");
         let out = drain(&mut inb);
         assert!(out[0].0.contains("no region envelope"), "{out:?}");
         assert_eq!(out[1], ("\"next\"".into(), 0));
@@ -307,14 +301,13 @@ mod tests {
     fn a_truncated_batch_fails_its_line_only() {
         let (region, _) = region_batch();
         let mut inb = Inbound::new(1 << 20);
-        let mut scratch = Vec::new();
         let mut got = sys::Received {
             fds: Vec::new(),
             truncated: true,
         };
         let read = format!("0\n{}", envelope(region.id(), "lost"));
-        inb.feed_received(read.as_bytes(), &mut got, Format::Json, &mut scratch);
-        inb.feed(b"1\n", Format::Json, &mut scratch);
+        inb.feed_received(read.as_bytes(), &mut got);
+        inb.feed(b"1\n");
         let out = drain(&mut inb);
         assert_eq!(out[0], ("0".into(), 0));
         assert!(out[1].0.contains("MSG_CTRUNC"), "{out:?}");
@@ -326,21 +319,10 @@ mod tests {
         let (region, mut first) = region_batch();
         let (_, mut second) = region_batch();
         let mut inb = Inbound::new(1 << 20);
-        let mut scratch = Vec::new();
         let line = envelope(region.id(), "twice");
-        inb.feed_received(
-            &line.as_bytes()[..5],
-            &mut first,
-            Format::Json,
-            &mut scratch,
-        );
-        inb.feed_received(
-            &line.as_bytes()[5..],
-            &mut second,
-            Format::Json,
-            &mut scratch,
-        );
-        inb.feed(b"2\n", Format::Json, &mut scratch);
+        inb.feed_received(&line.as_bytes()[..5], &mut first);
+        inb.feed_received(&line.as_bytes()[5..], &mut second);
+        inb.feed(b"2\n");
         let out = drain(&mut inb);
         assert!(out[0].0.contains("twice"), "{out:?}");
         assert_eq!(out[1], ("2".into(), 0));
@@ -352,11 +334,10 @@ mod tests {
         // came; descriptors arriving meanwhile must not pass to the next line.
         let (_region, mut got) = region_batch();
         let mut inb = Inbound::new(16);
-        let mut scratch = Vec::new();
-        inb.feed(&[b'x'; 40], Format::Json, &mut scratch);
+        inb.feed(&[b'x'; 40]);
         assert!(inb.lines.is_discarding());
-        inb.feed_received(b"yyyy", &mut got, Format::Json, &mut scratch);
-        inb.feed(b"zz\n\"next\"\n", Format::Json, &mut scratch);
+        inb.feed_received(b"yyyy", &mut got);
+        inb.feed(b"zz\n\"next\"\n");
         let out = drain(&mut inb);
         assert!(out[0].0.contains("limit"), "{out:?}");
         assert_eq!(out[1], ("\"next\"".into(), 0));
@@ -369,18 +350,17 @@ mod tests {
         // one line that never ends) cannot pile descriptors up: from the
         // second batch on, the line is marked broken and what came is closed.
         let mut inb = Inbound::new(1 << 20);
-        let mut scratch = Vec::new();
-        inb.feed(b"[", Format::Json, &mut scratch);
+        inb.feed(b"[");
         for round in 0..128 {
             let (_region, mut got) = region_batch();
-            inb.feed_received(b"1,", &mut got, Format::Json, &mut scratch);
+            inb.feed_received(b"1,", &mut got);
             match &inb.pending {
                 Some((0, Batch::Fds(fds))) if round == 0 => assert_eq!(fds.len(), 1),
                 Some((0, Batch::Broken(_))) if round > 0 => {}
                 other => panic!("round {round}: {other:?}"),
             }
         }
-        inb.feed(b"2]\n", Format::Json, &mut scratch);
+        inb.feed(b"2]\n");
         let out = drain(&mut inb);
         assert!(out[0].0.contains("twice"), "{out:?}");
         assert!(inb.pending.is_none());

@@ -171,7 +171,7 @@ mod server;
 pub mod shm;
 mod sys;
 mod token;
-mod value;
+pub mod value;
 pub mod worker;
 
 /// TCP in one place: the server side ([`Server`], made by
@@ -193,7 +193,7 @@ pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};
 pub use process::Signal;
 pub use reactor::{Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
-pub use serde_json;
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;
+pub use value::{Dict, Set, SurrogateStr, Value};
 pub use worker::{Channel, Exec, Worker, WorkerOptions};

@@ -309,7 +309,7 @@ pub(crate) fn reap_within(
             match sys::try_wait(pid) {
                 Ok(Some(status)) => out[i] = Some(status),
                 Err(_) => {}
-                Ok(None) if deadline.map_or(true, |d| Instant::now() < d) => {
+                Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => {
                     // Sleep until it exits (its pidfd reads ready) or the
                     // deadline; without a pidfd, nap and look again.
                     let left = deadline.map_or(Duration::MAX, |d| {

@@ -163,7 +163,7 @@ fn referenced_string_expansion_is_refused() {
     list(&mut d, 2001);
     d.push(b'a' | FLAG_REF);
     d.extend_from_slice(&u32le(256 << 10));
-    d.extend(std::iter::repeat(b'x').take(256 << 10));
+    d.extend(std::iter::repeat_n(b'x', 256 << 10));
     for _ in 0..2000 {
         reference(&mut d, 0);
     }
@@ -232,7 +232,7 @@ fn one_megabyte_inputs_stay_within_the_bounds() {
     list(&mut d, 1);
     d.push(b'[' | FLAG_REF);
     d.extend_from_slice(&u32le(1000));
-    d.extend(std::iter::repeat(b'N').take(1000));
+    d.extend(std::iter::repeat_n(b'N', 1000));
     let mut level = 0;
     while d.len() + 5 + 5 * 1000 <= total {
         d.push(b'[' | FLAG_REF);
@@ -254,7 +254,7 @@ fn one_megabyte_inputs_stay_within_the_bounds() {
     list(&mut d, refs + 1);
     d.push(b'a' | FLAG_REF);
     d.extend_from_slice(&u32le(4096));
-    d.extend(std::iter::repeat(b'y').take(4096));
+    d.extend(std::iter::repeat_n(b'y', 4096));
     for _ in 0..refs {
         reference(&mut d, 0);
     }
@@ -281,9 +281,9 @@ fn densest_shapes_stay_within_the_bounds() {
     let size = 256 << 10;
     let r0 = [b'r', 0, 0, 0, 0];
     let mut long9 = vec![b'l', 9, 0, 0, 0];
-    long9.extend(std::iter::repeat([0xff, 0x7f]).take(9).flatten());
+    long9.extend(std::iter::repeat_n([0xff, 0x7f], 9).flatten());
     let mut long8 = vec![b'l', 8, 0, 0, 0];
-    long8.extend(std::iter::repeat([0xff, 0x7f]).take(8).flatten());
+    long8.extend(std::iter::repeat_n([0xff, 0x7f], 8).flatten());
     let float = [b'g', 0x34, 0x33, 0x33, 0x33, 0x33, 0x33, 0xd3, 0x3f]; // 0.30000000000000004
     let shapes: &[(&str, &[u8], &[u8])] = &[
         ("empty tuples", b"", b")\x00"),

@@ -44,7 +44,7 @@ fn plain_value(round: u64, j: usize, kind: char) -> Value {
     if kind == 'S' {
         // Even positions name no ids (this used to arrive unwrapped), odd
         // ones name ids (this used to fail as "no descriptors came with it").
-        let ids: Vec<u64> = if j % 2 == 0 {
+        let ids: Vec<u64> = if j.is_multiple_of(2) {
             vec![]
         } else {
             vec![1, round + 2]

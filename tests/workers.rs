@@ -215,7 +215,7 @@ fn bad_lines_fail_one_message_each() {
         .spawn_channel(&opts, |ch| {
             let fd = std::os::fd::AsRawFd::as_raw_fd(ch);
             let mut data = b"{\"ok\":1}\nnot json\n".to_vec();
-            data.extend(std::iter::repeat(b'x').take(1000));
+            data.extend(std::iter::repeat_n(b'x', 1000));
             data.extend_from_slice(b"\n[NaN]\n{\"ok\":2}\n");
             // SAFETY: writing our own buffer to our own socket.
             unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };

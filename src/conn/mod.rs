@@ -353,11 +353,7 @@ impl Conn {
 
     /// Reads until `WouldBlock` (or until reading pauses at `max_queued`),
     /// feeding the inbox. `buf` is the reactor's shared read buffer.
-    pub(crate) fn read_available(
-        &mut self,
-        buf: &mut Vec<u8>,
-        scratch: &mut Vec<u8>,
-    ) -> ReadOutcome {
+    pub(crate) fn read_available(&mut self, buf: &mut Vec<u8>) -> ReadOutcome {
         if buf.len() < READ_CHUNK {
             buf.resize(READ_CHUNK, 0);
         }
@@ -371,8 +367,7 @@ impl Conn {
                     break;
                 }
                 Ok(n) => {
-                    self.inbound
-                        .feed_received(&buf[..n], &mut got, self.format, scratch);
+                    self.inbound.feed_received(&buf[..n], &mut got);
                     if self.inbound.queued_bytes >= self.max_queued {
                         // A worker that sends faster than it is read: stop
                         // reading (its socket fills and it blocks) until
@@ -606,7 +601,7 @@ mod tests {
     fn values(c: &mut Conn) -> Vec<Value> {
         let mut got = Vec::new();
         while let Some(item) = c.inbound.pop() {
-            got.push(item.expect("a message").value);
+            got.push(item.expect("a message").decode(c.format).expect("decodes"));
         }
         got
     }
@@ -615,13 +610,13 @@ mod tests {
     fn lines_arrive_in_order_and_a_closing_write_side_ends_the_peer() {
         let poll = mio::Poll::new().expect("poll");
         let (mut a, mut b) = pair(&ConnSettings::default());
-        let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+        let mut buf = Vec::new();
         for i in 0..3 {
             assert!(!send(&mut a, &json!({ "n": i })).expect("queue"));
         }
         let done = a.write_out(poll.registry(), Token(1));
         assert!(!done.failed && !done.reported && a.pending_output() == 0);
-        let got = b.read_available(&mut buf, &mut scratch);
+        let got = b.read_available(&mut buf);
         assert!(got.queued && !got.ended);
         assert_eq!(
             values(&mut b),
@@ -632,7 +627,7 @@ mod tests {
         a.state = State::Closing;
         a.write_out(poll.registry(), Token(1));
         assert!(matches!(a.state, State::WriteShut));
-        let got = b.read_available(&mut buf, &mut scratch);
+        let got = b.read_available(&mut buf);
         assert!(got.ended && !got.queued);
         assert!(matches!(
             send(&mut a, &json!(1)),
@@ -675,10 +670,10 @@ mod tests {
             a.pending_output() > 0 && a.writable,
             "a short write arms WRITABLE"
         );
-        let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+        let mut buf = Vec::new();
         let mut received = 0;
         for _ in 0..10_000 {
-            b.read_available(&mut buf, &mut scratch);
+            b.read_available(&mut buf);
             received += values(&mut b).len();
             a.write_out(poll.registry(), Token(1));
             if a.pending_output() == 0 && received == 8 {

@@ -60,13 +60,13 @@ pub fn python_float_repr(f: f64) -> String {
         out.push(b'0' + (e % 10) as u8);
     } else if decpt <= 0 {
         out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat(b'0').take((-decpt) as usize));
+        out.extend(std::iter::repeat_n(b'0', (-decpt) as usize));
         out.extend_from_slice(d);
     } else {
         let p = decpt as usize;
         if p >= d.len() {
             out.extend_from_slice(d);
-            out.extend(std::iter::repeat(b'0').take(p - d.len()));
+            out.extend(std::iter::repeat_n(b'0', p - d.len()));
             out.extend_from_slice(b".0");
         } else {
             out.extend_from_slice(&d[..p]);

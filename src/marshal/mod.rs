@@ -149,7 +149,7 @@ mod tests {
         data.extend_from_slice(&3u32.to_le_bytes());
         data.push(0x80 | b'[');
         data.extend_from_slice(&200u32.to_le_bytes());
-        data.extend(std::iter::repeat(b'N').take(200));
+        data.extend(std::iter::repeat_n(b'N', 200));
         for level in 0..2u32 {
             data.push(0x80 | b'[');
             data.extend_from_slice(&200u32.to_le_bytes());

@@ -138,7 +138,7 @@ pub struct Reactor {
     early_watched: Vec<Worker>,
     /// The read buffer every connection shares.
     read_buf: Vec<u8>,
-    /// Encoding and decoding scratch space.
+    /// Encoding scratch space (marshal's bytes before base64).
     scratch: Vec<u8>,
     grace: Duration,
     /// Makes the epoll descriptor readable while work is queued but not
@@ -293,7 +293,7 @@ impl Reactor {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };
-        let got = conn.read_available(&mut self.read_buf, &mut self.scratch);
+        let got = conn.read_available(&mut self.read_buf);
         if got.queued {
             mark_ready(&mut self.ready, conn, w);
         }

@@ -2,6 +2,8 @@
 //! address and connections, its events, `stop_server`. [`Servers`](crate::server::Servers)
 //! does the work.
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -22,10 +24,17 @@ impl Reactor {
     ///
     /// System calls: `socket`, `bind`, `listen`, `epoll_ctl`; per
     /// connection `accept4`, `fork`, `pidfd_open`.
-    pub fn listen<A, F>(&mut self, addr: A, opts: &ServerOptions, mut f: F) -> Result<Server>
+    pub fn listen<A, F, Req, Rep>(
+        &mut self,
+        addr: A,
+        opts: &ServerOptions,
+        mut f: F,
+    ) -> Result<Server>
     where
         A: ToSocketAddrs,
-        F: FnMut(serde_json::Value) -> serde_json::Value + Send + 'static,
+        F: FnMut(Req) -> Rep + Send + 'static,
+        Req: DeserializeOwned,
+        Rep: Serialize,
     {
         let work = move |ch: &mut Channel| channel::serve_replies(ch, &mut f);
         self.listen_work(addr, opts, ServerWork::Run(Box::new(work)))

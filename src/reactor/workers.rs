@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
 use mio::Interest;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::Reactor;
 use crate::channel::{self, Channel};
@@ -36,9 +37,11 @@ impl Reactor {
     /// [`Channel::recv_regions`](crate::Channel::recv_regions)).
     ///
     /// System calls: `socketpair`, `fork`, `fcntl`, `epoll_ctl`.
-    pub fn spawn<F>(&mut self, f: F) -> Result<Worker>
+    pub fn spawn<F, A, R>(&mut self, f: F) -> Result<Worker>
     where
-        F: FnMut(Value) -> Value,
+        F: FnMut(A) -> R,
+        A: DeserializeOwned,
+        R: Serialize,
     {
         self.spawn_with(&WorkerOptions::default(), f)
     }
@@ -46,9 +49,11 @@ impl Reactor {
     /// Spawns a local worker that answers each message with `f(message)`.
     /// Lines the child cannot decode are skipped. The child exits 0 when the
     /// parent closes the connection.
-    pub fn spawn_with<F>(&mut self, opts: &WorkerOptions, f: F) -> Result<Worker>
+    pub fn spawn_with<F, A, R>(&mut self, opts: &WorkerOptions, f: F) -> Result<Worker>
     where
-        F: FnMut(Value) -> Value,
+        F: FnMut(A) -> R,
+        A: DeserializeOwned,
+        R: Serialize,
     {
         self.spawn_channel(opts, move |chan| channel::serve_replies(chan, f))
     }
@@ -199,7 +204,7 @@ impl Reactor {
     /// Errors: [`Error::Backpressure`] past the high-water mark (nothing
     /// queued), [`Error::Closed`] once the worker is closing or closed,
     /// [`Error::Encode`], [`Error::UnknownWorker`].
-    pub fn send(&mut self, w: Worker, msg: &Value) -> Result<()> {
+    pub fn send<T: Serialize + ?Sized>(&mut self, w: Worker, msg: &T) -> Result<()> {
         self.queue(w, Vec::new(), |f, out, scratch| {
             f.encode_line(msg, out, scratch)
         })
@@ -232,10 +237,10 @@ impl Reactor {
     ///
     /// System calls: `fcntl(F_DUPFD_CLOEXEC)` per region now (the duplicate
     /// is closed once sent), `sendmsg` when the line is written.
-    pub fn send_regions(
+    pub fn send_regions<T: Serialize + ?Sized>(
         &mut self,
         w: Worker,
-        msg: &Value,
+        msg: &T,
         regions: &[&SharedMemory],
     ) -> Result<()> {
         if regions.is_empty() {
@@ -355,15 +360,33 @@ impl Reactor {
     /// when nothing is queued, `Ok(Some(msg))` for a message, `Err` for a
     /// failed message or, last of all, [`Error::Closed`] (after which the
     /// handle is unknown).
-    pub fn try_recv(&mut self, w: Worker) -> Result<Option<Value>> {
+    ///
+    /// The line is decoded here, into the `T` asked for (received lines wait
+    /// as bytes until then): a message that does not fit `T` fails alone
+    /// with [`Error::Decode`]
+    /// ([`DecodeErrorKind::Mismatch`](crate::DecodeErrorKind::Mismatch)),
+    /// and the next call reads the next one. Any `T: DeserializeOwned`
+    /// works; [`Value`](crate::Value) takes whatever a Python peer sends.
+    pub fn try_recv<T: DeserializeOwned>(&mut self, w: Worker) -> Result<Option<T>> {
         // Regions that came with the message are closed here.
-        Ok(self.try_recv_msg(w)?.map(|m| m.value))
+        let format = self.conn(w)?.format();
+        match self.try_recv_msg(w)? {
+            Some(m) => m.decode(format).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// [`Reactor::try_recv`], with the shared memory regions that came with
     /// the message (see [`Reactor::send_regions`]).
-    pub fn try_recv_regions(&mut self, w: Worker) -> Result<Option<(Value, Vec<SharedMemory>)>> {
-        Ok(self.try_recv_msg(w)?.map(|m| (m.value, m.regions)))
+    pub fn try_recv_regions<T: DeserializeOwned>(
+        &mut self,
+        w: Worker,
+    ) -> Result<Option<(T, Vec<SharedMemory>)>> {
+        let format = self.conn(w)?.format();
+        match self.try_recv_msg(w)? {
+            Some(m) => m.decode_regions(format).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn try_recv_msg(&mut self, w: Worker) -> Result<Option<Msg>> {
@@ -391,17 +414,19 @@ impl Reactor {
     /// Events of other workers read meanwhile stay queued for them.
     /// [`Error::Timeout`] when the time runs out. Regions that came with the
     /// message are closed; [`Reactor::recv_regions`] keeps them.
-    pub fn recv(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Value> {
-        self.recv_msg(w, timeout).map(|m| m.value)
+    pub fn recv<T: DeserializeOwned>(&mut self, w: Worker, timeout: Option<Duration>) -> Result<T> {
+        let format = self.conn(w)?.format();
+        self.recv_msg(w, timeout)?.decode(format)
     }
 
     /// [`Reactor::recv`], with the regions that came with the message.
-    pub fn recv_regions(
+    pub fn recv_regions<T: DeserializeOwned>(
         &mut self,
         w: Worker,
         timeout: Option<Duration>,
-    ) -> Result<(Value, Vec<SharedMemory>)> {
-        self.recv_msg(w, timeout).map(|m| (m.value, m.regions))
+    ) -> Result<(T, Vec<SharedMemory>)> {
+        let format = self.conn(w)?.format();
+        self.recv_msg(w, timeout)?.decode_regions(format)
     }
 
     fn recv_msg(&mut self, w: Worker, timeout: Option<Duration>) -> Result<Msg> {

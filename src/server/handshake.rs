@@ -126,7 +126,7 @@ impl Servers {
             .filter(|&k| {
                 tokens
                     .pending(k)
-                    .map_or(true, |p| p.deadline.is_some_and(|d| d <= now))
+                    .is_none_or(|p| p.deadline.is_some_and(|d| d <= now))
             })
             .collect();
         for key in late {

@@ -118,6 +118,7 @@ impl<'de> de::Deserialize<'de> for Magic {
 /// Reports a magic kind to `visitor` as an enum whose variant is `kind` and
 /// whose newtype content is `payload` (see the module docs for each
 /// kind's payload).
+#[allow(dead_code)] // called by the formats (marshal, json)
 pub(crate) fn visit_magic<'de, V, P>(
     visitor: V,
     kind: Magic,
