@@ -121,14 +121,17 @@ impl<'de> de::MapAccess<'de> for Map<'_, 'de> {
         };
         let e = match r {
             Ok(Some(k)) => {
-                return seed.deserialize(KeyDeserializer::borrowed(k)).map(Some).map_err(|e| {
-                    // The key's opening quote: past the `{` or `,` and blanks.
-                    let mut i = skip_ws(data, before);
-                    if matches!(data.get(i), Some(b'{' | b',')) {
-                        i = skip_ws(data, i + 1);
-                    }
-                    e.or_at(i)
-                })
+                return seed
+                    .deserialize(KeyDeserializer::borrowed(k))
+                    .map(Some)
+                    .map_err(|e| {
+                        // The key's opening quote: past the `{` or `,` and blanks.
+                        let mut i = skip_ws(data, before);
+                        if matches!(data.get(i), Some(b'{' | b',')) {
+                            i = skip_ws(data, i + 1);
+                        }
+                        e.or_at(i)
+                    });
             }
             Ok(None) => {
                 self.done = true;
@@ -193,7 +196,9 @@ impl<'de> de::EnumAccess<'de> for Enum<'_, 'de> {
             }
             Ok(None) => {
                 return Err(DeError::at(
-                    Kind::Mismatch("an enum's dict is empty; expected the variant as its key".into()),
+                    Kind::Mismatch(
+                        "an enum's dict is empty; expected the variant as its key".into(),
+                    ),
                     self.start,
                 ))
             }

@@ -12,7 +12,7 @@ use serde::de::{self, value::BytesDeserializer, IntoDeserializer, Visitor};
 use super::access::{Enum, Map, Seq};
 use super::error::{DeError, Kind};
 use super::unescape::{self, Decoded};
-use crate::marshal::MAX_DEPTH;
+use crate::marshal::{MAX_DEPTH, MAX_INT_DIGITS};
 use crate::value::magic::{encode_bigint, visit_magic, Magic, VALUE_TOKEN};
 
 pub(crate) type Result<T, E = DeError> = std::result::Result<T, E>;
@@ -94,7 +94,7 @@ impl<'de> Deserializer<'de> {
 
     fn number(&mut self, peek: Peek, start: usize) -> Result<NumberAny> {
         let base = self.base;
-        self.jiter.known_number(peek).map_err(|e| {
+        let r = self.jiter.known_number(peek).map_err(|e| {
             let e = DeError::jiter(e, base);
             match e.kind {
                 // jiter checks the digit count (4300, as Python) before
@@ -102,7 +102,22 @@ impl<'de> Deserializer<'de> {
                 Kind::IntTooLarge => DeError::at(Kind::IntTooLarge, start),
                 _ => e,
             }
-        })
+        });
+        match r {
+            Err(DeError {
+                kind: Kind::IntTooLarge,
+                ..
+            }) => match long_float(self.data, start) {
+                // jiter applies the limit to a float's integer part too;
+                // Python's float() has none.
+                Some((f, end)) => {
+                    self.reseat(end);
+                    Ok(NumberAny::Float(f))
+                }
+                None => r,
+            },
+            r => r,
+        }
     }
 
     fn visit_number<V: Visitor<'de>>(
@@ -218,19 +233,22 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
             return self.any(false, visitor);
         }
         let start = self.pos();
-        let r = match self.number(peek, start)? {
-            NumberAny::Float(f) => visitor.visit_f64(f),
-            // Rounded to nearest, ties to even, as Python's float(int).
-            NumberAny::Int(NumberInt::Int(i)) => visitor.visit_f64(i as f64),
-            NumberAny::Int(NumberInt::BigInt(_)) => {
-                let text = std::str::from_utf8(&self.data[start..self.pos()]).unwrap_or("");
-                match text.parse::<f64>() {
-                    Ok(f) => visitor.visit_f64(f),
-                    Err(e) => Err(de::Error::custom(e)),
-                }
+        // jiter's float path (half the cost of its int/float one) reads an
+        // int too; only an int past MAX_INT_DIGITS, which Python refuses,
+        // must be told apart, and it is long enough to be looked at.
+        let base = self.base;
+        let f = self
+            .jiter
+            .known_float(peek)
+            .map_err(|e| DeError::jiter(e, base))?;
+        let text = &self.data[start..self.pos()];
+        if text.len() > MAX_INT_DIGITS && !text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+            let digits = text.len() - usize::from(text[0] == b'-');
+            if digits > MAX_INT_DIGITS {
+                return Err(DeError::at(Kind::IntTooLarge, start));
             }
-        };
-        r.map_err(|e: DeError| e.or_at(start))
+        }
+        visitor.visit_f64(f).map_err(|e: DeError| e.or_at(start))
     }
 
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
@@ -297,7 +315,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
                 self.leave();
                 Ok(v)
             }
-            _ => self.any(false, EnumShape).and_then(|never| match never {}),
+            _ => self.any(false, EnumShape).map(|never| match never {}),
         };
         r.map_err(|e| e.or_at(start))
     }
@@ -315,6 +333,42 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 
 /// No value: what [`EnumShape`] never produces.
 enum Never {}
+
+/// A float whose integer part is longer than jiter reads (`MAX_INT_DIGITS`
+/// digits), as Python's `float()` reads it: the value and where it ends;
+/// `None` if the number at `start` is an int (or malformed).
+fn long_float(data: &[u8], start: usize) -> Option<(f64, usize)> {
+    let digits_from = |mut i: usize| {
+        while data.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = digits_from(start + usize::from(data.get(start) == Some(&b'-')));
+    if !matches!(data.get(i), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    if data[i] == b'.' {
+        let end = digits_from(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if matches!(data.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(data.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits_from(i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    let text = std::str::from_utf8(&data[start..i]).ok()?;
+    Some((text.parse().ok()?, i))
+}
 
 /// Refuses any value but a str or a dict as an enum, naming what came.
 struct EnumShape;

@@ -128,14 +128,14 @@ pub(crate) fn write_float(out: &mut Vec<u8>, f: f64) {
     } else if f.is_infinite() {
         out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" });
     } else {
-        // ryu lays out positionally exactly where Python does (decimal
-        // point position -4 < k <= 16) except at k = -4 ("0.0000ddd",
-        // Python "d.dde-05"); everything else goes through the shared repr.
-        let mut buf = ryu::Buffer::new();
-        let text = buf.format_finite(f);
-        let digits = text.strip_prefix('-').unwrap_or(text);
-        if !text.contains('e') && !digits.starts_with("0.0000") {
-            out.extend_from_slice(text.as_bytes());
+        // Python writes 1e-4 <= |f| < 1e16 positionally, as ryu does (its
+        // positional range is wider: 1e-5 <= |f| < 1e16); the bounds are
+        // exact because a shortest repr rounds to its own double. The rest
+        // goes through the shared repr.
+        let a = f.abs();
+        if a == 0.0 || (1e-4..1e16).contains(&a) {
+            let mut buf = ryu::Buffer::new();
+            out.extend_from_slice(buf.format_finite(f).as_bytes());
         } else {
             out.extend_from_slice(python_float_repr(f).as_bytes());
         }
@@ -175,8 +175,23 @@ mod tests {
     #[test]
     fn float_fast_path_agrees_with_python_repr() {
         let special = [
-            0.0, -0.0, 1.0, 0.1, 1e-4, 1.5e-4, 1e-5, 9.99e-5, 1e15, 1e16, 1.5e16, 123.456,
-            1e22, 5e-324, f64::MAX, f64::MIN_POSITIVE, 0.00012345,
+            0.0,
+            -0.0,
+            1.0,
+            0.1,
+            1e-4,
+            1.5e-4,
+            1e-5,
+            9.99e-5,
+            1e15,
+            1e16,
+            1.5e16,
+            123.456,
+            1e22,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            0.00012345,
         ];
         for f in special.into_iter().flat_map(|f| [f, -f]) {
             assert_eq!(float_text(f), python_float_repr(f), "{f:e}");
@@ -200,7 +215,11 @@ mod tests {
             (false, 0u128, "0"),
             (true, 1, "-1"),
             (false, u128::MAX, "340282366920938463463374607431768211455"),
-            (true, 1u128 << 127, "-170141183460469231731687303715884105728"),
+            (
+                true,
+                1u128 << 127,
+                "-170141183460469231731687303715884105728",
+            ),
         ] {
             let mut out = Vec::new();
             write_int(&mut out, neg, m);

@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn errors_name_their_byte() {
         for (text, pos) in [
-            (&br#""\ud80""#[..], 5),
+            (&br#""\ud80""#[..], 6),
             (br#""\x""#, 2),
             (b"\"a\x01\"", 2),
             (b"\"\xff\"", 1),
