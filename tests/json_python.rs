@@ -745,3 +745,20 @@ fn floats_with_long_integer_parts_read_as_python_reads_them() {
     let f: f64 = from_slice(texts[0].as_bytes()).expect("typed");
     assert_eq!(f, f64::INFINITY);
 }
+
+#[test]
+fn unknown_fields_holding_what_only_value_holds_are_skipped() {
+    // Python reads this dict; a struct that ignores the other keys must too.
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct Small {
+        id: u8,
+    }
+    let text = br#"{"\ud800": 1, "big": 1606938044258990275541962092341162602522202993782792835301376, "s": ["\udc00", {"\udbff": 2}], "id": 7}"#;
+    assert_eq!(from_slice::<Small>(text).expect("skips"), Small { id: 7 });
+    // Asked for, they are refused with their cause.
+    let e = decode_err::<HashMap<String, u8>>(br#"{"\ud800": 1}"#);
+    assert!(
+        matches!(e.kind, DecodeErrorKind::LoneSurrogate) && e.position == 1,
+        "{e}"
+    );
+}

@@ -178,7 +178,20 @@ impl<'de> de::Deserializer<'de> for KeyDeserializer<'_> {
         self.deserialize_bytes(visitor)
     }
 
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.text {
+            // A struct's unknown key may hold a lone surrogate (Python
+            // reads such a dict); as bytes it matches no field name.
+            Text::Surrogates(b) => visitor.visit_byte_buf(b),
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        visitor.visit_unit()
+    }
+
     serde::forward_to_deserialize_any! {
-        char str string unit_struct seq tuple tuple_struct map struct identifier ignored_any
+        char str string unit_struct seq tuple tuple_struct map struct
     }
 }
