@@ -762,3 +762,49 @@ fn unknown_fields_holding_what_only_value_holds_are_skipped() {
         "{e}"
     );
 }
+
+#[test]
+fn positions_stay_absolute_after_a_string_jiter_refused() {
+    // The slow string path re-seats jiter on the rest of the input.
+    let v: Value = from_slice(br#"{"\ud800": ["\udc00", 1], "b": 2}"#).expect("decodes");
+    assert_eq!(
+        to_vec(&v).expect("encode"),
+        br#"{"\ud800": ["\udc00", 1], "b": 2}"#
+    );
+    let e = decode_err::<Value>(br#"["\ud800", 1, x]"#);
+    assert!(
+        matches!(e.kind, DecodeErrorKind::Syntax(_)) && e.position == 14,
+        "{e}"
+    );
+    let e = decode_err::<Value>(br#"["\ud800"]  ]"#);
+    assert!(
+        matches!(e.kind, DecodeErrorKind::TrailingBytes) && e.position == 12,
+        "{e}"
+    );
+    let e = decode_err::<Vec<(String, u8)>>(br#"[["\ud800", 1]]"#);
+    assert!(
+        matches!(e.kind, DecodeErrorKind::LoneSurrogate) && e.position == 2,
+        "{e}"
+    );
+}
+
+#[test]
+fn a_container_that_does_not_fit_is_blamed_at_its_start() {
+    let e = decode_err::<Vec<(u8, u8)>>(b"[[1, 2], [3]]");
+    assert!(
+        matches!(e.kind, DecodeErrorKind::Mismatch(_)) && e.position == 9,
+        "{e}"
+    );
+    let e = decode_err::<Vec<(u8, u8)>>(b"[[1, 2], [3, 4, 5]]");
+    assert!(matches!(e.kind, DecodeErrorKind::Mismatch(_)), "{e}");
+    let e = decode_err::<Vec<Shape>>(br#"[{"Nope": 1}]"#);
+    assert!(
+        matches!(e.kind, DecodeErrorKind::Mismatch(_)) && e.position == 1,
+        "{e}"
+    );
+    let e = decode_err::<Vec<Shape>>(br#"["Unit", 3]"#);
+    assert!(
+        matches!(e.kind, DecodeErrorKind::Mismatch(_)) && e.position == 9,
+        "{e}"
+    );
+}

@@ -193,22 +193,20 @@ impl<'de> Deserializer<'de> {
                 visitor.visit_bool(b)
             }
             Peek::String => self.visit_string(start, exact, visitor),
-            Peek::Array => {
-                self.enter(start)?;
+            Peek::Array => self.enter(start).and_then(|()| {
                 let mut seq = Seq::new(self);
                 let v = visitor.visit_seq(&mut seq)?;
                 seq.finish()?;
                 self.leave();
                 Ok(v)
-            }
-            Peek::Object => {
-                self.enter(start)?;
+            }),
+            Peek::Object => self.enter(start).and_then(|()| {
                 let mut map = Map::new(self, start);
                 let v = visitor.visit_map(&mut map)?;
                 map.finish()?;
                 self.leave();
                 Ok(v)
-            }
+            }),
             _ => self.visit_number(peek, start, exact, visitor),
         };
         r.map_err(|e| e.or_at(start))
@@ -308,13 +306,12 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
                 }
                 Err(e) => Err(self.jerr(e)),
             },
-            Peek::Object => {
-                self.enter(start)?;
+            Peek::Object => self.enter(start).and_then(|()| {
                 let v = visitor.visit_enum(Enum::new(self, start))?;
                 Enum::finish(self)?;
                 self.leave();
                 Ok(v)
-            }
+            }),
             _ => self.any(false, EnumShape).map(|never| match never {}),
         };
         r.map_err(|e| e.or_at(start))
