@@ -87,7 +87,7 @@ fn skip_ws(data: &[u8], mut i: usize) -> usize {
 }
 
 impl<'a, 'de> Map<'a, 'de> {
-    pub(crate) fn new(de: &'a mut Deserializer<'de>, _start: usize) -> Self {
+    pub(crate) fn new(de: &'a mut Deserializer<'de>) -> Self {
         Map {
             de,
             started: false,

@@ -201,7 +201,7 @@ impl<'de> Deserializer<'de> {
                 Ok(v)
             }),
             Peek::Object => self.enter(start).and_then(|()| {
-                let mut map = Map::new(self, start);
+                let mut map = Map::new(self);
                 let v = visitor.visit_map(&mut map)?;
                 map.finish()?;
                 self.leave();
