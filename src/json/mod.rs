@@ -27,6 +27,22 @@
 //! for if it is that type's text (`"1"` into `i64`). Errors are
 //! [`DecodeError`]s with the byte offset of the problem (for a value that
 //! does not fit the type: where that value starts).
+//!
+//! ```
+//! use miniray::Value;
+//!
+//! // What Python's json.dumps({"k": [1, 2.5, None], "t": (1e16, "é")}) writes:
+//! let text = br#"{"k": [1, 2.5, null], "t": [1e+16, "\u00e9"]}"#;
+//! let v: Value = miniray::json::from_slice(text)?;
+//! assert_eq!(miniray::json::to_vec(&v)?, text);
+//! let Value::Dict(d) = &v else { unreachable!() };
+//! let t = Value::List(vec![Value::Float(1e16), Value::Str("é".into())]);
+//! assert_eq!(d.get_str("t"), Some(&t));
+//! // Typed: any `Deserialize` type, straight from the text.
+//! let (n, f): (u8, f64) = miniray::json::from_slice(b"[7, NaN]")?;
+//! assert!(n == 7 && f.is_nan());
+//! # Ok::<(), miniray::Error>(())
+//! ```
 
 mod access;
 mod de;
