@@ -1,25 +1,114 @@
 //! miniray's benchmark, with the floor the OS allows measured in the same run.
 //!
-//! `cargo run --release --example bench [-- --quick] [--json FILE]`
+//! `cargo run --release --example bench [-- --quick] [--json FILE] [--only GROUP]`
 //!
 //! Each figure is a median over several runs (p99 beside latencies), printed
 //! in a table beside its floor (written here with the same crates) and the
 //! ratio, and written as JSON. The floors: a blocking socketpair ping-pong,
-//! a raw mio echo loop with no decoding, raw fork + socketpair spawn and
-//! teardown, a memchr scan, and a raw memfd + SCM_RIGHTS handoff. Before it
-//! starts it waits (up to 10 s) for the machine to be quiet and reports how
-//! busy it was. `--quick` shrinks every count (and N) for a smoke run.
+//! for large messages the same line through a socketpair plus the base64 and
+//! memcpy a codec costing nothing would still need, a raw mio echo loop with
+//! no decoding, raw fork + socketpair spawn and teardown, a memchr scan, and
+//! a raw memfd + SCM_RIGHTS handoff. Messages are sent both typed (a
+//! `Vec<f64>`, a struct) and as [`miniray::Value`]. Before it starts it waits
+//! (up to 10 s) for the machine to be quiet and reports how busy it was.
+//! `--quick` shrinks every count (and N, and the 100 MB memory lines) for a
+//! smoke run.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use base64_simd::STANDARD;
 use miniray::framing::LineBuffer;
-use miniray::serde_json::{json, Map, Value};
 use miniray::{
-    ConnectOptions, Format, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions,
+    ConnectOptions, Dict, Exec, Format, Reactor, ServerOptions, SharedMemory, Value, Worker,
+    WorkerOptions,
 };
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+// ------------------------------------------------------- counting allocator
+
+/// The system allocator, counting live heap bytes, and their peak while
+/// [`peak_extra`] runs. Peak *requested* bytes are what a decoder's
+/// algorithm needs, exactly and repeatably; RSS (VmHWM) would also count
+/// pages the allocator keeps cached and miss capacity never touched. The
+/// counting costs every allocation one relaxed atomic add (a few ns), paid
+/// by miniray's rows and not by the floors, which do not allocate.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static TRACKING: AtomicBool = AtomicBool::new(false);
+
+fn grew(n: usize) {
+    let now = LIVE.fetch_add(n, Relaxed) + n;
+    if TRACKING.load(Relaxed) {
+        PEAK.fetch_max(now, Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the
+// GlobalAlloc contract; the counters only observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is passed on.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc_zeroed` is passed on.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc` is passed on.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for `realloc` is passed on.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            // Counted as a resize: glibc grows large blocks with mremap,
+            // never holding old and new at once.
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `f` and returns what it gave and the peak heap bytes live during
+/// it above those live before (what it returns is live at the end, so its
+/// size counts).
+fn peak_extra<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    TRACKING.store(true, Relaxed);
+    let out = f();
+    TRACKING.store(false, Relaxed);
+    (out, PEAK.load(Relaxed).saturating_sub(base))
+}
 
 // ------------------------------------------------------------------ stats
 
@@ -85,7 +174,7 @@ impl Row {
         }
     }
 
-    fn json(&self) -> Value {
+    fn json(&self) -> serde_json::Value {
         json!({
             "group": self.group, "name": self.name, "unit": self.unit,
             "median": self.value, "p99": self.p99,
@@ -219,6 +308,132 @@ impl Drop for RawEcho {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
         reap(self.pid);
     }
+}
+
+/// A raw echo child for lines too large to write before reading: the
+/// socket is non-blocking and `poll(2)` interleaves writing and reading,
+/// as a reactor does (a blocking `write_all` would deadlock once both
+/// socket buffers fill).
+struct LargeEcho(RawEcho);
+
+impl LargeEcho {
+    fn new() -> Self {
+        let echo = RawEcho::new();
+        echo.sock.set_nonblocking(true).expect("nonblocking");
+        LargeEcho(echo)
+    }
+
+    /// Sends `msg` and reads as many bytes back into `back`.
+    fn exchange(&mut self, msg: &[u8], back: &mut Vec<u8>) {
+        back.resize(msg.len(), 0);
+        let sock = &mut self.0.sock;
+        let (mut sent, mut got) = (0, 0);
+        while got < msg.len() {
+            let mut pfd = libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: libc::POLLIN | if sent < msg.len() { libc::POLLOUT } else { 0 },
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, for the length given.
+            unsafe { libc::poll(&mut pfd, 1, -1) };
+            if sent < msg.len() {
+                match sock.write(&msg[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("echo write: {e}"),
+                }
+            }
+            match sock.read(&mut back[got..]) {
+                Ok(0) => panic!("echo child closed"),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("echo read: {e}"),
+            }
+        }
+    }
+}
+
+/// What a codec that cost nothing would still do for one line: marshal
+/// needs base64 and one memcpy of the raw bytes (into the scratch buffer
+/// at encode, out of it at decode); JSON one memcpy of the line.
+struct ZeroCodec {
+    format: Format,
+    /// The raw bytes the line carries (JSON: the line without its `\n`).
+    raw: Vec<u8>,
+    scratch: Vec<u8>,
+    line: Vec<u8>,
+    decoded: Vec<u8>,
+}
+
+impl ZeroCodec {
+    fn new(format: Format, line: &[u8]) -> Self {
+        let body = &line[..line.len() - 1];
+        let raw = match format {
+            Format::Marshal => STANDARD.decode_to_vec(body).expect("base64 line"),
+            Format::Json => body.to_vec(),
+        };
+        ZeroCodec {
+            format,
+            scratch: Vec::with_capacity(raw.len()),
+            line: Vec::with_capacity(line.len()),
+            decoded: Vec::with_capacity(raw.len()),
+            raw,
+        }
+    }
+
+    /// "Serializes" the raw bytes into the line (with its `\n`).
+    fn encode(&mut self) -> &[u8] {
+        self.line.clear();
+        match self.format {
+            Format::Marshal => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&self.raw);
+                STANDARD.encode_append(&self.scratch, &mut self.line);
+            }
+            Format::Json => self.line.extend_from_slice(&self.raw),
+        }
+        self.line.push(b'\n');
+        &self.line
+    }
+
+    /// "Deserializes" `line` (with its `\n`) into a copy of its raw bytes.
+    fn decode(&mut self, line: &[u8]) {
+        let body = &line[..line.len() - 1];
+        self.decoded.clear();
+        match self.format {
+            Format::Marshal => {
+                self.scratch.clear();
+                STANDARD
+                    .decode_append(body, &mut self.scratch)
+                    .expect("base64 line");
+                self.decoded.extend_from_slice(&self.scratch);
+            }
+            Format::Json => self.decoded.extend_from_slice(body),
+        }
+        std::hint::black_box(&self.decoded);
+    }
+}
+
+/// The floor of a round trip of `line`: the same bytes through a
+/// socketpair to a raw echo child and back, plus the four codec steps of a
+/// round trip (parent encode, child decode, child encode, parent decode)
+/// done by a [`ZeroCodec`]. The child's two steps run in the parent, timed
+/// with the rest: a ping-pong is serial, so their cost adds the same. µs
+/// per round trip.
+fn floor_zero_codec(echo: &mut LargeEcho, format: Format, line: &[u8], rounds: usize) -> Vec<f64> {
+    let mut codec = ZeroCodec::new(format, line);
+    let mut back = Vec::with_capacity(line.len());
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let out = codec.encode();
+        echo.exchange(out, &mut back);
+        codec.decode(&back);
+        codec.encode();
+        codec.decode(&back);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times
 }
 
 /// Raw mio echo loop, no decoding: `n` echo children, `inflight` 16-byte
@@ -422,19 +637,126 @@ fn heap_in_use() -> f64 {
 
 // -------------------------------------------------------------- payloads
 
-fn dict_1kb() -> Value {
-    let mut m = Map::new();
-    for i in 0..48 {
-        m.insert(format!("key{i:02}"), json!(format!("value-{i:04}")));
-    }
-    let v = Value::Object(m);
-    // About 1 KB of JSON text: 48 pairs of 21 bytes.
-    debug_assert!((1000..1100).contains(&v.to_string().len()));
-    v
+/// `{"test": 123}`, the small message.
+fn small() -> Value {
+    Value::Dict(Dict::from_iter([(
+        Value::Str("test".into()),
+        Value::Int(123),
+    )]))
 }
 
-fn floats(n: usize) -> Value {
-    Value::Array((0..n).map(|i| json!(i as f64 * 0.37 + 0.001)).collect())
+/// A record of mixed str, int, float and list fields: the "1 KB dict"
+/// (about 1 KB on the wire in either format) when typed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Record {
+    name: String,
+    host: String,
+    user: String,
+    path: String,
+    status: String,
+    id: i64,
+    pid: i64,
+    port: i64,
+    size: i64,
+    epoch: i64,
+    score: f64,
+    load: f64,
+    latitude: f64,
+    longitude: f64,
+    tags: Vec<String>,
+    samples: Vec<f64>,
+    counts: Vec<i64>,
+}
+
+fn record() -> Record {
+    Record {
+        name: "miniray-benchmark-record".into(),
+        host: "worker-17.cluster.example.org".into(),
+        user: "alice".into(),
+        path: "/var/lib/miniray/jobs/2026/11/27/job-000123.json".into(),
+        status: "running".into(),
+        id: 1_234_567_890,
+        pid: 48_213,
+        port: 50_051,
+        size: 1_048_576,
+        epoch: 1_764_201_600,
+        score: 0.987_654_321,
+        load: 1.25,
+        latitude: 48.856_613,
+        longitude: 2.352_222,
+        tags: (0..12).map(|i| format!("tag-{i:02}-batch")).collect(),
+        samples: random_floats(16),
+        counts: (0..20).map(|i| i * 7919 - 31).collect(),
+    }
+}
+
+/// The same record as a [`Value`]: a dict with str keys, in field order.
+fn record_value(r: &Record) -> Value {
+    let s = |x: &str| Value::Str(x.into());
+    let list = |it: Vec<Value>| Value::List(it);
+    Value::Dict(Dict::from_iter([
+        (s("name"), s(&r.name)),
+        (s("host"), s(&r.host)),
+        (s("user"), s(&r.user)),
+        (s("path"), s(&r.path)),
+        (s("status"), s(&r.status)),
+        (s("id"), Value::Int(r.id)),
+        (s("pid"), Value::Int(r.pid)),
+        (s("port"), Value::Int(r.port)),
+        (s("size"), Value::Int(r.size)),
+        (s("epoch"), Value::Int(r.epoch)),
+        (s("score"), Value::Float(r.score)),
+        (s("load"), Value::Float(r.load)),
+        (s("latitude"), Value::Float(r.latitude)),
+        (s("longitude"), Value::Float(r.longitude)),
+        (s("tags"), list(r.tags.iter().map(|t| s(t)).collect())),
+        (
+            s("samples"),
+            list(r.samples.iter().map(|&x| Value::Float(x)).collect()),
+        ),
+        (
+            s("counts"),
+            list(r.counts.iter().map(|&x| Value::Int(x)).collect()),
+        ),
+    ]))
+}
+
+/// `n` floats in [0, 1) with 53 random bits each, as Python's
+/// `random.random()` gives (so their text is as long as a Python peer's),
+/// from a fixed seed (splitmix64).
+fn random_floats(n: usize) -> Vec<f64> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+fn floats_value(v: &[f64]) -> Value {
+    Value::List(v.iter().map(|&x| Value::Float(x)).collect())
+}
+
+/// The marshal line CPython 3.11's `marshal.dumps(list_of_floats)` gives
+/// (a referenced list, `g` + 8 bytes per unshared float), built directly so
+/// a 100 MB line costs no encoder's memory or time.
+fn marshal_float_line(v: &[f64]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(5 + 9 * v.len());
+    raw.push(b'[' | 0x80);
+    raw.extend_from_slice(&u32::try_from(v.len()).expect("list length").to_le_bytes());
+    for x in v {
+        raw.push(b'g');
+        raw.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut line = Vec::with_capacity(raw.len().div_ceil(3) * 4 + 1);
+    STANDARD.encode_append(&raw, &mut line);
+    line.push(b'\n');
+    line
 }
 
 // --------------------------------------------------------------- machine
@@ -462,12 +784,18 @@ fn cpu_busy_fraction(over: Duration) -> f64 {
 
 // -------------------------------------------------------------- miniray
 
-fn round_trips(r: &mut Reactor, w: Worker, msg: &Value, rounds: usize) -> Vec<f64> {
+/// `rounds` round trips of `msg` to `w`, received as a `T`: µs each.
+fn round_trips<T: Serialize + DeserializeOwned>(
+    r: &mut Reactor,
+    w: Worker,
+    msg: &T,
+    rounds: usize,
+) -> Vec<f64> {
     let mut times = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t = Instant::now();
         r.send(w, msg).expect("send");
-        let back = r.recv(w, Some(Duration::from_secs(60))).expect("recv");
+        let back: T = r.recv(w, Some(Duration::from_secs(60))).expect("recv");
         times.push(t.elapsed().as_secs_f64() * 1e6);
         std::hint::black_box(back);
     }
@@ -475,7 +803,7 @@ fn round_trips(r: &mut Reactor, w: Worker, msg: &Value, rounds: usize) -> Vec<f6
 }
 
 fn pipelined(r: &mut Reactor, workers: &[Worker], inflight: usize, dur: Duration) -> f64 {
-    let msg = json!(1);
+    let msg = Value::Int(1);
     for &w in workers {
         for _ in 0..inflight {
             r.send(w, &msg).expect("send");
@@ -488,7 +816,7 @@ fn pipelined(r: &mut Reactor, workers: &[Worker], inflight: usize, dur: Duration
         r.wait_any_into(&mut ready, Some(Duration::from_secs(10)))
             .expect("wait_any");
         for &w in &ready {
-            while let Some(v) = r.try_recv(w).expect("reply") {
+            while let Some(v) = r.try_recv::<Value>(w).expect("reply") {
                 std::hint::black_box(v);
                 done += 1;
                 r.send(w, &msg).expect("send");
@@ -505,12 +833,106 @@ fn pipelined(r: &mut Reactor, workers: &[Worker], inflight: usize, dur: Duration
             break;
         }
         for &w in &ready {
-            while r.try_recv(w).expect("reply").is_some() {
+            while r.try_recv::<Value>(w).expect("reply").is_some() {
                 left -= 1;
             }
         }
     }
     rate
+}
+
+/// Encode and decode MB/s (line bytes) of `v` as a `T`, each beside what a
+/// codec costing nothing would reach on the same line ([`ZeroCodec`]).
+fn codec_rows<T: Serialize + DeserializeOwned>(
+    b: &mut Bench,
+    format: Format,
+    label: &str,
+    v: &T,
+    reps: usize,
+) {
+    let line = format.encode(v).expect("encode");
+    let body = &line[..line.len() - 1];
+    let mut zero = ZeroCodec::new(format, &line);
+    let rate = |t: Instant| (line.len() * reps) as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let [mut enc, mut dec, mut zero_enc, mut zero_dec] = [(); 4].map(|()| Vec::new());
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    for _ in 0..b.n(5, 2) {
+        let t = Instant::now();
+        for _ in 0..reps {
+            out.clear();
+            format
+                .encode_line(v, &mut out, &mut scratch)
+                .expect("encode");
+        }
+        enc.push(rate(t));
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(format.decode::<T>(body).expect("decode"));
+        }
+        dec.push(rate(t));
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(zero.encode());
+        }
+        zero_enc.push(rate(t));
+        let t = Instant::now();
+        for _ in 0..reps {
+            zero.decode(&line);
+        }
+        zero_dec.push(rate(t));
+    }
+    let floor_name = match format {
+        Format::Json => "memcpy",
+        Format::Marshal => "base64 + memcpy",
+    };
+    for (what, ours, floor) in [
+        ("encode", &mut enc, &mut zero_enc),
+        ("decode", &mut dec, &mut zero_dec),
+    ] {
+        b.push(Row {
+            group: "codec",
+            name: format!("{what} {format} {label}"),
+            unit: "MB/s",
+            value: median(ours),
+            p99: None,
+            floor: Some(median(floor)),
+            floor_name,
+            target: None,
+        });
+    }
+}
+
+/// Peak extra heap bytes of `recv::<T>` of `line` (with its `\n`), which
+/// an exec'd `cat` sends: the reactor first queues the whole line, then
+/// [`peak_extra`] measures just the `try_recv` that decodes it.
+fn recv_peak<T: DeserializeOwned>(r: &mut Reactor, format: Format, line: &[u8]) -> usize {
+    let path = std::env::temp_dir().join(format!(
+        "miniray-bench-{}-{format}.line",
+        std::process::id()
+    ));
+    std::fs::write(&path, line).expect("write line file");
+    let big = line.len() * 2 + (1 << 20);
+    let opts = WorkerOptions::new()
+        .format(format)
+        .max_line(big)
+        .max_queued(big);
+    let w = r
+        .spawn_exec(&opts, &Exec::new("cat", [&path]).expect("exec"))
+        .expect("spawn cat");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut ready = Vec::new();
+    while !ready.contains(&w) {
+        assert!(Instant::now() < deadline, "cat sent no line in 120 s");
+        r.wait_any_into(&mut ready, Some(Duration::from_secs(10)))
+            .expect("wait_any");
+    }
+    let (msg, peak) = peak_extra(|| r.try_recv::<T>(w).expect("recv"));
+    assert!(msg.is_some(), "cat's line was not queued");
+    drop(msg);
+    let _ = std::fs::remove_file(&path);
+    r.close(w).expect("close");
+    peak
 }
 
 fn kib_field(path: &str, field: &str) -> Option<f64> {
@@ -526,7 +948,8 @@ const USAGE: &str = "\
 usage: bench [--quick] [--json FILE] [--only GROUP]
   --quick        small counts, short waits (default: full run)
   --json FILE    also write every row as JSON to FILE (default: none)
-  --only GROUP   run only the group named GROUP, e.g. floor (default: all)
+  --only GROUP   run only GROUP: roundtrip, pipelined, spawn, wait_any,
+                 framing, codec, memory or shm (default: all)
 ";
 
 fn main() {
@@ -573,17 +996,16 @@ fn main() {
         rows: Vec::new(),
     };
 
-    // ---- round trips, local and TCP, json and marshal
+    // ---- round trips, local and TCP, json and marshal, typed and Value
     if b.runs("roundtrip") {
-        let payloads = [
-            ("{\"test\":123}", json!({"test": 123}), b.n(3000, 200)),
-            ("1 KB dict", dict_1kb(), b.n(2000, 100)),
-            ("100k floats", floats(100_000), b.n(30, 3)),
-        ];
-        let small_line = Format::Json
-            .encode(&json!({"test": 123}))
-            .expect("encode")
-            .len();
+        let small = small();
+        let rec = record();
+        let rec_value = record_value(&rec);
+        let floats = random_floats(100_000);
+        let floats_v = floats_value(&floats);
+        let (small_rounds, dict_rounds, floats_rounds) =
+            (b.n(3000, 200), b.n(2000, 100), b.n(50, 3));
+        let small_line = Format::Json.encode(&small).expect("encode").len();
         // The small local round trip and its floor run in alternating
         // blocks, so both see the same machine (a shared one drifts a lot),
         // and everything here runs on CPU 0: a ping-pong across CPUs costs
@@ -592,12 +1014,14 @@ fn main() {
         let all_cpus: Vec<usize> =
             (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
         pin(&[0]);
+        // Both echo children fork before any worker, so they hold none of
+        // the workers' sockets open (a worker must see EOF at close).
         let mut raw = RawEcho::new();
+        let mut large = LargeEcho::new();
         let mut r = Reactor::new().expect("reactor");
-        let small = json!({"test": 123});
         let locals = [
-            r.spawn(|v| v).expect("spawn"),
-            r.spawn_with(&WorkerOptions::new().format(Format::Marshal), |v| v)
+            r.spawn(|v: Value| v).expect("spawn"),
+            r.spawn_with(&WorkerOptions::new().format(Format::Marshal), |v: Value| v)
                 .expect("spawn"),
         ];
         let mut floor = Vec::new();
@@ -633,50 +1057,174 @@ fn main() {
             });
             r.close(locals[i]).expect("close");
         }
-        for format in [Format::Json, Format::Marshal] {
+        // Medians of the 100k-float round trips, [json, marshal] x [typed, Value].
+        let mut floats_median = [[f64::NAN; 2]; 2];
+        let blocks = b.n(5, 1);
+        for (fi, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
+            let dict_line = format.encode(&rec_value).expect("encode");
+            let floats_line = format.encode(&floats_v).expect("encode");
+            println!(
+                "{format} lines: 1 KB dict {} B, 100k floats {} B",
+                dict_line.len(),
+                floats_line.len()
+            );
+            let opts = WorkerOptions::new().format(format);
             let server = r
-                .listen("127.0.0.1:0", &ServerOptions::new().format(format), |v| v)
+                .listen(
+                    "127.0.0.1:0",
+                    &ServerOptions::new().format(format),
+                    |v: Value| v,
+                )
                 .expect("listen");
             let addr = r.server_addr(server).expect("addr");
-            let local = r
-                .spawn_with(&WorkerOptions::new().format(format), |v| v)
-                .expect("spawn");
+            let local = r.spawn_with(&opts, |v: Value| v).expect("spawn");
+            let local_record = r.spawn_with(&opts, |v: Record| v).expect("spawn");
+            let local_floats = r.spawn_with(&opts, |v: Vec<f64>| v).expect("spawn");
             let remote = r
                 .connect(
                     addr,
                     &ConnectOptions::new().format(format),
-                    Duration::from_secs(10),
+                    Some(Duration::from_secs(10)),
                 )
                 .expect("connect");
+
+            // Local rows run in alternating blocks with their floors (these
+            // very lines through a socketpair plus the base64 and memcpy a
+            // codec costing nothing would still need), as the small one does.
+            let mut t: [Vec<f64>; 6] = Default::default();
+            let [dict_floor, dict_value, dict_struct, floats_floor, floats_value_t, floats_typed] =
+                &mut t;
+            for _ in 0..blocks {
+                let (dr, fr) = (dict_rounds / blocks, floats_rounds / blocks);
+                dict_floor.extend(floor_zero_codec(&mut large, format, &dict_line, dr));
+                dict_value.extend(round_trips(&mut r, local, &rec_value, dr));
+                dict_struct.extend(round_trips(&mut r, local_record, &rec, dr));
+                floats_floor.extend(floor_zero_codec(&mut large, format, &floats_line, fr));
+                floats_value_t.extend(round_trips(&mut r, local, &floats_v, fr));
+                floats_typed.extend(round_trips(&mut r, local_floats, &floats, fr));
+            }
+            let zero_name = match format {
+                Format::Json => "socketpair + memcpy",
+                Format::Marshal => "socketpair + base64 + memcpy",
+            };
+            // Pushes a row (the floors' own rows go to group "floor") and
+            // returns its median.
+            let row = |b: &mut Bench,
+                       name: String,
+                       t: &mut Vec<f64>,
+                       floor: Option<f64>,
+                       target: Option<f64>| {
+                let value = median(t);
+                b.push(Row {
+                    group: if name.starts_with("zero codec") {
+                        "floor"
+                    } else {
+                        "round trip"
+                    },
+                    name,
+                    unit: "us",
+                    value,
+                    p99: Some(p99(t)),
+                    floor,
+                    floor_name: if floor.is_some() { zero_name } else { "" },
+                    target: target.map(Target::AtMost),
+                });
+                value
+            };
+            let (typed_target, value_target) = match format {
+                Format::Json => (10_000.0, 15_000.0),
+                Format::Marshal => (3000.0, 5000.0),
+            };
+            let f = row(
+                &mut b,
+                format!("zero codec {format} 1 KB dict"),
+                dict_floor,
+                None,
+                None,
+            );
+            let label = format!("local {format} 1 KB dict");
+            row(
+                &mut b,
+                format!("{label} Value"),
+                dict_value,
+                Some(f),
+                Some(16.0),
+            );
+            row(
+                &mut b,
+                format!("{label} struct"),
+                dict_struct,
+                Some(f),
+                Some(16.0),
+            );
+            let f = row(
+                &mut b,
+                format!("zero codec {format} 100k floats"),
+                floats_floor,
+                None,
+                None,
+            );
+            let label = format!("local {format} 100k floats");
+            floats_median[fi][1] = row(
+                &mut b,
+                format!("{label} Value"),
+                floats_value_t,
+                Some(f),
+                Some(value_target),
+            );
+            floats_median[fi][0] = row(
+                &mut b,
+                format!("{label} Vec<f64>"),
+                floats_typed,
+                Some(f),
+                Some(typed_target),
+            );
             for (kind, w) in [("local", local), ("tcp", remote)] {
-                for (label, msg, rounds) in &payloads {
-                    let mut t = round_trips(&mut r, w, msg, *rounds);
-                    let (floor, target): (Option<f64>, _) = match (*label, kind, format) {
-                        ("1 KB dict", "local", _) => (None, Some(Target::AtMost(30.0))),
-                        ("100k floats", "local", Format::Marshal) => {
-                            (None, Some(Target::AtMost(5000.0)))
-                        }
-                        ("100k floats", "local", Format::Json) => {
-                            (None, Some(Target::AtMost(25000.0)))
-                        }
-                        _ => (None, None),
-                    };
-                    b.push(Row {
-                        group: "round trip",
-                        name: format!("{kind} {format} {label}"),
-                        unit: "us",
-                        value: median(&mut t),
-                        p99: Some(p99(&mut t)),
-                        floor,
-                        floor_name: "",
-                        target,
-                    });
+                let mut t = round_trips(&mut r, w, &small, small_rounds);
+                row(
+                    &mut b,
+                    format!("{kind} {format} {{\"test\":123}}"),
+                    &mut t,
+                    None,
+                    None,
+                );
+                if kind == "tcp" {
+                    let mut t = round_trips(&mut r, w, &rec_value, dict_rounds);
+                    row(
+                        &mut b,
+                        format!("tcp {format} 1 KB dict Value"),
+                        &mut t,
+                        None,
+                        None,
+                    );
+                    let mut t = round_trips(&mut r, w, &floats_v, floats_rounds);
+                    row(
+                        &mut b,
+                        format!("tcp {format} 100k floats Value"),
+                        &mut t,
+                        None,
+                        None,
+                    );
                 }
             }
-            r.close(local).expect("close");
-            r.close(remote).expect("close");
+            for w in [local, local_record, local_floats, remote] {
+                r.close(w).expect("close");
+            }
             r.stop_server(server).expect("stop");
         }
+        for (i, kind) in ["Vec<f64>", "Value"].into_iter().enumerate() {
+            b.push(Row {
+                group: "round trip",
+                name: format!("marshal vs json speedup 100k {kind}"),
+                unit: "x",
+                value: floats_median[0][i] / floats_median[1][i],
+                p99: None,
+                floor: None,
+                floor_name: "",
+                target: Some(Target::AtLeast(5.0)),
+            });
+        }
+        drop(large);
         drop(r);
         pin(&all_cpus);
     }
@@ -687,7 +1235,9 @@ fn main() {
         for n in [1usize, 16, 256, 2000] {
             let n = if quick { n.min(64) } else { n };
             let mut r = Reactor::new().expect("reactor");
-            let workers: Vec<Worker> = (0..n).map(|_| r.spawn(|v| v).expect("spawn")).collect();
+            let workers: Vec<Worker> = (0..n)
+                .map(|_| r.spawn(|v: Value| v).expect("spawn"))
+                .collect();
             let mut floors = Vec::new();
             let mut rates = Vec::new();
             for _ in 0..b.n(5, 1) {
@@ -736,14 +1286,17 @@ fn main() {
             let heap0 = heap_in_use();
             let mut r = Reactor::new().expect("reactor");
             let t = Instant::now();
-            let workers: Vec<Worker> = (0..n).map(|_| r.spawn(|v| v).expect("spawn")).collect();
+            let workers: Vec<Worker> = (0..n)
+                .map(|_| r.spawn(|v: Value| v).expect("spawn"))
+                .collect();
             let spawn_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
             // One round trip each, so every worker has used its buffers once.
             for &w in &workers {
-                r.send(w, &json!(1)).expect("send");
+                r.send(w, &Value::Int(1)).expect("send");
             }
             for &w in &workers {
-                r.recv(w, Some(Duration::from_secs(60))).expect("recv");
+                r.recv::<Value>(w, Some(Duration::from_secs(60)))
+                    .expect("recv");
             }
             let heap1 = heap_in_use();
             let step = (n / 20).max(1);
@@ -814,10 +1367,12 @@ fn main() {
                 continue;
             }
             let mut r = Reactor::new().expect("reactor");
-            let workers: Vec<Worker> = (0..n).map(|_| r.spawn(|v| v).expect("spawn")).collect();
+            let workers: Vec<Worker> = (0..n)
+                .map(|_| r.spawn(|v: Value| v).expect("spawn"))
+                .collect();
             let w = workers[n / 2];
             let rounds = b.n(3000, 200);
-            let msg = json!({"test": 123});
+            let msg = small();
             let mut times = Vec::with_capacity(rounds);
             let mut ready = Vec::new();
             for _ in 0..rounds {
@@ -830,7 +1385,7 @@ fn main() {
                         break;
                     }
                 }
-                r.try_recv(w).expect("reply");
+                r.try_recv::<Value>(w).expect("reply");
                 times.push(t.elapsed().as_secs_f64() * 1e6);
             }
             let cost = median(&mut times);
@@ -913,49 +1468,69 @@ fn main() {
             });
         }
     }
-    // ---- encode / decode MB/s
+    // ---- encode / decode MB/s of line bytes, typed and Value
     if b.runs("codec") {
-        for (label, v) in [("1 KB dict", dict_1kb()), ("100k floats", floats(100_000))] {
-            for format in [Format::Json, Format::Marshal] {
-                let line = format.encode(&v).expect("encode");
-                let reps = b.n(if v.is_array() { 20 } else { 20_000 }, 3);
-                let mut enc = Vec::new();
-                let mut dec = Vec::new();
-                let mut out = Vec::new();
-                let mut scratch = Vec::new();
-                for _ in 0..5 {
-                    let t = Instant::now();
-                    for _ in 0..reps {
-                        out.clear();
-                        format
-                            .encode_line(&v, &mut out, &mut scratch)
-                            .expect("encode");
-                    }
-                    enc.push((line.len() * reps) as f64 / t.elapsed().as_secs_f64() / 1e6);
-                    let t = Instant::now();
-                    for _ in 0..reps {
-                        std::hint::black_box(
-                            format
-                                .decode_line(&line[..line.len() - 1], &mut scratch)
-                                .expect("decode"),
-                        );
-                    }
-                    dec.push((line.len() * reps) as f64 / t.elapsed().as_secs_f64() / 1e6);
-                }
-                for (what, v) in [("encode", &mut enc), ("decode", &mut dec)] {
-                    b.push(Row {
-                        group: "codec",
-                        name: format!("{what} {format} {label}"),
-                        unit: "MB/s",
-                        value: median(v),
-                        p99: None,
-                        floor: None,
-                        floor_name: "",
-                        target: None,
-                    });
-                }
+        let rec = record();
+        let rec_value = record_value(&rec);
+        let floats = random_floats(100_000);
+        let floats_v = floats_value(&floats);
+        let (dict_reps, floats_reps) = (b.n(20_000, 300), b.n(20, 2));
+        for format in [Format::Json, Format::Marshal] {
+            codec_rows(&mut b, format, "1 KB dict struct", &rec, dict_reps);
+            codec_rows(&mut b, format, "1 KB dict Value", &rec_value, dict_reps);
+            codec_rows(&mut b, format, "100k floats Vec<f64>", &floats, floats_reps);
+            codec_rows(&mut b, format, "100k floats Value", &floats_v, floats_reps);
+        }
+    }
+    // ---- memory to decode a 100 MB line, typed and Value
+    if b.runs("memory") {
+        let size = b.n(100_000_000, 2_000_000);
+        // 12 line bytes per float in marshal (9 raw, base64); JSON's count
+        // is measured on a sample (about 20: 17 digits, `0.`, `, `).
+        let marshal_line = marshal_float_line(&random_floats(size / 12));
+        let sample = Format::Json.encode(&random_floats(10_000)).expect("encode");
+        let json_floats = (size as f64 * 10_000.0 / sample.len() as f64) as usize;
+        let json_line = Format::Json
+            .encode(&random_floats(json_floats))
+            .expect("encode");
+        let mut r = Reactor::new().expect("reactor");
+        for (format, line) in [(Format::Marshal, marshal_line), (Format::Json, json_line)] {
+            let mb = line.len() as f64 / 1e6;
+            let body = &line[..line.len() - 1];
+            // `Format::decode` on a line the caller holds (so the line is
+            // not counted; marshal's copy of it for base64 is).
+            let (typed, decode_typed) =
+                peak_extra(|| format.decode::<Vec<f64>>(body).expect("decode"));
+            let n = typed.len();
+            drop(typed);
+            let (value, decode_value) =
+                peak_extra(|| format.decode::<Value>(body).expect("decode"));
+            drop(value);
+            // `recv` of the same line from an exec'd `cat`, timed only once
+            // the whole line waits queued (so reading it is not counted;
+            // marshal's base64 is decoded in place).
+            let recv_typed = recv_peak::<Vec<f64>>(&mut r, format, &line);
+            let recv_value = recv_peak::<Value>(&mut r, format, &line);
+            println!("{format} memory line: {n} floats, {mb:.1} MB");
+            for (how, kind, peak) in [
+                ("decode", "Vec<f64>", decode_typed),
+                ("decode", "Value", decode_value),
+                ("recv", "Vec<f64>", recv_typed),
+                ("recv", "Value", recv_value),
+            ] {
+                b.push(Row {
+                    group: "memory",
+                    name: format!("{how} {format} {mb:.0} MB line to {kind}"),
+                    unit: "x line",
+                    value: peak as f64 / line.len() as f64,
+                    p99: None,
+                    floor: None,
+                    floor_name: "",
+                    target: Some(Target::AtMost(3.0)),
+                });
             }
         }
+        drop(r);
     }
     // ---- SharedMemory handoff
     if b.runs("shm") {
@@ -975,8 +1550,8 @@ fn main() {
         let mut r = Reactor::new().expect("reactor");
         let w = r
             .spawn_channel(&WorkerOptions::new(), |ch| {
-                while let Some((_, regions)) = ch.recv_regions()? {
-                    ch.send(&json!(regions.len()))?;
+                while let Some((_, regions)) = ch.recv_regions::<Value>()? {
+                    ch.send(&regions.len())?;
                 }
                 Ok(())
             })
@@ -996,9 +1571,9 @@ fn main() {
             let mut times = Vec::with_capacity(rounds);
             for _ in 0..rounds {
                 let t = Instant::now();
-                r.send_regions(w, &json!({"region": region.id()}), &[&region])
-                    .expect("send");
-                r.recv(w, Some(Duration::from_secs(60))).expect("reply");
+                r.send_regions(w, &region.id(), &[&region]).expect("send");
+                r.recv::<usize>(w, Some(Duration::from_secs(60)))
+                    .expect("reply");
                 times.push(t.elapsed().as_secs_f64() * 1e6);
             }
             b.push(Row {

@@ -1,9 +1,18 @@
-//! A remote worker client (`Reactor::connect`): reads JSON lines on stdin,
-//! sends each to a server (pipelined, order kept), prints each reply as one
-//! JSON line, exits 0 after the last reply. Errors go to stderr with a non-zero exit.
+//! A remote worker client (`Reactor::connect`): reads one Python value per
+//! line on stdin (JSON as Python's `json.loads` reads it, or with
+//! `--input marshal` base64 marshal as Python's
+//! `base64.b64encode(marshal.dumps(v))` writes it), sends each to a server
+//! (pipelined, order kept), prints each reply on one line as Python's
+//! `repr` (or, with `--output json|marshal`, as a line in that format),
+//! exits 0 after the last reply. A request the server answers with an error
+//! (a message it cannot decode, a panic) is reported on stderr as
+//! `call: reply N: worker reported KIND: MESSAGE`, the other replies are
+//! still printed, and the exit status is then 1. Other errors go to
+//! stderr with a non-zero exit.
 //!
 //! ```text
-//! call --connect ADDR [--format json|marshal] [--timeout SECS] [--secret-file PATH]
+//! call --connect ADDR [--format json|marshal] [--input json|marshal] [--output repr|json|marshal]
+//!      [--timeout SECS] [--secret-file PATH]
 //! ```
 //!
 //! With `MINIRAY_SECRET` in the environment (or `--secret-file`), answers the
@@ -12,16 +21,18 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-use miniray::serde_json::Value;
-use miniray::{ConnectOptions, Error, Format, Reactor, Secret};
+use miniray::{ConnectOptions, Error, Format, Reactor, Secret, Value};
 
 #[path = "common/args.rs"]
 mod args;
 
 const USAGE: &str = "\
-usage: call --connect ADDR [--format json|marshal] [--timeout SECS] [--secret-file PATH] < LINES
+usage: call --connect ADDR [--format json|marshal] [--input json|marshal] [--output repr|json|marshal]
+            [--timeout SECS] [--secret-file PATH] < LINES
   --connect ADDR       server address (required)
-  --format F           json or marshal (default json)
+  --format F           the connection's format, json or marshal (default json)
+  --input F            how stdin lines are written, json or marshal (default json)
+  --output F           how replies are printed: repr (Python's), json or marshal (default repr)
   --timeout SECS       wait at most this long for each reply (default 30)
   --secret-file PATH   answer the server's challenge with this secret (default: $MINIRAY_SECRET, else none)
 ";
@@ -39,6 +50,8 @@ fn main() {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut connect = None;
     let mut format = Format::Json;
+    let mut input = Format::Json;
+    let mut output: Option<Format> = None;
     let mut timeout = Duration::from_secs(30);
     let mut secret = Secret::from_env("MINIRAY_SECRET");
     let mut args = args::Args::new("call", USAGE);
@@ -46,6 +59,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         match flag.as_str() {
             "--connect" => connect = Some(args.value::<String>(&flag)),
             "--format" => format = args.value(&flag),
+            "--input" => input = args.value(&flag),
+            "--output" => {
+                let name: String = args.value(&flag);
+                output = match name.as_str() {
+                    "repr" => None,
+                    other => match other.parse() {
+                        Ok(f) => Some(f),
+                        Err(e) => args.fail(format!("--output: {e} or repr")),
+                    },
+                };
+            }
             "--timeout" => {
                 let secs: f64 = args.value(&flag);
                 timeout = match Duration::try_from_secs_f64(secs) {
@@ -70,7 +94,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = miniray::serde_json::from_str(&line)
+        let v: Value = input
+            .decode(line.trim_end().as_bytes())
             .map_err(|e| format!("stdin line {}: {e}", n + 1))?;
         messages.push(v);
     }
@@ -80,10 +105,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secret) = secret {
         opts = opts.secret(secret);
     }
-    let w = reactor.connect(addr.as_str(), &opts, timeout)?;
+    let w = reactor.connect(addr.as_str(), &opts, Some(timeout))?;
     let out = std::io::stdout();
     let mut out = out.lock();
-    let (mut sent, mut received) = (0, 0);
+    let (mut sent, mut received, mut failed) = (0, 0, 0);
     while received < messages.len() {
         // Pipeline: queue as much as the high-water mark allows.
         while sent < messages.len() {
@@ -93,10 +118,25 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let reply = reactor.recv(w, Some(timeout))?;
-        writeln!(out, "{reply}")?;
         received += 1;
+        match reactor.recv::<Value>(w, Some(timeout)) {
+            Ok(reply) => match output {
+                None => writeln!(out, "{reply}")?,
+                Some(f) => out.write_all(&f.encode(&reply)?)?,
+            },
+            // The server's error reply for this request, or a reply we
+            // cannot read: said on stderr, the other replies still printed.
+            Err(e) if e.is_message_error() => {
+                out.flush()?;
+                eprintln!("call: reply {received}: {e}");
+                failed += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     out.flush()?;
+    if failed > 0 {
+        return Err(format!("{failed} of {received} requests failed").into());
+    }
     Ok(())
 }

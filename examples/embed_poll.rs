@@ -12,7 +12,6 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use miniray::framing::LineBuffer;
-use miniray::serde_json::{json, Value};
 use miniray::Reactor;
 
 #[path = "common/args.rs"]
@@ -30,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut reactor = Reactor::new()?;
     let workers = (0..4)
-        .map(|_| reactor.spawn(|v: Value| json!(v.as_str().unwrap_or("").to_uppercase())))
+        .map(|_| reactor.spawn(|line: String| line.to_uppercase()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut order: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers.len()];
     let stdin = std::io::stdin();
@@ -80,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             for line in lines {
                 let i = sent % workers.len();
-                reactor.send(workers[i], &json!(line))?;
+                reactor.send(workers[i], &line)?;
                 order[i].push_back(sent);
                 sent += 1;
             }
@@ -93,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .iter()
                     .position(|&x| x == w)
                     .ok_or("unknown worker")?;
-                while let Some(reply) = reactor.try_recv(w)? {
+                while let Some(reply) = reactor.try_recv::<String>(w)? {
                     let n = order[i].pop_front().ok_or("reply with nothing sent")?;
                     writeln!(out, "{n}: {reply}")?;
                     answered += 1;

@@ -27,7 +27,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use miniray::{Exec, Format, Reactor, Secret, ServerEvent, ServerOptions, Token};
+use miniray::{Exec, Format, Reactor, Secret, ServerEvent, ServerOptions, Token, Value};
 
 struct Args {
     listen: String,
@@ -157,7 +157,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(cmd) => {
             reactor.listen_exec(args.listen.as_str(), &opts, Exec::new(&cmd[0], &cmd[1..])?)?
         }
-        None => reactor.listen(args.listen.as_str(), &opts, |msg| msg)?,
+        None => reactor.listen(args.listen.as_str(), &opts, |msg: Value| msg)?,
     };
     let sig_token = Token(1);
     reactor.register_source(

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use miniray::serde_json::{json, Value};
 use miniray::{Channel, Reactor, SharedMemory, WorkerOptions};
+use serde_json::{json, Value};
 
 struct Args {
     mib: usize,
@@ -61,7 +61,7 @@ fn sum_f32(bytes: &[u8]) -> f64 {
 /// The worker: a region message sums `[start, end)` of the region; inline
 /// messages carry base64 pieces of its slice, summed as they come.
 fn work(ch: &mut Channel) -> miniray::Result<()> {
-    while let Some((msg, regions)) = ch.recv_regions()? {
+    while let Some((msg, regions)) = ch.recv_regions::<Value>()? {
         let start = msg["start"].as_u64().unwrap_or(0) as usize;
         let end = msg["end"].as_u64().unwrap_or(0) as usize;
         let sum = if let Some(region) = regions.first() {
@@ -136,7 +136,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     Ok(()) => break,
                     // The worker's queue is full: take one reply, then retry.
                     Err(miniray::Error::Backpressure { .. }) => {
-                        let v = reactor.recv(w, Some(Duration::from_secs(600)))?;
+                        let v: Value = reactor.recv(w, Some(Duration::from_secs(600)))?;
                         inline_parts[k] += v["sum"].as_f64().unwrap_or(f64::NAN);
                         outstanding[k] -= 1;
                     }
@@ -148,7 +148,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     for (k, &w) in workers.iter().enumerate() {
         for _ in 0..outstanding[k] {
-            let v = reactor.recv(w, Some(Duration::from_secs(600)))?;
+            let v: Value = reactor.recv(w, Some(Duration::from_secs(600)))?;
             inline_parts[k] += v["sum"].as_f64().unwrap_or(f64::NAN);
         }
     }

@@ -12,10 +12,10 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use miniray::serde_json::{json, Value};
 use miniray::{
     ConnectOptions, Event, Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions,
 };
+use serde_json::{json, Value};
 
 struct Args {
     workers: usize,
@@ -173,7 +173,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         workers.push(match server {
             Some(s) => {
                 let addr = reactor.server_addr(s)?;
-                reactor.connect(addr, &copts, Duration::from_secs(30))?
+                reactor.connect(addr, &copts, Some(Duration::from_secs(30)))?
             }
             None => reactor.spawn_with(&opts, work)?,
         });

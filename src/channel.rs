@@ -20,9 +20,10 @@ use crate::sys;
 /// A work function's end of the connection, in the child: blocking `recv`
 /// and `send` of messages in the worker's format.
 ///
-/// Replies are batched: while more requests are already buffered, `send`
-/// only queues, and the queue is written before the next blocking read, when
-/// it passes 64 KiB, and when the work function returns.
+/// Each `send` is written before it returns (blocking while the socket is
+/// full), so a reply never waits behind the work of a later request: a
+/// caller with a deadline per request sees each reply as soon as it is
+/// made. [`Channel::set_batch_replies`] trades that for throughput.
 #[derive(Debug)]
 pub struct Channel {
     sock: File,
@@ -37,6 +38,8 @@ pub struct Channel {
     /// See [`Channel::set_idle_timeout`].
     idle: Option<std::time::Duration>,
     idle_expired: bool,
+    /// See [`Channel::set_batch_replies`].
+    batch: bool,
 }
 
 const CHANNEL_READ: usize = 256 * 1024;
@@ -59,6 +62,7 @@ impl Channel {
             eof: false,
             idle: None,
             idle_expired: false,
+            batch: false,
         }
     }
 
@@ -77,6 +81,20 @@ impl Channel {
     /// True once the idle limit closed the connection.
     pub fn idle_expired(&self) -> bool {
         self.idle_expired
+    }
+
+    /// Batches replies (off by default): while more requests are already
+    /// buffered, [`Channel::send`] only queues, and the queue is written
+    /// before the next blocking read, when it passes 64 KiB, and when the
+    /// work function returns. Fewer, larger writes (pipelined throughput
+    /// roughly doubles for tiny messages; see the README's table), but a
+    /// finished reply then waits for the requests behind it to be worked
+    /// on: a slow request delays the replies before it, and a caller's
+    /// deadline may blame the wrong one. Set with
+    /// [`WorkerOptions::batch_replies`](crate::WorkerOptions::batch_replies)
+    /// or [`ServerOptions::batch_replies`](crate::ServerOptions::batch_replies).
+    pub fn set_batch_replies(&mut self, batch: bool) {
+        self.batch = batch;
     }
 
     /// The channel's format.
@@ -154,12 +172,13 @@ impl Channel {
         }
     }
 
-    /// Queues `msg` as one line; writes at once unless more requests are
-    /// already buffered (see the type's docs). Blocks while the socket is full.
+    /// Sends `msg` as one line, written before this returns (blocking while
+    /// the socket is full), unless replies are batched
+    /// ([`Channel::set_batch_replies`]).
     pub fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
         self.format
             .encode_line(msg, &mut self.out, &mut self.scratch)?;
-        if self.inbound.inbox.is_empty() || self.out.len() >= CHANNEL_FLUSH_AT {
+        if !self.batch || self.inbound.inbox.is_empty() || self.out.len() >= CHANNEL_FLUSH_AT {
             self.flush()?;
         }
         Ok(())
@@ -200,6 +219,24 @@ impl Channel {
             }
         };
         self.out.drain(..first);
+        self.flush()
+    }
+
+    /// Sends an error reply (see [`worker`](crate::worker#errors-from-a-worker))
+    /// in place of a reply, at once: `kind` says what failed, `message`
+    /// why. The caller's `recv` returns it as [`Error::Remote`]. Output
+    /// left half-written by a panic (a line without its newline) is
+    /// dropped first, so the error reply starts a line.
+    pub fn send_error(&mut self, kind: &str, message: &str) -> Result<()> {
+        let keep = memchr::memrchr(b'\n', &self.out).map_or(0, |nl| nl + 1);
+        self.out.truncate(keep);
+        crate::remote_error::encode_line(
+            self.format,
+            kind,
+            message,
+            &mut self.out,
+            &mut self.scratch,
+        )?;
         self.flush()
     }
 
@@ -263,8 +300,9 @@ impl AsRawFd for Channel {
     }
 }
 
-/// The request→reply loop: every message in, one reply out. Lines that fail
-/// to decode are skipped (the peer gets no reply for them).
+/// The request→reply loop: every message in, one reply out. A request that
+/// fails on its own (undecodable, too long, a region refused) is answered
+/// with an error reply naming the cause, and the loop goes on.
 pub(crate) fn serve_replies<F, A, R>(chan: &mut Channel, mut f: F) -> Result<()>
 where
     F: FnMut(A) -> R,
@@ -278,7 +316,17 @@ where
                 chan.send(&reply)?;
             }
             Ok(None) => return Ok(()),
-            Err(e) if e.is_message_error() => {}
+            Err(e) if e.is_message_error() => {
+                let kind = match &e {
+                    Error::Decode(_) => "decode",
+                    Error::LineTooLong { .. } => "line too long",
+                    Error::Region { .. } => "region",
+                    // The peer hung up mid-line: nobody to answer.
+                    Error::TruncatedLine { .. } => continue,
+                    _ => "error",
+                };
+                chan.send_error(kind, &e.to_string())?;
+            }
             Err(e) => return Err(e),
         }
     }

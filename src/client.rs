@@ -41,9 +41,9 @@ use crate::Reactor;
 /// let opts = ConnectOptions::new()
 ///     .format(Format::Marshal)
 ///     .secret(Secret::new(b"shared secret".to_vec()));
-/// let w = reactor.connect("127.0.0.1:7000", &opts, Duration::from_secs(5))?;
-/// reactor.send(w, &miniray::serde_json::json!({"x": 1}))?;
-/// let reply = reactor.recv(w, Some(Duration::from_secs(5)))?;
+/// let w = reactor.connect("127.0.0.1:7000", &opts, Some(Duration::from_secs(5)))?;
+/// reactor.send(w, &miniray::py!({"x": 1}))?;
+/// let reply: miniray::Value = reactor.recv(w, Some(Duration::from_secs(5)))?;
 /// # let _ = reply;
 /// # Ok(())
 /// # }
@@ -116,11 +116,10 @@ impl Reactor {
     /// Python library), with the same interface as a local worker, set up
     /// with `opts`. The connect is non-blocking and completed through the
     /// reactor (other workers' events are read and queued meanwhile), tried
-    /// on each resolved address in turn until `timeout` (`Duration::MAX`: no
-    /// limit; a parameter, as for [`Reactor::recv`] and
-    /// [`Reactor::wait_any`], since it bounds this call, not the
-    /// connection). No address is tried once `timeout` has passed: the
-    /// last one's error is returned. `TCP_NODELAY` is set.
+    /// on each resolved address in turn until `timeout` passes (`None`: no
+    /// limit; the same kind of bound as every blocking call's, see the
+    /// crate docs' Timeouts section). No address is tried once `timeout`
+    /// has passed: the last one's error is returned. `TCP_NODELAY` is set.
     ///
     /// Errors: [`Error::Io`] with `op` `"connect"` (refused, unreachable,
     /// ...), `"resolve"` or `"authenticate"` (see
@@ -130,7 +129,7 @@ impl Reactor {
         &mut self,
         addr: A,
         opts: &ConnectOptions,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Worker> {
         let got = self.connect_addrs(addr, opts, timeout);
         // Its polls may have read other workers' events (success or not):
@@ -143,9 +142,9 @@ impl Reactor {
         &mut self,
         addr: A,
         opts: &ConnectOptions,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<Worker> {
-        let deadline = deadline_after(timeout);
+        let deadline = timeout.and_then(deadline_after);
         let mut last = None;
         for a in addr
             .to_socket_addrs()

@@ -80,6 +80,20 @@ pub enum Error {
         /// What was wrong.
         reason: &'static str,
     },
+    /// The worker reported that this request failed, in place of its reply
+    /// (the wire form is an error reply line: see
+    /// [`worker`](crate::worker#errors-from-a-worker)): its closure
+    /// panicked (`kind` `"panic"`, then the worker exits and
+    /// [`Error::Closed`] follows), its work function returned an error
+    /// (`"error"`), or the request could not be decoded into the type it
+    /// takes (`"decode"`, `"line too long"`, `"region"`; the worker goes on
+    /// serving). A Python peer may send its own kinds.
+    Remote {
+        /// What failed, in one word or two.
+        kind: String,
+        /// Why, as the worker put it (a panic's message and where it was).
+        message: String,
+    },
     /// The handle names no worker of this reactor (never spawned here, or its
     /// `Closed` event was already returned).
     UnknownWorker,
@@ -124,7 +138,8 @@ impl Error {
     }
 
     /// True for errors that fail a single message: [`Error::LineTooLong`],
-    /// [`Error::TruncatedLine`], [`Error::Decode`], [`Error::Region`]. Read
+    /// [`Error::TruncatedLine`], [`Error::Decode`], [`Error::Region`],
+    /// [`Error::Remote`]. Read
     /// on after one; a [`Error::TruncatedLine`] is followed by
     /// [`Error::Closed`] (or end of stream), since the peer hung up.
     pub fn is_message_error(&self) -> bool {
@@ -134,6 +149,7 @@ impl Error {
                 | Error::TruncatedLine { .. }
                 | Error::Decode(_)
                 | Error::Region { .. }
+                | Error::Remote { .. }
         )
     }
 
@@ -185,6 +201,11 @@ impl fmt::Debug for Error {
                 .field("limit", limit)
                 .finish(),
             Error::Region { reason } => f.debug_struct("Region").field("reason", reason).finish(),
+            Error::Remote { kind, message } => f
+                .debug_struct("Remote")
+                .field("kind", kind)
+                .field("message", message)
+                .finish(),
             Error::UnknownWorker => f.write_str("UnknownWorker"),
             Error::UnknownServer => f.write_str("UnknownServer"),
             Error::Timeout => f.write_str("Timeout"),
@@ -229,6 +250,7 @@ impl fmt::Display for Error {
                 "output buffer full: {buffered} bytes queued, {needed} more would pass the {limit}-byte high-water mark"
             ),
             Error::Region { reason } => write!(f, "shared memory region: {reason}"),
+            Error::Remote { kind, message } => write!(f, "worker reported {kind}: {message}"),
             Error::UnknownWorker => f.write_str("no such worker in this reactor"),
             Error::UnknownServer => f.write_str("no such server in this reactor"),
             Error::Timeout => f.write_str("timed out"),

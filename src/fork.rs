@@ -70,6 +70,30 @@ fn write_worker_panic(location: Option<&panic::Location<'_>>, payload: &(dyn Any
         None => writeln!(out, "miniray worker {pid} panicked:\n{msg}"),
     };
     sys::write_all_raw(2, out.finish());
+    // Kept for the error reply `run_worker` sends (a fixed buffer: still no
+    // allocation here).
+    LAST_PANIC.with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = StackText::new();
+            let _ = match location {
+                Some(l) => write!(last, "panicked at {l}: {msg}"),
+                None => write!(last, "panicked: {msg}"),
+            };
+        }
+    });
+}
+
+thread_local! {
+    /// The last panic's message and location in this worker thread.
+    static LAST_PANIC: std::cell::RefCell<StackText> = std::cell::RefCell::new(StackText::new());
+}
+
+/// The last panic's text in this worker thread (see `write_worker_panic`).
+fn last_panic_text() -> String {
+    LAST_PANIC.with(|last| match last.try_borrow_mut() {
+        Ok(mut last) => String::from_utf8_lossy(last.finish()).into_owned(),
+        Err(_) => "panicked".to_owned(),
+    })
 }
 
 /// A fixed buffer that `write!` fills. Text past its size is cut at a
@@ -170,6 +194,12 @@ where
     keep.push(child_fd);
     keep.sort_unstable();
     keep.dedup();
+    // The program's environment, built here: the child only reads it.
+    let env_vars = match &work {
+        Work::Exec(e) => e.environment(),
+        Work::Run(_) => Vec::new(),
+    };
+    let envp = sys::Envp::new(&env_vars);
     let exec = match &work {
         Work::Exec(e) => {
             // The program outlives `work` (`'a`): no borrow of `work` is kept.
@@ -226,6 +256,7 @@ where
                             keep_exec,
                             &keep_user,
                             argv,
+                            &envp,
                             report_w.as_fd(),
                             EXIT_EXEC_FAILED,
                         )
@@ -237,7 +268,7 @@ where
                 // closed by number, so no Rust object (and no epoll
                 // registration) is touched.
                 sys::close_fds_except(&keep);
-                run_worker(child_end, line, work)
+                run_worker(child_end, line, opts.batch_replies, work)
             })) {
                 Ok(code) => code,
                 Err(payload) => {
@@ -255,20 +286,32 @@ where
 
 /// In the child: the work function over a new [`Channel`], its panic
 /// caught; returns the exit status.
-fn run_worker<F>(child_end: OwnedFd, line: &LineSettings, run: F) -> i32
+fn run_worker<F>(child_end: OwnedFd, line: &LineSettings, batch: bool, run: F) -> i32
 where
     F: FnOnce(&mut Channel) -> Result<()>,
 {
     let mut chan = Channel::new(child_end, line.format, line.max_line);
+    chan.set_batch_replies(batch);
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&mut chan)));
-    // Replies queued before a return, an error or a panic still go out.
-    let flushed = chan.flush();
+    // Replies queued before a return, an error or a panic still go out,
+    // and a failure is told to the caller as an error reply in place of
+    // the reply it was working on (best effort: the connection may be what
+    // failed).
     match outcome {
-        Ok(Ok(())) if flushed.is_ok() => EXIT_OK,
-        Ok(_) => EXIT_ERROR,
+        Ok(Ok(())) => match chan.flush() {
+            Ok(()) => EXIT_OK,
+            Err(_) => EXIT_ERROR,
+        },
+        Ok(Err(e)) => {
+            let _ = chan.send_error("error", &e.to_string());
+            EXIT_ERROR
+        }
         Err(payload) => {
             // Its drop could panic again, outside any catch.
             std::mem::forget(payload);
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+                chan.send_error("panic", &last_panic_text())
+            }));
             EXIT_PANIC
         }
     }

@@ -12,6 +12,7 @@ use crate::envelope;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::framing::LineBuffer;
+use crate::remote_error;
 use crate::shm::SharedMemory;
 use crate::sys;
 
@@ -39,7 +40,12 @@ impl Msg {
         format: Format,
     ) -> Result<(T, Vec<SharedMemory>)> {
         match self.batch {
-            None => Ok((format.decode_owned(self.line)?, Vec::new())),
+            None => {
+                if let Some(e) = remote_error::parse(&self.line) {
+                    return Err(e);
+                }
+                Ok((format.decode_owned(self.line)?, Vec::new()))
+            }
             Some(Batch::Broken(reason)) => Err(Error::region(reason)),
             Some(Batch::Fds(fds)) => envelope::open(format, self.line, fds),
         }

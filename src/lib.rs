@@ -2,36 +2,61 @@
 //!
 //! miniray is the Rust rendition of the Python library of the same name. A
 //! [`Reactor`] is a single-threaded `mio` event loop; each local [`Worker`]
-//! is a forked child joined to it by a Unix socketpair. Messages are
-//! [`serde_json::Value`]s, one per line, in one of two [`Format`]s that
-//! Python peers read and write unchanged: `json` and `marshal` (Python's
-//! marshal version 4, base64-encoded).
+//! is a forked child joined to it by a Unix socketpair. A message is any
+//! serde type, one per line, in one of two [`Format`]s that Python peers
+//! read and write unchanged: `json` (exactly Python's `json` module) and
+//! `marshal` (Python's marshal version 4, base64-encoded).
 //!
 //! ```
 //! use std::time::Duration;
-//! use miniray::{Reactor, serde_json::json};
+//! use miniray::Reactor;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Job {
+//!     n: i64,
+//! }
 //!
 //! fn main() -> miniray::Result<()> {
 //!     let mut reactor = Reactor::new()?;
-//!     // Four children, each answering a request with a reply.
+//!     // Four children, each answering a Job with a number.
 //!     let workers: Vec<_> = (0..4)
-//!         .map(|_| reactor.spawn(|msg| json!(msg["n"].as_i64().unwrap_or(0) * 2)))
+//!         .map(|_| reactor.spawn(|job: Job| job.n * 2))
 //!         .collect::<Result<_, _>>()?;
 //!     for (n, &w) in workers.iter().enumerate() {
-//!         reactor.send(w, &json!({"n": n}))?; // never blocks
+//!         reactor.send(w, &Job { n: n as i64 })?; // never blocks
 //!     }
-//!     let mut replies = 0;
+//!     let (mut replies, mut total) = (0, 0);
 //!     while replies < workers.len() {
 //!         for w in reactor.wait_any(Some(Duration::from_secs(10)))? {
-//!             while let Some(reply) = reactor.try_recv(w)? {
-//!                 assert!(reply.as_i64().is_some());
+//!             while let Some(doubled) = reactor.try_recv::<i64>(w)? {
+//!                 total += doubled;
 //!                 replies += 1;
 //!             }
 //!         }
 //!     }
+//!     assert_eq!(total, 2 * (0 + 1 + 2 + 3));
 //!     Ok(()) // dropping the reactor closes, waits for and reaps every child
 //! }
 //! ```
+//!
+//! # Messages
+//!
+//! Anything `Serialize` can be sent and anything `DeserializeOwned` can be
+//! received; it goes straight between your type and the line, with no
+//! value tree in between. A struct is a Python dict with str keys, a tuple
+//! a tuple, a `Vec` a list, an `Option` a value or `None` (the README's
+//! table maps every Python type). [`Value`] is the type for messages whose
+//! shape you do not know: Python's data model exactly (ints of any size,
+//! tuples, bytes, sets, complex, dicts with any keys, strings with lone
+//! surrogates), built with the [`py!`] macro.
+//!
+//! Received lines wait as bytes and are decoded when you take them
+//! ([`Reactor::recv`], [`Reactor::try_recv`], [`Channel::recv`]), into the
+//! type you ask for: a message that does not fit it fails alone with
+//! [`Error::Decode`] ([`DecodeErrorKind::Mismatch`], naming what was found
+//! and where), and the next call reads the next message. So one worker can
+//! answer with different types, and you choose per call.
 //!
 //! # The parts
 //!
@@ -39,8 +64,9 @@
 //!   length ([`framing::DEFAULT_MAX_LINE`], 64 MiB; per connection with
 //!   [`WorkerOptions::max_line`], [`ConnectOptions::max_line`] or
 //!   [`ServerOptions::max_line`]).
-//! * [`Format`] and [`marshal`]: the two line formats. Integers of any size
-//!   stay exact and dict key order is kept in both.
+//! * [`Format`], [`json`] and [`marshal`]: the two line formats, serde data
+//!   formats of their own ([`json::to_vec`], [`marshal::from_slice`], ...).
+//! * [`value`]: [`Value`], Python's values.
 //! * [`Reactor`]: the event loop, `send`/`recv`/`wait_any`, reaping.
 //! * [`worker`]: local spawn options ([`WorkerOptions`]), the [`Worker`]
 //!   handle, the child's [`Channel`], [`Exec`] workers (any program that
@@ -61,9 +87,38 @@
 //!
 //! # Errors
 //!
-//! Everything fails with [`Error`]. A malformed line fails that one message
-//! ([`Error::Decode`], [`Error::LineTooLong`]); a peer that disconnects in the
-//! middle of a line gives [`Error::TruncatedLine`] and then [`Error::Closed`].
+//! Everything fails with [`Error`], and nothing fails silently. A malformed
+//! line, or one that does not fit the type asked for, fails that one
+//! message ([`Error::Decode`], [`Error::LineTooLong`]); a peer that
+//! disconnects in the middle of a line gives [`Error::TruncatedLine`] and
+//! then [`Error::Closed`], whose status reads as "exited with 101
+//! (panicked)" or "killed by SIGKILL". A worker that cannot answer a
+//! request (its closure panicked, the request did not decode) says so in
+//! place of the reply, and `recv` returns [`Error::Remote`] with the
+//! worker's words (see [`worker`](crate::worker#errors-from-a-worker)).
+//!
+//! # Timeouts
+//!
+//! Every call that blocks takes the same kind of bound, `timeout:
+//! Option<Duration>`: `None` waits without limit, `Some(Duration::ZERO)`
+//! only looks, and a duration too long to be a deadline (`Duration::MAX`)
+//! is the same as `None`. What "nothing came in time" looks like depends
+//! on what the call waits for:
+//!
+//! * for **one thing** ([`Reactor::recv`], [`Reactor::recv_regions`],
+//!   [`Reactor::connect`]): [`Error::Timeout`], since there is no value to
+//!   return;
+//! * for **whatever is ready** ([`Reactor::wait_any`],
+//!   [`Reactor::wait_any_into`], [`Reactor::wait_events`],
+//!   [`Reactor::wait_events_into`]): an empty list, a normal answer (the
+//!   non-blocking step of an embedding returns one most of the time).
+//!
+//! Limits that are set once and then apply to every connection are plain
+//! `Duration`s on the option builders (not calling the builder means no
+//! limit): [`ServerOptions::idle_timeout`], [`ServerOptions::auth_timeout`],
+//! [`ServerOptions::accept_backoff`], [`Reactor::set_grace`].
+//! [`Channel::set_idle_timeout`] is a setter, so it takes an `Option`
+//! (`None` clears it).
 //!
 //! # Descriptors and scale
 //!
@@ -116,6 +171,14 @@
 //!   `AsyncFd`) gets a fresh edge and a level-triggered one (`poll`,
 //!   `select`-style) sees the descriptor readable until the next wait finds
 //!   nothing. Spurious wake-ups happen; a wait that finds nothing clears them.
+//! * **Sending writes through**: [`Reactor::send`] writes the line at once
+//!   (one non-blocking `send(2)`) when nothing is queued ahead of it, so a
+//!   request sent before the loop's first step is already on its way. What
+//!   the socket does not take stays queued in order behind it, and the
+//!   socket's `WRITABLE` readiness, registered by the write that stopped
+//!   short, makes the reactor's descriptor ready; the next step writes it.
+//!   No flush call is needed in an embedding ([`Reactor::flush`] writes
+//!   everything queued now, if you want it out before your loop turns).
 //! * **The non-blocking step** is `wait_events(Some(Duration::ZERO))` (or
 //!   `wait_any`, below): flush queued output, one `epoll_wait` with no
 //!   timeout, return one stream of [`Event`]s: [`Event::Worker`] for a worker
@@ -167,6 +230,7 @@ mod options;
 pub mod process;
 mod reactor;
 mod registry;
+mod remote_error;
 mod server;
 pub mod shm;
 mod sys;

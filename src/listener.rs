@@ -33,7 +33,6 @@ pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 ///
 /// ```
 /// use std::time::Duration;
-/// use miniray::serde_json::json;
 /// use miniray::{ConnectOptions, Format, Reactor, ServerOptions};
 ///
 /// # fn main() -> miniray::Result<()> {
@@ -42,7 +41,7 @@ pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 ///     .format(Format::Marshal)
 ///     .max_line(1 << 20)
 ///     .max_connections(16);
-/// let server = reactor.listen("127.0.0.1:0", &opts, |v| v)?;
+/// let server = reactor.listen("127.0.0.1:0", &opts, |v: miniray::Value| v)?;
 /// let addr = reactor.server_addr(server)?;
 /// // A remote worker of the same reactor, speaking the server's format.
 /// let w = reactor.connect(
@@ -50,8 +49,9 @@ pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 ///     &ConnectOptions::new().format(Format::Marshal),
 ///     Duration::from_secs(5),
 /// )?;
-/// reactor.send(w, &json!([1, "two"]))?;
-/// assert_eq!(reactor.recv(w, Some(Duration::from_secs(5)))?, json!([1, "two"]));
+/// reactor.send(w, &miniray::py!([1, "two", (3, b"four")]))?;
+/// let back: miniray::Value = reactor.recv(w, Some(Duration::from_secs(5)))?;
+/// assert_eq!(back, miniray::py!([1, "two", (3, b"four")]));
 /// # Ok(())
 /// # }
 /// ```
@@ -152,6 +152,18 @@ impl ServerOptions {
     /// it open while the server runs.
     pub fn keep_fd(mut self, fd: RawFd) -> Self {
         self.child.keep_fds.push(fd);
+        self
+    }
+
+    /// Lets the child's closure batch its replies (off by default: each
+    /// reply is written before the next request is worked on). With
+    /// batching, replies wait while more requests are buffered, written in
+    /// larger chunks: more pipelined throughput for tiny messages, but a
+    /// slow request delays the finished replies queued before it. See
+    /// [`Channel::set_batch_replies`](crate::Channel::set_batch_replies).
+    /// `listen_exec` programs write their own output; this has no effect on them.
+    pub fn batch_replies(mut self, batch: bool) -> Self {
+        self.child.batch_replies = batch;
         self
     }
 

@@ -69,6 +69,8 @@ impl ConnSettings {
 pub(crate) struct ChildSettings {
     pub(crate) death_signal: Option<libc::c_int>,
     pub(crate) keep_fds: Vec<RawFd>,
+    /// The child's `Channel` batches replies (see `Channel::set_batch_replies`).
+    pub(crate) batch_replies: bool,
 }
 
 impl Default for ChildSettings {
@@ -76,6 +78,7 @@ impl Default for ChildSettings {
         ChildSettings {
             death_signal: Some(libc::SIGTERM),
             keep_fds: Vec::new(),
+            batch_replies: false,
         }
     }
 }

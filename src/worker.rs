@@ -74,6 +74,37 @@
 //! its [`Error::Closed`] (see there). Dropping or shutting down the reactor
 //! kills whatever is still running after the grace period.
 //!
+//! # Errors from a worker
+//!
+//! A worker never fails silently. When it cannot answer a request it sends
+//! an *error reply* in place of the reply, an ordinary line in the
+//! connection's format:
+//!
+//! ```text
+//! {"miniray.error": {"kind": "panic", "message": "panicked at src/main.rs:9:13: index out of bounds"}}
+//! ```
+//!
+//! and the caller's [`Reactor::recv`](crate::Reactor::recv) returns it as
+//! [`Error::Remote`] `{ kind, message }`, in order with the other replies:
+//!
+//! * `"panic"`: the closure (or the work function) panicked; the message is
+//!   the panic's, with where it happened. The worker then exits
+//!   [`EXIT_PANIC`](crate::process::EXIT_PANIC): [`Error::Closed`] follows,
+//!   and requests queued behind the one that panicked are lost with it.
+//! * `"error"`: a [`Reactor::spawn_channel`](crate::Reactor::spawn_channel)
+//!   work function returned `Err`; the worker exits
+//!   [`EXIT_ERROR`](crate::process::EXIT_ERROR).
+//! * `"decode"`, `"line too long"`, `"region"`: a request that failed on its
+//!   own (it did not decode into the closure's argument type, in either
+//!   format: a client speaking the wrong format learns it in one round
+//!   trip); the worker answers it so and goes on serving.
+//!
+//! A Python peer reads the error reply as a dict, and a Python worker can
+//! send one (say, for an exception) to have the caller's `recv` return it
+//! as [`Error::Remote`]. Any line of exactly this shape is read as an error
+//! reply: `miniray.error` is a reserved key, as `miniray.regions` is. The
+//! reply is recognized in either format whatever the connection's.
+//!
 //! # Exec workers
 //!
 //! An [`Exec`] worker's child makes its socket stdin and stdout, keeps
@@ -184,6 +215,18 @@ impl WorkerOptions {
         self.child.keep_fds.push(fd);
         self
     }
+
+    /// Lets the child's closure batch its replies (off by default: each
+    /// reply is written before the next request is worked on). With
+    /// batching, replies wait while more requests are buffered, written in
+    /// larger chunks: more pipelined throughput for tiny messages, but a
+    /// slow request delays the finished replies queued before it. See
+    /// [`Channel::set_batch_replies`](crate::Channel::set_batch_replies).
+    /// Exec workers write their own output; this has no effect on them.
+    pub fn batch_replies(mut self, batch: bool) -> Self {
+        self.child.batch_replies = batch;
+        self
+    }
 }
 
 /// A handle to a worker of a [`Reactor`](crate::Reactor): a local worker
@@ -234,9 +277,19 @@ impl AsRawFd for Worker {
 
 /// A program to exec instead of running a closure: its stdin and stdout are
 /// the worker's socket.
+///
+/// The program gets the parent's environment at spawn time, plus
+/// `PYTHONUNBUFFERED=1` unless that variable is already set there or with
+/// [`Exec::env`]: its stdout is a socket, and a Python program would
+/// otherwise buffer its `print`s and answer nothing until it exits (the
+/// common case of a Python worker, made to work; any other program must
+/// still flush its output after each line). Set `PYTHONUNBUFFERED` to an
+/// empty value with [`Exec::env`] to keep Python's buffering.
 #[derive(Clone, Debug)]
 pub struct Exec {
     pub(crate) argv: Vec<CString>,
+    /// `KEY=VALUE` entries set for the program, over the parent's.
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl Exec {
@@ -251,7 +304,49 @@ impl Exec {
         for a in args {
             argv.push(cstring(a.as_ref())?);
         }
-        Ok(Exec { argv })
+        Ok(Exec {
+            argv,
+            env: Vec::new(),
+        })
+    }
+
+    /// Sets `key` to `value` in the program's environment (over the
+    /// parent's value, if any). Fails if either holds a NUL byte, or the
+    /// key an `=`.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Result<Self> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        if key.as_encoded_bytes().contains(&b'=') || key.is_empty() {
+            return Err(Error::io(
+                "exec environment",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad variable name"),
+            ));
+        }
+        cstring(key)?;
+        cstring(value)?;
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        Ok(self)
+    }
+
+    /// The program's environment as `KEY=VALUE` strings: the parent's now,
+    /// overridden by [`Exec::env`], plus `PYTHONUNBUFFERED=1` if unset.
+    pub(crate) fn environment(&self) -> Vec<CString> {
+        let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !self.env.iter().any(|(ours, _)| ours == k))
+            .collect();
+        vars.extend(self.env.iter().cloned());
+        if !vars.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
+            vars.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        }
+        vars.into_iter()
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_encoded_bytes();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_encoded_bytes());
+                // A variable holding a NUL cannot be passed; it is left out.
+                CString::new(kv).ok()
+            })
+            .collect()
     }
 
     /// The program's name, as given.

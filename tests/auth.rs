@@ -8,8 +8,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::{events_until, example, wait_child, DEADLINE};
-use miniray::serde_json::json;
 use miniray::{ConnectOptions, Error, Reactor, Secret, ServerEvent, ServerOptions};
+use serde_json::{json, Value};
 
 fn auth_failed(events: &[ServerEvent]) -> Option<&'static str> {
     events.iter().find_map(|e| match e {
@@ -31,16 +31,18 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
     let opts = ServerOptions::new()
         .secret(secret.clone())
         .auth_timeout(Duration::from_millis(300));
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
 
     // The right secret.
     let good = r
-        .connect(addr, &ConnectOptions::new().secret(secret), DEADLINE)
+        .connect(addr, &ConnectOptions::new().secret(secret), Some(DEADLINE))
         .expect("connect");
     r.send(good, &json!({"authenticated": true})).expect("send");
     assert_eq!(
-        r.recv(good, Some(DEADLINE)).expect("echo"),
+        r.recv::<Value>(good, Some(DEADLINE)).expect("echo"),
         json!({"authenticated": true})
     );
     let events = events_until(&mut r, accepted);
@@ -51,31 +53,31 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
         .connect(
             addr,
             &ConnectOptions::new().secret(Secret::new(b"guess".to_vec())),
-            DEADLINE,
+            Some(DEADLINE),
         )
         .expect("the client side of the handshake completes");
     let events = events_until(&mut r, |e| auth_failed(e).is_some());
     assert_eq!(auth_failed(&events), Some("wrong answer"));
     assert!(!accepted(&events));
     assert!(matches!(
-        r.recv(bad, Some(DEADLINE)),
+        r.recv::<Value>(bad, Some(DEADLINE)),
         Err(Error::Closed { .. })
     ));
 
     // No secret at all (a plain client sends a message as its first line).
     let plain = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(plain, &json!("hello?")).expect("send");
     let events = events_until(&mut r, |e| auth_failed(e).is_some());
     assert!(!accepted(&events));
     // It saw the challenge (not JSON), then the close.
     assert!(matches!(
-        r.recv(plain, Some(DEADLINE)),
+        r.recv::<Value>(plain, Some(DEADLINE)),
         Err(Error::Decode(_))
     ));
     assert!(matches!(
-        r.recv(plain, Some(DEADLINE)),
+        r.recv::<Value>(plain, Some(DEADLINE)),
         Err(Error::Closed { .. })
     ));
 
@@ -129,7 +131,7 @@ fn serve_and_call_take_the_secret_from_the_environment() {
     };
     let ok = call(Some("s3cret-for-the-test"));
     assert!(ok.status.success());
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "{\"x\":1}\n");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "{'x': 1}\n");
     let refused = call(Some("wrong"));
     assert!(
         !refused.status.success(),
@@ -148,14 +150,14 @@ fn serve_and_call_take_the_secret_from_the_environment() {
 fn a_secret_against_a_plain_server_fails_naming_the_missing_challenge() {
     let mut r = Reactor::new().expect("reactor");
     let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let secret = Secret::new(b"a shared secret of some length".to_vec());
     match r.connect(
         addr,
         &ConnectOptions::new().secret(secret),
-        Duration::from_millis(300),
+        Some(Duration::from_millis(300)),
     ) {
         Err(Error::Io { op, source }) => {
             assert_eq!(op, "authenticate");
@@ -174,14 +176,14 @@ fn a_secret_against_a_plain_server_fails_naming_the_missing_challenge() {
 fn a_missing_challenge_with_two_addresses_keeps_its_error_and_tries_once() {
     let mut r = Reactor::new().expect("reactor");
     let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let secret = Secret::new(b"a shared secret of some length".to_vec());
     let got = r.connect(
         &[addr, addr][..],
         &ConnectOptions::new().secret(secret),
-        Duration::from_millis(300),
+        Some(Duration::from_millis(300)),
     );
     match got {
         Err(Error::Io { op, ref source }) => {

@@ -6,7 +6,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use miniray::serde_json::{self, Value};
+// The report is plain JSON: read it with serde_json, not miniray's Value.
+use serde_json::Value;
 
 #[test]
 fn bench_quick_writes_every_field() {
@@ -41,10 +42,24 @@ fn bench_quick_writes_every_field() {
     };
     for (group, part) in [
         ("floor", "socketpair ping-pong"),
+        ("floor", "zero codec json 1 KB dict"),
+        ("floor", "zero codec marshal 1 KB dict"),
+        ("floor", "zero codec json 100k floats"),
+        ("floor", "zero codec marshal 100k floats"),
         ("floor", "raw memfd + SCM_RIGHTS"),
-        ("round trip", "local json {\"test\":123}"),
+        ("round trip", "local json {\"test\":123} vs floor"),
+        ("round trip", "local marshal {\"test\":123} vs floor"),
+        ("round trip", "local json 1 KB dict Value"),
+        ("round trip", "local json 1 KB dict struct"),
+        ("round trip", "local marshal 1 KB dict Value"),
+        ("round trip", "local marshal 1 KB dict struct"),
         ("round trip", "tcp marshal 1 KB dict"),
-        ("round trip", "local marshal 100k floats"),
+        ("round trip", "local json 100k floats Value"),
+        ("round trip", "local json 100k floats Vec<f64>"),
+        ("round trip", "local marshal 100k floats Value"),
+        ("round trip", "local marshal 100k floats Vec<f64>"),
+        ("round trip", "marshal vs json speedup 100k Value"),
+        ("round trip", "marshal vs json speedup 100k Vec<f64>"),
         ("pipelined", "N=16"),
         ("spawn", "spawn per worker"),
         ("spawn", "teardown per worker"),
@@ -53,10 +68,42 @@ fn bench_quick_writes_every_field() {
         ("wait_any", "N=10"),
         ("framing", "16-byte lines"),
         ("framing", "1024-byte lines"),
-        ("codec", "decode marshal 100k floats"),
         ("shm", "region handoff 4 KiB"),
     ] {
         assert!(has(group, part), "missing {group}: {part}");
+    }
+    // Codec MB/s: both directions, both formats, typed and Value, both payloads.
+    for what in ["encode", "decode"] {
+        for format in ["json", "marshal"] {
+            for payload in [
+                "1 KB dict struct",
+                "1 KB dict Value",
+                "100k floats Vec<f64>",
+                "100k floats Value",
+            ] {
+                let part = format!("{what} {format} {payload}");
+                assert!(has("codec", &part), "missing codec: {part}");
+            }
+            // Peak memory of decoding a large line, typed and Value, both ways.
+            for how in ["decode", "recv"] {
+                for kind in ["Vec<f64>", "Value"] {
+                    let (pre, post) = (format!("{how} {format} "), format!(" line to {kind}"));
+                    assert!(
+                        rows.iter().any(|r| {
+                            r["group"] == "memory"
+                                && r["name"]
+                                    .as_str()
+                                    .is_some_and(|n| n.starts_with(&pre) && n.ends_with(&post))
+                        }),
+                        "missing memory: {pre}... {post}"
+                    );
+                }
+            }
+        }
+    }
+    // The rows with a target say whether it was met.
+    for row in rows.iter().filter(|r| r["target"] != "") {
+        assert!(row["met"].is_boolean(), "{row}");
     }
     // Rows with a floor carry their ratio.
     for row in rows.iter().filter(|r| r["floor"].is_number()) {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{is_alive, is_reaped, wait_child, DEADLINE};
-use miniray::serde_json::{json, Value};
 use miniray::{Error, Exec, Reactor, Worker, WorkerOptions};
+use serde_json::{json, Value};
 
 /// Tests here compare this process's set of children and pick closed
 /// descriptor numbers, so they run one at a time.
@@ -156,7 +156,7 @@ fn inner_panicking_parent_thread() {
             .expect("wait_any")
         {
             loop {
-                match r.try_recv(w) {
+                match r.try_recv::<Value>(w) {
                     Ok(None) => break,
                     Ok(Some(v)) => panic!("unexpected message {v}"),
                     Err(Error::Closed { status }) => {
@@ -366,7 +366,7 @@ fn silent_worker_is_found_by_deadline_killed_and_reaped() {
         let ready = r.wait_any(Some(left)).expect("wait_any");
         assert!(!ready.contains(&w), "the silent worker answered");
     }
-    assert_eq!(r.try_recv(w).expect("nothing queued"), None);
+    assert_eq!(r.try_recv::<Value>(w).expect("nothing queued"), None);
     r.kill(w, libc::SIGKILL).expect("kill");
     let (got, status) = until_closed(&mut r, w);
     assert!(got.is_empty(), "{got:?}");

@@ -11,15 +11,15 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::DEADLINE;
-use miniray::serde_json::{json, Value};
 use miniray::{Error, Interest, Reactor, Token, WorkerOptions};
 use miniray::{Event, ServerEvent, ServerOptions};
+use serde_json::{json, Value};
 
 /// A worker that answers one request with `n` replies written in one go, so
 /// they arrive in one read and all but one wait in the reactor's queue.
 fn burst_worker(r: &mut Reactor, n: usize) -> miniray::Worker {
     r.spawn_channel(&WorkerOptions::new(), move |ch| {
-        if ch.recv()?.is_some() {
+        if ch.recv::<Value>()?.is_some() {
             let fd = ch.as_raw_fd();
             let mut all = Vec::new();
             for i in 0..n {
@@ -29,7 +29,7 @@ fn burst_worker(r: &mut Reactor, n: usize) -> miniray::Worker {
             // SAFETY: our own buffer to our own socket.
             unsafe { libc::write(fd, all.as_ptr().cast(), all.len()) };
         }
-        while ch.recv()?.is_some() {}
+        while ch.recv::<Value>()?.is_some() {}
         Ok(())
     })
     .expect("spawn")
@@ -55,7 +55,7 @@ fn level_triggered_loop_wakes_for_every_stranded_reply() {
     r.send(w, &json!("go")).expect("send");
     r.flush();
     let end = Instant::now() + DEADLINE;
-    let mut got = Vec::new();
+    let mut got: Vec<Value> = Vec::new();
     while got.len() < 5 {
         assert!(Instant::now() < end, "stuck after {got:?}");
         if !poll_readable(fd, 1000) {
@@ -88,7 +88,7 @@ fn edge_triggered_outer_mio_loop_wakes_for_every_stranded_reply() {
     r.send(w, &json!("go")).expect("send");
     r.flush();
     let end = Instant::now() + DEADLINE;
-    let mut got = Vec::new();
+    let mut got: Vec<Value> = Vec::new();
     while got.len() < 6 {
         assert!(Instant::now() < end, "stuck after {got:?}");
         outer
@@ -111,7 +111,9 @@ fn edge_triggered_outer_mio_loop_wakes_for_every_stranded_reply() {
 fn reactor_whose_workers_all_closed_goes_quiet() {
     let mut r = Reactor::new().expect("reactor");
     let fd = r.as_raw_fd();
-    let ws: Vec<_> = (0..3).map(|_| r.spawn(|v| v).expect("spawn")).collect();
+    let ws: Vec<_> = (0..3)
+        .map(|_| r.spawn(|v: Value| v).expect("spawn"))
+        .collect();
     for &w in &ws {
         r.close(w).expect("close");
     }
@@ -123,7 +125,7 @@ fn reactor_whose_workers_all_closed_goes_quiet() {
             continue;
         }
         for w in r.wait_any(Some(Duration::ZERO)).expect("wait_any") {
-            match r.try_recv(w) {
+            match r.try_recv::<Value>(w) {
                 Err(Error::Closed { status }) => {
                     assert!(status.expect("status").success());
                     closed += 1;
@@ -150,7 +152,7 @@ fn user_sources_live_beside_workers() {
             Interest::READABLE
         )
         .is_err());
-    let w = r.spawn(|v| v).expect("spawn");
+    let w = r.spawn(|v: Value| v).expect("spawn");
     theirs.write_all(b"ping").expect("write");
     let ready = r.wait_any(Some(DEADLINE)).expect("wait_any");
     assert!(ready.is_empty(), "no worker was ready");
@@ -169,7 +171,7 @@ fn served_server(r: &mut Reactor) -> miniray::Server {
     r.listen(
         "127.0.0.1:0",
         &ServerOptions::new(),
-        |v| json!({"served": v}),
+        |v: Value| json!({"served": v}),
     )
     .expect("listen")
 }
@@ -187,7 +189,7 @@ fn tcp_client(r: &Reactor, s: miniray::Server) -> TcpStream {
 fn read_answer(c: &TcpStream) -> Value {
     let mut line = String::new();
     BufReader::new(c).read_line(&mut line).expect("answer");
-    miniray::serde_json::from_str(&line).expect("json answer")
+    serde_json::from_str(&line).expect("json answer")
 }
 
 /// What a loop over the one stream has seen so far.
@@ -238,7 +240,7 @@ impl Seen {
 fn one_stream_carries_workers_servers_and_user_sources() {
     let mut r = Reactor::new().expect("reactor");
     let s = served_server(&mut r);
-    let w = r.spawn(|v| json!({"echo": v})).expect("spawn");
+    let w = r.spawn(|v: Value| json!({"echo": v})).expect("spawn");
     let (mut mine, mut theirs) = mio::net::UnixStream::pair().expect("pair");
     r.register_source(&mut mine, Token(42), Interest::READABLE)
         .expect("register");
@@ -378,7 +380,7 @@ fn running(pid: i32) -> bool {
 /// An echo worker whose reply already waits at its socket (the reactor's
 /// descriptor is readable) when this returns, not yet read by the reactor.
 fn echo_with_reply_waiting(r: &mut Reactor, fd: i32) -> miniray::Worker {
-    let b = r.spawn(|v| v).expect("spawn");
+    let b = r.spawn(|v: Value| v).expect("spawn");
     r.send(b, &json!("b")).expect("send");
     r.flush();
     assert!(poll_readable(fd, 20_000), "no reply from the echo worker");
@@ -394,7 +396,7 @@ fn recv_ending_in_an_error_still_signals_other_workers_replies() {
     let fd = r.as_raw_fd();
     let a = r
         .spawn_channel(&WorkerOptions::new(), |ch| {
-            let _ = ch.recv()?;
+            let _ = ch.recv::<Value>()?;
             Ok(())
         })
         .expect("spawn");
@@ -406,7 +408,7 @@ fn recv_ending_in_an_error_still_signals_other_workers_replies() {
         common::wait_until(DEADLINE, || !running(pid_a)),
         "worker a did not exit"
     );
-    match r.recv(a, Some(DEADLINE)) {
+    match r.recv::<Value>(a, Some(DEADLINE)) {
         Err(Error::Closed { .. }) => {}
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -428,7 +430,7 @@ fn connect_signals_the_replies_it_read_for_other_workers() {
     let fd = r.as_raw_fd();
     let b = echo_with_reply_waiting(&mut r, fd);
     let c = r
-        .connect(addr, &miniray::ConnectOptions::new(), DEADLINE)
+        .connect(addr, &miniray::ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     assert!(
         poll_readable(fd, 0),
@@ -460,7 +462,7 @@ fn stop_server_and_shutdown_signal_the_events_they_queue() {
         let mut r = Reactor::new().expect("reactor");
         let fd = r.as_raw_fd();
         let s = r
-            .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+            .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
             .expect("listen");
         let addr = r.server_addr(s).expect("addr");
         let _c = TcpStream::connect(addr).expect("connect");

@@ -8,8 +8,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use common::DEADLINE;
-use miniray::serde_json::json;
 use miniray::{Error, Reactor, WorkerOptions};
+use serde_json::{json, Value};
 
 #[test]
 fn flooding_worker_is_paused_not_buffered_and_others_stay_responsive() {
@@ -25,14 +25,14 @@ fn flooding_worker_is_paused_not_buffered_and_others_stay_responsive() {
             }
         })
         .expect("spawn flood");
-    let calm = r.spawn(|v| v).expect("spawn calm");
+    let calm = r.spawn(|v: Value| v).expect("spawn calm");
     // While the flood runs, the calm worker answers promptly, many times.
     let end = Instant::now() + Duration::from_secs(2);
     let mut rounds = 0;
     while Instant::now() < end {
         r.send(calm, &json!(rounds)).expect("send");
         assert_eq!(
-            r.recv(calm, Some(DEADLINE)).expect("calm reply"),
+            r.recv::<Value>(calm, Some(DEADLINE)).expect("calm reply"),
             json!(rounds)
         );
         rounds += 1;
@@ -42,12 +42,14 @@ fn flooding_worker_is_paused_not_buffered_and_others_stay_responsive() {
     assert!(rounds > 10, "only {rounds} round trips beside the flood");
     // Taking the flood's messages resumes reading; they come in order.
     for expect in 0..5000u64 {
-        let v = r.recv(flood, Some(DEADLINE)).expect("flood message");
+        let v = r
+            .recv::<Value>(flood, Some(DEADLINE))
+            .expect("flood message");
         assert_eq!(v["n"], json!(expect));
     }
     r.kill(flood, libc::SIGKILL).expect("kill");
     loop {
-        match r.recv(flood, Some(DEADLINE)) {
+        match r.recv::<Value>(flood, Some(DEADLINE)) {
             Ok(_) => {}
             Err(Error::Closed { status: Some(s) }) => {
                 assert_eq!(s.signal(), Some(libc::SIGKILL));
@@ -62,7 +64,7 @@ fn flooding_worker_is_paused_not_buffered_and_others_stay_responsive() {
 fn hanging_worker_is_killed_after_the_callers_deadline() {
     let mut r = Reactor::new().expect("reactor");
     let hang = r
-        .spawn(|v| {
+        .spawn(|v: Value| {
             if v == json!("hang") {
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
@@ -74,12 +76,12 @@ fn hanging_worker_is_killed_after_the_callers_deadline() {
     r.send(hang, &json!("hang")).expect("send");
     let t = Instant::now();
     assert!(matches!(
-        r.recv(hang, Some(Duration::from_millis(300))),
+        r.recv::<Value>(hang, Some(Duration::from_millis(300))),
         Err(Error::Timeout)
     ));
     assert!(t.elapsed() >= Duration::from_millis(300));
     r.kill(hang, libc::SIGKILL).expect("kill after deadline");
-    match r.recv(hang, Some(DEADLINE)) {
+    match r.recv::<Value>(hang, Some(DEADLINE)) {
         Err(Error::Closed { status: Some(s) }) => assert_eq!(s.signal(), Some(libc::SIGKILL)),
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -95,7 +97,7 @@ fn garbage_and_crashes_are_reported_per_worker() {
             // SAFETY: writing our own buffer to our own socket.
             unsafe { libc::write(fd, junk.as_ptr().cast(), junk.len()) };
             ch.send(&json!("then sane"))?;
-            while ch.recv()?.is_some() {}
+            while ch.recv::<Value>()?.is_some() {}
             Ok(())
         })
         .expect("spawn");
@@ -106,18 +108,18 @@ fn garbage_and_crashes_are_reported_per_worker() {
         })
         .expect("spawn");
     assert!(matches!(
-        r.recv(garbage, Some(DEADLINE)),
+        r.recv::<Value>(garbage, Some(DEADLINE)),
         Err(Error::Decode(_))
     ));
     assert!(matches!(
-        r.recv(garbage, Some(DEADLINE)),
+        r.recv::<Value>(garbage, Some(DEADLINE)),
         Err(Error::Decode(_))
     ));
     assert_eq!(
-        r.recv(garbage, Some(DEADLINE)).expect("sane"),
+        r.recv::<Value>(garbage, Some(DEADLINE)).expect("sane"),
         json!("then sane")
     );
-    match r.recv(crash, Some(DEADLINE)) {
+    match r.recv::<Value>(crash, Some(DEADLINE)) {
         Err(Error::Closed { status: Some(s) }) => assert_eq!(s.signal(), Some(libc::SIGABRT)),
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -135,11 +137,11 @@ fn untaken_messages_of_one_worker_never_starve_another() {
             for i in 0..3 {
                 ch.send(&json!(i))?;
             }
-            while ch.recv()?.is_some() {}
+            while ch.recv::<Value>()?.is_some() {}
             Ok(())
         })
         .expect("spawn chatty");
-    let echo = r.spawn(|v| v).expect("spawn echo");
+    let echo = r.spawn(|v: Value| v).expect("spawn echo");
     let start = Instant::now();
     while r.queued_input(chatty).expect("queued") == 0 {
         assert!(start.elapsed() < DEADLINE, "chatty never spoke");
@@ -153,7 +155,7 @@ fn untaken_messages_of_one_worker_never_starve_another() {
             break false;
         }
         let ready = r.wait_any(Some(Duration::from_millis(100))).expect("wait");
-        if ready.contains(&echo) && r.try_recv(echo).expect("recv").is_some() {
+        if ready.contains(&echo) && r.try_recv::<Value>(echo).expect("recv").is_some() {
             break true;
         }
     };

@@ -9,14 +9,16 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use miniray::serde_json::json;
 use miniray::{ConnectOptions, Format, Reactor, Server, ServerEvent, ServerOptions};
+use serde_json::{json, Value};
 
 const LIMIT: usize = 1 << 20;
 
 fn server(r: &mut Reactor, format: Format) -> (Server, SocketAddr) {
     let opts = ServerOptions::new().format(format).max_line(LIMIT);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: miniray::Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     (s, addr)
 }
@@ -37,15 +39,15 @@ fn raw_client(r: &mut Reactor, addr: SocketAddr) -> (TcpStream, i32) {
 
 fn well_behaved(r: &mut Reactor, addr: SocketAddr, format: Format) {
     let w = r
-        .connect(addr, &ConnectOptions::new().format(format), DEADLINE)
+        .connect(addr, &ConnectOptions::new().format(format), Some(DEADLINE))
         .expect("connect");
     r.send(w, &json!({"still": "serving"})).expect("send");
     assert_eq!(
-        r.recv(w, Some(DEADLINE)).expect("echo"),
+        r.recv::<Value>(w, Some(DEADLINE)).expect("echo"),
         json!({"still": "serving"})
     );
     r.close(w).expect("close");
-    let _ = r.recv(w, Some(DEADLINE));
+    let _ = r.recv::<Value>(w, Some(DEADLINE));
     let _ = r.take_server_events();
 }
 
@@ -79,9 +81,18 @@ fn hundred_megabyte_line_without_newline_stays_within_the_limit() {
     // The line still ends: the next line on the same connection is answered.
     sock.write_all(b"\n{\"after\":1}\n").expect("write");
     sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut lines = std::io::BufReader::new(&sock);
+    // The dropped line is answered with an error reply naming the limit,
+    // then the next line is served.
     let mut reply = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(&sock), &mut reply).expect("reply");
-    assert_eq!(reply, "{\"after\":1}\n");
+    std::io::BufRead::read_line(&mut lines, &mut reply).expect("error reply");
+    assert!(
+        reply.starts_with("{\"miniray.error\": {\"kind\": \"line too long\""),
+        "{reply}"
+    );
+    reply.clear();
+    std::io::BufRead::read_line(&mut lines, &mut reply).expect("reply");
+    assert_eq!(reply, "{\"after\": 1}\n");
     drop(sock);
     well_behaved(&mut r, addr, Format::Json);
 }
@@ -93,7 +104,8 @@ fn malformed_lines_fail_alone_in_both_formats() {
             Format::Json,
             vec![
                 ("invalid UTF-8", b"\xff\xfe\xfd invalid utf-8\n".to_vec()),
-                ("NaN/Infinity tokens", b"[NaN, Infinity]\n".to_vec()),
+                // Python writes NaN and Infinity; these it refuses too.
+                ("lowercase nan/infinity", b"[nan, infinity]\n".to_vec()),
                 (
                     "binary garbage",
                     b"\x00\x01\x02 binary garbage \x7f\n".to_vec(),
@@ -127,9 +139,21 @@ fn malformed_lines_fail_alone_in_both_formats() {
             let good = format.encode(&json!({"good": true})).expect("encode");
             sock.write_all(&good).expect("write");
             sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
+            let mut lines = std::io::BufReader::new(&sock);
+            // The bad line is answered with an error reply, in the
+            // connection's format; then the good line is served.
             let mut reply = Vec::new();
-            std::io::BufRead::read_until(&mut std::io::BufReader::new(&sock), b'\n', &mut reply)
-                .expect("reply");
+            std::io::BufRead::read_until(&mut lines, b'\n', &mut reply).expect("error reply");
+            let err: miniray::Value = format
+                .decode(&reply[..reply.len() - 1])
+                .unwrap_or_else(|e| panic!("{format} {name}: {e}"));
+            let kind = err["miniray.error"]["kind"].as_str();
+            assert!(
+                matches!(kind, Some("decode" | "line too long")),
+                "{format} {name}: {err}"
+            );
+            reply.clear();
+            std::io::BufRead::read_until(&mut lines, b'\n', &mut reply).expect("reply");
             assert_eq!(reply, good, "{format} {name}");
             let grew = status_kib(pid, "VmHWM:")
                 .expect("hwm")

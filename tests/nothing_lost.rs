@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Rng;
-use miniray::serde_json::json;
 use miniray::{ConnectOptions, Error, Reactor, ServerOptions, Worker};
+use serde_json::{json, Value};
 
 struct Lane {
     w: Worker,
@@ -34,15 +34,15 @@ fn a_million_messages_arrive_exactly_once_in_order() {
     miniray::raise_fd_limit().expect("rlimit");
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let mut lanes = Vec::new();
     for i in 0..200 {
         let w = if i < 100 {
-            r.spawn(|v| v).expect("spawn")
+            r.spawn(|v: Value| v).expect("spawn")
         } else {
-            r.connect(addr, &ConnectOptions::new(), common::DEADLINE)
+            r.connect(addr, &ConnectOptions::new(), Some(common::DEADLINE))
                 .expect("connect")
         };
         lanes.push(Lane {
@@ -107,7 +107,7 @@ fn a_million_messages_arrive_exactly_once_in_order() {
         for &w in &ready {
             let lane = &mut lanes[index[&w]];
             loop {
-                match r.try_recv(w) {
+                match r.try_recv::<Value>(w) {
                     Ok(Some(v)) => {
                         assert_eq!(v["s"], json!(lane.got), "in order, exactly once");
                         lane.got += 1;

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use miniray::serde_json::json;
 use miniray::{Error, Reactor, WorkerOptions};
+use serde_json::{json, Value};
 
 #[test]
 fn workers_die_within_two_seconds_of_their_parent() {
@@ -53,7 +53,7 @@ fn workers_die_with_parent(n: usize) {
         })
         .expect("spawn holder");
     let pids: Vec<i32> = r
-        .recv(holder, Some(Duration::from_secs(300)))
+        .recv::<Value>(holder, Some(Duration::from_secs(300)))
         .expect("pids")
         .as_array()
         .expect("array")
@@ -64,7 +64,7 @@ fn workers_die_with_parent(n: usize) {
     assert!(pids.iter().all(|&p| p > 0 && is_alive(p)));
 
     r.kill(holder, libc::SIGKILL).expect("kill holder");
-    match r.recv(holder, Some(DEADLINE)) {
+    match r.recv::<Value>(holder, Some(DEADLINE)) {
         Err(Error::Closed { .. }) => {}
         other => panic!("expected Closed, got {other:?}"),
     }

@@ -7,11 +7,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use miniray::serde_json::json;
 use miniray::{ConnectOptions, Reactor, Secret, ServerEvent, ServerOptions};
+use serde_json::{json, Value};
 
 fn echo(r: &mut Reactor) -> miniray::Worker {
-    r.spawn(|v| v).expect("spawn")
+    r.spawn(|v: Value| v).expect("spawn")
 }
 
 #[test]
@@ -19,7 +19,7 @@ fn drop_with_an_infinite_grace_reaps_a_live_worker() {
     let mut r = Reactor::new().expect("reactor");
     let w = echo(&mut r);
     r.send(w, &json!(1)).expect("send");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("echo"), json!(1));
+    assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("echo"), json!(1));
     let pid = r.pid(w).expect("pid");
     r.set_grace(Duration::MAX);
     // The worker exits on EOF, so an unbounded grace still ends.
@@ -43,14 +43,17 @@ fn shutdown_with_an_infinite_grace_returns_every_status() {
 fn stop_server_with_an_infinite_grace_reaps_its_children() {
     let mut r = Reactor::new().expect("reactor");
     let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(c, &json!("x")).expect("send");
-    assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!("x"));
+    assert_eq!(
+        r.recv::<Value>(c, Some(DEADLINE)).expect("echo"),
+        json!("x")
+    );
     r.set_grace(Duration::MAX);
     // The serving child gets SIGTERM and dies of it.
     r.stop_server(s).expect("stop");
@@ -75,7 +78,10 @@ fn recv_with_an_infinite_timeout_waits_for_the_reply() {
     let mut r = Reactor::new().expect("reactor");
     let w = echo(&mut r);
     r.send(w, &json!("r")).expect("send");
-    assert_eq!(r.recv(w, Some(Duration::MAX)).expect("recv"), json!("r"));
+    assert_eq!(
+        r.recv::<Value>(w, Some(Duration::MAX)).expect("recv"),
+        json!("r")
+    );
 }
 
 #[test]
@@ -83,7 +89,9 @@ fn recv_regions_with_an_infinite_timeout_waits_for_the_reply() {
     let mut r = Reactor::new().expect("reactor");
     let w = echo(&mut r);
     r.send(w, &json!("rr")).expect("send");
-    let (v, regions) = r.recv_regions(w, Some(Duration::MAX)).expect("recv");
+    let (v, regions) = r
+        .recv_regions::<Value>(w, Some(Duration::MAX))
+        .expect("recv");
     assert_eq!(v, json!("rr"));
     assert!(regions.is_empty());
 }
@@ -125,14 +133,17 @@ fn wait_events_with_an_infinite_timeout_returns_the_ready_worker() {
 fn connect_with_an_infinite_timeout_connects() {
     let mut r = Reactor::new().expect("reactor");
     let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new(), Duration::MAX)
+        .connect(addr, &ConnectOptions::new(), Some(Duration::MAX))
         .expect("connect");
     r.send(c, &json!("c")).expect("send");
-    assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!("c"));
+    assert_eq!(
+        r.recv::<Value>(c, Some(DEADLINE)).expect("echo"),
+        json!("c")
+    );
 }
 
 #[test]
@@ -143,15 +154,22 @@ fn connect_with_a_secret_and_an_infinite_timeout_authenticates() {
         .listen(
             "127.0.0.1:0",
             &ServerOptions::new().secret(secret.clone()),
-            |v| v,
+            |v: Value| v,
         )
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new().secret(secret), Duration::MAX)
+        .connect(
+            addr,
+            &ConnectOptions::new().secret(secret),
+            Some(Duration::MAX),
+        )
         .expect("connect");
     r.send(c, &json!("a")).expect("send");
-    assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!("a"));
+    assert_eq!(
+        r.recv::<Value>(c, Some(DEADLINE)).expect("echo"),
+        json!("a")
+    );
 }
 
 #[test]
@@ -161,16 +179,21 @@ fn an_infinite_auth_timeout_serves_and_never_expires_a_handshake() {
     let opts = ServerOptions::new()
         .secret(secret.clone())
         .auth_timeout(Duration::MAX);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     // A client that never answers stays in its handshake.
     let _silent = std::net::TcpStream::connect(addr).expect("silent");
     // The handshake starts during event dispatch (inside this connect).
     let c = r
-        .connect(addr, &ConnectOptions::new().secret(secret), DEADLINE)
+        .connect(addr, &ConnectOptions::new().secret(secret), Some(DEADLINE))
         .expect("connect");
     r.send(c, &json!("t")).expect("send");
-    assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!("t"));
+    assert_eq!(
+        r.recv::<Value>(c, Some(DEADLINE)).expect("echo"),
+        json!("t")
+    );
     let end = Instant::now() + Duration::from_millis(300);
     let mut events = Vec::new();
     while Instant::now() < end {

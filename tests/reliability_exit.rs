@@ -8,8 +8,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::*;
-use miniray::serde_json::{json, Value};
 use miniray::{Error, Exec, Reactor, WorkerOptions};
+use serde_json::{json, Value};
 
 /// Kills a process we did not fork (a worker's background job) on drop, so
 /// a failing test leaves nothing behind.
@@ -40,13 +40,13 @@ fn exec_worker_exit_is_reported_while_a_background_job_holds_its_socket() {
     let w = r.spawn_exec(&WorkerOptions::new(), &exec).expect("spawn");
     let sh = r.pid(w).expect("pid");
     let job = r
-        .recv(w, Some(DEADLINE))
+        .recv::<Value>(w, Some(DEADLINE))
         .expect("the job's pid")
         .as_i64()
         .expect("a number") as i32;
     let _job = KillOnDrop(job);
     // The exit is reported now, not when the job ends 30 s later.
-    match r.recv(w, Some(Duration::from_secs(10))) {
+    match r.recv::<Value>(w, Some(Duration::from_secs(10))) {
         Err(e @ Error::Exited { .. }) => assert_eq!(exit_code(&e), Some(3), "{e}"),
         other => panic!("expected Exited with status 3 within 10 s, got {other:?}"),
     }
@@ -55,14 +55,14 @@ fn exec_worker_exit_is_reported_while_a_background_job_holds_its_socket() {
     // A reaped pid may be reused: signalling it must be refused.
     assert!(r.kill(w, libc::SIGTERM).unwrap_err().is_closed());
     // The connection stays until its last holder goes: then Closed, same status.
-    assert!(matches!(r.try_recv(w), Ok(None)));
+    assert!(matches!(r.try_recv::<Value>(w), Ok(None)));
     // SAFETY: kill takes plain integers; the job is alive (it holds the socket).
     assert_eq!(unsafe { libc::kill(job, libc::SIGKILL) }, 0);
-    match r.recv(w, Some(DEADLINE)) {
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(e @ Error::Closed { .. }) => assert_eq!(exit_code(&e), Some(3), "{e}"),
         other => panic!("expected Closed with status 3, got {other:?}"),
     }
-    assert!(matches!(r.try_recv(w), Err(Error::UnknownWorker)));
+    assert!(matches!(r.try_recv::<Value>(w), Err(Error::UnknownWorker)));
 }
 
 #[test]
@@ -75,8 +75,8 @@ fn messages_after_the_exit_still_arrive_in_order() {
     let exec = Exec::new("sh", ["-c", script]).expect("exec");
     let w = r.spawn_exec(&WorkerOptions::new(), &exec).expect("spawn");
     let mut events = Vec::new();
-    events.push(format!("{:?}", r.recv(w, Some(DEADLINE))));
-    let exited = r.recv(w, Some(Duration::from_secs(10)));
+    events.push(format!("{:?}", r.recv::<Value>(w, Some(DEADLINE))));
+    let exited = r.recv::<Value>(w, Some(Duration::from_secs(10)));
     events.push(format!("{exited:?}"));
     assert!(
         matches!(&exited, Err(e @ Error::Exited { .. }) if exit_code(e) == Some(3)),
@@ -84,8 +84,8 @@ fn messages_after_the_exit_still_arrive_in_order() {
     );
     // The connection still takes messages and delivers the job's reply.
     r.send(w, &json!(2)).expect("send after the exit");
-    events.push(format!("{:?}", r.recv(w, Some(DEADLINE))));
-    let closed = r.recv(w, Some(DEADLINE));
+    events.push(format!("{:?}", r.recv::<Value>(w, Some(DEADLINE))));
+    let closed = r.recv::<Value>(w, Some(DEADLINE));
     events.push(format!("{closed:?}"));
     assert_eq!(events[0], "Ok(Number(1))", "{events:?}");
     assert_eq!(events[2], "Ok(Number(2))", "{events:?}");
@@ -146,10 +146,10 @@ fn a_paused_worker_is_reaped_at_exit_and_reports_its_data_then_closed() {
     let pid = r.pid(w).expect("pid");
     // `wait_any` returns queued work without polling; a `recv` on another,
     // quiet worker polls (and so handles the exit).
-    let quiet = r.spawn(|v| v).expect("spawn");
+    let quiet = r.spawn(|v: Value| v).expect("spawn");
     let reaped = wait_until(DEADLINE, || {
         assert!(r
-            .recv(quiet, Some(Duration::from_millis(20)))
+            .recv::<Value>(quiet, Some(Duration::from_millis(20)))
             .unwrap_err()
             .is_timeout());
         r.pid(w).is_none()
@@ -161,7 +161,7 @@ fn a_paused_worker_is_reaped_at_exit_and_reports_its_data_then_closed() {
     assert!(is_reaped(pid));
     let mut got: Vec<Value> = Vec::new();
     loop {
-        match r.recv(w, Some(DEADLINE)) {
+        match r.recv::<Value>(w, Some(DEADLINE)) {
             Ok(v) => got.push(v["i"].clone()),
             Err(Error::Closed { status }) => {
                 assert_eq!(status.map(|s| s.into_raw()), Some(0));
@@ -206,7 +206,7 @@ fn early_pidfds_are_given_back_when_a_spawn_runs_out_of_descriptors() {
             ch.send(&json!({"spawned": n, "room": room, "failure": failure}))
         })
         .expect("spawn host");
-    let report = r.recv(host, Some(DEADLINE)).expect("report");
+    let report = r.recv::<Value>(host, Some(DEADLINE)).expect("report");
     let spawned = report["spawned"].as_u64().expect("n");
     let room = report["room"].as_u64().expect("room");
     // One descriptor per worker; the last spawn needs two (a socketpair)
@@ -220,7 +220,7 @@ fn early_pidfds_are_given_back_when_a_spawn_runs_out_of_descriptors() {
         }),
         "{report}"
     );
-    match r.recv(host, Some(DEADLINE)) {
+    match r.recv::<Value>(host, Some(DEADLINE)) {
         Err(Error::Closed { status }) => assert_eq!(status.and_then(|s| s.code()), Some(0)),
         other => panic!("host: {other:?}"),
     }
@@ -240,7 +240,7 @@ fn kill_after_a_same_batch_exit_reports_the_real_status() {
         r.flush();
         // Exit and EOF both ready before the reactor polls.
         assert!(wait_until(DEADLINE, || !is_alive(pid)), "no exit");
-        assert_eq!(r.recv(w, Some(DEADLINE)).expect("reply"), json!(1));
+        assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("reply"), json!(1));
         // Only Closed is left: wait until it is queued, then ask.
         let end = std::time::Instant::now() + DEADLINE;
         while !r
@@ -260,7 +260,7 @@ fn kill_after_a_same_batch_exit_reports_the_real_status() {
             }
             other => panic!("expected Closed, got {other:?}"),
         }
-        match r.recv(w, Some(DEADLINE)) {
+        match r.recv::<Value>(w, Some(DEADLINE)) {
             Err(e @ Error::Closed { .. }) => assert_eq!(exit_code(&e), Some(3)),
             other => panic!("expected Closed, got {other:?}"),
         }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use miniray::process::EXIT_IDLE;
-use miniray::serde_json::json;
 use miniray::{ConnectOptions, Error, Exec, Reactor, ServerEvent, ServerOptions};
+use serde_json::{json, Value};
 
 const IDLE: Duration = Duration::from_millis(300);
 
@@ -38,9 +38,9 @@ fn idle_exit(e: &ServerEvent) -> bool {
 }
 
 fn echo_roundtrip(r: &mut Reactor, addr: std::net::SocketAddr) -> Result<(), Error> {
-    let c = r.connect(addr, &ConnectOptions::new(), DEADLINE)?;
+    let c = r.connect(addr, &ConnectOptions::new(), Some(DEADLINE))?;
     r.send(c, &json!("hello"))?;
-    let reply = r.recv(c, Some(DEADLINE));
+    let reply = r.recv::<Value>(c, Some(DEADLINE));
     let _ = r.close(c);
     match reply {
         Ok(v) if v == json!("hello") => Ok(()),
@@ -53,7 +53,9 @@ fn echo_roundtrip(r: &mut Reactor, addr: std::net::SocketAddr) -> Result<(), Err
 fn silent_clients_are_closed_and_their_slots_served_again() {
     let mut r = Reactor::new().expect("reactor");
     let opts = ServerOptions::new().max_connections(2).idle_timeout(IDLE);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let mut a = silent_client(addr);
     let mut b = silent_client(addr);
@@ -82,7 +84,9 @@ fn without_an_idle_limit_silent_clients_lock_everyone_out() {
     // The lock-out itself (the default, kept for compatibility).
     let mut r = Reactor::new().expect("reactor");
     let opts = ServerOptions::new().max_connections(2);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let _a = silent_client(addr);
     let _b = silent_client(addr);
@@ -108,7 +112,9 @@ fn without_an_idle_limit_silent_clients_lock_everyone_out() {
 fn bytes_without_a_newline_do_not_keep_a_connection_alive() {
     let mut r = Reactor::new().expect("reactor");
     let opts = ServerOptions::new().idle_timeout(IDLE);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let mut drip = silent_client(addr);
     drip.set_read_timeout(Some(Duration::from_millis(50)))
@@ -139,7 +145,7 @@ fn slow_answers_and_steady_clients_are_not_cut_off() {
     let opts = ServerOptions::new().idle_timeout(IDLE);
     // Each answer takes twice the idle limit: only waiting for input counts.
     let s = r
-        .listen("127.0.0.1:0", &opts, |v| {
+        .listen("127.0.0.1:0", &opts, |v: Value| {
             if v == json!("slow") {
                 std::thread::sleep(IDLE * 2);
             }
@@ -148,15 +154,18 @@ fn slow_answers_and_steady_clients_are_not_cut_off() {
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(c, &json!("slow")).expect("send");
-    assert_eq!(r.recv(c, Some(DEADLINE)).expect("slow"), json!("slow"));
+    assert_eq!(
+        r.recv::<Value>(c, Some(DEADLINE)).expect("slow"),
+        json!("slow")
+    );
     // A request every third of the limit, for three limits' time.
     for i in 0..9 {
         std::thread::sleep(IDLE / 3);
         r.send(c, &json!(i)).expect("send");
-        assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!(i));
+        assert_eq!(r.recv::<Value>(c, Some(DEADLINE)).expect("echo"), json!(i));
     }
     let events = r.take_server_events();
     assert!(!events.iter().any(idle_exit), "{events:?}");
@@ -169,10 +178,10 @@ fn a_channel_server_sees_the_timeout_and_exits_idle() {
     let opts = ServerOptions::new().idle_timeout(IDLE);
     let s = r
         .listen_channel("127.0.0.1:0", &opts, |ch| {
-            let first = ch.recv();
+            let first = ch.recv::<Value>();
             let timed_out = matches!(first, Err(Error::Timeout)) && ch.idle_expired();
             // Closed from now on.
-            let after = ch.recv()?;
+            let after = ch.recv::<Value>()?;
             if timed_out && after.is_none() {
                 Ok(())
             } else {
@@ -191,16 +200,18 @@ fn a_channel_server_sees_the_timeout_and_exits_idle() {
 fn an_infinite_idle_timeout_is_no_limit() {
     let mut r = Reactor::new().expect("reactor");
     let opts = ServerOptions::new().idle_timeout(Duration::MAX);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let c = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(c, &json!(1)).expect("send");
-    assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!(1));
+    assert_eq!(r.recv::<Value>(c, Some(DEADLINE)).expect("echo"), json!(1));
     std::thread::sleep(Duration::from_millis(200));
     r.send(c, &json!(2)).expect("send");
-    assert_eq!(r.recv(c, Some(DEADLINE)).expect("echo"), json!(2));
+    assert_eq!(r.recv::<Value>(c, Some(DEADLINE)).expect("echo"), json!(2));
     let events = r.take_server_events();
     assert!(
         !events
@@ -292,7 +303,9 @@ fn serve_closes_idle_clients_with_its_flag() {
 fn a_zero_idle_timeout_serves_a_request_already_waiting() {
     let mut r = Reactor::new().expect("reactor");
     let opts = ServerOptions::new().idle_timeout(Duration::ZERO);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     // The line is in the socket before the server even accepts: it is
     // waiting when the serving child first looks.

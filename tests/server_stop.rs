@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use miniray::{Reactor, Secret, ServerEvent, ServerOptions};
+use serde_json::Value;
 
 #[test]
 fn stop_server_closes_its_handshakes_and_spare_descriptor() {
@@ -18,7 +19,9 @@ fn stop_server_closes_its_handshakes_and_spare_descriptor() {
     let opts = ServerOptions::new()
         .secret(Secret::new(b"a shared secret of some length".to_vec()))
         .auth_timeout(Duration::MAX);
-    let s = r.listen("127.0.0.1:0", &opts, |v| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let mut clients: Vec<BufReader<TcpStream>> = (0..3)
         .map(|_| {
@@ -63,7 +66,7 @@ fn stop_server_closes_its_handshakes_and_spare_descriptor() {
     assert_eq!(open_fds(), before, "descriptors left after stop_server");
     // Listening again reopens the spare: a second server works.
     let s = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen again");
     assert_eq!(
         open_fds(),

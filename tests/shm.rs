@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::DEADLINE;
-use miniray::serde_json::json;
 use miniray::{ConnectOptions, Error, Reactor, ServerOptions, SharedMemory, WorkerOptions};
+use serde_json::{json, Value};
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
@@ -22,7 +22,7 @@ fn inherited_region_is_shared_both_ways() {
     let shared = &region;
     let w = r
         .spawn_channel(&WorkerOptions::new().region(shared), |ch| {
-            while let Some(_msg) = ch.recv()? {
+            while let Some(_msg) = ch.recv::<Value>()? {
                 let seen = String::from_utf8_lossy(&shared.as_slice()[..4]).into_owned();
                 // Write through a second handle to the same pages.
                 let mut mine = shared.try_clone()?;
@@ -35,7 +35,10 @@ fn inherited_region_is_shared_both_ways() {
         })
         .expect("spawn");
     r.send(w, &json!("look")).expect("send");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("reply"), json!("ping"));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("reply"),
+        json!("ping")
+    );
     assert_eq!(&region.as_slice()[4..8], b"pong");
 }
 
@@ -44,7 +47,7 @@ fn region_sent_to_a_running_worker_and_back() {
     let mut r = Reactor::new().expect("reactor");
     let w = r
         .spawn_channel(&WorkerOptions::new(), |ch| {
-            while let Some((msg, mut regions)) = ch.recv_regions()? {
+            while let Some((msg, mut regions)) = ch.recv_regions::<Value>()? {
                 let Some(region) = regions.first_mut() else {
                     ch.send(&json!("no region"))?;
                     continue;
@@ -68,7 +71,7 @@ fn region_sent_to_a_running_worker_and_back() {
     region.as_mut_slice().expect("rw").fill(1);
     r.send_regions(w, &json!({"region": region.id()}), &[&region])
         .expect("send_regions");
-    let (reply, regions) = r.recv_regions(w, Some(DEADLINE)).expect("reply");
+    let (reply, regions) = r.recv_regions::<Value>(w, Some(DEADLINE)).expect("reply");
     assert_eq!(reply["sum"], json!(3 * 4096));
     assert_eq!(region.as_slice()[0], 42, "the child's write is visible");
     assert_eq!(regions.len(), 1);
@@ -81,7 +84,7 @@ fn a_received_region_cannot_be_shrunk_or_grown() {
     let mut r = Reactor::new().expect("reactor");
     let w = r
         .spawn_channel(&WorkerOptions::new(), |ch| {
-            while let Some((_, regions)) = ch.recv_regions()? {
+            while let Some((_, regions)) = ch.recv_regions::<Value>()? {
                 let fd = regions[0].as_raw_fd();
                 // SAFETY: ftruncate on a descriptor we hold.
                 let shrink = unsafe { libc::ftruncate(fd, 0) } == 0;
@@ -97,7 +100,7 @@ fn a_received_region_cannot_be_shrunk_or_grown() {
     region.as_mut_slice().expect("rw")[8191] = 7;
     r.send_regions(w, &json!(null), &[&region]).expect("send");
     assert_eq!(
-        r.recv(w, Some(DEADLINE)).expect("reply"),
+        r.recv::<Value>(w, Some(DEADLINE)).expect("reply"),
         json!({"shrunk": false, "grew": false, "last": 7})
     );
     assert_eq!(region.len(), 8192);
@@ -128,12 +131,12 @@ fn unsealed_or_foreign_descriptors_are_refused() {
 
 /// The sending side: a reactor with one receiving worker; hands one region
 /// over `n` times and reports both processes' descriptor counts.
-fn handoffs(n: u64) -> miniray::Result<miniray::serde_json::Value> {
+fn handoffs(n: u64) -> miniray::Result<serde_json::Value> {
     let mut r = Reactor::new()?;
     let w = r.spawn_channel(&WorkerOptions::new(), |ch| {
         let before = fd_count();
         let mut got = 0u64;
-        while let Some((msg, regions)) = ch.recv_regions()? {
+        while let Some((msg, regions)) = ch.recv_regions::<Value>()? {
             if msg == json!("count") {
                 ch.send(&json!({"before": before, "after": fd_count(), "n": got}))?;
                 continue;
@@ -147,7 +150,7 @@ fn handoffs(n: u64) -> miniray::Result<miniray::serde_json::Value> {
     let before = fd_count();
     for i in 0..n {
         r.send_regions(w, &json!({"i": i, "region": region.id()}), &[&region])?;
-        if r.recv(w, Some(DEADLINE))? != json!(1) {
+        if r.recv::<Value>(w, Some(DEADLINE))? != json!(1) {
             return Err(Error::Region {
                 reason: "region missing",
             });
@@ -155,7 +158,7 @@ fn handoffs(n: u64) -> miniray::Result<miniray::serde_json::Value> {
     }
     let after = fd_count();
     r.send(w, &json!("count"))?;
-    let child = r.recv(w, Some(DEADLINE))?;
+    let child = r.recv::<Value>(w, Some(DEADLINE))?;
     Ok(json!({"parent": {"before": before, "after": after}, "child": child}))
 }
 
@@ -171,7 +174,7 @@ fn ten_thousand_handoffs_leak_no_descriptor() {
         })
         .expect("spawn");
     let report = r
-        .recv(host, Some(Duration::from_secs(120)))
+        .recv::<Value>(host, Some(Duration::from_secs(120)))
         .expect("report");
     assert_eq!(report["child"]["n"], json!(10_000), "{report}");
     assert_eq!(
@@ -201,14 +204,14 @@ fn msg_ctrunc_fails_that_message_only_and_leaks_nothing() {
             };
             // SAFETY: valid rlimit structs.
             unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) };
-            let first = ch.recv_regions();
+            let first = ch.recv_regions::<Value>();
             // SAFETY: as above.
             unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &roomy) };
             let first = match first {
                 Err(Error::Region { reason }) => format!("region error: {reason}"),
                 other => format!("unexpected: {other:?}"),
             };
-            let second = match ch.recv_regions()? {
+            let second = match ch.recv_regions::<Value>()? {
                 Some((msg, regions)) => json!({"msg": msg, "regions": regions.len()}),
                 None => json!(null),
             };
@@ -223,14 +226,14 @@ fn msg_ctrunc_fails_that_message_only_and_leaks_nothing() {
         .expect("send 1");
     r.send_regions(w, &json!("kept"), &[&region])
         .expect("send 2");
-    let report = r.recv(w, Some(DEADLINE)).expect("report");
+    let report = r.recv::<Value>(w, Some(DEADLINE)).expect("report");
     let first = report["first"].as_str().expect("text");
     assert!(
         first.starts_with("region error") && first.contains("MSG_CTRUNC"),
         "{first}"
     );
     assert_eq!(report["second"], json!({"msg": "kept", "regions": 1}));
-    let counts = r.recv(w, Some(DEADLINE)).expect("counts");
+    let counts = r.recv::<Value>(w, Some(DEADLINE)).expect("counts");
     assert_eq!(counts["before"], counts["after"]);
 }
 
@@ -238,11 +241,11 @@ fn msg_ctrunc_fails_that_message_only_and_leaks_nothing() {
 fn regions_to_a_remote_worker_are_refused_and_nothing_is_sent() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let w = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     let region = SharedMemory::create("no-tcp", 4096).expect("create");
     assert!(matches!(
@@ -253,7 +256,7 @@ fn regions_to_a_remote_worker_are_refused_and_nothing_is_sent() {
     // The connection is unharmed.
     r.send(w, &json!("still here")).expect("send");
     assert_eq!(
-        r.recv(w, Some(DEADLINE)).expect("echo"),
+        r.recv::<Value>(w, Some(DEADLINE)).expect("echo"),
         json!("still here")
     );
 }
@@ -298,7 +301,7 @@ fn python_peer_uses_the_region_wire_form() {
     region.as_mut_slice().expect("rw")[..8].copy_from_slice(b"miniray!");
     r.send_regions(w, &json!({"n": 1}), &[&region])
         .expect("send");
-    let (reply, regions) = r.recv_regions(w, Some(DEADLINE)).expect("reply");
+    let (reply, regions) = r.recv_regions::<Value>(w, Some(DEADLINE)).expect("reply");
     assert_eq!(reply, json!({"head": "miniray!", "msg": {"n": 1}}));
     assert_eq!(
         &region.as_slice()[8..14],

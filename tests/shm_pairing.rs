@@ -15,10 +15,10 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::DEADLINE;
-use miniray::serde_json::{json, Value};
 use miniray::{
     Channel, ConnectOptions, Error, Format, Reactor, ServerOptions, SharedMemory, WorkerOptions,
 };
+use serde_json::{json, Value};
 
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
@@ -120,7 +120,7 @@ fn side_error(_: std::io::Error) -> Error {
 /// and answer the list of problems. `up`: send the sequence, then signal.
 fn peer(ch: &mut Channel, side: &UnixStream) -> miniray::Result<()> {
     side.set_read_timeout(Some(DEADLINE)).map_err(side_error)?;
-    while let Some(spec) = ch.recv()? {
+    while let Some(spec) = ch.recv::<Value>()? {
         let round = spec["round"].as_u64().unwrap_or(0);
         let seq = spec["seq"].as_str().unwrap_or("").to_owned();
         if spec["dir"] == "down" {
@@ -170,7 +170,10 @@ fn interleavings(format: Format) -> Vec<String> {
         // Parent → child, the child late.
         r.send(w, &json!({"round": round, "seq": seq, "dir": "down"}))
             .expect("spec");
-        assert_eq!(r.recv(w, Some(DEADLINE)).expect("ready"), json!("ready"));
+        assert_eq!(
+            r.recv::<Value>(w, Some(DEADLINE)).expect("ready"),
+            json!("ready")
+        );
         for (j, kind) in seq.chars().enumerate() {
             // send_regions duplicates the descriptors it queues, so the
             // region may be dropped at once.
@@ -183,7 +186,7 @@ fn interleavings(format: Format) -> Vec<String> {
         r.flush();
         assert_eq!(r.pending_output(w).expect("pending"), 0, "all written");
         (&mine).write_all(b"!").expect("signal");
-        let report = r.recv(w, Some(DEADLINE)).expect("report");
+        let report = r.recv::<Value>(w, Some(DEADLINE)).expect("report");
         for p in report.as_array().into_iter().flatten() {
             problems.push(format!(
                 "{format} down {seq}: {}",
@@ -262,7 +265,7 @@ fn a_line_split_across_reads_then_a_region_line_parent_to_child() {
                 problems.push(json!("setsockopt(SO_RCVLOWAT) failed"));
             }
             for round in 0..BIG.len() {
-                match ch.recv_regions() {
+                match ch.recv_regions::<Value>() {
                     Ok(Some((v, regions))) if v == big_line(round) && regions.is_empty() => {}
                     Ok(_) => problems.push(json!(format!("round {round}: the big line is wrong"))),
                     Err(e) => problems.push(json!(format!("round {round}: big line: {e}"))),
@@ -283,7 +286,7 @@ fn a_line_split_across_reads_then_a_region_line_parent_to_child() {
         let region = region.expect("a region");
         r.send_regions(w, &msg, &[&region]).expect("send_regions");
     }
-    let report = r.recv(w, Some(DEADLINE)).expect("report");
+    let report = r.recv::<Value>(w, Some(DEADLINE)).expect("report");
     assert_eq!(report, json!([]));
 }
 
@@ -361,7 +364,7 @@ fn over_long_lines_take_their_descriptors_with_them() {
             (&*side).read_exact(&mut byte).map_err(side_error)?;
             let mut seen = Vec::new();
             for _ in 0..6 {
-                seen.push(match ch.recv_regions() {
+                seen.push(match ch.recv_regions::<Value>() {
                     Ok(Some((v, regions))) => json!({"msg": v, "regions": regions.len()}),
                     Ok(None) => json!("eof"),
                     Err(Error::LineTooLong { .. }) => json!("too long"),
@@ -372,7 +375,10 @@ fn over_long_lines_take_their_descriptors_with_them() {
         })
         .expect("spawn");
     drop(theirs);
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("ready"), json!("ready"));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("ready"),
+        json!("ready")
+    );
     let region = SharedMemory::create("long", 4096).expect("create");
     let long = "y".repeat(10 * LIMIT);
     r.send(w, &json!(long)).expect("long plain");
@@ -385,7 +391,7 @@ fn over_long_lines_take_their_descriptors_with_them() {
     r.flush();
     assert_eq!(r.pending_output(w).expect("pending"), 0, "all written");
     (&mine).write_all(b"!").expect("signal");
-    let report = r.recv(w, Some(DEADLINE)).expect("report");
+    let report = r.recv::<Value>(w, Some(DEADLINE)).expect("report");
     assert_eq!(
         report["seen"],
         json!([
@@ -411,7 +417,7 @@ fn envelope_shaped_messages_sent_plain_arrive_unchanged() {
         let mut r = Reactor::new().expect("reactor");
         let w = r
             .spawn_channel(&WorkerOptions::new().format(format), |ch| {
-                while let Some((msg, regions)) = ch.recv_regions()? {
+                while let Some((msg, regions)) = ch.recv_regions::<Value>()? {
                     ch.send(&json!({"got": msg, "regions": regions.len()}))?;
                     // And back, as sent.
                     ch.send(&msg)?;
@@ -422,7 +428,7 @@ fn envelope_shaped_messages_sent_plain_arrive_unchanged() {
         for v in &shaped {
             r.send(w, v).expect("send");
             assert_eq!(
-                r.recv(w, Some(DEADLINE)).expect("reply"),
+                r.recv::<Value>(w, Some(DEADLINE)).expect("reply"),
                 json!({"got": v, "regions": 0}),
                 "{format}"
             );
@@ -434,19 +440,19 @@ fn envelope_shaped_messages_sent_plain_arrive_unchanged() {
         r.send_regions(w, &shaped[1], &[&region])
             .expect("send_regions");
         assert_eq!(
-            r.recv(w, Some(DEADLINE)).expect("reply"),
+            r.recv::<Value>(w, Some(DEADLINE)).expect("reply"),
             json!({"got": shaped[1], "regions": 1}),
             "{format}"
         );
-        r.recv(w, Some(DEADLINE)).expect("back");
+        r.recv::<Value>(w, Some(DEADLINE)).expect("back");
         // No regions: the plain message, no envelope.
         r.send_regions(w, &shaped[0], &[]).expect("send_regions");
         assert_eq!(
-            r.recv(w, Some(DEADLINE)).expect("reply"),
+            r.recv::<Value>(w, Some(DEADLINE)).expect("reply"),
             json!({"got": shaped[0], "regions": 0}),
             "{format}"
         );
-        r.recv(w, Some(DEADLINE)).expect("back");
+        r.recv::<Value>(w, Some(DEADLINE)).expect("back");
     }
 }
 
@@ -454,18 +460,18 @@ fn envelope_shaped_messages_sent_plain_arrive_unchanged() {
 fn envelope_shaped_messages_cross_tcp_unchanged() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let w = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     for v in [
         json!({"miniray.regions": [], "msg": 5}),
         json!({"miniray.regions": [1], "msg": 5}),
     ] {
         r.send(w, &v).expect("send");
-        assert_eq!(r.recv(w, Some(DEADLINE)).expect("echo"), v);
+        assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("echo"), v);
     }
 }
 
@@ -490,11 +496,11 @@ fn descriptors_with_a_line_that_is_no_envelope_fail_that_line_only() {
     let mut r = Reactor::new().expect("reactor");
     let exec = miniray::Exec::new("python3", ["-c", PYTHON_MISPAIRED]).expect("exec");
     let w = r.spawn_exec(&WorkerOptions::new(), &exec).expect("spawn");
-    match r.recv_regions(w, Some(DEADLINE)) {
+    match r.recv_regions::<Value>(w, Some(DEADLINE)) {
         Err(Error::Region { reason }) => assert!(reason.contains("envelope"), "{reason}"),
         other => panic!("expected a region error, got {other:?}"),
     }
-    let (msg, regions) = r.recv_regions(w, Some(DEADLINE)).expect("good");
+    let (msg, regions) = r.recv_regions::<Value>(w, Some(DEADLINE)).expect("good");
     assert_eq!(msg, json!("good"));
     assert_eq!(regions.len(), 1);
     assert_eq!(regions[0].id(), 9);
@@ -581,7 +587,10 @@ fn envelope_lines_longer_than_one_write_both_ways() {
             None => r.send(w, &msg).expect("send"),
         }
     }
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("report"), json!([]));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("report"),
+        json!([])
+    );
     let problems: Vec<String> = (0..MIXED.len())
         .filter_map(|j| check_mixed(j, r.recv_regions(w, Some(DEADLINE))))
         .collect();

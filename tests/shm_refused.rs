@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::wait_child;
-use miniray::serde_json::{json, Value};
 use miniray::{
     Channel, ConnectOptions, Error, Reactor, ServerOptions, SharedMemory, Worker, WorkerOptions,
 };
+use serde_json::{json, Value};
 
 const INNER_ENV: &str = "MINIRAY_SHM_REFUSED_INNER";
 const ROUNDS: usize = 20;
@@ -119,7 +119,7 @@ fn inner_refused_descriptors() {
             })?;
             let (mut plain, mut with_regions, mut errors) = (0, 0, 0);
             loop {
-                match ch.recv_regions() {
+                match ch.recv_regions::<Value>() {
                     Ok(Some((_, regions))) if regions.len() == REGIONS => with_regions += 1,
                     Ok(Some(_)) => plain += 1,
                     Ok(None) => break,
@@ -144,7 +144,7 @@ fn inner_refused_descriptors() {
         r.send(w, &json!(format!("plain {j}"))).expect("send plain");
         r.send_regions(w, &json!(j), &refs).expect("queue regions");
         r.flush();
-        while let Some(event) = r.try_recv(w).transpose() {
+        while let Some(event) = r.try_recv::<Value>(w).transpose() {
             match event {
                 Err(Error::Io { op, source })
                     if op == "sendmsg with region descriptors"
@@ -163,10 +163,10 @@ fn inner_refused_descriptors() {
     BufReader::new(&mine)
         .read_line(&mut report)
         .expect("the child's report");
-    let counts: Value = miniray::serde_json::from_str(&report).expect("report json");
+    let counts: Value = serde_json::from_str(&report).expect("report json");
     let start = Instant::now();
     loop {
-        match r.recv(w, Some(DEADLINE.saturating_sub(start.elapsed()))) {
+        match r.recv::<Value>(w, Some(DEADLINE.saturating_sub(start.elapsed()))) {
             Err(Error::Closed { .. }) => break,
             Err(Error::Timeout) => panic!("no Closed within {DEADLINE:?}"),
             e => other.push(format!("{e:?}")),
@@ -219,7 +219,7 @@ fn more_than_32_descriptors_fail_that_line_only() {
     let w = r
         .spawn_exec(&WorkerOptions::new(), &exec)
         .expect("spawn python3");
-    match r.recv_regions(w, Some(DEADLINE)) {
+    match r.recv_regions::<Value>(w, Some(DEADLINE)) {
         Err(Error::Region { reason }) => {
             assert!(reason.contains("more than 32"), "{reason}")
         }
@@ -227,11 +227,14 @@ fn more_than_32_descriptors_fail_that_line_only() {
     }
     let (msg, regions) = r.recv_regions(w, Some(DEADLINE)).expect("32 descriptors");
     assert_eq!((msg, regions.len()), (json!("32"), 32));
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("after"), json!("after"));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("after"),
+        json!("after")
+    );
     r.close(w).expect("close");
     let start = Instant::now();
     loop {
-        match r.recv(w, Some(DEADLINE.saturating_sub(start.elapsed()))) {
+        match r.recv::<Value>(w, Some(DEADLINE.saturating_sub(start.elapsed()))) {
             Err(Error::Closed { .. }) => break,
             other => assert!(
                 start.elapsed() < DEADLINE,
@@ -283,14 +286,16 @@ fn both_send_paths_refuse_in_the_same_order() {
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let remote = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
 
     let parent_local = reactor_refusal(&mut r, local, &refs);
     let parent_tcp = reactor_refusal(&mut r, remote, &refs);
-    let child_local = r.recv(local, Some(DEADLINE)).expect("local child's report");
+    let child_local = r
+        .recv::<Value>(local, Some(DEADLINE))
+        .expect("local child's report");
     let child_tcp = r
-        .recv(remote, Some(DEADLINE))
+        .recv::<Value>(remote, Some(DEADLINE))
         .expect("serving child's report");
 
     assert!(parent_local.contains("at most 32"), "{parent_local}");

@@ -7,13 +7,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use miniray::serde_json::Value;
 use miniray::{Error, Reactor, Signal, WorkerOptions};
+use serde_json::Value;
 
 /// The worker's final error, reading past anything queued before it.
 fn closed(r: &mut Reactor, w: miniray::Worker) -> Error {
     loop {
-        match r.recv(w, Some(DEADLINE)) {
+        match r.recv::<Value>(w, Some(DEADLINE)) {
             Ok(_) => {}
             Err(e @ Error::Closed { .. }) => return e,
             Err(Error::Timeout) => panic!("no Closed within {DEADLINE:?}"),

@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
-use miniray::serde_json::{json, Value};
 use miniray::{ConnectOptions, Error, Format, Reactor, ServerEvent, ServerOptions, WorkerOptions};
+use serde_json::{json, Value};
 
 #[test]
 fn remote_worker_round_trip_through_in_process_server_both_formats() {
@@ -18,17 +18,17 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
             .listen(
                 "127.0.0.1:0",
                 &ServerOptions::new().format(format),
-                |v| json!({"echo": v}),
+                |v: Value| json!({"echo": v}),
             )
             .expect("listen");
         let addr = r.server_addr(server).expect("addr");
         let w = r
-            .connect(addr, &ConnectOptions::new().format(format), DEADLINE)
+            .connect(addr, &ConnectOptions::new().format(format), Some(DEADLINE))
             .expect("connect");
         assert!(is_nonblocking(w.fileno()) && is_cloexec(w.fileno()));
         r.send(w, &json!({"test": 123})).expect("send");
         assert_eq!(
-            r.recv(w, Some(DEADLINE)).expect("recv"),
+            r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
             json!({"echo": {"test": 123}})
         );
         // The server reported the connection.
@@ -42,7 +42,7 @@ fn remote_worker_round_trip_through_in_process_server_both_formats() {
         // Closing the client ends the serving child, which is reaped.
         r.close(w).expect("close");
         assert!(matches!(
-            r.recv(w, Some(DEADLINE)),
+            r.recv::<Value>(w, Some(DEADLINE)),
             Err(Error::Closed { status: None })
         ));
         events_until(&mut r, |e| {
@@ -62,7 +62,7 @@ fn connection_refused_is_a_clear_error() {
         .expect("addr")
         .port();
     let mut r = Reactor::new().expect("reactor");
-    match r.connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE) {
+    match r.connect(("127.0.0.1", port), &ConnectOptions::new(), Some(DEADLINE)) {
         Err(Error::Io {
             op: "connect",
             source,
@@ -82,7 +82,7 @@ fn a_thousand_remote_workers_get_their_own_echoes() {
         .listen(
             "127.0.0.1:0",
             &ServerOptions::new().max_connections(2000),
-            |v| v,
+            |v: Value| v,
         )
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
@@ -90,7 +90,7 @@ fn a_thousand_remote_workers_get_their_own_echoes() {
     let mut workers = Vec::with_capacity(n);
     for _ in 0..n {
         workers.push(
-            r.connect(addr, &ConnectOptions::new(), DEADLINE)
+            r.connect(addr, &ConnectOptions::new(), Some(DEADLINE))
                 .expect("connect"),
         );
     }
@@ -114,7 +114,7 @@ fn a_thousand_remote_workers_get_their_own_echoes() {
 fn client_disconnecting_mid_line_ends_its_server_child() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let mut client = std::net::TcpStream::connect(addr).expect("connect");
@@ -144,7 +144,7 @@ fn server_killed_mid_stream_gives_the_client_closed() {
     let host = r
         .spawn_channel(&WorkerOptions::new(), |ch| {
             let mut inner = Reactor::new()?;
-            let s = inner.listen("127.0.0.1:0", &ServerOptions::new(), |v| v)?;
+            let s = inner.listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)?;
             let port = inner.server_addr(s)?.port();
             ch.send(&json!(port))?;
             loop {
@@ -154,22 +154,25 @@ fn server_killed_mid_stream_gives_the_client_closed() {
         })
         .expect("spawn server host");
     let port = r
-        .recv(host, Some(DEADLINE))
+        .recv::<Value>(host, Some(DEADLINE))
         .expect("port")
         .as_u64()
         .expect("u64") as u16;
     let w = r
-        .connect(("127.0.0.1", port), &ConnectOptions::new(), DEADLINE)
+        .connect(("127.0.0.1", port), &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     r.send(w, &json!("before")).expect("send");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("echo"), json!("before"));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("echo"),
+        json!("before")
+    );
     r.kill(host, libc::SIGKILL).expect("kill");
     assert!(matches!(
-        r.recv(host, Some(DEADLINE)),
+        r.recv::<Value>(host, Some(DEADLINE)),
         Err(Error::Closed { .. })
     ));
     // The serving child dies with its parent (PDEATHSIG); the client sees it.
-    match r.recv(w, Some(DEADLINE)) {
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Closed { status: None }) => {}
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -182,15 +185,18 @@ fn connections_over_the_limit_are_closed_and_reported() {
         .listen(
             "127.0.0.1:0",
             &ServerOptions::new().max_connections(1),
-            |v| v,
+            |v: Value| v,
         )
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let first = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("first");
     r.send(first, &json!(1)).expect("send");
-    assert_eq!(r.recv(first, Some(DEADLINE)).expect("echo"), json!(1));
+    assert_eq!(
+        r.recv::<Value>(first, Some(DEADLINE)).expect("echo"),
+        json!(1)
+    );
     let mut second = std::net::TcpStream::connect(addr).expect("second");
     second.set_read_timeout(Some(DEADLINE)).expect("timeout");
     events_until(&mut r, |e| {
@@ -219,9 +225,9 @@ fn emfile_on_accept_recovers_and_serves_the_next_client() {
     loop {
         assert!(Instant::now() < end, "server never recovered: {events:?}");
         collect(&mut r, host, &mut events, Duration::ZERO);
-        if let Ok(w) = r.connect(addr, &ConnectOptions::new(), DEADLINE) {
+        if let Ok(w) = r.connect(addr, &ConnectOptions::new(), Some(DEADLINE)) {
             r.send(w, &json!("after")).expect("send");
-            if let Ok(reply) = r.recv(w, Some(Duration::from_secs(2))) {
+            if let Ok(reply) = r.recv::<Value>(w, Some(Duration::from_secs(2))) {
                 assert_eq!(reply, json!("after"));
                 break;
             }
@@ -246,7 +252,11 @@ fn connect_timeout_and_reset_are_reported() {
         })
         .collect();
     let mut r = Reactor::new().expect("reactor");
-    match r.connect(addr, &ConnectOptions::new(), Duration::from_millis(300)) {
+    match r.connect(
+        addr,
+        &ConnectOptions::new(),
+        Some(Duration::from_millis(300)),
+    ) {
         Err(Error::Timeout) => {}
         other => panic!("expected Timeout, got {other:?}"),
     }
@@ -258,7 +268,7 @@ fn connect_timeout_and_reset_are_reported() {
         .connect(
             peer.local_addr().expect("addr"),
             &ConnectOptions::new(),
-            DEADLINE,
+            Some(DEADLINE),
         )
         .expect("connect");
     let (conn, _) = peer.accept().expect("accept");
@@ -278,7 +288,7 @@ fn connect_timeout_and_reset_are_reported() {
     };
     assert_eq!(rc, 0);
     drop(conn);
-    match r.recv(w, Some(DEADLINE)) {
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Closed { status: None }) => {}
         other => panic!("expected Closed after reset, got {other:?}"),
     }
@@ -288,7 +298,7 @@ fn connect_timeout_and_reset_are_reported() {
 fn untaken_server_events_do_not_make_wait_any_spin() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
     let _client = std::net::TcpStream::connect(addr).expect("connect");
@@ -319,7 +329,11 @@ fn untaken_server_events_do_not_make_wait_any_spin() {
 fn server_handles_and_remote_workers_get_truthful_errors() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| json!({"echo": v}))
+        .listen(
+            "127.0.0.1:0",
+            &ServerOptions::new(),
+            |v: Value| json!({"echo": v}),
+        )
         .expect("listen");
     // Read-only questions need only a shared borrow.
     let shared: &Reactor = &r;
@@ -329,7 +343,7 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
     // A remote worker's process is the server's: kill says so, and the
     // connection is untouched (not Closed).
     let w = r
-        .connect(addr, &ConnectOptions::new(), DEADLINE)
+        .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
         .expect("connect");
     match r.kill(w, libc::SIGKILL) {
         Err(Error::Io { op: "kill", source }) => {
@@ -338,10 +352,13 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
         other => panic!("expected Io(Unsupported) from kill, got {other:?}"),
     }
     r.send(w, &json!(7)).expect("send after kill");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!({"echo": 7}));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
+        json!({"echo": 7})
+    );
     r.close(w).expect("close");
     loop {
-        match r.recv(w, Some(DEADLINE)) {
+        match r.recv::<Value>(w, Some(DEADLINE)) {
             Err(Error::Closed { .. }) => break,
             Err(e) if e.is_message_error() => {}
             other => panic!("expected Closed, got {other:?}"),
@@ -352,7 +369,7 @@ fn server_handles_and_remote_workers_get_truthful_errors() {
     // not unknown workers.
     let mut other = Reactor::new().expect("reactor");
     let foreign = other
-        .listen("127.0.0.1:0", &ServerOptions::new(), |v| v)
+        .listen("127.0.0.1:0", &ServerOptions::new(), |v: Value| v)
         .expect("listen");
     r.stop_server(server).expect("stop");
     for s in [server, foreign] {
@@ -375,7 +392,7 @@ fn server_options_keep_fd_reaches_each_serving_child() {
     let mut ask = |opts: &ServerOptions| -> Value {
         let server = r
             .listen_channel("127.0.0.1:0", opts, move |ch| {
-                while ch.recv()?.is_some() {
+                while ch.recv::<Value>()?.is_some() {
                     let open = std::path::Path::new(&format!("/proc/self/fd/{fd}")).exists();
                     ch.send(&json!(open))?;
                 }
@@ -384,7 +401,7 @@ fn server_options_keep_fd_reaches_each_serving_child() {
             .expect("listen");
         let addr = r.server_addr(server).expect("addr");
         let w = r
-            .connect(addr, &ConnectOptions::new(), DEADLINE)
+            .connect(addr, &ConnectOptions::new(), Some(DEADLINE))
             .expect("connect");
         r.send(w, &json!("is it open?")).expect("send");
         let answer = r.recv(w, Some(DEADLINE)).expect("answer");
@@ -402,10 +419,14 @@ fn server_options_keep_fd_reaches_each_serving_child() {
 fn server_options_bad_keep_fd_fails_the_connection_with_bad_descriptor() {
     let mut r = Reactor::new().expect("reactor");
     let server = r
-        .listen("127.0.0.1:0", &ServerOptions::new().keep_fd(-1), |v| v)
+        .listen(
+            "127.0.0.1:0",
+            &ServerOptions::new().keep_fd(-1),
+            |v: Value| v,
+        )
         .expect("listen");
     let addr = r.server_addr(server).expect("addr");
-    let client = r.connect(addr, &ConnectOptions::new(), DEADLINE);
+    let client = r.connect(addr, &ConnectOptions::new(), Some(DEADLINE));
     let events = events_until(&mut r, |e| {
         e.iter()
             .any(|e| matches!(e, ServerEvent::AcceptFailed { .. }))
@@ -422,7 +443,7 @@ fn server_options_bad_keep_fd_fails_the_connection_with_bad_descriptor() {
         "{events:?}"
     );
     if let Ok(w) = client {
-        match r.recv(w, Some(DEADLINE)) {
+        match r.recv::<Value>(w, Some(DEADLINE)) {
             Err(Error::Closed { .. }) => {}
             other => panic!("expected Closed, got {other:?}"),
         }

@@ -6,8 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::*;
-use miniray::serde_json::{json, Value};
 use miniray::{Error, Format, Reactor, WorkerOptions};
+use serde_json::{json, Value};
 
 fn echo(v: Value) -> Value {
     v
@@ -19,7 +19,7 @@ fn checklist_echo_round_trip_and_wait_any() {
     let w = r.spawn(echo).expect("spawn");
     r.send(w, &json!({"test": 123})).expect("send");
     assert_eq!(
-        r.recv(w, Some(DEADLINE)).expect("recv"),
+        r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
         json!({"test": 123})
     );
 
@@ -33,9 +33,9 @@ fn checklist_echo_round_trip_and_wait_any() {
         r.try_recv(w).expect("try_recv"),
         Some(json!({"again": true}))
     );
-    assert_eq!(r.try_recv(w).expect("try_recv"), None);
+    assert_eq!(r.try_recv::<Value>(w).expect("try_recv"), None);
     assert!(r.wait_any(Some(Duration::ZERO)).expect("poll").is_empty());
-    assert!(r.try_recv(idle).expect("idle").is_none());
+    assert!(r.try_recv::<Value>(idle).expect("idle").is_none());
 }
 
 #[test]
@@ -43,13 +43,15 @@ fn marshal_worker_round_trip() {
     let mut r = Reactor::new().expect("reactor");
     let opts = WorkerOptions::new().format(Format::Marshal);
     let w = r
-        .spawn_with(&opts, |v| json!([v, "é😀", 2.5]))
+        .spawn_with(&opts, |v: Value| json!([v, "é😀", 2.5]))
         .expect("spawn");
-    let big: Value = miniray::serde_json::from_str("1267650600228229401496703205376").expect("int");
+    // The largest int serde_json::Value holds (no arbitrary_precision):
+    // a marshal long ('l', past i32), and past 2^53, so a float would lose it.
+    let big = json!(u64::MAX);
     r.send(w, &json!({"n": big})).expect("send");
-    let got = r.recv(w, Some(DEADLINE)).expect("recv");
+    let got = r.recv::<Value>(w, Some(DEADLINE)).expect("recv");
     assert_eq!(got, json!([{"n": big}, "é😀", 2.5]));
-    assert_eq!(got[0]["n"].to_string(), "1267650600228229401496703205376");
+    assert_eq!(got[0]["n"].to_string(), "18446744073709551615");
 }
 
 #[test]
@@ -60,7 +62,7 @@ fn two_thousand_workers_past_select_limit_leave_no_zombies() {
     let mut workers = Vec::with_capacity(n);
     for _ in 0..n {
         workers.push(
-            r.spawn(|v| json!(v.as_i64().unwrap_or(-1) * 2))
+            r.spawn(|v: Value| json!(v.as_i64().unwrap_or(-1) * 2))
                 .expect("spawn"),
         );
     }
@@ -79,7 +81,7 @@ fn two_thousand_workers_past_select_limit_leave_no_zombies() {
         assert!(!ready.is_empty(), "timed out with {left} replies missing");
         for w in ready {
             let i = workers.iter().position(|&x| x == w).expect("known worker");
-            let v = r.try_recv(w).expect("reply").expect("message");
+            let v = r.try_recv::<Value>(w).expect("reply").expect("message");
             assert_eq!(v, json!(i as i64 * 2));
             assert!(!seen[i]);
             seen[i] = true;
@@ -94,7 +96,7 @@ fn two_thousand_workers_past_select_limit_leave_no_zombies() {
         let ready = r.wait_any(Some(DEADLINE)).expect("wait_any");
         assert!(!ready.is_empty(), "timed out with {} open", n - closed);
         for w in ready {
-            match r.try_recv(w) {
+            match r.try_recv::<Value>(w) {
                 Err(Error::Closed { status: Some(s) }) => {
                     assert_eq!(s.code(), Some(0));
                     closed += 1;
@@ -120,7 +122,10 @@ fn closed_worker_sees_eof_and_later_children_hold_no_parent_fds() {
         // After one round trip the child is in its work function: its
         // descriptor cleanup is done.
         r.send(w, &json!("ready?")).expect("send");
-        assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!("ready?"));
+        assert_eq!(
+            r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
+            json!("ready?")
+        );
         let fds = fd_targets(r.pid(w).expect("pid"));
         assert!(
             fds.iter().any(|t| t.starts_with("socket:")),
@@ -133,7 +138,7 @@ fn closed_worker_sees_eof_and_later_children_hold_no_parent_fds() {
         assert!(!fds.iter().any(|t| t == &epoll), "child holds the epoll fd");
     }
     r.close(first).expect("close");
-    match r.recv(first, Some(DEADLINE)) {
+    match r.recv::<Value>(first, Some(DEADLINE)) {
         Err(Error::Closed { status: Some(s) }) => assert_eq!(s.code(), Some(0)),
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -144,7 +149,10 @@ fn closed_worker_sees_eof_and_later_children_hold_no_parent_fds() {
     // The others still work.
     for &w in &later {
         r.send(w, &json!("hi")).expect("send");
-        assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!("hi"));
+        assert_eq!(
+            r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
+            json!("hi")
+        );
     }
 }
 
@@ -152,7 +160,7 @@ fn closed_worker_sees_eof_and_later_children_hold_no_parent_fds() {
 fn panicking_worker_reports_closed_with_status() {
     let mut r = Reactor::new().expect("reactor");
     let w = r
-        .spawn(|v| {
+        .spawn(|v: Value| {
             if v == json!("boom") {
                 panic!("worker asked to panic");
             }
@@ -161,8 +169,11 @@ fn panicking_worker_reports_closed_with_status() {
         .expect("spawn");
     r.send(w, &json!("fine")).expect("send");
     r.send(w, &json!("boom")).expect("send");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("recv"), json!("fine"));
-    match r.recv(w, Some(DEADLINE)) {
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
+        json!("fine")
+    );
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Closed { status: Some(s) }) => {
             assert_eq!(s.code(), Some(miniray::process::EXIT_PANIC))
         }
@@ -182,11 +193,11 @@ fn worker_exiting_mid_line_reports_truncation_then_closed() {
             std::process::exit(7);
         })
         .expect("spawn");
-    match r.recv(w, Some(DEADLINE)) {
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::TruncatedLine { len: 11 }) => {}
         other => panic!("expected TruncatedLine, got {other:?}"),
     }
-    match r.recv(w, Some(DEADLINE)) {
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Closed { status: Some(s) }) => assert_eq!(s.code(), Some(7)),
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -201,7 +212,7 @@ fn killed_worker_reports_its_signal() {
         })
         .expect("spawn");
     r.kill(w, libc::SIGKILL).expect("kill");
-    match r.recv(w, Some(DEADLINE)) {
+    match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Closed { status: Some(s) }) => assert_eq!(s.signal(), Some(libc::SIGKILL)),
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -222,16 +233,28 @@ fn bad_lines_fail_one_message_each() {
             Ok(())
         })
         .expect("spawn");
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("first"), json!({"ok": 1}));
-    assert!(matches!(r.recv(w, Some(DEADLINE)), Err(Error::Decode(_))));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("first"),
+        json!({"ok": 1})
+    );
     assert!(matches!(
-        r.recv(w, Some(DEADLINE)),
+        r.recv::<Value>(w, Some(DEADLINE)),
+        Err(Error::Decode(_))
+    ));
+    assert!(matches!(
+        r.recv::<Value>(w, Some(DEADLINE)),
         Err(Error::LineTooLong { limit: 64 })
     ));
-    assert!(matches!(r.recv(w, Some(DEADLINE)), Err(Error::Decode(_))));
-    assert_eq!(r.recv(w, Some(DEADLINE)).expect("last"), json!({"ok": 2}));
     assert!(matches!(
-        r.recv(w, Some(DEADLINE)),
+        r.recv::<Value>(w, Some(DEADLINE)),
+        Err(Error::Decode(_))
+    ));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("last"),
+        json!({"ok": 2})
+    );
+    assert!(matches!(
+        r.recv::<Value>(w, Some(DEADLINE)),
         Err(Error::Closed { .. })
     ));
 }
@@ -245,7 +268,7 @@ fn ten_megabyte_messages_both_ways_at_once() {
         .spawn_channel(&WorkerOptions::new(), move |ch| {
             // Send first, then read: both directions are full at once.
             ch.send(&json!({"from": "child", "data": theirs}))?;
-            while let Some(v) = ch.recv()? {
+            while let Some(v) = ch.recv::<Value>()? {
                 let len = v["data"].as_str().map_or(0, str::len);
                 ch.send(&json!({"len": len}))?;
             }
@@ -254,9 +277,9 @@ fn ten_megabyte_messages_both_ways_at_once() {
         .expect("spawn");
     r.send(w, &json!({"from": "parent", "data": big}))
         .expect("send");
-    let first = r.recv(w, Some(DEADLINE)).expect("child's message");
+    let first = r.recv::<Value>(w, Some(DEADLINE)).expect("child's message");
     assert_eq!(first["data"].as_str().map(str::len), Some(10 << 20));
-    let second = r.recv(w, Some(DEADLINE)).expect("reply");
+    let second = r.recv::<Value>(w, Some(DEADLINE)).expect("reply");
     assert_eq!(second, json!({"len": 10 << 20}));
 }
 
@@ -290,7 +313,7 @@ fn backpressure_past_the_high_water_mark() {
     assert!(r.pending_output(w).expect("pending") <= 1 << 20);
     r.kill(w, libc::SIGKILL).expect("kill");
     assert!(matches!(
-        r.recv(w, Some(DEADLINE)),
+        r.recv::<Value>(w, Some(DEADLINE)),
         Err(Error::Closed { .. })
     ));
 }
@@ -340,7 +363,7 @@ fn wait_any_with_no_workers_returns_at_once_and_unknown_handles_are_typed() {
     // Same slot, different generation: never mistaken for r's worker.
     assert!(matches!(r.send(w, &json!(1)), Err(Error::UnknownWorker)));
     assert!(matches!(
-        r.recv(w, Some(Duration::ZERO)),
+        r.recv::<Value>(w, Some(Duration::ZERO)),
         Err(Error::UnknownWorker)
     ));
 }

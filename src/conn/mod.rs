@@ -316,8 +316,12 @@ impl Conn {
     }
 
     /// Encodes one line straight into the output buffer, with the
-    /// descriptors to send with it. `Ok(true)` when the buffer passed
-    /// [`FLUSH_AT`] and should be written now.
+    /// descriptors to send with it. `Ok(true)` when it should be written
+    /// now: nothing was queued ahead of it (a send writes through: the
+    /// line leaves at once, not at the next wait), or the buffer passed
+    /// [`FLUSH_AT`]. Output queued behind earlier output waits for the
+    /// socket's `WRITABLE` readiness (registered by the write that stopped
+    /// short), which also makes the reactor's descriptor ready.
     pub(crate) fn queue<E>(
         &mut self,
         fds: Vec<OwnedFd>,
@@ -348,7 +352,7 @@ impl Conn {
         if !fds.is_empty() {
             self.out_fds.push_back((before, fds));
         }
-        Ok(pending >= FLUSH_AT)
+        Ok(buffered == 0 || pending >= FLUSH_AT)
     }
 
     /// Reads until `WouldBlock` (or until reading pauses at `max_queued`),

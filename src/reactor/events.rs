@@ -90,17 +90,17 @@ impl Reactor {
     /// # Example
     ///
     /// ```
-    /// use miniray::{serde_json::json, Event, Reactor};
+    /// use miniray::{py, Event, Reactor, Value};
     /// use std::time::Duration;
     ///
     /// let mut reactor = Reactor::new()?;
-    /// let w = reactor.spawn(|msg| json!({"echo": msg}))?;
-    /// reactor.send(w, &json!(1))?;
+    /// let w = reactor.spawn(|msg: Value| py!({"echo": msg}))?;
+    /// reactor.send(w, &1)?;
     /// let mut replies = Vec::new();
     /// for event in reactor.wait_events(Some(Duration::from_secs(5)))? {
     ///     match event {
     ///         Event::Worker(w) => {
-    ///             while let Some(reply) = reactor.try_recv(w)? {
+    ///             while let Some(reply) = reactor.try_recv::<Value>(w)? {
     ///                 replies.push(reply);
     ///             }
     ///         }
@@ -109,7 +109,7 @@ impl Reactor {
     ///         _ => {}
     ///     }
     /// }
-    /// assert_eq!(replies, vec![json!({"echo": 1})]);
+    /// assert_eq!(replies, vec![py!({"echo": 1})]);
     /// # Ok::<(), miniray::Error>(())
     /// ```
     pub fn wait_events(&mut self, timeout: Option<Duration>) -> Result<Vec<Event>> {

@@ -109,15 +109,15 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 /// # Example
 ///
 /// ```
-/// use miniray::{Reactor, serde_json::json};
+/// use miniray::{py, Reactor, Value};
 /// use std::time::Duration;
 ///
 /// let mut reactor = Reactor::new()?;
-/// let w = reactor.spawn(|msg| json!({"echo": msg}))?;
-/// reactor.send(w, &json!({"test": 123}))?;
+/// let w = reactor.spawn(|msg: Value| py!({"echo": msg}))?;
+/// reactor.send(w, &py!({"test": 123}))?;
 /// let ready = reactor.wait_any(Some(Duration::from_secs(5)))?;
 /// assert_eq!(ready, vec![w]);
-/// assert_eq!(reactor.try_recv(w)?, Some(json!({"echo": {"test": 123}})));
+/// assert_eq!(reactor.try_recv::<Value>(w)?, Some(py!({"echo": {"test": 123}})));
 /// # Ok::<(), miniray::Error>(())
 /// ```
 #[derive(Debug)]

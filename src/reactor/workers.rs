@@ -78,13 +78,14 @@ impl Reactor {
     /// that cannot be executed fails the spawn with [`Error::Exec`].
     ///
     /// The program must flush its output after every line: its stdout is a
-    /// socket, not a terminal, so a program that buffers (Python does,
-    /// unless run with `-u`, `PYTHONUNBUFFERED=1` or `print(..., flush=True)`)
-    /// answers nothing until it exits.
+    /// socket, not a terminal, so a program that buffers answers nothing
+    /// until it exits. Python does buffer; miniray sets `PYTHONUNBUFFERED=1`
+    /// in the program's environment unless it is set already (see [`Exec`](crate::Exec)),
+    /// so a Python worker that `print`s its replies just works.
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use miniray::{Exec, Reactor, WorkerOptions, serde_json::json};
+    /// # use miniray::{py, Exec, Reactor, Value, WorkerOptions};
     /// # fn main() -> miniray::Result<()> {
     /// let mut reactor = Reactor::new()?;
     /// let echo = Exec::new(
@@ -92,8 +93,8 @@ impl Reactor {
     ///     ["-u", "-c", "import sys\nfor line in sys.stdin: print(line, end='')"],
     /// )?;
     /// let w = reactor.spawn_exec(&WorkerOptions::new(), &echo)?;
-    /// reactor.send(w, &json!({"n": 1}))?;
-    /// assert_eq!(reactor.recv(w, Some(Duration::from_secs(10)))?, json!({"n": 1}));
+    /// reactor.send(w, &py!({"n": 1}))?;
+    /// assert_eq!(reactor.recv::<Value>(w, Some(Duration::from_secs(10)))?, py!({"n": 1}));
     /// # Ok(())
     /// # }
     /// ```
@@ -199,7 +200,11 @@ impl Reactor {
         self.conn(w).map(|c| c.pending_output())
     }
 
-    /// Queues `msg` for the worker. Never blocks (see the type's docs).
+    /// Sends `msg` to the worker. Never blocks (see the type's docs): the
+    /// line is written at once (one non-blocking `send(2)`) when nothing is
+    /// queued ahead of it, and otherwise queued behind what is, to be
+    /// written as the socket takes it (see the crate docs' Embedding
+    /// section).
     ///
     /// Errors: [`Error::Backpressure`] past the high-water mark (nothing
     /// queued), [`Error::Closed`] once the worker is closing or closed,
@@ -312,19 +317,19 @@ impl Reactor {
     /// ```
     /// use std::os::unix::process::ExitStatusExt; // ExitStatus::signal
     /// use std::time::Duration;
-    /// use miniray::{Error, Reactor, Signal, serde_json::json};
+    /// use miniray::{Error, Reactor, Signal};
     /// # fn main() -> miniray::Result<()> {
     /// let mut reactor = Reactor::new()?;
-    /// let w = reactor.spawn(|_| loop {
+    /// let w = reactor.spawn(|_: String| -> String { loop {
     ///     std::thread::sleep(Duration::from_secs(1)); // never answers
-    /// })?;
-    /// reactor.send(w, &json!("ping"))?;
-    /// match reactor.recv(w, Some(Duration::from_millis(100))) {
+    /// }})?;
+    /// reactor.send(w, &"ping")?;
+    /// match reactor.recv::<String>(w, Some(Duration::from_millis(100))) {
     ///     Err(Error::Timeout) => reactor.kill(w, Signal::KILL)?,
     ///     other => panic!("{other:?}"),
     /// }
     /// loop {
-    ///     match reactor.recv(w, Some(Duration::from_secs(10))) {
+    ///     match reactor.recv::<String>(w, Some(Duration::from_secs(10))) {
     ///         Err(Error::Closed { status }) => {
     ///             assert_eq!(status.and_then(|s| s.signal()), Some(Signal::KILL.as_raw()));
     ///             assert_eq!(Error::Closed { status }.to_string(), "worker closed: killed by SIGKILL");

@@ -131,6 +131,30 @@ impl<'a> Argv<'a> {
     }
 }
 
+/// An environment prepared for `execvpe` before `fork`: the
+/// null-terminated array of pointers to `KEY=VALUE` strings (perhaps none).
+/// Borrowed as [`Argv`]'s are.
+pub(crate) struct Envp<'a> {
+    /// `vars[0]..vars[n-1]`, then a null pointer.
+    ptrs: Vec<*const libc::c_char>,
+    strings: PhantomData<&'a CStr>,
+}
+
+impl<'a> Envp<'a> {
+    /// The array for `vars`.
+    pub(crate) fn new(vars: &'a [CString]) -> Self {
+        let ptrs = vars
+            .iter()
+            .map(|v| v.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        Envp {
+            ptrs,
+            strings: PhantomData,
+        }
+    }
+}
+
 /// `_exit(2)`: leaves the process without running destructors or atexit hooks.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is async-signal-safe and never returns.
@@ -303,6 +327,7 @@ pub(crate) fn exec_with_socket(
     keep: &[RawFd],
     keep_user: &[RawFd],
     argv: &Argv<'_>,
+    envp: &Envp<'_>,
     error_pipe: BorrowedFd<'_>,
     failed_code: i32,
 ) -> ! {
@@ -339,10 +364,11 @@ pub(crate) fn exec_with_socket(
     reset_sigpipe();
     let program = argv.ptrs.first().copied().unwrap_or(std::ptr::null());
     // SAFETY: `Argv` guarantees a non-empty, null-terminated array of
-    // pointers to NUL-terminated strings, prepared before fork and alive in
-    // this copy of memory (it borrows them). execvp does its PATH search on
-    // the stack (glibc); it returns only on failure.
-    unsafe { libc::execvp(program, argv.ptrs.as_ptr()) };
+    // pointers to NUL-terminated strings, `Envp` a null-terminated one,
+    // both prepared before fork and alive in this copy of memory (they
+    // borrow them). execvpe does its PATH search on the stack (glibc); it
+    // returns only on failure.
+    unsafe { libc::execvpe(program, argv.ptrs.as_ptr(), envp.ptrs.as_ptr()) };
     fail(io::Error::last_os_error())
 }
 

@@ -16,11 +16,113 @@
 //! every NaN (so `-0.0 != 0.0` and `nan == nan`, unlike in Python), and dicts
 //! and sets compare regardless of order (as in Python). [`Value`] is `Eq`
 //! and `Hash` consistently with that, so any value can be a dict key or a set
-//! member.
+//! member. Comparing with a Rust value is exact the same way: `v == 1` holds
+//! for `Int(1)` only, `v == "s"` for `Str("s")`, `v == 2.5` for `Float(2.5)`.
+//!
+//! # Building
+//!
+//! [`py!`](crate::py) writes Python literals (`py!({"k": [1, (2,), None],
+//! 3: set[4]})`); any Rust value with `Into<Value>` converts or interpolates:
+//! every integer type (normalized: [`Value::Int`] when it fits `i64`),
+//! `f32`/`f64`, `bool`, `&str`/`String`/`char`, `BigInt`, `Option<T>`
+//! (`None` is `None`), `Vec<T>` and `[T; N]` (a `list`), Rust tuples up to
+//! eight items (a `tuple`), `HashMap`/`BTreeMap`/`IndexMap` (a `dict`),
+//! `HashSet`/`BTreeSet`/`IndexSet` (a `set`), [`Dict`] and [`Set`], and
+//! `&Value` (a clone);
+//! `collect()` into a `Value` makes a `list`. Two choices to know:
+//!
+//! * A byte slice or array *reference* (`&[u8]`, `&[u8; N]`, so a literal
+//!   `b"abc"`) is `bytes`; a `Vec<u8>` is a `list` of ints, as serde and
+//!   `serde_json::json!` treat it. [`Value::bytes`] makes `bytes` of a
+//!   `Vec<u8>`.
+//! * There is no `From<()>`: Rust's `()` is serde's unit, which both formats
+//!   write as `None`, but Python's `()` is the empty tuple. Write
+//!   [`Value::None`] or `py!(())` (the empty tuple).
+//!
+//! # Reading
+//!
+//! As `serde_json::Value` is read: `v["key"]` (a `str` key of a dict),
+//! `v[0]` (an item of a list or tuple, or the `int` key `0` of a dict, as
+//! `d[0]` in Python) and `v[&key]` (any key) never panic: a missing key, an
+//! index past the end or a value of another kind gives a reference to a
+//! static `None`, so `msg["a"]["b"][0].as_i64()` is `None` unless every
+//! step exists. A stored `None` reads the same; [`Value::get`] tells them
+//! apart. The `as_*` accessors ([`Value::as_i64`], [`Value::as_str`],
+//! [`Value::as_seq`], [`Value::as_dict`], ...) answer `None` for any other
+//! kind, and [`Value::type_name`] is Python's name of the type, for error
+//! messages.
+//!
+//! Indexing mutably builds: `v["k"] = py!(1)` inserts or replaces a dict
+//! entry (a `None` first becomes an empty dict, as `serde_json` does with
+//! `Null`); `v[i] = ...` replaces an item of a list or tuple (or inserts
+//! the `int` key `i` into a dict). It panics when
+//! the value is of another kind or the index is past the end, as
+//! `serde_json` and `Vec` do.
+//!
+//! # Display is `repr`
+//!
+//! `v.to_string()` is Python's `repr(v)`, character for character as
+//! CPython 3.11 writes it (tested against the real `python3`):
+//!
+//! * `None`, `True`, `False`; ints in decimal, of any size (CPython 3.11
+//!   refuses to print an int of more than 4300 digits; this prints it).
+//! * Floats as `repr(float)` (shortest round-trip digits, `nan`, `inf`,
+//!   `-inf`); complex as `repr(complex)`: `2j`, `-0j`, `(1+2j)`,
+//!   `(-0-0j)`, `(1+nanj)` (a NaN never shows its sign, as in CPython).
+//! * `str` with CPython's quote choice (`'` unless the text holds `'` and
+//!   no `"`), escapes `\\`, the quote, `\t`, `\n`, `\r`, then `\xNN`,
+//!   `\uNNNN` or `\UNNNNNNNN` for what `str.isprintable()` rejects (lone
+//!   surrogates: `\ud800`), and printable characters as themselves.
+//!   Printability is Unicode 14.0's, as in Python 3.11, from a table of the
+//!   701 non-printable ranges (so U+00A0 is `\xa0` and an unassigned code
+//!   point is escaped); a Python built on a later Unicode prints characters
+//!   assigned since as themselves.
+//! * `bytes` as `b'...'` with the same quote choice, `\t`, `\n`, `\r`,
+//!   `\\`, and `\xNN` outside printable ASCII.
+//! * `(1,)`, `()`, `[1, 2]`, `{'a': 1}`, `{1, 2}`, `set()`,
+//!   `frozenset({1})`, `frozenset()`. Dicts print in insertion order, as in
+//!   Python; sets print in the order they hold (insertion order), where
+//!   CPython prints its hash table's order (the same for small
+//!   non-negative ints inserted in increasing order, not in general).
+//!
+//! # `serde_json::Value`
+//!
+//! Into `Value` nothing is lost: `null`, booleans, numbers (an integer as
+//! `int`, any other number as `float`), strings, arrays (as `list`) and
+//! objects (as `dict` with `str` keys, in the order the object iterates:
+//! without serde_json's `preserve_order` feature that is sorted key order,
+//! not the order of the text).
+//!
+//! Out of `Value`, `serde_json::Value::try_from` succeeds for what JSON
+//! holds exactly and fails with a [`ToJsonError`] naming the Python type
+//! and why otherwise. A `tuple` becomes an array, as Python's `json` writes
+//! one. Refused: `bytes`, `set`, `frozenset` and `complex` (JSON has no
+//! such type, and Python's `json` refuses them too), a NaN or infinite
+//! float (`serde_json::Value` cannot hold one, although Python writes
+//! `NaN`), an `int` outside `i64` and `u64`, a dict key that is not a `str`
+//! (Python's `json` would write `1` as `"1"`, which does not come back as
+//! `1`), and a `str` with lone surrogates.
+//!
+//! # Any Rust type
+//!
+//! [`to_value`] turns any `T: Serialize` into a `Value` and [`from_value`]
+//! any `Value` into a `T: DeserializeOwned`, shaped as miniray's formats
+//! carry them (a struct is a dict, a Rust tuple a `tuple`, ...). A `Value`
+//! goes through both exactly, alone or nested in your type: inspect a
+//! dynamic message, then convert it.
 
+mod access;
+mod convert;
+mod convert_error;
+mod from_value;
+mod json_value;
+mod macros;
 pub(crate) mod magic;
+mod printable;
+mod repr;
 mod serde;
 mod text;
+mod to_value;
 
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, DerefMut};
@@ -28,7 +130,12 @@ use std::ops::{Deref, DerefMut};
 use indexmap::{IndexMap, IndexSet};
 use num_bigint::BigInt;
 
+pub use access::ValueIndex;
+pub use convert_error::ConvertError;
+pub use from_value::from_value;
+pub use json_value::ToJsonError;
 pub use text::SurrogateStr;
+pub use to_value::to_value;
 
 /// One Python value. See the [module docs](self) for equality.
 #[derive(Clone, Debug, Default)]
@@ -131,15 +238,23 @@ impl DerefMut for Set {
     }
 }
 
-impl FromIterator<(Value, Value)> for Dict {
-    fn from_iter<I: IntoIterator<Item = (Value, Value)>>(iter: I) -> Self {
-        Dict(Box::new(iter.into_iter().collect()))
+/// Collects `(key, value)` pairs of anything that converts into [`Value`];
+/// a repeated key keeps its first place and its last value, as in Python.
+impl<K: Into<Value>, V: Into<Value>> FromIterator<(K, V)> for Dict {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Dict(Box::new(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
     }
 }
 
-impl FromIterator<Value> for Set {
-    fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
-        Set(Box::new(iter.into_iter().collect()))
+/// Collects anything that converts into [`Value`]; a repeated member keeps
+/// its first place.
+impl<T: Into<Value>> FromIterator<T> for Set {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Set(Box::new(iter.into_iter().map(Into::into).collect()))
     }
 }
 
@@ -224,10 +339,9 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
-/// The tag each variant hashes first; `Str` uses `STR_TAG` so that a
-/// `&str` can look up a str key without building a `Value`.
-const STR_TAG: u8 = 6;
-
+/// Each variant hashes a tag first, except `Str`, which hashes exactly as
+/// its `str` does: `dict.get("key")` hashes the `&str` with `str`'s own
+/// `Hash`, so any tag here would make that lookup miss.
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
@@ -287,7 +401,6 @@ impl Hash for Value {
 }
 
 fn str_hash<H: Hasher>(s: &str, state: &mut H) {
-    state.write_u8(STR_TAG);
     s.hash(state);
 }
 
@@ -393,6 +506,21 @@ mod tests {
         assert_eq!(d.get_str("k"), Some(&Value::Int(5)));
         assert_eq!(d.get("k"), Some(&Value::Int(5)));
         assert_eq!(d.get_str("x"), None);
+    }
+
+    /// `dict.get("k")` hashes the `&str` with `str`'s own `Hash`, so a
+    /// `Value::Str` must hash exactly as its text does. A one-entry map
+    /// never hashes (indexmap compares directly), so use many keys.
+    #[test]
+    fn str_keys_are_found_by_plain_str_among_many() {
+        let d: Dict = (0..50)
+            .map(|i| (Value::Str(format!("k{i}")), Value::Int(i)))
+            .collect();
+        for i in 0..50 {
+            let key = format!("k{i}");
+            assert_eq!(d.get(key.as_str()), Some(&Value::Int(i)), "{key}");
+            assert_eq!(d.get_str(&key), Some(&Value::Int(i)), "{key}");
+        }
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub fn wait_child(child: &mut std::process::Child, within: Duration) -> std::pro
 pub fn collect(
     r: &mut miniray::Reactor,
     host: miniray::Worker,
-    into: &mut Vec<miniray::serde_json::Value>,
+    into: &mut Vec<serde_json::Value>,
     wait: Duration,
 ) {
     let until = Instant::now() + wait;
@@ -175,13 +175,13 @@ pub fn open_fds() -> u64 {
 /// server events (`accepted`, `exited`, `emfile-dropped`, `accept-failed`,
 /// `other`) and `alive` after each wait, as messages.
 pub fn emfile_host(r: &mut miniray::Reactor, backoff: Duration) -> (miniray::Worker, u16) {
-    use miniray::serde_json::json;
     use miniray::{Error, ServerEvent, ServerOptions, WorkerOptions};
+    use serde_json::json;
     let host = r
         .spawn_channel(&WorkerOptions::new(), move |ch| {
             let mut inner = miniray::Reactor::new()?;
             let opts = ServerOptions::new().accept_backoff(backoff);
-            let s = inner.listen("127.0.0.1:0", &opts, |v| v)?;
+            let s = inner.listen("127.0.0.1:0", &opts, |v: serde_json::Value| v)?;
             // Room for two connections' pidfds, and then some accept fails.
             let lim = libc::rlimit {
                 rlim_cur: open_fds() + 2,
@@ -209,7 +209,7 @@ pub fn emfile_host(r: &mut miniray::Reactor, backoff: Duration) -> (miniray::Wor
         })
         .expect("spawn host");
     let port = r
-        .recv(host, Some(DEADLINE))
+        .recv::<serde_json::Value>(host, Some(DEADLINE))
         .expect("port")
         .as_u64()
         .expect("u64") as u16;
@@ -222,7 +222,7 @@ pub fn connect_until_emfile(
     r: &mut miniray::Reactor,
     host: miniray::Worker,
     port: u16,
-    events: &mut Vec<miniray::serde_json::Value>,
+    events: &mut Vec<serde_json::Value>,
 ) -> Vec<std::net::TcpStream> {
     let mut clients = Vec::new();
     let end = Instant::now() + DEADLINE;
