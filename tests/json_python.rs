@@ -9,6 +9,10 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+#[path = "common/pyvalues.rs"]
+mod pyvalues;
+
 use miniray::json::{from_slice, to_vec};
 use miniray::Value;
 use miniray::{DecodeErrorKind, Error};
@@ -813,4 +817,35 @@ fn a_container_that_does_not_fit_is_blamed_at_its_start() {
         matches!(e.kind, DecodeErrorKind::Mismatch(_)) && e.position == 9,
         "{e}"
     );
+}
+
+#[test]
+fn every_json_able_case_of_the_shared_oracle() {
+    // tests/common/pyvalues.rs: each case json.dumps accepts, decoded by
+    // us type-exactly as json.loads reads it, and written back byte for byte.
+    let body = r#"
+for name, v in CASES:
+    try:
+        text = json.dumps(v)
+    except (TypeError, ValueError):
+        continue
+    print(name)
+    print(text)
+    print(tag_text(json.loads(text)))
+"#;
+    let out = pyvalues::python(body, &[], "");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len() % 3, 0);
+    assert!(lines.len() >= 3 * 17, "{} cases", lines.len() / 3);
+    for case in lines.chunks(3) {
+        let [name, text, want] = case else {
+            panic!("{case:?}")
+        };
+        let v: Value = from_slice(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = pyvalues::tag(&v);
+        let want: serde_json::Value = serde_json::from_str(want).expect("tag text");
+        assert!(got == want, "{name}: tag differs");
+        let ours = to_vec(&v).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(ours == text.as_bytes(), "{name}: our text differs");
+    }
 }
