@@ -93,30 +93,28 @@ impl<'de> Deserializer<'de> {
     }
 
     fn number(&mut self, peek: Peek, start: usize) -> Result<NumberAny> {
-        let base = self.base;
-        let r = self.jiter.known_number(peek).map_err(|e| {
-            let e = DeError::jiter(e, base);
-            match e.kind {
-                // jiter checks the digit count (4300, as Python) before
-                // converting anything; report the number's start.
-                Kind::IntTooLarge => DeError::at(Kind::IntTooLarge, start),
-                _ => e,
+        match self.jiter.known_number(peek) {
+            Ok(n) => Ok(n),
+            Err(e) => self.number_error(e, start),
+        }
+    }
+
+    /// A number jiter refused: past its digit limit (checked, as Python's
+    /// 4300, before converting anything) it may still be a float with a
+    /// long integer part, which Python's `float()` reads.
+    #[cold]
+    #[inline(never)]
+    fn number_error(&mut self, e: JiterError, start: usize) -> Result<NumberAny> {
+        let e = DeError::jiter(e, self.base);
+        if !matches!(e.kind, Kind::IntTooLarge) {
+            return Err(e);
+        }
+        match long_float(self.data, start) {
+            Some((f, end)) => {
+                self.reseat(end);
+                Ok(NumberAny::Float(f))
             }
-        });
-        match r {
-            Err(DeError {
-                kind: Kind::IntTooLarge,
-                ..
-            }) => match long_float(self.data, start) {
-                // jiter applies the limit to a float's integer part too;
-                // Python's float() has none.
-                Some((f, end)) => {
-                    self.reseat(end);
-                    Ok(NumberAny::Float(f))
-                }
-                None => r,
-            },
-            r => r,
+            None => Err(DeError::at(Kind::IntTooLarge, start)),
         }
     }
 
