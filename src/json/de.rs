@@ -106,7 +106,7 @@ impl<'de> Deserializer<'de> {
     #[inline(never)]
     fn number_error(&mut self, e: JiterError, start: usize) -> Result<NumberAny> {
         let e = DeError::jiter(e, self.base);
-        if !matches!(e.kind, Kind::IntTooLarge) {
+        if !matches!(e.kind(), Kind::IntTooLarge) {
             return Err(e);
         }
         match long_float(self.data, start) {

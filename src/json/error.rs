@@ -32,18 +32,33 @@ pub(crate) enum Kind {
 
 /// The deserializer's error: a kind and, once known, the byte offset of
 /// the value it is about (filled in by the innermost value that sees it).
+/// Boxed, as serde_json's, so every `Result` on the hot path stays small.
 #[derive(Debug)]
-pub(crate) struct DeError {
+pub(crate) struct DeError(Box<Inner>);
+
+/// What a [`DeError`] holds.
+#[derive(Debug)]
+pub(crate) struct Inner {
     pub(crate) kind: Kind,
     pub(crate) position: Option<usize>,
 }
 
 impl DeError {
+    pub(crate) fn new(kind: Kind, position: Option<usize>) -> Self {
+        DeError(Box::new(Inner { kind, position }))
+    }
+
     pub(crate) fn at(kind: Kind, position: usize) -> Self {
-        DeError {
-            kind,
-            position: Some(position),
-        }
+        DeError::new(kind, Some(position))
+    }
+
+    pub(crate) fn kind(&self) -> &Kind {
+        &self.0.kind
+    }
+
+    #[cfg(test)]
+    pub(crate) fn position(&self) -> Option<usize> {
+        self.0.position
     }
 
     /// jiter's error, its index shifted by `base` (where the jiter's slice begins).
@@ -59,13 +74,14 @@ impl DeError {
 
     /// Sets the position if no inner value has set it yet.
     pub(crate) fn or_at(mut self, position: usize) -> Self {
-        self.position.get_or_insert(position);
+        self.0.position.get_or_insert(position);
         self
     }
 
     /// The public error.
     pub(crate) fn into_public(self) -> DecodeError {
-        let kind = match self.kind {
+        let Inner { kind, position } = *self.0;
+        let kind = match kind {
             Kind::Syntax(m) => DecodeErrorKind::Syntax(m),
             Kind::Mismatch(m) => DecodeErrorKind::Mismatch(m),
             Kind::LoneSurrogate => DecodeErrorKind::LoneSurrogate,
@@ -77,7 +93,7 @@ impl DeError {
         };
         DecodeError {
             format: Format::Json,
-            position: self.position.unwrap_or(0),
+            position: position.unwrap_or(0),
             kind,
         }
     }
@@ -85,7 +101,7 @@ impl DeError {
 
 impl fmt::Display for DeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &self.0.kind {
             Kind::Syntax(m) | Kind::Mismatch(m) => f.write_str(m),
             Kind::LoneSurrogate => f.write_str("str holds a lone surrogate"),
             Kind::IntTooLarge => f.write_str("integer too large"),
@@ -94,7 +110,7 @@ impl fmt::Display for DeError {
             Kind::InvalidUtf8 => f.write_str("str is not valid UTF-8"),
             Kind::Unsupported(t) => write!(f, "Python {t} has no JSON form"),
         }?;
-        if let Some(p) = self.position {
+        if let Some(p) = self.0.position {
             write!(f, " at byte {p}")?;
         }
         Ok(())
@@ -105,10 +121,7 @@ impl std::error::Error for DeError {}
 
 impl serde::de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            kind: Kind::Mismatch(msg.to_string()),
-            position: None,
-        }
+        DeError::new(Kind::Mismatch(msg.to_string()), None)
     }
 }
 

@@ -83,10 +83,7 @@ impl<'de> de::Deserializer<'de> for KeyDeserializer<'_> {
             Text::Surrogates(b) if self.exact => {
                 visit_magic(visitor, Magic::Surrogates, BytesDeserializer::new(&b))
             }
-            Text::Surrogates(_) => Err(DeError {
-                kind: Kind::LoneSurrogate,
-                position: None,
-            }),
+            Text::Surrogates(_) => Err(DeError::new(Kind::LoneSurrogate, None)),
         }
     }
 
@@ -160,18 +157,12 @@ impl<'de> de::Deserializer<'de> for KeyDeserializer<'_> {
         match self.text {
             Text::Borrowed(s) => visitor.visit_enum(s.into_deserializer()),
             Text::Owned(s) => visitor.visit_enum(s.into_deserializer()),
-            Text::Surrogates(_) => Err(DeError {
-                kind: Kind::LoneSurrogate,
-                position: None,
-            }),
+            Text::Surrogates(_) => Err(DeError::new(Kind::LoneSurrogate, None)),
         }
     }
 
     fn deserialize_bytes<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(DeError {
-            kind: Kind::Unsupported("bytes"),
-            position: None,
-        })
+        Err(DeError::new(Kind::Unsupported("bytes"), None))
     }
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {

@@ -183,7 +183,7 @@ mod tests {
             (br#""abc"#, 4),
         ] {
             let e = decode(text, 0).err().expect("refused");
-            assert_eq!(e.position, Some(pos), "{text:?}: {e}");
+            assert_eq!(e.position(), Some(pos), "{text:?}: {e}");
         }
     }
 }
