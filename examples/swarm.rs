@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use miniray::{
     ConnectOptions, Event, Format, Reactor, ServerEvent, ServerOptions, Worker, WorkerOptions,
 };
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 struct Args {
     workers: usize,
@@ -62,11 +63,25 @@ fn parse_args() -> Args {
     a
 }
 
+/// A task, as the worker receives it (a dict `{"id": .., "n": ..}` on the
+/// wire, in either format).
+#[derive(Serialize, Deserialize)]
+struct Task {
+    id: u64,
+    n: u64,
+}
+
+/// A task's result.
+#[derive(Serialize, Deserialize)]
+struct Done {
+    id: u64,
+    sum: u64,
+}
+
 /// The work: the sum of squares below n, the slow way.
-fn work(msg: Value) -> Value {
-    let n = msg["n"].as_u64().unwrap_or(0);
-    let sum: u64 = (0..n).map(|k| k * k).sum();
-    json!({"id": msg["id"], "sum": sum})
+fn work(task: Task) -> Done {
+    let sum: u64 = (0..task.n).map(|k| k * k).sum();
+    Done { id: task.id, sum }
 }
 
 fn expected(n: u64) -> u64 {
@@ -115,7 +130,13 @@ impl Feeder<'_> {
     ) -> miniray::Result<()> {
         while queue.len() < self.inflight && *self.next < self.tasks {
             let id = *self.next;
-            reactor.send(w, &json!({"id": id, "n": task_n(id)}))?;
+            reactor.send(
+                w,
+                &Task {
+                    id: id as u64,
+                    n: task_n(id),
+                },
+            )?;
             self.sent_at[id] = Some(Instant::now());
             queue.push_back(id);
             *self.next += 1;
@@ -224,16 +245,14 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             };
             progressed = true;
             let i = slot[&w];
-            while let Some(reply) = reactor.try_recv(w)? {
+            while let Some(reply) = reactor.try_recv::<Done>(w)? {
                 let Some(id) = in_flight[i].pop_front() else {
                     return Err("reply with nothing in flight".into());
                 };
                 if let Some(t) = feed.sent_at[id] {
                     latencies.push(t.elapsed());
                 }
-                if reply["id"].as_u64() != Some(id as u64)
-                    || reply["sum"].as_u64() != Some(expected(task_n(id)))
-                {
+                if reply.id != id as u64 || reply.sum != expected(task_n(id)) {
                     errors += 1;
                 }
                 done += 1;
@@ -274,7 +293,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 for e in reactor.wait_events(Some(Duration::from_secs(1)))? {
                     match e {
                         Event::Worker(w) => loop {
-                            match reactor.try_recv(w) {
+                            match reactor.try_recv::<Done>(w) {
                                 Ok(Some(_)) => {}
                                 Ok(None) => break,
                                 Err(e) => {

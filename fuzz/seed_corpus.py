@@ -40,3 +40,19 @@ write("lines", "empty-lines", b"\x01\x01\n\n\n")
 write("marshal", "list-2g", b"[\x00\x00\x00\x80")
 write("marshal", "long-huge", b"l\xff\xff\xff\x7f")
 write("marshal", "ref-cycle", b"\xdb\x01\x00\x00\x00r\x00\x00\x00\x00")
+
+# Python types past JSON, for the marshal serde format (Value and typed
+# targets): tuples, bytes, sets, complex, non-finite floats, non-str keys,
+# lone surrogates, shared refs, a typed message's shape.
+EXTRA = [
+    (1, (2, [3])), b"\x00\xff", {1, "a"}, frozenset({(1, 2)}), 1.5 - 2j,
+    float("nan"), [float("-inf"), -0.0],
+    {1: "i", 2.5: "f", (1,): "t", None: "n", frozenset(): "fs", b"b": "b"},
+    "\ud800", "a\udfffb\ud83d\ude00", ["long shared " * 30] * 3, 2**1000,
+    -(2**63) - 1, tuple(range(1000, 1300)), {"Pair": [1, "a"]}, "Unit",
+    {"id": 7, "name": "n", "shapes": ["Unit", {"New": 5}, {"Named": {"x": 1.0, "tags": []}}],
+     "pair": (1, [0.5, 1]), "map": {1: True, -2: False}, "blob": b"xy"},
+    [0.5 * i for i in range(50)],
+]
+for i, v in enumerate(EXTRA):
+    write("marshal", "py-x-%02d" % i, marshal.dumps(v))

@@ -38,3 +38,15 @@ fn replay_json_line_corpus() {
 fn replay_frame_corpus() {
     assert!(replay("frame", checks::frame) > 0);
 }
+
+#[test]
+fn replay_marshal_corpus_typed() {
+    assert!(replay("marshal", checks::marshal_typed) > 0);
+    // The corpus holds a typed message Python wrote, so the round trip of
+    // a decoded `Typed` is exercised, not only the refusals.
+    let typed = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/marshal/py-x-16"),
+    )
+    .expect("typed seed");
+    miniray::marshal::from_slice::<checks::Typed>(&typed).expect("the typed seed decodes");
+}

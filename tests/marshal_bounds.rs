@@ -6,6 +6,8 @@
 //! most `checks::marshal_total_bound(N)` in all (work: what is decoded or
 //! converted again is allocated again), and use little CPU time.
 //! Also the 4300-digit int limit at its edge, against the machine's python3.
+//! Decoding is `marshal::from_slice::<Value>`: the format's budget charges
+//! a `Value` tree, the largest form the same data commonly takes.
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
@@ -17,8 +19,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use checks::meter::Usage;
-use miniray::serde_json::{self, Value};
-use miniray::{DecodeError, DecodeErrorKind, Format};
+
+use miniray::{DecodeError, DecodeErrorKind, Format, Value};
 
 const FLAG_REF: u8 = 0x80;
 
@@ -43,7 +45,8 @@ fn decode_measured(name: &str, data: Vec<u8>) -> Run {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let cpu0 = thread_cpu_ns();
-        let (result, used) = checks::meter::measure(|| miniray::marshal::decode(&data));
+        let (result, used) =
+            checks::meter::measure(|| miniray::marshal::from_slice::<Value>(&data));
         let cpu = Duration::from_nanos(thread_cpu_ns().saturating_sub(cpu0));
         let _ = tx.send(Run { result, used, cpu });
     });
@@ -116,6 +119,20 @@ fn long_950(out: &mut Vec<u8>, seed: u16) {
     }
 }
 
+fn list_len(v: Value) -> Option<usize> {
+    match v {
+        Value::List(items) => Some(items.len()),
+        _ => None,
+    }
+}
+
+fn dict_len(v: Value) -> Option<usize> {
+    match v {
+        Value::Dict(d) => Some(d.len()),
+        _ => None,
+    }
+}
+
 fn assert_too_large(name: &str, run: &Run) {
     match &run.result {
         Err(e) => assert!(
@@ -151,7 +168,9 @@ fn referenced_big_int_is_not_converted_again() {
     }
     let run = decode_measured("flagged [950-digit int] + 20 r", d);
     let v = run.result.expect("20 references decode");
-    let items = v.as_array().expect("list");
+    let Value::List(items) = v else {
+        panic!("not a list: {v:?}")
+    };
     assert_eq!(items.len(), 21);
     assert!(items.iter().all(|x| x == &items[0]));
 }
@@ -194,10 +213,7 @@ fn one_megabyte_inputs_stay_within_the_bounds() {
     list(&mut d, total - 5);
     d.resize(total, b'N');
     let run = decode_measured("1 MB list of None", d);
-    assert_eq!(
-        run.result.expect("decodes").as_array().map(Vec::len),
-        Some(total - 5)
-    );
+    assert_eq!(list_len(run.result.expect("decodes")), Some(total - 5));
 
     // Legitimate: distinct big ints, each converted once.
     let mut d = Vec::new();
@@ -207,10 +223,7 @@ fn one_megabyte_inputs_stay_within_the_bounds() {
         long_950(&mut d, i as u16);
     }
     let run = decode_measured("1 MB of 950-digit ints", d);
-    assert_eq!(
-        run.result.expect("decodes").as_array().map(Vec::len),
-        Some(n)
-    );
+    assert_eq!(list_len(run.result.expect("decodes")), Some(n));
 
     // Legitimate: a dict of 65,536 distinct 4-byte keys.
     let mut d = vec![b'{'];
@@ -222,10 +235,7 @@ fn one_megabyte_inputs_stay_within_the_bounds() {
     }
     d.push(b'0');
     let run = decode_measured("dict of 65,536 keys", d);
-    assert_eq!(
-        run.result.expect("decodes").as_object().map(|m| m.len()),
-        Some(keys)
-    );
+    assert_eq!(dict_len(run.result.expect("decodes")), Some(keys));
 
     // Hostile: each level a flagged list of 1000 references to the last.
     let mut d = Vec::new();
@@ -345,7 +355,7 @@ fn densest_shapes_stay_within_the_bounds() {
     d.push(b'0');
     let run = decode_measured("one key 87,000 times", d);
     if let Ok(v) = run.result {
-        assert_eq!(v.as_object().map(|m| m.len()), Some(1));
+        assert_eq!(dict_len(v), Some(1));
     }
 }
 
@@ -429,7 +439,8 @@ fn int_digit_limit_is_cpythons_sign_excluded() {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(line)
             .expect("base64");
-        let ours = Format::Marshal.decode(line.as_bytes());
+        let ours = Format::Marshal.decode::<serde_json::Value>(line.as_bytes());
+        let value = miniray::marshal::from_slice::<Value>(&raw);
         if py == "refused" {
             let e = match ours {
                 Err(e) => e,
@@ -442,10 +453,15 @@ fn int_digit_limit_is_cpythons_sign_excluded() {
                 matches!(e.kind, DecodeErrorKind::IntTooLarge),
                 "{name}: {e}"
             );
+            let e = value.expect_err("Value refuses it too");
+            assert!(
+                matches!(e.kind, DecodeErrorKind::IntTooLarge),
+                "{name}: {e}"
+            );
             // The encoder refuses the same number given as JSON text.
             let negative = name.starts_with('-');
             let json = format!("{}1{}", if negative { "-" } else { "" }, "0".repeat(4300));
-            let v: Value = serde_json::from_str(&json).expect("parse");
+            let v: serde_json::Value = serde_json::from_str(&json).expect("parse");
             assert!(Format::Marshal.encode(&v).is_err(), "{name} encoded");
         } else {
             let v = ours.unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -457,8 +473,16 @@ fn int_digit_limit_is_cpythons_sign_excluded() {
             let mut unflagged = raw.clone();
             unflagged[0] &= !FLAG_REF;
             assert!(again == unflagged, "{name}: encoder differs from CPython");
-            let parsed: Value = serde_json::from_str(py).expect("parse");
+            let parsed: serde_json::Value = serde_json::from_str(py).expect("parse");
             assert!(Format::Marshal.encode(&parsed).is_ok(), "{name}");
+            // As a Value: the same number, and the same bytes back.
+            let value = value.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let Value::BigInt(b) = &value else {
+                panic!("{name}: {value:?}")
+            };
+            assert_eq!(b.to_string(), py, "{name}");
+            let bytes = miniray::marshal::to_vec(&value).expect(name);
+            assert!(bytes == unflagged, "{name}: to_vec differs from CPython");
         }
     }
     assert_eq!(rows, 6);

@@ -126,10 +126,15 @@ fn send_writes_through_so_a_tokio_loop_gets_the_reply() {
         let mut r = Reactor::new().expect("reactor");
         let w = r.spawn(|n: u64| n * 2).expect("spawn");
         r.send(w, &21u64).expect("send");
-        let fd = AsyncFd::new(std::os::fd::AsRawFd::as_raw_fd(&r)).expect("AsyncFd");
+        // SAFETY: the reactor owns its epoll descriptor for its whole life
+        // and `as_raw_fd` always returns that same descriptor.
+        let mut fd = unsafe { AsyncFd::register(r) }
+            .map_err(|e| e.to_string())
+            .expect("AsyncFd");
         let wait = async {
             loop {
-                let mut guard = fd.readable().await.expect("readable");
+                let mut guard = fd.readable_mut().await.expect("readable");
+                let r = guard.get_inner_mut();
                 for ready in r.wait_any(Some(Duration::ZERO)).expect("step") {
                     if let Some(reply) = r.try_recv::<u64>(ready).expect("reply") {
                         return reply;
