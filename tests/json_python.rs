@@ -849,3 +849,47 @@ for name, v in CASES:
         assert!(ours == text.as_bytes(), "{name}: our text differs");
     }
 }
+
+#[test]
+fn every_case_of_the_shared_oracle_written_or_refused_as_json_dumps() {
+    // Each oracle value arrives exactly (as Python's marshal), then we
+    // write it: json.dumps's bytes, or json.dumps's own TypeError text.
+    let body = r#"
+for name, v in CASES:
+    print(name)
+    print(base64.b64encode(marshal.dumps(v)).decode())
+    try:
+        print("OK " + json.dumps(v))
+    except (TypeError, ValueError) as e:
+        print("ERR " + str(e))
+"#;
+    let out = pyvalues::python(body, &[], "");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len() % 3, 0);
+    let (mut written, mut refused) = (0, 0);
+    for case in lines.chunks(3) {
+        let [name, b64, want] = case else {
+            panic!("{case:?}")
+        };
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64");
+        let v: Value = miniray::marshal::from_slice(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+        match (to_vec(&v), want.split_once(' ')) {
+            (Ok(ours), Some(("OK", text))) => {
+                assert!(ours == text.as_bytes(), "{name}: our text differs");
+                written += 1;
+            }
+            (Err(Error::Encode { reason, .. }), Some(("ERR", message))) => {
+                assert_eq!(reason, message, "{name}");
+                refused += 1;
+            }
+            (ours, _) => panic!("{name}: we gave {ours:?}, Python {want:.200}"),
+        }
+    }
+    assert!(
+        written >= 17 && refused >= 4,
+        "{written} written, {refused} refused"
+    );
+}
