@@ -1,5 +1,5 @@
 //! The property the `json_value` fuzz target checks (and that
-//! tests/json_python.rs replays over the committed corpus): decoding any
+//! tests/json_bounds.rs replays over the committed corpus): decoding any
 //! bytes with `miniray::json` returns or refuses, never panics, and what
 //! decodes re-encodes to text that decodes to the same value, as a
 //! `miniray::Value` and as typed Rust values.
