@@ -223,6 +223,7 @@ pub mod format;
 mod format_kind;
 pub mod framing;
 mod inbound;
+pub mod json;
 mod listener;
 pub mod marshal;
 mod options;

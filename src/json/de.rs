@@ -1,0 +1,376 @@
+//! The deserializer: what Python's `json.loads` reads, straight into any
+//! `Deserialize` type, on jiter's `Jiter` iterator.
+//!
+//! jiter parses numbers, literals and well-formed strings (borrowed from
+//! the input when they hold no escape). A string jiter refuses goes to
+//! [`unescape`](super::unescape), which reads lone surrogates as Python
+//! does; the jiter is then re-seated past it ([`Deserializer::reseat`]).
+
+use jiter::{Jiter, JiterError, JiterErrorType, JsonErrorType, NumberAny, NumberInt, Peek};
+use serde::de::{self, value::BytesDeserializer, IntoDeserializer, Visitor};
+
+use super::access::{Enum, Map, Seq};
+use super::error::{DeError, Kind};
+use super::unescape::{self, Decoded};
+use crate::marshal::{MAX_DEPTH, MAX_INT_DIGITS};
+use crate::value::magic::{encode_bigint, visit_magic, Magic, VALUE_TOKEN};
+
+pub(crate) type Result<T, E = DeError> = std::result::Result<T, E>;
+
+/// Reads one JSON text.
+pub(crate) struct Deserializer<'de> {
+    pub(crate) data: &'de [u8],
+    pub(crate) jiter: Jiter<'de>,
+    /// Where `jiter`'s slice begins in `data`.
+    pub(crate) base: usize,
+    depth: usize,
+    /// The next `deserialize_any` reports Python kinds through `visit_magic`.
+    exact: bool,
+}
+
+/// jiter errors on a string that our own decoder may still read (lone
+/// surrogates, escaped or as raw bytes) or must report precisely.
+pub(crate) fn string_fallback(e: &JiterError) -> bool {
+    matches!(
+        e.error_type,
+        JiterErrorType::JsonError(
+            JsonErrorType::LoneLeadingSurrogateInHexEscape
+                | JsonErrorType::UnexpectedEndOfHexEscape
+                | JsonErrorType::InvalidUnicodeCodePoint
+                | JsonErrorType::InvalidEscape
+        )
+    )
+}
+
+impl<'de> Deserializer<'de> {
+    pub(crate) fn new(data: &'de [u8]) -> Self {
+        Deserializer {
+            data,
+            jiter: Jiter::new(data).with_allow_inf_nan(),
+            base: 0,
+            depth: 0,
+            exact: false,
+        }
+    }
+
+    /// Byte offset of the parser in `data`.
+    pub(crate) fn pos(&self) -> usize {
+        self.base + self.jiter.current_index()
+    }
+
+    /// Continues parsing at `data[pos]`, after a stretch read without jiter.
+    pub(crate) fn reseat(&mut self, pos: usize) {
+        self.jiter = Jiter::new(&self.data[pos..]).with_allow_inf_nan();
+        self.base = pos;
+    }
+
+    pub(crate) fn jerr(&self, e: JiterError) -> DeError {
+        DeError::jiter(e, self.base)
+    }
+
+    fn peek(&mut self) -> Result<Peek> {
+        let base = self.base;
+        self.jiter.peek().map_err(|e| DeError::jiter(e, base))
+    }
+
+    /// Only whitespace may follow the value.
+    pub(crate) fn end(&mut self) -> Result<()> {
+        let base = self.base;
+        self.jiter.finish().map_err(|e| DeError::jiter(e, base))
+    }
+
+    /// One more level of nesting, refused past `MAX_DEPTH`.
+    pub(crate) fn enter(&mut self, start: usize) -> Result<()> {
+        if self.depth >= MAX_DEPTH {
+            return Err(DeError::at(Kind::TooDeep(MAX_DEPTH), start));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    pub(crate) fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    fn number(&mut self, peek: Peek, start: usize) -> Result<NumberAny> {
+        match self.jiter.known_number(peek) {
+            Ok(n) => Ok(n),
+            Err(e) => self.number_error(e, start),
+        }
+    }
+
+    /// A number jiter refused: past its digit limit (checked, as Python's
+    /// 4300, before converting anything) it may still be a float with a
+    /// long integer part, which Python's `float()` reads.
+    #[cold]
+    #[inline(never)]
+    fn number_error(&mut self, e: JiterError, start: usize) -> Result<NumberAny> {
+        let e = DeError::jiter(e, self.base);
+        if !matches!(e.kind(), Kind::IntTooLarge) {
+            return Err(e);
+        }
+        match long_float(self.data, start) {
+            Some((f, end)) => {
+                self.reseat(end);
+                Ok(NumberAny::Float(f))
+            }
+            None => Err(DeError::at(Kind::IntTooLarge, start)),
+        }
+    }
+
+    fn visit_number<V: Visitor<'de>>(
+        &mut self,
+        peek: Peek,
+        start: usize,
+        exact: bool,
+        visitor: V,
+    ) -> Result<V::Value> {
+        match self.number(peek, start)? {
+            NumberAny::Float(f) => visitor.visit_f64(f),
+            NumberAny::Int(NumberInt::Int(i)) => visitor.visit_i64(i),
+            NumberAny::Int(NumberInt::BigInt(b)) => {
+                if let Ok(v) = u64::try_from(&b) {
+                    visitor.visit_u64(v)
+                } else if let Ok(v) = i128::try_from(&b) {
+                    visitor.visit_i128(v)
+                } else if let Ok(v) = u128::try_from(&b) {
+                    visitor.visit_u128(v)
+                } else if exact {
+                    let (sign, magnitude) = b.to_bytes_le();
+                    let mut payload = Vec::with_capacity(magnitude.len() + 1);
+                    encode_bigint(sign == num_bigint::Sign::Minus, &magnitude, &mut payload);
+                    visit_magic(visitor, Magic::BigInt, BytesDeserializer::new(&payload))
+                } else {
+                    let text = &self.data[start..self.pos()];
+                    let digits = text.len() - usize::from(text.first() == Some(&b'-'));
+                    Err(DeError::at(
+                        Kind::Mismatch(format!(
+                            "int of {digits} digits does not fit 128 bits; decode into miniray::Value"
+                        )),
+                        start,
+                    ))
+                }
+            }
+        }
+    }
+
+    fn visit_string<V: Visitor<'de>>(
+        &mut self,
+        start: usize,
+        exact: bool,
+        visitor: V,
+    ) -> Result<V::Value> {
+        let e = match self.jiter.known_str() {
+            Ok(s) => return visitor.visit_str(s),
+            Err(e) => e,
+        };
+        if !string_fallback(&e) {
+            return Err(self.jerr(e));
+        }
+        let (decoded, end) = unescape::decode(self.data, start)?;
+        self.reseat(end);
+        match decoded {
+            Decoded::Str(s) => visitor.visit_string(s),
+            Decoded::Surrogates(b) if exact => {
+                visit_magic(visitor, Magic::Surrogates, BytesDeserializer::new(&b))
+            }
+            Decoded::Surrogates(_) => Err(DeError::at(Kind::LoneSurrogate, start)),
+        }
+    }
+
+    fn any<V: Visitor<'de>>(&mut self, exact: bool, visitor: V) -> Result<V::Value> {
+        let peek = self.peek()?;
+        let start = self.pos();
+        let r = match peek {
+            Peek::Null => {
+                self.jiter.known_null().map_err(|e| self.jerr(e))?;
+                visitor.visit_unit()
+            }
+            Peek::True | Peek::False => {
+                let b = self.jiter.known_bool(peek).map_err(|e| self.jerr(e))?;
+                visitor.visit_bool(b)
+            }
+            Peek::String => self.visit_string(start, exact, visitor),
+            Peek::Array => self.enter(start).and_then(|()| {
+                let mut seq = Seq::new(self);
+                let v = visitor.visit_seq(&mut seq)?;
+                seq.finish()?;
+                self.leave();
+                Ok(v)
+            }),
+            Peek::Object => self.enter(start).and_then(|()| {
+                let mut map = Map::new(self);
+                let v = visitor.visit_map(&mut map)?;
+                map.finish()?;
+                self.leave();
+                Ok(v)
+            }),
+            _ => self.visit_number(peek, start, exact, visitor),
+        };
+        r.map_err(|e| e.or_at(start))
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
+    type Error = DeError;
+
+    fn is_human_readable(&self) -> bool {
+        true
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let exact = std::mem::take(&mut self.exact);
+        self.any(exact, visitor)
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let peek = self.peek()?;
+        if !peek.is_num() {
+            return self.any(false, visitor);
+        }
+        let start = self.pos();
+        // jiter's float path (half the cost of its int/float one) reads an
+        // int too; only an int past MAX_INT_DIGITS, which Python refuses,
+        // must be told apart, and it is long enough to be looked at.
+        let base = self.base;
+        let f = self
+            .jiter
+            .known_float(peek)
+            .map_err(|e| DeError::jiter(e, base))?;
+        let text = &self.data[start..self.pos()];
+        if text.len() > MAX_INT_DIGITS && !text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+            let digits = text.len() - usize::from(text[0] == b'-');
+            if digits > MAX_INT_DIGITS {
+                return Err(DeError::at(Kind::IntTooLarge, start));
+            }
+        }
+        visitor.visit_f64(f).map_err(|e: DeError| e.or_at(start))
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_f64(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        if self.peek()? == Peek::Null {
+            let start = self.pos();
+            self.jiter.known_null().map_err(|e| self.jerr(e))?;
+            visitor.visit_none().map_err(|e: DeError| e.or_at(start))
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
+        self.peek()?;
+        Err(DeError::at(Kind::Unsupported("bytes"), self.pos()))
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_bytes(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
+        if name == VALUE_TOKEN {
+            self.exact = true;
+        }
+        let r = visitor.visit_newtype_struct(&mut *self);
+        self.exact = false;
+        r
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        let peek = self.peek()?;
+        let start = self.pos();
+        let r = match peek {
+            Peek::String => match self.jiter.known_str() {
+                Ok(s) => visitor.visit_enum(s.into_deserializer()),
+                Err(e) if string_fallback(&e) => {
+                    let (decoded, end) = unescape::decode(self.data, start)?;
+                    self.reseat(end);
+                    match decoded {
+                        Decoded::Str(s) => visitor.visit_enum(s.into_deserializer()),
+                        Decoded::Surrogates(_) => Err(DeError::at(Kind::LoneSurrogate, start)),
+                    }
+                }
+                Err(e) => Err(self.jerr(e)),
+            },
+            Peek::Object => self.enter(start).and_then(|()| {
+                let v = visitor.visit_enum(Enum::new(self, start))?;
+                Enum::finish(self)?;
+                self.leave();
+                Ok(v)
+            }),
+            _ => self.any(false, EnumShape).map(|never| match never {}),
+        };
+        r.map_err(|e| e.or_at(start))
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        // Exact mode: a big int or lone surrogate is skipped, not refused.
+        self.any(true, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char str string
+        unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+/// No value: what [`EnumShape`] never produces.
+enum Never {}
+
+/// A float whose integer part is longer than jiter reads (`MAX_INT_DIGITS`
+/// digits), as Python's `float()` reads it: the value and where it ends;
+/// `None` if the number at `start` is an int (or malformed).
+fn long_float(data: &[u8], start: usize) -> Option<(f64, usize)> {
+    let digits_from = |mut i: usize| {
+        while data.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = digits_from(start + usize::from(data.get(start) == Some(&b'-')));
+    if !matches!(data.get(i), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    if data[i] == b'.' {
+        let end = digits_from(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if matches!(data.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(data.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits_from(i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    let text = std::str::from_utf8(&data[start..i]).ok()?;
+    Some((text.parse().ok()?, i))
+}
+
+/// Refuses any value but a str or a dict as an enum, naming what came.
+struct EnumShape;
+
+impl<'de> Visitor<'de> for EnumShape {
+    type Value = Never;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a str (unit variant) or a dict of one key (other variants)")
+    }
+}
