@@ -294,25 +294,21 @@ pub struct DecodeError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DecodeErrorKind {
-    /// serde_json refused the text (syntax, `NaN`, lone surrogate escape, depth...).
-    Json(serde_json::Error),
     /// The marshal line is not standard padded base64.
     Base64,
     /// The marshal data ended inside a value.
     UnexpectedEnd,
     /// A marshal type code that does not exist.
     UnknownCode(u8),
-    /// A Python type with no JSON form: `"bytes"`, `"set"`, `"frozenset"`,
-    /// `"complex"`, `"code"`, `"Ellipsis"`, ...
+    /// A Python type miniray's values do not model (marshal: `"code"`,
+    /// `"Ellipsis"`, `"StopIteration"`, the text floats of marshal before
+    /// version 2), named.
     Unsupported(&'static str),
-    /// A dict key that is not a str; names the key's type.
-    NonStrKey(&'static str),
-    /// A str holding a lone UTF-16 surrogate, which has no UTF-8 form.
+    /// A str holding a lone surrogate, decoded into a type other than
+    /// [`Value`](crate::Value) (only `Value` holds one).
     LoneSurrogate,
     /// A str whose bytes are not UTF-8.
     InvalidUtf8,
-    /// A float that is NaN or infinite: JSON cannot hold it.
-    NonFinite,
     /// A back-reference to a slot that does not exist.
     BadReference(u32),
     /// A back-reference to a container that is not finished (a cycle).
@@ -334,7 +330,8 @@ pub enum DecodeErrorKind {
         /// The bound, in bytes, for this input.
         limit: usize,
     },
-    /// An integer longer than the supported size.
+    /// An integer past 4300 decimal digits (CPython's limit), or past 128
+    /// bits where the type asked for is a Rust integer.
     IntTooLarge,
     /// A marshal long digit outside base 2^15, or a zero top digit.
     BadLongDigit,
@@ -348,15 +345,14 @@ impl fmt::Display for DecodeError {
             self.format, self.position
         )?;
         match &self.kind {
-            DecodeErrorKind::Json(e) => write!(f, "{e}"),
             DecodeErrorKind::Base64 => f.write_str("invalid base64"),
             DecodeErrorKind::UnexpectedEnd => f.write_str("data ends inside a value"),
             DecodeErrorKind::UnknownCode(c) => write!(f, "unknown type code {c:#04x}"),
-            DecodeErrorKind::Unsupported(t) => write!(f, "Python {t} has no JSON form"),
-            DecodeErrorKind::NonStrKey(t) => write!(f, "dict key of type {t}, not str"),
-            DecodeErrorKind::LoneSurrogate => f.write_str("str holds a lone surrogate"),
+            DecodeErrorKind::Unsupported(t) => write!(f, "Python {t} is not supported"),
+            DecodeErrorKind::LoneSurrogate => {
+                f.write_str("str holds a lone surrogate, which only miniray::Value can hold")
+            }
             DecodeErrorKind::InvalidUtf8 => f.write_str("str is not valid UTF-8"),
-            DecodeErrorKind::NonFinite => f.write_str("float is NaN or infinite"),
             DecodeErrorKind::BadReference(i) => write!(f, "reference to missing slot {i}"),
             DecodeErrorKind::UnfinishedReference(i) => {
                 write!(f, "reference to unfinished container in slot {i}")
@@ -368,20 +364,15 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::TooLarge { limit } => {
                 write!(f, "decoded value would take more than {limit} bytes")
             }
-            DecodeErrorKind::IntTooLarge => f.write_str("integer too large"),
+            DecodeErrorKind::IntTooLarge => f.write_str(
+                "integer too large: past 4300 digits (CPython's limit), or past 128 bits where a Rust integer was asked for (decode into miniray::Value)",
+            ),
             DecodeErrorKind::BadLongDigit => f.write_str("long digit out of range"),
         }
     }
 }
 
-impl std::error::Error for DecodeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            DecodeErrorKind::Json(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+impl std::error::Error for DecodeError {}
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,10 +23,10 @@ impl Format {
     ) -> Result<(), Error> {
         let start = out.len();
         let done = match self {
-            Format::Json => codec::json_to_writer(value, out),
+            Format::Json => crate::json::to_writer(value, out),
             Format::Marshal => {
                 scratch.clear();
-                codec::marshal_to_writer(value, scratch)
+                crate::marshal::to_writer(value, scratch)
                     .map(|()| STANDARD.encode_append(&scratch[..], out))
             }
         };
@@ -53,7 +53,7 @@ impl Format {
     /// not fit fails with [`DecodeErrorKind::Mismatch`].
     pub fn decode<T: DeserializeOwned>(self, line: &[u8]) -> Result<T, DecodeError> {
         match self {
-            Format::Json => codec::json_from_slice(line),
+            Format::Json => crate::json::from_slice(line),
             Format::Marshal => self.decode_owned(line.to_vec()),
         }
     }
@@ -65,7 +65,7 @@ impl Format {
         mut line: Vec<u8>,
     ) -> Result<T, DecodeError> {
         match self {
-            Format::Json => codec::json_from_slice(&line),
+            Format::Json => crate::json::from_slice(&line),
             Format::Marshal => {
                 let position = base64_error_at(&line);
                 let raw = STANDARD
@@ -75,7 +75,7 @@ impl Format {
                         position,
                         kind: DecodeErrorKind::Base64,
                     })?;
-                codec::marshal_from_slice(raw)
+                crate::marshal::from_slice(raw)
             }
         }
     }
@@ -96,41 +96,6 @@ fn base64_error_at(line: &[u8]) -> usize {
         .position(|&b| !(b.is_ascii_alphanumeric() || b == b'+' || b == b'/'))
         .filter(|&at| at < body)
         .unwrap_or(line.len())
-}
-
-/// Temporary bridge to the serde_json-based codecs until the serde formats
-/// land (issue 12).
-mod codec {
-    use super::*;
-
-    pub(super) fn json_to_writer<T: Serialize + ?Sized>(
-        v: &T,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Error> {
-        serde_json::to_writer(out, v).map_err(|e| Error::Encode {
-            format: Format::Json,
-            reason: e.to_string(),
-        })
-    }
-
-    pub(super) fn marshal_to_writer<T: Serialize + ?Sized>(
-        v: &T,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Error> {
-        crate::marshal::to_writer(v, out)
-    }
-
-    pub(super) fn json_from_slice<T: DeserializeOwned>(line: &[u8]) -> Result<T, DecodeError> {
-        serde_json::from_slice(line).map_err(|e| DecodeError {
-            format: Format::Json,
-            position: e.column().saturating_sub(1),
-            kind: DecodeErrorKind::Syntax(e.to_string()),
-        })
-    }
-
-    pub(super) fn marshal_from_slice<T: DeserializeOwned>(raw: &[u8]) -> Result<T, DecodeError> {
-        crate::marshal::from_slice(raw)
-    }
 }
 
 #[cfg(test)]

@@ -199,8 +199,8 @@ fn reset_half_close_and_idle_partial_lines() {
     half.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let mut reply = String::new();
     std::io::Read::read_to_string(&mut half, &mut reply).expect("read to EOF");
-    assert_eq!(reply, "[1,2,3]\n");
-    // 1000 idle connections, each holding a partial line.
+    assert_eq!(reply, "[1, 2, 3]\n"); // as json.dumps writes it
+                                      // 1000 idle connections, each holding a partial line.
     let mut idle = Vec::new();
     for _ in 0..1000 {
         let (mut c, _) = raw_client(&mut r, addr);
