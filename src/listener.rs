@@ -47,7 +47,7 @@ pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// let w = reactor.connect(
 ///     addr,
 ///     &ConnectOptions::new().format(Format::Marshal),
-///     Duration::from_secs(5),
+///     Some(Duration::from_secs(5)),
 /// )?;
 /// reactor.send(w, &miniray::py!([1, "two", (3, b"four")]))?;
 /// let back: miniray::Value = reactor.recv(w, Some(Duration::from_secs(5)))?;

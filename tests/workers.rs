@@ -173,6 +173,14 @@ fn panicking_worker_reports_closed_with_status() {
         r.recv::<Value>(w, Some(DEADLINE)).expect("recv"),
         json!("fine")
     );
+    // The panic is told in the failed request's place, then the exit.
+    match r.recv::<Value>(w, Some(DEADLINE)) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(kind, "panic");
+            assert!(message.contains("worker asked to panic"), "{message}");
+        }
+        other => panic!("expected the panic, got {other:?}"),
+    }
     match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Closed { status: Some(s) }) => {
             assert_eq!(s.code(), Some(miniray::process::EXIT_PANIC))
@@ -227,7 +235,8 @@ fn bad_lines_fail_one_message_each() {
             let fd = std::os::fd::AsRawFd::as_raw_fd(ch);
             let mut data = b"{\"ok\":1}\nnot json\n".to_vec();
             data.extend(std::iter::repeat_n(b'x', 1000));
-            data.extend_from_slice(b"\n[NaN]\n{\"ok\":2}\n");
+            // `NaN` is Python's JSON; lowercase `nan` is nobody's.
+            data.extend_from_slice(b"\n[nan]\n{\"ok\":2}\n");
             // SAFETY: writing our own buffer to our own socket.
             unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
             Ok(())
