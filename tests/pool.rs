@@ -335,7 +335,7 @@ fn close_finishes_the_work_and_terminate_kills() {
 #[test]
 fn dropping_a_busy_pool_leaves_no_child_and_no_zombie() {
     let mut pool = Pool::new(&PoolOptions::new().workers(3), |n: u64| {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             std::thread::sleep(Duration::from_secs(60));
         }
         n
@@ -354,4 +354,42 @@ fn dropping_a_busy_pool_leaves_no_child_and_no_zombie() {
         assert!(is_reaped(pid), "{pid} not reaped at drop");
         assert!(!is_alive(pid), "{pid} still running");
     }
+}
+
+#[test]
+fn a_python_exec_pool_maps_in_order_and_survives_a_kill() {
+    // A plain Python worker: one JSON line in, one out, unchanged protocol.
+    let doubler = Exec::new(
+        "python3",
+        [
+            "-c",
+            "import json, sys, time\nfor line in sys.stdin:\n    time.sleep(0.001)\n    print(json.dumps(json.loads(line) * 2))",
+        ],
+    )
+    .expect("exec");
+    let opts = PoolOptions::new()
+        .workers(3)
+        .startup_check(Duration::from_millis(200));
+    let mut pool = Pool::<u64, u64>::exec(&opts, &doubler).expect("pool");
+    let mut seen = pids(&pool);
+    let mut map = pool.map(0..300u64);
+    let mut got = Vec::new();
+    while let Some(r) = map.next() {
+        got.push(r.expect("every task"));
+        if got.len() == 100 {
+            let w = map.pool().workers()[0];
+            map.kill(w, miniray::Signal::KILL).expect("kill");
+        }
+        seen.extend(pids(map.pool()));
+    }
+    drop(map);
+    assert_eq!(got, (0..300u64).map(|n| n * 2).collect::<Vec<_>>());
+    assert!(wait_until(DEADLINE, || {
+        pool.poll(Some(Duration::from_millis(10)));
+        pool.stats().replaced == 1
+    }));
+    assert!(pool.stats().retried <= 1);
+    seen.extend(pids(&pool));
+    drop(pool);
+    assert_all_reaped(&seen);
 }
