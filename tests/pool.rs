@@ -393,3 +393,29 @@ fn a_python_exec_pool_maps_in_order_and_survives_a_kill() {
     drop(pool);
     assert_all_reaped(&seen);
 }
+
+#[test]
+fn a_map_dropped_early_forgets_its_tasks() {
+    let mut pool = Pool::new(&PoolOptions::new().workers(2), |n: u64| n + 1).expect("pool");
+    // A huge input: only a window of it is ever taken.
+    let first: Vec<u64> = pool
+        .map(0..u64::MAX)
+        .take(5)
+        .map(|r| r.expect("task"))
+        .collect();
+    assert_eq!(first, [1, 2, 3, 4, 5]);
+    let stats = pool.stats();
+    assert!(stats.submitted <= 64 + 5, "{stats:?}");
+    // The queued rest never runs; the pool serves the next map at once.
+    let next: Vec<u64> = pool.map(10..20u64).map(|r| r.expect("task")).collect();
+    assert_eq!(next, (11..21u64).collect::<Vec<_>>());
+    assert!(pool.stats().completed < 64 + 15, "{:?}", pool.stats());
+    let mut un: Vec<u64> = pool
+        .map_unordered(0..u64::MAX)
+        .take(3)
+        .map(|(_, r)| r.expect("task"))
+        .collect();
+    un.sort();
+    assert_eq!(un.len(), 3);
+    assert_eq!(pool.map([7u64]).next().map(|r| r.expect("task")), Some(8));
+}

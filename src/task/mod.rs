@@ -121,8 +121,11 @@ struct Flight {
     /// Calls in the order they were sent: the next reply is the front's.
     calls: VecDeque<Call>,
     replies: u64,
-    /// Killed for a deadline: its calls have failed, later lines are dropped.
+    /// Killed (for a deadline, or a broken connection): its calls have
+    /// failed, later lines are dropped, no call is taken.
     killed: bool,
+    /// Killed because a deadline passed.
+    for_deadline: bool,
     /// Its end was already told (`Exited` before `Closed`).
     told: bool,
 }
@@ -203,7 +206,8 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
     /// Sends `msg` to `w` as a new task with no deadline.
     ///
     /// Errors (nothing sent, no task made): those of [`Reactor::send`], and
-    /// [`Error::Closed`] for a worker killed for a deadline.
+    /// [`Error::Closed`] for a worker [`Tasks`] killed (a deadline passed, or
+    /// its connection broke).
     pub fn call<T: Serialize + ?Sized>(&mut self, w: Worker, msg: &T) -> Result<TaskId> {
         self.call_with(w, msg, None)
     }
@@ -355,6 +359,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
                         message: e.to_string(),
                     };
                     self.fail_all(w, |_| cause.clone());
+                    self.flights.entry(w).or_default().killed = true;
                     let _ = self.reactor.kill(w, Signal::KILL);
                 }
             }
@@ -384,7 +389,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         self.fail_all(w, |_| Cause::WorkerLost { status });
         let flight = self.flights.entry(w).or_default();
         let told = std::mem::replace(&mut flight.told, true);
-        let (replies, killed) = (flight.replies, flight.killed);
+        let (replies, for_deadline) = (flight.replies, flight.for_deadline);
         if closed {
             self.flights.remove(&w);
         }
@@ -393,7 +398,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
                 worker: w,
                 status,
                 replies,
-                killed_for_deadline: killed,
+                killed_for_deadline: for_deadline,
             });
         }
     }
@@ -438,6 +443,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             });
             if let Some(flight) = self.flights.get_mut(&w) {
                 flight.killed = true;
+                flight.for_deadline = true;
             }
         }
         // Entries of finished calls pile up with a long timeout: rebuild
