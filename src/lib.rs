@@ -97,6 +97,42 @@
 //! place of the reply, and `recv` returns [`Error::Remote`] with the
 //! worker's words (see [`worker`](crate::worker#errors-from-a-worker)).
 //!
+//! # Tasks and pools
+//!
+//! [`Pool`] runs one function on N local workers: [`Pool::map`] yields
+//! results in input order as they come, holding a bounded window of tasks
+//! whatever the input's length ([`Pool::map_unordered`], [`Pool::submit`]
+//! and [`Pool::get`] too). A try whose worker is lost (killed, crashed,
+//! panicked) or whose deadline passes (the worker is killed) runs again on
+//! another worker, up to [`PoolOptions::max_retries`]; then the task fails
+//! with a [`TaskError`] naming every try's cause. Ended workers are
+//! replaced; dropping the pool leaves no child behind.
+//!
+//! ```
+//! use std::time::Duration;
+//! use miniray::{Pool, PoolOptions};
+//!
+//! fn main() -> miniray::Result<()> {
+//!     let opts = PoolOptions::new()
+//!         .workers(4)
+//!         .timeout(Duration::from_secs(5)) // too slow: worker killed, task retried
+//!         .max_retries(2); // then it fails, naming each try's cause
+//!     let mut pool = Pool::new(&opts, |n: u64| n * n)?;
+//!     for (n, result) in (0u64..).zip(pool.map(0..1000u64)) {
+//!         match result {
+//!             Ok(square) => assert_eq!(square, n * n),
+//!             Err(e) => eprintln!("{e}"), // task 7 failed 3 times: (1) on worker 3: ...
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Underneath, [`Tasks`] turns calls on a [`Reactor`] into tasks: each
+//! reply is matched to its call (per worker, in order; the protocol has no
+//! ids, so Python peers work unchanged), and a worker's end fails exactly
+//! the calls it had in flight (see [`task`]).
+//!
 //! # Timeouts
 //!
 //! Every call that blocks takes the same kind of bound, `timeout:
@@ -227,6 +263,7 @@ pub mod json;
 mod listener;
 pub mod marshal;
 mod options;
+pub mod pool;
 pub mod process;
 mod reactor;
 mod registry;
@@ -234,6 +271,7 @@ mod remote_error;
 mod server;
 pub mod shm;
 mod sys;
+pub mod task;
 mod token;
 pub mod value;
 pub mod worker;
@@ -255,9 +293,11 @@ pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};
+pub use pool::{Pool, PoolOptions};
 pub use process::Signal;
 pub use reactor::{Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;
+pub use task::{TaskError, TaskId, Tasks};
 pub use value::{Dict, Set, SurrogateStr, Value};
 pub use worker::{Channel, Exec, Worker, WorkerOptions};

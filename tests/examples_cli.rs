@@ -33,6 +33,16 @@ const EXAMPLES: &[(&str, &[&str])] = &[
     ),
     ("echo", &["--format"]),
     ("shm_tensor", &["--mib", "--workers", "--chunk-mib"]),
+    (
+        "pool",
+        &[
+            "--workers",
+            "--tasks",
+            "--kill-every",
+            "--chunk",
+            "--inflight",
+        ],
+    ),
     ("embed_poll", &[]),
     ("embed_tokio", &["--serve"]),
 ];
@@ -102,6 +112,8 @@ fn missing_or_bad_value_is_an_error_naming_the_flag() {
         ("swarm", &["--tasks", "many"][..], "--tasks"),
         ("swarm", &["--format", "xml"][..], "--format"),
         ("shm_tensor", &["--mib", "-1"][..], "--mib"),
+        ("pool", &["--kill-every", "often"][..], "--kill-every"),
+        ("pool", &["--chunk"][..], "--chunk"),
         ("echo", &["--format"][..], "--format"),
         ("bench", &["--json"][..], "--json"),
         ("bench", &["--quick", "--only"][..], "--only"),

@@ -1,0 +1,131 @@
+//! A pool's settings and its counts.
+
+use std::time::Duration;
+
+use crate::worker::WorkerOptions;
+
+/// How a [`Pool`](super::Pool) runs its workers. Build with
+/// [`PoolOptions::new`] and the setters.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    pub(crate) workers: usize,
+    pub(crate) max_retries: u32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_tasks_per_worker: Option<u64>,
+    pub(crate) in_flight_per_worker: usize,
+    pub(crate) max_start_failures: u32,
+    pub(crate) startup_check: Option<Duration>,
+    pub(crate) worker: WorkerOptions,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_retries: 2,
+            timeout: None,
+            max_tasks_per_worker: None,
+            in_flight_per_worker: 1,
+            max_start_failures: 3,
+            startup_check: None,
+            worker: WorkerOptions::default(),
+        }
+    }
+}
+
+impl PoolOptions {
+    /// The defaults: one worker per CPU, 2 retries, no timeout, no
+    /// recycling, one task in flight per worker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Workers to keep running (at least 1).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Tries after the first for a task whose worker was lost or whose
+    /// deadline passed (default 2, so 3 tries in all). A task that fails
+    /// on every try reports every try's cause.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Each try's deadline, from when it is sent (default none). When it
+    /// passes, the worker is killed (`SIGKILL`) and replaced, and the task
+    /// is retried on another worker.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Recycles a worker after it was given `n` tasks: it is closed once
+    /// they are done and a fresh one takes its place (for work that leaks).
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n.max(1));
+        self
+    }
+
+    /// Tasks sent to one worker before its replies come (default 1).
+    ///
+    /// Why 1: the protocol has no ids, so a worker holds its tasks in a
+    /// queue; when it dies, every task queued on it dies too and runs again
+    /// elsewhere, and a deadline counts the time a task waited behind the
+    /// others. With one in flight only the task that was running is hit,
+    /// and a deadline measures that task alone. More in flight hides the
+    /// round trip for tiny tasks (about as much as chunking several items
+    /// into one request does, which keeps those guarantees).
+    pub fn in_flight_per_worker(mut self, n: usize) -> Self {
+        self.in_flight_per_worker = n.max(1);
+        self
+    }
+
+    /// Workers in a row that may end before their first reply (or fail to
+    /// spawn) before the pool stops replacing them (default 3); then, once
+    /// none is left, every waiting task fails with
+    /// [`Cause::NoWorkers`](crate::task::Cause::NoWorkers) naming the
+    /// last one's status. A reply from any worker resets the count.
+    pub fn max_start_failures(mut self, n: u32) -> Self {
+        self.max_start_failures = n.max(1);
+        self
+    }
+
+    /// Makes [`Pool::new`](super::Pool::new) and
+    /// [`Pool::exec`](super::Pool::exec) wait `within` for a worker that
+    /// ends before it is given any work (an exec program that crashes on
+    /// start) and fail with its status (default: no wait; such a worker is
+    /// then found at its first task, which is retried elsewhere).
+    pub fn startup_check(mut self, within: Duration) -> Self {
+        self.startup_check = Some(within);
+        self
+    }
+
+    /// The options each worker is spawned with (format, limits, regions).
+    pub fn worker_options(mut self, opts: WorkerOptions) -> Self {
+        self.worker = opts;
+        self
+    }
+}
+
+/// What a pool has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Tasks submitted (map items included).
+    pub submitted: u64,
+    /// Tasks that finished with a reply.
+    pub completed: u64,
+    /// Tasks that failed for good.
+    pub failed: u64,
+    /// Tries sent again after a retryable failure.
+    pub retried: u64,
+    /// Workers replaced after they ended (killed, crashed, deadline).
+    pub replaced: u64,
+    /// Workers closed and replaced after `max_tasks_per_worker`.
+    pub recycled: u64,
+    /// Tries in flight now.
+    pub in_flight: u64,
+}
