@@ -61,6 +61,8 @@ fn bench_quick_writes_every_field() {
         ("round trip", "marshal vs json speedup 100k Value"),
         ("round trip", "marshal vs json speedup 100k Vec<f64>"),
         ("pipelined", "N=16"),
+        ("pipelined", "N=16 absolute, per-reply writes (default)"),
+        ("pipelined", "N=16 absolute, batched replies"),
         ("spawn", "spawn per worker"),
         ("spawn", "teardown per worker"),
         ("memory", "parent heap bytes per idle worker"),
