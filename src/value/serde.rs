@@ -15,7 +15,9 @@ use super::{Dict, Set, Value};
 
 /// Most items reserved up front from a peer's size hint: a hostile count
 /// must not allocate before the items arrive.
-const MAX_PREALLOC: usize = 4096;
+/// 1 MiB of `Value`s, as serde's own `size_hint::cautious` caps: enough
+/// that a 100,000-item list grows twice, not five times.
+const MAX_PREALLOC: usize = (1 << 20) / std::mem::size_of::<Value>();
 
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
