@@ -67,14 +67,20 @@ impl Format {
         match self {
             Format::Json => crate::json::from_slice(&line),
             Format::Marshal => {
-                let position = base64_error_at(&line);
-                let raw = STANDARD
-                    .decode_inplace(&mut line)
-                    .map_err(|_| DecodeError {
-                        format: self,
-                        position,
-                        kind: DecodeErrorKind::Base64,
-                    })?;
+                // Checked first (SIMD, as fast as decoding): the in-place
+                // decode would overwrite the bytes an error position names.
+                let bad = |line: &[u8]| DecodeError {
+                    format: self,
+                    position: base64_error_at(line),
+                    kind: DecodeErrorKind::Base64,
+                };
+                if STANDARD.check(&line).is_err() {
+                    return Err(bad(&line));
+                }
+                let raw = match STANDARD.decode_inplace(&mut line) {
+                    Ok(raw) => raw,
+                    Err(_) => return Err(bad(b"")),
+                };
                 crate::marshal::from_slice(raw)
             }
         }
