@@ -7,9 +7,9 @@ use serde::de::{
     self, value::StrDeserializer, DeserializeSeed, IgnoredAny, IntoDeserializer, Visitor,
 };
 
-use super::de::{string_fallback, Deserializer, Result};
 use super::error::{DeError, Kind};
 use super::key_de::KeyDeserializer;
+use super::reader::{string_fallback, Deserializer, Result};
 use super::unescape;
 
 /// The elements of an array, read as serde asks for them.

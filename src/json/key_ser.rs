@@ -7,7 +7,7 @@ use serde::ser::{self, Impossible, Serialize};
 
 use super::error::SerError;
 use super::escape::{write_float, write_int, write_str};
-use super::ser::{Payload, Serializer};
+use super::writer::{Payload, Serializer};
 use crate::value::magic::{
     BIGINT_TOKEN, COMPLEX_TOKEN, FROZENSET_TOKEN, SET_TOKEN, SURROGATES_TOKEN,
 };

@@ -50,8 +50,10 @@ mod error;
 mod escape;
 mod key_de;
 mod key_ser;
+mod reader;
 mod ser;
 mod unescape;
+mod writer;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -63,7 +65,7 @@ use crate::format_kind::Format;
 /// `json.dumps(value)` writes it. On error `out` may hold part of it.
 pub fn to_writer<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), Error> {
     value
-        .serialize(&mut ser::Serializer::new(out))
+        .serialize(&mut writer::Serializer::new(out))
         .map_err(|e| Error::Encode {
             format: Format::Json,
             reason: e.0,
@@ -80,7 +82,7 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 /// Reads one JSON text (what Python's `json.loads` reads) as a `T`; only
 /// whitespace may follow it.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let mut de = de::Deserializer::new(bytes);
+    let mut de = reader::Deserializer::new(bytes);
     let value = T::deserialize(&mut de).map_err(error::DeError::into_public)?;
     de.end().map_err(error::DeError::into_public)?;
     Ok(value)

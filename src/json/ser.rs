@@ -1,63 +1,20 @@
 //! The serializer: any `Serialize` value to the bytes Python's
-//! `json.dumps(v)` writes with its defaults.
+//! `json.dumps(v)` writes with its defaults. The writer state it shares
+//! with dict keys is in [`writer`](super::writer).
 
 use serde::ser::{self, Serialize};
 
 use super::error::SerError;
-use super::escape::{write_float, write_generalized, write_int, write_str};
+use super::escape::{write_float, write_int, write_str};
 use super::key_ser::KeySerializer;
-use crate::marshal::{MAX_DEPTH, MAX_INT_DIGITS};
+use super::writer::{Payload, Serializer};
 use crate::value::magic::{
-    decode_bigint, BIGINT_TOKEN, COMPLEX_TOKEN, FROZENSET_TOKEN, SET_TOKEN, SURROGATES_TOKEN,
+    BIGINT_TOKEN, COMPLEX_TOKEN, FROZENSET_TOKEN, SET_TOKEN, SURROGATES_TOKEN,
 };
 
 type Result<T, E = SerError> = std::result::Result<T, E>;
 
-/// Which magic payload the next `serialize_bytes` carries.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Payload {
-    /// Plain bytes: refused.
-    None,
-    /// A [`BIGINT_TOKEN`] payload: written as a decimal int.
-    BigInt,
-    /// A [`SURROGATES_TOKEN`] payload: written as an escaped string.
-    Surrogates,
-}
-
-/// Writes JSON text into `out`.
-pub(crate) struct Serializer<'a> {
-    pub(crate) out: &'a mut Vec<u8>,
-    depth: usize,
-    pub(crate) payload: Payload,
-}
-
 impl<'a> Serializer<'a> {
-    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
-        Serializer {
-            out,
-            depth: 0,
-            payload: Payload::None,
-        }
-    }
-
-    fn enter(&mut self, open: &[u8]) -> Result<()> {
-        if self.depth >= MAX_DEPTH {
-            return Err(SerError(format!("nesting deeper than {MAX_DEPTH}")));
-        }
-        self.depth += 1;
-        self.out.extend_from_slice(open);
-        Ok(())
-    }
-
-    /// Writes a magic payload (`bytes`) as the kind `payload` says.
-    pub(crate) fn write_payload(&mut self, payload: Payload, bytes: &[u8]) -> Result<()> {
-        match payload {
-            Payload::None => Err(SerError::not_serializable("bytes")),
-            Payload::Surrogates => write_generalized(self.out, bytes),
-            Payload::BigInt => write_bigint(self.out, bytes),
-        }
-    }
-
     fn compound(&mut self, open: &[u8], close: &'static [u8]) -> Result<Compound<'a, '_>> {
         self.enter(open)?;
         Ok(Compound {
@@ -73,32 +30,6 @@ impl<'a> Serializer<'a> {
         self.out.extend_from_slice(b": ");
         Ok(())
     }
-}
-
-/// A [`BIGINT_TOKEN`] payload in decimal; refused past `MAX_INT_DIGITS`
-/// digits as Python's `json.dumps` refuses it (and checked on the byte
-/// length first, so a huge payload costs nothing).
-fn write_bigint(out: &mut Vec<u8>, payload: &[u8]) -> Result<()> {
-    let (negative, magnitude) =
-        decode_bigint(payload).ok_or_else(|| SerError("malformed big int payload".into()))?;
-    // 4300 digits need at most 14285 bits: 1786 bytes.
-    let too_large = || {
-        SerError(format!(
-            "Exceeds the limit ({MAX_INT_DIGITS} digits) for integer string conversion"
-        ))
-    };
-    if magnitude.len() > 1786 {
-        return Err(too_large());
-    }
-    let digits = num_bigint::BigUint::from_bytes_le(magnitude).to_str_radix(10);
-    if digits.len() > MAX_INT_DIGITS {
-        return Err(too_large());
-    }
-    if negative && digits != "0" {
-        out.push(b'-');
-    }
-    out.extend_from_slice(digits.as_bytes());
-    Ok(())
 }
 
 /// A list, dict or variant being written.
@@ -130,7 +61,7 @@ impl Compound<'_, '_> {
 
     fn finish(self) -> Result<()> {
         self.ser.out.extend_from_slice(self.close);
-        self.ser.depth -= 1;
+        self.ser.leave();
         Ok(())
     }
 }
@@ -254,7 +185,7 @@ impl<'a, 'b> ser::Serializer for &'b mut Serializer<'a> {
         self.variant_open(variant)?;
         value.serialize(&mut *self)?;
         self.out.push(b'}');
-        self.depth -= 1;
+        self.leave();
         Ok(())
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq> {
@@ -335,7 +266,7 @@ impl ser::SerializeTupleVariant for Compound<'_, '_> {
     }
     fn end(self) -> Result<()> {
         // The variant's `{` was entered too.
-        self.ser.depth -= 1;
+        self.ser.leave();
         self.finish()
     }
 }
@@ -385,7 +316,7 @@ impl ser::SerializeStructVariant for Compound<'_, '_> {
         self.field(key, value)
     }
     fn end(self) -> Result<()> {
-        self.ser.depth -= 1;
+        self.ser.leave();
         self.finish()
     }
 }

@@ -4,167 +4,29 @@
 //! One function, [`Reader::value`], reads every value: it follows `r`
 //! back-references (decoding the referenced bytes again, charged again),
 //! takes `FLAG_REF` slots, charges the budget, and hands the value to the
-//! visitor in the form the hint asks for. The sequence, dict and enum
-//! accessors are in `access.rs`.
+//! visitor in the form the hint asks for. Over it, serde's `Deserializer`
+//! for `&mut Reader` and its exact-mode twin ([`Exact`], for
+//! `VALUE_TOKEN`). The decoder's state and primitive reads are in
+//! [`reader`](super::reader); the sequence, dict and enum accessors in
+//! [`access`](super::access).
 
 use serde::de::value::{
     BorrowedBytesDeserializer, BorrowedStrDeserializer, BytesDeserializer, SeqAccessDeserializer,
     SeqDeserializer, StringDeserializer,
 };
-use serde::de::Visitor;
+use serde::de::{Deserializer, Visitor};
 
 use super::access::{Entries, Items, VariantDict};
-use super::budget::{self, Budget};
+use super::budget;
 use super::codes::surrogates;
 use super::error::DeError;
 use super::long::{Digits, MAX_LONG_DIGITS};
-use super::{FLAG_REF, MAX_DEPTH};
+use super::reader::{Hint, Reader};
+use super::FLAG_REF;
 use crate::error::DecodeErrorKind;
-use crate::value::magic::{visit_magic, Magic};
-
-/// A reference slot whose container is not finished yet.
-const PENDING: usize = usize::MAX;
-
-/// What the caller asked of the next value.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hint {
-    /// Plain serde data: a tuple, set or frozenset is a sequence, a
-    /// complex a pair of floats; an int past 128 bits or a lone surrogate
-    /// is an error.
-    Any,
-    /// Exact mode (`magic.rs`): the Python kinds serde has no word for are
-    /// reported through `visit_magic`.
-    Exact,
-    /// An enum: a str is a unit variant, a dict of one entry a variant with
-    /// content.
-    Enum,
-}
-
-/// The decoder's state over one input.
-pub(crate) struct Reader<'de> {
-    data: &'de [u8],
-    pub(crate) pos: usize,
-    /// Per `FLAG_REF` slot, where its object starts (or [`PENDING`]).
-    refs: Vec<usize>,
-    pub(crate) budget: Budget,
-    depth: usize,
-    /// True while a back-reference's bytes are decoded again: their slots
-    /// exist already.
-    replay: bool,
-}
+use crate::value::magic::{visit_magic, Magic, VALUE_TOKEN};
 
 impl<'de> Reader<'de> {
-    pub(crate) fn new(data: &'de [u8]) -> Self {
-        Reader {
-            data,
-            pos: 0,
-            refs: Vec::new(),
-            budget: Budget::new(data.len()),
-            depth: 0,
-            replay: false,
-        }
-    }
-
-    /// Refuses bytes after the value.
-    pub(crate) fn end(&self) -> Result<(), DeError> {
-        if self.pos != self.data.len() {
-            return Err(DeError::at(self.pos, DecodeErrorKind::TrailingBytes));
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn take(&mut self, n: usize) -> Result<&'de [u8], DeError> {
-        let data = self.data;
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= data.len())
-            .ok_or_else(|| DeError::at(data.len(), DecodeErrorKind::UnexpectedEnd))?;
-        let s = &data[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    #[inline]
-    fn u8(&mut self) -> Result<u8, DeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    #[inline]
-    fn u32(&mut self) -> Result<u32, DeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    #[inline]
-    fn bytes8(&mut self) -> Result<[u8; 8], DeError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(a)
-    }
-
-    #[inline]
-    fn f64(&mut self) -> Result<f64, DeError> {
-        Ok(f64::from_le_bytes(self.bytes8()?))
-    }
-
-    /// The next byte, not consumed.
-    #[inline]
-    pub(crate) fn peek(&self) -> Result<u8, DeError> {
-        self.data
-            .get(self.pos)
-            .copied()
-            .ok_or_else(|| DeError::at(self.pos, DecodeErrorKind::UnexpectedEnd))
-    }
-
-    /// A count of items that must fit in the bytes left, each taking at
-    /// least `min_item` bytes: a hostile count fails here, before anything
-    /// is reserved for it.
-    #[inline]
-    fn count(&self, n: usize, min_item: usize) -> Result<usize, DeError> {
-        if n.saturating_mul(min_item) > self.data.len() - self.pos {
-            return Err(DeError::at(self.data.len(), DecodeErrorKind::UnexpectedEnd));
-        }
-        Ok(n)
-    }
-
-    #[inline]
-    pub(crate) fn charge(&mut self, cost: usize) -> Result<(), DeError> {
-        self.budget.charge(cost, self.pos)
-    }
-
-    /// A `g` float, flagged or not, read at once: the typed fast path for
-    /// `f64` fields and items. `None` (nothing consumed) for anything else.
-    #[inline]
-    pub(crate) fn fast_f64(&mut self) -> Result<Option<f64>, DeError> {
-        let start = self.pos;
-        match self.data.get(start..start + 9) {
-            Some(&[code, b0, b1, b2, b3, b4, b5, b6, b7]) if code & !FLAG_REF == b'g' => {
-                self.pos += 9;
-                self.scalar_slot(code & FLAG_REF != 0 && !self.replay, start)?;
-                Ok(Some(f64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7])))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// An `i` int, flagged or not, read at once: the typed fast path for
-    /// integer fields and items. `None` (nothing consumed) for anything else.
-    #[inline]
-    pub(crate) fn fast_i32(&mut self) -> Result<Option<i32>, DeError> {
-        let start = self.pos;
-        match self.data.get(start..start + 5) {
-            Some(&[code, b0, b1, b2, b3]) if code & !FLAG_REF == b'i' => {
-                self.pos += 5;
-                self.scalar_slot(code & FLAG_REF != 0 && !self.replay, start)?;
-                Ok(Some(i32::from_le_bytes([b0, b1, b2, b3])))
-            }
-            _ => Ok(None),
-        }
-    }
-
     /// Reads one value for `visitor`; an error the visitor raises points at
     /// the value's first byte.
     pub(crate) fn value<V: Visitor<'de>>(
@@ -266,32 +128,6 @@ impl<'de> Reader<'de> {
         }
     }
 
-    /// A flagged scalar is finished at once: a reference decodes it again
-    /// from `start`.
-    #[inline]
-    fn scalar_slot(&mut self, flag: bool, start: usize) -> Result<(), DeError> {
-        if flag {
-            self.charge(budget::SLOT)?;
-            self.refs.push(start);
-        }
-        Ok(())
-    }
-
-    fn reserve_slot(&mut self, flag: bool) -> Result<Option<usize>, DeError> {
-        if !flag {
-            return Ok(None);
-        }
-        self.charge(budget::SLOT)?;
-        self.refs.push(PENDING);
-        Ok(Some(self.refs.len() - 1))
-    }
-
-    fn finish_slot(&mut self, slot: Option<usize>, start: usize) {
-        if let Some(i) = slot {
-            self.refs[i] = start;
-        }
-    }
-
     /// Decodes the referenced object's bytes again where they stand; every
     /// byte it produces is charged again.
     fn follow<V: Visitor<'de>>(
@@ -301,16 +137,7 @@ impl<'de> Reader<'de> {
         hint: Hint,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        let at = match self.refs.get(idx as usize) {
-            None => return Err(DeError::at(start, DecodeErrorKind::BadReference(idx))),
-            Some(&PENDING) => {
-                return Err(DeError::at(
-                    start,
-                    DecodeErrorKind::UnfinishedReference(idx),
-                ))
-            }
-            Some(&at) => at,
-        };
+        let at = self.slot_start(start, idx)?;
         let (resume, was) = (self.pos, self.replay);
         self.pos = at;
         self.replay = true;
@@ -318,14 +145,6 @@ impl<'de> Reader<'de> {
         self.pos = resume;
         self.replay = was;
         Ok(r)
-    }
-
-    fn enter(&mut self, start: usize) -> Result<(), DeError> {
-        if self.depth >= MAX_DEPTH {
-            return Err(DeError::at(start, DecodeErrorKind::TooDeep(MAX_DEPTH)));
-        }
-        self.depth += 1;
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -472,7 +291,7 @@ impl<'de> Reader<'de> {
                 )),
             ));
         }
-        self.depth -= 1;
+        self.leave();
         self.finish_slot(slot, start);
         Ok(v)
     }
@@ -514,8 +333,177 @@ impl<'de> Reader<'de> {
             }
             v
         };
-        self.depth -= 1;
+        self.leave();
         self.finish_slot(slot, start);
         Ok(v)
+    }
+}
+
+impl<'de> Deserializer<'de> for &mut Reader<'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.value(Hint::Any, visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.option(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        if name == VALUE_TOKEN {
+            visitor.visit_newtype_struct(Exact(self))
+        } else {
+            visitor.visit_newtype_struct(self)
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.value(Hint::Enum, visitor)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        true
+    }
+
+    fast_float! { deserialize_f32 deserialize_f64 }
+
+    fast_int! {
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool char str string bytes byte_buf unit unit_struct seq tuple
+        tuple_struct map struct identifier ignored_any
+    }
+}
+
+/// Typed float fields and items: a `g` is read without the general
+/// dispatch (a `Vec<f64>` is all `g`s), anything else as usual.
+macro_rules! fast_float {
+    ($($method:ident)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            let start = self.pos;
+            match self.fast_f64()? {
+                Some(f) => visitor.visit_f64(f).map_err(|e: DeError| e.within(start)),
+                None => self.value(Hint::Any, visitor),
+            }
+        }
+    )*};
+}
+
+/// Typed integer fields and items: an `i` is read without the general
+/// dispatch, anything else as usual.
+macro_rules! fast_int {
+    ($($method:ident)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            let start = self.pos;
+            match self.fast_i32()? {
+                Some(i) => visitor.visit_i64(i64::from(i)).map_err(|e: DeError| e.within(start)),
+                None => self.value(Hint::Any, visitor),
+            }
+        }
+    )*};
+}
+
+use {fast_float, fast_int};
+
+/// The deserializer `visit_newtype_struct` gets when `Value` asks for exact
+/// mode: its `deserialize_any` reports the magic kinds; everything else is
+/// the plain reader's.
+pub(crate) struct Exact<'r, 'de>(&'r mut Reader<'de>);
+
+macro_rules! plain {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            self.0.value(Hint::Any, visitor)
+        }
+    )*};
+}
+
+impl<'de> Deserializer<'de> for Exact<'_, 'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.0.value(Hint::Exact, visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.0.option(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.0.deserialize_newtype_struct(name, visitor)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.0.value(Hint::Enum, visitor)
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.0.value(Hint::Any, visitor)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.0.value(Hint::Any, visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.0.value(Hint::Any, visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.0.value(Hint::Any, visitor)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        true
+    }
+
+    plain! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
+        deserialize_seq deserialize_map deserialize_identifier deserialize_ignored_any
     }
 }

@@ -64,6 +64,7 @@ mod de;
 mod error;
 mod float_repr;
 mod long;
+mod reader;
 mod ser;
 #[cfg(test)]
 mod tests;
@@ -112,7 +113,7 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 /// Decodes one value of type `T` that must span all of `bytes` (raw
 /// marshal, no base64), within [`decode_budget`]`(bytes.len())`.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let mut r = de::Reader::new(bytes);
+    let mut r = reader::Reader::new(bytes);
     let v = T::deserialize(&mut r).map_err(|e| e.into_public(0))?;
     r.end().map_err(|e| e.into_public(0))?;
     Ok(v)
