@@ -98,8 +98,9 @@ async fn reactor_task(reactor: Reactor, workers: Vec<Worker>, mut jobs: mpsc::Re
                 let i = next % workers.len();
                 next += 1;
                 let reactor = afd.get_mut();
+                // send writes through; what the socket does not take is
+                // written when the reactor's descriptor turns ready.
                 if reactor.send(workers[i], &json!(job.line)).is_ok() {
-                    reactor.flush();
                     waiting[i].push_back(job.reply);
                 }
             }

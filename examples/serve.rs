@@ -181,7 +181,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     eprintln!("pid {pid} closed an idle connection")
                 }
                 ServerEvent::Exited { pid, status, .. } => {
-                    eprintln!("pid {pid} exited: {status:?}")
+                    eprintln!("pid {pid} {}", miniray::process::describe(status))
                 }
                 ServerEvent::Rejected { peer, .. } => {
                     eprintln!("rejected {peer}: connection limit")
@@ -207,7 +207,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     reactor.stop_server(server)?;
     for e in reactor.take_server_events() {
         if let ServerEvent::Exited { pid, status, .. } = e {
-            eprintln!("pid {pid} exited: {status:?}");
+            eprintln!("pid {pid} {}", miniray::process::describe(status));
         }
     }
     Ok(())

@@ -301,8 +301,9 @@ impl AsRawFd for Channel {
 }
 
 /// The request→reply loop: every message in, one reply out. A request that
-/// fails on its own (undecodable, too long, a region refused) is answered
-/// with an error reply naming the cause, and the loop goes on.
+/// fails on its own (undecodable, too long, a region refused, or a reply
+/// the format cannot encode) is answered with an error reply naming the
+/// cause, and the loop goes on.
 pub(crate) fn serve_replies<F, A, R>(chan: &mut Channel, mut f: F) -> Result<()>
 where
     F: FnMut(A) -> R,
@@ -313,7 +314,12 @@ where
         match chan.recv() {
             Ok(Some(msg)) => {
                 let reply = f(msg);
-                chan.send(&reply)?;
+                match chan.send(&reply) {
+                    // A reply the format cannot carry (a set in JSON, say)
+                    // fails that request alone; nothing was queued for it.
+                    Err(e @ Error::Encode { .. }) => chan.send_error("encode", &e.to_string())?,
+                    other => other?,
+                }
             }
             Ok(None) => return Ok(()),
             Err(e) if e.is_message_error() => {

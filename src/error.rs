@@ -10,8 +10,8 @@ use crate::process::describe;
 /// Every failure miniray reports.
 ///
 /// Per-message errors ([`Error::LineTooLong`], [`Error::TruncatedLine`],
-/// [`Error::Decode`], [`Error::Region`]; see [`Error::is_message_error`])
-/// fail one message only: read on after them. (After a `TruncatedLine` the
+/// [`Error::Decode`], [`Error::Region`], [`Error::Remote`]; see
+/// [`Error::is_message_error`]) fail one message only: read on after them. (After a `TruncatedLine` the
 /// peer has hung up, so what follows is the end of its messages.)
 /// [`Error::Closed`] is the last thing a worker ever reports.
 #[non_exhaustive]
@@ -317,6 +317,13 @@ pub enum DecodeErrorKind {
     TrailingBytes,
     /// Nesting deeper than the limit.
     TooDeep(usize),
+    /// The line is not in the connection's format but looks like the
+    /// other one (base64 on a JSON connection, JSON on a marshal one): the
+    /// two ends disagree on the format.
+    WrongFormat {
+        /// The format the line looks like.
+        looks_like: Format,
+    },
     /// JSON syntax the Python `json` module would refuse too (jiter's
     /// message: an unexpected character, an unterminated string, ...).
     Syntax(String),
@@ -359,6 +366,11 @@ impl fmt::Display for DecodeError {
             }
             DecodeErrorKind::TrailingBytes => f.write_str("trailing bytes after the value"),
             DecodeErrorKind::Syntax(m) => write!(f, "{m}"),
+            DecodeErrorKind::WrongFormat { looks_like } => write!(
+                f,
+                "the line looks like {looks_like}, not {}: do both ends use the same format?",
+                self.format
+            ),
             DecodeErrorKind::Mismatch(m) => write!(f, "{m}"),
             DecodeErrorKind::TooDeep(d) => write!(f, "nesting deeper than {d}"),
             DecodeErrorKind::TooLarge { limit } => {

@@ -53,8 +53,37 @@ impl Format {
     /// not fit fails with [`DecodeErrorKind::Mismatch`].
     pub fn decode<T: DeserializeOwned>(self, line: &[u8]) -> Result<T, DecodeError> {
         match self {
-            Format::Json => crate::json::from_slice(line),
+            Format::Json => crate::json::from_slice(line).map_err(|e| self.mismatch(line, e)),
             Format::Marshal => self.decode_owned(line.to_vec()),
+        }
+    }
+
+    /// `e`, or [`DecodeErrorKind::WrongFormat`] when the line that failed
+    /// looks like the other format: a JSON line that is all base64 (of a
+    /// whole number of 4-character groups), or a marshal line that starts
+    /// like a JSON container or string.
+    fn mismatch(self, line: &[u8], e: DecodeError) -> DecodeError {
+        let looks_like = match self {
+            Format::Json => {
+                let base64 = line.len() >= 8
+                    && line.len() % 4 == 0
+                    && line
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+                base64.then_some(Format::Marshal)
+            }
+            Format::Marshal => {
+                let start = line.iter().find(|b| !b.is_ascii_whitespace());
+                matches!(start, Some(b'{' | b'[' | b'"')).then_some(Format::Json)
+            }
+        };
+        match looks_like {
+            Some(looks_like) => DecodeError {
+                format: self,
+                position: 0,
+                kind: DecodeErrorKind::WrongFormat { looks_like },
+            },
+            None => e,
         }
     }
 
@@ -65,7 +94,7 @@ impl Format {
         mut line: Vec<u8>,
     ) -> Result<T, DecodeError> {
         match self {
-            Format::Json => crate::json::from_slice(&line),
+            Format::Json => crate::json::from_slice(&line).map_err(|e| self.mismatch(&line, e)),
             Format::Marshal => {
                 // Checked first (SIMD, as fast as decoding): the in-place
                 // decode would overwrite the bytes an error position names.
@@ -75,7 +104,7 @@ impl Format {
                     kind: DecodeErrorKind::Base64,
                 };
                 if STANDARD.check(&line).is_err() {
-                    return Err(bad(&line));
+                    return Err(self.mismatch(&line, bad(&line)));
                 }
                 let raw = match STANDARD.decode_inplace(&mut line) {
                     Ok(raw) => raw,
@@ -144,6 +173,30 @@ mod tests {
             .encode_line(&bad, &mut out, &mut Vec::new())
             .is_err());
         assert_eq!(out, b"before\n");
+    }
+
+    #[test]
+    fn a_line_in_the_other_format_is_named_as_such() {
+        let marshal = Format::Marshal.encode(&[1, 2, 3]).expect("encode");
+        let e = Format::Json
+            .decode::<Value>(&marshal[..marshal.len() - 1])
+            .expect_err("not json");
+        assert!(matches!(
+            e.kind,
+            DecodeErrorKind::WrongFormat {
+                looks_like: Format::Marshal
+            }
+        ));
+        let e = Format::Marshal
+            .decode::<Value>(b"{\"a\": 1}")
+            .expect_err("not marshal");
+        assert!(
+            e.to_string().contains("looks like json, not marshal"),
+            "{e}"
+        );
+        // Plain garbage is not blamed on the format.
+        let e = Format::Json.decode::<Value>(b"nan").expect_err("not json");
+        assert!(matches!(e.kind, DecodeErrorKind::Syntax(_)), "{e}");
     }
 
     #[test]

@@ -241,6 +241,42 @@
 //!   [`Reactor::close`] and no longer care for replies).
 //! * Use poll or epoll, never `select()`: worker descriptors pass 1024 quickly.
 //!
+//! In tokio (current-thread here): the reactor's descriptor is its epoll
+//! descriptor, the same for the reactor's whole life and closed only when
+//! the reactor is dropped, which is what tokio's `AsyncFd::register` asks
+//! its caller to promise.
+//!
+//! ```
+//! use std::time::Duration;
+//! use miniray::Reactor;
+//! use tokio::io::{unix::AsyncFd, Interest};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut reactor = Reactor::new()?;
+//! let w = reactor.spawn(|n: u64| n + 1)?;
+//! reactor.send(w, &41u64)?; // already written: no flush, no wait needed
+//! // SAFETY: the reactor owns its epoll descriptor for its whole life and
+//! // `as_raw_fd` always returns that same descriptor; the `AsyncFd` owns
+//! // the reactor, so it deregisters before the descriptor is closed.
+//! let registered = unsafe { AsyncFd::register_with_interest(reactor, Interest::READABLE) };
+//! let mut fd = registered.unwrap_or_else(|e| panic!("cannot watch the reactor: {e}"));
+//! let reply = 'outer: loop {
+//!     let mut ready = fd.readable_mut().await?;
+//!     let reactor = ready.get_inner_mut();
+//!     // The non-blocking step; then take what it found.
+//!     for w in reactor.wait_any(Some(Duration::ZERO))? {
+//!         if let Some(n) = reactor.try_recv::<u64>(w)? {
+//!             break 'outer n;
+//!         }
+//!     }
+//!     ready.clear_ready();
+//! };
+//! assert_eq!(reply, 42);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Examples: `examples/embed_poll.rs` (a `poll(2)` loop over stdin and the
 //! reactor) and `examples/embed_tokio.rs` (tokio TCP requests answered by
 //! miniray workers).
@@ -293,6 +329,9 @@ pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};
+/// The big integers of [`Value::BigInt`], re-exported so its version is
+/// always the one miniray uses.
+pub use num_bigint;
 pub use pool::{Pool, PoolOptions};
 pub use process::Signal;
 pub use reactor::{Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};

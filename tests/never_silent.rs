@@ -294,7 +294,10 @@ fn an_undecodable_request_is_answered_and_serving_goes_on() {
     match r.recv::<Vec<u8>>(c, Some(DEADLINE)) {
         Err(Error::Remote { kind, message }) => {
             assert_eq!(kind, "decode");
-            assert!(message.contains("json"), "{message}");
+            assert!(
+                message.contains("looks like marshal, not json") && message.contains("same format"),
+                "{message}"
+            );
         }
         other => panic!("expected a decode error reply, got {other:?}"),
     }
@@ -418,4 +421,27 @@ fn every_blocking_call_takes_an_optional_timeout() {
         r.recv::<u64>(w, Some(Duration::from_millis(10))),
         Err(Error::Timeout)
     ));
+}
+
+/// A reply the format cannot carry (a set, in JSON) fails that request
+/// alone: the worker answers with an error reply and goes on serving.
+#[test]
+fn a_reply_that_cannot_be_encoded_fails_alone() {
+    use miniray::{py, Value};
+    let mut r = Reactor::new().expect("reactor");
+    let w = r
+        .spawn(|n: i64| if n == 1 { py!(set[n]) } else { py!(n) })
+        .expect("spawn");
+    for n in 0..3i64 {
+        r.send(w, &n).expect("send");
+    }
+    assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("0"), py!(0));
+    match r.recv::<Value>(w, Some(DEADLINE)) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(kind, "encode");
+            assert!(message.contains("set"), "{message}");
+        }
+        other => panic!("expected an encode error reply, got {other:?}"),
+    }
+    assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("2"), py!(2));
 }

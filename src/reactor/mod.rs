@@ -56,11 +56,13 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 ///   reuses its slot, and a handle of another reactor names nothing here.
 ///   Events for unknown tokens are ignored.
 /// * **Sending never blocks.** [`send`](Reactor::send) encodes the message
-///   into the worker's output buffer. Buffers are written when
-///   [`wait_any`](Reactor::wait_any) or [`recv`](Reactor::recv) runs (one
-///   `send(2)` per worker per batch, with `MSG_NOSIGNAL`), or at once when a
-///   buffer passes 64 KiB, or on [`flush`](Reactor::flush). `WRITABLE`
-///   interest is asked for only while a buffer cannot be written in full.
+///   into the worker's output buffer and, when nothing is queued ahead of
+///   it, writes it at once (one non-blocking `send(2)` with
+///   `MSG_NOSIGNAL`). What the socket does not take, and lines queued
+///   behind it, are written as the socket drains (`WRITABLE` interest is
+///   asked for only while a buffer cannot be written in full), by
+///   [`wait_any`](Reactor::wait_any) and [`recv`](Reactor::recv), or on
+///   [`flush`](Reactor::flush).
 ///   Past the worker's high-water mark `send` returns
 ///   [`Error::Backpressure`] and queues nothing.
 /// * **Reading.** A readable connection is read until `WouldBlock` (mio is

@@ -28,11 +28,22 @@ impl Reactor {
     /// Spawns a local worker with default options that answers each message
     /// with `f(message)`.
     ///
-    /// If `f` panics, the child writes the panic message to its stderr and
-    /// exits [`EXIT_PANIC`](crate::process::EXIT_PANIC): the caller reads
-    /// [`Error::Closed`] with that status, and requests still queued to
-    /// that worker are lost with it (keep one request in flight per worker
-    /// when each must be retried). A message sent with regions reaches `f`
+    /// `f` takes any `DeserializeOwned` request type and returns any
+    /// `Serialize` reply type (annotate the closure's argument:
+    /// `|job: Job| ...`); each reply is written before the next request is
+    /// worked on. A request that does not decode into the argument type,
+    /// or a reply the format cannot encode, is answered with an error reply
+    /// ([`Error::Remote`] with kind `"decode"` or `"encode"` at the
+    /// caller's `recv`) and the worker goes on.
+    ///
+    /// If `f` panics, the caller reads [`Error::Remote`] with kind
+    /// `"panic"` and the panic's message and location in that request's
+    /// place, then [`Error::Closed`] with status
+    /// [`EXIT_PANIC`](crate::process::EXIT_PANIC) ("exited with 101
+    /// (panicked)"); the child also writes the message to its stderr.
+    /// Requests still queued to that worker are lost with it (keep one
+    /// request in flight per worker when each must be retried, or use a
+    /// [`Pool`](crate::Pool)). A message sent with regions reaches `f`
     /// without them (use [`Reactor::spawn_channel`] and
     /// [`Channel::recv_regions`](crate::Channel::recv_regions)).
     ///
@@ -46,9 +57,9 @@ impl Reactor {
         self.spawn_with(&WorkerOptions::default(), f)
     }
 
-    /// Spawns a local worker that answers each message with `f(message)`.
-    /// Lines the child cannot decode are skipped. The child exits 0 when the
-    /// parent closes the connection.
+    /// Spawns a local worker that answers each message with `f(message)`,
+    /// set up with `opts` (see [`Reactor::spawn`] for what a failed request
+    /// gets). The child exits 0 when the parent closes the connection.
     pub fn spawn_with<F, A, R>(&mut self, opts: &WorkerOptions, f: F) -> Result<Worker>
     where
         F: FnMut(A) -> R,

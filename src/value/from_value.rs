@@ -60,7 +60,10 @@ where
     Ok(out)
 }
 
-/// What the value is outside exact mode: serde's nearest word for it.
+/// A `Value` is a serde `Deserializer`, so any `T: Deserialize` can be read
+/// out of one ([`from_value`] wraps this): each Python type is offered as
+/// serde's nearest word for it (a tuple or set as a sequence, a complex as
+/// a pair of floats), and a `Value` read out of a `Value` comes back exact.
 impl<'de> Deserializer<'de> for Value {
     type Error = ConvertError;
 
