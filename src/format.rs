@@ -66,7 +66,7 @@ impl Format {
         let looks_like = match self {
             Format::Json => {
                 let base64 = line.len() >= 8
-                    && line.len() % 4 == 0
+                    && line.len().is_multiple_of(4)
                     && line
                         .iter()
                         .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
