@@ -802,7 +802,17 @@ fn round_trips<T: Serialize + DeserializeOwned>(
     times
 }
 
-fn pipelined(r: &mut Reactor, workers: &[Worker], inflight: usize, dur: Duration) -> f64 {
+/// Messages per second with `inflight` requests per worker, each reply
+/// answered with a new request. `batch_sends`: the new requests of one
+/// wait are sent in a [`miniray::Batch`] (one write per worker per wait);
+/// otherwise each send writes through.
+fn pipelined(
+    r: &mut Reactor,
+    workers: &[Worker],
+    inflight: usize,
+    dur: Duration,
+    batch_sends: bool,
+) -> f64 {
     let msg = Value::Int(1);
     for &w in workers {
         for _ in 0..inflight {
@@ -815,12 +825,19 @@ fn pipelined(r: &mut Reactor, workers: &[Worker], inflight: usize, dur: Duration
     while t.elapsed() < dur {
         r.wait_any_into(&mut ready, Some(Duration::from_secs(10)))
             .expect("wait_any");
-        for &w in &ready {
-            while let Some(v) = r.try_recv::<Value>(w).expect("reply") {
-                std::hint::black_box(v);
-                done += 1;
-                r.send(w, &msg).expect("send");
+        let answer = |r: &mut Reactor, done: &mut u64| {
+            for &w in &ready {
+                while let Some(v) = r.try_recv::<Value>(w).expect("reply") {
+                    std::hint::black_box(v);
+                    *done += 1;
+                    r.send(w, &msg).expect("send");
+                }
             }
+        };
+        if batch_sends {
+            answer(&mut r.batch(), &mut done);
+        } else {
+            answer(r, &mut done);
         }
     }
     let rate = done as f64 / t.elapsed().as_secs_f64();
@@ -1242,7 +1259,7 @@ fn main() {
             let mut rates = Vec::new();
             for _ in 0..b.n(5, 1) {
                 floors.push(floor_mio_echo(n, 64, dur));
-                rates.push(pipelined(&mut r, &workers, 64, dur));
+                rates.push(pipelined(&mut r, &workers, 64, dur, true));
             }
             let floor = median(&mut floors);
             let rate = median(&mut rates);
@@ -1272,6 +1289,21 @@ fn main() {
                     floor_name: "",
                     target: Some(Target::AtLeast(1_000_000.0)),
                 });
+                // The same, with every send written through (no Batch).
+                let mut through = Vec::new();
+                for _ in 0..b.n(5, 1) {
+                    through.push(pipelined(&mut r, &workers, 64, dur, false));
+                }
+                b.push(Row {
+                    group: "pipelined",
+                    name: "N=16 absolute, sends written through (no Batch)".into(),
+                    unit: "msg/s",
+                    value: median(&mut through),
+                    p99: None,
+                    floor: Some(rate),
+                    floor_name: "sends in a Batch",
+                    target: None,
+                });
                 // The same workers with batched replies (the explicit trade).
                 drop(r);
                 let mut r = Reactor::new().expect("reactor");
@@ -1281,7 +1313,7 @@ fn main() {
                     .collect();
                 let mut batched = Vec::new();
                 for _ in 0..b.n(5, 1) {
-                    batched.push(pipelined(&mut r, &workers, 64, dur));
+                    batched.push(pipelined(&mut r, &workers, 64, dur, true));
                 }
                 b.push(Row {
                     group: "pipelined",

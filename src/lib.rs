@@ -215,6 +215,9 @@
 //!   short, makes the reactor's descriptor ready; the next step writes it.
 //!   No flush call is needed in an embedding ([`Reactor::flush`] writes
 //!   everything queued now, if you want it out before your loop turns).
+//!   For throughput with many small messages, send them in a
+//!   [`Reactor::batch`]: held back while it lives, written together (one
+//!   `send(2)` per worker) when it drops.
 //! * **The non-blocking step** is `wait_events(Some(Duration::ZERO))` (or
 //!   `wait_any`, below): flush queued output, one `epoll_wait` with no
 //!   timeout, return one stream of [`Event`]s: [`Event::Worker`] for a worker
@@ -334,7 +337,7 @@ pub use mio::{Interest, Token};
 pub use num_bigint;
 pub use pool::{Pool, PoolOptions};
 pub use process::Signal;
-pub use reactor::{Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
+pub use reactor::{Batch, Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;
 pub use task::{TaskError, TaskId, Tasks};

@@ -63,6 +63,10 @@ fn bench_quick_writes_every_field() {
         ("pipelined", "N=16"),
         ("pipelined", "N=16 absolute, per-reply writes (default)"),
         ("pipelined", "N=16 absolute, batched replies"),
+        (
+            "pipelined",
+            "N=16 absolute, sends written through (no Batch)",
+        ),
         ("spawn", "spawn per worker"),
         ("spawn", "teardown per worker"),
         ("memory", "parent heap bytes per idle worker"),

@@ -317,8 +317,8 @@ impl Conn {
 
     /// Encodes one line straight into the output buffer, with the
     /// descriptors to send with it. `Ok(true)` when it should be written
-    /// now: nothing was queued ahead of it (a send writes through: the
-    /// line leaves at once, not at the next wait), or the buffer passed
+    /// now: `write_through` (no `Batch` open) and nothing was queued ahead
+    /// of it (the line leaves at once, not at the next wait), or the buffer passed
     /// [`FLUSH_AT`]. Output queued behind earlier output waits for the
     /// socket's `WRITABLE` readiness (registered by the write that stopped
     /// short), which also makes the reactor's descriptor ready.
@@ -326,6 +326,7 @@ impl Conn {
         &mut self,
         fds: Vec<OwnedFd>,
         scratch: &mut Vec<u8>,
+        write_through: bool,
         encode: E,
     ) -> Result<bool>
     where
@@ -352,7 +353,7 @@ impl Conn {
         if !fds.is_empty() {
             self.out_fds.push_back((before, fds));
         }
-        Ok(buffered == 0 || pending >= FLUSH_AT)
+        Ok((write_through && buffered == 0) || pending >= FLUSH_AT)
     }
 
     /// Reads until `WouldBlock` (or until reading pauses at `max_queued`),
@@ -597,7 +598,7 @@ mod tests {
 
     fn send(c: &mut Conn, v: &Value) -> Result<bool> {
         let mut scratch = Vec::new();
-        c.queue(Vec::new(), &mut scratch, |f, out, s| {
+        c.queue(Vec::new(), &mut scratch, true, |f, out, s| {
             f.encode_line(v, out, s)
         })
     }

@@ -16,6 +16,7 @@
 //! Every entry with a token is in the one [`Registry`]; every event goes
 //! through [`Registry::resolve`] before it reaches anything.
 
+mod batch;
 mod events;
 mod exits;
 mod serving;
@@ -38,6 +39,7 @@ use crate::server::Servers;
 use crate::token::Sub;
 use crate::worker::Worker;
 
+pub use batch::Batch;
 use events::Announced;
 pub use events::{Event, UserEvent};
 
@@ -142,6 +144,8 @@ pub struct Reactor {
     read_buf: Vec<u8>,
     /// Encoding scratch space (marshal's bytes before base64).
     scratch: Vec<u8>,
+    /// A [`Batch`] is open: sends queue instead of writing through.
+    batching: bool,
     grace: Duration,
     /// Makes the epoll descriptor readable while work is queued but not
     /// returned (an eventfd under [`WAKE`]).
@@ -194,6 +198,7 @@ impl Reactor {
             early_watched: Vec::new(),
             read_buf: Vec::new(),
             scratch: Vec::new(),
+            batching: false,
             grace: DEFAULT_GRACE,
         })
     }

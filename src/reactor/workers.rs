@@ -280,7 +280,7 @@ impl Reactor {
         E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
     {
         let conn = self.tokens.conn_mut(w.key).ok_or(Error::UnknownWorker)?;
-        if conn.queue(fds, &mut self.scratch, encode)? {
+        if conn.queue(fds, &mut self.scratch, !self.batching, encode)? {
             self.flush_conn(w);
         } else if conn.mark_dirty() {
             self.dirty.push(w);
