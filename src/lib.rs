@@ -102,10 +102,12 @@
 //! [`Pool`] runs one function on N local workers: [`Pool::map`] yields
 //! results in input order as they come, holding a bounded window of tasks
 //! whatever the input's length ([`Pool::map_unordered`], [`Pool::submit`]
-//! and [`Pool::get`] too). A try whose worker is lost (killed, crashed,
-//! panicked) or whose deadline passes (the worker is killed) runs again on
-//! another worker, up to [`PoolOptions::max_retries`]; then the task fails
-//! with a [`TaskError`] naming every try's cause. Ended workers are
+//! and [`Pool::get`] too). A try whose worker is lost (killed, crashed)
+//! or whose deadline passes (the worker is killed) runs again on another
+//! worker, up to [`PoolOptions::max_retries`]; then the task fails with a
+//! [`TaskError`] naming every try's cause. A panic fails its task at once
+//! with the panic's message (retried only with
+//! [`PoolOptions::retry_panics`]). Ended workers are
 //! replaced; dropping the pool leaves no child behind.
 //!
 //! ```

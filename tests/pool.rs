@@ -68,8 +68,37 @@ fn map_yields_results_in_input_order() {
 }
 
 #[test]
-fn a_task_that_panics_on_every_try_reports_every_cause() {
+fn a_panic_is_not_retried_by_default() {
     let opts = PoolOptions::new().workers(2).max_retries(2);
+    let mut pool = Pool::new(&opts, |n: u64| {
+        assert!(n != 13, "thirteen is unlucky");
+        n
+    })
+    .expect("pool");
+    let bad = pool.submit(13).expect("submit");
+    let err = pool
+        .get(bad, Some(DEADLINE))
+        .expect("finished")
+        .expect_err("panics");
+    assert_eq!(err.tries().len(), 1, "{err}");
+    assert!(err.tries()[0].cause.is_panic(), "{err}");
+    assert!(err.to_string().contains("thirteen is unlucky"), "{err}");
+    // The worker it killed is replaced, and the pool goes on.
+    let good = pool.submit(14).expect("submit");
+    assert_eq!(
+        pool.get(good, Some(DEADLINE))
+            .expect("finished")
+            .expect("ok"),
+        14
+    );
+}
+
+#[test]
+fn a_task_that_panics_on_every_try_reports_every_cause() {
+    let opts = PoolOptions::new()
+        .workers(2)
+        .max_retries(2)
+        .retry_panics(true);
     let mut pool = Pool::new(&opts, |n: u64| {
         assert!(n != 13, "thirteen is unlucky");
         n

@@ -90,7 +90,10 @@ where
         match result {
             Ok(rep) => self.finish(d.id, Ok(rep)),
             Err(tries) => {
-                let retry = tries.iter().all(|t| t.cause.is_retryable());
+                let retry_panics = self.opts.retry_panics;
+                let retry = tries
+                    .iter()
+                    .all(|t| t.cause.is_retryable() && (retry_panics || !t.cause.is_panic()));
                 let Some(entry) = self.entries.get_mut(&d.id) else {
                     return;
                 };

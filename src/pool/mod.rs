@@ -5,9 +5,10 @@
 //! Built on [`Tasks`]: each try of a task is one call, so a reply is never
 //! given to the wrong task and a worker's end fails exactly the tries it
 //! had in flight. A try that failed with a retryable [`Cause`] (the worker
-//! was lost or panicked, a deadline passed) goes back to the front of the
-//! queue and runs on another worker, up to [`PoolOptions::max_retries`]
-//! times; then the task fails with every try's cause. A worker that ends
+//! was lost, a deadline passed; a panic only with
+//! [`PoolOptions::retry_panics`]) goes back to the front of the queue and
+//! runs on another worker, up to [`PoolOptions::max_retries`] times; then
+//! the task fails with every try's cause. A worker that ends
 //! (killed, crashed, recycled) is replaced.
 //!
 //! ```

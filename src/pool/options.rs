@@ -10,6 +10,7 @@ use crate::worker::WorkerOptions;
 pub struct PoolOptions {
     pub(crate) workers: usize,
     pub(crate) max_retries: u32,
+    pub(crate) retry_panics: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_tasks_per_worker: Option<u64>,
     pub(crate) in_flight_per_worker: usize,
@@ -23,6 +24,7 @@ impl Default for PoolOptions {
         PoolOptions {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_retries: 2,
+            retry_panics: false,
             timeout: None,
             max_tasks_per_worker: None,
             in_flight_per_worker: 1,
@@ -47,10 +49,22 @@ impl PoolOptions {
     }
 
     /// Tries after the first for a task whose worker was lost or whose
-    /// deadline passed (default 2, so 3 tries in all). A task that fails
+    /// deadline passed (default 2, so 3 tries in all; a panic counts only
+    /// with [`PoolOptions::retry_panics`]). A task that fails
     /// on every try reports every try's cause.
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
+        self
+    }
+
+    /// Whether a task whose function panicked is retried too (default
+    /// false). The worker is lost either way (it exits after reporting the
+    /// panic, and is replaced); a panic usually comes from the task's own
+    /// data and would come again, so by default the task fails at once
+    /// with the panic's message, as Ray does not retry application errors.
+    /// Set it for panics that depend on the worker (its state, its memory).
+    pub fn retry_panics(mut self, retry: bool) -> Self {
+        self.retry_panics = retry;
         self
     }
 

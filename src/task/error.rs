@@ -104,6 +104,13 @@ impl Cause {
         }
     }
 
+    /// True for a panic the worker reported ([`Cause::Remote`] with kind
+    /// `"panic"`): retried by a [`Pool`](crate::Pool) only when
+    /// [`PoolOptions::retry_panics`](crate::PoolOptions::retry_panics) says so.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Cause::Remote { kind, .. } if kind == "panic")
+    }
+
     /// True for [`Cause::Deadline`].
     pub fn is_deadline(&self) -> bool {
         matches!(self, Cause::Deadline { .. })
