@@ -150,7 +150,11 @@ fn a_worker_killed_mid_map_has_exactly_its_task_retried() {
         // Item 150's first try stops halfway and waits to be killed; its
         // retry finds the marker and finishes.
         if n == 150 && std::fs::metadata(&m).is_err() {
-            let _ = std::fs::write(&m, std::process::id().to_string());
+            // Written aside and renamed, so the test never reads it half
+            // written (an empty file failed the pid's parse in CI).
+            let aside = m.with_extension("partial");
+            let _ = std::fs::write(&aside, std::process::id().to_string());
+            let _ = std::fs::rename(&aside, &m);
             std::thread::sleep(Duration::from_secs(60));
         }
         std::thread::sleep(Duration::from_micros(200));
