@@ -107,11 +107,16 @@ fn starts_like_one(format: Format, line: &[u8]) -> bool {
         Format::Marshal => {
             // 28 base64 characters are 21 bytes: enough for the longest head.
             let head = &line[..line.len().min(28)];
-            let Ok(raw) = base64_simd::STANDARD.decode_to_vec(head) else {
+            // Into a stack buffer: this runs for every marshal line that
+            // starts like a dict, so it allocates nothing.
+            let mut buf = [0u8; 21];
+            let Ok(raw) =
+                base64_simd::STANDARD.decode(head, base64_simd::AsOut::as_out(&mut buf[..]))
+            else {
                 return false;
             };
             let key = KEY.as_bytes();
-            match raw.as_slice() {
+            match &*raw {
                 [b'{', code, rest @ ..] => match code & 0x7f {
                     b'z' | b'Z' => {
                         rest.first() == Some(&(key.len() as u8)) && rest[1..].starts_with(key)
