@@ -326,23 +326,27 @@ assert "seven" in err["miniray.error"]["message"], err
 assert json.loads(f.readline()) == 7
 print("ok")
 "#;
-    let mut py = std::process::Command::new("python3")
-        .args(["-c", script, &port.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
+    let mut py = common::Reaped(
+        std::process::Command::new("python3")
+            .args(["-c", script, &port.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
     let end = Instant::now() + DEADLINE;
     let status = loop {
         assert!(Instant::now() < end, "python client did not finish");
         r.wait_any(Some(Duration::from_millis(20))).expect("wait");
         let _ = r.take_server_events();
-        if let Some(s) = py.try_wait().expect("try_wait") {
+        if let Some(s) = py.0.try_wait().expect("try_wait") {
             break s;
         }
     };
-    let out = py.wait_with_output().expect("output");
-    assert!(status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut py.0.stdout.take().expect("stdout"), &mut out)
+        .expect("output");
+    assert!(status.success(), "{out}");
+    assert_eq!(out.trim(), "ok");
 }
 
 /// `call` with the wrong format against `serve`: the server's error reply
@@ -351,14 +355,16 @@ print("ok")
 fn call_prints_the_servers_error_reply() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    let mut serve = Command::new(common::example("serve"))
-        .args(["--listen", "127.0.0.1:0", "--format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve example");
+    let mut serve = common::Reaped(
+        Command::new(common::example("serve"))
+            .args(["--listen", "127.0.0.1:0", "--format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve example"),
+    );
     let mut first = String::new();
-    BufReader::new(serve.stdout.as_mut().expect("stdout"))
+    BufReader::new(serve.0.stdout.as_mut().expect("stdout"))
         .read_line(&mut first)
         .expect("banner");
     let addr = first
@@ -379,9 +385,9 @@ fn call_prints_the_servers_error_reply() {
         .expect("stdin")
         .write_all(b"[1, 2]\n")
         .expect("write");
+    // call has its own 30 s --timeout, so this wait is bounded.
     let out = call.wait_with_output().expect("call finished");
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

@@ -162,27 +162,38 @@ fn a_worker_killed_mid_map_has_exactly_its_task_retried() {
     })
     .expect("pool");
     let mut seen = pids(&pool);
+    // The kill comes from a watcher, not from between results: `map` yields
+    // in order, so results stop at 149 while item 150 hangs, and a check
+    // between results could miss the marker for the whole 60 s sleep.
+    let watch = mark.clone();
+    let killer = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + DEADLINE;
+        while std::time::Instant::now() < end {
+            if let Ok(pid) = std::fs::read_to_string(&watch).map(|t| t.parse::<i32>()) {
+                let pid = pid.expect("pid");
+                // SAFETY: kill(2) on a worker of ours, busy (so unreaped).
+                return unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    });
     let mut map = pool.map(0..2000u64);
-    let (mut ok, mut wrong, mut killed) = (0u64, 0u64, false);
+    let (mut ok, mut wrong) = (0u64, 0u64);
     let mut i = 0u64;
     while let Some(r) = map.next() {
         match r {
             Ok(v) if v == i * i => ok += 1,
             _ => wrong += 1,
         }
-        if !killed {
-            if let Ok(text) = std::fs::read_to_string(&mark) {
-                let pid: i32 = text.parse().expect("pid");
-                // SAFETY: kill(2) on a worker of ours, busy (so unreaped).
-                assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-                killed = true;
-            }
-        }
         seen.extend(pids(map.pool()));
         i += 1;
     }
     drop(map);
-    assert!(killed, "item 150 never started");
+    assert!(
+        killer.join().expect("watcher"),
+        "item 150 never started, or its kill failed"
+    );
     assert_eq!((ok, wrong), (2000, 0));
     let stats = pool.stats();
     assert_eq!(

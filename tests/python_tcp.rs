@@ -10,10 +10,10 @@ mod common;
 mod pyvalues;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{example, DEADLINE};
+use common::{example, Reaped, DEADLINE};
 use miniray::{ConnectOptions, Exec, Format, Reactor, ServerOptions, Value, WorkerOptions};
 use pyvalues::{tag, PY_VALUES};
 
@@ -109,15 +109,6 @@ print("ok", n)
 
 fn script(body: &str) -> String {
     format!("{PY_VALUES}{CODECS}{body}")
-}
-
-/// A child process that is killed and reaped when dropped.
-struct Reaped(Child);
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One carried case: its name, the tag of what must come back, its line.
@@ -351,6 +342,8 @@ fn call_every_case(addr: &str, name: &str, n: usize) {
             name,
             "--output",
             name,
+            "--timeout",
+            "30",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -411,7 +404,7 @@ fn serve_exec_python_script_and_call_against_it() {
 fn call_prints_python_repr_by_default() {
     let (py, port) = python_server("json");
     let mut call = Command::new(example("call"))
-        .args(["--connect", &format!("127.0.0.1:{port}")])
+        .args(["--connect", &format!("127.0.0.1:{port}"), "--timeout", "30"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

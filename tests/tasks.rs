@@ -137,11 +137,12 @@ fn a_deadline_kills_the_worker_and_names_the_task() {
     let w = spawn(&mut tasks, mark.clone());
     let pid = tasks.reactor().pid(w).expect("pid");
     let before = tasks.call(w, &4u64).expect("call");
+    // Taken before the call: its deadline counts from the send.
+    let started = Instant::now();
     let hang = tasks
         .call_with(w, &0u64, Some(Duration::from_millis(300)))
         .expect("call");
     let behind = tasks.call(w, &5u64).expect("call");
-    let started = Instant::now();
     let mut ended = Vec::new();
     let done = wait_n(&mut tasks, 3, &mut ended);
     assert!(started.elapsed() >= Duration::from_millis(300));

@@ -234,3 +234,14 @@ pub fn connect_until_emfile(
     }
     clients
 }
+
+/// A child process that is killed and reaped when dropped, so a failing
+/// assertion never leaves it behind.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
