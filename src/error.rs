@@ -324,6 +324,14 @@ pub enum DecodeErrorKind {
         /// The format the line looks like.
         looks_like: Format,
     },
+    /// A dict key or set member that is a list, dict or set, which
+    /// `marshal.loads` refuses too (unhashable in Python).
+    Unhashable {
+        /// `"dict key"` or `"set member"`.
+        what: &'static str,
+        /// `"list"`, `"dict"` or `"set"`.
+        kind: &'static str,
+    },
     /// JSON syntax the Python `json` module would refuse too (jiter's
     /// message: an unexpected character, an unterminated string, ...).
     Syntax(String),
@@ -366,6 +374,9 @@ impl fmt::Display for DecodeError {
             }
             DecodeErrorKind::TrailingBytes => f.write_str("trailing bytes after the value"),
             DecodeErrorKind::Syntax(m) => write!(f, "{m}"),
+            DecodeErrorKind::Unhashable { what, kind } => {
+                write!(f, "{what} is a {kind}, unhashable in Python")
+            }
             DecodeErrorKind::WrongFormat { looks_like } => write!(
                 f,
                 "the line looks like {looks_like}, not {}: do both ends use the same format?",

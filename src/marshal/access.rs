@@ -15,6 +15,8 @@ use crate::error::DecodeErrorKind;
 pub(crate) struct Items<'r, 'de> {
     pub(crate) de: &'r mut Reader<'de>,
     pub(crate) left: usize,
+    /// A set's or frozenset's members: each must be hashable.
+    pub(crate) members: bool,
 }
 
 impl<'de> SeqAccess<'de> for Items<'_, 'de> {
@@ -29,6 +31,9 @@ impl<'de> SeqAccess<'de> for Items<'_, 'de> {
             return Ok(None);
         }
         self.left -= 1;
+        if self.members {
+            self.de.hashable("set member")?;
+        }
         seed.deserialize(&mut *self.de).map(Some)
     }
 
@@ -65,6 +70,7 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
         let base = if self.first { budget::MAP_BASE } else { 0 };
         self.first = false;
         self.de.charge(budget::ENTRY + base)?;
+        self.de.hashable("dict key")?;
         seed.deserialize(&mut *self.de).map(Some)
     }
 

@@ -278,7 +278,12 @@ impl<'de> Reader<'de> {
         };
         self.charge(n.saturating_mul(each))?;
         let slot = self.reserve_slot(flag)?;
-        let mut items = Items { de: self, left: n };
+        let members = ty == b'<' || ty == b'>';
+        let mut items = Items {
+            de: self,
+            left: n,
+            members,
+        };
         let v = match kind {
             Some(kind) if hint == Hint::Exact => {
                 visit_magic(visitor, kind, SeqAccessDeserializer::new(&mut items))?

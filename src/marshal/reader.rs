@@ -192,6 +192,32 @@ impl<'de> Reader<'de> {
         self.depth -= 1;
     }
 
+    /// Refuses a dict key or set member that is a list, dict or set (through
+    /// a reference too), as `marshal.loads` does (unhashable) and as the
+    /// encoder does: only the outer type, as there. Reads nothing.
+    pub(super) fn hashable(&self, what: &'static str) -> Result<(), DeError> {
+        let at = self.pos;
+        let mut code = self.peek()? & !FLAG_REF;
+        if code == b'r' {
+            let idx = self
+                .data
+                .get(at + 1..at + 5)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            // A bad reference is the read's own error to report.
+            let Some(Ok(slot)) = idx.map(|i| self.slot_start(at, i)) else {
+                return Ok(());
+            };
+            code = self.data.get(slot).map_or(0, |c| c & !FLAG_REF);
+        }
+        let kind = match code {
+            b'[' => "list",
+            b'{' => "dict",
+            b'<' => "set",
+            _ => return Ok(()),
+        };
+        Err(DeError::at(at, DecodeErrorKind::Unhashable { what, kind }))
+    }
+
     /// Where the object of reference slot `idx` starts; `start` is where
     /// the `r` stands, for the error.
     pub(super) fn slot_start(&self, start: usize, idx: u32) -> Result<usize, DeError> {

@@ -390,3 +390,25 @@ fn what_python_could_not_load_is_refused_at_encode() {
     assert_eq!(e.position, 0);
     assert!(from_slice::<Shape>(b"{0").is_err());
 }
+
+#[test]
+fn unhashable_keys_and_members_are_refused_as_python_does() {
+    // {[]: None}, {{}: None}, a set holding a list, and a key that refers
+    // back to a flagged list: marshal.loads raises on each (unhashable).
+    let mut back_ref = vec![b'[', 2, 0, 0, 0, b'[' | FLAG_REF, 0, 0, 0, 0, b'{'];
+    back_ref.extend_from_slice(&[b'r', 0, 0, 0, 0, b'N', b'0']);
+    for (data, what, kind) in [
+        (&b"{[\x00\x00\x00\x00N0"[..], "dict key", "list"),
+        (b"{{0N0", "dict key", "dict"),
+        (b"<\x01\x00\x00\x00[\x00\x00\x00\x00", "set member", "list"),
+        (&back_ref[..], "dict key", "list"),
+    ] {
+        let e = from_slice::<Value>(data).expect_err("unhashable");
+        assert!(
+            matches!(e.kind, DecodeErrorKind::Unhashable { what: w, kind: k } if w == what && k == kind),
+            "{e}"
+        );
+    }
+    // A tuple key is hashable.
+    assert!(from_slice::<Value>(b"{)\x01i\x01\x00\x00\x00N0").is_ok());
+}
