@@ -10,15 +10,53 @@ use std::time::{Duration, Instant};
 use common::DEADLINE;
 use miniray::{Error, Reactor, WorkerOptions};
 
-/// Request 0 is slow, so 1 and 2 arrive while the worker is busy and are
-/// read together; 2 takes long. The reply to 1 must not wait for 2's work.
-fn slow_second(n: u64) -> u64 {
-    match n {
-        0 => std::thread::sleep(Duration::from_millis(300)),
-        2 => std::thread::sleep(Duration::from_secs(2)),
-        _ => {}
+/// A file the test creates to let a blocked request finish: the worker's
+/// slow request waits for it (up to the test deadline), so what must
+/// arrive before it is checked without a timing window.
+struct Release(std::path::PathBuf);
+
+impl Release {
+    fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "miniray-never-silent-{tag}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        let _ = std::fs::remove_file(&path);
+        Release(path)
     }
-    n
+
+    fn release(&self) {
+        std::fs::write(&self.0, b"go").expect("release marker");
+    }
+
+    /// In the worker: waits for the marker (bounded by the deadline).
+    fn wait(path: &std::path::Path) {
+        let end = Instant::now() + DEADLINE;
+        while !path.exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Request 0 is slow, so 1 and 2 arrive while the worker is busy and are
+/// read together; 2 blocks until the test releases it. The reply to 1 must
+/// not wait for 2's work.
+fn slow_second(marker: std::path::PathBuf) -> impl Fn(u64) -> u64 + Clone {
+    move |n: u64| {
+        match n {
+            0 => std::thread::sleep(Duration::from_millis(300)),
+            2 => Release::wait(&marker),
+            _ => {}
+        }
+        n
+    }
 }
 
 /// The replies (at most `max`) that arrive within `window` of now.
@@ -38,38 +76,46 @@ fn replies_within(r: &mut Reactor, w: miniray::Worker, window: Duration, max: us
 
 #[test]
 fn each_reply_is_written_before_the_next_request_is_worked_on() {
+    let gate = Release::new("per-reply");
     let mut r = Reactor::new().expect("reactor");
-    let w = r.spawn(slow_second).expect("spawn");
+    let w = r.spawn(slow_second(gate.0.clone())).expect("spawn");
     for n in 0..3u64 {
         r.send(w, &n).expect("send");
     }
-    // Replies 0 and 1 are made within ~0.3 s; 2's two seconds must not
-    // hold them.
-    assert_eq!(
-        replies_within(&mut r, w, Duration::from_millis(1500), 3),
-        [0, 1]
-    );
+    // Request 2 is blocked until released: replies 0 and 1 must come
+    // while it is (batched, 1 would wait behind 2 until the deadline).
+    assert_eq!(replies_within(&mut r, w, DEADLINE, 2), [0, 1]);
+    gate.release();
     assert_eq!(replies_within(&mut r, w, DEADLINE, 1), [2]);
 }
 
 #[test]
 fn batched_replies_are_an_explicit_trade() {
     for batch in [false, true] {
+        let gate = Release::new(if batch { "batched" } else { "default" });
         let mut r = Reactor::new().expect("reactor");
         let w = r
-            .spawn_with(&WorkerOptions::new().batch_replies(batch), slow_second)
+            .spawn_with(
+                &WorkerOptions::new().batch_replies(batch),
+                slow_second(gate.0.clone()),
+            )
             .expect("spawn");
         for n in 0..3u64 {
             r.send(w, &n).expect("send");
         }
-        // Replies 0 and 1 are made within ~0.3 s; 2 after ~2.3 s.
-        let early = replies_within(&mut r, w, Duration::from_millis(1500), 3);
-        if batch {
-            // Batched, reply 1 (at least) waits in the child behind 2's work.
-            assert!(early.len() < 2, "batched: {early:?}");
+        let early = if batch {
+            // Batched, reply 1 waits in the child behind 2's work, which
+            // waits for the release: whatever the machine's speed, 1 cannot
+            // arrive first. Reply 0 may (it was alone in its read).
+            let early = replies_within(&mut r, w, Duration::from_millis(800), 2);
+            assert!(!early.contains(&1), "batched: {early:?}");
+            early
         } else {
+            let early = replies_within(&mut r, w, DEADLINE, 2);
             assert_eq!(early, [0, 1]);
-        }
+            early
+        };
+        gate.release();
         let rest = replies_within(&mut r, w, DEADLINE, 3 - early.len());
         let all: Vec<u64> = early.into_iter().chain(rest).collect();
         assert_eq!(all, [0, 1, 2], "batch {batch}");
