@@ -67,17 +67,6 @@ fn hundred_megabyte_line_without_newline_stays_within_the_limit() {
     for _ in 0..100 {
         sock.write_all(&chunk).expect("write");
     }
-    let peak = status_kib(pid, "VmHWM:").expect("child hwm");
-    eprintln!(
-        "hostile json 100 MB line without newline: child grew {} KiB",
-        peak.saturating_sub(before)
-    );
-    // The line limit (1 MiB) plus buffers; never the 100 MB sent.
-    assert!(
-        peak.saturating_sub(before) < 4 * 1024,
-        "child grew {} KiB",
-        peak - before
-    );
     // The line still ends: the next line on the same connection is answered.
     sock.write_all(b"\n{\"after\":1}\n").expect("write");
     sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -93,6 +82,19 @@ fn hundred_megabyte_line_without_newline_stays_within_the_limit() {
     reply.clear();
     std::io::BufRead::read_line(&mut lines, &mut reply).expect("reply");
     assert_eq!(reply, "{\"after\": 1}\n");
+    // Measured once the child has answered the line after the 100 MB, so
+    // it has read every byte of them.
+    let peak = status_kib(pid, "VmHWM:").expect("child hwm");
+    eprintln!(
+        "hostile json 100 MB line without newline: child grew {} KiB",
+        peak.saturating_sub(before)
+    );
+    // The line limit (1 MiB) plus buffers; never the 100 MB sent.
+    assert!(
+        peak.saturating_sub(before) < 4 * 1024,
+        "child grew {} KiB",
+        peak.saturating_sub(before)
+    );
     drop(sock);
     well_behaved(&mut r, addr, Format::Json);
 }
@@ -148,10 +150,7 @@ fn malformed_lines_fail_alone_in_both_formats() {
                 .decode(&reply[..reply.len() - 1])
                 .unwrap_or_else(|e| panic!("{format} {name}: {e}"));
             let kind = err["miniray.error"]["kind"].as_str();
-            assert!(
-                matches!(kind, Some("decode" | "line too long")),
-                "{format} {name}: {err}"
-            );
+            assert!(kind == Some("decode"), "{format} {name}: {err}");
             reply.clear();
             std::io::BufRead::read_until(&mut lines, b'\n', &mut reply).expect("reply");
             assert_eq!(reply, good, "{format} {name}");
