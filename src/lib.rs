@@ -295,6 +295,7 @@ mod client;
 mod conn;
 mod envelope;
 pub mod error;
+mod error_path;
 mod fork;
 pub mod format;
 mod format_kind;

@@ -200,3 +200,49 @@ fn serde_json_in_the_users_build_keeps_its_own_behaviour() {
     // arbitrary_precision would keep 1e400 as text; plain serde_json refuses it.
     assert!(serde_json::from_str::<serde_json::Value>("1e400").is_err());
 }
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // read only through Debug: the test is about the error
+struct Batch {
+    id: u32,
+    jobs: Vec<Named>,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct Named {
+    name: String,
+}
+
+#[test]
+fn a_mismatch_names_where_it_is() {
+    let bad = miniray::py!({"id": 1, "jobs": [{"name": "a"}, {"name": 5}]});
+    for format in [Format::Json, Format::Marshal] {
+        let mut r = Reactor::new().expect("reactor");
+        let w = r
+            .spawn_with(&WorkerOptions::new().format(format), |v: Value| v)
+            .expect("spawn");
+        r.send(w, &bad).expect("send");
+        match r.recv::<Batch>(w, Some(DEADLINE)) {
+            Err(Error::Decode(e)) => {
+                let DecodeErrorKind::Mismatch(m) = &e.kind else {
+                    panic!("{format}: {e}");
+                };
+                assert!(m.ends_with(" at jobs[1].name"), "{format}: {m}");
+                assert!(m.contains("integer `5`"), "{format}: {m}");
+            }
+            other => panic!("{format}: expected a decode error, got {other:?}"),
+        }
+        // At the top there is no path to name.
+        r.send(w, &"text").expect("send");
+        match r.recv::<Batch>(w, Some(DEADLINE)) {
+            Err(Error::Decode(e)) => match &e.kind {
+                DecodeErrorKind::Mismatch(m) => assert!(!m.contains(" at "), "{m}"),
+                _ => panic!("{format}: {e}"),
+            },
+            other => panic!("{format}: expected a decode error, got {other:?}"),
+        }
+    }
+    let e = miniray::value::from_value::<Batch>(bad).expect_err("name 5");
+    assert!(e.message().ends_with(" at jobs[1].name"), "{e}");
+}

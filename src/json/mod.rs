@@ -80,10 +80,15 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 }
 
 /// Reads one JSON text (what Python's `json.loads` reads) as a `T`; only
-/// whitespace may follow it.
+/// whitespace may follow it. A value that does not fit `T` fails with
+/// [`DecodeErrorKind::Mismatch`](crate::DecodeErrorKind::Mismatch), its
+/// message ending with where (`at .jobs[3].name`).
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let mut de = reader::Deserializer::new(bytes);
-    let value = T::deserialize(&mut de).map_err(error::DeError::into_public)?;
+    let value = T::deserialize(&mut de).map_err(|e| {
+        let again = &mut reader::Deserializer::new(bytes);
+        crate::error_path::with_path::<T, _>(e.into_public(), again)
+    })?;
     de.end().map_err(error::DeError::into_public)?;
     Ok(value)
 }

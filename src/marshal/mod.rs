@@ -111,10 +111,16 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 }
 
 /// Decodes one value of type `T` that must span all of `bytes` (raw
-/// marshal, no base64), within [`decode_budget`]`(bytes.len())`.
+/// marshal, no base64), within [`decode_budget`]`(bytes.len())`. A value
+/// that does not fit `T` fails with
+/// [`DecodeErrorKind::Mismatch`](crate::DecodeErrorKind::Mismatch), its
+/// message ending with where (`at .jobs[3].name`).
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let mut r = reader::Reader::new(bytes);
-    let v = T::deserialize(&mut r).map_err(|e| e.into_public(0))?;
+    let v = T::deserialize(&mut r).map_err(|e| {
+        let again = &mut reader::Reader::new(bytes);
+        crate::error_path::with_path::<T, _>(e.into_public(0), again)
+    })?;
     r.end().map_err(|e| e.into_public(0))?;
     Ok(v)
 }

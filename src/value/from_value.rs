@@ -33,7 +33,14 @@ use super::Value;
 /// # Ok::<(), miniray::value::ConvertError>(())
 /// ```
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ConvertError> {
-    T::deserialize(value)
+    // The path is tracked as it goes: the value is consumed, so it cannot
+    // be walked again after a failure.
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let mut message = e.into_inner().message().to_owned();
+        crate::error_path::append(&mut message, &path);
+        error(message)
+    })
 }
 
 fn error(msg: impl std::fmt::Display) -> ConvertError {
@@ -404,7 +411,10 @@ mod tests {
             "{e}"
         );
         let e = from_value::<Job>(py!({"id": "x"})).expect_err("mismatch");
-        assert_eq!(e.to_string(), "invalid type: string \"x\", expected u64");
+        assert_eq!(
+            e.to_string(),
+            "invalid type: string \"x\", expected u64 at id"
+        );
         let e = from_value::<(i32,)>(py!([1, 2])).expect_err("too long");
         assert!(e.to_string().contains("invalid length 2"), "{e}");
         let e = from_value::<Op>(py!(5)).expect_err("not a variant");
