@@ -24,6 +24,7 @@
 //! ```
 
 mod engine;
+mod hosts;
 mod map;
 mod options;
 
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use hosts::{HostStatus, Hosts};
 pub use map::{Map, MapUnordered};
 pub use options::{PoolOptions, PoolStats};
 
@@ -105,6 +107,8 @@ pub struct Pool<Req, Rep> {
     last_start_failure: String,
     closed: bool,
     batch: Vec<Done<Rep>>,
+    /// The hosts of a [`Pool::remote`]: they supply its workers.
+    remote: Option<Box<hosts::Remote>>,
 }
 
 impl<Req, Rep> fmt::Debug for Pool<Req, Rep> {
@@ -148,7 +152,19 @@ where
     }
 
     fn with_spawner(opts: &PoolOptions, spawn: Spawner) -> Result<Self> {
-        let mut pool = Pool {
+        let mut pool = Self::unstarted(opts, spawn)?;
+        for _ in 0..pool.opts.workers.max(1) {
+            pool.spawn_one()?;
+        }
+        if let Some(check) = pool.opts.startup_check {
+            pool.check_start(check)?;
+        }
+        Ok(pool)
+    }
+
+    /// The pool with no worker yet.
+    fn unstarted(opts: &PoolOptions, spawn: Spawner) -> Result<Self> {
+        Ok(Pool {
             tasks: Tasks::new(Reactor::new()?),
             spawn,
             opts: opts.clone(),
@@ -166,14 +182,8 @@ where
             last_start_failure: String::new(),
             closed: false,
             batch: Vec::new(),
-        };
-        for _ in 0..pool.opts.workers.max(1) {
-            pool.spawn_one()?;
-        }
-        if let Some(check) = pool.opts.startup_check {
-            pool.check_start(check)?;
-        }
-        Ok(pool)
+            remote: None,
+        })
     }
 
     /// Waits `within` for a worker that ends before it is given work.
