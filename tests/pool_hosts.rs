@@ -46,9 +46,8 @@ fn map_survives_a_host_killed_and_a_host_stopped_mid_map() {
 
     let total = 3000u64;
     let (mut got, mut wrong, mut failed) = (0u64, 0u64, Vec::new());
-    let mut map = pool.map(0..total);
     let mut n = 0u64;
-    while let Some(r) = map.next() {
+    for r in pool.map(0..total) {
         match r {
             Ok(v) => {
                 wrong += u64::from(v != work(n));
@@ -68,7 +67,6 @@ fn map_survives_a_host_killed_and_a_host_stopped_mid_map() {
             "map still running after 120 s at item {n}"
         );
     }
-    drop(map);
     let elapsed = started.elapsed();
     let stats = pool.stats();
     let status = pool.hosts();

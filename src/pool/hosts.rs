@@ -4,27 +4,7 @@
 //! worker of the pool, so `map`, `submit`, `get`, deadlines and retries work
 //! exactly as over local workers.
 //!
-//! Supervision, host by host:
-//! * A connection that ends (EOF, a reset, keepalive giving up) fails
-//!   exactly its tries in flight, which run again on other connections; the
-//!   connection is replaced by reconnecting, healthy hosts first.
-//! * A host that refuses, or whose connection was lost, is retried with
-//!   exponential backoff ([`Hosts::backoff`], 50 ms doubling to 5 s by
-//!   default) and meanwhile given no work; while it has failures it gets one
-//!   probing connection, and its full share again after its first reply.
-//!   Other hosts go on.
-//! * A host that goes silent without closing (a stopped process, a network
-//!   partition) is found by the task deadline
-//!   ([`PoolOptions::timeout`]: the connection is dropped and the tries
-//!   retried elsewhere) and by tuned TCP keepalive ([`Keepalive`]).
-//! * When no connection is left and every host stayed unreachable for
-//!   [`Hosts::give_up_after`], the waiting tasks fail with
-//!   [`Cause::NoWorkers`] naming each host and its last error; the pool
-//!   keeps trying, and takes work again once a host is back.
-//!
-//! Connecting blocks the pool for at most [`Hosts::connect_timeout`] per
-//! attempt (events of the other connections are read and queued meanwhile);
-//! a refused connection fails at once.
+//! How hosts are supervised is told on [`Hosts`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -46,6 +26,28 @@ use crate::worker::Worker;
 /// Every address a name resolves to is a host of its own, so one DNS name
 /// of a Kubernetes headless Service (which resolves to every pod) spreads
 /// the pool over all its pods. Names are resolved once, by [`Hosts::new`].
+///
+/// Supervision, host by host:
+/// * A connection that ends (EOF, a reset, keepalive giving up) fails
+///   exactly its tries in flight, which run again on other connections; the
+///   connection is replaced by reconnecting, healthy hosts first.
+/// * A host that refuses, or whose connection was lost, is retried with
+///   exponential backoff ([`Hosts::backoff`], 50 ms doubling to 5 s by
+///   default) and meanwhile given no work; while it has failures it gets one
+///   probing connection, and its full share again after its first reply.
+///   Other hosts go on.
+/// * A host that goes silent without closing (a stopped process, a network
+///   partition) is found by the task deadline
+///   ([`PoolOptions::timeout`]: the connection is dropped and the tries
+///   retried elsewhere) and by tuned TCP keepalive ([`Keepalive`]).
+/// * When no connection is left and every host stayed unreachable for
+///   [`Hosts::give_up_after`], the waiting tasks fail with
+///   [`Cause::NoWorkers`] naming each host and its last error; the pool
+///   keeps trying, and takes work again once a host is back.
+///
+/// Connecting blocks the pool for at most [`Hosts::connect_timeout`] per
+/// attempt (events of the other connections are read and queued meanwhile);
+/// a refused connection fails at once.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -279,7 +281,7 @@ where
     /// [`Hosts::connections`]). Everything else of `opts` applies: set
     /// [`PoolOptions::timeout`], the only way a host that stops answering
     /// without closing (a stopped process) is found while a task waits on
-    /// it. See the [module docs](self) for what happens when hosts fail.
+    /// it. See [`Hosts`] for what happens when hosts fail.
     ///
     /// Hosts that cannot be reached now are not an error: they are retried
     /// with backoff, and tasks wait for a host within
@@ -336,11 +338,11 @@ impl<Req, Rep> Pool<Req, Rep> {
         for h in order {
             while remote.hosts[h].status.connections < remote.wanted(h) {
                 let addr = remote.hosts[h].status.addr;
-                let timeout = Some(remote.cfg.connect_timeout);
+                let timeout = remote.cfg.connect_timeout;
                 match self
                     .tasks
                     .reactor_mut()
-                    .connect(addr, &remote.cfg.connect, timeout)
+                    .connect(addr, &remote.cfg.connect, Some(timeout))
                 {
                     Ok(w) => {
                         remote.hosts[h].status.connections += 1;
@@ -351,7 +353,11 @@ impl<Req, Rep> Pool<Req, Rep> {
                         }
                     }
                     Err(e) => {
-                        remote.failed(h, e.to_string(), Instant::now(), true);
+                        let why = match e {
+                            Error::Timeout => format!("connect timed out after {timeout:?}"),
+                            e => e.to_string(),
+                        };
+                        remote.failed(h, why, Instant::now(), true);
                         break;
                     }
                 }

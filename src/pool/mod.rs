@@ -1,4 +1,5 @@
-//! A pool of local workers: [`Pool::map`] in input order, streaming, with
+//! A pool of local workers, or of connections to `serve` hosts
+//! ([`Pool::remote`] over [`Hosts`]): [`Pool::map`] in input order, streaming, with
 //! bounded work in flight; [`Pool::map_unordered`]; [`Pool::submit`] and
 //! its handles; retries on worker loss or deadline; supervision.
 //!
@@ -79,7 +80,8 @@ struct Slot {
     retiring: bool,
 }
 
-/// N local workers running one function (see the [module docs](self)).
+/// N local workers running one function, or connections to remote hosts
+/// ([`Pool::remote`]) (see the [module docs](self)).
 /// `Req` is what a task sends, `Rep` what it answers.
 ///
 /// Dropping the pool kills the workers still busy, closes the idle ones
