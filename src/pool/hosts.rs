@@ -458,3 +458,42 @@ where
         std::thread::sleep(wait.max(Duration::from_millis(1)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_address_is_one_host_once() {
+        let h = Hosts::new(["127.0.0.2:7000", "127.0.0.3:7000", "127.0.0.2:7000"])
+            .expect("resolve")
+            .per_host(4);
+        let want: Vec<SocketAddr> = vec![
+            "127.0.0.2:7000".parse().expect("addr"),
+            "127.0.0.3:7000".parse().expect("addr"),
+        ];
+        assert_eq!(h.addrs(), want.as_slice());
+        assert_eq!(h.connections(), 8);
+    }
+
+    #[test]
+    fn an_entry_that_does_not_resolve_is_named() {
+        let e = Hosts::new(["127.0.0.2:7000", "127.0.0.3"]).expect_err("no port");
+        assert!(
+            matches!(&e, Error::Io { op: "resolve", .. }) && e.to_string().contains("host entry 1"),
+            "{e}"
+        );
+        let none: [SocketAddr; 0] = [];
+        assert!(Hosts::new(none).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound() {
+        let h = Hosts::new(["127.0.0.2:7000"])
+            .expect("resolve")
+            .backoff(Duration::from_millis(50), Duration::from_secs(5));
+        let ms: Vec<u128> = (1..=10).map(|f| h.backoff_after(f).as_millis()).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(h.backoff_after(u32::MAX), Duration::from_secs(5));
+    }
+}
