@@ -131,6 +131,46 @@ fn a_host_refusing_from_the_start_is_skipped() {
 }
 
 #[test]
+fn a_host_that_comes_back_gets_its_share_again() {
+    let live = start_hosts(2, 0);
+    let late = refusing_addr("127.0.0.13");
+    let mut addrs: Vec<_> = live.iter().map(|h| h.addr).collect();
+    addrs.push(late);
+    let list = Hosts::new(addrs)
+        .expect("resolve")
+        .per_host(2)
+        .backoff(Duration::from_millis(10), Duration::from_millis(200));
+    let mut pool: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
+    let first: Vec<u64> = pool
+        .map(0..200u64)
+        .collect::<Result<_, _>>()
+        .expect("no task failed");
+    assert_eq!(first[199], work(199));
+    assert_eq!(pool.hosts()[2].connections, 0, "down so far");
+    // The host comes up on its address: backoff tries it again, a probe
+    // connection answers, and it gets its full share.
+    let _late_host = Host::start(&[], &late.to_string(), 0);
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut rounds = 0;
+    while pool.hosts()[2].connections < 2 && Instant::now() < until {
+        let more: Vec<u64> = pool
+            .map(0..50u64)
+            .collect::<Result<_, _>>()
+            .expect("no task failed");
+        assert!(more.iter().enumerate().all(|(i, &v)| v == work(i as u64)));
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let back = &pool.hosts()[2];
+    assert_eq!(
+        (back.connections, back.failures),
+        (2, 0),
+        "after {rounds} rounds: {back}"
+    );
+    assert_eq!(pool.workers().len(), 6);
+}
+
+#[test]
 fn every_host_down_fails_tasks_naming_the_hosts_in_bounded_time() {
     let dead = [refusing_addr("127.0.0.10"), refusing_addr("127.0.0.11")];
     let list = Hosts::new(dead)
