@@ -215,6 +215,101 @@ impl Reactor {
         Ok(())
     }
 
+    /// Starts a non-blocking connect to `addr` and returns at once: the
+    /// worker is in state `Connecting` until the reactor's polls finish it
+    /// (see [`Reactor::connect_progress`]). Only refusals known at once
+    /// (no route, ...) fail here. For a pool that must not stall on one
+    /// host while it connects.
+    pub(crate) fn connect_start(
+        &mut self,
+        addr: SocketAddr,
+        opts: &ConnectOptions,
+    ) -> Result<Worker> {
+        let sock = TcpStream::connect(addr).map_err(|e| Error::io("connect", e))?;
+        if let Some(k) = &opts.keepalive {
+            k.apply(&sock).map_err(|e| Error::io("setsockopt", e))?;
+        }
+        self.insert_conn(
+            Stream::Tcp(sock),
+            None,
+            &opts.conn,
+            State::Connecting {
+                authenticate: opts.secret.is_some(),
+            },
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    /// Where a connect begun with [`Reactor::connect_start`] stands, without
+    /// waiting: `Ok(true)` open (authenticated when `opts` has a secret),
+    /// `Ok(false)` still going. On failure the connection is removed and its
+    /// error returned. Give up on one with [`Reactor::remove_conn`].
+    pub(crate) fn connect_progress(&mut self, w: Worker, opts: &ConnectOptions) -> Result<bool> {
+        let conn = self.conn_mut(w)?;
+        match conn.state() {
+            State::Connecting { .. } => Ok(false),
+            State::Open => Ok(true),
+            State::Authenticating => {
+                let Some(secret) = opts.secret.as_ref() else {
+                    conn.authenticated();
+                    return Ok(true);
+                };
+                match self.try_answer_challenge(w, secret) {
+                    Ok(false) => Ok(false),
+                    Ok(true) => {
+                        if let Ok(conn) = self.conn_mut(w) {
+                            conn.authenticated();
+                        }
+                        // Anything the server sent after the challenge.
+                        self.read_conn(w);
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        self.remove_conn(w);
+                        Err(e)
+                    }
+                }
+            }
+            _ => {
+                // Failed: the inbox holds the connect error, then Closed.
+                let err = match conn.pop() {
+                    Some(Err(e)) => e,
+                    _ => Error::io("connect", io::Error::other("connection failed")),
+                };
+                self.remove_conn(w);
+                Err(err)
+            }
+        }
+    }
+
+    /// Answers the server's challenge if its line is here: `Ok(true)` once
+    /// answered, `Ok(false)` while it has not come.
+    fn try_answer_challenge(&mut self, w: Worker, secret: &Secret) -> Result<bool> {
+        let fd = self
+            .conn(w)?
+            .sock_fd()
+            .ok_or_else(|| Error::io("authenticate", io::ErrorKind::NotConnected.into()))?;
+        match auth::take_line(fd) {
+            Ok(Some(line)) => {
+                let nonce = auth::parse_challenge(&line).ok_or_else(|| {
+                    Error::io(
+                        "authenticate",
+                        io::Error::new(io::ErrorKind::InvalidData, "not a miniray challenge"),
+                    )
+                })?;
+                let answer = secret.answer(&nonce);
+                match sys::send_nosignal(fd, &answer) {
+                    Ok(n) if n == answer.len() => Ok(true),
+                    Ok(_) => Err(Error::io("authenticate", io::ErrorKind::WriteZero.into())),
+                    Err(e) => Err(Error::io("authenticate", e)),
+                }
+            }
+            Ok(None) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(Error::io("authenticate", e)),
+        }
+    }
+
     fn connect_addrs<A: ToSocketAddrs>(
         &mut self,
         addr: A,

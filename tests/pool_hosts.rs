@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use miniray::pool::{Hosts, Pool, PoolOptions};
 use miniray::task::{Cause, Tasks};
-use miniray::Reactor;
+use miniray::{ConnectOptions, Keepalive, Reactor, Secret};
 
 #[path = "common/hosts.rs"]
 mod hosts;
@@ -168,6 +168,42 @@ fn a_host_that_comes_back_gets_its_share_again() {
         "after {rounds} rounds: {back}"
     );
     assert_eq!(pool.workers().len(), 6);
+}
+
+#[test]
+fn a_remote_pool_answers_each_hosts_challenge() {
+    let secret = "pool hosts secret";
+    let hosts: Vec<Host> = (0..2)
+        .map(|i| Host::start_with(&[], &format!("127.0.0.{}:0", 14 + i), 0, Some(secret)))
+        .collect();
+    let connect = ConnectOptions::new()
+        .secret(Secret::new(secret.as_bytes().to_vec()))
+        .keepalive(Some(Keepalive::default()));
+    let list = Hosts::new(hosts.iter().map(|h| h.addr))
+        .expect("resolve")
+        .per_host(2)
+        .connect_options(connect);
+    let mut pool: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
+    assert_eq!(pool.workers().len(), 4, "{:?}", pool.hosts());
+    let results: Vec<u64> = pool
+        .map(0..300u64)
+        .collect::<Result<_, _>>()
+        .expect("no task failed");
+    assert!(results
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == work(i as u64)));
+    // A wrong secret: the server closes each connection at once, so no
+    // host is usable and the tasks fail, naming the hosts.
+    let wrong = ConnectOptions::new().secret(Secret::new(b"wrong".to_vec()));
+    let list = list
+        .connect_options(wrong)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .give_up_after(Duration::from_millis(500));
+    let mut bad: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
+    let results: Vec<_> = bad.map(0..3u64).collect();
+    assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    assert_eq!(bad.stats().completed, 0);
 }
 
 #[test]

@@ -38,6 +38,7 @@ where
             self.wait_and_file(Some(Duration::ZERO));
             return;
         }
+        let timeout = self.remote_wait(timeout);
         self.wait_and_file(timeout);
         self.top_up();
         self.dispatch();

@@ -21,6 +21,10 @@ use crate::error::{Error, Result};
 use crate::task::{Attempt, Cause, Ended};
 use crate::worker::Worker;
 
+/// How often connects under way are looked at (their completion wakes no
+/// wait of the pool's).
+const CONNECT_TICK: Duration = Duration::from_millis(5);
+
 /// The endpoints of a [`Pool::remote`] and how to reach them.
 ///
 /// Every address a name resolves to is a host of its own, so one DNS name
@@ -45,9 +49,11 @@ use crate::worker::Worker;
 ///   [`Cause::NoWorkers`] naming each host and its last error; the pool
 ///   keeps trying, and takes work again once a host is back.
 ///
-/// Connecting blocks the pool for at most [`Hosts::connect_timeout`] per
-/// attempt (events of the other connections are read and queued meanwhile);
-/// a refused connection fails at once.
+/// Connects are non-blocking: while one is under way (each bounded by
+/// [`Hosts::connect_timeout`]) the pool goes on with the other hosts, so a
+/// host cut off by the network costs no one else anything.
+/// [`Pool::remote`] itself waits up to the connect timeout for its first
+/// connections.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -207,6 +213,16 @@ struct Host {
     status: HostStatus,
     /// Not tried before this.
     retry_at: Option<Instant>,
+    /// Connects under way.
+    connecting: usize,
+}
+
+/// A connect under way: the worker to be, its host, its deadline.
+#[derive(Debug)]
+struct Pending {
+    worker: Worker,
+    host: usize,
+    until: Option<Instant>,
 }
 
 /// A remote pool's hosts and which connection goes to which.
@@ -215,6 +231,7 @@ pub(super) struct Remote {
     cfg: Hosts,
     hosts: Vec<Host>,
     by_worker: HashMap<Worker, usize>,
+    pending: Vec<Pending>,
     /// Since when no connection was open (while some task waited).
     all_down_since: Option<Instant>,
 }
@@ -232,22 +249,25 @@ impl Remote {
                     last_error: None,
                 },
                 retry_at: None,
+                connecting: 0,
             })
             .collect();
         Remote {
             cfg: cfg.clone(),
             hosts,
             by_worker: HashMap::new(),
+            pending: Vec::new(),
             all_down_since: None,
         }
     }
 
-    /// A failure of host `h`: back off. Several connections lost together
-    /// (the host died) count once: only a host not already waiting counts.
-    fn failed(&mut self, h: usize, why: String, now: Instant, connect: bool) {
+    /// A failure of host `h`: back off. Several connections lost (or
+    /// connects failed) together, as when the host died, count once: only
+    /// a host not already waiting counts.
+    fn failed(&mut self, h: usize, why: String, now: Instant) {
         let host = &mut self.hosts[h];
         host.status.last_error = Some(why);
-        if !connect && host.retry_at.is_some_and(|t| t > now) {
+        if host.retry_at.is_some_and(|t| t > now) {
             return;
         }
         host.status.failures = host.status.failures.saturating_add(1);
@@ -298,6 +318,14 @@ where
         let mut pool = Self::unstarted(&opts, no_spawn)?;
         pool.remote = Some(Box::new(Remote::new(hosts)));
         pool.top_up_remote();
+        // The first connections, within the connect timeout.
+        let until = Instant::now().checked_add(hosts.connect_timeout);
+        while pool.remote.as_ref().is_some_and(|r| !r.pending.is_empty())
+            && until.is_none_or(|u| Instant::now() < u)
+        {
+            pool.tasks.reactor_mut().wait_any(Some(CONNECT_TICK))?;
+            pool.top_up_remote();
+        }
         Ok(pool)
     }
 }
@@ -318,8 +346,9 @@ impl<Req, Rep> Pool<Req, Rep> {
         })
     }
 
-    /// Connects to hosts that are due, healthy ones (then the least
-    /// connected) first, up to each one's wanted connections.
+    /// Finishes connects under way, then starts connects to hosts that
+    /// are due, healthy ones (then the least connected) first, up to each
+    /// one's wanted connections.
     pub(super) fn top_up_remote(&mut self) {
         if self.closed {
             return;
@@ -327,6 +356,7 @@ impl<Req, Rep> Pool<Req, Rep> {
         let Some(mut remote) = self.remote.take() else {
             return;
         };
+        self.progress_connects(&mut remote);
         let now = Instant::now();
         let mut order: Vec<usize> = (0..remote.hosts.len())
             .filter(|&h| remote.hosts[h].retry_at.is_none_or(|t| t <= now))
@@ -335,29 +365,26 @@ impl<Req, Rep> Pool<Req, Rep> {
             let s = &remote.hosts[h].status;
             (s.failures, s.connections)
         });
+        let until = now.checked_add(remote.cfg.connect_timeout);
         for h in order {
-            while remote.hosts[h].status.connections < remote.wanted(h) {
+            while remote.hosts[h].status.connections + remote.hosts[h].connecting < remote.wanted(h)
+            {
                 let addr = remote.hosts[h].status.addr;
-                let timeout = remote.cfg.connect_timeout;
                 match self
                     .tasks
                     .reactor_mut()
-                    .connect(addr, &remote.cfg.connect, Some(timeout))
+                    .connect_start(addr, &remote.cfg.connect)
                 {
-                    Ok(w) => {
-                        remote.hosts[h].status.connections += 1;
-                        remote.by_worker.insert(w, h);
-                        self.slots.insert(w, Slot::default());
-                        for _ in 0..self.opts.in_flight_per_worker.max(1) {
-                            self.free.push(w);
-                        }
+                    Ok(worker) => {
+                        remote.hosts[h].connecting += 1;
+                        remote.pending.push(Pending {
+                            worker,
+                            host: h,
+                            until,
+                        });
                     }
                     Err(e) => {
-                        let why = match e {
-                            Error::Timeout => format!("connect timed out after {timeout:?}"),
-                            e => e.to_string(),
-                        };
-                        remote.failed(h, why, Instant::now(), true);
+                        remote.failed(h, e.to_string(), now);
                         break;
                     }
                 }
@@ -367,6 +394,50 @@ impl<Req, Rep> Pool<Req, Rep> {
             remote.all_down_since = None;
         }
         self.remote = Some(remote);
+    }
+
+    /// Connects that finished become workers; failed or late ones count
+    /// against their host.
+    fn progress_connects(&mut self, remote: &mut Remote) {
+        let now = Instant::now();
+        let timeout = remote.cfg.connect_timeout;
+        for p in std::mem::take(&mut remote.pending) {
+            let reactor = self.tasks.reactor_mut();
+            let h = p.host;
+            match reactor.connect_progress(p.worker, &remote.cfg.connect) {
+                Ok(false) if p.until.is_none_or(|u| u > now) => {
+                    remote.pending.push(p);
+                    continue;
+                }
+                Ok(false) => {
+                    reactor.remove_conn(p.worker);
+                    let why = format!("connect timed out after {timeout:?}");
+                    remote.failed(h, why, now);
+                }
+                Ok(true) => {
+                    remote.hosts[h].status.connections += 1;
+                    remote.by_worker.insert(p.worker, h);
+                    self.slots.insert(p.worker, Slot::default());
+                    for _ in 0..self.opts.in_flight_per_worker.max(1) {
+                        self.free.push(p.worker);
+                    }
+                }
+                Err(e) => remote.failed(h, e.to_string(), now),
+            }
+            let c = &mut remote.hosts[h].connecting;
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// How long a turn may wait: briefly while connects are under way (their
+    /// completion wakes no wait).
+    pub(super) fn remote_wait(&self, timeout: Option<Duration>) -> Option<Duration> {
+        match &self.remote {
+            Some(r) if !r.pending.is_empty() => {
+                Some(timeout.map_or(CONNECT_TICK, |t| t.min(CONNECT_TICK)))
+            }
+            _ => timeout,
+        }
     }
 
     /// A remote worker ended: one connection fewer; unless it was closed on
@@ -391,7 +462,7 @@ impl<Req, Rep> Pool<Req, Rep> {
         } else {
             "connection lost (EOF or reset)"
         };
-        remote.failed(h, why.to_string(), Instant::now(), false);
+        remote.failed(h, why.to_string(), Instant::now());
     }
 
     /// A reply came from remote worker `w`: its host is healthy.
@@ -453,6 +524,14 @@ where
             until = Some(until.map_or(t, |u| u.min(t)));
         }
         let wait = until.map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        if !remote.pending.is_empty() {
+            // Connects under way: poll, so they finish.
+            let _ = self
+                .tasks
+                .reactor_mut()
+                .wait_any(Some(wait.min(CONNECT_TICK)));
+            return;
+        }
         // Nothing is open to wait on: sleep (at least a moment, so a caller
         // looping on a zero timeout does not spin on a host due now).
         std::thread::sleep(wait.max(Duration::from_millis(1)));

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// The environment variable naming the address `inner_serve` listens on.
 pub const SERVE_ENV: &str = "MINIRAY_TEST_SERVE_ADDR";
 
+/// With it set, the server requires this secret.
+pub const SECRET_ENV: &str = "MINIRAY_TEST_SECRET";
+
 /// Milliseconds each task sleeps on the server (so maps last long enough to
 /// be hit mid-way).
 pub const WORK_MS_ENV: &str = "MINIRAY_TEST_WORK_MS";
@@ -38,7 +41,10 @@ pub fn serve_if_asked() {
         .unwrap_or(0);
     let parent = std::os::unix::process::parent_id();
     let mut r = miniray::Reactor::new().expect("reactor");
-    let opts = miniray::ServerOptions::new();
+    let mut opts = miniray::ServerOptions::new();
+    if let Some(secret) = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty()) {
+        opts = opts.secret(miniray::Secret::new(secret.into_bytes()));
+    }
     let server = r
         .listen(addr.as_str(), &opts, move |n: u64| {
             if work_ms > 0 {
@@ -66,6 +72,11 @@ impl Host {
     /// the program (e.g. `ip netns exec NS`), waiting up to 30 s for it to
     /// listen.
     pub fn start(prefix: &[&str], addr: &str, work_ms: u64) -> Host {
+        Self::start_with(prefix, addr, work_ms, None)
+    }
+
+    /// [`Host::start`] requiring `secret` of its clients.
+    pub fn start_with(prefix: &[&str], addr: &str, work_ms: u64, secret: Option<&str>) -> Host {
         let exe = std::env::current_exe().expect("current_exe");
         let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         argv.push(exe.to_string_lossy().into_owned());
@@ -80,6 +91,7 @@ impl Host {
             ])
             .env(SERVE_ENV, addr)
             .env(WORK_MS_ENV, work_ms.to_string())
+            .env(SECRET_ENV, secret.unwrap_or(""))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
