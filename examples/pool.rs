@@ -10,22 +10,34 @@
 //! requests to a worker before its replies come. Ends with one line:
 //! `M tasks: 0 lost, 0 wrong, R retried, W workers replaced, T tasks/s`
 //! (stdout), and the peak memory on stderr. Exits 1 if any is lost or wrong.
+//!
+//! With `--hosts H` the workers are remote: the example starts H servers
+//! (itself again, in a hidden `--serve ADDR` mode running the same work with
+//! `miniray::listen`) on 127.0.0.2, 127.0.0.3, ..., and `Pool::remote`
+//! spreads `--workers N` connections over them; `--kill-every K` then
+//! SIGKILLs one whole host once, after K results (its tries in flight run
+//! again on the others, its connections are refused and backed off).
 
-use std::time::Instant;
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use miniray::pool::{Pool, PoolOptions};
+use miniray::pool::{Hosts, Pool, PoolOptions};
 use miniray::Signal;
 
 #[path = "common/args.rs"]
 mod args;
 
 const USAGE: &str = "\
-usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C] [--inflight F]
-  --workers N        local workers (default 8)
+usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C] [--inflight F] [--hosts H]
+  --workers N        workers (default 8); with --hosts, connections in all
   --tasks M          tasks to run (default 100000)
   --kill-every K     SIGKILL a random worker after every K results (default 0: never)
   --chunk C          items per request (default 1)
   --inflight F       requests in flight per worker (default 1)
+  --hosts H          start H servers on 127.0.0.2.. and use them (default 0: local workers);
+                     --kill-every then SIGKILLs one host once
 ";
 
 struct Args {
@@ -34,6 +46,7 @@ struct Args {
     kill_every: u64,
     chunk: u64,
     inflight: usize,
+    hosts: usize,
 }
 
 fn parse_args() -> Args {
@@ -43,6 +56,7 @@ fn parse_args() -> Args {
         kill_every: 0,
         chunk: 1,
         inflight: 1,
+        hosts: 0,
     };
     let mut args = args::Args::new("pool", USAGE);
     while let Some(flag) = args.next_flag() {
@@ -52,6 +66,9 @@ fn parse_args() -> Args {
             "--kill-every" => a.kill_every = args.value(&flag),
             "--chunk" => a.chunk = args.value(&flag),
             "--inflight" => a.inflight = args.value(&flag),
+            "--hosts" => a.hosts = args.value(&flag),
+            // Hidden: this program as one of the --hosts servers.
+            "--serve" => serve(&args.value::<String>(&flag)),
             _ => args.unknown(&flag),
         }
     }
@@ -82,14 +99,125 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn main() -> miniray::Result<()> {
-    let a = parse_args();
+/// The work on one request: a chunk of items.
+fn work_chunk(items: Vec<u64>) -> Vec<u64> {
+    items.into_iter().map(work).collect()
+}
+
+/// `--serve ADDR`: one of the `--hosts` servers, serving [`work_chunk`]
+/// until killed or its parent is gone. Prints `listening on ADDR`.
+fn serve(addr: &str) -> ! {
+    let served = (|| -> miniray::Result<()> {
+        let parent = std::os::unix::process::parent_id();
+        let mut reactor = miniray::Reactor::new()?;
+        let opts = miniray::ServerOptions::new().max_connections(4096);
+        let server = reactor.listen(addr, &opts, work_chunk)?;
+        println!("listening on {}", reactor.server_addr(server)?);
+        while std::os::unix::process::parent_id() == parent {
+            reactor.wait_any(Some(Duration::from_secs(1)))?;
+            reactor.take_server_events();
+        }
+        Ok(())
+    })();
+    if let Err(e) = served {
+        eprintln!("pool --serve {addr}: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0)
+}
+
+/// The `--hosts` servers, each in a process group of its own (the listener
+/// and its per-connection children): killed and reaped on drop.
+struct HostProcs(Vec<(Child, String)>);
+
+impl HostProcs {
+    /// Starts `n` servers on 127.0.0.2, 127.0.0.3, ... (a free port each).
+    fn start(n: usize) -> std::io::Result<HostProcs> {
+        let exe = std::env::current_exe()?;
+        let mut procs = HostProcs(Vec::new());
+        for i in 0..n {
+            let listen = format!("127.0.0.{}:0", i + 2);
+            let mut child = Command::new(&exe)
+                .args(["--serve", &listen])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .process_group(0)
+                .spawn()?;
+            let out = child.stdout.take();
+            procs.0.push((child, String::new()));
+            let line = out
+                .and_then(|o| std::io::BufReader::new(o).lines().next())
+                .transpose()?
+                .unwrap_or_default();
+            let Some(addr) = line.strip_prefix("listening on ") else {
+                return Err(std::io::Error::other(format!(
+                    "server on {listen} did not start: {line:?}"
+                )));
+            };
+            if let Some(last) = procs.0.last_mut() {
+                last.1 = addr.trim().to_string();
+            }
+        }
+        Ok(procs)
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.0.iter().map(|(_, a)| a.clone()).collect()
+    }
+
+    /// SIGKILLs host `i`, all of it.
+    fn kill(&self, i: usize) {
+        if let Some((child, addr)) = self.0.get(i) {
+            eprintln!("pool: SIGKILL host {addr}");
+            signal_group(child, libc::SIGKILL);
+        }
+    }
+}
+
+fn signal_group(child: &Child, signal: libc::c_int) {
+    if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) with plain integers, on a group this program
+        // started and has not reaped.
+        unsafe { libc::kill(-pgid, signal) };
+    }
+}
+
+impl Drop for HostProcs {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            signal_group(child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The pool: local workers, or with `--hosts` connections to the servers
+/// (`--workers` of them in all, spread evenly).
+fn make_pool(a: &Args, hosts: Option<&HostProcs>) -> miniray::Result<Pool<Vec<u64>, Vec<u64>>> {
     let opts = PoolOptions::new()
         .workers(a.workers)
         .in_flight_per_worker(a.inflight);
-    let mut pool = Pool::new(&opts, |items: Vec<u64>| -> Vec<u64> {
-        items.into_iter().map(work).collect()
-    })?;
+    let Some(hosts) = hosts else {
+        return Pool::new(&opts, work_chunk);
+    };
+    let list = Hosts::new(hosts.addrs())?.per_host(a.workers.div_ceil(a.hosts.max(1)));
+    // A deadline per try, so a host that goes silent loses nothing.
+    Pool::remote(&opts.timeout(Duration::from_secs(10)), &list)
+}
+
+fn main() -> miniray::Result<()> {
+    let a = parse_args();
+    let hosts = match a.hosts {
+        0 => None,
+        n => match HostProcs::start(n) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("pool: starting {n} hosts: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    let mut pool = make_pool(&a, hosts.as_ref())?;
     let chunks = (0..a.tasks)
         .step_by(a.chunk as usize)
         .map(|start| (start..(start + a.chunk).min(a.tasks)).collect::<Vec<u64>>());
@@ -114,7 +242,11 @@ fn main() -> miniray::Result<()> {
                 expect += a.chunk;
             }
         }
-        if a.kill_every > 0 && received >= next_kill {
+        if let (Some(hosts), true) = (&hosts, a.kill_every > 0 && received >= next_kill) {
+            // With hosts: one whole host, once.
+            next_kill = u64::MAX;
+            hosts.kill(0);
+        } else if a.kill_every > 0 && received >= next_kill {
             next_kill += a.kill_every;
             let workers = map.pool().workers();
             rng ^= rng << 13;

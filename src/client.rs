@@ -52,6 +52,47 @@ use crate::Reactor;
 pub struct ConnectOptions {
     pub(crate) conn: ConnSettings,
     pub(crate) secret: Option<Secret>,
+    pub(crate) keepalive: Option<Keepalive>,
+}
+
+/// TCP keepalive, tuned (see [`ConnectOptions::keepalive`]): after `idle`
+/// with nothing received the kernel probes the peer every `interval`, and
+/// `count` unanswered probes end the connection, so a host that vanished
+/// without closing (a network partition, a machine powered off) shows as
+/// [`Error::Closed`] within about `idle + interval * count`. The same total
+/// is set as `TCP_USER_TIMEOUT`, which bounds data sent and never
+/// acknowledged. A stopped process (`SIGSTOP`) whose kernel still answers
+/// is not detected this way: that takes a deadline on the task
+/// ([`PoolOptions::timeout`](crate::PoolOptions::timeout)). Whole seconds
+/// (at least 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence before the first probe.
+    pub idle: Duration,
+    /// Between probes.
+    pub interval: Duration,
+    /// Unanswered probes that end the connection.
+    pub count: u32,
+}
+
+impl Default for Keepalive {
+    /// 5 s idle, then a probe every second, 3 probes: a silent peer is
+    /// found within about 8 s.
+    fn default() -> Self {
+        Keepalive {
+            idle: Duration::from_secs(5),
+            interval: Duration::from_secs(1),
+            count: 3,
+        }
+    }
+}
+
+impl Keepalive {
+    /// Sets it on a socket.
+    fn apply(&self, sock: &TcpStream) -> io::Result<()> {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        sys::set_keepalive(sock, secs(self.idle), secs(self.interval), self.count)
+    }
 }
 
 impl ConnectOptions {
@@ -108,6 +149,17 @@ impl ConnectOptions {
         self.secret = Some(secret);
         self
     }
+
+    /// Tuned TCP keepalive on the connection (see [`Keepalive`]); off by
+    /// default (the kernel's own keepalive is off too). A
+    /// [`Pool::remote`](crate::pool::Pool::remote) turns it on with
+    /// [`Keepalive::default`] unless its
+    /// [`Hosts::connect_options`](crate::pool::Hosts::connect_options)
+    /// say otherwise.
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
 }
 
 impl Reactor {
@@ -136,6 +188,126 @@ impl Reactor {
         // they must show on the reactor's descriptor.
         self.signal_queued();
         got
+    }
+
+    /// Drops a remote worker's connection at once, as a lost one: unsent
+    /// output is thrown away, what was already received stays queued, and
+    /// [`Error::Closed`] (status `None`) comes after it. This is what
+    /// "kill" means for a remote worker (a deadline passed, the server went
+    /// silent): its process is the server's, but the connection is ours.
+    ///
+    /// Errors: [`Error::Io`] with `op` `"disconnect"` and kind
+    /// [`Unsupported`](io::ErrorKind::Unsupported) for a local worker (use
+    /// [`Reactor::kill`]), [`Error::UnknownWorker`].
+    pub fn disconnect(&mut self, w: Worker) -> Result<()> {
+        let conn = self.conn(w)?;
+        let ended = conn.is_ended();
+        if conn.pid().is_some() || !(ended || conn.is_tcp()) {
+            return Err(Error::io(
+                "disconnect",
+                io::Error::new(io::ErrorKind::Unsupported, "not a remote worker"),
+            ));
+        }
+        if !ended {
+            self.hang_up(w);
+            self.signal_queued();
+        }
+        Ok(())
+    }
+
+    /// Starts a non-blocking connect to `addr` and returns at once: the
+    /// worker is in state `Connecting` until the reactor's polls finish it
+    /// (see [`Reactor::connect_progress`]). Only refusals known at once
+    /// (no route, ...) fail here. For a pool that must not stall on one
+    /// host while it connects.
+    pub(crate) fn connect_start(
+        &mut self,
+        addr: SocketAddr,
+        opts: &ConnectOptions,
+    ) -> Result<Worker> {
+        let sock = TcpStream::connect(addr).map_err(|e| Error::io("connect", e))?;
+        if let Some(k) = &opts.keepalive {
+            k.apply(&sock).map_err(|e| Error::io("setsockopt", e))?;
+        }
+        self.insert_conn(
+            Stream::Tcp(sock),
+            None,
+            &opts.conn,
+            State::Connecting {
+                authenticate: opts.secret.is_some(),
+            },
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    /// Where a connect begun with [`Reactor::connect_start`] stands, without
+    /// waiting: `Ok(true)` open (authenticated when `opts` has a secret),
+    /// `Ok(false)` still going. On failure the connection is removed and its
+    /// error returned. Give up on one with [`Reactor::remove_conn`].
+    pub(crate) fn connect_progress(&mut self, w: Worker, opts: &ConnectOptions) -> Result<bool> {
+        let conn = self.conn_mut(w)?;
+        match conn.state() {
+            State::Connecting { .. } => Ok(false),
+            State::Open => Ok(true),
+            State::Authenticating => {
+                let Some(secret) = opts.secret.as_ref() else {
+                    conn.authenticated();
+                    return Ok(true);
+                };
+                match self.try_answer_challenge(w, secret) {
+                    Ok(false) => Ok(false),
+                    Ok(true) => {
+                        if let Ok(conn) = self.conn_mut(w) {
+                            conn.authenticated();
+                        }
+                        // Anything the server sent after the challenge.
+                        self.read_conn(w);
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        self.remove_conn(w);
+                        Err(e)
+                    }
+                }
+            }
+            _ => {
+                // Failed: the inbox holds the connect error, then Closed.
+                let err = match conn.pop() {
+                    Some(Err(e)) => e,
+                    _ => Error::io("connect", io::Error::other("connection failed")),
+                };
+                self.remove_conn(w);
+                Err(err)
+            }
+        }
+    }
+
+    /// Answers the server's challenge if its line is here: `Ok(true)` once
+    /// answered, `Ok(false)` while it has not come.
+    fn try_answer_challenge(&mut self, w: Worker, secret: &Secret) -> Result<bool> {
+        let fd = self
+            .conn(w)?
+            .sock_fd()
+            .ok_or_else(|| Error::io("authenticate", io::ErrorKind::NotConnected.into()))?;
+        match auth::take_line(fd) {
+            Ok(Some(line)) => {
+                let nonce = auth::parse_challenge(&line).ok_or_else(|| {
+                    Error::io(
+                        "authenticate",
+                        io::Error::new(io::ErrorKind::InvalidData, "not a miniray challenge"),
+                    )
+                })?;
+                let answer = secret.answer(&nonce);
+                match sys::send_nosignal(fd, &answer) {
+                    Ok(n) if n == answer.len() => Ok(true),
+                    Ok(_) => Err(Error::io("authenticate", io::ErrorKind::WriteZero.into())),
+                    Err(e) => Err(Error::io("authenticate", e)),
+                }
+            }
+            Ok(None) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(Error::io("authenticate", e)),
+        }
     }
 
     fn connect_addrs<A: ToSocketAddrs>(
@@ -176,6 +348,9 @@ impl Reactor {
         deadline: Option<Instant>,
     ) -> Result<Worker> {
         let sock = TcpStream::connect(addr).map_err(|e| Error::io("connect", e))?;
+        if let Some(k) = &opts.keepalive {
+            k.apply(&sock).map_err(|e| Error::io("setsockopt", e))?;
+        }
         let w = self.insert_conn(
             Stream::Tcp(sock),
             None,

@@ -323,14 +323,14 @@ pub mod worker;
 /// [`ServerEvent`]s) and the client side ([`ConnectOptions`] for
 /// [`Reactor::connect`], which makes a remote [`Worker`]).
 pub mod remote {
-    pub use crate::client::ConnectOptions;
+    pub use crate::client::{ConnectOptions, Keepalive};
     pub use crate::listener::{
         Server, ServerEvent, ServerOptions, DEFAULT_ACCEPT_BACKOFF, DEFAULT_MAX_CONNECTIONS,
     };
 }
 
 pub use auth::Secret;
-pub use client::ConnectOptions;
+pub use client::{ConnectOptions, Keepalive};
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};

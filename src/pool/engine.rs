@@ -22,6 +22,12 @@ where
         self.top_up();
         self.dispatch();
         if self.tasks.is_empty() && self.slots.is_empty() {
+            if self.remote.is_some() {
+                // Every host is down: wait for the next reconnect, or fail
+                // what waits once they were all down too long.
+                self.remote_stalled(timeout);
+                return;
+            }
             // Nothing runs and nothing can: fail what waits.
             self.fail_queued();
             return;
@@ -32,6 +38,7 @@ where
             self.wait_and_file(Some(Duration::ZERO));
             return;
         }
+        let timeout = self.remote_wait(timeout);
         self.wait_and_file(timeout);
         self.top_up();
         self.dispatch();
@@ -51,6 +58,7 @@ where
         }
         self.batch = batch;
         for e in self.tasks.take_ended() {
+            self.remote_ended(&e);
             self.slots.remove(&e.worker);
             if self.retired.remove(&e.worker) || self.closed {
                 continue;
@@ -69,6 +77,10 @@ where
 
     /// Files one try's end.
     fn file(&mut self, d: Done<Rep>) {
+        if !matches!(&d.result, Err(e) if e.cause().is_retryable()) {
+            // The worker answered: a remote one's host is healthy.
+            self.remote_replied(d.worker);
+        }
         if let Some(slot) = self.slots.get_mut(&d.worker) {
             slot.in_flight -= 1;
             let lost = matches!(&d.result, Err(e) if e.cause().is_retryable());
@@ -149,6 +161,10 @@ where
     /// Spawns workers up to the pool's size, unless too many in a row could
     /// not start.
     fn top_up(&mut self) {
+        if self.remote.is_some() {
+            self.top_up_remote();
+            return;
+        }
         while !self.closed
             && self.slots.len() < self.opts.workers.max(1)
             && self.start_failures < self.opts.max_start_failures

@@ -1,4 +1,5 @@
-//! A pool of local workers: [`Pool::map`] in input order, streaming, with
+//! A pool of local workers, or of connections to `serve` hosts
+//! ([`Pool::remote`] over [`Hosts`]): [`Pool::map`] in input order, streaming, with
 //! bounded work in flight; [`Pool::map_unordered`]; [`Pool::submit`] and
 //! its handles; retries on worker loss or deadline; supervision.
 //!
@@ -24,6 +25,7 @@
 //! ```
 
 mod engine;
+mod hosts;
 mod map;
 mod options;
 
@@ -34,6 +36,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use hosts::{HostStatus, Hosts};
 pub use map::{Map, MapUnordered};
 pub use options::{PoolOptions, PoolStats};
 
@@ -77,7 +80,8 @@ struct Slot {
     retiring: bool,
 }
 
-/// N local workers running one function (see the [module docs](self)).
+/// N local workers running one function, or connections to remote hosts
+/// ([`Pool::remote`]) (see the [module docs](self)).
 /// `Req` is what a task sends, `Rep` what it answers.
 ///
 /// Dropping the pool kills the workers still busy, closes the idle ones
@@ -105,6 +109,8 @@ pub struct Pool<Req, Rep> {
     last_start_failure: String,
     closed: bool,
     batch: Vec<Done<Rep>>,
+    /// The hosts of a [`Pool::remote`]: they supply its workers.
+    remote: Option<Box<hosts::Remote>>,
 }
 
 impl<Req, Rep> fmt::Debug for Pool<Req, Rep> {
@@ -148,7 +154,19 @@ where
     }
 
     fn with_spawner(opts: &PoolOptions, spawn: Spawner) -> Result<Self> {
-        let mut pool = Pool {
+        let mut pool = Self::unstarted(opts, spawn)?;
+        for _ in 0..pool.opts.workers.max(1) {
+            pool.spawn_one()?;
+        }
+        if let Some(check) = pool.opts.startup_check {
+            pool.check_start(check)?;
+        }
+        Ok(pool)
+    }
+
+    /// The pool with no worker yet.
+    fn unstarted(opts: &PoolOptions, spawn: Spawner) -> Result<Self> {
+        Ok(Pool {
             tasks: Tasks::new(Reactor::new()?),
             spawn,
             opts: opts.clone(),
@@ -166,14 +184,8 @@ where
             last_start_failure: String::new(),
             closed: false,
             batch: Vec::new(),
-        };
-        for _ in 0..pool.opts.workers.max(1) {
-            pool.spawn_one()?;
-        }
-        if let Some(check) = pool.opts.startup_check {
-            pool.check_start(check)?;
-        }
-        Ok(pool)
+            remote: None,
+        })
     }
 
     /// Waits `within` for a worker that ends before it is given work.

@@ -14,7 +14,7 @@ use crate::worker::Worker;
 
 impl Reactor {
     /// The connection ended: close it, report an unfinished line, reap.
-    pub(super) fn hang_up(&mut self, w: Worker) {
+    pub(crate) fn hang_up(&mut self, w: Worker) {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };

@@ -1,9 +1,9 @@
 //! Socket I/O: `send` with `MSG_NOSIGNAL`, `sendmsg`/`recvmsg` with
 //! `SCM_RIGHTS`, the socket's domain, and the peeking reads of the
-//! authentication handshake.
+//! authentication handshake, and TCP keepalive.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{cvt, cvt_r, len};
 
@@ -173,4 +173,77 @@ pub(crate) fn recv_exact_nonblocking(sock: impl AsFd, buf: &mut [u8]) -> io::Res
         done += len(n);
     }
     Ok(done)
+}
+
+/// One `setsockopt(2)` of a C `int` option.
+fn set_int_opt(
+    sock: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int for the call and the length given is
+    // its size; the socket is borrowed, so open for the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Turns on TCP keepalive, tuned: the first probe after `idle_secs` of
+/// silence, then one every `interval_secs`, `count` unanswered probes end
+/// the connection (`ETIMEDOUT`). `TCP_USER_TIMEOUT` gets the same total, so
+/// data sent and never acknowledged (a peer cut off mid-send, when
+/// keepalive does not probe) ends it in about the same time.
+pub(crate) fn set_keepalive(
+    sock: impl AsFd,
+    idle_secs: u32,
+    interval_secs: u32,
+    count: u32,
+) -> io::Result<()> {
+    let sock = sock.as_fd();
+    let int = |v: u32| libc::c_int::try_from(v.max(1)).unwrap_or(libc::c_int::MAX);
+    set_int_opt(sock, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set_int_opt(sock, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, int(idle_secs))?;
+    set_int_opt(
+        sock,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        int(interval_secs),
+    )?;
+    set_int_opt(sock, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(count))?;
+    let total_ms = (u64::from(idle_secs.max(1))
+        + u64::from(interval_secs.max(1)) * u64::from(count.max(1)))
+        * 1000;
+    let total_ms = libc::c_int::try_from(total_ms).unwrap_or(libc::c_int::MAX);
+    set_int_opt(sock, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, total_ms)
+}
+
+/// Reads an `int` socket option (for tests of [`set_keepalive`]).
+#[cfg(test)]
+pub(crate) fn get_int_opt(
+    sock: impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`, a live
+    // c_int, and updates `len`.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_fd().as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
 }

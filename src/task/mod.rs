@@ -12,7 +12,8 @@
 //! are delivered first, each to its own call. A call may have a deadline:
 //! when it passes, the replies already received are delivered, and if the
 //! call is still in flight its worker is killed (`SIGKILL`, so a worker
-//! stuck in its own code cannot ignore it); the call fails with
+//! stuck in its own code cannot ignore it; a remote worker's connection is
+//! dropped instead); the call fails with
 //! [`Cause::Deadline`] and the worker's other calls with
 //! [`Cause::KilledForDeadline`] naming it. Lines the worker sent after
 //! that are dropped, never given to a later call.
@@ -360,7 +361,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
                     };
                     self.fail_all(w, |_| cause.clone());
                     self.flights.entry(w).or_default().killed = true;
-                    let _ = self.reactor.kill(w, Signal::KILL);
+                    self.stop(w);
                 }
             }
         }
@@ -436,7 +437,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             // SIGKILL: a worker stuck in its own code cannot ignore it. If it
             // is already reaped, its `Closed` is on the way: fail the calls
             // now all the same.
-            let _ = self.reactor.kill(w, Signal::KILL);
+            self.stop(w);
             self.fail_all(w, |call| match call.timeout {
                 Some(timeout) if call.id == id => Cause::Deadline { timeout },
                 _ => Cause::KilledForDeadline { task: id },
@@ -455,6 +456,15 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
                     .get(&due.worker)
                     .is_some_and(|f| !f.killed && f.calls.iter().any(|c| c.id == due.id))
             });
+        }
+    }
+
+    /// Ends a worker whose calls were failed: `SIGKILL` for a local one;
+    /// a remote one's connection is dropped ([`Reactor::disconnect`]), or
+    /// it would stay open with no end ever told and never be replaced.
+    fn stop(&mut self, w: Worker) {
+        if self.reactor.disconnect(w).is_err() {
+            let _ = self.reactor.kill(w, Signal::KILL);
         }
     }
 

@@ -1,0 +1,274 @@
+//! `Pool::remote` over real `serve` processes on loopback addresses
+//! 127.0.0.2, 127.0.0.3, ...: a host SIGKILLed and another SIGSTOPped
+//! mid-map lose nothing; a host refusing from the start is skipped; every
+//! host down fails tasks with the hosts named, in bounded time; a deadline
+//! on a remote task drops its connection. Traffic goes only to those
+//! addresses; every loop is bounded by its deadline or count.
+
+use std::time::{Duration, Instant};
+
+use miniray::pool::{Hosts, Pool, PoolOptions};
+use miniray::task::{Cause, Tasks};
+use miniray::{ConnectOptions, Keepalive, Reactor, Secret};
+
+#[path = "common/hosts.rs"]
+mod hosts;
+
+use hosts::{refusing_addr, work, Host};
+
+/// The server process the tests start (a no-op when run as a test).
+#[test]
+#[ignore = "a server process that the other tests start"]
+fn inner_serve() {
+    hosts::serve_if_asked();
+}
+
+fn start_hosts(n: usize, work_ms: u64) -> Vec<Host> {
+    (0..n)
+        .map(|i| Host::start(&[], &format!("127.0.0.{}:0", i + 2), work_ms))
+        .collect()
+}
+
+#[test]
+fn map_survives_a_host_killed_and_a_host_stopped_mid_map() {
+    let hosts = start_hosts(4, 2);
+    let addrs: Vec<_> = hosts.iter().map(|h| h.addr).collect();
+    let list = Hosts::new(addrs.clone())
+        .expect("resolve")
+        .per_host(3)
+        .backoff(Duration::from_millis(20), Duration::from_millis(500));
+    let opts = PoolOptions::new()
+        .timeout(Duration::from_secs(1))
+        .max_retries(5);
+    let started = Instant::now();
+    let mut pool: Pool<u64, u64> = Pool::remote(&opts, &list).expect("remote pool");
+    assert_eq!(pool.workers().len(), 12, "3 connections to each of 4 hosts");
+
+    let total = 3000u64;
+    let (mut got, mut wrong, mut failed) = (0u64, 0u64, Vec::new());
+    let mut n = 0u64;
+    for r in pool.map(0..total) {
+        match r {
+            Ok(v) => {
+                wrong += u64::from(v != work(n));
+                got += 1;
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+        n += 1;
+        if n == 600 {
+            hosts[0].signal(libc::SIGKILL);
+        }
+        if n == 1200 {
+            hosts[1].signal(libc::SIGSTOP);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "map still running after 120 s at item {n}"
+        );
+    }
+    let elapsed = started.elapsed();
+    let stats = pool.stats();
+    let status = pool.hosts();
+    eprintln!("{total} tasks in {elapsed:?}: {stats:?}");
+    for h in &status {
+        eprintln!("  {h}");
+    }
+    assert!(failed.is_empty(), "failed: {failed:?}");
+    assert_eq!((got, wrong), (total, 0), "every result present and right");
+    assert!(
+        stats.retried >= 2,
+        "tries on both lost hosts were retried: {stats:?}"
+    );
+    assert!(stats.replaced >= 2, "lost connections replaced: {stats:?}");
+    let killed = status.iter().find(|h| h.addr == addrs[0]).expect("host 0");
+    assert!(killed.failures > 0 && killed.connections == 0, "{killed}");
+    let stopped = status.iter().find(|h| h.addr == addrs[1]).expect("host 1");
+    assert!(
+        stopped.failures > 0
+            && stopped
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("deadline")),
+        "the stopped host was dropped by the deadline: {stopped}"
+    );
+    for healthy in &status[2..] {
+        assert_eq!(healthy.connections, 3, "{healthy}");
+    }
+    pool.close();
+}
+
+#[test]
+fn a_host_refusing_from_the_start_is_skipped() {
+    let live = start_hosts(3, 0);
+    let dead = refusing_addr("127.0.0.9");
+    let mut addrs = vec![dead];
+    addrs.extend(live.iter().map(|h| h.addr));
+    let list = Hosts::new(addrs).expect("resolve").per_host(2);
+    let mut pool: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
+    assert_eq!(pool.workers().len(), 6, "2 connections to each live host");
+    let results: Vec<u64> = pool
+        .map(0..500u64)
+        .collect::<Result<_, _>>()
+        .expect("no task failed");
+    assert!(results
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == work(i as u64)));
+    let refused = &pool.hosts()[0];
+    assert_eq!(refused.addr, dead);
+    assert!(
+        refused.failures >= 1 && refused.connections == 0,
+        "{refused}"
+    );
+    assert!(
+        refused
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused")),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_host_that_comes_back_gets_its_share_again() {
+    let live = start_hosts(2, 0);
+    let late = refusing_addr("127.0.0.13");
+    let mut addrs: Vec<_> = live.iter().map(|h| h.addr).collect();
+    addrs.push(late);
+    let list = Hosts::new(addrs)
+        .expect("resolve")
+        .per_host(2)
+        .backoff(Duration::from_millis(10), Duration::from_millis(200));
+    let mut pool: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
+    let first: Vec<u64> = pool
+        .map(0..200u64)
+        .collect::<Result<_, _>>()
+        .expect("no task failed");
+    assert_eq!(first[199], work(199));
+    assert_eq!(pool.hosts()[2].connections, 0, "down so far");
+    // The host comes up on its address: backoff tries it again, a probe
+    // connection answers, and it gets its full share.
+    let _late_host = Host::start(&[], &late.to_string(), 0);
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut rounds = 0;
+    while pool.hosts()[2].connections < 2 && Instant::now() < until {
+        let more: Vec<u64> = pool
+            .map(0..50u64)
+            .collect::<Result<_, _>>()
+            .expect("no task failed");
+        assert!(more.iter().enumerate().all(|(i, &v)| v == work(i as u64)));
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let back = &pool.hosts()[2];
+    assert_eq!(
+        (back.connections, back.failures),
+        (2, 0),
+        "after {rounds} rounds: {back}"
+    );
+    assert_eq!(pool.workers().len(), 6);
+}
+
+#[test]
+fn a_remote_pool_answers_each_hosts_challenge() {
+    let secret = "pool hosts secret";
+    let hosts: Vec<Host> = (0..2)
+        .map(|i| Host::start_with(&[], &format!("127.0.0.{}:0", 14 + i), 0, Some(secret)))
+        .collect();
+    let connect = ConnectOptions::new()
+        .secret(Secret::new(secret.as_bytes().to_vec()))
+        .keepalive(Some(Keepalive::default()));
+    let list = Hosts::new(hosts.iter().map(|h| h.addr))
+        .expect("resolve")
+        .per_host(2)
+        .connect_options(connect);
+    let mut pool: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
+    assert_eq!(pool.workers().len(), 4, "{:?}", pool.hosts());
+    let results: Vec<u64> = pool
+        .map(0..300u64)
+        .collect::<Result<_, _>>()
+        .expect("no task failed");
+    assert!(results
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == work(i as u64)));
+    // A wrong secret: the server closes each connection at once, so no
+    // host is usable and the tasks fail, naming the hosts.
+    let wrong = ConnectOptions::new().secret(Secret::new(b"wrong".to_vec()));
+    let list = list
+        .connect_options(wrong)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .give_up_after(Duration::from_millis(500));
+    let mut bad: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
+    let results: Vec<_> = bad.map(0..3u64).collect();
+    assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    assert_eq!(bad.stats().completed, 0);
+}
+
+#[test]
+fn every_host_down_fails_tasks_naming_the_hosts_in_bounded_time() {
+    let dead = [refusing_addr("127.0.0.10"), refusing_addr("127.0.0.11")];
+    let list = Hosts::new(dead)
+        .expect("resolve")
+        .backoff(Duration::from_millis(10), Duration::from_millis(100))
+        .give_up_after(Duration::from_millis(500));
+    let started = Instant::now();
+    let mut pool: Pool<u64, u64> =
+        Pool::remote(&PoolOptions::new(), &list).expect("a pool with no host up yet");
+    assert!(pool.workers().is_empty());
+    let results: Vec<_> = pool.map(0..5u64).collect();
+    let elapsed = started.elapsed();
+    assert_eq!(results.len(), 5);
+    for r in &results {
+        let e = r.as_ref().expect_err("no host: the task fails");
+        let Cause::NoWorkers { message } = e.cause() else {
+            panic!("not NoWorkers: {e}");
+        };
+        for a in &dead {
+            assert!(message.contains(&a.to_string()), "{message}");
+        }
+        assert!(message.contains("refused"), "{message}");
+    }
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "failed after {elapsed:?}, bound 0.5 s"
+    );
+    // Later tasks fail at once, not after another wait.
+    let id = pool.submit(7).expect("submit");
+    let again = Instant::now();
+    let r = pool.get(id, Some(Duration::from_secs(10)));
+    assert!(matches!(r, Some(Err(_))), "{r:?}");
+    assert!(again.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_deadline_on_a_remote_task_drops_its_connection() {
+    let host = Host::start(&[], "127.0.0.12:0", 0);
+    host.signal(libc::SIGSTOP);
+    let mut tasks = Tasks::<u64>::new(Reactor::new().expect("reactor"));
+    // The stopped server's kernel still completes the connect (backlog).
+    let w = tasks
+        .reactor_mut()
+        .connect(host.addr, &Default::default(), Some(Duration::from_secs(5)))
+        .expect("connect");
+    let id = tasks
+        .call_with(w, &1u64, Some(Duration::from_millis(300)))
+        .expect("call");
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut done = Vec::new();
+    let mut ended = Vec::new();
+    while ended.is_empty() && Instant::now() < until {
+        done.extend(tasks.wait(Some(Duration::from_millis(200))).expect("wait"));
+        ended.extend(tasks.take_ended());
+    }
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].id, id);
+    let e = done[0].result.as_ref().expect_err("deadline");
+    assert!(e.cause().is_deadline(), "{e}");
+    assert!(
+        ended.iter().any(|e| e.worker == w && e.killed_for_deadline),
+        "the connection must end (be dropped) after the deadline: {ended:?}"
+    );
+    assert!(tasks.reactor().is_empty(), "no connection left open");
+}
