@@ -7,8 +7,9 @@
 //! ratio, and written as JSON. The floors: a blocking socketpair ping-pong,
 //! for large messages the same line through a socketpair plus the base64 and
 //! memcpy a codec costing nothing would still need, a raw mio echo loop with
-//! no decoding, raw fork + socketpair spawn and teardown, a memchr scan, and
-//! a raw memfd + SCM_RIGHTS handoff. Messages are sent both typed (a
+//! no decoding (and its per-reply form: one `write(2)` per reply line, as
+//! miniray's default workers write), raw fork + socketpair spawn and
+//! teardown, a memchr scan, and a raw memfd + SCM_RIGHTS handoff. Messages are sent both typed (a
 //! `Vec<f64>`, a struct) and as [`miniray::Value`]. Before it starts it waits
 //! (up to 10 s) for the machine to be quiet and reports how busy it was.
 //! `--quick` shrinks every count (and N, and the 100 MB memory lines) for a
@@ -491,6 +492,118 @@ fn floor_mio_echo(n: usize, inflight: usize, dur: Duration) -> f64 {
                         }
                     }
                     Err(_) => break,
+                }
+            }
+        }
+    }
+    let rate = lines as f64 / t.elapsed().as_secs_f64();
+    drop(socks);
+    for p in pids {
+        reap(p);
+    }
+    rate
+}
+
+/// Forks a child that answers every request line on `sock` with one
+/// `write(2)` of `reply` before it looks at the next line (the shape of
+/// miniray's default per-reply writes), reading in 64 KiB chunks.
+fn fork_per_reply_echo(sock: UnixStream, others: &[RawFd], reply: &'static [u8]) -> libc::pid_t {
+    let fd = sock.as_raw_fd();
+    // SAFETY: the child only makes async-signal-safe calls (close, read,
+    // write, _exit) on descriptors it inherited, then exits.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            for &o in others {
+                libc::close(o);
+            }
+            let mut buf = [0u8; 65536];
+            loop {
+                let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    libc::_exit(0);
+                }
+                // Count newlines by hand: nothing but raw bytes and syscalls.
+                for &b in &buf[..n as usize] {
+                    if b == b'\n' {
+                        let w = libc::write(fd, reply.as_ptr().cast(), reply.len());
+                        if w != reply.len() as isize {
+                            libc::_exit(1);
+                        }
+                    }
+                }
+            }
+        }
+        pid
+    }
+}
+
+/// The floor of per-reply writes: `n` forked children on socketpairs,
+/// `inflight` requests in flight each, every child answering each request
+/// line with its own `write(2)` before reading on, and the parent (raw mio)
+/// reading until `WouldBlock` and writing the new requests of one round
+/// together, one `write` per child per round (as a reactor `Batch` does).
+/// No framing library, no format: miniray's wire bytes (`1\n` each way).
+/// Lines per second.
+fn floor_per_reply(n: usize, inflight: usize, dur: Duration) -> f64 {
+    use mio::{Events, Interest, Poll, Token};
+    const LINE: &[u8] = b"1\n";
+    let mut poll = Poll::new().expect("poll");
+    let mut socks = Vec::with_capacity(n);
+    let mut pids = Vec::with_capacity(n);
+    let mut parent_fds: Vec<RawFd> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        parent_fds.push(a.as_raw_fd());
+        pids.push(fork_per_reply_echo(b, &parent_fds, LINE));
+        a.set_nonblocking(true).expect("nonblocking");
+        let mut s = mio::net::UnixStream::from_std(a);
+        poll.registry()
+            .register(&mut s, Token(socks.len()), Interest::READABLE)
+            .expect("register");
+        socks.push(s);
+    }
+    let requests = LINE.repeat(inflight);
+    for s in &mut socks {
+        s.write_all(&requests).expect("prime");
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    // Requests owed to each child this round (as many as replies read).
+    let mut owed = vec![0usize; n];
+    let mut lines = 0u64;
+    let t = Instant::now();
+    while t.elapsed() < dur {
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .expect("poll");
+        for ev in events.iter() {
+            let i = ev.token().0;
+            loop {
+                match socks[i].read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        let got = memchr::memchr_iter(b'\n', &buf[..k]).count();
+                        lines += got as u64;
+                        owed[i] += got;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // One write per child per round: the round's new requests.
+        for (i, s) in socks.iter_mut().enumerate() {
+            if owed[i] > 0 {
+                let out = &requests[..owed[i] * LINE.len()];
+                owed[i] = 0;
+                let mut off = 0;
+                while off < out.len() {
+                    match s.write(&out[off..]) {
+                        Ok(w) => off += w,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::yield_now()
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
         }
@@ -1257,8 +1370,13 @@ fn main() {
                 .collect();
             let mut floors = Vec::new();
             let mut rates = Vec::new();
+            // At N = 16 also the floor of per-reply writes, in the same rounds.
+            let mut reply_floors = Vec::new();
             for _ in 0..b.n(5, 1) {
                 floors.push(floor_mio_echo(n, 64, dur));
+                if n == 16 {
+                    reply_floors.push(floor_per_reply(n, 64, dur));
+                }
                 rates.push(pipelined(&mut r, &workers, 64, dur, true));
             }
             let floor = median(&mut floors);
@@ -1278,15 +1396,29 @@ fn main() {
                 target,
             });
             if n == 16 {
-                // The default: each reply written before the next request.
+                // What per-reply writes allow at all: raw syscalls, no
+                // framing or format. Above it no default worker can go.
+                let reply_floor = median(&mut reply_floors);
+                b.push(Row {
+                    group: "pipelined",
+                    name: "N=16 absolute, raw per-reply writes (floor)".into(),
+                    unit: "msg/s",
+                    value: reply_floor,
+                    p99: None,
+                    floor: None,
+                    floor_name: "",
+                    target: None,
+                });
+                // The default: each reply written before the next request,
+                // beside that floor (ratio = default / floor).
                 b.push(Row {
                     group: "pipelined",
                     name: "N=16 absolute, per-reply writes (default)".into(),
                     unit: "msg/s",
                     value: rate,
                     p99: None,
-                    floor: None,
-                    floor_name: "",
+                    floor: Some(reply_floor),
+                    floor_name: "raw per-reply writes",
                     target: Some(Target::AtLeast(1_000_000.0)),
                 });
                 // The same, with every send written through (no Batch).
