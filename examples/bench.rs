@@ -504,6 +504,26 @@ fn floor_mio_echo(n: usize, inflight: usize, dur: Duration) -> f64 {
     rate
 }
 
+/// CPU time (µs, user and system) used so far by this thread and by the
+/// live processes `pids`, from `/proc/PID/schedstat` (nanoseconds on the
+/// CPU; clock ticks would be too coarse for 16 children over 500 ms):
+/// taken around a timed loop it gives CPU per message, which other load
+/// on the machine disturbs far less than messages per second.
+fn cpu_us(pids: &[libc::pid_t]) -> f64 {
+    let on_cpu = |path: String| -> f64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|st| st.split(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let me = on_cpu("/proc/thread-self/schedstat".into());
+    let kids: f64 = pids
+        .iter()
+        .map(|p| on_cpu(format!("/proc/{p}/schedstat")))
+        .sum();
+    (me + kids) / 1e3
+}
+
 /// Forks a child that answers every request line on `sock` with one
 /// `write(2)` of `reply` before it looks at the next line (the shape of
 /// miniray's default per-reply writes), reading in 64 KiB chunks.
@@ -544,8 +564,8 @@ fn fork_per_reply_echo(sock: UnixStream, others: &[RawFd], reply: &'static [u8])
 /// reading until `WouldBlock` and writing the new requests of one round
 /// together, one `write` per child per round (as a reactor `Batch` does).
 /// No framing library, no format: miniray's wire bytes (`1\n` each way).
-/// Lines per second.
-fn floor_per_reply(n: usize, inflight: usize, dur: Duration) -> f64 {
+/// Lines per second, and CPU µs per line (parent and children).
+fn floor_per_reply(n: usize, inflight: usize, dur: Duration) -> (f64, f64) {
     use mio::{Events, Interest, Poll, Token};
     const LINE: &[u8] = b"1\n";
     let mut poll = Poll::new().expect("poll");
@@ -572,6 +592,7 @@ fn floor_per_reply(n: usize, inflight: usize, dur: Duration) -> f64 {
     // Requests owed to each child this round (as many as replies read).
     let mut owed = vec![0usize; n];
     let mut lines = 0u64;
+    let cpu0 = cpu_us(&pids);
     let t = Instant::now();
     while t.elapsed() < dur {
         poll.poll(&mut events, Some(Duration::from_millis(100)))
@@ -609,11 +630,12 @@ fn floor_per_reply(n: usize, inflight: usize, dur: Duration) -> f64 {
         }
     }
     let rate = lines as f64 / t.elapsed().as_secs_f64();
+    let cpu = (cpu_us(&pids) - cpu0) / lines.max(1) as f64;
     drop(socks);
     for p in pids {
         reap(p);
     }
-    rate
+    (rate, cpu)
 }
 
 /// Raw fork + socketpair spawn, then close + waitpid teardown: µs per worker.
@@ -918,14 +940,15 @@ fn round_trips<T: Serialize + DeserializeOwned>(
 /// Messages per second with `inflight` requests per worker, each reply
 /// answered with a new request. `batch_sends`: the new requests of one
 /// wait are sent in a [`miniray::Batch`] (one write per worker per wait);
-/// otherwise each send writes through.
+/// otherwise each send writes through. Also CPU µs per message (the
+/// parent and the workers, [`cpu_us`]).
 fn pipelined(
     r: &mut Reactor,
     workers: &[Worker],
     inflight: usize,
     dur: Duration,
     batch_sends: bool,
-) -> f64 {
+) -> (f64, f64) {
     let msg = Value::Int(1);
     for &w in workers {
         for _ in 0..inflight {
@@ -934,6 +957,8 @@ fn pipelined(
     }
     let mut ready = Vec::new();
     let mut done = 0u64;
+    let pids: Vec<libc::pid_t> = workers.iter().filter_map(|&w| r.pid(w)).collect();
+    let cpu0 = cpu_us(&pids);
     let t = Instant::now();
     while t.elapsed() < dur {
         r.wait_any_into(&mut ready, Some(Duration::from_secs(10)))
@@ -954,6 +979,7 @@ fn pipelined(
         }
     }
     let rate = done as f64 / t.elapsed().as_secs_f64();
+    let cpu = (cpu_us(&pids) - cpu0) / done.max(1) as f64;
     // Drain what is still in flight.
     let mut left = workers.len() * inflight;
     while left > 0 {
@@ -968,7 +994,7 @@ fn pipelined(
             }
         }
     }
-    rate
+    (rate, cpu)
 }
 
 /// Encode and decode MB/s (line bytes) of `v` as a `T`, each beside what a
@@ -1372,12 +1398,17 @@ fn main() {
             let mut rates = Vec::new();
             // At N = 16 also the floor of per-reply writes, in the same rounds.
             let mut reply_floors = Vec::new();
+            let (mut cpu_floors, mut cpus) = (Vec::new(), Vec::new());
             for _ in 0..b.n(5, 1) {
                 floors.push(floor_mio_echo(n, 64, dur));
                 if n == 16 {
-                    reply_floors.push(floor_per_reply(n, 64, dur));
+                    let (rate, cpu) = floor_per_reply(n, 64, dur);
+                    reply_floors.push(rate);
+                    cpu_floors.push(cpu);
                 }
-                rates.push(pipelined(&mut r, &workers, 64, dur, true));
+                let (rate, cpu) = pipelined(&mut r, &workers, 64, dur, true);
+                rates.push(rate);
+                cpus.push(cpu);
             }
             let floor = median(&mut floors);
             let rate = median(&mut rates);
@@ -1396,9 +1427,12 @@ fn main() {
                 target,
             });
             if n == 16 {
-                // What per-reply writes allow at all: raw syscalls, no
-                // framing or format. Above it no default worker can go.
+                // What per-reply writes cost at least: raw syscalls, no
+                // framing or format. Its msg/s is the bound on a quiet
+                // machine; under other load the CPU per message (below)
+                // compares more steadily.
                 let reply_floor = median(&mut reply_floors);
+                let cpu_floor = median(&mut cpu_floors);
                 b.push(Row {
                     group: "pipelined",
                     name: "N=16 absolute, raw per-reply writes (floor)".into(),
@@ -1421,10 +1455,20 @@ fn main() {
                     floor_name: "raw per-reply writes",
                     target: Some(Target::AtLeast(1_000_000.0)),
                 });
+                b.push(Row {
+                    group: "pipelined",
+                    name: "N=16 CPU per message, per-reply writes (default)".into(),
+                    unit: "us/msg",
+                    value: median(&mut cpus),
+                    p99: None,
+                    floor: Some(cpu_floor),
+                    floor_name: "raw per-reply writes",
+                    target: None,
+                });
                 // The same, with every send written through (no Batch).
                 let mut through = Vec::new();
                 for _ in 0..b.n(5, 1) {
-                    through.push(pipelined(&mut r, &workers, 64, dur, false));
+                    through.push(pipelined(&mut r, &workers, 64, dur, false).0);
                 }
                 b.push(Row {
                     group: "pipelined",
@@ -1443,9 +1487,11 @@ fn main() {
                 let workers: Vec<Worker> = (0..n)
                     .map(|_| r.spawn_with(&opts, |v: Value| v).expect("spawn"))
                     .collect();
-                let mut batched = Vec::new();
+                let (mut batched, mut batched_cpus) = (Vec::new(), Vec::new());
                 for _ in 0..b.n(5, 1) {
-                    batched.push(pipelined(&mut r, &workers, 64, dur, true));
+                    let (rate, cpu) = pipelined(&mut r, &workers, 64, dur, true);
+                    batched.push(rate);
+                    batched_cpus.push(cpu);
                 }
                 b.push(Row {
                     group: "pipelined",
@@ -1455,6 +1501,16 @@ fn main() {
                     p99: None,
                     floor: Some(rate),
                     floor_name: "per-reply writes",
+                    target: None,
+                });
+                b.push(Row {
+                    group: "pipelined",
+                    name: "N=16 CPU per message, batched replies".into(),
+                    unit: "us/msg",
+                    value: median(&mut batched_cpus),
+                    p99: None,
+                    floor: Some(cpu_floor),
+                    floor_name: "raw per-reply writes",
                     target: None,
                 });
             }
