@@ -7,8 +7,9 @@
 //! ratio, and written as JSON. The floors: a blocking socketpair ping-pong,
 //! for large messages the same line through a socketpair plus the base64 and
 //! memcpy a codec costing nothing would still need, a raw mio echo loop with
-//! no decoding, raw fork + socketpair spawn and teardown, a memchr scan, and
-//! a raw memfd + SCM_RIGHTS handoff. Messages are sent both typed (a
+//! no decoding (and its per-reply form: one `write(2)` per reply line, as
+//! miniray's default workers write), raw fork + socketpair spawn and
+//! teardown, a memchr scan, and a raw memfd + SCM_RIGHTS handoff. Messages are sent both typed (a
 //! `Vec<f64>`, a struct) and as [`miniray::Value`]. Before it starts it waits
 //! (up to 10 s) for the machine to be quiet and reports how busy it was.
 //! `--quick` shrinks every count (and N, and the 100 MB memory lines) for a
@@ -503,6 +504,140 @@ fn floor_mio_echo(n: usize, inflight: usize, dur: Duration) -> f64 {
     rate
 }
 
+/// CPU time (µs, user and system) used so far by this thread and by the
+/// live processes `pids`, from `/proc/PID/schedstat` (nanoseconds on the
+/// CPU; clock ticks would be too coarse for 16 children over 500 ms):
+/// taken around a timed loop it gives CPU per message, which other load
+/// on the machine disturbs far less than messages per second.
+fn cpu_us(pids: &[libc::pid_t]) -> f64 {
+    let on_cpu = |path: String| -> f64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|st| st.split(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let me = on_cpu("/proc/thread-self/schedstat".into());
+    let kids: f64 = pids
+        .iter()
+        .map(|p| on_cpu(format!("/proc/{p}/schedstat")))
+        .sum();
+    (me + kids) / 1e3
+}
+
+/// Forks a child that answers every request line on `sock` with one
+/// `write(2)` of `reply` before it looks at the next line (the shape of
+/// miniray's default per-reply writes), reading in 64 KiB chunks.
+fn fork_per_reply_echo(sock: UnixStream, others: &[RawFd], reply: &'static [u8]) -> libc::pid_t {
+    let fd = sock.as_raw_fd();
+    // SAFETY: the child only makes async-signal-safe calls (close, read,
+    // write, _exit) on descriptors it inherited, then exits.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            for &o in others {
+                libc::close(o);
+            }
+            let mut buf = [0u8; 65536];
+            loop {
+                let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    libc::_exit(0);
+                }
+                // Count newlines by hand: nothing but raw bytes and syscalls.
+                for &b in &buf[..n as usize] {
+                    if b == b'\n' {
+                        let w = libc::write(fd, reply.as_ptr().cast(), reply.len());
+                        if w != reply.len() as isize {
+                            libc::_exit(1);
+                        }
+                    }
+                }
+            }
+        }
+        pid
+    }
+}
+
+/// The floor of per-reply writes: `n` forked children on socketpairs,
+/// `inflight` requests in flight each, every child answering each request
+/// line with its own `write(2)` before reading on, and the parent (raw mio)
+/// reading until `WouldBlock` and writing the new requests of one round
+/// together, one `write` per child per round (as a reactor `Batch` does).
+/// No framing library, no format: miniray's wire bytes (`1\n` each way).
+/// Lines per second, and CPU µs per line (parent and children).
+fn floor_per_reply(n: usize, inflight: usize, dur: Duration) -> (f64, f64) {
+    use mio::{Events, Interest, Poll, Token};
+    const LINE: &[u8] = b"1\n";
+    let mut poll = Poll::new().expect("poll");
+    let mut socks = Vec::with_capacity(n);
+    let mut pids = Vec::with_capacity(n);
+    let mut parent_fds: Vec<RawFd> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        parent_fds.push(a.as_raw_fd());
+        pids.push(fork_per_reply_echo(b, &parent_fds, LINE));
+        a.set_nonblocking(true).expect("nonblocking");
+        let mut s = mio::net::UnixStream::from_std(a);
+        poll.registry()
+            .register(&mut s, Token(socks.len()), Interest::READABLE)
+            .expect("register");
+        socks.push(s);
+    }
+    let requests = LINE.repeat(inflight);
+    for s in &mut socks {
+        s.write_all(&requests).expect("prime");
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    // Requests owed to each child this round (as many as replies read).
+    let mut owed = vec![0usize; n];
+    let mut lines = 0u64;
+    let cpu0 = cpu_us(&pids);
+    let t = Instant::now();
+    while t.elapsed() < dur {
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .expect("poll");
+        for ev in events.iter() {
+            let i = ev.token().0;
+            loop {
+                match socks[i].read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        let got = memchr::memchr_iter(b'\n', &buf[..k]).count();
+                        lines += got as u64;
+                        owed[i] += got;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // One write per child per round: the round's new requests.
+        for (i, s) in socks.iter_mut().enumerate() {
+            if owed[i] > 0 {
+                let out = &requests[..owed[i] * LINE.len()];
+                owed[i] = 0;
+                let mut off = 0;
+                while off < out.len() {
+                    match s.write(&out[off..]) {
+                        Ok(w) => off += w,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::yield_now()
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+    let rate = lines as f64 / t.elapsed().as_secs_f64();
+    let cpu = (cpu_us(&pids) - cpu0) / lines.max(1) as f64;
+    drop(socks);
+    for p in pids {
+        reap(p);
+    }
+    (rate, cpu)
+}
+
 /// Raw fork + socketpair spawn, then close + waitpid teardown: µs per worker.
 fn floor_spawn(n: usize) -> (f64, f64) {
     let t = Instant::now();
@@ -805,14 +940,15 @@ fn round_trips<T: Serialize + DeserializeOwned>(
 /// Messages per second with `inflight` requests per worker, each reply
 /// answered with a new request. `batch_sends`: the new requests of one
 /// wait are sent in a [`miniray::Batch`] (one write per worker per wait);
-/// otherwise each send writes through.
+/// otherwise each send writes through. Also CPU µs per message (the
+/// parent and the workers, [`cpu_us`]).
 fn pipelined(
     r: &mut Reactor,
     workers: &[Worker],
     inflight: usize,
     dur: Duration,
     batch_sends: bool,
-) -> f64 {
+) -> (f64, f64) {
     let msg = Value::Int(1);
     for &w in workers {
         for _ in 0..inflight {
@@ -821,6 +957,8 @@ fn pipelined(
     }
     let mut ready = Vec::new();
     let mut done = 0u64;
+    let pids: Vec<libc::pid_t> = workers.iter().filter_map(|&w| r.pid(w)).collect();
+    let cpu0 = cpu_us(&pids);
     let t = Instant::now();
     while t.elapsed() < dur {
         r.wait_any_into(&mut ready, Some(Duration::from_secs(10)))
@@ -841,6 +979,7 @@ fn pipelined(
         }
     }
     let rate = done as f64 / t.elapsed().as_secs_f64();
+    let cpu = (cpu_us(&pids) - cpu0) / done.max(1) as f64;
     // Drain what is still in flight.
     let mut left = workers.len() * inflight;
     while left > 0 {
@@ -855,7 +994,7 @@ fn pipelined(
             }
         }
     }
-    rate
+    (rate, cpu)
 }
 
 /// Encode and decode MB/s (line bytes) of `v` as a `T`, each beside what a
@@ -1257,9 +1396,19 @@ fn main() {
                 .collect();
             let mut floors = Vec::new();
             let mut rates = Vec::new();
+            // At N = 16 also the floor of per-reply writes, in the same rounds.
+            let mut reply_floors = Vec::new();
+            let (mut cpu_floors, mut cpus) = (Vec::new(), Vec::new());
             for _ in 0..b.n(5, 1) {
                 floors.push(floor_mio_echo(n, 64, dur));
-                rates.push(pipelined(&mut r, &workers, 64, dur, true));
+                if n == 16 {
+                    let (rate, cpu) = floor_per_reply(n, 64, dur);
+                    reply_floors.push(rate);
+                    cpu_floors.push(cpu);
+                }
+                let (rate, cpu) = pipelined(&mut r, &workers, 64, dur, true);
+                rates.push(rate);
+                cpus.push(cpu);
             }
             let floor = median(&mut floors);
             let rate = median(&mut rates);
@@ -1278,21 +1427,48 @@ fn main() {
                 target,
             });
             if n == 16 {
-                // The default: each reply written before the next request.
+                // What per-reply writes cost at least: raw syscalls, no
+                // framing or format. Its msg/s is the bound on a quiet
+                // machine; under other load the CPU per message (below)
+                // compares more steadily.
+                let reply_floor = median(&mut reply_floors);
+                let cpu_floor = median(&mut cpu_floors);
+                b.push(Row {
+                    group: "pipelined",
+                    name: "N=16 absolute, raw per-reply writes (floor)".into(),
+                    unit: "msg/s",
+                    value: reply_floor,
+                    p99: None,
+                    floor: None,
+                    floor_name: "",
+                    target: None,
+                });
+                // The default: each reply written before the next request,
+                // beside that floor (ratio = default / floor).
                 b.push(Row {
                     group: "pipelined",
                     name: "N=16 absolute, per-reply writes (default)".into(),
                     unit: "msg/s",
                     value: rate,
                     p99: None,
-                    floor: None,
-                    floor_name: "",
+                    floor: Some(reply_floor),
+                    floor_name: "raw per-reply writes",
                     target: Some(Target::AtLeast(1_000_000.0)),
+                });
+                b.push(Row {
+                    group: "pipelined",
+                    name: "N=16 CPU per message, per-reply writes (default)".into(),
+                    unit: "us/msg",
+                    value: median(&mut cpus),
+                    p99: None,
+                    floor: Some(cpu_floor),
+                    floor_name: "raw per-reply writes",
+                    target: None,
                 });
                 // The same, with every send written through (no Batch).
                 let mut through = Vec::new();
                 for _ in 0..b.n(5, 1) {
-                    through.push(pipelined(&mut r, &workers, 64, dur, false));
+                    through.push(pipelined(&mut r, &workers, 64, dur, false).0);
                 }
                 b.push(Row {
                     group: "pipelined",
@@ -1311,9 +1487,11 @@ fn main() {
                 let workers: Vec<Worker> = (0..n)
                     .map(|_| r.spawn_with(&opts, |v: Value| v).expect("spawn"))
                     .collect();
-                let mut batched = Vec::new();
+                let (mut batched, mut batched_cpus) = (Vec::new(), Vec::new());
                 for _ in 0..b.n(5, 1) {
-                    batched.push(pipelined(&mut r, &workers, 64, dur, true));
+                    let (rate, cpu) = pipelined(&mut r, &workers, 64, dur, true);
+                    batched.push(rate);
+                    batched_cpus.push(cpu);
                 }
                 b.push(Row {
                     group: "pipelined",
@@ -1323,6 +1501,16 @@ fn main() {
                     p99: None,
                     floor: Some(rate),
                     floor_name: "per-reply writes",
+                    target: None,
+                });
+                b.push(Row {
+                    group: "pipelined",
+                    name: "N=16 CPU per message, batched replies".into(),
+                    unit: "us/msg",
+                    value: median(&mut batched_cpus),
+                    p99: None,
+                    floor: Some(cpu_floor),
+                    floor_name: "raw per-reply writes",
                     target: None,
                 });
             }

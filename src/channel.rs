@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use serde::de::DeserializeOwned;
@@ -32,6 +33,10 @@ pub struct Channel {
     format: Format,
     inbound: Inbound,
     rbuf: Vec<u8>,
+    /// Bytes of the last read (in `rbuf`) not framed yet: complete lines are
+    /// decoded straight from here, with no copy into the inbox. Only a read
+    /// that brought no descriptors is left here (see [`Channel::fill`]).
+    unread: Range<usize>,
     out: Vec<u8>,
     scratch: Vec<u8>,
     eof: bool,
@@ -57,6 +62,7 @@ impl Channel {
             format,
             inbound: Inbound::new(max_line),
             rbuf: Vec::new(),
+            unread: 0..0,
             out: Vec::new(),
             scratch: Vec::new(),
             eof: false,
@@ -114,8 +120,10 @@ impl Channel {
     /// does not fit `T` fails alone with [`Error::Decode`]
     /// ([`DecodeErrorKind::Mismatch`](crate::DecodeErrorKind::Mismatch)).
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
-        match self.recv_msg()? {
-            Some(m) => m.decode(self.format).map(Some),
+        let format = self.format;
+        match self.next_item()? {
+            Some(Item::Line(line)) => Msg::decode_line(line, format).map(Some),
+            Some(Item::Queued(m)) => m.decode(format).map(Some),
             None => Ok(None),
         }
     }
@@ -123,17 +131,37 @@ impl Channel {
     /// [`Channel::recv`], with the shared memory regions that came with the
     /// message (mapped read-write, or read-only if sealed against writes).
     pub fn recv_regions<T: DeserializeOwned>(&mut self) -> Result<Option<(T, Vec<SharedMemory>)>> {
-        match self.recv_msg()? {
-            Some(m) => m.decode_regions(self.format).map(Some),
+        let format = self.format;
+        match self.next_item()? {
+            // A line read with no descriptors has no regions.
+            Some(Item::Line(line)) => Msg::decode_line(line, format).map(|m| Some((m, Vec::new()))),
+            Some(Item::Queued(m)) => m.decode_regions(format).map(Some),
             None => Ok(None),
         }
     }
 
-    fn recv_msg(&mut self) -> Result<Option<Msg>> {
+    /// The next line, in stream order: one queued in the inbox, else a
+    /// complete line of the last read taken in place (the common case: no
+    /// copy, no queueing), else what the framing makes of the rest.
+    fn next_item(&mut self) -> Result<Option<Item<'_>>> {
         let idle_until = self.idle.and_then(crate::process::deadline_after);
         loop {
             if let Some(item) = self.inbound.pop() {
-                return item.map(Some);
+                return item.map(|m| Some(Item::Queued(m)));
+            }
+            if !self.unread.is_empty() {
+                let start = self.unread.start;
+                if let Some(len) = self.inbound.direct_line(&self.rbuf[self.unread.clone()]) {
+                    self.unread.start += len + 1;
+                    return Ok(Some(Item::Line(crate::framing::strip_cr(
+                        &self.rbuf[start..start + len],
+                    ))));
+                }
+                // A line split across reads, too long, or after one that
+                // was: the framing takes the rest, in order.
+                let rest = std::mem::replace(&mut self.unread, 0..0);
+                self.inbound.feed(&self.rbuf[rest]);
+                continue;
             }
             if self.eof {
                 return Ok(None);
@@ -178,7 +206,7 @@ impl Channel {
     pub fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
         self.format
             .encode_line(msg, &mut self.out, &mut self.scratch)?;
-        if !self.batch || self.inbound.inbox.is_empty() || self.out.len() >= CHANNEL_FLUSH_AT {
+        if !self.batch || !self.request_buffered() || self.out.len() >= CHANNEL_FLUSH_AT {
             self.flush()?;
         }
         Ok(())
@@ -240,6 +268,13 @@ impl Channel {
         self.flush()
     }
 
+    /// Whether a complete request is already buffered (so a batched reply
+    /// may wait for it).
+    fn request_buffered(&self) -> bool {
+        !self.inbound.inbox.is_empty()
+            || memchr::memchr(b'\n', &self.rbuf[self.unread.clone()]).is_some()
+    }
+
     /// Writes every queued reply.
     pub fn flush(&mut self) -> Result<()> {
         let mut done = 0;
@@ -261,7 +296,9 @@ impl Channel {
         Ok(())
     }
 
+    /// One read. Called only once `unread` is empty (it reuses `rbuf`).
     fn fill(&mut self) -> Result<()> {
+        debug_assert!(self.unread.is_empty());
         // Start small (a child that only ever sees small messages touches
         // one page for it) and double while reads fill the buffer.
         if self.rbuf.is_empty() {
@@ -286,12 +323,26 @@ impl Channel {
             self.inbound.finish();
             return Ok(());
         }
-        self.inbound.feed_received(&self.rbuf[..n], &mut got);
+        if got.fds.is_empty() && !got.truncated {
+            // Framed lazily by `next_item`, straight from `rbuf`.
+            self.unread = 0..n;
+        } else {
+            self.inbound.feed_received(&self.rbuf[..n], &mut got);
+        }
         if n == self.rbuf.len() && n < CHANNEL_READ {
             self.rbuf.resize(n * 2, 0);
         }
         Ok(())
     }
+}
+
+/// What [`Channel::next_item`] found.
+enum Item<'a> {
+    /// A line taken in place from the read buffer (no descriptors came
+    /// with its read).
+    Line(&'a [u8]),
+    /// An item of the inbox.
+    Queued(Msg),
 }
 
 impl AsRawFd for Channel {

@@ -156,7 +156,8 @@ impl LineBuffer {
     }
 }
 
-fn strip_cr(line: &[u8]) -> &[u8] {
+/// `line` without a `\r` right before where its `\n` was.
+pub(crate) fn strip_cr(line: &[u8]) -> &[u8] {
     match line.split_last() {
         Some((b'\r', rest)) => rest,
         _ => line,

@@ -50,6 +50,15 @@ impl Msg {
             Some(Batch::Fds(fds)) => envelope::open(format, self.line, fds),
         }
     }
+
+    /// A line that came with no descriptors, as a `T`, decoded where it
+    /// lies (what [`Msg::decode`] does with such a line, without the copy).
+    pub(crate) fn decode_line<T: DeserializeOwned>(line: &[u8], format: Format) -> Result<T> {
+        if let Some(e) = remote_error::parse(line) {
+            return Err(e);
+        }
+        Ok(format.decode(line)?)
+    }
 }
 
 #[derive(Debug)]
@@ -186,6 +195,27 @@ impl Inbound {
                 batch,
             }));
         });
+    }
+
+    /// The length of the complete line at the start of `chunk` (up to its
+    /// `\n`), when it may be taken in place instead of fed: nothing is
+    /// queued or held before it (no item in the inbox, no unfinished or
+    /// too-long line, no descriptors waiting), and it is within the limit.
+    /// The line then counts as framed. `None`: feed the chunk instead.
+    pub(crate) fn direct_line(&mut self, chunk: &[u8]) -> Option<usize> {
+        if !self.inbox.is_empty()
+            || self.pending.is_some()
+            || self.lines.buffered() > 0
+            || self.lines.is_discarding()
+        {
+            return None;
+        }
+        let len = memchr::memchr(b'\n', chunk)?;
+        if len > self.lines.max_line() {
+            return None;
+        }
+        self.lines_done += 1;
+        Some(len)
     }
 
     /// End of stream: an unfinished line becomes `TruncatedLine`; waiting
