@@ -23,6 +23,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "tokio")]
+mod asynch;
 mod engine;
 mod map;
 mod options;
@@ -34,6 +36,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[cfg(feature = "tokio")]
+pub use asynch::{AsyncMap, AsyncMapUnordered, AsyncPool, Submitted};
 pub use map::{Map, MapUnordered};
 pub use options::{PoolOptions, PoolStats};
 
