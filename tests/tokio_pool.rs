@@ -283,6 +283,43 @@ async fn dropped_driver_hands_over_to_a_waiting_task() {
         .await;
 }
 
+/// A future dropped while its task waits in the queue: the task never runs,
+/// and the pool goes on with the next one.
+#[tokio::test(flavor = "current_thread")]
+async fn dropped_future_forgets_its_queued_task() {
+    let mark = marker("forgotten");
+    let write_to = mark.clone();
+    let pool = Pool::new(&PoolOptions::new().workers(1), move |n: u64| {
+        if n == 7 {
+            let _ = std::fs::write(&write_to, "ran");
+        }
+        std::thread::sleep(Duration::from_millis(n % 10_000));
+        n
+    })
+    .expect("pool")
+    .into_async()
+    .expect("registered");
+    let mut first = pin!(pool.submit(300));
+    let queued = pool.submit(7);
+    // One worker, one task in flight: `first` is sent, `queued` waits.
+    std::future::poll_fn(|cx| {
+        assert!(first.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    assert_eq!(pool.stats().in_flight, 1);
+    drop(queued);
+    let r = timeout(BOUND, first).await.expect("bounded");
+    assert_eq!(r.expect("task ok"), 300);
+    // The worker is free again: a later task runs at once, after the place
+    // where the forgotten one was queued.
+    let r = timeout(BOUND, pool.call(8)).await.expect("bounded");
+    assert_eq!(r.expect("task ok"), 8);
+    assert!(!mark.exists(), "the forgotten task ran");
+    let stats = pool.stats();
+    assert_eq!((stats.completed, stats.failed), (2, 0), "{stats:?}");
+}
+
 /// Outside a runtime: a typed error, no panic.
 #[test]
 fn into_async_outside_a_runtime_is_an_error() {

@@ -156,32 +156,20 @@ impl<Req, Rep> Shared<Req, Rep> {
         }
     }
 
-    /// Forgets tasks nobody waits for any more: queued ones never run,
-    /// running ones' results are thrown away when they come.
+    /// Forgets tasks nobody waits for any more: their entries go, so a
+    /// queued one is skipped when its turn comes (it never runs) and a
+    /// running one's result, or failure, is dropped when it comes (no
+    /// retry); they count as neither completed nor failed.
     fn forget(&mut self, ids: &[TaskId]) {
-        if ids.is_empty() {
-            return;
-        }
         for id in ids {
             self.books.results.remove(id);
             self.books.waiting.remove(id);
         }
         let pool = self.pool();
-        let gone: HashSet<TaskId> = ids.iter().copied().collect();
         for id in ids {
             pool.done.remove(id);
-            if let Some(e) = pool.entries.get_mut(id) {
-                e.sink = Sink::Discard;
-            }
+            pool.entries.remove(id);
         }
-        let entries = &mut pool.entries;
-        pool.queue.retain(|id| {
-            let forget = gone.contains(id);
-            if forget {
-                entries.remove(id);
-            }
-            !forget
-        });
     }
 }
 
