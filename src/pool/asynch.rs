@@ -240,7 +240,12 @@ where
     /// is out) and registers `cx` with it; true when it has already passed.
     fn arm_timer(&mut self, cx: &mut Context<'_>) -> bool {
         let pool = &self.fd.get_ref().0;
-        let mut due = pool.tasks.next_deadline();
+        // With no call in flight every deadline entry is stale (and a step
+        // with no worker left does not pop them): waking for one would spin.
+        let mut due = None;
+        if !pool.tasks.is_empty() {
+            due = pool.tasks.next_deadline();
+        }
         if !pool.queue.is_empty() || !pool.tasks.is_empty() {
             if let Some(tick) = Instant::now().checked_add(TICK) {
                 due = Some(due.map_or(tick, |d| d.min(tick)));
@@ -504,7 +509,8 @@ fn register<Req, Rep>(inner: Registered<Req, Rep>) -> io::Result<AsyncFd<Registe
 }
 
 /// A submitted task's result, as a future ([`AsyncPool::submit`]).
-/// Dropping it before it is ready forgets the task.
+/// Dropping it before it is ready forgets the task. Polling it again after
+/// it returned its result panics, as for most futures.
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[must_use = "a task's future does nothing unless polled, and dropping it forgets the task"]
 pub struct Submitted<'p, Req, Rep> {
