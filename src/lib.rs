@@ -135,6 +135,11 @@
 //! ids, so Python peers work unchanged), and a worker's end fails exactly
 //! the calls it had in flight (see [`task`]).
 //!
+//! With the cargo feature **`tokio`**, `pool::AsyncPool` (from
+//! `Pool::into_async`) makes the pool's tasks futures and its maps streams,
+//! driven by the reactor's descriptor in tokio's `AsyncFd` and a timer for
+//! task deadlines; no thread of its own, no `unsafe` in your code.
+//!
 //! # Timeouts
 //!
 //! Every call that blocks takes the same kind of bound, `timeout:
@@ -288,6 +293,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
 mod channel;

@@ -24,6 +24,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "tokio")]
+mod asynch;
 mod engine;
 mod hosts;
 mod map;
@@ -37,6 +39,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use hosts::{HostStatus, Hosts};
+#[cfg(feature = "tokio")]
+pub use asynch::{AsyncMap, AsyncMapUnordered, AsyncPool, Submitted};
 pub use map::{Map, MapUnordered};
 pub use options::{PoolOptions, PoolStats};
 

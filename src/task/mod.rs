@@ -468,6 +468,14 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         }
     }
 
+    /// The earliest call deadline (perhaps of a call already finished: its
+    /// entry stays until it comes up), for a caller that waits elsewhere
+    /// and must wake to enforce it (the async pool).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse(due)| due.at)
+    }
+
     fn is_in_flight(&self, w: Worker, id: TaskId) -> bool {
         self.flights
             .get(&w)
