@@ -24,17 +24,20 @@ where
         if self.tasks.is_empty() && self.slots.is_empty() {
             // Nothing runs and nothing can: fail what waits.
             self.fail_queued();
+            self.report_progress();
             return;
         }
         if self.tasks.is_empty() && self.queue.is_empty() {
             // Nothing in flight or waiting: only a worker's end could come,
             // so look once rather than wait for nothing.
             self.wait_and_file(Some(Duration::ZERO));
+            self.report_progress();
             return;
         }
         self.wait_and_file(timeout);
         self.top_up();
         self.dispatch();
+        self.report_progress();
     }
 
     fn wait_and_file(&mut self, timeout: Option<Duration>) {
@@ -47,6 +50,7 @@ where
             return;
         }
         for d in batch.drain(..) {
+            self.chunks.done(d.id);
             self.file(d);
         }
         self.batch = batch;
@@ -162,6 +166,9 @@ where
 
     /// Sends queued tasks to free workers.
     fn dispatch(&mut self) {
+        if self.chunks.on() {
+            return self.dispatch_chunks();
+        }
         while let Some(&id) = self.queue.front() {
             let Some(w) = self.take_free() else {
                 return;

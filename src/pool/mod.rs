@@ -23,9 +23,11 @@
 //! # }
 //! ```
 
+mod chunk;
 mod engine;
 mod map;
 mod options;
+mod progress;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -35,7 +37,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use map::{Map, MapUnordered};
-pub use options::{PoolOptions, PoolStats};
+pub use options::{Chunking, PoolOptions, PoolStats};
+pub use progress::Progress;
 
 use crate::error::{Error, Result};
 use crate::process::{deadline_after, Signal};
@@ -105,6 +108,10 @@ pub struct Pool<Req, Rep> {
     last_start_failure: String,
     closed: bool,
     batch: Vec<Done<Rep>>,
+    /// Chunking (closure pools only): see `chunk.rs`.
+    chunks: chunk::Chunks,
+    /// The progress callback: see `progress.rs`.
+    progress: Option<progress::Reporter>,
 }
 
 impl<Req, Rep> fmt::Debug for Pool<Req, Rep> {
@@ -135,6 +142,9 @@ where
         Req: DeserializeOwned,
         Rep: Serialize,
     {
+        if opts.chunking != Chunking::None {
+            return Self::new_chunked(opts, f);
+        }
         let wopts = opts.worker.clone();
         Self::with_spawner(opts, Box::new(move |r| r.spawn_with(&wopts, f.clone())))
     }
@@ -166,6 +176,8 @@ where
             last_start_failure: String::new(),
             closed: false,
             batch: Vec::new(),
+            chunks: chunk::Chunks::default(),
+            progress: None,
         };
         for _ in 0..pool.opts.workers.max(1) {
             pool.spawn_one()?;

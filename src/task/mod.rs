@@ -52,7 +52,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use error::{Attempt, Cause, TaskError, TaskId};
 
@@ -93,6 +93,32 @@ pub struct Ended {
 struct Call {
     id: TaskId,
     timeout: Option<Duration>,
+    /// Calls answered by the reply line this call leads (a chunk, made by
+    /// [`Tasks::call_chunk_as`]); 0 for a plain call, and for the calls
+    /// that follow a chunk's lead.
+    chunk: usize,
+}
+
+/// One item's outcome in the reply to a chunk: that reply line is a list
+/// of these, one per item in order (only a pool's own closure workers
+/// send it, so Python peers never see it).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ChunkItem<Rep> {
+    /// The item's reply.
+    Ok(Rep),
+    /// The item failed (`kind` "panic" for a panic caught around it).
+    Err {
+        /// What failed, in a word.
+        kind: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A reply line as decoded for the oldest call.
+enum Line<Rep> {
+    One(Rep),
+    Chunk(Vec<ChunkItem<Rep>>),
 }
 
 /// A call's deadline, ordered by time (then id).
@@ -244,12 +270,42 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         if let Some(at) = timeout.and_then(deadline_after) {
             self.deadlines.push(Reverse(Due { at, id, worker: w }));
         }
-        self.flights
-            .entry(w)
-            .or_default()
-            .calls
-            .push_back(Call { id, timeout });
+        self.flights.entry(w).or_default().calls.push_back(Call {
+            id,
+            timeout,
+            chunk: 0,
+        });
         self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Sends `msg`, a chunk of `ids.len()` items, as one line to `w`, with
+    /// a call per item: its one reply line is a list of [`ChunkItem`]s,
+    /// each answering its own call in order, and an error reply in its
+    /// place fails every call of the chunk. Each call keeps its own
+    /// deadline (from now), and a worker's end fails exactly the calls
+    /// still in flight, as for plain calls.
+    pub(crate) fn call_chunk_as<T: Serialize + ?Sized>(
+        &mut self,
+        ids: &[TaskId],
+        w: Worker,
+        msg: &T,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        if self.flights.get(&w).is_some_and(|f| f.killed) {
+            return Err(Error::Closed { status: None });
+        }
+        self.reactor.send(w, msg)?;
+        let at = timeout.and_then(deadline_after);
+        let calls = &mut self.flights.entry(w).or_default().calls;
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(at) = at {
+                self.deadlines.push(Reverse(Due { at, id, worker: w }));
+            }
+            let chunk = if i == 0 { ids.len() } else { 0 };
+            calls.push_back(Call { id, timeout, chunk });
+        }
+        self.in_flight += ids.len();
         Ok(())
     }
 
@@ -325,9 +381,24 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
     /// Takes every event queued for `w`, matching replies to calls.
     fn drain(&mut self, w: Worker) {
         loop {
-            match self.reactor.try_recv::<Rep>(w) {
+            // The oldest call says what the next line is: one reply, or a
+            // chunk's list of item outcomes.
+            let chunk = self
+                .flights
+                .get(&w)
+                .and_then(|f| f.calls.front())
+                .map_or(0, |c| c.chunk);
+            let got = if chunk > 0 {
+                self.reactor
+                    .try_recv::<Vec<ChunkItem<Rep>>>(w)
+                    .map(|o| o.map(Line::Chunk))
+            } else {
+                self.reactor.try_recv::<Rep>(w).map(|o| o.map(Line::One))
+            };
+            match got {
                 Ok(None) => return,
-                Ok(Some(rep)) => self.reply(w, Ok(rep)),
+                Ok(Some(Line::One(rep))) => self.reply(w, Ok(rep)),
+                Ok(Some(Line::Chunk(items))) => self.chunk_reply(w, items),
                 Err(Error::Remote { kind, message }) => {
                     self.reply(w, Err(Cause::Remote { kind, message }))
                 }
@@ -366,7 +437,8 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         }
     }
 
-    /// One reply line from `w`: the oldest call's.
+    /// One reply line from `w`: the oldest call's (an error reply in a
+    /// chunk's place fails each of its calls).
     fn reply(&mut self, w: Worker, result: std::result::Result<Rep, Cause>) {
         let flight = self.flights.entry(w).or_default();
         flight.replies += 1;
@@ -377,11 +449,63 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             return;
         };
         self.in_flight -= 1;
+        let rest = call.chunk.saturating_sub(1).min(flight.calls.len());
+        let cause = match result {
+            Ok(rep) => {
+                self.done.push(Done {
+                    id: call.id,
+                    worker: w,
+                    result: Ok(rep),
+                });
+                return;
+            }
+            Err(cause) => cause,
+        };
+        for c in flight.calls.drain(..rest) {
+            self.in_flight -= 1;
+            self.done.push(Done {
+                id: c.id,
+                worker: w,
+                result: Err(TaskError::new(c.id, Some(w), cause.clone())),
+            });
+        }
         self.done.push(Done {
             id: call.id,
             worker: w,
-            result: result.map_err(|cause| TaskError::new(call.id, Some(w), cause)),
+            result: Err(TaskError::new(call.id, Some(w), cause)),
         });
+    }
+
+    /// A chunk's reply line from `w`: one outcome per call of the chunk
+    /// the oldest call leads, in order.
+    fn chunk_reply(&mut self, w: Worker, items: Vec<ChunkItem<Rep>>) {
+        let flight = self.flights.entry(w).or_default();
+        let n = flight
+            .calls
+            .front()
+            .map_or(0, |c| c.chunk)
+            .min(flight.calls.len());
+        if items.len() != n {
+            let message = format!("a chunk reply had {} items for {n} tasks", items.len());
+            return self.reply(w, Err(Cause::Reply { message }));
+        }
+        flight.replies += 1;
+        self.in_flight -= n;
+        for (c, item) in flight.calls.drain(..n).zip(items) {
+            let result = match item {
+                ChunkItem::Ok(rep) => Ok(rep),
+                ChunkItem::Err { kind, message } => Err(TaskError::new(
+                    c.id,
+                    Some(w),
+                    Cause::Remote { kind, message },
+                )),
+            };
+            self.done.push(Done {
+                id: c.id,
+                worker: w,
+                result,
+            });
+        }
     }
 
     /// `w` ended: its calls in flight fail with its status.

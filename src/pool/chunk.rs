@@ -1,0 +1,272 @@
+//! Chunking: several queued tasks sent to a closure worker as one request
+//! (a list) and answered by one reply line (a list of per-task outcomes),
+//! each task still filed, retried and timed on its own (see
+//! [`PoolOptions::chunk_size`](super::PoolOptions::chunk_size)).
+
+use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::options::Chunking;
+use super::Pool;
+use crate::channel::Channel;
+use crate::error::{Error, Result};
+use crate::task::{Attempt, Cause, ChunkItem, TaskId};
+use crate::worker::Worker;
+
+/// The largest automatic chunk: with the map window at 4 chunks per
+/// in-flight place, 8 workers hold at most 32 k tasks (a few MB).
+pub(crate) const AUTO_MAX: usize = 1024;
+
+/// What an automatic chunk aims to take, send to reply.
+const AUTO_TARGET: Duration = Duration::from_millis(1);
+
+/// A pool's chunking state.
+#[derive(Debug, Default)]
+pub(super) struct Chunks {
+    /// `Chunking::None` for exec pools, whatever the options say.
+    mode: Chunking,
+    /// The next chunk's size.
+    size: usize,
+    /// Chunks in flight, by their first task: (worker, sent at, size).
+    sent: HashMap<TaskId, (Worker, Instant, usize)>,
+    /// Chunks in flight per worker (`in_flight_per_worker` caps it).
+    requests: HashMap<Worker, usize>,
+}
+
+impl Chunks {
+    pub(super) fn new(mode: Chunking) -> Self {
+        Chunks {
+            mode,
+            size: match mode {
+                Chunking::Fixed(n) => n.max(1),
+                _ => 1,
+            },
+            ..Chunks::default()
+        }
+    }
+
+    /// The most tasks a request may carry (1: no chunking).
+    pub(super) fn max(&self) -> usize {
+        self.mode.max()
+    }
+
+    pub(super) fn on(&self) -> bool {
+        self.mode != Chunking::None
+    }
+
+    /// The next chunk's size (what [`Chunks::done`] last chose).
+    pub(super) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Task `id` finished a try: if it led a chunk, that chunk is done
+    /// (all of a chunk's tries end in the same reply line, or together
+    /// with its worker), and an automatic size learns from its time.
+    pub(super) fn done(&mut self, id: TaskId) {
+        let Some((w, at, n)) = self.sent.remove(&id) else {
+            return;
+        };
+        if let Some(r) = self.requests.get_mut(&w) {
+            *r = r.saturating_sub(1);
+            if *r == 0 {
+                self.requests.remove(&w);
+            }
+        }
+        if self.mode == Chunking::Auto {
+            let per_task = at.elapsed().as_secs_f64() / n.max(1) as f64;
+            let fits = (AUTO_TARGET.as_secs_f64() / per_task.max(1e-9)) as usize;
+            self.size = fits.min(2 * self.size).clamp(1, AUTO_MAX);
+        }
+    }
+}
+
+impl<Req, Rep> Pool<Req, Rep>
+where
+    Req: Serialize,
+    Rep: DeserializeOwned,
+{
+    /// A closure pool whose workers answer chunks (see [`Pool::new`]).
+    pub(super) fn new_chunked<F>(opts: &super::PoolOptions, f: F) -> Result<Self>
+    where
+        F: Fn(Req) -> Rep + Clone + 'static,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        let wopts = opts.worker.clone();
+        let mut pool = Self::with_spawner(
+            opts,
+            Box::new(move |r| {
+                let f = f.clone();
+                r.spawn_channel(&wopts, move |chan| serve_chunks(chan, &f))
+            }),
+        )?;
+        pool.chunks = Chunks::new(opts.chunking);
+        Ok(pool)
+    }
+
+    /// Sends queued tasks to free workers, up to the chunk size per request.
+    pub(super) fn dispatch_chunks(&mut self) {
+        let cap = self.opts.in_flight_per_worker.max(1);
+        let mut ids: Vec<TaskId> = Vec::new();
+        while !self.queue.is_empty() {
+            let Some(w) = self.take_free_chunk(cap) else {
+                return;
+            };
+            ids.clear();
+            while ids.len() < self.chunks.size() {
+                let Some(&id) = self.queue.front() else {
+                    break;
+                };
+                let Some(entry) = self.entries.get(&id) else {
+                    self.queue.pop_front();
+                    continue;
+                };
+                // A task that failed a try goes alone: whatever lost it
+                // (its own crash, a deadline) then hits it alone.
+                let retry = !entry.tries.is_empty();
+                if retry && !ids.is_empty() {
+                    break;
+                }
+                self.queue.pop_front();
+                ids.push(id);
+                if retry {
+                    break;
+                }
+            }
+            if ids.is_empty() {
+                self.free.push(w);
+                continue;
+            }
+            let reqs: Vec<&Req> = ids
+                .iter()
+                .filter_map(|id| self.entries.get(id).map(|e| &e.req))
+                .collect();
+            match self.tasks.call_chunk_as(&ids, w, &reqs, self.opts.timeout) {
+                Ok(()) => {
+                    let n = ids.len();
+                    self.chunks.sent.insert(ids[0], (w, Instant::now(), n));
+                    *self.chunks.requests.entry(w).or_default() += 1;
+                    if let Some(slot) = self.slots.get_mut(&w) {
+                        slot.in_flight += n;
+                        slot.dispatched += n as u64;
+                        if self
+                            .opts
+                            .max_tasks_per_worker
+                            .is_some_and(|m| slot.dispatched >= m)
+                        {
+                            slot.retiring = true;
+                        }
+                    }
+                }
+                Err(Error::Closed { .. } | Error::UnknownWorker | Error::Backpressure { .. }) => {
+                    // The worker is going (or full): not the tasks' fault.
+                    for &id in ids.iter().rev() {
+                        self.queue.push_front(id);
+                    }
+                    if let Some(slot) = self.slots.get_mut(&w) {
+                        slot.retiring = true;
+                    }
+                }
+                Err(e) => {
+                    self.free.push(w);
+                    let message = e.to_string();
+                    for &id in &ids {
+                        let cause = Cause::Send {
+                            message: message.clone(),
+                        };
+                        let last = Attempt {
+                            worker: Some(w),
+                            cause,
+                        };
+                        self.finish(id, Err(Some(last)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A live worker with room for another chunk; stale entries of the free
+    /// list (a chunk pushes one per task it finished) are dropped.
+    fn take_free_chunk(&mut self, cap: usize) -> Option<Worker> {
+        while let Some(w) = self.free.pop() {
+            let room = self.chunks.requests.get(&w).copied().unwrap_or(0) < cap;
+            if room && self.slots.get(&w).is_some_and(|s| !s.retiring) {
+                return Some(w);
+            }
+        }
+        None
+    }
+}
+
+/// The text of a panic's payload (its location went to stderr with it).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let msg = match payload.downcast_ref::<&str>() {
+        Some(s) => s,
+        None => match payload.downcast_ref::<String>() {
+            Some(s) => s.as_str(),
+            None => "Box<dyn Any>",
+        },
+    };
+    format!("panicked: {msg}")
+}
+
+/// In the worker: answers each chunk with one line, each task run with its
+/// panic caught, so a panic fails only its own task. After a chunk with a
+/// panic the worker exits (status 101, as any panicked worker), so the
+/// pool replaces it: its state may be broken.
+fn serve_chunks<Req, Rep, F>(chan: &mut Channel, f: &F) -> Result<()>
+where
+    F: Fn(Req) -> Rep,
+    Req: DeserializeOwned,
+    Rep: Serialize,
+{
+    let mut out: Vec<ChunkItem<Rep>> = Vec::new();
+    loop {
+        match chan.recv::<Vec<Req>>() {
+            Ok(Some(items)) => {
+                let mut panicked = false;
+                out.clear();
+                for item in items {
+                    match panic::catch_unwind(AssertUnwindSafe(|| f(item))) {
+                        Ok(rep) => out.push(ChunkItem::Ok(rep)),
+                        Err(payload) => {
+                            panicked = true;
+                            let message = panic_text(&*payload);
+                            // Its drop could panic again, outside any catch.
+                            std::mem::forget(payload);
+                            out.push(ChunkItem::Err {
+                                kind: "panic".to_owned(),
+                                message,
+                            });
+                        }
+                    }
+                }
+                match chan.send(&out) {
+                    // A reply the format cannot carry fails the chunk alone.
+                    Err(e @ Error::Encode { .. }) => chan.send_error("encode", &e.to_string())?,
+                    other => other?,
+                }
+                if panicked {
+                    chan.flush()?;
+                    crate::sys::exit_now(crate::process::EXIT_PANIC);
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_message_error() => {
+                let kind = match &e {
+                    Error::Decode(_) => "decode",
+                    Error::LineTooLong { .. } => "line too long",
+                    // The peer hung up mid-line: nobody to answer.
+                    Error::TruncatedLine { .. } => continue,
+                    _ => "error",
+                };
+                chan.send_error(kind, &e.to_string())?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
