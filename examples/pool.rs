@@ -1,19 +1,23 @@
 //! `Pool::map` over local workers, with workers killed along the way.
 //!
 //! `cargo run --release --example pool -- [--workers N] [--tasks M]
-//!  [--kill-every K] [--chunk C] [--inflight F]`
+//!  [--kill-every K] [--chunk C|auto] [--inflight F]`
 //!
 //! Maps M trivial tasks (`n -> 2n + 1`) over N forked workers, in input
 //! order; with `--kill-every K` a random worker is SIGKILLed after every K
-//! results (its task in flight is retried elsewhere, it is replaced); with
-//! `--chunk C` each request carries C items; `--inflight F` sends F
-//! requests to a worker before its replies come. Ends with one line:
+//! results (its tasks in flight are retried elsewhere, it is replaced);
+//! with `--chunk C` each request carries up to C items
+//! ([`PoolOptions::chunk_size`]), with `--chunk auto` a size the pool picks
+//! ([`PoolOptions::chunk_size_auto`]); `--inflight F` sends F requests to a
+//! worker before its replies come. On a terminal, an `indicatif` progress
+//! bar on stderr follows the pool's progress callback. Ends with one line:
 //! `M tasks: 0 lost, 0 wrong, R retried, W workers replaced, T tasks/s`
 //! (stdout), and the peak memory on stderr. Exits 1 if any is lost or wrong.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use miniray::pool::{Pool, PoolOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use miniray::pool::{Chunking, Pool, PoolOptions, Progress};
 use miniray::Signal;
 
 #[path = "common/args.rs"]
@@ -24,7 +28,7 @@ usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C] [--inflight F
   --workers N        local workers (default 8)
   --tasks M          tasks to run (default 100000)
   --kill-every K     SIGKILL a random worker after every K results (default 0: never)
-  --chunk C          items per request (default 1)
+  --chunk C|auto     items per request, or auto (default 1)
   --inflight F       requests in flight per worker (default 1)
 ";
 
@@ -32,7 +36,7 @@ struct Args {
     workers: usize,
     tasks: u64,
     kill_every: u64,
-    chunk: u64,
+    chunk: Chunking,
     inflight: usize,
 }
 
@@ -41,7 +45,7 @@ fn parse_args() -> Args {
         workers: 8,
         tasks: 100_000,
         kill_every: 0,
-        chunk: 1,
+        chunk: Chunking::None,
         inflight: 1,
     };
     let mut args = args::Args::new("pool", USAGE);
@@ -50,15 +54,50 @@ fn parse_args() -> Args {
             "--workers" => a.workers = args.value(&flag),
             "--tasks" => a.tasks = args.value(&flag),
             "--kill-every" => a.kill_every = args.value(&flag),
-            "--chunk" => a.chunk = args.value(&flag),
+            "--chunk" => a.chunk = parse_chunk(&args.value::<String>(&flag)),
             "--inflight" => a.inflight = args.value(&flag),
             _ => args.unknown(&flag),
         }
     }
-    if a.workers == 0 || a.chunk == 0 || a.inflight == 0 {
+    if a.workers == 0 || a.chunk == Chunking::Fixed(0) || a.inflight == 0 {
         args.fail("--workers, --chunk and --inflight must be at least 1");
     }
     a
+}
+
+/// `--chunk`: a number of items per request, or `auto`.
+fn parse_chunk(text: &str) -> Chunking {
+    match text {
+        "auto" => Chunking::Auto,
+        n => match n.parse::<usize>() {
+            Ok(1) => Chunking::None,
+            Ok(n) => Chunking::Fixed(n),
+            Err(_) => {
+                eprintln!("pool: --chunk takes a number or auto, not {n:?}\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
+    }
+}
+
+/// A progress bar on stderr fed by the pool's progress callback (every
+/// 100 ms); indicatif draws nothing when stderr is not a terminal.
+fn progress_bar(pool: &mut Pool<u64, u64>, total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
+    {
+        bar.set_style(style);
+    }
+    let b = bar.clone();
+    pool.set_progress(Duration::from_millis(100), move |p: &Progress| {
+        b.set_position(p.done + p.failed);
+        b.set_message(format!(
+            "{} in flight, {} retried, {} failed",
+            p.in_flight, p.retried, p.failed
+        ));
+    });
+    bar
 }
 
 /// The work, on one item.
@@ -86,35 +125,29 @@ fn main() -> miniray::Result<()> {
     let a = parse_args();
     let opts = PoolOptions::new()
         .workers(a.workers)
-        .in_flight_per_worker(a.inflight);
-    let mut pool = Pool::new(&opts, |items: Vec<u64>| -> Vec<u64> {
-        items.into_iter().map(work).collect()
-    })?;
-    let chunks = (0..a.tasks)
-        .step_by(a.chunk as usize)
-        .map(|start| (start..(start + a.chunk).min(a.tasks)).collect::<Vec<u64>>());
+        .in_flight_per_worker(a.inflight)
+        .chunking(a.chunk);
+    let mut pool = Pool::new(&opts, work)?;
+    let bar = progress_bar(&mut pool, a.tasks);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let (mut received, mut wrong, mut failed) = (0u64, 0u64, 0u64);
     let mut next_kill = a.kill_every;
     let started = Instant::now();
-    let mut map = pool.map(chunks);
+    let mut map = pool.map(0..a.tasks);
     let mut expect = 0u64;
     while let Some(result) = map.next() {
         match result {
-            Ok(replies) => {
-                for r in replies {
-                    wrong += u64::from(r != work(expect));
-                    expect += 1;
-                    received += 1;
-                }
+            Ok(r) => {
+                wrong += u64::from(r != work(expect));
+                received += 1;
             }
             Err(e) => {
-                eprintln!("pool: {e}");
+                bar.suspend(|| eprintln!("pool: {e}"));
                 failed += 1;
-                expect += a.chunk;
             }
         }
-        if a.kill_every > 0 && received >= next_kill {
+        expect += 1;
+        if a.kill_every > 0 && expect >= next_kill {
             next_kill += a.kill_every;
             let workers = map.pool().workers();
             rng ^= rng << 13;
@@ -127,6 +160,7 @@ fn main() -> miniray::Result<()> {
     }
     drop(map);
     let secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
     let stats = pool.stats();
     let lost = a.tasks.saturating_sub(received);
     println!(
@@ -137,7 +171,7 @@ fn main() -> miniray::Result<()> {
         a.tasks as f64 / secs
     );
     eprintln!(
-        "pool: {} workers, chunk {}, {} in flight each, {failed} requests failed, {:.2} s, peak RSS {} kB",
+        "pool: {} workers, chunk {:?}, {} in flight each, {failed} tasks failed, {:.2} s, peak RSS {} kB",
         a.workers,
         a.chunk,
         a.inflight,

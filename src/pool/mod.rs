@@ -96,8 +96,8 @@ pub struct Pool<Req, Rep> {
     /// Workers closed for recycling: their end is no loss.
     retired: HashSet<Worker>,
     queue: VecDeque<TaskId>,
-    entries: HashMap<TaskId, Entry<Req>>,
-    done: HashMap<TaskId, TaskResult<Rep>>,
+    entries: chunk::IdMap<Entry<Req>>,
+    done: chunk::IdMap<TaskResult<Rep>>,
     /// Finished handles (`Sink::Handle`), in completion order.
     finished: VecDeque<TaskId>,
     unordered: VecDeque<(TaskId, TaskResult<Rep>)>,
@@ -166,8 +166,8 @@ where
             free: Vec::new(),
             retired: HashSet::new(),
             queue: VecDeque::new(),
-            entries: HashMap::new(),
-            done: HashMap::new(),
+            entries: chunk::IdMap::default(),
+            done: chunk::IdMap::default(),
             finished: VecDeque::new(),
             unordered: VecDeque::new(),
             next_id: 0,
