@@ -154,7 +154,7 @@ fn a_worker_killed_mid_map_with_chunking_loses_nothing() {
                 _ => wrong += 1,
             }
             n += 1;
-            if n % 15_000 == 0 {
+            if n.is_multiple_of(15_000) {
                 seen.extend(pids(map.pool()));
                 let w = map.pool().workers()[kills % 4];
                 map.kill(w, Signal::KILL).expect("kill");
@@ -314,4 +314,34 @@ fn progress_counts_only_grow_and_end_at_the_exact_totals() {
         "{last:?}"
     );
     assert_eq!(last.replaced, pool.stats().replaced);
+}
+
+#[test]
+fn the_readme_pool_example_is_the_compiled_doctest() {
+    // The README's code is not compiled; the same lines in src/pool/mod.rs
+    // are (a doctest), so a README that drifts from them fails here.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let module = std::fs::read_to_string(root.join("src/pool/mod.rs")).expect("mod.rs");
+    let section = readme.split("\n## Pool\n").nth(1).expect("a Pool section");
+    let block = section
+        .split("```rust\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a rust block");
+    assert!(block.contains("Pool::new(&opts"), "{block}");
+    let doc: String = block
+        .lines()
+        .map(|l| {
+            if l.is_empty() {
+                "//!\n".to_string()
+            } else {
+                format!("//! {l}\n")
+            }
+        })
+        .collect();
+    assert!(
+        module.contains(&doc),
+        "README pool example differs from the doctest:\n{doc}"
+    );
 }

@@ -15,7 +15,7 @@ use super::options::Chunking;
 use super::Pool;
 use crate::channel::Channel;
 use crate::error::{Error, Result};
-use crate::task::{Attempt, Cause, ChunkItem, TaskId};
+use crate::task::{Attempt, Cause, ChunkReply, TaskId};
 use crate::worker::Worker;
 
 /// The largest automatic chunk: with the map window at 4 chunks per
@@ -254,27 +254,24 @@ where
     Req: DeserializeOwned,
     Rep: Serialize,
 {
-    let mut out: Vec<ChunkItem<Rep>> = Vec::new();
+    let mut out = ChunkReply(Vec::new(), Vec::new());
     loop {
         match chan.recv::<Vec<Req>>() {
             Ok(Some(items)) => {
-                let mut panicked = false;
-                out.clear();
-                for item in items {
+                out.0.clear();
+                out.1.clear();
+                for (i, item) in items.into_iter().enumerate() {
                     match panic::catch_unwind(AssertUnwindSafe(|| f(item))) {
-                        Ok(rep) => out.push(ChunkItem::Ok(rep)),
+                        Ok(rep) => out.0.push(rep),
                         Err(payload) => {
-                            panicked = true;
                             let message = panic_text(&*payload);
                             // Its drop could panic again, outside any catch.
                             std::mem::forget(payload);
-                            out.push(ChunkItem::Err {
-                                kind: "panic".to_owned(),
-                                message,
-                            });
+                            out.1.push((i, "panic".to_owned(), message));
                         }
                     }
                 }
+                let panicked = !out.1.is_empty();
                 match chan.send(&out) {
                     // A reply the format cannot carry fails the chunk alone.
                     Err(e @ Error::Encode { .. }) => chan.send_error("encode", &e.to_string())?,

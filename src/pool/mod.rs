@@ -22,6 +22,31 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The README's example (the same lines; `tests/pool_chunks.rs` checks
+//! they stay the same): a map with a deadline per try, retries elsewhere,
+//! and chunks of tiny tasks.
+//!
+//! ```
+//! # fn main() -> miniray::Result<()> {
+//! use std::time::Duration;
+//! use miniray::pool::{Pool, PoolOptions};
+//!
+//! let opts = PoolOptions::new()
+//!     .workers(8)
+//!     .timeout(Duration::from_secs(10)) // a try that takes longer: worker killed, task retried
+//!     .max_retries(2) // on another worker, at most twice
+//!     .chunk_size_auto(); // tiny tasks travel in chunks
+//! let mut pool = Pool::new(&opts, |n: u64| n * n)?;
+//! for (n, result) in (0u64..).zip(pool.map(0..10_000u64)) {
+//!     match result {
+//!         Ok(square) => assert_eq!(square, n * n),
+//!         Err(e) => eprintln!("{e}"), // task 7 failed 3 times: (1) on worker 3: ...
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod chunk;
 mod engine;

@@ -99,26 +99,18 @@ struct Call {
     chunk: usize,
 }
 
-/// One item's outcome in the reply to a chunk: that reply line is a list
-/// of these, one per item in order (only a pool's own closure workers
-/// send it, so Python peers never see it).
+/// The reply to a chunk, one line (only a pool's own closure workers send
+/// it, so Python peers never see it): the replies of the items that
+/// succeeded, in order, then the failed ones as (index in the chunk, kind,
+/// message), indices rising. Kept apart so a chunk of plain replies is a
+/// plain list on the wire, with no per-item tag to encode and decode.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ChunkItem<Rep> {
-    /// The item's reply.
-    Ok(Rep),
-    /// The item failed (`kind` "panic" for a panic caught around it).
-    Err {
-        /// What failed, in a word.
-        kind: String,
-        /// Why.
-        message: String,
-    },
-}
+pub(crate) struct ChunkReply<Rep>(pub(crate) Vec<Rep>, pub(crate) Vec<(usize, String, String)>);
 
 /// A reply line as decoded for the oldest call.
 enum Line<Rep> {
     One(Rep),
-    Chunk(Vec<ChunkItem<Rep>>),
+    Chunk(ChunkReply<Rep>),
 }
 
 /// A call's deadline, ordered by time (then id).
@@ -280,8 +272,8 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
     }
 
     /// Sends `msg`, a chunk of `ids.len()` items, as one line to `w`, with
-    /// a call per item: its one reply line is a list of [`ChunkItem`]s,
-    /// each answering its own call in order, and an error reply in its
+    /// a call per item: its one reply line is a [`ChunkReply`] answering
+    /// each call in order, and an error reply in its
     /// place fails every call of the chunk. Each call keeps its own
     /// deadline (from now), and a worker's end fails exactly the calls
     /// still in flight, as for plain calls.
@@ -390,7 +382,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
                 .map_or(0, |c| c.chunk);
             let got = if chunk > 0 {
                 self.reactor
-                    .try_recv::<Vec<ChunkItem<Rep>>>(w)
+                    .try_recv::<ChunkReply<Rep>>(w)
                     .map(|o| o.map(Line::Chunk))
             } else {
                 self.reactor.try_recv::<Rep>(w).map(|o| o.map(Line::One))
@@ -478,27 +470,44 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
 
     /// A chunk's reply line from `w`: one outcome per call of the chunk
     /// the oldest call leads, in order.
-    fn chunk_reply(&mut self, w: Worker, items: Vec<ChunkItem<Rep>>) {
+    fn chunk_reply(&mut self, w: Worker, reply: ChunkReply<Rep>) {
         let flight = self.flights.entry(w).or_default();
         let n = flight
             .calls
             .front()
             .map_or(0, |c| c.chunk)
             .min(flight.calls.len());
-        if items.len() != n {
-            let message = format!("a chunk reply had {} items for {n} tasks", items.len());
+        let ChunkReply(oks, errs) = reply;
+        let rising = errs.windows(2).all(|p| p[0].0 < p[1].0);
+        if oks.len() + errs.len() != n || !rising || errs.last().is_some_and(|e| e.0 >= n) {
+            let message = format!(
+                "a chunk reply had {} replies and {} failures for {n} tasks",
+                oks.len(),
+                errs.len()
+            );
             return self.reply(w, Err(Cause::Reply { message }));
         }
         flight.replies += 1;
         self.in_flight -= n;
-        for (c, item) in flight.calls.drain(..n).zip(items) {
-            let result = match item {
-                ChunkItem::Ok(rep) => Ok(rep),
-                ChunkItem::Err { kind, message } => Err(TaskError::new(
+        let (mut oks, mut errs) = (oks.into_iter(), errs.into_iter().peekable());
+        for (i, c) in flight.calls.drain(..n).enumerate() {
+            let result = match errs.next_if(|e| e.0 == i) {
+                Some((_, kind, message)) => Err(TaskError::new(
                     c.id,
                     Some(w),
                     Cause::Remote { kind, message },
                 )),
+                // Counted above: one reply per item that did not fail.
+                None => match oks.next() {
+                    Some(rep) => Ok(rep),
+                    None => Err(TaskError::new(
+                        c.id,
+                        Some(w),
+                        Cause::Reply {
+                            message: "a chunk reply was short".into(),
+                        },
+                    )),
+                },
             };
             self.done.push(Done {
                 id: c.id,
