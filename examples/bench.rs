@@ -1077,7 +1077,7 @@ fn bench_pool(b: &mut Bench) {
             });
         }
     }
-    let cases: [(String, PoolOptions, usize, Option<f64>, f64); 5] = [
+    let cases: [(String, PoolOptions, usize, Option<f64>, f64); 6] = [
         (
             format!("map unchunked, {n_unchunked}"),
             eight.clone(),

@@ -22,7 +22,7 @@ use crate::worker::Worker;
 /// in-flight place, 8 workers hold at most 32 k tasks (a few MB).
 pub(crate) const AUTO_MAX: usize = 1024;
 
-/// What an automatic chunk aims to take, send to reply.
+/// The worker time an automatic chunk aims to take.
 const AUTO_TARGET: Duration = Duration::from_millis(1);
 
 /// A map keyed by task id, hashed by [`IdHasher`].
@@ -61,8 +61,8 @@ pub(super) struct Chunks {
     mode: Chunking,
     /// The next chunk's size.
     size: usize,
-    /// Chunks in flight, by their first task: (worker, sent at, size).
-    sent: IdMap<(Worker, Instant, usize)>,
+    /// Chunks in flight, by their first task: the worker.
+    sent: IdMap<Worker>,
     /// Chunks in flight per worker (`in_flight_per_worker` caps it).
     requests: HashMap<Worker, usize>,
 }
@@ -95,9 +95,9 @@ impl Chunks {
 
     /// Task `id` finished a try: if it led a chunk, that chunk is done
     /// (all of a chunk's tries end in the same reply line, or together
-    /// with its worker), and an automatic size learns from its time.
+    /// with its worker).
     pub(super) fn done(&mut self, id: TaskId) {
-        let Some((w, at, n)) = self.sent.remove(&id) else {
+        let Some(w) = self.sent.remove(&id) else {
             return;
         };
         if let Some(r) = self.requests.get_mut(&w) {
@@ -106,11 +106,22 @@ impl Chunks {
                 self.requests.remove(&w);
             }
         }
-        if self.mode == Chunking::Auto {
-            let per_task = at.elapsed().as_secs_f64() / n.max(1) as f64;
-            let fits = (AUTO_TARGET.as_secs_f64() / per_task.max(1e-9)) as usize;
-            self.size = fits.min(2 * self.size).clamp(1, AUTO_MAX);
+    }
+
+    /// An automatic size learns from a chunk of `n` tasks that took its
+    /// worker `work`: the next size fills [`AUTO_TARGET`] at that time per
+    /// task, at most twice the current size (growth is gradual, a
+    /// slowdown is followed at once), within 1 and [`AUTO_MAX`]. The
+    /// worker's own time, not the round trip: on a loaded machine the round
+    /// trip is mostly waiting for a CPU, which a bigger chunk amortizes
+    /// rather than suffers from.
+    pub(super) fn learn(&mut self, n: usize, work: Duration) {
+        if self.mode != Chunking::Auto || n == 0 {
+            return;
         }
+        let per_task = work.as_secs_f64() / n as f64;
+        let fits = (AUTO_TARGET.as_secs_f64() / per_task.max(1e-9)).min(AUTO_MAX as f64) as usize;
+        self.size = fits.min(2 * self.size).clamp(1, AUTO_MAX);
     }
 }
 
@@ -136,6 +147,17 @@ where
         )?;
         pool.chunks = Chunks::new(opts.chunking);
         Ok(pool)
+    }
+
+    /// Files chunk bookkeeping for the tries just filed: chunks done, and
+    /// what the workers said their chunks took.
+    pub(super) fn learn_chunks(&mut self) {
+        if !self.chunks.on() {
+            return;
+        }
+        for (_, n, work) in self.tasks.take_chunk_work() {
+            self.chunks.learn(n, work);
+        }
     }
 
     /// Sends queued tasks to free workers, up to the chunk size per request.
@@ -178,7 +200,7 @@ where
             match self.tasks.call_chunk_as(&ids, w, &reqs, self.opts.timeout) {
                 Ok(()) => {
                     let n = ids.len();
-                    self.chunks.sent.insert(ids[0], (w, Instant::now(), n));
+                    self.chunks.sent.insert(ids[0], w);
                     *self.chunks.requests.entry(w).or_default() += 1;
                     if let Some(slot) = self.slots.get_mut(&w) {
                         slot.in_flight += n;
@@ -254,12 +276,13 @@ where
     Req: DeserializeOwned,
     Rep: Serialize,
 {
-    let mut out = ChunkReply(Vec::new(), Vec::new());
+    let mut out = ChunkReply(Vec::new(), Vec::new(), 0);
     loop {
         match chan.recv::<Vec<Req>>() {
             Ok(Some(items)) => {
                 out.0.clear();
                 out.1.clear();
+                let started = Instant::now();
                 for (i, item) in items.into_iter().enumerate() {
                     match panic::catch_unwind(AssertUnwindSafe(|| f(item))) {
                         Ok(rep) => out.0.push(rep),
@@ -271,6 +294,7 @@ where
                         }
                     }
                 }
+                out.2 = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 let panicked = !out.1.is_empty();
                 match chan.send(&out) {
                     // A reply the format cannot carry fails the chunk alone.

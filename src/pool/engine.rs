@@ -53,6 +53,7 @@ where
             self.chunks.done(d.id);
             self.file(d);
         }
+        self.learn_chunks();
         self.batch = batch;
         for e in self.tasks.take_ended() {
             self.slots.remove(&e.worker);

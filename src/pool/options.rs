@@ -173,11 +173,13 @@ impl PoolOptions {
     }
 
     /// [`PoolOptions::chunk_size`] picked from the measured time per task:
-    /// the first chunk has 1 task; after each chunk's reply the time per
-    /// task is its round trip over its size, and the next size is what
-    /// fills about 1 ms, at most twice the last size (it grows
-    /// gradually, and shrinks at once when tasks get slower), and at most
-    /// 1024. The map window grows with it (see [`Map`](super::Map)), so
+    /// the first chunk has 1 task; each chunk's reply carries the time the
+    /// worker spent on its tasks, over its size that is the time per task,
+    /// and the next size is what fills about 1 ms of it, at most twice the
+    /// last size (it grows gradually, and shrinks at once when tasks get
+    /// slower), and at most 1024. The worker's time rather than the round
+    /// trip: on a loaded machine a round trip is mostly waiting for a CPU,
+    /// which bigger chunks amortize. The map window grows with it (see [`Map`](super::Map)), so
     /// every worker still has work queued and memory stays bounded.
     pub fn chunk_size_auto(mut self) -> Self {
         self.chunking = Chunking::Auto;

@@ -102,10 +102,17 @@ struct Call {
 /// The reply to a chunk, one line (only a pool's own closure workers send
 /// it, so Python peers never see it): the replies of the items that
 /// succeeded, in order, then the failed ones as (index in the chunk, kind,
-/// message), indices rising. Kept apart so a chunk of plain replies is a
-/// plain list on the wire, with no per-item tag to encode and decode.
+/// message), indices rising, then the nanoseconds the worker spent on the
+/// chunk's items (what an automatic chunk size learns from: a round trip
+/// on a loaded machine is mostly waiting). Replies and failures are kept
+/// apart so a chunk of plain replies is a plain list on the wire, with no
+/// per-item tag to encode and decode.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ChunkReply<Rep>(pub(crate) Vec<Rep>, pub(crate) Vec<(usize, String, String)>);
+pub(crate) struct ChunkReply<Rep>(
+    pub(crate) Vec<Rep>,
+    pub(crate) Vec<(usize, String, String)>,
+    pub(crate) u64,
+);
 
 /// A reply line as decoded for the oldest call.
 enum Line<Rep> {
@@ -169,6 +176,9 @@ pub struct Tasks<Rep> {
     next_id: u64,
     strays: u64,
     ready: Vec<Worker>,
+    /// (first task, size, the worker's time on it) of chunks answered
+    /// since the last [`Tasks::take_chunk_work`].
+    chunk_work: Vec<(TaskId, usize, Duration)>,
 }
 
 impl<Rep> fmt::Debug for Tasks<Rep> {
@@ -218,6 +228,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             next_id: 0,
             strays: 0,
             ready: Vec::new(),
+            chunk_work: Vec::new(),
         }
     }
 
@@ -299,6 +310,12 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         }
         self.in_flight += ids.len();
         Ok(())
+    }
+
+    /// (first task, size, the worker's own time on its items) of each
+    /// chunk answered since the last call, oldest first.
+    pub(crate) fn take_chunk_work(&mut self) -> std::vec::Drain<'_, (TaskId, usize, Duration)> {
+        self.chunk_work.drain(..)
     }
 
     /// Calls in flight on `w`.
@@ -477,7 +494,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             .front()
             .map_or(0, |c| c.chunk)
             .min(flight.calls.len());
-        let ChunkReply(oks, errs) = reply;
+        let ChunkReply(oks, errs, nanos) = reply;
         let rising = errs.windows(2).all(|p| p[0].0 < p[1].0);
         if oks.len() + errs.len() != n || !rising || errs.last().is_some_and(|e| e.0 >= n) {
             let message = format!(
@@ -489,6 +506,10 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         }
         flight.replies += 1;
         self.in_flight -= n;
+        if let Some(lead) = flight.calls.front() {
+            self.chunk_work
+                .push((lead.id, n, Duration::from_nanos(nanos)));
+        }
         let (mut oks, mut errs) = (oks.into_iter(), errs.into_iter().peekable());
         for (i, c) in flight.calls.drain(..n).enumerate() {
             let result = match errs.next_if(|e| e.0 == i) {
