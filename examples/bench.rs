@@ -1093,6 +1093,16 @@ fn bench_pool(b: &mut Bench) {
             10.0,
         ),
         (
+            format!("map unchunked 8 in flight batch_replies, {n_unchunked}"),
+            eight
+                .clone()
+                .in_flight_per_worker(8)
+                .worker_options(WorkerOptions::new().batch_replies(true)),
+            n_unchunked,
+            py_imap,
+            10.0,
+        ),
+        (
             format!("map chunk 1024, {n_map}"),
             eight.clone().chunk_size(1024),
             n_map,
