@@ -1139,31 +1139,35 @@ fn bench_pool(b: &mut Bench) {
     }
     // The task layer over a raw round trip, on the same worker: `send` +
     // `recv` against `Tasks::call` + `wait`, in alternating blocks.
+    // Parent and worker on one CPU, as the round trip group does: a
+    // ping-pong across CPUs pays an idle CPU's wake-up.
+    pin(&[0]);
     let mut tasks = Tasks::<u64>::new(Reactor::new().expect("reactor"));
     let w = tasks.reactor_mut().spawn(pool_work).expect("spawn");
-    let (mut raw, mut task) = (Vec::new(), Vec::new());
+    // Raw and task round trips alternate one by one, and their paired
+    // differences are the cost, so both see the same (noisy) machine.
+    let (mut raw, mut task, mut diff) = (Vec::new(), Vec::new(), Vec::new());
     let rounds = b.n(2000, 200);
-    for _ in 0..b.n(10, 2) {
-        for i in 0..rounds as u64 {
-            let t = Instant::now();
-            let r = tasks.reactor_mut();
-            r.send(w, &i).expect("send");
-            let v: u64 = r.recv(w, Some(Duration::from_secs(10))).expect("recv");
-            raw.push(t.elapsed().as_secs_f64() * 1e6);
-            assert_eq!(v, pool_work(i));
-        }
-        for i in 0..rounds as u64 {
-            let t = Instant::now();
-            tasks.call(w, &i).expect("call");
-            let done = loop {
-                let d = tasks.wait(Some(Duration::from_secs(10))).expect("wait");
-                if let Some(d) = d.into_iter().next() {
-                    break d;
-                }
-            };
-            task.push(t.elapsed().as_secs_f64() * 1e6);
-            assert_eq!(done.result.ok(), Some(pool_work(i)));
-        }
+    for i in 0..(rounds * b.n(10, 2)) as u64 {
+        let t = Instant::now();
+        let r = tasks.reactor_mut();
+        r.send(w, &i).expect("send");
+        let v: u64 = r.recv(w, Some(Duration::from_secs(10))).expect("recv");
+        let raw_us = t.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(v, pool_work(i));
+        let t = Instant::now();
+        tasks.call(w, &i).expect("call");
+        let done = loop {
+            let d = tasks.wait(Some(Duration::from_secs(10))).expect("wait");
+            if let Some(d) = d.into_iter().next() {
+                break d;
+            }
+        };
+        let task_us = t.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(done.result.ok(), Some(pool_work(i)));
+        raw.push(raw_us);
+        task.push(task_us);
+        diff.push(task_us - raw_us);
     }
     drop(tasks);
     let raw_median = median(&mut raw);
@@ -1190,15 +1194,15 @@ fn bench_pool(b: &mut Bench) {
     });
     b.push(Row {
         group: "pool",
-        name: "task layer cost per task (median diff)".into(),
+        name: "task layer cost per task (median of paired diffs)".into(),
         unit: "us",
-        value: task_median - raw_median,
+        value: median(&mut diff),
         p99: None,
         floor: None,
         floor_name: "",
         target: Some(Target::AtMost(1.0)),
     });
-    // Pool::submit + get, one task at a time on a 1-worker pool.
+    // Pool::submit + get, one task at a time on a 1-worker pool (pinned too).
     let mut pool = Pool::new(&PoolOptions::new().workers(1), pool_work).expect("pool");
     let mut one = Vec::new();
     for i in 0..(rounds * b.n(5, 1)) as u64 {
@@ -1219,6 +1223,7 @@ fn bench_pool(b: &mut Bench) {
         floor_name: "reactor send + recv",
         target: None,
     });
+    pin(&(0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect::<Vec<_>>());
     // Redispatch: a task's first try hangs; its worker is SIGKILLed; the
     // time from the kill to the retry's reply (on the other, idle worker)
     // bounds the redispatch delay from above: it also holds the kernel
