@@ -220,6 +220,43 @@ fn a_worker_killed_inside_a_chunk_has_only_that_chunk_retried() {
 }
 
 #[test]
+fn a_deadline_in_a_chunk_ends_with_the_hanging_item_alone_to_blame() {
+    // Item 5 hangs on every try. Its chunk's deadline kills the worker:
+    // the chunk's tries all fail (the first call's is the one that timed
+    // out), and each task is retried alone, so the innocent ones succeed
+    // and the hanging one hits its own deadline on its retries.
+    let opts = PoolOptions::new()
+        .workers(2)
+        .chunk_size(10)
+        .max_retries(2)
+        .timeout(Duration::from_millis(300));
+    let mut pool = Pool::new(&opts, |n: u64| {
+        if n == 5 {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        n * 2
+    })
+    .expect("pool");
+    let mut seen = pids(&pool);
+    let results: Vec<_> = pool.map(0..40u64).collect();
+    for (n, r) in (0u64..).zip(&results) {
+        if n == 5 {
+            let e = r.as_ref().expect_err("item 5 hangs");
+            assert_eq!(e.tries().len(), 3, "{e}");
+            assert!(e.cause().is_deadline(), "{e}");
+            assert!(e.tries()[1..].iter().all(|t| t.cause.is_deadline()), "{e}");
+        } else {
+            assert_eq!(r.as_ref().ok(), Some(&(n * 2)), "item {n}: {r:?}");
+        }
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.failed, 1, "{stats:?}");
+    seen.extend(pids(&pool));
+    drop(pool);
+    assert_all_reaped(&seen);
+}
+
+#[test]
 fn an_auto_chunked_map_of_10_million_items_holds_a_bounded_window() {
     // A lazily generated 10-million-item input: the map takes items only
     // as results are yielded, never more than its window ahead. The first

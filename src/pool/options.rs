@@ -216,7 +216,8 @@ pub struct PoolStats {
     pub retried: u64,
     /// Workers replaced after they ended (killed, crashed, deadline).
     pub replaced: u64,
-    /// Workers closed and replaced after `max_tasks_per_worker`.
+    /// Workers closed and replaced after `max_tasks_per_worker` (and, with
+    /// chunking, a worker that caught a panic and finished its chunk).
     pub recycled: u64,
     /// Tries in flight now.
     pub in_flight: u64,
