@@ -299,6 +299,21 @@ fn an_auto_chunked_map_of_10_million_items_holds_a_bounded_window() {
 }
 
 #[test]
+fn a_chunked_pool_recycles_after_max_tasks_per_worker() {
+    let opts = PoolOptions::new()
+        .workers(2)
+        .chunk_size(100)
+        .max_tasks_per_worker(5);
+    let mut pool = Pool::new(&opts, |_: u64| std::process::id()).expect("pool");
+    let ran: Vec<u32> = pool.map(0..40u64).map(|r| r.expect("task")).collect();
+    // No worker served more than 5 tasks, chunks notwithstanding.
+    for pid in ran.iter().collect::<HashSet<_>>() {
+        let served = ran.iter().filter(|&p| p == pid).count();
+        assert!(served <= 5, "pid {pid} served {served} tasks");
+    }
+}
+
+#[test]
 fn an_exec_pool_ignores_chunking_and_speaks_one_line_per_item() {
     let cat = Exec::new("cat", Vec::<String>::new()).expect("exec");
     let opts = PoolOptions::new().workers(2).chunk_size(10);

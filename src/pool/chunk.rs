@@ -169,7 +169,16 @@ where
                 return;
             };
             ids.clear();
-            while ids.len() < self.chunks.size() {
+            // A worker to be recycled after m tasks gets no more than m.
+            let left = match (self.opts.max_tasks_per_worker, self.slots.get(&w)) {
+                (Some(m), Some(slot)) => m.saturating_sub(slot.dispatched).max(1),
+                _ => u64::MAX,
+            };
+            let size = self
+                .chunks
+                .size()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            while ids.len() < size {
                 let Some(&id) = self.queue.front() else {
                     break;
                 };
