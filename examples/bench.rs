@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use base64_simd::STANDARD;
 use miniray::framing::LineBuffer;
+use miniray::pool::{Pool, PoolOptions};
+use miniray::task::Tasks;
 use miniray::{
     ConnectOptions, Dict, Exec, Format, Reactor, ServerOptions, SharedMemory, Value, Worker,
     WorkerOptions,
@@ -1097,6 +1099,340 @@ fn kib_field(path: &str, field: &str) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+// ------------------------------------------------------------------ pool
+
+/// Python's `multiprocessing.Pool(8)` on `f(x) = 2x + 1`: tasks/s for
+/// `imap(f, range(n_imap), chunksize=1)` and for `map(f, range(n_map))`
+/// with its default chunking, or why it could not run.
+const PY_POOL: &str = r#"
+import multiprocessing as mp, sys, time
+def f(x):
+    return 2 * x + 1
+if __name__ == "__main__":
+    n_imap, n_map = int(sys.argv[1]), int(sys.argv[2])
+    with mp.get_context("fork").Pool(8) as p:
+        p.map(f, range(10000))
+        t = time.perf_counter()
+        s = 0
+        for r in p.imap(f, range(n_imap), chunksize=1):
+            s += r
+        imap = n_imap / (time.perf_counter() - t)
+        t = time.perf_counter()
+        out = p.map(f, range(n_map))
+        mapped = n_map / (time.perf_counter() - t)
+    assert len(out) == n_map and out[-1] == 2 * (n_map - 1) + 1
+    print(imap, mapped)
+"#;
+
+fn python_pool(n_imap: usize, n_map: usize) -> std::result::Result<(f64, f64), String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", PY_POOL, &n_imap.to_string(), &n_map.to_string()])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(str::parse::<f64>);
+    match (it.next(), it.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+        _ => Err(format!("python3 printed {text:?}")),
+    }
+}
+
+fn pool_work(n: u64) -> u64 {
+    2 * n + 1
+}
+
+/// Tasks/s of `Pool::map` over `n` trivial tasks on 8 fresh workers.
+fn pool_rate(opts: &PoolOptions, n: u64) -> f64 {
+    let mut pool = Pool::new(opts, pool_work).expect("pool");
+    let t = Instant::now();
+    let mut wrong = 0u64;
+    for (i, r) in (0..n).zip(pool.map(0..n)) {
+        wrong += u64::from(r.ok() != Some(pool_work(i)));
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(wrong, 0, "pool map gave wrong results");
+    rate
+}
+
+/// The pool group: rates beside Python's, the task layer's cost per task,
+/// and how soon a killed worker's task runs again.
+fn bench_pool(b: &mut Bench) {
+    let started = Instant::now();
+    let runs = b.n(3, 1);
+    let (n_py_imap, n_map, n_unchunked) = (
+        b.n(50_000, 5_000),
+        b.n(1_000_000, 50_000),
+        b.n(100_000, 10_000),
+    );
+    let eight = PoolOptions::new().workers(8);
+    // Python first, as the floors.
+    let mut py = (Vec::new(), Vec::new());
+    let mut py_error = None;
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        for _ in 0..runs {
+            match python_pool(n_py_imap, n_map) {
+                Ok((imap, map)) => {
+                    py.0.push(imap);
+                    py.1.push(map);
+                }
+                Err(e) => py_error = Some(e),
+            }
+        }
+    } else {
+        py_error = Some("python3 not found".into());
+    }
+    if let Some(e) = &py_error {
+        println!("pool: Python's multiprocessing skipped: {}", e.trim());
+    }
+    let py_imap = (!py.0.is_empty()).then(|| median(&mut py.0));
+    let py_map = (!py.1.is_empty()).then(|| median(&mut py.1));
+    for (name, value) in [
+        (
+            format!("python Pool(8).imap chunksize=1, {n_py_imap}"),
+            py_imap,
+        ),
+        (
+            format!("python Pool(8).map default chunks, {n_map}"),
+            py_map,
+        ),
+    ] {
+        if let Some(value) = value {
+            b.push(Row {
+                group: "floor",
+                name,
+                unit: "task/s",
+                value,
+                p99: None,
+                floor: None,
+                floor_name: "",
+                target: None,
+            });
+        }
+    }
+    let cases: [(String, PoolOptions, usize, Option<f64>, f64); 6] = [
+        (
+            format!("map unchunked, {n_unchunked}"),
+            eight.clone(),
+            n_unchunked,
+            py_imap,
+            10.0,
+        ),
+        (
+            format!("map unchunked 8 in flight, {n_unchunked}"),
+            eight.clone().in_flight_per_worker(8),
+            n_unchunked,
+            py_imap,
+            10.0,
+        ),
+        (
+            format!("map unchunked 8 in flight batch_replies, {n_unchunked}"),
+            eight
+                .clone()
+                .in_flight_per_worker(8)
+                .worker_options(WorkerOptions::new().batch_replies(true)),
+            n_unchunked,
+            py_imap,
+            10.0,
+        ),
+        (
+            format!("map chunk 1024, {n_map}"),
+            eight.clone().chunk_size(1024),
+            n_map,
+            py_map,
+            2.0,
+        ),
+        (
+            format!("map chunk auto, {n_map}"),
+            eight.clone().chunk_size_auto(),
+            n_map,
+            py_map,
+            2.0,
+        ),
+        (
+            format!("map chunk auto 2 in flight, {n_map}"),
+            eight.clone().chunk_size_auto().in_flight_per_worker(2),
+            n_map,
+            py_map,
+            2.0,
+        ),
+    ];
+    for (name, opts, n, floor, at_least) in cases {
+        let mut rates: Vec<f64> = (0..runs).map(|_| pool_rate(&opts, n as u64)).collect();
+        b.push(Row {
+            group: "pool",
+            name: format!("8 workers {name}"),
+            unit: "task/s",
+            value: median(&mut rates),
+            p99: None,
+            floor,
+            floor_name: "python multiprocessing",
+            target: floor.map(|_| Target::RatioAtLeast(at_least)),
+        });
+    }
+    // The task layer over a raw round trip, on the same worker: `send` +
+    // `recv` against `Tasks::call` + `wait`, in alternating blocks.
+    // Parent and worker on one CPU, as the round trip group does: a
+    // ping-pong across CPUs pays an idle CPU's wake-up.
+    pin(&[0]);
+    let mut tasks = Tasks::<u64>::new(Reactor::new().expect("reactor"));
+    let w = tasks.reactor_mut().spawn(pool_work).expect("spawn");
+    // Raw and task round trips alternate one by one, and their paired
+    // differences are the cost, so both see the same (noisy) machine.
+    let (mut raw, mut task, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+    let rounds = b.n(2000, 200);
+    for i in 0..(rounds * b.n(10, 2)) as u64 {
+        let t = Instant::now();
+        let r = tasks.reactor_mut();
+        r.send(w, &i).expect("send");
+        let v: u64 = r.recv(w, Some(Duration::from_secs(10))).expect("recv");
+        let raw_us = t.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(v, pool_work(i));
+        let t = Instant::now();
+        tasks.call(w, &i).expect("call");
+        let done = loop {
+            let d = tasks.wait(Some(Duration::from_secs(10))).expect("wait");
+            if let Some(d) = d.into_iter().next() {
+                break d;
+            }
+        };
+        let task_us = t.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(done.result.ok(), Some(pool_work(i)));
+        raw.push(raw_us);
+        task.push(task_us);
+        diff.push(task_us - raw_us);
+    }
+    drop(tasks);
+    let raw_median = median(&mut raw);
+    let task_median = median(&mut task);
+    b.push(Row {
+        group: "floor",
+        name: "reactor send + recv u64, 1 worker".into(),
+        unit: "us",
+        value: raw_median,
+        p99: Some(p99(&mut raw)),
+        floor: None,
+        floor_name: "",
+        target: None,
+    });
+    b.push(Row {
+        group: "pool",
+        name: "Tasks call + wait u64, same worker".into(),
+        unit: "us",
+        value: task_median,
+        p99: Some(p99(&mut task)),
+        floor: Some(raw_median),
+        floor_name: "reactor send + recv",
+        target: None,
+    });
+    b.push(Row {
+        group: "pool",
+        name: "task layer cost per task (median of paired diffs)".into(),
+        unit: "us",
+        value: median(&mut diff),
+        p99: None,
+        floor: None,
+        floor_name: "",
+        target: Some(Target::AtMost(1.0)),
+    });
+    // Pool::submit + get, one task at a time on a 1-worker pool (pinned too).
+    let mut pool = Pool::new(&PoolOptions::new().workers(1), pool_work).expect("pool");
+    let mut one = Vec::new();
+    for i in 0..(rounds * b.n(5, 1)) as u64 {
+        let t = Instant::now();
+        let id = pool.submit(i).expect("submit");
+        let v = pool.get(id, Some(Duration::from_secs(10))).expect("done");
+        one.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(v.ok(), Some(pool_work(i)));
+    }
+    drop(pool);
+    b.push(Row {
+        group: "pool",
+        name: "Pool submit + get u64, 1 worker".into(),
+        unit: "us",
+        value: median(&mut one),
+        p99: Some(p99(&mut one)),
+        floor: Some(raw_median),
+        floor_name: "reactor send + recv",
+        target: None,
+    });
+    pin(&(0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect::<Vec<_>>());
+    // Redispatch: a task's first try hangs; its worker is SIGKILLed; the
+    // time from the kill to the retry's reply (on the other, idle worker)
+    // bounds the redispatch delay from above: it also holds the kernel
+    // telling the pool of the death, and the retry's own round trip.
+    let dir = std::env::temp_dir();
+    let tag = std::process::id();
+    let marker = move |n: u64| dir.join(format!("miniray-bench-redispatch-{tag}-{n}"));
+    let m = marker.clone();
+    let mut pool = Pool::new(&PoolOptions::new().workers(2), move |n: u64| {
+        let path = m(n);
+        if std::fs::metadata(&path).is_err() {
+            let aside = path.with_extension("partial");
+            let _ = std::fs::write(&aside, std::process::id().to_string());
+            let _ = std::fs::rename(&aside, &path);
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        n
+    })
+    .expect("pool");
+    let mut redispatch = Vec::new();
+    for n in 0..b.n(20, 3) as u64 {
+        let id = pool.submit(n).expect("submit");
+        let until = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            pool.poll(Some(Duration::from_millis(1)));
+            if let Ok(Ok(pid)) = std::fs::read_to_string(marker(n)).map(|t| t.parse::<i32>()) {
+                break Some(pid);
+            }
+            if Instant::now() > until {
+                break None;
+            }
+        };
+        let Some(w) = pid.and_then(|pid| {
+            pool.workers()
+                .into_iter()
+                .find(|&w| pool.pid(w) == Some(pid))
+        }) else {
+            println!("pool: redispatch round {n}: the hanging try never started");
+            continue;
+        };
+        let t = Instant::now();
+        pool.kill(w, miniray::Signal::KILL).expect("kill");
+        let v = pool
+            .get(id, Some(Duration::from_secs(10)))
+            .expect("retried");
+        redispatch.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(v.ok(), Some(n));
+        let _ = std::fs::remove_file(marker(n));
+        // The replacement runs before the next round, so the retry always
+        // finds an idle worker.
+        while pool.workers().len() < 2 && t.elapsed() < Duration::from_secs(10) {
+            pool.poll(Some(Duration::from_millis(1)));
+        }
+    }
+    drop(pool);
+    if !redispatch.is_empty() {
+        b.push(Row {
+            group: "pool",
+            name: "kill to retry's reply (redispatch)".into(),
+            unit: "ms",
+            value: median(&mut redispatch),
+            p99: Some(p99(&mut redispatch)),
+            floor: None,
+            floor_name: "",
+            target: Some(Target::AtMost(10.0)),
+        });
+    }
+    println!("pool group took {:.1} s", started.elapsed().as_secs_f64());
+}
+
 #[path = "common/args.rs"]
 mod args;
 
@@ -1105,7 +1441,7 @@ usage: bench [--quick] [--json FILE] [--only GROUP]
   --quick        small counts, short waits (default: full run)
   --json FILE    also write every row as JSON to FILE (default: none)
   --only GROUP   run only GROUP: roundtrip, pipelined, spawn, wait_any,
-                 framing, codec, memory or shm (default: all)
+                 framing, codec, memory, shm or pool (default: all)
 ";
 
 fn main() {
@@ -1830,6 +2166,10 @@ fn main() {
             });
         }
         drop(r);
+    }
+    // ---- Pool: 1M trivial tasks beside Python's multiprocessing.Pool
+    if b.runs("pool") {
+        bench_pool(&mut b);
     }
     let after = cpu_busy_fraction(Duration::from_millis(300));
     let report = json!({

@@ -1,13 +1,16 @@
 //! `Pool::map` over local workers, with workers killed along the way.
 //!
 //! `cargo run --release --example pool -- [--workers N] [--tasks M]
-//!  [--kill-every K] [--chunk C] [--inflight F]`
+//!  [--kill-every K] [--chunk C|auto] [--inflight F]`
 //!
 //! Maps M trivial tasks (`n -> 2n + 1`) over N forked workers, in input
 //! order; with `--kill-every K` a random worker is SIGKILLed after every K
-//! results (its task in flight is retried elsewhere, it is replaced); with
-//! `--chunk C` each request carries C items; `--inflight F` sends F
-//! requests to a worker before its replies come. Ends with one line:
+//! results (its tasks in flight are retried elsewhere, it is replaced);
+//! with `--chunk C` each request carries up to C items
+//! ([`PoolOptions::chunk_size`]), with `--chunk auto` a size the pool picks
+//! ([`PoolOptions::chunk_size_auto`]); `--inflight F` sends F requests to a
+//! worker before its replies come. On a terminal, an `indicatif` progress
+//! bar on stderr follows the pool's progress callback. Ends with one line:
 //! `M tasks: 0 lost, 0 wrong, R retried, W workers replaced, T tasks/s`
 //! (stdout), and the peak memory on stderr. Exits 1 if any is lost or wrong.
 //!
@@ -17,24 +20,27 @@
 //! spreads `--workers N` connections over them; `--kill-every K` then
 //! SIGKILLs one whole host once, after K results (its tries in flight run
 //! again on the others, its connections are refused and backed off).
+//! The pool's chunking needs forked workers, so `--chunk` is refused with
+//! `--hosts`.
 
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use miniray::pool::{Hosts, Pool, PoolOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use miniray::pool::{Chunking, Hosts, Pool, PoolOptions, Progress};
 use miniray::Signal;
 
 #[path = "common/args.rs"]
 mod args;
 
 const USAGE: &str = "\
-usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C] [--inflight F] [--hosts H]
+usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C|auto] [--inflight F] [--hosts H]
   --workers N        workers (default 8); with --hosts, connections in all
   --tasks M          tasks to run (default 100000)
   --kill-every K     SIGKILL a random worker after every K results (default 0: never)
-  --chunk C          items per request (default 1)
+  --chunk C|auto     items per request, or auto (default 1)
   --inflight F       requests in flight per worker (default 1)
   --hosts H          start H servers on 127.0.0.2.. and use them (default 0: local workers);
                      --kill-every then SIGKILLs one host once
@@ -44,7 +50,7 @@ struct Args {
     workers: usize,
     tasks: u64,
     kill_every: u64,
-    chunk: u64,
+    chunk: Chunking,
     inflight: usize,
     hosts: usize,
 }
@@ -54,7 +60,7 @@ fn parse_args() -> Args {
         workers: 8,
         tasks: 100_000,
         kill_every: 0,
-        chunk: 1,
+        chunk: Chunking::None,
         inflight: 1,
         hosts: 0,
     };
@@ -64,7 +70,7 @@ fn parse_args() -> Args {
             "--workers" => a.workers = args.value(&flag),
             "--tasks" => a.tasks = args.value(&flag),
             "--kill-every" => a.kill_every = args.value(&flag),
-            "--chunk" => a.chunk = args.value(&flag),
+            "--chunk" => a.chunk = parse_chunk(&args.value::<String>(&flag)),
             "--inflight" => a.inflight = args.value(&flag),
             "--hosts" => a.hosts = args.value(&flag),
             // Hidden: this program as one of the --hosts servers.
@@ -72,10 +78,48 @@ fn parse_args() -> Args {
             _ => args.unknown(&flag),
         }
     }
-    if a.workers == 0 || a.chunk == 0 || a.inflight == 0 {
+    if a.workers == 0 || a.chunk == Chunking::Fixed(0) || a.inflight == 0 {
         args.fail("--workers, --chunk and --inflight must be at least 1");
     }
+    if a.hosts > 0 && a.chunk != Chunking::None {
+        args.fail("--chunk needs local workers: the pool's chunks travel only to forked workers");
+    }
     a
+}
+
+/// `--chunk`: a number of items per request, or `auto`.
+fn parse_chunk(text: &str) -> Chunking {
+    match text {
+        "auto" => Chunking::Auto,
+        n => match n.parse::<usize>() {
+            Ok(1) => Chunking::None,
+            Ok(n) => Chunking::Fixed(n),
+            Err(_) => {
+                eprintln!("pool: --chunk takes a number or auto, not {n:?}\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
+    }
+}
+
+/// A progress bar on stderr fed by the pool's progress callback (every
+/// 100 ms); indicatif draws nothing when stderr is not a terminal.
+fn progress_bar(pool: &mut Pool<u64, u64>, total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
+    {
+        bar.set_style(style);
+    }
+    let b = bar.clone();
+    pool.set_progress(Duration::from_millis(100), move |p: &Progress| {
+        b.set_position(p.done + p.failed);
+        b.set_message(format!(
+            "{} in flight, {} retried, {} failed",
+            p.in_flight, p.retried, p.failed
+        ));
+    });
+    bar
 }
 
 /// The work, on one item.
@@ -99,19 +143,14 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The work on one request: a chunk of items.
-fn work_chunk(items: Vec<u64>) -> Vec<u64> {
-    items.into_iter().map(work).collect()
-}
-
-/// `--serve ADDR`: one of the `--hosts` servers, serving [`work_chunk`]
+/// `--serve ADDR`: one of the `--hosts` servers, serving [`work`]
 /// until killed or its parent is gone. Prints `listening on ADDR`.
 fn serve(addr: &str) -> ! {
     let served = (|| -> miniray::Result<()> {
         let parent = std::os::unix::process::parent_id();
         let mut reactor = miniray::Reactor::new()?;
         let opts = miniray::ServerOptions::new().max_connections(4096);
-        let server = reactor.listen(addr, &opts, work_chunk)?;
+        let server = reactor.listen(addr, &opts, work)?;
         println!("listening on {}", reactor.server_addr(server)?);
         while std::os::unix::process::parent_id() == parent {
             reactor.wait_any(Some(Duration::from_secs(1)))?;
@@ -193,12 +232,13 @@ impl Drop for HostProcs {
 
 /// The pool: local workers, or with `--hosts` connections to the servers
 /// (`--workers` of them in all, spread evenly).
-fn make_pool(a: &Args, hosts: Option<&HostProcs>) -> miniray::Result<Pool<Vec<u64>, Vec<u64>>> {
+fn make_pool(a: &Args, hosts: Option<&HostProcs>) -> miniray::Result<Pool<u64, u64>> {
     let opts = PoolOptions::new()
         .workers(a.workers)
-        .in_flight_per_worker(a.inflight);
+        .in_flight_per_worker(a.inflight)
+        .chunking(a.chunk);
     let Some(hosts) = hosts else {
-        return Pool::new(&opts, work_chunk);
+        return Pool::new(&opts, work);
     };
     let list = Hosts::new(hosts.addrs())?.per_host(a.workers.div_ceil(a.hosts.max(1)));
     // A deadline per try, so a host that goes silent loses nothing.
@@ -218,35 +258,30 @@ fn main() -> miniray::Result<()> {
         },
     };
     let mut pool = make_pool(&a, hosts.as_ref())?;
-    let chunks = (0..a.tasks)
-        .step_by(a.chunk as usize)
-        .map(|start| (start..(start + a.chunk).min(a.tasks)).collect::<Vec<u64>>());
+    let bar = progress_bar(&mut pool, a.tasks);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let (mut received, mut wrong, mut failed) = (0u64, 0u64, 0u64);
     let mut next_kill = a.kill_every;
     let started = Instant::now();
-    let mut map = pool.map(chunks);
+    let mut map = pool.map(0..a.tasks);
     let mut expect = 0u64;
     while let Some(result) = map.next() {
         match result {
-            Ok(replies) => {
-                for r in replies {
-                    wrong += u64::from(r != work(expect));
-                    expect += 1;
-                    received += 1;
-                }
+            Ok(r) => {
+                wrong += u64::from(r != work(expect));
+                received += 1;
             }
             Err(e) => {
-                eprintln!("pool: {e}");
+                bar.suspend(|| eprintln!("pool: {e}"));
                 failed += 1;
-                expect += a.chunk;
             }
         }
-        if let (Some(hosts), true) = (&hosts, a.kill_every > 0 && received >= next_kill) {
+        expect += 1;
+        if let (Some(hosts), true) = (&hosts, a.kill_every > 0 && expect >= next_kill) {
             // With hosts: one whole host, once.
             next_kill = u64::MAX;
-            hosts.kill(0);
-        } else if a.kill_every > 0 && received >= next_kill {
+            bar.suspend(|| hosts.kill(0));
+        } else if a.kill_every > 0 && expect >= next_kill {
             next_kill += a.kill_every;
             let workers = map.pool().workers();
             rng ^= rng << 13;
@@ -259,6 +294,7 @@ fn main() -> miniray::Result<()> {
     }
     drop(map);
     let secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
     let stats = pool.stats();
     let lost = a.tasks.saturating_sub(received);
     println!(
@@ -269,7 +305,7 @@ fn main() -> miniray::Result<()> {
         a.tasks as f64 / secs
     );
     eprintln!(
-        "pool: {} workers, chunk {}, {} in flight each, {failed} requests failed, {:.2} s, peak RSS {} kB",
+        "pool: {} workers, chunk {:?}, {} in flight each, {failed} tasks failed, {:.2} s, peak RSS {} kB",
         a.workers,
         a.chunk,
         a.inflight,

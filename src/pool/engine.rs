@@ -30,18 +30,21 @@ where
             }
             // Nothing runs and nothing can: fail what waits.
             self.fail_queued();
+            self.report_progress();
             return;
         }
         if self.tasks.is_empty() && self.queue.is_empty() {
             // Nothing in flight or waiting: only a worker's end could come,
             // so look once rather than wait for nothing.
             self.wait_and_file(Some(Duration::ZERO));
+            self.report_progress();
             return;
         }
         let timeout = self.remote_wait(timeout);
         self.wait_and_file(timeout);
         self.top_up();
         self.dispatch();
+        self.report_progress();
     }
 
     fn wait_and_file(&mut self, timeout: Option<Duration>) {
@@ -54,8 +57,10 @@ where
             return;
         }
         for d in batch.drain(..) {
+            self.chunks.done(d.id);
             self.file(d);
         }
+        self.learn_chunks();
         self.batch = batch;
         for e in self.tasks.take_ended() {
             self.remote_ended(&e);
@@ -178,6 +183,9 @@ where
 
     /// Sends queued tasks to free workers.
     fn dispatch(&mut self) {
+        if self.chunks.on() {
+            return self.dispatch_chunks();
+        }
         while let Some(&id) = self.queue.front() {
             let Some(w) = self.take_free() else {
                 return;

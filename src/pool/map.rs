@@ -15,17 +15,22 @@ use crate::task::TaskId;
 use crate::worker::Worker;
 
 /// Tasks one map keeps in the pool at once: enough to keep every worker
-/// busy while finished results wait for an earlier one to be yielded.
+/// busy while finished results wait for an earlier one to be yielded
+/// (4 requests per in-flight place, each of up to the largest chunk).
 fn window<Req, Rep>(pool: &Pool<Req, Rep>) -> usize {
-    (4 * pool.opts.workers * pool.opts.in_flight_per_worker).max(64)
+    (4 * pool.opts.workers * pool.opts.in_flight_per_worker * pool.chunks.max()).max(64)
 }
 
 /// [`Pool::map`]'s iterator: one result per item, in input order.
 ///
 /// Items are taken from the input only while fewer than
-/// `max(64, 4 × workers × in_flight_per_worker)` of this map's tasks are
-/// unfinished or finished but not yet yielded; that bounds the memory it
-/// holds, whatever the input's length. Dropping it early forgets its tasks
+/// `max(64, 4 × workers × in_flight_per_worker × chunk)` of this map's
+/// tasks are unfinished or finished but not yet yielded (`chunk`: the
+/// largest chunk, 1 unchunked, n for
+/// [`chunk_size(n)`](super::PoolOptions::chunk_size), 1024 for
+/// [`chunk_size_auto`](super::PoolOptions::chunk_size_auto)); that bounds
+/// the memory it holds, whatever the input's length. [`Map::window`] says
+/// how many. Dropping it early forgets its tasks
 /// (queued ones never run).
 pub struct Map<'p, Req, Rep, I> {
     pool: &'p mut Pool<Req, Rep>,
@@ -54,6 +59,12 @@ where
     /// mapping.
     pub fn pool(&self) -> &Pool<Req, Rep> {
         self.pool
+    }
+
+    /// The most tasks this map keeps taken from its input but not yet
+    /// yielded.
+    pub fn window(&self) -> usize {
+        self.window
     }
 
     /// [`Pool::kill`] while mapping: the worker's tasks in flight are

@@ -23,13 +23,40 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The README's example (the same lines; `tests/pool_chunks.rs` checks
+//! they stay the same): a map with a deadline per try, retries elsewhere,
+//! and chunks of tiny tasks.
+//!
+//! ```
+//! # fn main() -> miniray::Result<()> {
+//! use std::time::Duration;
+//! use miniray::pool::{Pool, PoolOptions};
+//!
+//! let opts = PoolOptions::new()
+//!     .workers(8)
+//!     .timeout(Duration::from_secs(10)) // a try that takes longer: worker killed, task retried
+//!     .max_retries(2) // on another worker, at most twice
+//!     .chunk_size_auto(); // tiny tasks travel in chunks
+//! let mut pool = Pool::new(&opts, |n: u64| n * n)?;
+//! for (n, result) in (0u64..).zip(pool.map(0..10_000u64)) {
+//!     match result {
+//!         Ok(square) => assert_eq!(square, n * n),
+//!         Err(e) => eprintln!("{e}"), // task 7 failed 3 times: (1) on worker 3: ...
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 #[cfg(feature = "tokio")]
 mod asynch;
+mod chunk;
 mod engine;
 mod hosts;
 mod map;
 mod options;
+mod progress;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -38,11 +65,12 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use hosts::{HostStatus, Hosts};
 #[cfg(feature = "tokio")]
 pub use asynch::{AsyncMap, AsyncMapUnordered, AsyncPool, Submitted};
+pub use hosts::{HostStatus, Hosts};
 pub use map::{Map, MapUnordered};
-pub use options::{PoolOptions, PoolStats};
+pub use options::{Chunking, PoolOptions, PoolStats};
+pub use progress::Progress;
 
 use crate::error::{Error, Result};
 use crate::process::{deadline_after, Signal};
@@ -101,8 +129,8 @@ pub struct Pool<Req, Rep> {
     /// Workers closed for recycling: their end is no loss.
     retired: HashSet<Worker>,
     queue: VecDeque<TaskId>,
-    entries: HashMap<TaskId, Entry<Req>>,
-    done: HashMap<TaskId, TaskResult<Rep>>,
+    entries: chunk::IdMap<Entry<Req>>,
+    done: chunk::IdMap<TaskResult<Rep>>,
     /// Finished handles (`Sink::Handle`), in completion order.
     finished: VecDeque<TaskId>,
     unordered: VecDeque<(TaskId, TaskResult<Rep>)>,
@@ -115,6 +143,10 @@ pub struct Pool<Req, Rep> {
     batch: Vec<Done<Rep>>,
     /// The hosts of a [`Pool::remote`]: they supply its workers.
     remote: Option<Box<hosts::Remote>>,
+    /// Chunking (closure pools only): see `chunk.rs`.
+    chunks: chunk::Chunks,
+    /// The progress callback: see `progress.rs`.
+    progress: Option<progress::Reporter>,
 }
 
 impl<Req, Rep> fmt::Debug for Pool<Req, Rep> {
@@ -145,6 +177,9 @@ where
         Req: DeserializeOwned,
         Rep: Serialize,
     {
+        if opts.chunking != Chunking::None {
+            return Self::new_chunked(opts, f);
+        }
         let wopts = opts.worker.clone();
         Self::with_spawner(opts, Box::new(move |r| r.spawn_with(&wopts, f.clone())))
     }
@@ -178,8 +213,8 @@ where
             free: Vec::new(),
             retired: HashSet::new(),
             queue: VecDeque::new(),
-            entries: HashMap::new(),
-            done: HashMap::new(),
+            entries: chunk::IdMap::default(),
+            done: chunk::IdMap::default(),
             finished: VecDeque::new(),
             unordered: VecDeque::new(),
             next_id: 0,
@@ -189,6 +224,8 @@ where
             closed: false,
             batch: Vec::new(),
             remote: None,
+            chunks: chunk::Chunks::default(),
+            progress: None,
         })
     }
 

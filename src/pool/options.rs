@@ -17,6 +17,33 @@ pub struct PoolOptions {
     pub(crate) max_start_failures: u32,
     pub(crate) startup_check: Option<Duration>,
     pub(crate) worker: WorkerOptions,
+    pub(crate) chunking: Chunking,
+}
+
+/// How a closure pool ([`Pool::new`](super::Pool::new)) packs tasks into
+/// requests (see [`PoolOptions::chunk_size`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Chunking {
+    /// One task per request (the default).
+    #[default]
+    None,
+    /// Up to this many tasks per request.
+    Fixed(usize),
+    /// A size picked from the measured time per task (see
+    /// [`PoolOptions::chunk_size_auto`]).
+    Auto,
+}
+
+impl Chunking {
+    /// The most tasks one request may carry.
+    pub(crate) fn max(self) -> usize {
+        match self {
+            Chunking::None => 1,
+            Chunking::Fixed(n) => n.max(1),
+            Chunking::Auto => super::chunk::AUTO_MAX,
+        }
+    }
 }
 
 impl Default for PoolOptions {
@@ -31,6 +58,7 @@ impl Default for PoolOptions {
             max_start_failures: 3,
             startup_check: None,
             worker: WorkerOptions::default(),
+            chunking: Chunking::None,
         }
     }
 }
@@ -117,6 +145,56 @@ impl PoolOptions {
         self
     }
 
+    /// Sends up to `n` queued tasks to a worker as one request (a list),
+    /// answered by one reply (a list of per-task outcomes), for tasks so
+    /// small that a round trip per task would dominate. `n` of 0 or 1 turns
+    /// chunking off.
+    ///
+    /// Each task stays a task of its own: its result, its failure (a panic
+    /// in one task is caught around that task alone and fails only it; the
+    /// worker answers the rest of the chunk, then exits and is replaced, as
+    /// after any panic), its retries and deadline. A chunk lost with its
+    /// worker fails exactly its tasks with no reply yet, and each is
+    /// retried alone (a task that failed a try is never chunked again, so
+    /// a task that kills its worker cannot take others down twice). A
+    /// deadline runs from when the chunk is sent, so it covers the tasks
+    /// before it in the chunk: give a timeout larger than a chunk's time.
+    ///
+    /// Closure pools only: an [`exec`](super::Pool::exec) pool speaks one
+    /// line per task (its program, a Python one say, is unchanged), so
+    /// there this setting does nothing.
+    pub fn chunk_size(mut self, n: usize) -> Self {
+        self.chunking = if n <= 1 {
+            Chunking::None
+        } else {
+            Chunking::Fixed(n)
+        };
+        self
+    }
+
+    /// [`PoolOptions::chunk_size`] picked from the measured time per task:
+    /// the first chunk has 1 task; each chunk's reply carries the time the
+    /// worker spent on its tasks, over its size that is the time per task,
+    /// and the next size is what fills about 1 ms of it, at most twice the
+    /// last size (it grows gradually, and shrinks at once when tasks get
+    /// slower), and at most 1024. The worker's time rather than the round
+    /// trip: on a loaded machine a round trip is mostly waiting for a CPU,
+    /// which bigger chunks amortize. The map window grows with it (see [`Map`](super::Map)), so
+    /// every worker still has work queued and memory stays bounded.
+    pub fn chunk_size_auto(mut self) -> Self {
+        self.chunking = Chunking::Auto;
+        self
+    }
+
+    /// Sets the [`Chunking`] directly.
+    pub fn chunking(mut self, chunking: Chunking) -> Self {
+        self.chunking = match chunking {
+            Chunking::Fixed(n) if n <= 1 => Chunking::None,
+            c => c,
+        };
+        self
+    }
+
     /// The options each worker is spawned with (format, limits, regions).
     pub fn worker_options(mut self, opts: WorkerOptions) -> Self {
         self.worker = opts;
@@ -138,7 +216,8 @@ pub struct PoolStats {
     pub retried: u64,
     /// Workers replaced after they ended (killed, crashed, deadline).
     pub replaced: u64,
-    /// Workers closed and replaced after `max_tasks_per_worker`.
+    /// Workers closed and replaced after `max_tasks_per_worker` (and, with
+    /// chunking, a worker that caught a panic and finished its chunk).
     pub recycled: u64,
     /// Tries in flight now.
     pub in_flight: u64,

@@ -53,7 +53,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use error::{Attempt, Cause, TaskError, TaskId};
 
@@ -94,6 +94,31 @@ pub struct Ended {
 struct Call {
     id: TaskId,
     timeout: Option<Duration>,
+    /// Calls answered by the reply line this call leads (a chunk, made by
+    /// [`Tasks::call_chunk_as`]); 0 for a plain call, and for the calls
+    /// that follow a chunk's lead.
+    chunk: usize,
+}
+
+/// The reply to a chunk, one line (only a pool's own closure workers send
+/// it, so Python peers never see it): the replies of the items that
+/// succeeded, in order, then the failed ones as (index in the chunk, kind,
+/// message), indices rising, then the nanoseconds the worker spent on the
+/// chunk's items (what an automatic chunk size learns from: a round trip
+/// on a loaded machine is mostly waiting). Replies and failures are kept
+/// apart so a chunk of plain replies is a plain list on the wire, with no
+/// per-item tag to encode and decode.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ChunkReply<Rep>(
+    pub(crate) Vec<Rep>,
+    pub(crate) Vec<(usize, String, String)>,
+    pub(crate) u64,
+);
+
+/// A reply line as decoded for the oldest call.
+enum Line<Rep> {
+    One(Rep),
+    Chunk(ChunkReply<Rep>),
 }
 
 /// A call's deadline, ordered by time (then id).
@@ -152,6 +177,9 @@ pub struct Tasks<Rep> {
     next_id: u64,
     strays: u64,
     ready: Vec<Worker>,
+    /// (first task, size, the worker's time on it) of chunks answered
+    /// since the last [`Tasks::take_chunk_work`].
+    chunk_work: Vec<(TaskId, usize, Duration)>,
 }
 
 impl<Rep> fmt::Debug for Tasks<Rep> {
@@ -201,6 +229,7 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             next_id: 0,
             strays: 0,
             ready: Vec::new(),
+            chunk_work: Vec::new(),
         }
     }
 
@@ -245,13 +274,49 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         if let Some(at) = timeout.and_then(deadline_after) {
             self.deadlines.push(Reverse(Due { at, id, worker: w }));
         }
-        self.flights
-            .entry(w)
-            .or_default()
-            .calls
-            .push_back(Call { id, timeout });
+        self.flights.entry(w).or_default().calls.push_back(Call {
+            id,
+            timeout,
+            chunk: 0,
+        });
         self.in_flight += 1;
         Ok(())
+    }
+
+    /// Sends `msg`, a chunk of `ids.len()` items, as one line to `w`, with
+    /// a call per item: its one reply line is a [`ChunkReply`] answering
+    /// each call in order, and an error reply in its
+    /// place fails every call of the chunk. Each call keeps its own
+    /// deadline (from now), and a worker's end fails exactly the calls
+    /// still in flight, as for plain calls.
+    pub(crate) fn call_chunk_as<T: Serialize + ?Sized>(
+        &mut self,
+        ids: &[TaskId],
+        w: Worker,
+        msg: &T,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        if self.flights.get(&w).is_some_and(|f| f.killed) {
+            return Err(Error::Closed { status: None });
+        }
+        self.reactor.send(w, msg)?;
+        let at = timeout.and_then(deadline_after);
+        let calls = &mut self.flights.entry(w).or_default().calls;
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(at) = at {
+                self.deadlines.push(Reverse(Due { at, id, worker: w }));
+            }
+            let chunk = if i == 0 { ids.len() } else { 0 };
+            calls.push_back(Call { id, timeout, chunk });
+        }
+        self.in_flight += ids.len();
+        Ok(())
+    }
+
+    /// (first task, size, the worker's own time on its items) of each
+    /// chunk answered since the last call, oldest first.
+    pub(crate) fn take_chunk_work(&mut self) -> std::vec::Drain<'_, (TaskId, usize, Duration)> {
+        self.chunk_work.drain(..)
     }
 
     /// Calls in flight on `w`.
@@ -326,9 +391,24 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
     /// Takes every event queued for `w`, matching replies to calls.
     fn drain(&mut self, w: Worker) {
         loop {
-            match self.reactor.try_recv::<Rep>(w) {
+            // The oldest call says what the next line is: one reply, or a
+            // chunk's list of item outcomes.
+            let chunk = self
+                .flights
+                .get(&w)
+                .and_then(|f| f.calls.front())
+                .map_or(0, |c| c.chunk);
+            let got = if chunk > 0 {
+                self.reactor
+                    .try_recv::<ChunkReply<Rep>>(w)
+                    .map(|o| o.map(Line::Chunk))
+            } else {
+                self.reactor.try_recv::<Rep>(w).map(|o| o.map(Line::One))
+            };
+            match got {
                 Ok(None) => return,
-                Ok(Some(rep)) => self.reply(w, Ok(rep)),
+                Ok(Some(Line::One(rep))) => self.reply(w, Ok(rep)),
+                Ok(Some(Line::Chunk(items))) => self.chunk_reply(w, items),
                 Err(Error::Remote { kind, message }) => {
                     self.reply(w, Err(Cause::Remote { kind, message }))
                 }
@@ -367,7 +447,8 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         }
     }
 
-    /// One reply line from `w`: the oldest call's.
+    /// One reply line from `w`: the oldest call's (an error reply in a
+    /// chunk's place fails each of its calls).
     fn reply(&mut self, w: Worker, result: std::result::Result<Rep, Cause>) {
         let flight = self.flights.entry(w).or_default();
         flight.replies += 1;
@@ -378,11 +459,84 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             return;
         };
         self.in_flight -= 1;
+        let rest = call.chunk.saturating_sub(1).min(flight.calls.len());
+        let cause = match result {
+            Ok(rep) => {
+                self.done.push(Done {
+                    id: call.id,
+                    worker: w,
+                    result: Ok(rep),
+                });
+                return;
+            }
+            Err(cause) => cause,
+        };
+        for c in flight.calls.drain(..rest) {
+            self.in_flight -= 1;
+            self.done.push(Done {
+                id: c.id,
+                worker: w,
+                result: Err(TaskError::new(c.id, Some(w), cause.clone())),
+            });
+        }
         self.done.push(Done {
             id: call.id,
             worker: w,
-            result: result.map_err(|cause| TaskError::new(call.id, Some(w), cause)),
+            result: Err(TaskError::new(call.id, Some(w), cause)),
         });
+    }
+
+    /// A chunk's reply line from `w`: one outcome per call of the chunk
+    /// the oldest call leads, in order.
+    fn chunk_reply(&mut self, w: Worker, reply: ChunkReply<Rep>) {
+        let flight = self.flights.entry(w).or_default();
+        let n = flight
+            .calls
+            .front()
+            .map_or(0, |c| c.chunk)
+            .min(flight.calls.len());
+        let ChunkReply(oks, errs, nanos) = reply;
+        let rising = errs.windows(2).all(|p| p[0].0 < p[1].0);
+        if oks.len() + errs.len() != n || !rising || errs.last().is_some_and(|e| e.0 >= n) {
+            let message = format!(
+                "a chunk reply had {} replies and {} failures for {n} tasks",
+                oks.len(),
+                errs.len()
+            );
+            return self.reply(w, Err(Cause::Reply { message }));
+        }
+        flight.replies += 1;
+        self.in_flight -= n;
+        if let Some(lead) = flight.calls.front() {
+            self.chunk_work
+                .push((lead.id, n, Duration::from_nanos(nanos)));
+        }
+        let (mut oks, mut errs) = (oks.into_iter(), errs.into_iter().peekable());
+        for (i, c) in flight.calls.drain(..n).enumerate() {
+            let result = match errs.next_if(|e| e.0 == i) {
+                Some((_, kind, message)) => Err(TaskError::new(
+                    c.id,
+                    Some(w),
+                    Cause::Remote { kind, message },
+                )),
+                // Counted above: one reply per item that did not fail.
+                None => match oks.next() {
+                    Some(rep) => Ok(rep),
+                    None => Err(TaskError::new(
+                        c.id,
+                        Some(w),
+                        Cause::Reply {
+                            message: "a chunk reply was short".into(),
+                        },
+                    )),
+                },
+            };
+            self.done.push(Done {
+                id: c.id,
+                worker: w,
+                result,
+            });
+        }
     }
 
     /// `w` ended: its calls in flight fail with its status.
