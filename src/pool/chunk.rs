@@ -11,16 +11,12 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::options::Chunking;
+use super::options::{Chunking, AUTO_MAX};
 use super::Pool;
 use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::task::{Attempt, Cause, ChunkReply, TaskId};
 use crate::worker::Worker;
-
-/// The largest automatic chunk: with the map window at 4 chunks per
-/// in-flight place, 8 workers hold at most 32 k tasks (a few MB).
-pub(crate) const AUTO_MAX: usize = 1024;
 
 /// The worker time an automatic chunk aims to take.
 const AUTO_TARGET: Duration = Duration::from_millis(1);

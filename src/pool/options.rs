@@ -35,13 +35,17 @@ pub enum Chunking {
     Auto,
 }
 
+/// The largest automatic chunk: with the map window at 4 chunks per
+/// in-flight place, 8 workers hold at most 32 k tasks (a few MB).
+pub(crate) const AUTO_MAX: usize = 1024;
+
 impl Chunking {
     /// The most tasks one request may carry.
     pub(crate) fn max(self) -> usize {
         match self {
             Chunking::None => 1,
             Chunking::Fixed(n) => n.max(1),
-            Chunking::Auto => super::chunk::AUTO_MAX,
+            Chunking::Auto => AUTO_MAX,
         }
     }
 }
