@@ -60,12 +60,14 @@ const CONNECT_TICK: Duration = Duration::from_millis(5);
 /// use miniray::pool::{Hosts, Pool, PoolOptions};
 ///
 /// # fn main() -> miniray::Result<()> {
+/// // Each host runs a server answering a line per request, e.g. in a
+/// // program of yours: reactor.listen("0.0.0.0:7000", &ServerOptions::new(), |n: u64| n * n)?
 /// let hosts = Hosts::new(["10.0.0.5:7000", "10.0.0.6:7000"])?.per_host(8);
 /// // Or every pod behind one name: Hosts::new(["workers.default.svc.cluster.local:7000"])?
 /// let opts = PoolOptions::new().timeout(Duration::from_secs(30));
 /// let mut pool: Pool<u64, u64> = Pool::remote(&opts, &hosts)?;
-/// let results: Vec<u64> = pool.map(0..1000u64).collect::<Result<_, _>>().expect("no task failed");
-/// # let _ = results;
+/// let sum: u64 = pool.map(0..1000u64).map(|r| r.expect("no task failed")).sum();
+/// # let _ = sum;
 /// # Ok(())
 /// # }
 /// ```
