@@ -22,6 +22,11 @@
 //! again on the others, its connections are refused and backed off).
 //! The pool's chunking needs forked workers, so `--chunk` is refused with
 //! `--hosts`.
+//!
+//! With `--exec CMD...` (the last flag) the workers run a program speaking
+//! lines (`Pool::exec`): it must answer each request `n` with `2n + 1`,
+//! e.g. a Python one-liner; `--chunk` has no effect there (one line per
+//! task, so the program needs no change).
 
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;
@@ -30,13 +35,13 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use miniray::pool::{Chunking, Hosts, Pool, PoolOptions, Progress};
-use miniray::Signal;
+use miniray::{Exec, Signal};
 
 #[path = "common/args.rs"]
 mod args;
 
 const USAGE: &str = "\
-usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C|auto] [--inflight F] [--hosts H]
+usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C|auto] [--inflight F] [--hosts H] [--exec CMD...]
   --workers N        workers (default 8); with --hosts, connections in all
   --tasks M          tasks to run (default 100000)
   --kill-every K     SIGKILL a random worker after every K results (default 0: never)
@@ -44,6 +49,9 @@ usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C|auto] [--infli
   --inflight F       requests in flight per worker (default 1)
   --hosts H          start H servers on 127.0.0.2.. and use them (default 0: local workers);
                      --kill-every then SIGKILLs one host once
+  --exec CMD...      (last) workers run CMD, which must answer each line n with 2n+1, e.g.
+                     --exec python3 -c 'import sys
+                     for l in sys.stdin: print(2 * int(l) + 1)'
 ";
 
 struct Args {
@@ -53,6 +61,8 @@ struct Args {
     chunk: Chunking,
     inflight: usize,
     hosts: usize,
+    /// `--exec CMD...`: the workers run this program instead of a closure.
+    exec: Vec<String>,
 }
 
 fn parse_args() -> Args {
@@ -63,6 +73,7 @@ fn parse_args() -> Args {
         chunk: Chunking::None,
         inflight: 1,
         hosts: 0,
+        exec: Vec::new(),
     };
     let mut args = args::Args::new("pool", USAGE);
     while let Some(flag) = args.next_flag() {
@@ -73,6 +84,13 @@ fn parse_args() -> Args {
             "--chunk" => a.chunk = parse_chunk(&args.value::<String>(&flag)),
             "--inflight" => a.inflight = args.value(&flag),
             "--hosts" => a.hosts = args.value(&flag),
+            // Last: the rest of the line is the program.
+            "--exec" => {
+                a.exec = args.remaining();
+                if a.exec.is_empty() {
+                    args.fail("--exec needs a program (and its arguments) after it");
+                }
+            }
             // Hidden: this program as one of the --hosts servers.
             "--serve" => serve(&args.value::<String>(&flag)),
             _ => args.unknown(&flag),
@@ -80,6 +98,9 @@ fn parse_args() -> Args {
     }
     if a.workers == 0 || a.chunk == Chunking::Fixed(0) || a.inflight == 0 {
         args.fail("--workers, --chunk and --inflight must be at least 1");
+    }
+    if !a.exec.is_empty() && a.hosts > 0 {
+        args.fail("--exec and --hosts: choose one");
     }
     if a.hosts > 0 && a.chunk != Chunking::None {
         args.fail("--chunk needs local workers: the pool's chunks travel only to forked workers");
@@ -237,6 +258,9 @@ fn make_pool(a: &Args, hosts: Option<&HostProcs>) -> miniray::Result<Pool<u64, u
         .workers(a.workers)
         .in_flight_per_worker(a.inflight)
         .chunking(a.chunk);
+    if let Some((program, args)) = a.exec.split_first() {
+        return Pool::exec(&opts, &Exec::new(program, args)?);
+    }
     let Some(hosts) = hosts else {
         return Pool::new(&opts, work);
     };
