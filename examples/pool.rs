@@ -1,7 +1,7 @@
 //! `Pool::map` over local workers, with workers killed along the way.
 //!
 //! `cargo run --release --example pool -- [--workers N] [--tasks M]
-//!  [--kill-every K] [--chunk C|auto] [--inflight F]`
+//!  [--kill-every K] [--chunk C|auto] [--inflight F] [--hosts H] [--exec CMD...]`
 //!
 //! Maps M trivial tasks (`n -> 2n + 1`) over N forked workers, in input
 //! order; with `--kill-every K` a random worker is SIGKILLed after every K
