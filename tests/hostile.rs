@@ -89,9 +89,11 @@ fn hundred_megabyte_line_without_newline_stays_within_the_limit() {
         "hostile json 100 MB line without newline: child grew {} KiB",
         peak.saturating_sub(before)
     );
-    // The line limit (1 MiB) plus buffers; never the 100 MB sent.
+    // The line limit (1 MiB, held in a buffer that may double while the
+    // line grows) plus the 256 KiB read buffer and the allocator's slack
+    // (2.7-4.1 MiB measured, read once every byte is in); never the 100 MB sent.
     assert!(
-        peak.saturating_sub(before) < 4 * 1024,
+        peak.saturating_sub(before) < (3 * LIMIT / 1024 + 2048) as u64,
         "child grew {} KiB",
         peak.saturating_sub(before)
     );

@@ -53,7 +53,12 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
                 self.deadlines.push(Reverse(Due { at, id, worker: w }));
             }
             let chunk = if i == 0 { ids.len() } else { 0 };
-            calls.push_back(Call { id, timeout, chunk });
+            calls.push_back(Call {
+                id,
+                timeout,
+                at,
+                chunk,
+            });
         }
         self.in_flight += ids.len();
         Ok(())

@@ -96,6 +96,9 @@ pub struct Ended {
 struct Call {
     id: TaskId,
     timeout: Option<Duration>,
+    /// When its deadline passes: a call past its own deadline fails with
+    /// `Deadline`, not as the victim of another's (a chunk's calls share one).
+    at: Option<Instant>,
     /// Calls answered by the reply line this call leads (a chunk, made by
     /// [`Tasks::call_chunk_as`]); 0 for a plain call, and for the calls
     /// that follow a chunk's lead.
@@ -258,12 +261,14 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             return Err(Error::Closed { status: None });
         }
         self.reactor.send(w, msg)?;
-        if let Some(at) = timeout.and_then(deadline_after) {
+        let at = timeout.and_then(deadline_after);
+        if let Some(at) = at {
             self.deadlines.push(Reverse(Due { at, id, worker: w }));
         }
         self.flights.entry(w).or_default().calls.push_back(Call {
             id,
             timeout,
+            at,
             chunk: 0,
         });
         self.in_flight += 1;
@@ -491,7 +496,9 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
             // now all the same.
             self.stop(w);
             self.fail_all(w, |call| match call.timeout {
-                Some(timeout) if call.id == id => Cause::Deadline { timeout },
+                Some(timeout) if call.id == id || call.at.is_some_and(|at| at <= now) => {
+                    Cause::Deadline { timeout }
+                }
                 _ => Cause::KilledForDeadline { task: id },
             });
             if let Some(flight) = self.flights.get_mut(&w) {
