@@ -60,8 +60,8 @@ const CONNECT_TICK: Duration = Duration::from_millis(5);
 /// use miniray::pool::{Hosts, Pool, PoolOptions};
 ///
 /// # fn main() -> miniray::Result<()> {
-/// // Each host runs a server answering a line per request, e.g. in a
-/// // program of yours: reactor.listen("0.0.0.0:7000", &ServerOptions::new(), |n: u64| n * n)?
+/// // Each host runs a server answering a line per request while its reactor
+/// // is waited on: see `Reactor::listen` for a complete host program.
 /// let hosts = Hosts::new(["10.0.0.5:7000", "10.0.0.6:7000"])?.per_host(8);
 /// // Or every pod behind one name: Hosts::new(["workers.default.svc.cluster.local:7000"])?
 /// let opts = PoolOptions::new().timeout(Duration::from_secs(30));

@@ -22,6 +22,24 @@ impl Reactor {
     /// `PR_SET_PDEATHSIG`; `_exit`). The parent closes its copy of the
     /// connection and reaps the child ([`ServerEvent::Exited`]).
     ///
+    /// The server accepts, forks and reaps only while this reactor is
+    /// waited on ([`Reactor::wait_events`], [`Reactor::wait_any`]): until
+    /// then clients connect (the kernel queues them) but nobody answers. A
+    /// host program for [`Pool::remote`](crate::pool::Pool::remote) is:
+    ///
+    /// ```no_run
+    /// fn main() -> miniray::Result<()> {
+    ///     let mut reactor = miniray::Reactor::new()?;
+    ///     reactor.listen("0.0.0.0:7000", &miniray::ServerOptions::new(), |n: u64| n * n)?;
+    ///     loop {
+    ///         reactor.wait_events(None)?;
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// To serve from a process that also runs a pool, give the server a
+    /// thread (and reactor) of its own.
+    ///
     /// System calls: `socket`, `bind`, `listen`, `epoll_ctl`; per
     /// connection `accept4`, `fork`, `pidfd_open`.
     pub fn listen<A, F, Req, Rep>(

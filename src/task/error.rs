@@ -89,7 +89,10 @@ impl Cause {
     /// Whether another try on another worker may succeed: the worker was
     /// lost (including a panic, after which it exits) or a deadline passed.
     /// A request the worker refused or a reply that does not decode would
-    /// fail again the same way, so those are final.
+    /// fail again the same way, so those are final. (A
+    /// [`Pool`](crate::pool::Pool) retries a panic only with
+    /// [`PoolOptions::retry_panics`](crate::pool::PoolOptions::retry_panics):
+    /// the same input usually panics again.)
     pub fn is_retryable(&self) -> bool {
         match self {
             Cause::Remote { kind, .. } => kind == "panic",

@@ -87,19 +87,19 @@ pub use streams::{AsyncMap, AsyncMapUnordered};
 /// use std::time::Duration;
 /// use miniray::pool::{Pool, PoolOptions};
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let opts = PoolOptions::new().workers(2).timeout(Duration::from_secs(10));
-/// let pool = Pool::new(&opts, |n: u64| n * n)?.into_async()?;
-/// assert_eq!(pool.call(7).await?, 49);
-/// let mut squares = pool.map(0..10u64);
-/// let mut got = Vec::new();
-/// while let Some(r) = squares.next().await {
-///     got.push(r?);
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let opts = PoolOptions::new().workers(2).timeout(Duration::from_secs(10));
+///     let pool = Pool::new(&opts, |n: u64| n * n)?.into_async()?;
+///     assert_eq!(pool.call(7).await?, 49);
+///     let mut squares = pool.map(0..10u64);
+///     let mut got = Vec::new();
+///     while let Some(r) = squares.next().await {
+///         got.push(r?);
+///     }
+///     assert_eq!(got[9], 81);
+///     Ok(())
 /// }
-/// assert_eq!(got[9], 81);
-/// # Ok(())
-/// # }
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct AsyncPool<Req, Rep> {
