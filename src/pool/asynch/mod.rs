@@ -43,7 +43,7 @@ pub use streams::{AsyncMap, AsyncMapUnordered};
 /// futures and its streams are neither `Send` nor `Sync`: use them from
 /// one task. Many may be pending at once in that task (`join!`,
 /// `join_all`, `select!`, `FuturesUnordered`) or in tasks of a
-/// [`LocalSet`](tokio::task::LocalSet) (`spawn_local`); the main future of
+/// [`LocalSet`](tokio::task::LocalSet) (`spawn_local`, each task holding an `Rc<AsyncPool>` clone, as `call` borrows the pool); the main future of
 /// `#[tokio::main]` or `Runtime::block_on` need not be `Send`, so a
 /// multi-thread runtime works too. Other tasks reach it through a channel.
 /// Its workers are forked from the thread that polls it: keep it on a
