@@ -254,7 +254,9 @@
 //! In tokio (current-thread here): the reactor's descriptor is its epoll
 //! descriptor, the same for the reactor's whole life and closed only when
 //! the reactor is dropped, which is what tokio's `AsyncFd::register` asks
-//! its caller to promise.
+//! its caller to promise. With the cargo feature `tokio`,
+//! `Reactor::into_async_fd()` makes this registration for you, and your code
+//! needs no `unsafe`; without it, as below:
 //!
 //! ```
 //! use std::time::Duration;

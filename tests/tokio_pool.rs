@@ -327,3 +327,37 @@ fn into_async_outside_a_runtime_is_an_error() {
     let err = pool.into_async().expect_err("no runtime");
     assert!(err.to_string().contains("tokio"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactor_embedded_with_into_async_fd_gets_its_reply() {
+    // Sent before the reactor is registered: `send` wrote it through, and
+    // the reply wakes the `AsyncFd`.
+    let mut reactor = miniray::Reactor::new().expect("reactor");
+    let w = reactor.spawn(|n: u64| n + 1).expect("spawn");
+    let pid = reactor.pid(w).expect("pid");
+    reactor.send(w, &41u64).expect("send");
+    let mut fd = reactor
+        .into_async_fd()
+        .map_err(|e| e.into_parts().1)
+        .expect("registered");
+    let reply = timeout(Duration::from_secs(60), async {
+        loop {
+            let mut ready = fd.readable_mut().await.expect("readable");
+            let reactor = ready.get_inner_mut();
+            for w in reactor.wait_any(Some(Duration::ZERO)).expect("step") {
+                if let Some(n) = reactor.try_recv::<u64>(w).expect("reply") {
+                    return n;
+                }
+            }
+            ready.clear_ready();
+        }
+    })
+    .await
+    .expect("the reply within the bound");
+    assert_eq!(reply, 42);
+    drop(fd.into_inner());
+    assert!(
+        wait_until(DEADLINE, || is_reaped(pid)),
+        "worker {pid} reaped after drop"
+    );
+}

@@ -20,6 +20,8 @@ mod batch;
 mod events;
 mod exits;
 mod serving;
+#[cfg(feature = "tokio")]
+mod tokio_fd;
 mod workers;
 
 use std::io;
