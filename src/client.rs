@@ -270,16 +270,19 @@ impl Reactor {
                     }
                 }
             }
-            _ => {
-                // Failed: the inbox holds the connect error, then Closed.
-                let err = match conn.pop() {
-                    Some(Err(e)) => e,
-                    _ => Error::io("connect", io::Error::other("connection failed")),
-                };
-                self.remove_conn(w);
-                Err(err)
-            }
+            _ => Err(self.connect_failed(w)),
         }
+    }
+
+    /// A connect that failed: its error (the inbox holds it, then
+    /// `Closed`), the connection removed.
+    fn connect_failed(&mut self, w: Worker) -> Error {
+        let err = match self.conn_mut(w).ok().and_then(|c| c.pop()) {
+            Some(Err(e)) => e,
+            _ => Error::io("connect", io::Error::other("connection failed")),
+        };
+        self.remove_conn(w);
+        err
     }
 
     /// Answers the server's challenge if its line is here: `Ok(true)` once
@@ -347,19 +350,7 @@ impl Reactor {
         opts: &ConnectOptions,
         deadline: Option<Instant>,
     ) -> Result<Worker> {
-        let sock = TcpStream::connect(addr).map_err(|e| Error::io("connect", e))?;
-        if let Some(k) = &opts.keepalive {
-            k.apply(&sock).map_err(|e| Error::io("setsockopt", e))?;
-        }
-        let w = self.insert_conn(
-            Stream::Tcp(sock),
-            None,
-            &opts.conn,
-            State::Connecting {
-                authenticate: opts.secret.is_some(),
-            },
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let w = self.connect_start(addr, opts)?;
         loop {
             let conn = self.conn_mut(w)?;
             match conn.state() {
@@ -387,15 +378,7 @@ impl Reactor {
                         }
                     };
                 }
-                _ => {
-                    // Failed: the inbox holds the connect error, then Closed.
-                    let err = match conn.pop() {
-                        Some(Err(e)) => e,
-                        _ => Error::io("connect", io::Error::other("connection failed")),
-                    };
-                    self.remove_conn(w);
-                    return Err(err);
-                }
+                _ => return Err(self.connect_failed(w)),
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
