@@ -17,7 +17,7 @@ use crate::worker::Worker;
 /// Tasks one map keeps in the pool at once: enough to keep every worker
 /// busy while finished results wait for an earlier one to be yielded
 /// (4 requests per in-flight place, each of up to the largest chunk).
-fn window<Req, Rep>(pool: &Pool<Req, Rep>) -> usize {
+pub(super) fn window<Req, Rep>(pool: &Pool<Req, Rep>) -> usize {
     (4 * pool.opts.workers * pool.opts.in_flight_per_worker * pool.chunks.max()).max(64)
 }
 

@@ -42,10 +42,8 @@ where
                 done: VecDeque::new(),
             },
         );
-        // As `Pool::map`: enough to keep every worker busy while results
-        // wait for an earlier one to be yielded.
-        let opts = &sh.fd.get_ref().0.opts;
-        let window = (4 * opts.workers * opts.in_flight_per_worker).max(64);
+        // `Pool::map`'s own window (it grows with the chunk size).
+        let window = crate::pool::map::window(&sh.fd.get_ref().0);
         drop(sh);
         MapCore {
             pool,
@@ -123,8 +121,8 @@ impl<Req, Rep, I> MapCore<'_, Req, Rep, I> {
 /// A [`Stream`](futures_core::Stream) (`StreamExt::next` from
 /// `tokio-stream` or `futures` works), and [`AsyncMap::next`] without
 /// either. Items are taken from the input only while fewer than
-/// `max(64, 4 × workers × in_flight_per_worker)` of this map's tasks are
-/// unfinished or unyielded. Dropping it forgets its tasks.
+/// [`Map::window`](crate::pool::Map::window) of this map's tasks are
+/// unfinished or unyielded (the same bound as `Pool::map`). Dropping it forgets its tasks.
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[must_use = "streams do nothing unless polled"]
 pub struct AsyncMap<'p, Req, Rep, I> {
