@@ -89,7 +89,7 @@ thread_local! {
 }
 
 /// The last panic's text in this worker thread (see `write_worker_panic`).
-fn last_panic_text() -> String {
+pub(crate) fn last_panic_text() -> String {
     LAST_PANIC.with(|last| match last.try_borrow_mut() {
         Ok(mut last) => String::from_utf8_lossy(last.finish()).into_owned(),
         Err(_) => "panicked".to_owned(),

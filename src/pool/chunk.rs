@@ -259,18 +259,6 @@ where
     }
 }
 
-/// The text of a panic's payload (its location went to stderr with it).
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    let msg = match payload.downcast_ref::<&str>() {
-        Some(s) => s,
-        None => match payload.downcast_ref::<String>() {
-            Some(s) => s.as_str(),
-            None => "Box<dyn Any>",
-        },
-    };
-    format!("panicked: {msg}")
-}
-
 /// In the worker: answers each chunk with one line, each task run with its
 /// panic caught, so a panic fails only its own task. After a chunk with a
 /// panic the worker exits (status 101, as any panicked worker), so the
@@ -292,7 +280,9 @@ where
                     match panic::catch_unwind(AssertUnwindSafe(|| f(item))) {
                         Ok(rep) => out.0.push(rep),
                         Err(payload) => {
-                            let message = panic_text(&*payload);
+                            // With its location, as a plain worker's panic
+                            // (kept by the worker's panic hook).
+                            let message = crate::fork::last_panic_text();
                             // Its drop could panic again, outside any catch.
                             std::mem::forget(payload);
                             out.1.push((i, "panic".to_owned(), message));

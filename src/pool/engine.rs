@@ -52,8 +52,9 @@ where
         if let Err(e) = self.tasks.wait_into(&mut batch, timeout) {
             // The reactor itself failed (epoll): nothing will come. Fail
             // everything rather than hang.
-            self.last_start_failure = e.to_string();
-            self.terminate();
+            self.terminate_with(Cause::NoWorkers {
+                message: format!("the pool's reactor failed: {e}"),
+            });
             return;
         }
         for d in batch.drain(..) {

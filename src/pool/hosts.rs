@@ -528,15 +528,24 @@ where
         let wait = until.map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
         if !remote.pending.is_empty() {
             // Connects under way: poll, so they finish.
-            let _ = self
+            let waited = self
                 .tasks
                 .reactor_mut()
                 .wait_any(Some(wait.min(CONNECT_TICK)));
+            if let Err(e) = waited {
+                // The reactor itself failed (epoll): nothing will come.
+                self.terminate_with(Cause::NoWorkers {
+                    message: format!("the pool's reactor failed: {e}"),
+                });
+            }
             return;
         }
         // Nothing is open to wait on: sleep (at least a moment, so a caller
-        // looping on a zero timeout does not spin on a host due now).
-        std::thread::sleep(wait.max(Duration::from_millis(1)));
+        // looping on a zero timeout does not spin on a host due now), but
+        // never when asked not to wait (the async pool's steps).
+        if timeout != Some(Duration::ZERO) {
+            std::thread::sleep(wait.max(Duration::from_millis(1)));
+        }
     }
 }
 

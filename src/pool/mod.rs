@@ -371,6 +371,11 @@ where
     /// Kills every worker at once (`SIGKILL`) and reaps them; unfinished
     /// tasks fail with [`Cause::Terminated`].
     pub fn terminate(&mut self) {
+        self.terminate_with(Cause::Terminated);
+    }
+
+    /// [`Pool::terminate`], unfinished tasks failing with `cause`.
+    pub(crate) fn terminate_with(&mut self, cause: Cause) {
         self.closed = true;
         let ws: Vec<Worker> = self.slots.keys().copied().collect();
         for w in ws {
@@ -380,7 +385,7 @@ where
         for id in ids {
             let last = Attempt {
                 worker: None,
-                cause: Cause::Terminated,
+                cause: cause.clone(),
             };
             self.finish(id, Err(Some(last)));
         }

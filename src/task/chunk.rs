@@ -49,7 +49,10 @@ impl<Rep: DeserializeOwned> Tasks<Rep> {
         let at = timeout.and_then(deadline_after);
         let calls = &mut self.flights.entry(w).or_default().calls;
         for (i, &id) in ids.iter().enumerate() {
-            if let Some(at) = at {
+            // One deadline entry per chunk, its lead's: its calls share the
+            // time and are answered together, and `expire` fails every call
+            // past its own deadline.
+            if let (Some(at), 0) = (at, i) {
                 self.deadlines.push(Reverse(Due { at, id, worker: w }));
             }
             let chunk = if i == 0 { ids.len() } else { 0 };

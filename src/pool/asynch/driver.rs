@@ -14,7 +14,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::Sleep;
 
 use super::{Pool, TaskResult};
-use crate::task::TaskId;
+use crate::task::{Cause, TaskId};
 
 /// While work is queued or in flight the driver wakes at least this often,
 /// for what the reactor retries on its own clock (reaping a child that got
@@ -201,8 +201,9 @@ where
                     // The runtime's I/O driver is gone: nothing will wake
                     // us again. Fail everything rather than hang.
                     let pool = &mut fd.get_mut().0;
-                    pool.last_start_failure = format!("tokio's I/O driver failed: {e}");
-                    pool.terminate();
+                    pool.terminate_with(Cause::NoWorkers {
+                        message: format!("tokio's I/O driver failed: {e}"),
+                    });
                     pump(pool, books);
                     return Poll::Ready(());
                 }
