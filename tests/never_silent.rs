@@ -41,6 +41,7 @@ impl Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0.with_extension("started"));
         let _ = std::fs::remove_file(&self.0);
     }
 }
@@ -52,7 +53,12 @@ fn slow_second(marker: std::path::PathBuf) -> impl Fn(u64) -> u64 + Clone {
     move |n: u64| {
         match n {
             0 => std::thread::sleep(Duration::from_millis(300)),
-            2 => Release::wait(&marker),
+            2 => {
+                // Says it started: every reply before it was written by now
+                // unless the worker batches them.
+                let _ = std::fs::write(marker.with_extension("started"), b"");
+                Release::wait(&marker);
+            }
             _ => {}
         }
         n
@@ -107,7 +113,13 @@ fn batched_replies_are_an_explicit_trade() {
             // Batched, reply 1 waits in the child behind 2's work, which
             // waits for the release: whatever the machine's speed, 1 cannot
             // arrive first. Reply 0 may (it was alone in its read).
-            let early = replies_within(&mut r, w, Duration::from_millis(800), 2);
+            let started = gate.0.with_extension("started");
+            assert!(
+                common::wait_until(DEADLINE, || started.exists()),
+                "request 2 never started"
+            );
+            // Unbatched, reply 1 would already be in the socket now.
+            let early = replies_within(&mut r, w, Duration::from_millis(300), 2);
             assert!(!early.contains(&1), "batched: {early:?}");
             early
         } else {

@@ -213,7 +213,8 @@ fn a_worker_killed_inside_a_chunk_has_only_that_chunk_retried() {
     // Only the tasks of the chunk in flight on the killed worker are tried
     // again (one worker, one chunk of at most 50): never the whole map.
     assert!(
-        (1..=50).contains(&stats.retried) && stats.replaced == 1 && stats.failed == 0,
+        // At least 2: the whole unanswered chunk, not one task alone.
+        (2..=50).contains(&stats.retried) && stats.replaced == 1 && stats.failed == 0,
         "{stats:?}"
     );
     let _ = std::fs::remove_file(mark);
@@ -291,12 +292,18 @@ fn an_auto_chunked_map_of_10_million_items_holds_a_bounded_window() {
     assert!(*taken.borrow() <= CHECKED + window);
     let stats = pool.stats();
     assert_eq!(stats.failed, 0);
-    // The dropped map's queued tasks never run: the pool goes idle.
+    // The dropped map's queued tasks never run: the pool goes idle, having
+    // finished at most what was in flight when the map was dropped.
     assert!(wait_until(DEADLINE, || {
         pool.poll(Some(Duration::from_millis(10)));
         pool.stats().in_flight == 0
     }));
-    assert!(pool.stats().completed < CHECKED + window);
+    assert!(
+        pool.stats().completed <= stats.completed + stats.in_flight,
+        "queued tasks ran after the drop: {:?} then {:?}",
+        stats,
+        pool.stats()
+    );
 }
 
 #[test]
@@ -332,6 +339,8 @@ fn progress_counts_only_grow_and_end_at_the_exact_totals() {
     let opts = PoolOptions::new().workers(3).chunk_size_auto();
     let mut pool = Pool::new(&opts, |n: u64| {
         assert!(n % 5000 != 4999, "bad item");
+        // Long enough (~0.2 s in all) for calls before the end.
+        std::thread::sleep(Duration::from_micros(30));
         n
     })
     .expect("pool");
@@ -343,7 +352,11 @@ fn progress_counts_only_grow_and_end_at_the_exact_totals() {
     let took = started.elapsed();
     assert_eq!(failed, 4);
     let seen = seen.borrow();
-    assert!(!seen.is_empty(), "never called");
+    assert!(seen.len() >= 2, "{} calls", seen.len());
+    assert!(
+        seen.iter().any(|p| p.done + p.failed < N),
+        "no call before the end: {seen:?}"
+    );
     for w in seen.windows(2) {
         let (a, b) = (w[0], w[1]);
         assert!(

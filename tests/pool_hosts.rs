@@ -194,7 +194,7 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .enumerate()
         .all(|(i, &v)| v == work(i as u64)));
     // A wrong secret: the server closes each connection at once, so no
-    // host is usable and the tasks fail, naming the hosts.
+    // host is usable and the tasks fail.
     let wrong = ConnectOptions::new().secret(Secret::new(b"wrong".to_vec()));
     let list = list
         .connect_options(wrong)
@@ -202,7 +202,19 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .give_up_after(Duration::from_millis(500));
     let mut bad: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
     let results: Vec<_> = bad.map(0..3u64).collect();
-    assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    // Each try's connection is closed by the server: every try a lost
+    // worker, all three of them (the refusal is not named yet: the server
+    // just closes).
+    for r in &results {
+        let e = r.as_ref().expect_err("a wrong secret: no host usable");
+        assert_eq!(e.tries().len(), 3, "{e}");
+        assert!(
+            e.tries()
+                .iter()
+                .all(|t| matches!(t.cause, Cause::WorkerLost { .. })),
+            "{e}"
+        );
+    }
     assert_eq!(bad.stats().completed, 0);
 }
 
@@ -212,7 +224,7 @@ fn every_host_down_fails_tasks_naming_the_hosts_in_bounded_time() {
     let list = Hosts::new(dead)
         .expect("resolve")
         .backoff(Duration::from_millis(10), Duration::from_millis(100))
-        .give_up_after(Duration::from_millis(500));
+        .give_up_after(Duration::from_secs(2));
     let started = Instant::now();
     let mut pool: Pool<u64, u64> =
         Pool::remote(&PoolOptions::new(), &list).expect("a pool with no host up yet");
@@ -230,16 +242,22 @@ fn every_host_down_fails_tasks_naming_the_hosts_in_bounded_time() {
         }
         assert!(message.contains("refused"), "{message}");
     }
+    // After the 2 s give-up, not long after it (refusals are immediate).
     assert!(
-        elapsed < Duration::from_secs(10),
-        "failed after {elapsed:?}, bound 0.5 s"
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(6),
+        "failed after {elapsed:?}, give-up 2 s"
     );
     // Later tasks fail at once, not after another wait.
     let id = pool.submit(7).expect("submit");
     let again = Instant::now();
     let r = pool.get(id, Some(Duration::from_secs(10)));
     assert!(matches!(r, Some(Err(_))), "{r:?}");
-    assert!(again.elapsed() < Duration::from_secs(5));
+    // Well below another 2 s give-up wait.
+    assert!(
+        again.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        again.elapsed()
+    );
 }
 
 #[test]

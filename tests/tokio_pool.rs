@@ -221,9 +221,10 @@ async fn deadline_fires_without_io() {
         matches!(err.cause(), Cause::Deadline { timeout } if *timeout == Duration::from_secs(1)),
         "{err}"
     );
-    // Generous (2 noisy cores) yet below the task's own 10 s.
+    // The 1 s deadline, with room for 2 noisy cores, but far below a
+    // driver that noticed deadlines only on some slow periodic wake-up.
     assert!(
-        waited < Duration::from_secs(8),
+        waited < Duration::from_secs(3),
         "deadline seen after {waited:?}"
     );
     // The pool goes on with a fresh worker.
