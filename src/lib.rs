@@ -307,6 +307,7 @@ mod error_path;
 mod fork;
 pub mod format;
 mod format_kind;
+pub mod frame;
 pub mod framing;
 mod inbound;
 pub mod json;
