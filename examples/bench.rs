@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use base64_simd::STANDARD;
 use miniray::framing::LineBuffer;
 use miniray::pool::{Pool, PoolOptions};
-use miniray::task::Tasks;
 use miniray::{
     ConnectOptions, Dict, Exec, Format, Reactor, ServerOptions, SharedMemory, Value, Worker,
     WorkerOptions,
@@ -1276,39 +1275,35 @@ fn bench_pool(b: &mut Bench) {
             target: floor.map(|_| Target::RatioAtLeast(at_least)),
         });
     }
-    // The task layer over a raw round trip, on the same worker: `send` +
-    // `recv` against `Tasks::call` + `wait`, in alternating blocks.
-    // Parent and worker on one CPU, as the round trip group does: a
-    // ping-pong across CPUs pays an idle CPU's wake-up.
+    // The pool's cost over a raw round trip: `send` + `recv` on a reactor's
+    // worker against `submit` + `get` on a 1-worker pool, alternating one by
+    // one, paired differences. Parent and workers on one CPU, as the round
+    // trip group does: a ping-pong across CPUs pays an idle CPU's wake-up.
     pin(&[0]);
-    let mut tasks = Tasks::<u64>::new(Reactor::new().expect("reactor"));
-    let w = tasks.reactor_mut().spawn(pool_work).expect("spawn");
-    // Raw and task round trips alternate one by one, and their paired
-    // differences are the cost, so both see the same (noisy) machine.
+    let mut reactor = Reactor::new().expect("reactor");
+    let w = reactor.spawn(pool_work).expect("spawn");
+    let mut paired = Pool::new(&PoolOptions::new().workers(1), pool_work).expect("pool");
     let (mut raw, mut task, mut diff) = (Vec::new(), Vec::new(), Vec::new());
     let rounds = b.n(2000, 200);
     for i in 0..(rounds * b.n(10, 2)) as u64 {
         let t = Instant::now();
-        let r = tasks.reactor_mut();
-        r.send(w, &i).expect("send");
-        let v: u64 = r.recv(w, Some(Duration::from_secs(10))).expect("recv");
+        reactor.send(w, &i).expect("send");
+        let v: u64 = reactor
+            .recv(w, Some(Duration::from_secs(10)))
+            .expect("recv");
         let raw_us = t.elapsed().as_secs_f64() * 1e6;
         assert_eq!(v, pool_work(i));
         let t = Instant::now();
-        tasks.call(w, &i).expect("call");
-        let done = loop {
-            let d = tasks.wait(Some(Duration::from_secs(10))).expect("wait");
-            if let Some(d) = d.into_iter().next() {
-                break d;
-            }
-        };
+        let id = paired.submit(i).expect("submit");
+        let got = paired.get(id, Some(Duration::from_secs(10)));
         let task_us = t.elapsed().as_secs_f64() * 1e6;
-        assert_eq!(done.result.ok(), Some(pool_work(i)));
+        assert_eq!(got.and_then(Result::ok), Some(pool_work(i)));
         raw.push(raw_us);
         task.push(task_us);
         diff.push(task_us - raw_us);
     }
-    drop(tasks);
+    drop(reactor);
+    drop(paired);
     let raw_median = median(&mut raw);
     let task_median = median(&mut task);
     b.push(Row {
@@ -1323,7 +1318,7 @@ fn bench_pool(b: &mut Bench) {
     });
     b.push(Row {
         group: "pool",
-        name: "Tasks call + wait u64, same worker".into(),
+        name: "Pool submit + get u64, 1 worker (paired)".into(),
         unit: "us",
         value: task_median,
         p99: Some(p99(&mut task)),
@@ -1333,7 +1328,7 @@ fn bench_pool(b: &mut Bench) {
     });
     b.push(Row {
         group: "pool",
-        name: "task layer cost per task (median of paired diffs)".into(),
+        name: "pool cost per task (median of paired diffs)".into(),
         unit: "us",
         value: median(&mut diff),
         p99: None,

@@ -1,25 +1,27 @@
-//! `Pool` under tokio (feature `tokio`): a map with a per-task timeout and
-//! retries, results in input order from a stream, in a dozen lines.
+//! A pool from async code: `PoolHandle` is `Send + Sync + Clone`, so tasks
+//! spawned on a multi-thread tokio runtime share it, and its maps are
+//! streams. A dozen lines.
 //!
-//! `cargo run --example pool_tokio --features tokio`: squares 0..20 on four
-//! workers; item 13 hangs, hits its 300 ms deadline on every try (3 tries:
-//! its worker is killed and replaced each time) and reports each cause.
-//! Workers are forked inside the current-thread runtime: the process has
-//! one thread then (fork and threads: see the crate docs).
+//! `cargo run --example pool_tokio`: squares 0..20 on four workers, as a
+//! stream in input order; item 13 hangs, hits its 300 ms deadline on every
+//! try (3 tries: its worker is killed and replaced each time) and reports
+//! each cause; then 100 calls from 100 spawned tasks at once.
 
 use std::time::Duration;
 
-use miniray::pool::{Pool, PoolOptions};
+use futures_util::StreamExt;
+use miniray::pool::{PoolHandle, PoolOptions};
 
 #[path = "common/args.rs"]
 mod args;
 
 const USAGE: &str = "\
 usage: pool_tokio
-  (no flags) squares 0..20 on four workers; item 13 hangs and times out
+  (no flags) squares 0..20 on four workers; item 13 hangs and times out;
+  then 100 concurrent calls from spawned tasks
 ";
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = args::Args::new("pool_tokio", USAGE);
     if let Some(flag) = args.next_flag() {
@@ -29,21 +31,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .workers(4)
         .timeout(Duration::from_millis(300))
         .max_retries(2);
-    let pool = Pool::new(&opts, |n: u64| {
+    let pool = PoolHandle::new(&opts, |n: u64| {
         if n == 13 {
             std::thread::sleep(Duration::from_secs(60)); // a task that hangs
         }
         n * n
-    })?
-    .into_async()?;
-    let mut results = pool.map(0..20u64);
+    })?;
+    let mut results = pool.map_stream(0..20u64);
     while let Some(result) = results.next().await {
         match result {
             Ok(square) => println!("{square}"),
             Err(e) => println!("{e}"),
         }
     }
-    drop(results);
+    let calls: Vec<_> = (100..200u64)
+        .map(|n| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.call(n).await })
+        })
+        .collect();
+    let mut sum = 0;
+    for c in calls {
+        sum += c.await??;
+    }
+    println!("sum of 100 squares from spawned tasks: {sum}");
     println!("{:?}", pool.stats());
     Ok(())
 }

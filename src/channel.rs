@@ -143,7 +143,7 @@ impl Channel {
     /// The next line, in stream order: one queued in the inbox, else a
     /// complete line of the last read taken in place (the common case: no
     /// copy, no queueing), else what the framing makes of the rest.
-    fn next_item(&mut self) -> Result<Option<Item<'_>>> {
+    pub(crate) fn next_item(&mut self) -> Result<Option<Item<'_>>> {
         let idle_until = self.idle.and_then(crate::process::deadline_after);
         loop {
             if let Some(item) = self.inbound.pop() {
@@ -210,6 +210,30 @@ impl Channel {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Sends one line that `encode` appends to the output (with its
+    /// `\n`), as [`Channel::send`] sends a message; on an error nothing of
+    /// it stays queued.
+    pub(crate) fn send_with<E>(&mut self, encode: E) -> Result<()>
+    where
+        E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
+    {
+        let before = self.out.len();
+        if let Err(e) = encode(self.format, &mut self.out, &mut self.scratch) {
+            self.out.truncate(before);
+            return Err(e);
+        }
+        if !self.batch || !self.request_buffered() || self.out.len() >= CHANNEL_FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The longest line this channel reads (and a peer of the same
+    /// settings reads from it).
+    pub fn max_line(&self) -> usize {
+        self.inbound.lines.max_line()
     }
 
     /// Sends `msg` with shared memory regions, at once (the wire form is
@@ -337,7 +361,7 @@ impl Channel {
 }
 
 /// What [`Channel::next_item`] found.
-enum Item<'a> {
+pub(crate) enum Item<'a> {
     /// A line taken in place from the read buffer (no descriptors came
     /// with its read).
     Line(&'a [u8]),
@@ -348,43 +372,5 @@ enum Item<'a> {
 impl AsRawFd for Channel {
     fn as_raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
-    }
-}
-
-/// The request→reply loop: every message in, one reply out. A request that
-/// fails on its own (undecodable, too long, a region refused, or a reply
-/// the format cannot encode) is answered with an error reply naming the
-/// cause, and the loop goes on.
-pub(crate) fn serve_replies<F, A, R>(chan: &mut Channel, mut f: F) -> Result<()>
-where
-    F: FnMut(A) -> R,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    loop {
-        match chan.recv() {
-            Ok(Some(msg)) => {
-                let reply = f(msg);
-                match chan.send(&reply) {
-                    // A reply the format cannot carry (a set in JSON, say)
-                    // fails that request alone; nothing was queued for it.
-                    Err(e @ Error::Encode { .. }) => chan.send_error("encode", &e.to_string())?,
-                    other => other?,
-                }
-            }
-            Ok(None) => return Ok(()),
-            Err(e) if e.is_message_error() => {
-                let kind = match &e {
-                    Error::Decode(_) => "decode",
-                    Error::LineTooLong { .. } => "line too long",
-                    Error::Region { .. } => "region",
-                    // The peer hung up mid-line: nobody to answer.
-                    Error::TruncatedLine { .. } => continue,
-                    _ => "error",
-                };
-                chan.send_error(kind, &e.to_string())?;
-            }
-            Err(e) => return Err(e),
-        }
     }
 }

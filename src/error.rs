@@ -28,6 +28,10 @@ pub enum Error {
     LineTooLong {
         /// The limit in force, in bytes, not counting the `\n`.
         limit: usize,
+        /// The line's first bytes (at most
+        /// [`LINE_START`](crate::framing::LINE_START)): whose line it was (a
+        /// frame's header names its request).
+        start: Vec<u8>,
     },
     /// The peer closed the connection in the middle of a line. The partial
     /// line (`len` bytes) was never decoded.
@@ -120,6 +124,16 @@ pub enum Error {
         /// The OS error of `execvp` (`ENOENT`, `EACCES`, ...).
         source: io::Error,
     },
+    /// A setting is out of its bounds (a [`PoolOptions`](crate::PoolOptions)
+    /// value, say): nothing was made.
+    InvalidOption {
+        /// The setting, by its method's name (`"chunk_size"`).
+        option: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// The pool was closed (or terminated): it takes no more tasks.
+    PoolClosed,
 }
 
 impl Error {
@@ -165,14 +179,22 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::InvalidOption { option, reason } => f
+                .debug_struct("InvalidOption")
+                .field("option", option)
+                .field("reason", reason)
+                .finish(),
+            Error::PoolClosed => f.write_str("PoolClosed"),
             Error::Io { op, source } => f
                 .debug_struct("Io")
                 .field("op", op)
                 .field("source", source)
                 .finish(),
-            Error::LineTooLong { limit } => {
-                f.debug_struct("LineTooLong").field("limit", limit).finish()
-            }
+            Error::LineTooLong { limit, start } => f
+                .debug_struct("LineTooLong")
+                .field("limit", limit)
+                .field("start", &String::from_utf8_lossy(start))
+                .finish(),
             Error::TruncatedLine { len } => {
                 f.debug_struct("TruncatedLine").field("len", len).finish()
             }
@@ -226,10 +248,14 @@ impl fmt::Debug for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::InvalidOption { option, reason } => write!(f, "option {option}: {reason}"),
+            Error::PoolClosed => f.write_str("the pool is closed: it takes no more tasks"),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
-            Error::LineTooLong { limit } => {
-                write!(f, "line longer than the {limit}-byte limit was discarded")
-            }
+            Error::LineTooLong { limit, start } => write!(
+                f,
+                "line longer than the {limit}-byte limit was discarded (it began {})",
+                crate::frame::quote(start)
+            ),
             Error::TruncatedLine { len } => {
                 write!(f, "connection closed in the middle of a {len}-byte line")
             }
@@ -420,7 +446,10 @@ mod tests {
         // The type's docs and `Channel::recv` list these as failing one
         // message only; callers skip them and read on.
         let per_message = [
-            Error::LineTooLong { limit: 16 },
+            Error::LineTooLong {
+                limit: 16,
+                start: b"#q1 ".to_vec(),
+            },
             Error::TruncatedLine { len: 3 },
             Error::Decode(
                 Format::Json

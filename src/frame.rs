@@ -4,7 +4,7 @@
 //! writes lines) answers the n-th request line with its n-th line, so a
 //! reply is matched to its request by position. One extra line (a stray
 //! `print`) moves every later reply onto the wrong request. Where both ends
-//! are miniray's (a pool's own workers, a [`Reactor::listen`] server, the
+//! are miniray's (a pool's own workers, a [`Reactor::listen`](crate::Reactor::listen) server, the
 //! Python worker helper in `python/miniray_worker.py`), each line carries
 //! the id of its request and a kind, outside the message:
 //!

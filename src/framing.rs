@@ -17,6 +17,10 @@ use crate::error::Error;
 /// the marshal bytes (base64), plus one.
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024 * 1024;
 
+/// How many of a too-long line's first bytes its error keeps: enough for a
+/// frame's header, so a framed peer's answer can name the request.
+pub const LINE_START: usize = 32;
+
 /// A kept tail larger than this is freed, not kept for reuse, once it is consumed.
 const KEEP_CAPACITY: usize = 4096;
 
@@ -89,19 +93,16 @@ impl LineBuffer {
                 self.discarding = false;
             } else if self.partial.is_empty() {
                 if head.len() > self.max_line {
-                    on_line(Err(Error::LineTooLong {
-                        limit: self.max_line,
-                    }));
+                    on_line(Err(self.too_long(head)));
                 } else {
                     on_line(Ok(strip_cr(head)));
                 }
             } else if self.partial.len() + head.len() > self.max_line {
                 // The kept part alone is within the limit (keep_tail checks),
                 // but the head may push it over.
+                let e = self.too_long(head);
                 self.release();
-                on_line(Err(Error::LineTooLong {
-                    limit: self.max_line,
-                }));
+                on_line(Err(e));
             } else {
                 self.partial.extend_from_slice(head);
                 on_line(Ok(strip_cr(&self.partial)));
@@ -136,14 +137,27 @@ impl LineBuffer {
         if self.partial.len() + tail.len() > self.max_line {
             // Whatever follows, this line is too long: report it now, once,
             // and hold nothing more of it.
+            let e = self.too_long(tail);
             self.release();
             self.discarding = true;
-            on_line(Err(Error::LineTooLong {
-                limit: self.max_line,
-            }));
+            on_line(Err(e));
             return;
         }
         self.partial.extend_from_slice(tail);
+    }
+
+    /// The error for the line in progress (held in the tail, or starting
+    /// at `rest` if nothing is held), with its first bytes.
+    fn too_long(&self, rest: &[u8]) -> Error {
+        let mut start = Vec::with_capacity(LINE_START);
+        for part in [&self.partial[..], rest] {
+            let room = LINE_START - start.len();
+            start.extend_from_slice(&part[..part.len().min(room)]);
+        }
+        Error::LineTooLong {
+            limit: self.max_line,
+            start,
+        }
     }
 
     /// Empties the tail, giving back a large allocation.

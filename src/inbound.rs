@@ -51,6 +51,21 @@ impl Msg {
         }
     }
 
+    /// The line's bytes (without its `\n`).
+    pub(crate) fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// Whether descriptors came with the line (a region envelope).
+    pub(crate) fn has_descriptors(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// The line's bytes, taken (descriptors that came with it are closed).
+    pub(crate) fn into_line(self) -> Vec<u8> {
+        self.line
+    }
+
     /// A line that came with no descriptors, as a `T`, decoded where it
     /// lies (what [`Msg::decode`] does with such a line, without the copy).
     pub(crate) fn decode_line<T: DeserializeOwned>(line: &[u8], format: Format) -> Result<T> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use miniray::pool::{Pool, PoolOptions};
-use miniray::task::Cause;
+use miniray::task::{Cause, RemoteKind};
 use miniray::{Error, Exec};
 
 /// Every pid the pool ever showed us is reaped once it is gone.
@@ -114,7 +114,7 @@ fn a_task_that_panics_on_every_try_reports_every_cause() {
     let mut workers = HashSet::new();
     for t in err.tries() {
         assert!(
-            matches!(&t.cause, Cause::Remote { kind, message } if kind == "panic" && message.contains("thirteen is unlucky")),
+            matches!(&t.cause, Cause::Remote { kind, message, .. } if *kind == RemoteKind::Panic && message.contains("thirteen is unlucky")),
             "{err}"
         );
         workers.insert(t.worker.expect("ran on a worker"));
@@ -287,7 +287,7 @@ fn decode_errors_are_not_retried() {
         .expect_err("decode");
     assert_eq!(err.tries().len(), 1, "{err}");
     assert!(
-        matches!(err.cause(), Cause::Remote { kind, .. } if kind == "decode"),
+        matches!(err.cause(), Cause::Remote { kind, .. } if *kind == RemoteKind::Decode),
         "{err}"
     );
     assert_eq!(
@@ -353,7 +353,7 @@ fn close_finishes_the_work_and_terminate_kills() {
             n * 2
         );
     }
-    assert!(matches!(pool.submit(1), Err(Error::Closed { .. })));
+    assert!(matches!(pool.submit(1), Err(Error::PoolClosed)));
 
     let mut pool = Pool::new(&PoolOptions::new().workers(2), |_: u64| -> u64 {
         std::thread::sleep(Duration::from_secs(60));

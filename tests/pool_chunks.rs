@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use miniray::pool::{Pool, PoolOptions, Progress};
-use miniray::task::Cause;
+use miniray::task::{Cause, RemoteKind};
 use miniray::{Exec, Signal};
 
 fn work(n: u64) -> u64 {
@@ -104,8 +104,8 @@ fn a_panic_in_one_item_of_a_chunk_fails_only_that_item() {
                 assert_eq!(n, 555, "item {n} failed: {e}");
                 assert_eq!(e.tries().len(), 1, "{e}");
                 assert!(
-                    matches!(e.cause(), Cause::Remote { kind, message }
-                        if kind == "panic" && message.contains("five five five")),
+                    matches!(e.cause(), Cause::Remote { kind, message, .. }
+                        if *kind == RemoteKind::Panic && message.contains("five five five")),
                     "{e}"
                 );
             }

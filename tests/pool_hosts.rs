@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use miniray::pool::{Hosts, Pool, PoolOptions};
-use miniray::task::{Cause, Tasks};
-use miniray::{ConnectOptions, Keepalive, Reactor, Secret};
+use miniray::pool::{Hosts, Pool, PoolOptions, Protocol};
+use miniray::task::Cause;
+use miniray::{ConnectOptions, Keepalive, Secret};
 
 #[path = "common/hosts.rs"]
 mod hosts;
@@ -202,16 +202,14 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .give_up_after(Duration::from_millis(500));
     let mut bad: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
     let results: Vec<_> = bad.map(0..3u64).collect();
-    // Each try's connection is closed by the server: every try a lost
-    // worker, all three of them (the refusal is not named yet: the server
-    // just closes).
+    // Each connection is closed by the server before it answers anything:
+    // no try is charged to a task, and once every host stayed down for
+    // the bound the tasks fail with `NoWorkers` naming each host.
     for r in &results {
         let e = r.as_ref().expect_err("a wrong secret: no host usable");
-        assert_eq!(e.tries().len(), 3, "{e}");
+        assert_eq!(e.tries().len(), 1, "{e}");
         assert!(
-            e.tries()
-                .iter()
-                .all(|t| matches!(t.cause, Cause::WorkerLost { .. })),
+            matches!(&e.cause(), Cause::NoWorkers { message } if message.contains("127.0.0.14") && message.contains("127.0.0.15")),
             "{e}"
         );
     }
@@ -264,29 +262,34 @@ fn every_host_down_fails_tasks_naming_the_hosts_in_bounded_time() {
 fn a_deadline_on_a_remote_task_drops_its_connection() {
     let host = Host::start(&[], "127.0.0.12:0", 0);
     host.signal(libc::SIGSTOP);
-    let mut tasks = Tasks::<u64>::new(Reactor::new().expect("reactor"));
-    // The stopped server's kernel still completes the connect (backlog).
-    let w = tasks
-        .reactor_mut()
-        .connect(host.addr, &Default::default(), Some(Duration::from_secs(5)))
-        .expect("connect");
-    let id = tasks
-        .call_with(w, &1u64, Some(Duration::from_millis(300)))
-        .expect("call");
-    let until = Instant::now() + Duration::from_secs(20);
-    let mut done = Vec::new();
-    let mut ended = Vec::new();
-    while ended.is_empty() && Instant::now() < until {
-        done.extend(tasks.wait(Some(Duration::from_millis(200))).expect("wait"));
-        ended.extend(tasks.take_ended());
-    }
-    assert_eq!(done.len(), 1, "{done:?}");
-    assert_eq!(done[0].id, id);
-    let e = done[0].result.as_ref().expect_err("deadline");
+    // The stopped server's kernel still completes the connect (backlog),
+    // and the hello waits unanswered: plain lines, so the task is sent.
+    let hosts = Hosts::new([host.addr])
+        .expect("hosts")
+        .protocol(Protocol::Plain);
+    let opts = PoolOptions::new()
+        .timeout(Duration::from_millis(300))
+        .max_retries(0);
+    let mut pool: Pool<u64, u64> = Pool::remote(&opts, &hosts).expect("pool");
+    let id = pool.submit(1).expect("submit");
+    let e = pool
+        .get(id, Some(Duration::from_secs(20)))
+        .expect("finished")
+        .expect_err("deadline");
     assert!(e.cause().is_deadline(), "{e}");
+    // The connection is dropped: its end is seen and counted against the
+    // host, whose status names the deadline.
+    let until = Instant::now() + Duration::from_secs(10);
+    while pool.stats().replaced == 0 && Instant::now() < until {
+        pool.poll(Some(Duration::from_millis(50)));
+    }
+    assert_eq!(pool.stats().replaced, 1, "{:?}", pool.stats());
+    let status = &pool.hosts()[0];
     assert!(
-        ended.iter().any(|e| e.worker == w && e.killed_for_deadline),
-        "the connection must end (be dropped) after the deadline: {ended:?}"
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("deadline")),
+        "{status}"
     );
-    assert!(tasks.reactor().is_empty(), "no connection left open");
 }

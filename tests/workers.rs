@@ -252,7 +252,7 @@ fn bad_lines_fail_one_message_each() {
     ));
     assert!(matches!(
         r.recv::<Value>(w, Some(DEADLINE)),
-        Err(Error::LineTooLong { limit: 64 })
+        Err(Error::LineTooLong { limit: 64, .. })
     ));
     assert!(matches!(
         r.recv::<Value>(w, Some(DEADLINE)),

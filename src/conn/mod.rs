@@ -274,6 +274,15 @@ impl Conn {
         self.inbound.pop()
     }
 
+    /// Complete plain lines (not frames) received and not yet taken.
+    pub(crate) fn queued_plain_lines(&self) -> usize {
+        self.inbound
+            .inbox
+            .iter()
+            .filter(|i| matches!(i, Ok(m) if m.line().first() != Some(&b'#')))
+            .count()
+    }
+
     /// Line bytes received and not yet taken.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.inbound.queued_bytes

@@ -1,55 +1,77 @@
-//! The pool's engine: one turn of sending queued work, filing finished
-//! tries (retry or fail), recycling and replacing workers.
+//! One turn of the pool: start the workers its supplies want, send queued
+//! tasks to workers with room (one dispatch path: a single request is a
+//! call of one task, a chunk a call of several), wait, file what ended
+//! (each task's result, a retry, a chunk's tasks sent again alone), and
+//! tell the supplies what their workers did.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Pool, Sink};
+use super::queue::{Origin, Task};
+use super::supply::{End, Outlook, Started};
+use super::{Pool, Unit};
 use crate::error::Error;
-use crate::task::{Attempt, Cause, Done, TaskError, TaskId};
+use crate::task::calls::{CallId, Ended, Event, Stop};
+use crate::task::{Answer, Attempt, Cause};
 use crate::worker::Worker;
+
+/// How far into the queue a worker looks for a task that may run on it
+/// (retries at the front may avoid it).
+const LOOK: usize = 64;
 
 impl<Req, Rep> Pool<Req, Rep>
 where
     Req: Serialize,
     Rep: DeserializeOwned,
 {
-    /// One turn: send queued work, wait up to `timeout` for results, file
-    /// them (retrying what may be retried), replace ended workers.
+    /// One turn: start workers, send queued work, wait up to `timeout` for
+    /// something to happen, file it, send again.
     pub(super) fn step(&mut self, timeout: Option<Duration>) {
         self.top_up();
         self.dispatch();
-        if self.tasks.is_empty() && self.slots.is_empty() {
-            if self.remote.is_some() {
-                // Every host is down: wait for the next reconnect, or fail
-                // what waits once they were all down too long.
-                self.remote_stalled(timeout);
-                return;
-            }
-            // Nothing runs and nothing can: fail what waits.
-            self.fail_queued();
+        if !self.queue.is_empty() && !self.any_taker() && self.gave_up() {
             self.report_progress();
             return;
         }
-        if self.tasks.is_empty() && self.queue.is_empty() {
-            // Nothing in flight or waiting: only a worker's end could come,
-            // so look once rather than wait for nothing.
-            self.wait_and_file(Some(Duration::ZERO));
-            self.report_progress();
-            return;
-        }
-        let timeout = self.remote_wait(timeout);
-        self.wait_and_file(timeout);
+        let idle = self.running.is_empty() && self.queue.is_empty();
+        let wait = if idle {
+            // Only a worker's end could come: look once, do not wait.
+            Some(Duration::ZERO)
+        } else {
+            self.bound(timeout)
+        };
+        self.wait_and_file(wait);
         self.top_up();
         self.dispatch();
         self.report_progress();
     }
 
-    fn wait_and_file(&mut self, timeout: Option<Duration>) {
-        let mut batch = std::mem::take(&mut self.batch);
-        if let Err(e) = self.tasks.wait_into(&mut batch, timeout) {
+    /// `timeout`, cut to when a supply must be looked at again.
+    fn bound(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let now = Instant::now();
+        let wake = self.supplies.iter().filter_map(|s| s.wake_at(now)).min();
+        match (timeout, wake) {
+            (t, None) => t,
+            (t, Some(w)) => {
+                let w = w.saturating_duration_since(now);
+                Some(t.map_or(w, |t| t.min(w)))
+            }
+        }
+    }
+
+    /// Waits for the worker set and files what happened; with no worker to
+    /// wait on (every host down), sleeps until `timeout` instead.
+    pub(super) fn wait_and_file(&mut self, timeout: Option<Duration>) {
+        if self.calls.workers() == 0 && !self.calls.reactor().has_sources() {
+            if let Some(t) = timeout.filter(|t| !t.is_zero()) {
+                std::thread::sleep(t);
+            }
+            return;
+        }
+        let mut events = std::mem::take(&mut self.events);
+        if let Err(e) = self.calls.wait_into(&mut events, timeout) {
             // The reactor itself failed (epoll): nothing will come. Fail
             // everything rather than hang.
             self.terminate_with(Cause::NoWorkers {
@@ -57,214 +79,422 @@ where
             });
             return;
         }
-        for d in batch.drain(..) {
-            self.chunks.done(d.id);
-            self.file(d);
-        }
-        self.learn_chunks();
-        self.batch = batch;
-        for e in self.tasks.take_ended() {
-            self.remote_ended(&e);
-            self.slots.remove(&e.worker);
-            if self.retired.remove(&e.worker) || self.closed {
-                continue;
-            }
-            self.stats.replaced += 1;
-            if e.replies == 0 && !e.killed_for_deadline {
-                self.start_failures += 1;
-                self.last_start_failure = format!(
-                    "{} ended before its first reply: {}",
-                    e.worker,
-                    crate::process::describe(e.status)
-                );
-            }
-        }
-    }
-
-    /// Files one try's end.
-    fn file(&mut self, d: Done<Rep>) {
-        if !matches!(&d.result, Err(e) if e.cause().is_retryable()) {
-            // The worker answered: a remote one's host is healthy.
-            self.remote_replied(d.worker);
-        }
-        if let Some(slot) = self.slots.get_mut(&d.worker) {
-            slot.in_flight -= 1;
-            let lost = matches!(&d.result, Err(e) if e.cause().is_retryable());
-            if lost {
-                // It is ending (a panic, a kill): give it no more work.
-                slot.retiring = true;
-            } else {
-                self.start_failures = 0;
-            }
-            if slot.retiring {
-                if slot.in_flight == 0 && !lost {
-                    self.recycle(d.worker);
-                }
-            } else {
-                self.free.push(d.worker);
-            }
-        }
-        let result = d.result.map_err(|e| e.into_tries());
-        match result {
-            Ok(rep) => self.finish(d.id, Ok(rep)),
-            Err(tries) => {
-                let retry_panics = self.opts.retry_panics;
-                let retry = tries
-                    .iter()
-                    .all(|t| t.cause.is_retryable() && (retry_panics || !t.cause.is_panic()));
-                let Some(entry) = self.entries.get_mut(&d.id) else {
-                    return;
-                };
-                entry.tries.extend(tries);
-                if retry && entry.tries.len() <= self.opts.max_retries as usize {
-                    self.stats.retried += 1;
-                    self.queue.push_front(d.id);
-                } else {
-                    self.finish(d.id, Err(None));
-                }
-            }
-        }
-    }
-
-    /// Ends task `id`: with its reply, or failed with the tries recorded
-    /// so far plus `last` when given.
-    pub(super) fn finish(&mut self, id: TaskId, result: std::result::Result<Rep, Option<Attempt>>) {
-        let Some(mut entry) = self.entries.remove(&id) else {
-            return;
-        };
-        let result = match result {
-            Ok(rep) => {
-                self.stats.completed += 1;
-                Ok(rep)
-            }
-            Err(last) => {
-                self.stats.failed += 1;
-                entry.tries.extend(last);
-                Err(TaskError::with_tries(id, entry.tries))
-            }
-        };
-        match entry.sink {
-            Sink::Handle => {
-                self.done.insert(id, result);
-                self.finished.push_back(id);
-            }
-            Sink::Ordered => {
-                self.done.insert(id, result);
-            }
-            Sink::Unordered => self.unordered.push_back((id, result)),
-            Sink::Discard => {}
-        }
-    }
-
-    /// A worker that served `max_tasks_per_worker` tasks: closed, replaced.
-    fn recycle(&mut self, w: Worker) {
-        self.slots.remove(&w);
-        self.retired.insert(w);
-        let _ = self.tasks.reactor_mut().close(w);
-        self.stats.recycled += 1;
-    }
-
-    /// Spawns workers up to the pool's size, unless too many in a row could
-    /// not start.
-    fn top_up(&mut self) {
-        if self.remote.is_some() {
-            self.top_up_remote();
-            return;
-        }
-        while !self.closed
-            && self.slots.len() < self.opts.workers.max(1)
-            && self.start_failures < self.opts.max_start_failures
-        {
-            if let Err(e) = self.spawn_one() {
-                self.start_failures += 1;
-                self.last_start_failure = format!("spawn failed: {e}");
-            }
-        }
-    }
-
-    /// Sends queued tasks to free workers.
-    fn dispatch(&mut self) {
-        if self.chunks.on() {
-            return self.dispatch_chunks();
-        }
-        while let Some(&id) = self.queue.front() {
-            let Some(w) = self.take_free() else {
-                return;
-            };
-            self.queue.pop_front();
-            let Some(entry) = self.entries.get(&id) else {
-                self.free.push(w);
-                continue;
-            };
-            match self.tasks.call_as(id, w, &entry.req, self.opts.timeout) {
-                Ok(()) => {
-                    if let Some(slot) = self.slots.get_mut(&w) {
-                        slot.in_flight += 1;
-                        slot.dispatched += 1;
-                        if self
-                            .opts
-                            .max_tasks_per_worker
-                            .is_some_and(|m| slot.dispatched >= m)
-                        {
-                            slot.retiring = true;
-                        }
+        for event in events.drain(..) {
+            match event {
+                Event::Done {
+                    worker,
+                    call,
+                    answer,
+                    answers,
+                } => self.file(worker, call, answer, answers),
+                Event::Spoke { worker, framed } => {
+                    if let Some(origin) = self.origin(worker) {
+                        self.supplies[origin.supply].spoke(origin.host, framed);
                     }
                 }
-                Err(Error::Closed { .. } | Error::UnknownWorker | Error::Backpressure { .. }) => {
-                    // The worker is going (or full): not the task's fault.
-                    self.queue.push_front(id);
-                    if let Some(slot) = self.slots.get_mut(&w) {
-                        slot.retiring = true;
-                    }
-                }
-                Err(e) => {
-                    self.free.push(w);
-                    let cause = Cause::Send {
-                        message: e.to_string(),
-                    };
-                    let last = Attempt {
-                        worker: Some(w),
-                        cause,
-                    };
-                    self.finish(id, Err(Some(last)));
-                }
+                Event::Ended(e) => self.ended(e),
             }
         }
+        self.events = events;
     }
 
-    fn take_free(&mut self) -> Option<Worker> {
-        while let Some(w) = self.free.pop() {
-            let cap = self.opts.in_flight_per_worker.max(1);
-            if self
-                .slots
-                .get(&w)
-                .is_some_and(|s| !s.retiring && s.in_flight < cap)
-            {
-                return Some(w);
+    fn origin(&self, w: Worker) -> Option<Origin> {
+        self.calls.slot(w).map(|s| s.ext.origin)
+    }
+
+    /// Whether some worker takes calls now.
+    fn any_taker(&self) -> bool {
+        self.calls.slots().any(|(_, s)| s.takes_calls())
+    }
+
+    /// With no worker to take them: fails the queued tasks once every
+    /// supply gave up; true if it did.
+    fn gave_up(&mut self) -> bool {
+        let now = Instant::now();
+        let mut why = Vec::new();
+        for s in &mut self.supplies {
+            match s.outlook(now) {
+                Outlook::Working => return false,
+                Outlook::GaveUp(reason) => why.push(reason),
             }
         }
-        None
-    }
-
-    /// No worker left and none can start: every queued task fails.
-    fn fail_queued(&mut self) {
-        let message = if self.last_start_failure.is_empty() {
-            "the pool has no workers".to_string()
-        } else {
-            format!(
-                "{} workers in a row could not start; the last: {}",
-                self.start_failures, self.last_start_failure
-            )
-        };
-        while let Some(id) = self.queue.pop_front() {
-            let cause = Cause::NoWorkers {
-                message: message.clone(),
-            };
+        let message = why.join("; ");
+        while let Some(task) = self.queue.pop_front() {
             let last = Attempt {
                 worker: None,
-                cause,
+                cause: Cause::NoWorkers {
+                    message: message.clone(),
+                },
             };
-            self.finish(id, Err(Some(last)));
+            self.finish(task, Err(Some(last)));
+        }
+        true
+    }
+
+    /// Asks every supply to start what it wants; takes what it started.
+    pub(super) fn top_up(&mut self) {
+        if self.closed {
+            return;
+        }
+        let now = Instant::now();
+        let mut started: Vec<Started> = Vec::new();
+        for i in 0..self.supplies.len() {
+            self.supplies[i].top_up(self.calls.reactor_mut(), now, &mut started);
+            for s in started.drain(..) {
+                let w = s.worker;
+                if self.adopt(i, s).is_err() {
+                    // Its hello could not be queued: the connection is
+                    // already failing, and its end will be told.
+                    let _ = self.calls.reactor_mut().disconnect(w);
+                }
+            }
+        }
+    }
+
+    /// Sends queued tasks to every worker with room.
+    fn dispatch(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let takers: Vec<Worker> = self
+            .calls
+            .slots()
+            .filter(|(_, s)| s.takes_calls() && !s.ext.recycle)
+            .map(|(w, _)| w)
+            .collect();
+        let elsewhere = takers.len() > 1;
+        let hosts = self.supplies.iter().map(|s| s.hosts()).sum::<usize>();
+        let other_host = hosts > 1 || (hosts > 0 && self.supplies.len() > 1);
+        for w in takers {
+            while !self.queue.is_empty() && self.has_room(w) {
+                if !self.send_to(w, elsewhere, other_host) {
+                    break;
+                }
+            }
+            if self.queue.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn has_room(&self, w: Worker) -> bool {
+        let Some(slot) = self.calls.slot(w) else {
+            return false;
+        };
+        // A plain peer is matched by position: one request at a time.
+        let cap = if slot.framed() {
+            self.opts.in_flight_per_worker
+        } else {
+            1
+        };
+        slot.takes_calls()
+            && !slot.ext.recycle
+            && slot.in_flight() < cap
+            && self.supplies[slot.ext.origin.supply].may_take(slot.ext.origin.host)
+    }
+
+    /// Sends one call to `w`: a chunk of fresh tasks when it speaks frames
+    /// and chunking is on, else the first task that may run on it. False
+    /// when nothing could be sent to it.
+    fn send_to(&mut self, w: Worker, elsewhere: bool, other_host: bool) -> bool {
+        let Some(slot) = self.calls.slot(w) else {
+            return false;
+        };
+        let origin = slot.ext.origin;
+        let left = self
+            .opts
+            .max_tasks_per_worker
+            .map_or(u64::MAX, |m| m.saturating_sub(slot.ext.dispatched).max(1));
+        let chunk =
+            slot.framed() && self.sizer.on() && self.queue.front().is_some_and(Task::is_fresh);
+        let timeout = self.opts.timeout;
+        // A call is named by its first task: unique among calls in flight,
+        // and what a victim of its deadline names.
+        let id: CallId;
+        let sent = if chunk {
+            let n = self
+                .sizer
+                .size()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let mut tasks = Vec::with_capacity(n);
+            self.queue.take_fresh(n, &mut tasks);
+            id = tasks.first().map_or(0, |t| t.id.get());
+            let budget = self.opts.chunk_budget();
+            match self
+                .calls
+                .send_chunk(w, id, &tasks, |t| &t.req, budget, timeout)
+            {
+                Ok(sent) => {
+                    // Items past what fitted wait for the next chunk.
+                    for t in tasks.drain(sent.taken..).rev() {
+                        self.queue.push_front(t);
+                    }
+                    for (i, e) in sent.unencodable.into_iter().rev() {
+                        let task = tasks.remove(i);
+                        let cause = Cause::Send {
+                            message: e.to_string(),
+                        };
+                        self.finish(
+                            task,
+                            Err(Some(Attempt {
+                                worker: Some(w),
+                                cause,
+                            })),
+                        );
+                    }
+                    Ok(tasks)
+                }
+                Err(e) => Err((e, tasks)),
+            }
+        } else {
+            let fits = |t: &Task<Req>| t.may_run_on(w, origin, elsewhere, other_host);
+            let Some(task) = self.queue.take_for(LOOK, fits) else {
+                return false;
+            };
+            id = task.id.get();
+            match self.calls.send_one(w, id, &task.req, timeout) {
+                Ok(()) => Ok(vec![task]),
+                Err(e) => Err((e, vec![task])),
+            }
+        };
+        match sent {
+            Ok(tasks) if tasks.is_empty() => true,
+            Ok(tasks) => {
+                let n = tasks.len() as u64;
+                self.running.insert(
+                    id,
+                    Unit {
+                        worker: w,
+                        origin,
+                        tasks,
+                    },
+                );
+                self.supplies[origin.supply].dispatched(origin.host);
+                if let Some(slot) = self.calls.slot_mut(w) {
+                    slot.ext.dispatched += n;
+                    if self
+                        .opts
+                        .max_tasks_per_worker
+                        .is_some_and(|m| slot.ext.dispatched >= m)
+                    {
+                        slot.ext.recycle = true;
+                    }
+                }
+                true
+            }
+            Err((
+                Error::Closed { .. } | Error::UnknownWorker | Error::Backpressure { .. },
+                tasks,
+            )) => {
+                // The worker is going (or full): not the tasks' fault.
+                for t in tasks.into_iter().rev() {
+                    self.queue.push_front(t);
+                }
+                false
+            }
+            Err((e, tasks)) => {
+                let message = e.to_string();
+                for task in tasks {
+                    let cause = Cause::Send {
+                        message: message.clone(),
+                    };
+                    self.finish(
+                        task,
+                        Err(Some(Attempt {
+                            worker: Some(w),
+                            cause,
+                        })),
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// Call `call` of worker `w` ended with `answer`.
+    fn file(&mut self, w: Worker, call: CallId, answer: Answer<Rep>, answers: u64) {
+        let Some(unit) = self.running.remove(&call) else {
+            return;
+        };
+        let origin = unit.origin;
+        let supply = &mut self.supplies[origin.supply];
+        match &answer {
+            Answer::Failed(Cause::Deadline { .. }) => supply.deadline_hit(origin.host),
+            Answer::Failed(c) if c.is_retryable() => {}
+            _ => supply.answered(origin.host),
+        }
+        let mut tasks = unit.tasks;
+        match answer {
+            Answer::One(rep) => {
+                if let Some(task) = tasks.pop() {
+                    self.finish(task, Ok(rep));
+                }
+            }
+            Answer::Chunk {
+                replies,
+                failures,
+                work,
+            } => {
+                self.sizer.learn(tasks.len(), work);
+                let mut replies = replies.into_iter();
+                let mut failures = failures.into_iter().peekable();
+                for (i, task) in tasks.into_iter().enumerate() {
+                    match failures.next_if(|f| f.0 == i) {
+                        Some((_, cause)) => self.try_failed(task, w, origin, cause, true),
+                        None => match replies.next() {
+                            Some(rep) => self.finish(task, Ok(rep)),
+                            // Counted by the calls layer: cannot happen.
+                            None => {
+                                let cause = Cause::Reply {
+                                    message: "a chunk reply was short".into(),
+                                };
+                                self.try_failed(task, w, origin, cause, true)
+                            }
+                        },
+                    }
+                }
+            }
+            Answer::Failed(cause) if tasks.len() > 1 => self.chunk_failed(tasks, w, origin, cause),
+            Answer::Failed(cause) => {
+                // A connection that never answered anything (a host that
+                // closes what it will not serve): no try of the task's.
+                let charged = !(origin.host.is_some()
+                    && answers == 0
+                    && matches!(cause, Cause::WorkerLost { .. } | Cause::Connection { .. }));
+                if let Some(task) = tasks.pop() {
+                    self.try_failed(task, w, origin, cause, charged);
+                }
+            }
+        }
+        self.maybe_recycle(w);
+    }
+
+    /// A try of `task` failed on `w` with `cause`: retried (on another
+    /// worker when there is one) or failed for good.
+    fn try_failed(
+        &mut self,
+        mut task: Task<Req>,
+        w: Worker,
+        origin: Origin,
+        cause: Cause,
+        charged: bool,
+    ) {
+        let retry = cause.is_retryable() || (self.opts.retry_panics && cause.is_panic());
+        let cancelled = matches!(cause, Cause::Cancelled) && self.take_cancelled(task.id);
+        if charged || !retry {
+            task.tries.push(Attempt {
+                worker: Some(w),
+                cause,
+            });
+        }
+        if retry && !cancelled && task.tries.len() <= self.opts.max_retries as usize {
+            self.stats.retried += 1;
+            task.avoid = Some((w, origin));
+            self.queue.push_front(task);
+        } else {
+            self.finish(task, Err(None));
+        }
+    }
+
+    /// A chunk failed as a whole: each of its tasks runs again alone, at no
+    /// cost of a try (a cancelled one ends; a pool being torn down fails
+    /// them all).
+    fn chunk_failed(&mut self, tasks: Vec<Task<Req>>, w: Worker, origin: Origin, cause: Cause) {
+        let lost = cause.is_retryable();
+        for mut task in tasks.into_iter().rev() {
+            let final_cause = match &cause {
+                Cause::Cancelled if self.take_cancelled(task.id) => Some(Cause::Cancelled),
+                Cause::Terminated | Cause::NoWorkers { .. } => Some(cause.clone()),
+                _ => None,
+            };
+            match final_cause {
+                Some(c) => self.finish(
+                    task,
+                    Err(Some(Attempt {
+                        worker: Some(w),
+                        cause: c,
+                    })),
+                ),
+                None => {
+                    self.stats.retried += 1;
+                    task.alone = true;
+                    if lost {
+                        task.avoid = Some((w, origin));
+                    }
+                    self.queue.push_front(task);
+                }
+            }
+        }
+    }
+
+    fn take_cancelled(&mut self, id: crate::task::TaskId) -> bool {
+        match self.cancelled.iter().position(|&c| c == id) {
+            Some(i) => {
+                self.cancelled.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A worker to recycle that has finished its calls is closed.
+    fn maybe_recycle(&mut self, w: Worker) {
+        let Some(slot) = self.calls.slot(w) else {
+            return;
+        };
+        if slot.ext.recycle && slot.in_flight() == 0 && slot.takes_calls() {
+            self.calls.close(w);
+            self.stats.recycled += 1;
+        }
+    }
+
+    /// A worker ended: its supply is told, and it is replaced by the next
+    /// top-up unless it went on purpose.
+    fn ended(&mut self, e: Ended<super::Place>) {
+        let origin = e.ext.origin;
+        let on_purpose = e.ext.recycle || self.closed;
+        let end = End {
+            worker: e.worker,
+            host: origin.host,
+            status: e.status,
+            answers: e.answers,
+            stopped: e.stopped,
+            hello_unanswered: e.hello_unanswered,
+            on_purpose,
+        };
+        if !on_purpose && !e.hello_unanswered && e.stopped != Some(Stop::Owner) {
+            self.stats.replaced += 1;
+        }
+        self.supplies[origin.supply].ended(&end, Instant::now());
+    }
+
+    /// Gives up on task `id`: queued, it is dropped; running, its try is
+    /// ended as a deadline ends one (its worker stopped and replaced, the
+    /// others of its chunk sent again) and it is not tried again. Its
+    /// result then says [`Cause::Cancelled`].
+    pub(crate) fn cancel(&mut self, id: crate::task::TaskId) {
+        let gone = self.queue.remove_where(|t| t.id == id);
+        for task in gone {
+            let last = Attempt {
+                worker: None,
+                cause: Cause::Cancelled,
+            };
+            self.finish(task, Err(Some(last)));
+        }
+        let running = self
+            .running
+            .iter()
+            .find(|(_, u)| u.tasks.iter().any(|t| t.id == id))
+            .map(|(&call, u)| (call, u.worker));
+        if let Some((call, w)) = running {
+            self.cancelled.push(id);
+            self.calls.stop(w, Stop::Cancelled, |c| {
+                if c == call {
+                    Cause::Cancelled
+                } else {
+                    Cause::KilledForCancel { task: id }
+                }
+            });
         }
     }
 }

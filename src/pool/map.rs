@@ -2,41 +2,102 @@
 //! they are ready, and at most a window of tasks is in the pool at once, so
 //! memory stays flat whatever the input's length.
 
-use std::collections::VecDeque;
 use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Pool, Sink, TaskResult};
+use super::router::SinkId;
+use super::{Pool, TaskResult};
 use crate::error::Result;
 use crate::process::Signal;
 use crate::task::TaskId;
 use crate::worker::Worker;
 
-/// Tasks one map keeps in the pool at once: enough to keep every worker
-/// busy while finished results wait for an earlier one to be yielded
-/// (4 requests per in-flight place, each of up to the largest chunk).
-pub(super) fn window<Req, Rep>(pool: &Pool<Req, Rep>) -> usize {
-    (4 * pool.opts.workers * pool.opts.in_flight_per_worker * pool.chunks.max()).max(64)
+/// Takes a finished result of a map's sink, if one is ready.
+type Take<Req, Rep> = fn(&mut Pool<Req, Rep>, SinkId) -> Option<(TaskId, TaskResult<Rep>)>;
+
+/// What both maps share: the input, the sink, and the bound on what is
+/// taken and not yet yielded.
+struct Core<'p, Req, Rep, I> {
+    pool: &'p mut Pool<Req, Rep>,
+    input: Option<I>,
+    sink: SinkId,
+    next_seq: u64,
+    unyielded: usize,
+    window: usize,
+}
+
+impl<'p, Req, Rep, I> Core<'p, Req, Rep, I>
+where
+    Req: Serialize,
+    Rep: DeserializeOwned,
+    I: Iterator<Item = Req>,
+{
+    fn new(pool: &'p mut Pool<Req, Rep>, input: I, ordered: bool) -> Self {
+        let workers = pool.calls.workers().max(pool.opts.workers);
+        let window = pool.opts.window_for(workers);
+        let sink = pool.router.open_map(ordered);
+        Core {
+            pool,
+            input: Some(input),
+            sink,
+            next_seq: 0,
+            unyielded: 0,
+            window,
+        }
+    }
+
+    /// Takes items from the input while the window has room.
+    fn fill(&mut self) {
+        while self.unyielded < self.window {
+            match self.input.as_mut().and_then(Iterator::next) {
+                Some(req) => {
+                    self.pool.enqueue(req, self.sink, self.next_seq);
+                    self.next_seq += 1;
+                    self.unyielded += 1;
+                }
+                None => {
+                    self.input = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next result `take` finds, turning the pool until there is one.
+    fn next_with(&mut self, take: Take<Req, Rep>) -> Option<(TaskId, TaskResult<Rep>)> {
+        loop {
+            self.fill();
+            if let Some(done) = take(self.pool, self.sink) {
+                self.unyielded -= 1;
+                return Some(done);
+            }
+            if self.unyielded == 0 {
+                return None;
+            }
+            self.pool.step(None);
+        }
+    }
+}
+
+impl<Req, Rep, I> Drop for Core<'_, Req, Rep, I> {
+    fn drop(&mut self) {
+        self.pool.abandon(self.sink);
+    }
 }
 
 /// [`Pool::map`]'s iterator: one result per item, in input order.
 ///
-/// Items are taken from the input only while fewer than
-/// `max(64, 4 × workers × in_flight_per_worker × chunk)` of this map's
-/// tasks are unfinished or finished but not yet yielded (`chunk`: the
-/// largest chunk, 1 unchunked, n for
-/// [`chunk_size(n)`](super::PoolOptions::chunk_size), 1024 for
-/// [`chunk_size_auto`](super::PoolOptions::chunk_size_auto)); that bounds
-/// the memory it holds, whatever the input's length. [`Map::window`] says
-/// how many. Dropping it early forgets its tasks
+/// Items are taken from the input only while fewer than a window of this
+/// map's tasks are unfinished or finished but not yet yielded
+/// ([`PoolOptions::map_window`](super::PoolOptions::map_window); by default
+/// `max(64, 4 × workers × in_flight_per_worker × largest chunk)`); that
+/// bounds the memory it holds, whatever the input's length.
+/// [`Map::window`] says how many. Dropping it early forgets its tasks
 /// (queued ones never run).
 pub struct Map<'p, Req, Rep, I> {
-    pool: &'p mut Pool<Req, Rep>,
-    input: Option<I>,
-    ids: VecDeque<TaskId>,
-    window: usize,
+    core: Core<'p, Req, Rep, I>,
 }
 
 impl<'p, Req, Rep, I> Map<'p, Req, Rep, I>
@@ -45,32 +106,28 @@ where
     Rep: DeserializeOwned,
     I: Iterator<Item = Req>,
 {
-    pub(super) fn new(pool: &'p mut Pool<Req, Rep>, input: I) -> Self {
-        let window = window(pool);
+    pub(super) fn new(pool: &'p mut Pool<Req, Rep>, input: I, ordered: bool) -> Self {
         Map {
-            pool,
-            input: Some(input),
-            ids: VecDeque::new(),
-            window,
+            core: Core::new(pool, input, ordered),
         }
     }
 
     /// The pool, to read its [`stats`](Pool::stats), workers or pids while
     /// mapping.
     pub fn pool(&self) -> &Pool<Req, Rep> {
-        self.pool
+        self.core.pool
     }
 
     /// The most tasks this map keeps taken from its input but not yet
     /// yielded.
     pub fn window(&self) -> usize {
-        self.window
+        self.core.window
     }
 
     /// [`Pool::kill`] while mapping: the worker's tasks in flight are
     /// retried elsewhere and it is replaced.
     pub fn kill(&mut self, w: Worker, signal: impl Into<Signal>) -> Result<()> {
-        self.pool.kill(w, signal)
+        self.core.pool.kill(w, signal)
     }
 }
 
@@ -83,39 +140,17 @@ where
     type Item = TaskResult<Rep>;
 
     fn next(&mut self) -> Option<TaskResult<Rep>> {
-        loop {
-            while self.ids.len() < self.window {
-                match self.input.as_mut().and_then(Iterator::next) {
-                    Some(req) => self
-                        .ids
-                        .push_back(self.pool.enqueue_any(req, Sink::Ordered)),
-                    None => {
-                        self.input = None;
-                        break;
-                    }
-                }
-            }
-            let &front = self.ids.front()?;
-            if let Some(r) = self.pool.done.remove(&front) {
-                self.ids.pop_front();
-                return Some(r);
-            }
-            self.pool.step(None);
-        }
-    }
-}
-
-impl<Req, Rep, I> Drop for Map<'_, Req, Rep, I> {
-    fn drop(&mut self) {
-        self.pool.abandon(Sink::Ordered, self.ids.drain(..));
+        self.core
+            .next_with(|pool, sink| pool.router.next_ordered(sink))
+            .map(|(_, r)| r)
     }
 }
 
 impl<Req, Rep, I> fmt::Debug for Map<'_, Req, Rep, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Map")
-            .field("unyielded", &self.ids.len())
-            .field("window", &self.window)
+            .field("unyielded", &self.core.unyielded)
+            .field("window", &self.core.window)
             .finish_non_exhaustive()
     }
 }
@@ -123,10 +158,7 @@ impl<Req, Rep, I> fmt::Debug for Map<'_, Req, Rep, I> {
 /// [`Pool::map_unordered`]'s iterator: `(task id, result)` in completion
 /// order, with [`Map`]'s bound on what it holds.
 pub struct MapUnordered<'p, Req, Rep, I> {
-    pool: &'p mut Pool<Req, Rep>,
-    input: Option<I>,
-    outstanding: usize,
-    window: usize,
+    core: Core<'p, Req, Rep, I>,
 }
 
 impl<'p, Req, Rep, I> MapUnordered<'p, Req, Rep, I>
@@ -136,23 +168,25 @@ where
     I: Iterator<Item = Req>,
 {
     pub(super) fn new(pool: &'p mut Pool<Req, Rep>, input: I) -> Self {
-        let window = window(pool);
         MapUnordered {
-            pool,
-            input: Some(input),
-            outstanding: 0,
-            window,
+            core: Core::new(pool, input, false),
         }
     }
 
     /// The pool (see [`Map::pool`]).
     pub fn pool(&self) -> &Pool<Req, Rep> {
-        self.pool
+        self.core.pool
+    }
+
+    /// The most tasks this map keeps taken from its input but not yet
+    /// yielded.
+    pub fn window(&self) -> usize {
+        self.core.window
     }
 
     /// [`Pool::kill`] while mapping (see [`Map::kill`]).
     pub fn kill(&mut self, w: Worker, signal: impl Into<Signal>) -> Result<()> {
-        self.pool.kill(w, signal)
+        self.core.pool.kill(w, signal)
     }
 }
 
@@ -165,43 +199,16 @@ where
     type Item = (TaskId, TaskResult<Rep>);
 
     fn next(&mut self) -> Option<(TaskId, TaskResult<Rep>)> {
-        loop {
-            while self.outstanding < self.window {
-                match self.input.as_mut().and_then(Iterator::next) {
-                    Some(req) => {
-                        self.pool.enqueue_any(req, Sink::Unordered);
-                        self.outstanding += 1;
-                    }
-                    None => {
-                        self.input = None;
-                        break;
-                    }
-                }
-            }
-            if let Some(done) = self.pool.unordered.pop_front() {
-                self.outstanding -= 1;
-                return Some(done);
-            }
-            if self.outstanding == 0 {
-                return None;
-            }
-            self.pool.step(None);
-        }
-    }
-}
-
-impl<Req, Rep, I> Drop for MapUnordered<'_, Req, Rep, I> {
-    fn drop(&mut self) {
-        self.pool.unordered.clear();
-        self.pool.abandon(Sink::Unordered, std::iter::empty());
+        self.core
+            .next_with(|pool, sink| pool.router.next_unordered(sink))
     }
 }
 
 impl<Req, Rep, I> fmt::Debug for MapUnordered<'_, Req, Rep, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MapUnordered")
-            .field("outstanding", &self.outstanding)
-            .field("window", &self.window)
+            .field("unyielded", &self.core.unyielded)
+            .field("window", &self.core.window)
             .finish_non_exhaustive()
     }
 }

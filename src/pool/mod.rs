@@ -1,16 +1,21 @@
-//! A pool of local workers, or of connections to `serve` hosts
-//! ([`Pool::remote`] over [`Hosts`]): [`Pool::map`] in input order, streaming, with
-//! bounded work in flight; [`Pool::map_unordered`]; [`Pool::submit`] and
-//! its handles; retries on worker loss or deadline; supervision.
+//! A pool of workers: local closure workers, exec'd programs, connections
+//! to `serve` hosts, or a mix ([`Pool::builder`]), behind [`Pool::map`] (in
+//! input order, streaming, with bounded work in flight),
+//! [`Pool::map_unordered`], [`Pool::submit`] and its handles; retries on
+//! worker loss or deadline; supervision. [`PoolHandle`] is the same pool
+//! on a thread of its own, `Send + Sync + Clone`, with futures and
+//! blocking calls.
 //!
-//! Built on [`Tasks`]: each try of a task is one call, so a reply is never
-//! given to the wrong task and a worker's end fails exactly the tries it
-//! had in flight. A try that failed with a retryable [`Cause`] (the worker
-//! was lost, a deadline passed; a panic only with
+//! Each try of a task is one call to one worker, matched to its answer by
+//! the id its frame carries (the pool's own workers, Rust hosts, the
+//! Python worker helper) or, for a plain peer, by position with one request
+//! at a time; a worker's end fails exactly the tries it had in flight. A try
+//! that failed with a retryable [`Cause`] (the worker was lost, a deadline
+//! passed, the worker lost step; a panic only with
 //! [`PoolOptions::retry_panics`]) goes back to the front of the queue and
-//! runs on another worker, up to [`PoolOptions::max_retries`] times; then
-//! the task fails with every try's cause. A worker that ends
-//! (killed, crashed, recycled) is replaced.
+//! runs on another worker (and host) when the pool has one, up to
+//! [`PoolOptions::max_retries`] times; then the task fails with every try's
+//! cause. A worker that ends (killed, crashed, recycled) is replaced.
 //!
 //! ```
 //! use std::time::Duration;
@@ -49,110 +54,92 @@
 //! # }
 //! ```
 
-#[cfg(feature = "tokio")]
-mod asynch;
+mod build;
 mod chunk;
 mod engine;
-mod hosts;
+mod handle;
 mod map;
 mod options;
 mod progress;
+mod queue;
+mod router;
+mod supply;
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-#[cfg(feature = "tokio")]
-pub use asynch::{AsyncMap, AsyncMapUnordered, AsyncPool, Submitted};
-pub use hosts::{HostStatus, Hosts};
+pub use build::PoolBuilder;
+pub use handle::{HandleMap, HandleStream, Pending, PoolHandle};
 pub use map::{Map, MapUnordered};
-pub use options::{Chunking, PoolOptions, PoolStats};
+pub use options::{
+    Chunking, PoolOptions, PoolStats, DEFAULT_CHUNK_BYTES, MAX_CHUNK, MAX_IN_FLIGHT, MAX_WINDOW,
+    MAX_WORKERS,
+};
 pub use progress::Progress;
+pub use supply::{HostStatus, Hosts, Protocol};
 
 use crate::error::{Error, Result};
 use crate::process::{deadline_after, Signal};
-use crate::reactor::Reactor;
-use crate::task::{Attempt, Cause, Done, TaskError, TaskId, Tasks};
+use crate::task::calls::{CallId, Calls, Event};
+use crate::task::{Attempt, Cause, TaskError, TaskId};
 use crate::worker::{Exec, Worker};
+use queue::{Origin, Queue, Task};
+use router::{Router, SinkId, HANDLES};
+use supply::Supply;
 
 /// A task's result: its reply, or why it has none after every try.
 pub type TaskResult<Rep> = std::result::Result<Rep, TaskError>;
 
-type Spawner = Box<dyn FnMut(&mut Reactor) -> Result<Worker>>;
-
-/// Where a finished task's result goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sink {
-    /// [`Pool::submit`]: kept for [`Pool::get`] / [`Pool::next_done`].
-    Handle,
-    /// An ordered map: kept by id, taken by the map.
-    Ordered,
-    /// An unordered map: in completion order.
-    Unordered,
-    /// Its map was dropped: thrown away.
-    Discard,
-}
-
+/// A worker's place in the pool, kept in its slot of the worker set.
 #[derive(Debug)]
-struct Entry<Req> {
-    req: Req,
-    tries: Vec<Attempt>,
-    sink: Sink,
-}
-
-/// A live worker's place in the pool.
-#[derive(Debug, Default)]
-struct Slot {
-    in_flight: usize,
+struct Place {
+    origin: Origin,
+    /// Tasks given to it so far.
     dispatched: u64,
-    /// Gets no more work: recycling, or known to be ending (it panicked).
-    retiring: bool,
+    /// To be closed once idle (`max_tasks_per_worker`): takes no more.
+    recycle: bool,
 }
 
-/// N local workers running one function, or connections to remote hosts
-/// ([`Pool::remote`]) (see the [module docs](self)).
-/// `Req` is what a task sends, `Rep` what it answers.
+/// A call in flight: the tasks it carries (one, or a chunk's, in order).
+#[derive(Debug)]
+struct Unit<Req> {
+    worker: Worker,
+    origin: Origin,
+    tasks: Vec<Task<Req>>,
+}
+
+/// A pool of workers running one function, a program, or remote hosts
+/// (see the [module docs](self)). `Req` is what a task sends, `Rep` what it
+/// answers.
 ///
-/// Dropping the pool kills the workers still busy, closes the idle ones
-/// and reaps them all: no child and no zombie is left.
+/// Dropping the pool kills the workers still busy (their process groups),
+/// closes the idle ones and reaps them all: no child and no zombie is left.
 pub struct Pool<Req, Rep> {
-    tasks: Tasks<Rep>,
-    spawn: Spawner,
+    /// The worker set: one slot per worker, its calls and its [`Place`].
+    calls: Calls<Rep, Place>,
+    supplies: Vec<Box<dyn Supply>>,
     opts: PoolOptions,
-    slots: HashMap<Worker, Slot>,
-    /// One entry per free in-flight place of a worker; stale entries (of
-    /// workers gone or retiring) are skipped when taken.
-    free: Vec<Worker>,
-    /// Workers closed for recycling: their end is no loss.
-    retired: HashSet<Worker>,
-    queue: VecDeque<TaskId>,
-    entries: chunk::IdMap<Entry<Req>>,
-    done: chunk::IdMap<TaskResult<Rep>>,
-    /// Finished handles (`Sink::Handle`), in completion order.
-    finished: VecDeque<TaskId>,
-    unordered: VecDeque<(TaskId, TaskResult<Rep>)>,
-    next_id: u64,
+    queue: Queue<Req>,
+    running: chunk::IdMap<CallId, Unit<Req>>,
+    router: Router<Rep>,
+    sizer: chunk::Sizer,
+    next_task: u64,
     stats: PoolStats,
-    /// Workers in a row that ended before any reply (or failed to spawn).
-    start_failures: u32,
-    last_start_failure: String,
     closed: bool,
-    batch: Vec<Done<Rep>>,
-    /// The hosts of a [`Pool::remote`]: they supply its workers.
-    remote: Option<Box<hosts::Remote>>,
-    /// Chunking (closure pools only): see `chunk.rs`.
-    chunks: chunk::Chunks,
-    /// The progress callback: see `progress.rs`.
+    /// Tasks whose caller gave up while they ran (see [`Pool::cancel`]).
+    cancelled: Vec<TaskId>,
+    events: Vec<Event<Rep, Place>>,
     progress: Option<progress::Reporter>,
 }
 
 impl<Req, Rep> fmt::Debug for Pool<Req, Rep> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("workers", &self.slots.len())
+            .field("workers", &self.calls.workers())
             .field("queued", &self.queue.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
@@ -166,106 +153,71 @@ where
 {
     /// A pool of `opts.workers` forked workers, each answering a request
     /// with `f(request)`. `f` is cloned into every worker, replacements
-    /// included.
+    /// included. The pool's workers speak frames: replies are matched by
+    /// id, and tasks may travel in chunks ([`PoolOptions::chunk_size`]).
     ///
-    /// Errors: the first worker that cannot be spawned (nothing is left
-    /// running), or with [`PoolOptions::startup_check`] one that ends
-    /// within it ([`Error::Closed`] with its status).
+    /// Errors: a setting out of its bounds ([`Error::InvalidOption`]); the
+    /// first worker that cannot be spawned (nothing is left running); with
+    /// [`PoolOptions::startup_check`] one that ends within it
+    /// ([`Error::Closed`] with its status).
     pub fn new<F>(opts: &PoolOptions, f: F) -> Result<Self>
     where
         F: Fn(Req) -> Rep + Clone + 'static,
         Req: DeserializeOwned,
         Rep: Serialize,
     {
-        if opts.chunking != Chunking::None {
-            return Self::new_chunked(opts, f);
-        }
-        let wopts = opts.worker.clone();
-        Self::with_spawner(opts, Box::new(move |r| r.spawn_with(&wopts, f.clone())))
+        Self::builder(opts).local(opts.workers, f).build()
     }
 
-    /// A pool of `opts.workers` exec workers running `program` (which must
-    /// answer each request line with one reply line, in order). A program
-    /// that cannot be executed fails here with [`Error::Exec`].
+    /// [`Pool::new`] with a work function that can fail: an `Err(e)` fails
+    /// its task with `e`'s text ([`Cause::Remote`] of kind
+    /// [`RemoteKind::Error`](crate::task::RemoteKind::Error)); it is not
+    /// retried (it would fail again), and the worker goes on.
+    pub fn fallible<F, E>(opts: &PoolOptions, f: F) -> Result<Self>
+    where
+        F: Fn(Req) -> std::result::Result<Rep, E> + Clone + 'static,
+        E: fmt::Display,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        Self::builder(opts).local_fallible(opts.workers, f).build()
+    }
+
+    /// A pool of `opts.workers` exec workers running `program`, which must
+    /// answer each request line with one reply line. **Its stdout is the
+    /// protocol**: a line it prints that is no reply makes the pool recycle
+    /// it and run its request again (counted in
+    /// [`PoolStats::out_of_sync`]). A plain program gets one request at a
+    /// time. A program that speaks frames (the Python worker helper,
+    /// `python/miniray_worker.py`, when it finds `MINIRAY_FRAMES=1`, which
+    /// the pool sets) has its replies matched by id, and may take several
+    /// requests at once and chunks. A program that cannot be executed fails
+    /// here with [`Error::Exec`].
     pub fn exec(opts: &PoolOptions, program: &Exec) -> Result<Self> {
-        let (wopts, program) = (opts.worker.clone(), program.clone());
-        Self::with_spawner(opts, Box::new(move |r| r.spawn_exec(&wopts, &program)))
+        Self::builder(opts).exec(opts.workers, program).build()
     }
 
-    fn with_spawner(opts: &PoolOptions, spawn: Spawner) -> Result<Self> {
-        let mut pool = Self::unstarted(opts, spawn)?;
-        for _ in 0..pool.opts.workers.max(1) {
-            pool.spawn_one()?;
-        }
-        if let Some(check) = pool.opts.startup_check {
-            pool.check_start(check)?;
-        }
-        Ok(pool)
-    }
-
-    /// The pool with no worker yet.
-    fn unstarted(opts: &PoolOptions, spawn: Spawner) -> Result<Self> {
-        Ok(Pool {
-            tasks: Tasks::new(Reactor::new()?),
-            spawn,
-            opts: opts.clone(),
-            slots: HashMap::new(),
-            free: Vec::new(),
-            retired: HashSet::new(),
-            queue: VecDeque::new(),
-            entries: chunk::IdMap::default(),
-            done: chunk::IdMap::default(),
-            finished: VecDeque::new(),
-            unordered: VecDeque::new(),
-            next_id: 0,
-            stats: PoolStats::default(),
-            start_failures: 0,
-            last_start_failure: String::new(),
-            closed: false,
-            batch: Vec::new(),
-            remote: None,
-            chunks: chunk::Chunks::default(),
-            progress: None,
-        })
-    }
-
-    /// Waits `within` for a worker that ends before it is given work.
-    fn check_start(&mut self, within: Duration) -> Result<()> {
-        let until = deadline_after(within);
-        loop {
-            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-            self.tasks.wait(left)?;
-            if let Some(e) = self.tasks.take_ended().first() {
-                return Err(Error::Closed { status: e.status });
-            }
-            if left == Some(Duration::ZERO) {
-                return Ok(());
-            }
-        }
-    }
-
-    fn spawn_one(&mut self) -> Result<Worker> {
-        let w = (self.spawn)(self.tasks.reactor_mut())?;
-        self.slots.insert(w, Slot::default());
-        for _ in 0..self.opts.in_flight_per_worker.max(1) {
-            self.free.push(w);
-        }
-        Ok(w)
+    /// A pool whose workers are connections to `hosts`
+    /// ([`Hosts::per_host`] to each; `opts.workers` is ignored). Everything
+    /// else of `opts` applies: set [`PoolOptions::timeout`], the only way a
+    /// host that stops answering without closing (a stopped process) is
+    /// found while a task waits on it. See [`Hosts`] for what happens when
+    /// hosts fail. Hosts that cannot be reached now are not an error: they
+    /// are retried with backoff, and tasks wait for a host within
+    /// [`Hosts::give_up_after`].
+    pub fn remote(opts: &PoolOptions, hosts: &Hosts) -> Result<Self> {
+        Self::builder(opts).hosts(hosts).build()
     }
 
     /// Queues `req` as a task; its result is kept for [`Pool::get`] or
     /// [`Pool::next_done`]. Work is sent as workers free up, while this pool
-    /// is waited on. Errors: [`Error::Closed`] once the pool is closed or
-    /// terminated.
+    /// is waited on. Errors: [`Error::PoolClosed`] once the pool is closed
+    /// or terminated.
     pub fn submit(&mut self, req: Req) -> Result<TaskId> {
-        self.enqueue(req, Sink::Handle)
-    }
-
-    fn enqueue(&mut self, req: Req, sink: Sink) -> Result<TaskId> {
         if self.closed {
-            return Err(Error::Closed { status: None });
+            return Err(Error::PoolClosed);
         }
-        Ok(self.enqueue_any(req, sink))
+        Ok(self.enqueue(req, HANDLES, 0))
     }
 
     /// The result of the submitted task `id`, waiting up to `timeout`
@@ -274,10 +226,10 @@ where
     pub fn get(&mut self, id: TaskId, timeout: Option<Duration>) -> Option<TaskResult<Rep>> {
         let until = timeout.and_then(deadline_after);
         loop {
-            if let Some(r) = self.done.remove(&id) {
+            if let Some(r) = self.router.take_handle(id) {
                 return Some(r);
             }
-            if !self.entries.contains_key(&id) {
+            if !self.router.handle_pending(id) {
                 return None;
             }
             let left = until.map(|u| u.saturating_duration_since(Instant::now()));
@@ -293,14 +245,11 @@ where
     pub fn next_done(&mut self, timeout: Option<Duration>) -> Option<(TaskId, TaskResult<Rep>)> {
         let until = timeout.and_then(deadline_after);
         loop {
-            while let Some(id) = self.finished.pop_front() {
-                if let Some(r) = self.done.remove(&id) {
-                    return Some((id, r));
-                }
+            if let Some(done) = self.router.next_handle() {
+                return Some(done);
             }
-            let pending = self.entries.values().any(|e| e.sink == Sink::Handle);
             let left = until.map(|u| u.saturating_duration_since(Instant::now()));
-            if !pending || left == Some(Duration::ZERO) {
+            if self.router.handles_pending() == 0 || left == Some(Duration::ZERO) {
                 return None;
             }
             self.step(left);
@@ -315,17 +264,18 @@ where
         self.step(timeout);
     }
 
-    /// Runs `f` on every item, yielding results in input order as they are
-    /// ready (see [`Map`] for the bound on work in flight).
+    /// Runs every item, yielding results in input order as they are ready
+    /// (see [`Map`] for the bound on work in flight).
     pub fn map<I>(&mut self, items: I) -> Map<'_, Req, Rep, I::IntoIter>
     where
         I: IntoIterator<Item = Req>,
     {
-        Map::new(self, items.into_iter())
+        Map::new(self, items.into_iter(), true)
     }
 
     /// [`Pool::map`] yielding each result as soon as it is ready, with its
-    /// task id (the input index on a fresh pool).
+    /// task id (the input index on a fresh pool): one slow task holds up
+    /// nothing behind it.
     pub fn map_unordered<I>(&mut self, items: I) -> MapUnordered<'_, Req, Rep, I::IntoIter>
     where
         I: IntoIterator<Item = Req>,
@@ -333,113 +283,137 @@ where
         MapUnordered::new(self, items.into_iter())
     }
 
-    /// Counts so far.
-    pub fn stats(&self) -> PoolStats {
-        PoolStats {
-            in_flight: self.tasks.len() as u64,
-            ..self.stats
-        }
-    }
-
-    /// The live workers.
-    pub fn workers(&self) -> Vec<Worker> {
-        self.slots.keys().copied().collect()
-    }
-
-    /// A worker's process id (while it runs).
-    pub fn pid(&self, w: Worker) -> Option<i32> {
-        self.tasks.reactor().pid(w)
-    }
-
-    /// Sends `signal` to a worker ([`Reactor::kill`]). If it dies, its tasks
-    /// in flight are retried and it is replaced.
-    pub fn kill(&mut self, w: Worker, signal: impl Into<Signal>) -> Result<()> {
-        self.tasks.reactor_mut().kill(w, signal)
-    }
-
     /// Finishes every queued and in-flight task (their results stay
     /// available through [`Pool::get`]), then closes the workers and reaps
-    /// them. Later submits fail with [`Error::Closed`].
+    /// them. Later submits fail with [`Error::PoolClosed`].
     pub fn close(&mut self) {
-        while self.entries.values().any(|e| e.sink != Sink::Discard) {
+        while self.router.anything_awaited() {
             self.step(None);
         }
         self.closed = true;
         self.shut_down();
     }
 
-    /// Kills every worker at once (`SIGKILL`) and reaps them; unfinished
-    /// tasks fail with [`Cause::Terminated`].
+    /// Kills every worker at once (their process groups get `SIGKILL`) and
+    /// reaps them; unfinished tasks fail with [`Cause::Terminated`].
     pub fn terminate(&mut self) {
         self.terminate_with(Cause::Terminated);
+    }
+}
+
+impl<Req, Rep> Pool<Req, Rep> {
+    /// Counts so far.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            in_flight: self.running.values().map(|u| u.tasks.len() as u64).sum(),
+            out_of_sync: self.calls.out_of_sync(),
+            strays: self.calls.strays(),
+            ..self.stats
+        }
+    }
+
+    /// The live workers.
+    pub fn workers(&self) -> Vec<Worker> {
+        self.calls.slots().map(|(w, _)| w).collect()
+    }
+
+    /// A worker's process id (while it runs; `None` for a remote worker).
+    pub fn pid(&self, w: Worker) -> Option<i32> {
+        self.calls.reactor().pid(w)
+    }
+
+    /// The host a remote worker is connected to (`None` for a local worker
+    /// or one that ended).
+    pub fn host_of(&self, w: Worker) -> Option<SocketAddr> {
+        let origin = self.calls.slot(w)?.ext.origin;
+        self.supplies.get(origin.supply)?.host_addr(origin.host?)
+    }
+
+    /// Each remote host as it stands (empty for a local pool).
+    pub fn hosts(&self) -> Vec<HostStatus> {
+        self.supplies
+            .iter()
+            .flat_map(|s| s.host_statuses())
+            .collect()
+    }
+
+    /// Sends `signal` to a local worker's process group ([`Reactor::kill`](crate::Reactor::kill)).
+    /// If it dies, its tasks in flight are retried and it is replaced.
+    pub fn kill(&mut self, w: Worker, signal: impl Into<Signal>) -> Result<()> {
+        self.calls.reactor_mut().kill(w, signal)
     }
 
     /// [`Pool::terminate`], unfinished tasks failing with `cause`.
     pub(crate) fn terminate_with(&mut self, cause: Cause) {
         self.closed = true;
-        let ws: Vec<Worker> = self.slots.keys().copied().collect();
-        for w in ws {
-            let _ = self.tasks.reactor_mut().kill(w, Signal::KILL);
+        for s in &mut self.supplies {
+            s.stop();
         }
-        let ids: Vec<TaskId> = self.entries.keys().copied().collect();
-        for id in ids {
+        let busy: Vec<Worker> = self.calls.slots().map(|(w, _)| w).collect();
+        for w in busy {
+            let _ = self.calls.reactor_mut().kill(w, Signal::KILL);
+        }
+        let running: Vec<Unit<Req>> = self.running.drain().map(|(_, u)| u).collect();
+        let queued: Vec<Task<Req>> = self.queue.drain().collect();
+        for task in running.into_iter().flat_map(|u| u.tasks).chain(queued) {
             let last = Attempt {
                 worker: None,
                 cause: cause.clone(),
             };
-            self.finish(id, Err(Some(last)));
+            self.finish(task, Err(Some(last)));
         }
-        self.queue.clear();
         self.shut_down();
     }
 
     fn shut_down(&mut self) {
-        self.tasks.shutdown();
-        self.slots.clear();
-        self.free.clear();
-        self.retired.clear();
+        for s in &mut self.supplies {
+            s.stop();
+        }
+        self.calls.shutdown();
     }
-}
 
-impl<Req, Rep> Pool<Req, Rep> {
-    /// Queues `req` for a map (on a closed pool too: there it fails with
-    /// [`Cause::NoWorkers`] rather than the map ending early).
-    fn enqueue_any(&mut self, req: Req, sink: Sink) -> TaskId {
-        let id = TaskId(self.next_id);
-        self.next_id += 1;
-        self.entries.insert(
+    /// Makes a task of `req` for `sink`, at position `seq` there.
+    fn enqueue(&mut self, req: Req, sink: SinkId, seq: u64) -> TaskId {
+        let id = TaskId(self.next_task);
+        self.next_task += 1;
+        self.router.expect(sink, id);
+        self.queue.push(Task {
             id,
-            Entry {
-                req,
-                tries: Vec::new(),
-                sink,
-            },
-        );
-        self.queue.push_back(id);
+            req,
+            sink,
+            seq,
+            tries: Vec::new(),
+            avoid: None,
+            alone: false,
+        });
         self.stats.submitted += 1;
         id
     }
 
-    /// Forgets the tasks of a dropped map (every unfinished one with its
-    /// `sink`, and the finished results `ids`): queued ones never run,
-    /// running ones' results are thrown away.
-    fn abandon(&mut self, sink: Sink, ids: impl Iterator<Item = TaskId>) {
-        for id in ids {
-            self.done.remove(&id);
-        }
-        for e in self.entries.values_mut() {
-            if e.sink == sink {
-                e.sink = Sink::Discard;
+    /// Ends `task`: with its reply, or failed with the tries recorded so
+    /// far plus `last` when given.
+    fn finish(&mut self, mut task: Task<Req>, result: std::result::Result<Rep, Option<Attempt>>) {
+        let result = match result {
+            Ok(rep) => {
+                self.stats.completed += 1;
+                Ok(rep)
             }
-        }
-        let entries = &mut self.entries;
-        self.queue.retain(|id| {
-            let forget = entries.get(id).is_some_and(|e| e.sink == Sink::Discard);
-            if forget {
-                entries.remove(id);
+            Err(last) => {
+                self.stats.failed += 1;
+                task.tries.extend(last);
+                Err(TaskError::with_tries(task.id, task.tries))
             }
-            !forget
-        });
+        };
+        self.router.deliver(task.sink, task.seq, task.id, result);
+    }
+
+    /// Forgets the tasks of a dropped map: queued ones never run, running
+    /// ones' results are thrown away.
+    fn abandon(&mut self, sink: SinkId) {
+        self.router.drop_map(sink);
+        for _ in self.queue.remove_where(|t| t.sink == sink) {
+            self.router.forget(sink);
+        }
     }
 }
 
@@ -447,11 +421,15 @@ impl<Req, Rep> Drop for Pool<Req, Rep> {
     fn drop(&mut self) {
         // Busy workers may never finish: kill them; idle ones exit on EOF.
         // Shutdown then reaps every child.
-        for (&w, slot) in &self.slots {
-            if slot.in_flight > 0 {
-                let _ = self.tasks.reactor_mut().kill(w, Signal::KILL);
-            }
+        let busy: Vec<Worker> = self
+            .calls
+            .slots()
+            .filter(|(_, s)| s.in_flight() > 0)
+            .map(|(w, _)| w)
+            .collect();
+        for w in busy {
+            let _ = self.calls.reactor_mut().kill(w, Signal::KILL);
         }
-        self.tasks.shutdown();
+        self.calls.shutdown();
     }
 }

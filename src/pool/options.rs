@@ -1,11 +1,14 @@
-//! A pool's settings and its counts.
+//! A pool's settings, their bounds, and its counts.
 
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use crate::worker::WorkerOptions;
 
 /// How a [`Pool`](super::Pool) runs its workers. Build with
-/// [`PoolOptions::new`] and the setters.
+/// [`PoolOptions::new`] and the setters; a pool checks the settings when it
+/// is made and refuses one out of its bounds with
+/// [`Error::InvalidOption`] naming it.
 #[derive(Clone, Debug)]
 pub struct PoolOptions {
     pub(crate) workers: usize,
@@ -18,10 +21,11 @@ pub struct PoolOptions {
     pub(crate) startup_check: Option<Duration>,
     pub(crate) worker: WorkerOptions,
     pub(crate) chunking: Chunking,
+    pub(crate) chunk_bytes: Option<usize>,
+    pub(crate) window: Option<usize>,
 }
 
-/// How a closure pool ([`Pool::new`](super::Pool::new)) packs tasks into
-/// requests (see [`PoolOptions::chunk_size`]).
+/// How tasks are packed into requests (see [`PoolOptions::chunk_size`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Chunking {
@@ -35,9 +39,19 @@ pub enum Chunking {
     Auto,
 }
 
-/// The largest automatic chunk: with the map window at 4 chunks per
-/// in-flight place, 8 workers hold at most 32 k tasks (a few MB).
+/// The largest automatic chunk.
 pub(crate) const AUTO_MAX: usize = 1024;
+/// The largest chunk [`PoolOptions::chunk_size`] takes.
+pub const MAX_CHUNK: usize = 1 << 16;
+/// The most tasks one worker may hold at once
+/// ([`PoolOptions::in_flight_per_worker`]).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// The most workers one pool may keep ([`PoolOptions::workers`]).
+pub const MAX_WORKERS: usize = 1 << 16;
+/// The largest map window ([`PoolOptions::map_window`]).
+pub const MAX_WINDOW: usize = 1 << 24;
+/// The default bound on a chunk's request line ([`PoolOptions::chunk_bytes`]).
+pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 
 impl Chunking {
     /// The most tasks one request may carry.
@@ -63,27 +77,31 @@ impl Default for PoolOptions {
             startup_check: None,
             worker: WorkerOptions::default(),
             chunking: Chunking::None,
+            chunk_bytes: None,
+            window: None,
         }
     }
 }
 
 impl PoolOptions {
     /// The defaults: one worker per CPU, 2 retries, no timeout, no
-    /// recycling, one task in flight per worker.
+    /// recycling, one task in flight per worker, no chunking.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Workers to keep running (at least 1).
+    /// Local workers to keep running (default: one per CPU; 1 to
+    /// [`MAX_WORKERS`]). A remote pool's size comes from its hosts.
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n.max(1);
+        self.workers = n;
         self
     }
 
     /// Tries after the first for a task whose worker was lost or whose
     /// deadline passed (default 2, so 3 tries in all; a panic counts only
-    /// with [`PoolOptions::retry_panics`]). A task that fails
-    /// on every try reports every try's cause.
+    /// with [`PoolOptions::retry_panics`]). A task that fails on every try
+    /// reports every try's cause. A retry runs on another worker, and on
+    /// another host, whenever the pool has one.
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
         self
@@ -93,16 +111,20 @@ impl PoolOptions {
     /// false). The worker is lost either way (it exits after reporting the
     /// panic, and is replaced); a panic usually comes from the task's own
     /// data and would come again, so by default the task fails at once
-    /// with the panic's message, as Ray does not retry application errors.
-    /// Set it for panics that depend on the worker (its state, its memory).
+    /// with the panic's message. Set it for panics that depend on the
+    /// worker (its state, its memory).
     pub fn retry_panics(mut self, retry: bool) -> Self {
         self.retry_panics = retry;
         self
     }
 
-    /// Each try's deadline, from when it is sent (default none). When it
-    /// passes, the worker is killed (`SIGKILL`) and replaced, and the task
-    /// is retried on another worker.
+    /// Each try's deadline, from when it is sent (default none;
+    /// `Duration::MAX`: none). When it passes, the worker is killed (its
+    /// process group gets `SIGKILL`, so what the task started ends too; a
+    /// remote worker's connection is dropped) and replaced, and the task
+    /// is retried on another worker. A chunk's deadline runs from its send
+    /// and covers its tasks together; when it passes, each of its tasks
+    /// runs again alone under its own.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -115,17 +137,20 @@ impl PoolOptions {
         self
     }
 
-    /// Tasks sent to one worker before its replies come (default 1).
+    /// Requests one worker holds at once (default 1; 1 to
+    /// [`MAX_IN_FLIGHT`]).
     ///
-    /// Why 1: the protocol has no ids, so a worker holds its tasks in a
-    /// queue; when it dies, every task queued on it dies too and runs again
-    /// elsewhere, and a deadline counts the time a task waited behind the
-    /// others. With one in flight only the task that was running is hit,
-    /// and a deadline measures that task alone. More in flight hides the
-    /// round trip for tiny tasks (about as much as chunking several items
-    /// into one request does, which keeps those guarantees).
+    /// More than one hides the round trip for small tasks (chunking does it
+    /// too, with fewer lines). Workers that speak frames (the pool's own,
+    /// Rust hosts, the Python worker helper) match each reply by its id; a
+    /// plain peer (any other program, the original Python library's
+    /// server) is matched by position, so it always gets one at a time
+    /// whatever this says: one stray line would otherwise shift every
+    /// reply behind it. When a worker dies, everything it held runs again
+    /// elsewhere, and a deadline counts the time a request waited behind
+    /// the others.
     pub fn in_flight_per_worker(mut self, n: usize) -> Self {
-        self.in_flight_per_worker = n.max(1);
+        self.in_flight_per_worker = n;
         self
     }
 
@@ -149,24 +174,26 @@ impl PoolOptions {
         self
     }
 
-    /// Sends up to `n` queued tasks to a worker as one request (a list),
-    /// answered by one reply (a list of per-task outcomes), for tasks so
-    /// small that a round trip per task would dominate. `n` of 0 or 1 turns
-    /// chunking off.
+    /// Sends up to `n` queued tasks to a worker as one request, a chunk,
+    /// answered by one line, for tasks so small that a round trip per task
+    /// would dominate. `n` of 0 or 1 turns chunking off; at most
+    /// [`MAX_CHUNK`].
     ///
-    /// Each task stays a task of its own: its result, its failure (a panic
-    /// in one task is caught around that task alone and fails only it; the
-    /// worker answers the rest of the chunk, then exits and is replaced, as
-    /// after any panic), its retries and deadline. A chunk lost with its
-    /// worker fails exactly its tasks with no reply yet, and each is
-    /// retried alone (a task that failed a try is never chunked again, so
-    /// a task that kills its worker cannot take others down twice). A
-    /// deadline runs from when the chunk is sent, so it covers the tasks
-    /// before it in the chunk: give a timeout larger than a chunk's time.
+    /// A chunk is one unit on the wire and in the pool's books, and each
+    /// task in it stays a task of its own: its result, its failure (a
+    /// panic in one task is caught around that task alone and fails only
+    /// it; the worker answers the rest of the chunk, then exits and is
+    /// replaced), its retries. A chunk also stops growing at
+    /// [`PoolOptions::chunk_bytes`] of request line. When a chunk fails as
+    /// a whole (its worker lost, its deadline passed, one of its requests
+    /// did not decode, its answer was over the line limit), each of its
+    /// tasks runs again alone, and that costs none of them a try: a task
+    /// never fails for a neighbour's fault.
     ///
-    /// Closure pools only: an [`exec`](super::Pool::exec) pool speaks one
-    /// line per task (its program, a Python one say, is unchanged), so
-    /// there this setting does nothing.
+    /// Chunks go to workers that speak frames: the pool's own, Rust hosts
+    /// (`serve`, [`Reactor::listen`](crate::Reactor::listen)) and exec
+    /// programs using the Python worker helper. A plain peer gets one task
+    /// per line whatever this says.
     pub fn chunk_size(mut self, n: usize) -> Self {
         self.chunking = if n <= 1 {
             Chunking::None
@@ -177,14 +204,13 @@ impl PoolOptions {
     }
 
     /// [`PoolOptions::chunk_size`] picked from the measured time per task:
-    /// the first chunk has 1 task; each chunk's reply carries the time the
-    /// worker spent on its tasks, over its size that is the time per task,
-    /// and the next size is what fills about 1 ms of it, at most twice the
-    /// last size (it grows gradually, and shrinks at once when tasks get
-    /// slower), and at most 1024. The worker's time rather than the round
-    /// trip: on a loaded machine a round trip is mostly waiting for a CPU,
-    /// which bigger chunks amortize. The map window grows with it (see [`Map`](super::Map)), so
-    /// every worker still has work queued and memory stays bounded.
+    /// the first chunk has 1 task; each chunk's answer carries the time the
+    /// worker spent on its tasks, and the next size is what fills about
+    /// 1 ms of it, at most twice the last size (it grows gradually, and
+    /// shrinks at once when tasks get slower), and at most 1024. The
+    /// worker's time rather than the round trip: on a loaded machine a
+    /// round trip is mostly waiting for a CPU, which bigger chunks
+    /// amortize. The map window grows with it (see [`PoolOptions::map_window`]).
     pub fn chunk_size_auto(mut self) -> Self {
         self.chunking = Chunking::Auto;
         self
@@ -199,11 +225,101 @@ impl PoolOptions {
         self
     }
 
-    /// The options each worker is spawned with (format, limits, regions).
+    /// The most bytes a chunk's request line holds (default: 1 MiB or
+    /// half the line limit, whichever is less; at least 1 KiB, at most the
+    /// line limit): a chunk stops growing there, so large items travel in
+    /// small chunks and never make a line over the limit out of items that
+    /// fit alone.
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = Some(bytes);
+        self
+    }
+
+    /// The chunk bound in force (see [`PoolOptions::chunk_bytes`]).
+    pub(crate) fn chunk_budget(&self) -> usize {
+        let max_line = self.worker.conn.line.max_line;
+        self.chunk_bytes
+            .unwrap_or_else(|| DEFAULT_CHUNK_BYTES.min(max_line / 2))
+            .max(1)
+    }
+
+    /// The most tasks a map keeps taken from its input and not yet yielded
+    /// (default: 4 requests' worth per place a worker has, at least 64: `max(64, 4 ×
+    /// workers × in_flight_per_worker × largest chunk)`; 1 to
+    /// [`MAX_WINDOW`]). It bounds the memory a map holds whatever its
+    /// input's length. An ordered [`Pool::map`](super::Pool::map) yields
+    /// in input order, so one slow task holds the window up behind it: a
+    /// stopped host, a straggler. Where that matters more than order
+    /// (slow or flaky hosts), use
+    /// [`Pool::map_unordered`](super::Pool::map_unordered), which yields
+    /// each result as it comes.
+    pub fn map_window(mut self, tasks: usize) -> Self {
+        self.window = Some(tasks);
+        self
+    }
+
+    /// The options each local worker is spawned with (format, limits,
+    /// inherited regions).
     pub fn worker_options(mut self, opts: WorkerOptions) -> Self {
         self.worker = opts;
         self
     }
+
+    /// The map window in force (see [`PoolOptions::map_window`]).
+    pub(crate) fn window_for(&self, workers: usize) -> usize {
+        self.window.unwrap_or_else(|| {
+            let places = workers
+                .saturating_mul(self.in_flight_per_worker)
+                .saturating_mul(self.chunking.max());
+            places.saturating_mul(4).clamp(64, MAX_WINDOW)
+        })
+    }
+
+    /// Checks every setting against its bound.
+    pub(crate) fn check(&self) -> Result<()> {
+        let max_line = self.worker.conn.line.max_line;
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(invalid(
+                "workers",
+                format!("{} is not within 1..={MAX_WORKERS}", self.workers),
+            ));
+        }
+        if !(1..=MAX_IN_FLIGHT).contains(&self.in_flight_per_worker) {
+            return Err(invalid(
+                "in_flight_per_worker",
+                format!(
+                    "{} is not within 1..={MAX_IN_FLIGHT}",
+                    self.in_flight_per_worker
+                ),
+            ));
+        }
+        if let Chunking::Fixed(n) = self.chunking {
+            if n > MAX_CHUNK {
+                return Err(invalid("chunk_size", format!("{n} is over {MAX_CHUNK}")));
+            }
+        }
+        if let Some(bytes) = self.chunk_bytes {
+            if bytes < 1024 || bytes > max_line {
+                return Err(invalid(
+                    "chunk_bytes",
+                    format!("{bytes} is not within 1024..={max_line} (the line limit)"),
+                ));
+            }
+        }
+        if let Some(w) = self.window {
+            if !(1..=MAX_WINDOW).contains(&w) {
+                return Err(invalid(
+                    "map_window",
+                    format!("{w} is not within 1..={MAX_WINDOW}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(option: &'static str, reason: String) -> Error {
+    Error::InvalidOption { option, reason }
 }
 
 /// What a pool has done so far.
@@ -216,13 +332,21 @@ pub struct PoolStats {
     pub completed: u64,
     /// Tasks that failed for good.
     pub failed: u64,
-    /// Tries sent again after a retryable failure.
+    /// Tries sent again after a retryable failure (a chunk's tasks sent
+    /// again alone after the chunk failed as a whole included).
     pub retried: u64,
-    /// Workers replaced after they ended (killed, crashed, deadline).
+    /// Workers replaced after they ended (killed, crashed, deadline, lost
+    /// step).
     pub replaced: u64,
-    /// Workers closed and replaced after `max_tasks_per_worker` (and, with
-    /// chunking, a worker that caught a panic and finished its chunk).
+    /// Workers closed and replaced after `max_tasks_per_worker`.
     pub recycled: u64,
+    /// Workers that lost step with the pool (a plain peer's stray or
+    /// missing line, a framed peer breaking the protocol): each was
+    /// recycled and its tries run again.
+    pub out_of_sync: u64,
+    /// Answers that came for a try no longer in flight (a stopped worker's
+    /// last words): dropped.
+    pub strays: u64,
     /// Tries in flight now.
     pub in_flight: u64,
 }

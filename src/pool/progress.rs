@@ -3,9 +3,6 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
 use super::Pool;
 
 /// A pool's counts, as given to its progress callback
@@ -69,21 +66,18 @@ impl<Req, Rep> Pool<Req, Rep> {
     }
 }
 
-impl<Req, Rep> Pool<Req, Rep>
-where
-    Req: Serialize,
-    Rep: DeserializeOwned,
-{
+impl<Req, Rep> Pool<Req, Rep> {
     /// The counts a progress callback is given, now.
     pub fn progress(&self) -> Progress {
+        let stats = self.stats();
         Progress {
-            submitted: self.stats.submitted,
-            done: self.stats.completed,
-            failed: self.stats.failed,
-            in_flight: self.tasks.len() as u64,
+            submitted: stats.submitted,
+            done: stats.completed,
+            failed: stats.failed,
+            in_flight: stats.in_flight,
             queued: self.queue.len() as u64,
-            retried: self.stats.retried,
-            replaced: self.stats.replaced,
+            retried: stats.retried,
+            replaced: stats.replaced,
         }
     }
 

@@ -19,6 +19,7 @@
 mod batch;
 mod events;
 mod exits;
+mod lines;
 mod serving;
 #[cfg(feature = "tokio")]
 mod tokio_fd;
@@ -44,6 +45,7 @@ use crate::worker::Worker;
 pub use batch::Batch;
 use events::Announced;
 pub use events::{Event, UserEvent};
+pub(crate) use lines::Incoming;
 
 /// Default time [`Reactor`]'s drop and [`Reactor::shutdown`] give workers to exit
 /// after their connection closes, before `SIGKILL`.

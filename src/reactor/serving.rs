@@ -8,9 +8,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::Reactor;
-use crate::channel::{self, Channel};
+use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::listener::{Server, ServerEvent, ServerOptions, ServerWork};
+use crate::serve::{self, Infallible};
 use crate::worker::Exec;
 
 impl Reactor {
@@ -54,7 +55,7 @@ impl Reactor {
         Req: DeserializeOwned,
         Rep: Serialize,
     {
-        let work = move |ch: &mut Channel| channel::serve_replies(ch, &mut f);
+        let work = move |ch: &mut Channel| serve::serve(ch, &mut Infallible(&mut f));
         self.listen_work(addr, opts, ServerWork::Run(Box::new(work)))
     }
 

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Reactor;
-use crate::channel::{self, Channel};
+use crate::channel::Channel;
 use crate::conn::{State, Stream};
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -19,6 +19,7 @@ use crate::fork;
 use crate::format::Format;
 use crate::inbound::Msg;
 use crate::process::{deadline_after, Signal};
+use crate::serve::{self, Infallible};
 use crate::server::is_fd_exhaustion;
 use crate::shm::SharedMemory;
 use crate::sys;
@@ -66,7 +67,7 @@ impl Reactor {
         A: DeserializeOwned,
         R: Serialize,
     {
-        self.spawn_channel(opts, move |chan| channel::serve_replies(chan, f))
+        self.spawn_channel(opts, move |chan| serve::serve(chan, &mut Infallible(f)))
     }
 
     /// Spawns a local worker that runs `work` with the child's [`Channel`]:
@@ -275,7 +276,7 @@ impl Reactor {
 
     /// Encodes one line straight into the worker's output buffer (with the
     /// descriptors to send with it) and schedules the write.
-    fn queue<E>(&mut self, w: Worker, fds: Vec<OwnedFd>, encode: E) -> Result<()>
+    pub(super) fn queue<E>(&mut self, w: Worker, fds: Vec<OwnedFd>, encode: E) -> Result<()>
     where
         E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
     {
@@ -405,7 +406,7 @@ impl Reactor {
         }
     }
 
-    fn try_recv_msg(&mut self, w: Worker) -> Result<Option<Msg>> {
+    pub(super) fn try_recv_msg(&mut self, w: Worker) -> Result<Option<Msg>> {
         let conn = self.conn_mut(w)?;
         let item = conn.pop();
         if conn.resume_reading() {

@@ -18,9 +18,11 @@
 //! exec, a fallback `close`).
 
 mod memfd;
+mod proc;
 mod socket;
 
 pub(crate) use memfd::*;
+pub(crate) use proc::waits_for_input;
 pub(crate) use socket::*;
 
 use std::ffi::{CStr, CString};

@@ -1,0 +1,215 @@
+//! Where finished tasks go: the one result router behind every front of
+//! the pool. A task's result goes to its sink: the submitted tasks' (kept
+//! for [`Pool::get`](super::Pool::get) and
+//! [`Pool::next_done`](super::Pool::next_done); the thread behind a
+//! [`PoolHandle`](super::PoolHandle) takes them from there), an ordered
+//! map's (held by position until the results before it are yielded), an
+//! unordered map's (in completion order), or nowhere (a dropped map's).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use slab::Slab;
+
+use super::TaskResult;
+use crate::task::TaskId;
+
+/// A sink's number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SinkId(usize);
+
+/// The submitted tasks' sink, which always exists.
+pub(crate) const HANDLES: SinkId = SinkId(0);
+
+#[derive(Debug)]
+enum Sink<Rep> {
+    /// Submitted tasks: finished results by id, in completion order.
+    Handles {
+        done: HashMap<TaskId, TaskResult<Rep>>,
+        order: VecDeque<TaskId>,
+        pending: HashSet<TaskId>,
+    },
+    /// An ordered map: results held by position from `next` on.
+    Ordered {
+        next: u64,
+        held: VecDeque<Option<(TaskId, TaskResult<Rep>)>>,
+    },
+    /// An unordered map: results in completion order.
+    Unordered {
+        done: VecDeque<(TaskId, TaskResult<Rep>)>,
+    },
+    /// A dropped map: its results are thrown away.
+    Dropped,
+}
+
+/// Sinks and what each waits for.
+#[derive(Debug)]
+pub(crate) struct Router<Rep> {
+    sinks: Slab<(Sink<Rep>, usize)>,
+}
+
+impl<Rep> Default for Router<Rep> {
+    fn default() -> Self {
+        let mut sinks = Slab::new();
+        let handles = sinks.insert((
+            Sink::Handles {
+                done: HashMap::new(),
+                order: VecDeque::new(),
+                pending: HashSet::new(),
+            },
+            0,
+        ));
+        debug_assert_eq!(handles, HANDLES.0);
+        Router { sinks }
+    }
+}
+
+impl<Rep> Router<Rep> {
+    /// A sink for a new map.
+    pub(crate) fn open_map(&mut self, ordered: bool) -> SinkId {
+        let sink = if ordered {
+            Sink::Ordered {
+                next: 0,
+                held: VecDeque::new(),
+            }
+        } else {
+            Sink::Unordered {
+                done: VecDeque::new(),
+            }
+        };
+        SinkId(self.sinks.insert((sink, 0)))
+    }
+
+    /// A task for `sink` was made.
+    pub(crate) fn expect(&mut self, sink: SinkId, id: TaskId) {
+        if let Some((s, outstanding)) = self.sinks.get_mut(sink.0) {
+            *outstanding += 1;
+            if let Sink::Handles { pending, .. } = s {
+                pending.insert(id);
+            }
+        }
+    }
+
+    /// Files a finished task's result.
+    pub(crate) fn deliver(&mut self, sink: SinkId, seq: u64, id: TaskId, result: TaskResult<Rep>) {
+        let Some((s, outstanding)) = self.sinks.get_mut(sink.0) else {
+            return;
+        };
+        *outstanding = outstanding.saturating_sub(1);
+        match s {
+            Sink::Handles {
+                done,
+                order,
+                pending,
+            } => {
+                pending.remove(&id);
+                done.insert(id, result);
+                order.push_back(id);
+            }
+            Sink::Ordered { next, held } => {
+                let Some(at) = seq.checked_sub(*next).and_then(|d| usize::try_from(d).ok()) else {
+                    return;
+                };
+                if held.len() <= at {
+                    held.resize_with(at + 1, || None);
+                }
+                held[at] = Some((id, result));
+            }
+            Sink::Unordered { done } => done.push_back((id, result)),
+            Sink::Dropped => {
+                if *outstanding == 0 {
+                    self.sinks.remove(sink.0);
+                }
+            }
+        }
+    }
+
+    /// Tasks of `sink` not finished yet.
+    pub(crate) fn outstanding(&self, sink: SinkId) -> usize {
+        self.sinks.get(sink.0).map_or(0, |(_, n)| *n)
+    }
+
+    /// An ordered map's next result, if it is in.
+    pub(crate) fn next_ordered(&mut self, sink: SinkId) -> Option<(TaskId, TaskResult<Rep>)> {
+        match self.sinks.get_mut(sink.0) {
+            Some((Sink::Ordered { next, held }, _)) => {
+                let r = held.front_mut()?.take()?;
+                held.pop_front();
+                *next += 1;
+                Some(r)
+            }
+            _ => None,
+        }
+    }
+
+    /// An unordered map's next result, if any.
+    pub(crate) fn next_unordered(&mut self, sink: SinkId) -> Option<(TaskId, TaskResult<Rep>)> {
+        match self.sinks.get_mut(sink.0) {
+            Some((Sink::Unordered { done }, _)) => done.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// Forgets a map: results still to come are thrown away.
+    pub(crate) fn drop_map(&mut self, sink: SinkId) {
+        if sink == HANDLES {
+            return;
+        }
+        match self.sinks.get_mut(sink.0) {
+            Some((_, 0)) => {
+                self.sinks.remove(sink.0);
+            }
+            Some((s, _)) => *s = Sink::Dropped,
+            None => {}
+        }
+    }
+
+    /// A task of a dropped sink was dropped before it finished.
+    pub(crate) fn forget(&mut self, sink: SinkId) {
+        let Some((s, outstanding)) = self.sinks.get_mut(sink.0) else {
+            return;
+        };
+        *outstanding = outstanding.saturating_sub(1);
+        if matches!(s, Sink::Dropped) && *outstanding == 0 {
+            self.sinks.remove(sink.0);
+        }
+    }
+
+    /// The submitted task `id`'s result, if it finished.
+    pub(crate) fn take_handle(&mut self, id: TaskId) -> Option<TaskResult<Rep>> {
+        match self.sinks.get_mut(HANDLES.0) {
+            Some((Sink::Handles { done, .. }, _)) => done.remove(&id),
+            _ => None,
+        }
+    }
+
+    /// Whether the submitted task `id` is still to finish.
+    pub(crate) fn handle_pending(&self, id: TaskId) -> bool {
+        matches!(self.sinks.get(HANDLES.0), Some((Sink::Handles { pending, .. }, _)) if pending.contains(&id))
+    }
+
+    /// The next submitted task to have finished, in completion order.
+    pub(crate) fn next_handle(&mut self) -> Option<(TaskId, TaskResult<Rep>)> {
+        let Some((Sink::Handles { done, order, .. }, _)) = self.sinks.get_mut(HANDLES.0) else {
+            return None;
+        };
+        while let Some(id) = order.pop_front() {
+            if let Some(r) = done.remove(&id) {
+                return Some((id, r));
+            }
+        }
+        None
+    }
+
+    /// Submitted tasks not finished yet.
+    pub(crate) fn handles_pending(&self) -> usize {
+        self.outstanding(HANDLES)
+    }
+
+    /// Whether any task anybody waits for is unfinished (dropped maps'
+    /// are nobody's).
+    pub(crate) fn anything_awaited(&self) -> bool {
+        self.sinks
+            .iter()
+            .any(|(_, (s, n))| *n > 0 && !matches!(s, Sink::Dropped))
+    }
+}

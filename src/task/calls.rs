@@ -1,0 +1,793 @@
+//! Calls: requests sent to workers, each matched to its answer.
+//!
+//! [`Calls`] owns a [`Reactor`] and keeps one [`Slot`] per worker: its calls
+//! in flight, how it is spoken to ([`Proto`]) and whatever its owner keeps
+//! beside (`S`, the pool's per-worker state), so there is one table of
+//! workers, not one per layer. A call is one request line (one message, or
+//! a chunk of several) and ends with one [`Answer`].
+//!
+//! Matching. A framed worker's answers name their call (`#r17`): an answer
+//! for a call not in flight is dropped and counted ([`Calls::strays`]). A
+//! plain worker answers in order, so its next line is its oldest plain
+//! call's; a line that cannot be that (one with no call waiting, more lines
+//! than calls, a line that does not decode as the reply) means the worker
+//! lost step: it is stopped and every call it had fails with
+//! [`Cause::OutOfSync`], which is retryable. A framed worker that breaks the
+//! protocol is treated the same way.
+//!
+//! Ends are facts: a worker ends when its connection closes (and, for a
+//! local one, its process is reaped), or when this layer stops it (a
+//! deadline, lost step, the owner's word): `SIGKILL` to its process group,
+//! or for a remote worker a dropped connection. Nothing a worker *says*
+//! ends it. When it has ended, [`Event::Ended`] comes after the answers
+//! of its calls.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::answer::{self, Answer, Heard};
+use super::slots::Slots;
+use super::{Cause, TaskId};
+use crate::error::{Error, Result};
+use crate::frame::{self, Kind};
+use crate::list_writer::{append_line, ListWriter};
+use crate::process::{deadline_after, Signal};
+use crate::reactor::{Incoming, Reactor};
+use crate::worker::Worker;
+
+/// A call's id, chosen by the caller: unique among the calls in flight.
+pub(crate) type CallId = u64;
+
+/// How long a plain local worker's answer may wait for the worker to go
+/// quiet (wait for input) before it is taken as it stands.
+const SETTLE_MAX: Duration = Duration::from_millis(20);
+
+/// How often a worker that is not quiet yet is looked at again.
+const SETTLE_TICK: Duration = Duration::from_micros(200);
+
+/// How a worker is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Proto {
+    /// Plain lines, answered in order.
+    Plain,
+    /// Plain lines until the program announces frames with an accept line
+    /// (an exec worker started with `MINIRAY_FRAMES=1`).
+    Announce,
+    /// A hello was sent; nothing else is sent until it is answered.
+    Hello,
+    /// Frames.
+    Framed,
+}
+
+/// Why this layer ended a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// A call's deadline passed.
+    Deadline,
+    /// It lost step, or broke the protocol.
+    OutOfSync,
+    /// Its owner closed it (a recycled worker).
+    Owner,
+    /// Its owner gave up on a call it ran.
+    Cancelled,
+    /// Its process exited though a descendant holds its socket.
+    Exited,
+    /// Its connection failed.
+    Broken,
+}
+
+/// One call in flight.
+#[derive(Debug)]
+struct Call {
+    id: CallId,
+    /// Items of a chunk; 0 for a single request.
+    items: u32,
+    /// Sent as a frame (answered by id), or plain (answered in order).
+    framed: bool,
+    at: Option<Instant>,
+    timeout: Option<Duration>,
+}
+
+/// A worker's place: its calls in flight and the owner's state beside.
+#[derive(Debug)]
+pub(crate) struct Slot<S> {
+    calls: VecDeque<Call>,
+    proto: Proto,
+    answers: u64,
+    stopped: Option<Stop>,
+    /// A local worker's pid: a plain answer is taken once it waits for
+    /// input again (see [`Calls`]'s docs).
+    pid: Option<libc::pid_t>,
+    /// Since when its answer waits for it to go quiet.
+    settling: Option<Instant>,
+    /// The owner's state for this worker.
+    pub(crate) ext: S,
+}
+
+impl<S> Slot<S> {
+    /// Calls in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether a call may be sent: not stopped, and not waiting for its
+    /// hello's answer.
+    pub(crate) fn takes_calls(&self) -> bool {
+        self.stopped.is_none() && self.proto != Proto::Hello
+    }
+
+    /// Whether it speaks frames (so takes chunks and several calls at once).
+    pub(crate) fn framed(&self) -> bool {
+        self.proto == Proto::Framed
+    }
+}
+
+/// A worker that ended.
+#[derive(Debug)]
+pub(crate) struct Ended<S> {
+    pub(crate) worker: Worker,
+    /// How it ended (`None`: unknown, or remote).
+    pub(crate) status: Option<ExitStatus>,
+    /// Answers it sent: 0 is the mark of a worker that could not start.
+    pub(crate) answers: u64,
+    /// Why this layer stopped it, if it did.
+    pub(crate) stopped: Option<Stop>,
+    /// A hello it never answered: the peer is plain and closed on it.
+    pub(crate) hello_unanswered: bool,
+    /// The owner's state for it.
+    pub(crate) ext: S,
+}
+
+/// What [`Calls::wait_into`] reports, in the order it happened.
+#[derive(Debug)]
+pub(crate) enum Event<Rep, S> {
+    /// A call ended.
+    Done {
+        worker: Worker,
+        call: CallId,
+        answer: Answer<Rep>,
+        /// Answers the worker had sent by then (0: it never answered).
+        answers: u64,
+    },
+    /// A worker's protocol is settled: its hello was answered, or its
+    /// program announced frames.
+    Spoke { worker: Worker, framed: bool },
+    /// A worker ended (the answers of its calls came before).
+    Ended(Ended<S>),
+}
+
+/// A call's deadline, ordered by time (then call).
+#[derive(Debug, PartialEq, Eq)]
+struct Due {
+    at: Instant,
+    call: CallId,
+    worker: Worker,
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.call).cmp(&(other.at, other.call))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// How many of a chunk's items went out.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkSent {
+    /// Items taken from the front of the slice (sent, or left out below).
+    pub(crate) taken: usize,
+    /// Items among those that could not be encoded (left out of the call),
+    /// by index in the slice, rising.
+    pub(crate) unencodable: Vec<(usize, Error)>,
+}
+
+/// Calls over a reactor (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Calls<Rep, S> {
+    reactor: Reactor,
+    slots: Slots<Slot<S>>,
+    deadlines: BinaryHeap<Reverse<Due>>,
+    events: Vec<Event<Rep, S>>,
+    in_flight: usize,
+    strays: u64,
+    out_of_sync: u64,
+    ready: Vec<Worker>,
+    /// Plain workers whose answer waits for them to go quiet.
+    settling: Vec<Worker>,
+    chunk_buf: Vec<u8>,
+}
+
+impl<Rep, S> Calls<Rep, S> {
+    pub(crate) fn new(reactor: Reactor) -> Self {
+        Calls {
+            reactor,
+            slots: Slots::default(),
+            deadlines: BinaryHeap::new(),
+            events: Vec::new(),
+            in_flight: 0,
+            strays: 0,
+            out_of_sync: 0,
+            ready: Vec::new(),
+            settling: Vec::new(),
+            chunk_buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    pub(crate) fn reactor_mut(&mut self) -> &mut Reactor {
+        &mut self.reactor
+    }
+
+    /// Takes `w` (spawned or connected on this reactor) as a worker spoken
+    /// to with `proto`; for [`Proto::Hello`] the hello is sent now.
+    pub(crate) fn add(&mut self, w: Worker, proto: Proto, ext: S) -> Result<()> {
+        if proto == Proto::Hello {
+            self.reactor.send_with(w, |_, out, _| {
+                out.extend_from_slice(frame::HELLO);
+                out.push(b'\n');
+                Ok(())
+            })?;
+        }
+        self.slots.insert(
+            w,
+            Slot {
+                calls: VecDeque::new(),
+                proto,
+                answers: 0,
+                stopped: None,
+                pid: self.reactor.pid(w),
+                settling: None,
+                ext,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn slot(&self, w: Worker) -> Option<&Slot<S>> {
+        self.slots.get(w)
+    }
+
+    pub(crate) fn slot_mut(&mut self, w: Worker) -> Option<&mut Slot<S>> {
+        self.slots.get_mut(w)
+    }
+
+    /// Every worker and its slot.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (Worker, &Slot<S>)> {
+        self.slots.iter()
+    }
+
+    /// Workers in the table (ended ones leave it with their
+    /// [`Event::Ended`]).
+    pub(crate) fn workers(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Answers dropped because their call was not in flight.
+    pub(crate) fn strays(&self) -> u64 {
+        self.strays
+    }
+
+    /// Workers stopped for losing step or breaking the protocol.
+    pub(crate) fn out_of_sync(&self) -> u64 {
+        self.out_of_sync
+    }
+
+    /// Sends `msg` to `w` as call `id` (framed if `w` speaks frames).
+    ///
+    /// Errors (nothing sent, no call made): those of
+    /// [`Reactor::send`], and [`Error::Closed`] for a worker that takes no
+    /// calls (stopped, or its hello unanswered).
+    pub(crate) fn send_one<T: Serialize + ?Sized>(
+        &mut self,
+        w: Worker,
+        id: CallId,
+        msg: &T,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let framed = self.sendable(w)?;
+        self.reactor.send_with(w, |format, out, scratch| {
+            if framed {
+                frame::write_header(Kind::Request, id, out);
+            }
+            format.encode_line(msg, out, scratch)
+        })?;
+        self.begin(w, id, 0, framed, timeout);
+        Ok(())
+    }
+
+    /// Sends items from the front of `items` to `w` (which must speak
+    /// frames) as chunk `id`: as many as fit in `budget` bytes of line (at
+    /// least one), an item that cannot be encoded left out (and reported).
+    /// With none left to send, no call is made (`taken` says what was
+    /// looked at).
+    pub(crate) fn send_chunk<X, T: Serialize>(
+        &mut self,
+        w: Worker,
+        id: CallId,
+        items: &[X],
+        msg: impl Fn(&X) -> &T,
+        budget: usize,
+        timeout: Option<Duration>,
+    ) -> Result<ChunkSent> {
+        if !self.sendable(w)? {
+            return Err(Error::io(
+                "send",
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "a chunk needs a worker that speaks frames",
+                ),
+            ));
+        }
+        let format = self.reactor.format(w)?;
+        let mut list = ListWriter::new(format, std::mem::take(&mut self.chunk_buf));
+        let mut sent = ChunkSent::default();
+        for (i, item) in items.iter().enumerate() {
+            let mark = list.mark();
+            if let Err(e) = list.push(msg(item)) {
+                sent.unencodable.push((i, e));
+                sent.taken = i + 1;
+                continue;
+            }
+            if list.len() > 1 && frame::MAX_HEADER + list.text_len() > budget {
+                list.truncate(mark);
+                break;
+            }
+            sent.taken = i + 1;
+        }
+        let n = list.len();
+        let raw = list.finish();
+        let queued = if n == 0 {
+            Ok(())
+        } else {
+            self.reactor.send_with(w, |format, out, _| {
+                frame::write_header(Kind::Chunk, id, out);
+                append_line(format, &raw, out);
+                Ok(())
+            })
+        };
+        self.chunk_buf = raw;
+        queued?;
+        if n > 0 {
+            let items = u32::try_from(n).unwrap_or(u32::MAX);
+            self.begin(w, id, items, true, timeout);
+        }
+        Ok(sent)
+    }
+
+    /// Whether `w` takes a call now, and whether it is framed.
+    fn sendable(&self, w: Worker) -> Result<bool> {
+        match self.slots.get(w) {
+            Some(s) if s.takes_calls() => Ok(s.framed()),
+            Some(_) => Err(Error::Closed { status: None }),
+            None => Err(Error::UnknownWorker),
+        }
+    }
+
+    fn begin(
+        &mut self,
+        w: Worker,
+        id: CallId,
+        items: u32,
+        framed: bool,
+        timeout: Option<Duration>,
+    ) {
+        let at = timeout.and_then(deadline_after);
+        if let Some(at) = at {
+            self.deadlines.push(Reverse(Due {
+                at,
+                call: id,
+                worker: w,
+            }));
+        }
+        if let Some(slot) = self.slots.get_mut(w) {
+            slot.calls.push_back(Call {
+                id,
+                items,
+                framed,
+                at,
+                timeout,
+            });
+            self.in_flight += 1;
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: no limit) for something to happen,
+    /// appending what did to `out`: finished calls, settled protocols,
+    /// ended workers. Returns early on an empty reactor, and on any readiness
+    /// of the caller's own sources. Deadlines are enforced meanwhile.
+    pub(crate) fn wait_into(
+        &mut self,
+        out: &mut Vec<Event<Rep, S>>,
+        timeout: Option<Duration>,
+    ) -> Result<()>
+    where
+        Rep: DeserializeOwned,
+    {
+        let until = timeout.and_then(deadline_after);
+        loop {
+            if !self.events.is_empty() {
+                break;
+            }
+            let next = match (until, self.deadlines.peek()) {
+                (Some(u), Some(Reverse(due))) => Some(u.min(due.at)),
+                (u, due) => u.or(due.map(|Reverse(due)| due.at)),
+            };
+            let left = next.map(|d| d.saturating_duration_since(Instant::now()));
+            let mut ready = std::mem::take(&mut self.ready);
+            let polled = if self.settling.is_empty() {
+                self.reactor.wait_any_into(&mut ready, left)
+            } else {
+                // A worker's answer waits for it to go quiet: its lines stay
+                // queued, so `wait_any` would return at once. Poll for a
+                // tick instead, then take what is ready.
+                let tick = left.map_or(SETTLE_TICK, |l| l.min(SETTLE_TICK));
+                self.reactor
+                    .poll_once(Some(tick))
+                    .and_then(|()| self.reactor.wait_any_into(&mut ready, Some(Duration::ZERO)))
+            };
+            ready.append(&mut self.settling);
+            for &w in &ready {
+                self.drain(w);
+            }
+            ready.clear();
+            self.ready = ready;
+            polled?;
+            self.expire(Instant::now());
+            // Ends: the time ran out, nothing is left to wait on, or a
+            // source of the owner's is ready (its events stay queued for it).
+            if until.is_some_and(|u| u <= Instant::now())
+                || !self.reactor.has_sources()
+                || self.reactor.user_events_waiting()
+            {
+                break;
+            }
+        }
+        out.append(&mut self.events);
+        Ok(())
+    }
+
+    /// Stops `w` now: `SIGKILL` to its process group, or for a remote
+    /// worker its connection dropped. Its calls fail at once with
+    /// `cause(call id)`; what it sends from now on is dropped, and
+    /// [`Event::Ended`] follows once its end is seen.
+    pub(crate) fn stop(&mut self, w: Worker, why: Stop, cause: impl Fn(CallId) -> Cause) {
+        let Some(slot) = self.slots.get_mut(w) else {
+            return;
+        };
+        if slot.stopped.is_none() {
+            slot.stopped = Some(why);
+            if self.reactor.disconnect(w).is_err() {
+                let _ = self.reactor.kill(w, Signal::KILL);
+            }
+        }
+        self.fail_all(w, |c| cause(c.id));
+    }
+
+    /// Closes `w`'s input gracefully (a recycled worker): it finishes what
+    /// it has and exits; it takes no more calls.
+    pub(crate) fn close(&mut self, w: Worker) {
+        if let Some(slot) = self.slots.get_mut(w) {
+            slot.stopped.get_or_insert(Stop::Owner);
+        }
+        let _ = self.reactor.close(w);
+    }
+
+    /// Closes and reaps every worker ([`Reactor::shutdown`]); calls still in
+    /// flight are forgotten, not reported.
+    pub(crate) fn shutdown(&mut self) {
+        let _ = self.slots.drain().count();
+        self.deadlines.clear();
+        self.events.clear();
+        self.in_flight = 0;
+        self.reactor.shutdown();
+    }
+
+    /// Takes every item queued for `w`, matching answers to calls.
+    fn drain(&mut self, w: Worker)
+    where
+        Rep: DeserializeOwned,
+    {
+        loop {
+            if !self.settled(w) {
+                return;
+            }
+            let item = match self.reactor.take_incoming(w) {
+                Ok(Some(item)) => item,
+                Ok(None) => return,
+                // Gone from the reactor without a `Closed` we saw.
+                Err(_) => return self.ended(w, None),
+            };
+            match item {
+                Incoming::Line(msg) => self.line(w, msg),
+                Incoming::Failed(e) => self.failed_line(w, e),
+                Incoming::Exited(status) => {
+                    // Gone, though a descendant holds the socket: nothing
+                    // more will answer. Close it so `Closed` follows.
+                    if let Some(slot) = self.slots.get_mut(w) {
+                        slot.stopped.get_or_insert(Stop::Exited);
+                    }
+                    self.fail_all(w, |_| Cause::WorkerLost { status });
+                    let _ = self.reactor.close(w);
+                }
+                Incoming::Closed(status) => return self.ended(w, status),
+            }
+        }
+    }
+
+    /// Whether `w`'s queued lines may be taken now. A plain peer answers
+    /// by position, and the line it wrote last before it waits for its
+    /// next request is its answer: a local plain worker's lines are taken
+    /// only once it waits for input (`/proc/PID/syscall`), so every line it
+    /// wrote for the request is in, and a stray line (a `print`) is seen as
+    /// one line too many, never taken for the answer. A worker that does
+    /// not go quiet within [`SETTLE_MAX`], or whose state cannot be read,
+    /// has its lines taken as they stand.
+    fn settled(&mut self, w: Worker) -> bool {
+        let queued = self.reactor.queued_plain_lines(w);
+        let Some(slot) = self.slots.get_mut(w) else {
+            return true;
+        };
+        let waiting = slot.calls.iter().any(|c| !c.framed);
+        let Some(pid) = slot
+            .pid
+            .filter(|_| waiting && queued > 0 && slot.stopped.is_none())
+        else {
+            slot.settling = None;
+            return true;
+        };
+        let now = Instant::now();
+        let since = *slot.settling.get_or_insert(now);
+        match crate::sys::waits_for_input(pid) {
+            Some(true) => {
+                slot.settling = None;
+                // What it wrote before it went quiet.
+                self.reactor.read_conn(w);
+                true
+            }
+            Some(false) if now.duration_since(since) < SETTLE_MAX => {
+                if !self.settling.contains(&w) {
+                    self.settling.push(w);
+                }
+                false
+            }
+            _ => {
+                slot.settling = None;
+                true
+            }
+        }
+    }
+
+    /// One line from `w`.
+    fn line(&mut self, w: Worker, msg: crate::inbound::Msg)
+    where
+        Rep: DeserializeOwned,
+    {
+        let format = match self.reactor.format(w) {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        let queued = self.reactor.queued_plain_lines(w);
+        let Some(slot) = self.slots.get_mut(w) else {
+            return;
+        };
+        if slot.stopped.is_some() {
+            // What a stopped worker still sends answers no one.
+            self.strays += 1;
+            return;
+        }
+        let plain_calls = slot.calls.iter().filter(|c| !c.framed).count();
+        let calls = &slot.calls;
+        let find = |id: CallId, framed: bool| {
+            calls
+                .iter()
+                .find(|c| c.framed == framed && (!framed || c.id == id))
+                .map(|c| (c.id, c.items))
+        };
+        let heard = answer::hear(slot.proto, &msg, format, find, plain_calls, queued);
+        match heard {
+            Heard::Spoke(framed) => {
+                slot.proto = if framed { Proto::Framed } else { Proto::Plain };
+                self.events.push(Event::Spoke { worker: w, framed });
+            }
+            Heard::HelloAnswered => {
+                slot.proto = Proto::Plain;
+                self.events.push(Event::Spoke {
+                    worker: w,
+                    framed: false,
+                });
+            }
+            Heard::Stray => self.strays += 1,
+            Heard::Answer(id, answer) => {
+                slot.answers += 1;
+                self.finish(w, id, answer);
+            }
+            Heard::OutOfSync(reason) => self.lost_step(w, reason),
+        }
+    }
+
+    /// A line that failed before it could be read.
+    fn failed_line(&mut self, w: Worker, e: Error) {
+        let Some(slot) = self.slots.get_mut(w) else {
+            return;
+        };
+        if slot.stopped.is_some() {
+            return;
+        }
+        match e {
+            // The peer hung up mid-line: no answer, `Closed` follows.
+            Error::TruncatedLine { .. } => {}
+            Error::LineTooLong { ref start, .. } => {
+                let message = e.to_string();
+                // Whose answer was it? A frame's header names its call;
+                // a plain peer's line is its oldest call's.
+                let call = match frame::parse(start) {
+                    Ok(Some((h, _))) if h.kind.is_answer() => {
+                        slot.calls.iter().find(|c| c.framed && c.id == h.id)
+                    }
+                    Ok(None) => slot.calls.iter().find(|c| !c.framed),
+                    _ => None,
+                }
+                .map(|c| c.id);
+                match call {
+                    Some(id) => {
+                        slot.answers += 1;
+                        self.finish(w, id, Answer::Failed(Cause::Reply { message }));
+                    }
+                    None => self.lost_step(w, format!("an answer no call waits for: {message}")),
+                }
+            }
+            e if e.is_message_error() => {
+                // A line whose descriptors were unusable, say: it was a
+                // plain peer's answer, or it breaks the protocol.
+                let message = e.to_string();
+                match slot.calls.iter().find(|c| !c.framed).map(|c| c.id) {
+                    Some(id) if !slot.framed() => {
+                        slot.answers += 1;
+                        self.finish(w, id, Answer::Failed(Cause::Reply { message }));
+                    }
+                    _ => self.lost_step(w, message),
+                }
+            }
+            e => {
+                // No answer and no end: the connection is unusable.
+                let message = e.to_string();
+                self.stop(w, Stop::Broken, |_| Cause::Connection {
+                    message: message.clone(),
+                });
+            }
+        }
+    }
+
+    /// Call `id` of `w` ended with `answer`.
+    fn finish(&mut self, w: Worker, id: CallId, answer: Answer<Rep>) {
+        let Some(slot) = self.slots.get_mut(w) else {
+            return;
+        };
+        let Some(i) = slot.calls.iter().position(|c| c.id == id) else {
+            self.strays += 1;
+            return;
+        };
+        slot.calls.remove(i);
+        self.in_flight -= 1;
+        self.events.push(Event::Done {
+            worker: w,
+            call: id,
+            answer,
+            answers: slot.answers,
+        });
+    }
+
+    /// `w` lost step: stopped, its calls retried elsewhere.
+    fn lost_step(&mut self, w: Worker, reason: String) {
+        self.out_of_sync += 1;
+        self.stop(w, Stop::OutOfSync, |_| Cause::OutOfSync {
+            reason: reason.clone(),
+        });
+    }
+
+    /// `w` is gone: its calls fail with its status, then its end is told.
+    fn ended(&mut self, w: Worker, status: Option<ExitStatus>) {
+        self.fail_all(w, |_| Cause::WorkerLost { status });
+        let Some(slot) = self.slots.remove(w) else {
+            return;
+        };
+        self.events.push(Event::Ended(Ended {
+            worker: w,
+            status,
+            answers: slot.answers,
+            stopped: slot.stopped,
+            hello_unanswered: slot.proto == Proto::Hello,
+            ext: slot.ext,
+        }));
+    }
+
+    fn fail_all(&mut self, w: Worker, cause: impl Fn(&Call) -> Cause) {
+        let Some(slot) = self.slots.get_mut(w) else {
+            return;
+        };
+        self.in_flight -= slot.calls.len();
+        for call in slot.calls.drain(..) {
+            self.events.push(Event::Done {
+                worker: w,
+                call: call.id,
+                answer: Answer::Failed(cause(&call)),
+                answers: slot.answers,
+            });
+        }
+    }
+
+    /// Stops the workers of calls whose deadline passed by `now`.
+    fn expire(&mut self, now: Instant)
+    where
+        Rep: DeserializeOwned,
+    {
+        while let Some(Reverse(due)) = self.deadlines.peek() {
+            if due.at > now {
+                break;
+            }
+            let (id, w) = (due.call, due.worker);
+            self.deadlines.pop();
+            if !self.is_in_flight(w, id) {
+                continue;
+            }
+            // Answers already here are taken first, each by its call.
+            self.drain(w);
+            if !self.is_in_flight(w, id) {
+                continue;
+            }
+            let Some(slot) = self.slots.get_mut(w) else {
+                continue;
+            };
+            // Every call past its own deadline fails with `Deadline`; the
+            // others are victims of call `id`.
+            let causes: Vec<(CallId, Cause)> = slot
+                .calls
+                .iter()
+                .map(|c| {
+                    let cause = match c.timeout {
+                        Some(timeout) if c.id == id || c.at.is_some_and(|at| at <= now) => {
+                            Cause::Deadline { timeout }
+                        }
+                        _ => Cause::KilledForDeadline { task: TaskId(id) },
+                    };
+                    (c.id, cause)
+                })
+                .collect();
+            self.stop(w, Stop::Deadline, |call| {
+                causes.iter().find(|(c, _)| *c == call).map_or(
+                    Cause::KilledForDeadline { task: TaskId(id) },
+                    |(_, cause)| cause.clone(),
+                )
+            });
+        }
+        // Entries of finished calls pile up with a long timeout: rebuild
+        // when they outnumber the calls in flight, so memory stays flat.
+        if self.deadlines.len() > 2 * self.in_flight + 64 {
+            let slots = &self.slots;
+            self.deadlines.retain(|Reverse(due)| {
+                slots.get(due.worker).is_some_and(|s| {
+                    s.stopped.is_none() && s.calls.iter().any(|c| c.id == due.call)
+                })
+            });
+        }
+    }
+
+    fn is_in_flight(&self, w: Worker, id: CallId) -> bool {
+        self.slots
+            .get(w)
+            .is_some_and(|s| s.stopped.is_none() && s.calls.iter().any(|c| c.id == id))
+    }
+}
