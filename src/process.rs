@@ -291,12 +291,13 @@ impl<K> Unreaped<K> {
 }
 
 /// Reaps `pids` (children told to exit), in order: each is checked with
-/// `waitpid(WNOHANG)` and, while it runs, waited for on a pidfd until it
+/// `waitid(WNOWAIT)` and, while it runs, waited for on a pidfd until it
 /// exits or `deadline` passes (`None`: no deadline), so
 /// children that exit in the order they were told cost one call each, never
 /// a sweep over all of them. Whatever is left at the deadline is killed with
-/// `SIGKILL` and reaped. Statuses come back in `pids`' order (`None`: not
-/// ours to reap).
+/// `SIGKILL` and reaped. Each child's process group gets `SIGKILL` before
+/// the child is reaped, so nothing it started outlives it. Statuses come
+/// back in `pids`' order (`None`: not ours to reap).
 pub(crate) fn reap_within(
     pids: &[libc::pid_t],
     deadline: Option<Instant>,
@@ -306,10 +307,16 @@ pub(crate) fn reap_within(
     for (i, &pid) in pids.iter().enumerate() {
         let mut nap = Duration::from_micros(50);
         loop {
-            match sys::try_wait(pid) {
-                Ok(Some(status)) => out[i] = Some(status),
+            match sys::has_exited(pid) {
+                Ok(true) => {
+                    // Its leader exited, so the group is being ended: what
+                    // it left behind goes too, signalled while the zombie
+                    // still holds the group's number.
+                    let _ = signal_group(pid, libc::SIGKILL);
+                    out[i] = sys::wait(pid).ok();
+                }
                 Err(_) => {}
-                Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => {
+                Ok(false) if deadline.is_none_or(|d| Instant::now() < d) => {
                     // Sleep until it exits (its pidfd reads ready) or the
                     // deadline; without a pidfd, nap and look again.
                     let left = deadline.map_or(Duration::MAX, |d| {
@@ -326,7 +333,7 @@ pub(crate) fn reap_within(
                     }
                     continue;
                 }
-                Ok(None) => late.push(i),
+                Ok(false) => late.push(i),
             }
             break;
         }
@@ -337,10 +344,30 @@ pub(crate) fn reap_within(
     out
 }
 
-/// `SIGKILL` and a blocking `waitpid`: for a child of ours that must go now.
+/// `SIGKILL` to the child's process group and a blocking `waitpid`: for a
+/// child of ours that must go now, with whatever it started.
 pub(crate) fn kill_reap(pid: libc::pid_t) -> Option<ExitStatus> {
-    let _ = sys::kill(pid, libc::SIGKILL);
+    let _ = signal_group(pid, libc::SIGKILL);
     sys::wait(pid).ok()
+}
+
+/// Sends `signal` to a child's process group: the child and whatever it
+/// started that stayed in its group. Every child miniray forks leads a
+/// group of its own (see [`worker`](crate::worker#process-groups)).
+///
+/// The caller must not have reaped `pid`: a group is named after its
+/// leader's pid, and while the leader is unreaped (running, or a zombie)
+/// that number cannot name any other process or group; once it is reaped
+/// it may. A child that moved itself into another group gets the signal
+/// on its own, and what is left of its first group gets it too.
+pub(crate) fn signal_group(pid: libc::pid_t, signal: libc::c_int) -> std::io::Result<()> {
+    match sys::getpgid(pid) {
+        Ok(group) if group == pid => sys::kill_group(pid, signal),
+        _ => {
+            let _ = sys::kill_group(pid, signal);
+            sys::kill(pid, signal)
+        }
+    }
 }
 
 #[cfg(test)]
