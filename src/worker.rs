@@ -324,6 +324,12 @@ impl AsRawFd for Worker {
 /// common case of a Python worker, made to work; any other program must
 /// still flush its output after each line). Set `PYTHONUNBUFFERED` to an
 /// empty value with [`Exec::env`] to keep Python's buffering.
+///
+/// The program's exit code is its own (a Python program's uncaught
+/// exception exits 1), not one of miniray's `EXIT_*` codes: put it in words
+/// with [`describe_as`](crate::process::describe_as)`(`[`ChildKind::Exec`](crate::process::ChildKind::Exec)`, status)`
+/// ("exited with status 1"). The `Display` of [`Error::Closed`] and of the
+/// types holding a bare status reads codes as a closure worker's.
 #[derive(Clone, Debug)]
 pub struct Exec {
     pub(crate) argv: Vec<CString>,
