@@ -38,8 +38,9 @@ What ``serve(fn, format=None, max_line=64 MiB)`` does:
   traceback]``. A request that does not decode is answered with kind
   ``decode``, a reply that cannot be encoded with ``encode``, a line longer
   than ``max_line`` (not counting its newline) with ``line too long`` (the
-  line is dropped up to its newline, read in bounded pieces). ``SystemExit``
-  and ``KeyboardInterrupt`` end the worker.
+  line is dropped up to its newline, read in bounded pieces: memory stays
+  within one line of ``max_line`` bytes, time linear in the input).
+  ``SystemExit`` and ``KeyboardInterrupt`` end the worker.
 * **Frames** (miniray's ``PROTOCOL.md``). ``#h0 miniray/1`` is answered
   ``#a0 miniray/1``; with ``MINIRAY_FRAMES=1`` in the environment that accept
   line is written first, unasked, so a pool knows it may frame its
@@ -57,7 +58,6 @@ MODULE:FUNCTION [json|marshal]``.
 """
 
 import base64
-import binascii
 import json
 import marshal
 import os
@@ -73,9 +73,9 @@ DEFAULT_MAX_LINE = 64 << 20
 #: The protocol name hello and accept carry.
 PROTOCOL = "miniray/1"
 
-_HELLO = b"#h0 " + PROTOCOL.encode()
 _ACCEPT = b"#a0 " + PROTOCOL.encode()
-_KINDS = b"qrckeha"
+# Request, reply, chunk, chunk reply, error, hello, accept.
+_KINDS = frozenset([b"q", b"r", b"c", b"k", b"e", b"h", b"a"])
 _QUOTE_BYTES = 200
 # Pieces an over-long line is dropped in.
 _DISCARD_PIECE = 1 << 20
@@ -103,7 +103,7 @@ def _parse(line):
     if len(line) < 2:
         raise _BadFrame("no kind", line)
     kind = line[1:2]
-    if kind not in [bytes([k]) for k in _KINDS]:
+    if kind not in _KINDS:
         raise _BadFrame("unknown kind", line)
     digits = 0
     while digits < 21 and 2 + digits < len(line) and 48 <= line[2 + digits] <= 57:
