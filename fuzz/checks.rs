@@ -211,6 +211,61 @@ pub fn frame(data: &[u8]) {
     }
 }
 
+/// `frames`: [`frame::parse`](miniray::frame::parse) over any line. It never
+/// panics; a line without a leading `#` is plain (`Ok(None)`); a frame that
+/// parses is exactly its header (at most `MAX_HEADER` bytes, as
+/// `write_header` writes it) followed by its payload, and a hello or accept
+/// is id 0 with the protocol's name; a malformed frame starts with `#` and
+/// its error quotes a bounded head. The other way round: a header written
+/// for a kind and an id taken from the input, followed by the rest, parses
+/// back to them (hello and accept only with their own payload).
+pub fn frames(data: &[u8]) {
+    use miniray::frame::{self, Kind, MAX_HEADER, PROTOCOL, QUOTE_BYTES};
+    match frame::parse(data) {
+        Ok(None) => assert!(!data.starts_with(b"#"), "a frame taken as plain"),
+        Ok(Some((h, payload))) => {
+            let mut line = Vec::new();
+            frame::write_header(h.kind, h.id, &mut line);
+            assert!(line.len() <= MAX_HEADER, "header of {} bytes", line.len());
+            line.extend_from_slice(payload);
+            assert_eq!(line, data, "re-encoded differently");
+            if matches!(h.kind, Kind::Hello | Kind::Accept) {
+                assert_eq!((h.id, payload), (0, PROTOCOL.as_bytes()));
+            }
+        }
+        Err(e) => {
+            assert!(data.starts_with(b"#"), "a plain line refused: {e}");
+            // The quote: at most QUOTE_BYTES bytes, each at most a
+            // replacement character or a 6-byte escape, and the reason.
+            assert!(e.to_string().len() <= 6 * QUOTE_BYTES + 100, "{e}");
+        }
+    }
+
+    let Some((&k, rest)) = data.split_first() else {
+        return;
+    };
+    let Some(kind) = Kind::from_byte(b"qrckeha"[usize::from(k) % 7]) else {
+        unreachable!("every byte of the list is a kind");
+    };
+    let (id, payload) = match rest.split_first_chunk::<8>() {
+        Some((id, payload)) => (u64::from_le_bytes(*id), payload),
+        None => (u64::from(k), rest),
+    };
+    let (id, payload) = match kind {
+        Kind::Hello | Kind::Accept => (0, PROTOCOL.as_bytes()),
+        _ => (id, payload),
+    };
+    let mut line = Vec::new();
+    frame::write_header(kind, id, &mut line);
+    let header = line.len();
+    assert!(header <= MAX_HEADER);
+    line.extend_from_slice(payload);
+    let (h, back) = frame::parse(&line)
+        .expect("a written frame parses")
+        .expect("a written frame is no plain line");
+    assert_eq!((h.kind, h.id, back), (kind, id, payload));
+}
+
 /// A counting global allocator: what the calling thread allocates inside
 /// [`meter::measure`], as the live peak and the running total. Per thread,
 /// so tests running in parallel do not disturb each other's figures.

@@ -56,3 +56,21 @@ EXTRA = [
 ]
 for i, v in enumerate(EXTRA):
     write("marshal", "py-x-%02d" % i, marshal.dumps(v))
+
+# Frames (frame.rs, PROTOCOL.md): one line each, without its newline: every
+# kind with JSON and marshal payloads, hello and accept, the largest id,
+# and the malformed shapes parse names (plain lines among them).
+FRAMES = [
+    b'#q17 {"n": 5}', b"#r17 10", b"#c18 [1, 2, 3]",
+    b'#k18 [[2, 4], [[2, "ValueError", "bad"]], 5100]',
+    b'#e19 ["decode", "expected int at byte 0"]',
+    b'#e20 ["ValueError", "x", "Traceback (most recent call last):\\n"]',
+    b"#h0 miniray/1", b"#a0 miniray/1", b"#q0 ", b"#q18446744073709551615 1",
+    b"#q3 " + base64.b64encode(marshal.dumps({"k": [1, 2.5, None]})),
+    b"#c4 " + base64.b64encode(marshal.dumps([1, (2, 3), "x"])),
+    b"#", b"#x1 2", b"#q 2", b"#q01 2", b"#q123456789012345678901 2",
+    b"#q18446744073709551616 2", b"#q12", b"#h0 miniray/2", b"#a1 miniray/1",
+    b'{"a": 1}', b"6QEAAAA=", b"", b" #q1 2", b"#q1 \xff\xfe\x00",
+]
+for i, line in enumerate(FRAMES):
+    write("frames", "line-%02d" % i, line)

@@ -1,6 +1,7 @@
 //! The fork and the child's life: everything prepared before `fork`, the
-//! child's path to its work function or `execvp` (async-signal-safe until
-//! its descriptors are closed), its exit code, and the panic hook that keeps
+//! child's process group, its path to its work function or `execvp`
+//! (async-signal-safe until its descriptors are closed), its exit code,
+//! and the panic hook that keeps
 //! a worker's panic free of locks. The rules are in [`worker`](crate::worker)'s
 //! module docs ("What runs in the child", "Panics in a worker").
 
@@ -162,10 +163,12 @@ impl fmt::Write for StackText {
 /// Before `fork`: the `keep_fd`s are checked ([`Error::BadDescriptor`]),
 /// miniray's panic hook is installed (once per process), and everything the
 /// child needs is prepared. System calls in the parent: `fcntl`, `fork`,
-/// and for an exec worker `pipe2` and a `read` that waits for the exec
-/// (a failed exec is [`Error::Exec`], its child reaped with `waitpid`). In
-/// the child: `prctl`, `getppid`, `sigprocmask`, `close_range`, then the
-/// work function and `_exit`, or `fcntl`, `dup2`, `sigaction` and `execvp`.
+/// `setpgid`, and for an exec worker `pipe2` and a `read` that waits for
+/// the exec (a failed exec is [`Error::Exec`], its child reaped with
+/// `waitpid`). In the child: `setpgid` (a process group of its own, also
+/// set by the parent), `prctl`, `getppid`, `sigprocmask`, `close_range`,
+/// then the work function and `_exit`, or `fcntl`, `dup2`, `sigaction` and
+/// `execvp`.
 pub(crate) fn spawn_child<F>(
     line: &LineSettings,
     opts: &ChildSettings,
@@ -225,6 +228,11 @@ where
     let forked = unsafe { sys::fork() };
     match forked.map_err(|e| Error::io("fork", e))? {
         sys::Forked::Parent(pid) => {
+            // The child's group is set on both sides, so it exists before
+            // this returns, whoever runs first. Errors are the child's own
+            // doing: `EACCES` once it has exec'd (it set its group before),
+            // `ESRCH` once it has exited.
+            let _ = sys::setpgid(pid, pid);
             drop(child_end);
             match exec {
                 Some((e, _, report, report_w, _)) => {
@@ -238,6 +246,10 @@ where
             // First of all: any panic from here on (ours or the user's)
             // goes through the raw-write hook, not the parent's.
             IN_WORKER.store(true, Ordering::Relaxed);
+            // A group of its own, so a kill ends whatever it starts (see
+            // `worker`'s "Process groups"). It cannot fail: a forked child
+            // is no session leader.
+            let _ = sys::setpgid(0, 0);
             // Belt and braces: nothing below may unwind into the caller's
             // frames, which live on in this copy of the parent's memory.
             let code = match panic::catch_unwind(AssertUnwindSafe(|| {

@@ -1,12 +1,16 @@
 //! Child processes from the parent's side: the exit codes miniray's
-//! children use, deadlines, watching a child's exit (a pidfd in the
+//! children use and a status in words by the kind of child, process
+//! groups, deadlines, watching a child's exit (a pidfd in the
 //! reactor's poll, or a retry list when no pidfd can be had) and reaping
 //! children that were told to exit. Shared by local workers and by the
 //! children that serve TCP connections.
 //!
 //! Every exit code a miniray child can end with is a constant here (the
-//! one place to look them up): match a worker's [`Error::Closed`](crate::Error::Closed)
-//! or a server's `Exited` status against them.
+//! one place to look them up): match a closure worker's
+//! [`Error::Closed`](crate::Error::Closed) or a server's `Exited` status
+//! against them. An exec worker's code is its program's own, which
+//! [`describe_as`] with [`ChildKind::Exec`] puts in words without reading
+//! miniray's meanings into it.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -145,11 +149,30 @@ impl fmt::Display for Signal {
     }
 }
 
+/// What a child runs, which decides what its exit code means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChildKind {
+    /// A closure or work function miniray runs in the forked child (a
+    /// worker of [`Reactor::spawn`](crate::Reactor::spawn) and its kin, of
+    /// [`Pool::new`](crate::Pool::new), a serving child of
+    /// [`Reactor::listen`](crate::Reactor::listen)): miniray chose the exit
+    /// code, and the `EXIT_*` constants say what it means.
+    Closure,
+    /// A program ([`Exec`](crate::Exec): [`Reactor::spawn_exec`](crate::Reactor::spawn_exec),
+    /// [`Pool::exec`](crate::Pool::exec), [`Reactor::listen_exec`](crate::Reactor::listen_exec)):
+    /// the exit code is the program's own (a Python program's uncaught
+    /// exception exits 1), and miniray reads nothing into it.
+    Exec,
+}
+
 /// A child's exit status in words, as every `Display` of miniray writes it:
-/// "exited with 101 (panicked)", "killed by SIGKILL", "killed by SIGSEGV
-/// (core dumped)", or "status unknown" for `None` (reaped by someone else,
-/// or a remote worker). miniray's own exit codes (the `EXIT_*` constants)
-/// are named in parentheses.
+/// [`describe_as`] for a [`ChildKind::Closure`]: "exited with 101
+/// (panicked)", "killed by SIGKILL", "killed by SIGSEGV (core dumped)", or
+/// "status unknown" for `None` (reaped by someone else, or a remote
+/// worker). miniray's own exit codes (the `EXIT_*` constants) are named in
+/// parentheses. An exec worker's code is its program's: describe it with
+/// [`describe_as`]`(ChildKind::Exec, ..)`, "exited with status 1".
 ///
 /// ```
 /// use std::os::unix::process::ExitStatusExt;
@@ -160,17 +183,46 @@ impl fmt::Display for Signal {
 /// assert_eq!(describe(None).to_string(), "status unknown");
 /// ```
 pub fn describe(status: Option<ExitStatus>) -> impl fmt::Display {
-    Described(status)
+    describe_as(ChildKind::Closure, status)
 }
 
-struct Described(Option<ExitStatus>);
+/// A child's exit status in words, by what the child runs: a closure's
+/// exit code is miniray's and named ("exited with 1 (work function returned
+/// an error)"), a program's is its own ("exited with status 1"); a signal
+/// is a signal for both ("killed by SIGKILL"), and `None` is "status
+/// unknown".
+///
+/// ```
+/// use std::os::unix::process::ExitStatusExt;
+/// use std::process::ExitStatus;
+/// use miniray::process::{describe_as, ChildKind};
+/// let one = Some(ExitStatus::from_raw(1 << 8));
+/// assert_eq!(describe_as(ChildKind::Exec, one).to_string(), "exited with status 1");
+/// assert_eq!(
+///     describe_as(ChildKind::Closure, one).to_string(),
+///     "exited with 1 (work function returned an error)"
+/// );
+/// let killed = Some(ExitStatus::from_raw(9));
+/// assert_eq!(describe_as(ChildKind::Exec, killed).to_string(), "killed by SIGKILL");
+/// ```
+pub fn describe_as(kind: ChildKind, status: Option<ExitStatus>) -> impl fmt::Display {
+    Described { kind, status }
+}
+
+struct Described {
+    kind: ChildKind,
+    status: Option<ExitStatus>,
+}
 
 impl fmt::Display for Described {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(status) = self.0 else {
+        let Some(status) = self.status else {
             return f.write_str("status unknown");
         };
         if let Some(code) = status.code() {
+            if self.kind == ChildKind::Exec {
+                return write!(f, "exited with status {code}");
+            }
             write!(f, "exited with {code}")?;
             let meaning = match code {
                 EXIT_ERROR => "work function returned an error",
@@ -291,12 +343,13 @@ impl<K> Unreaped<K> {
 }
 
 /// Reaps `pids` (children told to exit), in order: each is checked with
-/// `waitpid(WNOHANG)` and, while it runs, waited for on a pidfd until it
+/// `waitid(WNOWAIT)` and, while it runs, waited for on a pidfd until it
 /// exits or `deadline` passes (`None`: no deadline), so
 /// children that exit in the order they were told cost one call each, never
 /// a sweep over all of them. Whatever is left at the deadline is killed with
-/// `SIGKILL` and reaped. Statuses come back in `pids`' order (`None`: not
-/// ours to reap).
+/// `SIGKILL` and reaped. Each child's process group gets `SIGKILL` before
+/// the child is reaped, so nothing it started outlives it. Statuses come
+/// back in `pids`' order (`None`: not ours to reap).
 pub(crate) fn reap_within(
     pids: &[libc::pid_t],
     deadline: Option<Instant>,
@@ -306,10 +359,16 @@ pub(crate) fn reap_within(
     for (i, &pid) in pids.iter().enumerate() {
         let mut nap = Duration::from_micros(50);
         loop {
-            match sys::try_wait(pid) {
-                Ok(Some(status)) => out[i] = Some(status),
+            match sys::has_exited(pid) {
+                Ok(true) => {
+                    // Its leader exited, so the group is being ended: what
+                    // it left behind goes too, signalled while the zombie
+                    // still holds the group's number.
+                    let _ = signal_group(pid, libc::SIGKILL);
+                    out[i] = sys::wait(pid).ok();
+                }
                 Err(_) => {}
-                Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => {
+                Ok(false) if deadline.is_none_or(|d| Instant::now() < d) => {
                     // Sleep until it exits (its pidfd reads ready) or the
                     // deadline; without a pidfd, nap and look again.
                     let left = deadline.map_or(Duration::MAX, |d| {
@@ -326,7 +385,7 @@ pub(crate) fn reap_within(
                     }
                     continue;
                 }
-                Ok(None) => late.push(i),
+                Ok(false) => late.push(i),
             }
             break;
         }
@@ -337,10 +396,30 @@ pub(crate) fn reap_within(
     out
 }
 
-/// `SIGKILL` and a blocking `waitpid`: for a child of ours that must go now.
+/// `SIGKILL` to the child's process group and a blocking `waitpid`: for a
+/// child of ours that must go now, with whatever it started.
 pub(crate) fn kill_reap(pid: libc::pid_t) -> Option<ExitStatus> {
-    let _ = sys::kill(pid, libc::SIGKILL);
+    let _ = signal_group(pid, libc::SIGKILL);
     sys::wait(pid).ok()
+}
+
+/// Sends `signal` to a child's process group: the child and whatever it
+/// started that stayed in its group. Every child miniray forks leads a
+/// group of its own (see [`worker`](crate::worker#process-groups)).
+///
+/// The caller must not have reaped `pid`: a group is named after its
+/// leader's pid, and while the leader is unreaped (running, or a zombie)
+/// that number cannot name any other process or group; once it is reaped
+/// it may. A child that moved itself into another group gets the signal
+/// on its own, and what is left of its first group gets it too.
+pub(crate) fn signal_group(pid: libc::pid_t, signal: libc::c_int) -> std::io::Result<()> {
+    match sys::getpgid(pid) {
+        Ok(group) if group == pid => sys::kill_group(pid, signal),
+        _ => {
+            let _ = sys::kill_group(pid, signal);
+            sys::kill(pid, signal)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +458,36 @@ mod tests {
         ];
         for (status, text) in cases {
             assert_eq!(describe(status).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn a_programs_codes_are_its_own_and_signals_are_signals() {
+        let cases = [
+            (exited(EXIT_OK), "exited with status 0"),
+            (exited(EXIT_ERROR), "exited with status 1"),
+            (exited(EXIT_PARENT_GONE), "exited with status 75"),
+            (exited(EXIT_PANIC), "exited with status 101"),
+            (exited(EXIT_IDLE), "exited with status 124"),
+            (exited(EXIT_EXEC_FAILED), "exited with status 127"),
+            (
+                Some(ExitStatus::from_raw(libc::SIGKILL)),
+                "killed by SIGKILL",
+            ),
+            (
+                Some(ExitStatus::from_raw(libc::SIGSEGV | 0x80)),
+                "killed by SIGSEGV (core dumped)",
+            ),
+            (None, "status unknown"),
+        ];
+        for (status, text) in cases {
+            assert_eq!(describe_as(ChildKind::Exec, status).to_string(), text);
+        }
+        for status in [Some(ExitStatus::from_raw(libc::SIGTERM)), None] {
+            assert_eq!(
+                describe_as(ChildKind::Closure, status).to_string(),
+                describe_as(ChildKind::Exec, status).to_string()
+            );
         }
     }
 

@@ -74,6 +74,45 @@
 //! its [`Error::Closed`] (see there). Dropping or shutting down the reactor
 //! kills whatever is still running after the grace period.
 //!
+//! # Process groups
+//!
+//! Every child miniray forks (a closure worker, an exec worker, a serving
+//! child of a [`Server`](crate::Server)) leads a process group of its own:
+//! the child calls `setpgid(0, 0)` first thing and the parent
+//! `setpgid(pid, pid)` right after the fork, so the group exists before
+//! the spawn returns, whichever runs first. What the worker starts (a
+//! task's `subprocess.run`, a shell's pipeline) joins that group unless it
+//! leaves it, and is ended with the worker:
+//!
+//! * [`Reactor::kill`](crate::Reactor::kill) signals the group, so a
+//!   deadline kill, a pool's `terminate` or the drop of a busy pool ends a
+//!   task's subprocesses too;
+//! * [`Reactor::shutdown`](crate::Reactor::shutdown), the reactor's drop and
+//!   [`Reactor::stop_server`](crate::Reactor::stop_server) send `SIGKILL` to
+//!   each child's group before they reap the child (a server first sends
+//!   `SIGTERM` to its children's groups).
+//!
+//! A group is signalled only while its leader is unreaped: a group is named
+//! after its leader's pid, which a zombie still holds but a reaped process
+//! does not. So a worker that exited and was reaped on its own (its
+//! [`Error::Closed`] queued) leaves to themselves whatever processes it left
+//! behind. A program that moves itself into another group (`setsid`,
+//! `setpgid` to an existing group) is signalled on its own, with what is
+//! left of its first group.
+//!
+//! A group changes how the terminal treats workers. The terminal's
+//! `Ctrl-C` (and `Ctrl-Z`, `Ctrl-\`) goes to the foreground group, the
+//! parent's, so it no longer reaches workers directly: a worker still ends
+//! when the parent dies, by its death signal
+//! ([`WorkerOptions::death_signal`], `SIGTERM` by default, through
+//! `PR_SET_PDEATHSIG`), but what the worker started gets no death signal of
+//! its own and outlives a parent killed by `Ctrl-C`, unless the worker ends
+//! it (a parent that catches `SIGINT` and drops its pool or reactor ends it
+//! through the group). A worker is a background group for the terminal: one
+//! that reads the terminal is stopped (`SIGTTIN`), and one that writes to it
+//! is too when `stty tostop` is set (off by default). An exec worker's
+//! stdin is its socket, so only stderr reaches the terminal.
+//!
 //! # Errors from a worker
 //!
 //! A worker never fails silently. When it cannot answer a request it sends
@@ -285,6 +324,12 @@ impl AsRawFd for Worker {
 /// common case of a Python worker, made to work; any other program must
 /// still flush its output after each line). Set `PYTHONUNBUFFERED` to an
 /// empty value with [`Exec::env`] to keep Python's buffering.
+///
+/// The program's exit code is its own (a Python program's uncaught
+/// exception exits 1), not one of miniray's `EXIT_*` codes: put it in words
+/// with [`describe_as`](crate::process::describe_as)`(`[`ChildKind::Exec`](crate::process::ChildKind::Exec)`, status)`
+/// ("exited with status 1"). The `Display` of [`Error::Closed`] and of the
+/// types holding a bare status reads codes as a closure worker's.
 #[derive(Clone, Debug)]
 pub struct Exec {
     pub(crate) argv: Vec<CString>,

@@ -40,6 +40,11 @@ fn replay_frame_corpus() {
 }
 
 #[test]
+fn replay_frames_corpus() {
+    assert!(replay("frames", checks::frames) > 0);
+}
+
+#[test]
 fn replay_marshal_corpus_typed() {
     assert!(replay("marshal", checks::marshal_typed) > 0);
     // The corpus holds a typed message Python wrote, so the round trip of

@@ -179,7 +179,11 @@ impl Reactor {
 
     /// Closes every connection, waits up to the grace period (see
     /// [`Reactor::set_grace`]) for the children to exit, kills the rest with
-    /// `SIGKILL`, and reaps them all. Returns each worker's exit status
+    /// `SIGKILL`, and reaps them all. Each child's process group gets
+    /// `SIGKILL` before the child is reaped, so what a worker started ends
+    /// with it (see [`worker`](crate::worker#process-groups)); a worker
+    /// reaped earlier (its `Closed` already queued) is not signalled.
+    /// Returns each worker's exit status
     /// (`None` where it was not ours to reap). The reactor is empty afterwards.
     pub fn shutdown(&mut self) -> Vec<(Worker, Option<ExitStatus>)> {
         self.servers

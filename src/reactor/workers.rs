@@ -300,8 +300,12 @@ impl Reactor {
         Ok(())
     }
 
-    /// Sends `signal` to the worker's process (while it has not been reaped).
-    /// System calls: `kill`.
+    /// Sends `signal` to the worker's process group (while the worker has
+    /// not been reaped): the worker and whatever it started that stayed in
+    /// its group, such as a task's subprocesses (see
+    /// [`worker`](crate::worker#process-groups)). To signal the worker's
+    /// process alone, pass [`Reactor::pid`] to `libc::kill`.
+    /// System calls: `getpgid`, `kill`.
     ///
     /// Errors: [`Error::Closed`] once the worker was reaped (its pid may
     /// belong to another process by then), and [`Error::UnknownWorker`] once
@@ -369,7 +373,10 @@ impl Reactor {
                 io::Error::new(io::ErrorKind::Unsupported, "not a local process"),
             )),
             (_, State::Done) => Err(Error::Closed { status: None }),
-            (Some(pid), _) => sys::kill(pid, signal).map_err(|e| Error::io("kill", e)),
+            // Unreaped (checked above), so the group's number is still its.
+            (Some(pid), _) => {
+                crate::process::signal_group(pid, signal).map_err(|e| Error::io("kill", e))
+            }
         }
     }
 

@@ -452,7 +452,7 @@ impl Servers {
         let mut pids = Vec::with_capacity(keys.len());
         for &k in keys {
             if let Some(c) = tokens.child(k) {
-                let _ = sys::kill(c.pid, libc::SIGTERM);
+                let _ = process::signal_group(c.pid, libc::SIGTERM);
                 pids.push((k, c.pid));
             }
         }

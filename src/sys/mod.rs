@@ -403,6 +403,55 @@ pub(crate) fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::kill(pid, signal) }).map(drop)
 }
 
+/// `kill(-pgid, signal)`: every process of the process group `pgid`.
+/// `pgid` 0 and 1 are refused (`InvalidInput`): `kill(0)` is the caller's
+/// own group and `kill(-1)` every process it may signal, never what a
+/// caller of this function means. The caller keeps the number from being
+/// reused: it names the group of a child of ours not yet reaped (a group
+/// is named after its leader, and a zombie leader still holds its pid).
+pub(crate) fn kill_group(pgid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    if pgid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a process group of a child",
+        ));
+    }
+    // SAFETY: kill takes plain integers; -pgid (pgid > 1) names one group.
+    cvt(unsafe { libc::kill(-pgid, signal) }).map(drop)
+}
+
+/// `setpgid(2)`: moves `pid` (0: the caller) into the group `pgid` (0: a
+/// new group named after `pid`). Async-signal-safe: a forked child calls
+/// `setpgid(0, 0)` before anything else.
+pub(crate) fn setpgid(pid: libc::pid_t, pgid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: setpgid takes plain integers; async-signal-safe.
+    cvt(unsafe { libc::setpgid(pid, pgid) }).map(drop)
+}
+
+/// `getpgid(2)`: the process group of `pid`.
+pub(crate) fn getpgid(pid: libc::pid_t) -> io::Result<libc::pid_t> {
+    // SAFETY: getpgid takes a plain integer.
+    cvt(unsafe { libc::getpgid(pid) })
+}
+
+/// `waitid(P_PID, pid, WEXITED | WNOHANG | WNOWAIT)`: true once the child
+/// has exited, leaving it unreaped (a zombie, still holding its pid, so
+/// its group can still be signalled); false while it runs.
+pub(crate) fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
+    let Ok(id) = libc::id_t::try_from(pid) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: a zeroed siginfo_t is a valid value (WNOHANG leaves it zeroed
+    // when no child has exited, which `si_pid` 0 tells).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: info is a valid out-pointer; pid names one child of ours.
+    cvt_r(|| unsafe { libc::waitid(libc::P_PID, id, &mut info, flags) })?;
+    // SAFETY: waitid filled info (or left it zeroed); si_pid reads the
+    // child fields, which are what waitid writes.
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
 /// `pidfd_open(2)`: a descriptor that reads ready when the child exits.
 pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes plain integers and returns a new descriptor.

@@ -1,4 +1,5 @@
-//! The sys layer's own guarantees: `cvt`/`cvt_r`, `Argv`, `shutdown`, and
+//! The sys layer's own guarantees: `cvt`/`cvt_r`, `Argv`, `shutdown`,
+//! `kill_group`'s refusals, `has_exited` leaving a zombie unreaped, and
 //! the checks that make the `memmap2` maps safe.
 
 use std::io::Read;
@@ -155,4 +156,31 @@ fn keepalive_sets_every_option_on_a_tcp_socket() {
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 2);
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 4);
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 11_000);
+}
+
+#[test]
+fn kill_group_refuses_the_callers_group_and_every_process() {
+    // kill(0) would reach our own group and kill(-1) every process we may
+    // signal: neither is ever a child's group. Signal 0 checks only.
+    for pgid in [-5, 0, 1] {
+        let e = kill_group(pgid, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "group {pgid}");
+    }
+}
+
+#[test]
+// Reaped by `wait` below, the call under test, not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn has_exited_sees_a_zombie_without_reaping_it() {
+    let child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !has_exited(pid).expect("a child of ours") {
+        assert!(std::time::Instant::now() < end, "`true` never exited");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Still unreaped: asked again, and then reaped by waitpid.
+    assert!(has_exited(pid).expect("still ours"));
+    assert!(wait(pid).expect("reaped").success());
+    assert!(has_exited(pid).is_err(), "ECHILD once reaped");
 }

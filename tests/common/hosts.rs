@@ -1,8 +1,10 @@
 //! `serve` hosts for the remote pool tests: each is this test binary run
 //! again as a server process (its `inner_serve` test, which only serves
-//! when [`SERVE_ENV`] names an address), in a process group of its own so a
-//! whole host (the listener and its per-connection children) is killed or
-//! stopped with one signal. [`Host`] kills, resumes and reaps it on drop.
+//! when [`SERVE_ENV`] names an address), in a process group of its own.
+//! miniray forks each serving child into a group of its own too, so a whole
+//! host (the listener and its per-connection children) is killed or stopped
+//! by signalling its group and its children's. [`Host`] kills, resumes and
+//! reaps it on drop.
 
 #![allow(dead_code)]
 
@@ -120,24 +122,56 @@ impl Host {
         host
     }
 
-    /// Sends `signal` to the whole host (its process group).
+    /// Sends `signal` to the whole host: its process group, and the group
+    /// each of its serving children leads (looked for before and after the
+    /// host's signal: once stopped or dead it forks no more).
     pub fn signal(&self, signal: libc::c_int) {
+        let rc = self.signal_all(signal);
+        assert_eq!(rc, 0, "kill(-{}, {signal})", self.child.id());
+    }
+
+    /// `kill(2)` of the host's group (whose result it returns) and of its
+    /// children's groups.
+    fn signal_all(&self, signal: libc::c_int) -> i32 {
         let pgid = self.child.id() as libc::pid_t;
+        let mut children = children_of(pgid);
         // SAFETY: kill(2) with plain integers; the group is ours (the child
         // leads it and is not reaped before drop).
         let rc = unsafe { libc::kill(-pgid, signal) };
-        assert_eq!(rc, 0, "kill(-{pgid}, {signal})");
+        children.extend(children_of(pgid));
+        for c in children {
+            // SAFETY: as above: each leads its group (miniray's serving
+            // children do) and is the host's child, reaped by it at most.
+            unsafe { libc::kill(-c, signal) };
+        }
+        rc
     }
+}
+
+/// The processes whose parent is `pid`, from `/proc/*/stat`.
+fn children_of(pid: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                // After the name: state, ppid.
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    == Some(&pid.to_string())
+            })
+        })
+        .collect()
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: as in `signal`; errors (the group is gone) are fine here.
-        unsafe {
-            libc::kill(-pgid, libc::SIGCONT);
-            libc::kill(-pgid, libc::SIGKILL);
-        }
+        // Errors (the group is gone) are fine here.
+        self.signal_all(libc::SIGCONT);
+        self.signal_all(libc::SIGKILL);
         let _ = self.child.wait();
     }
 }
