@@ -223,7 +223,8 @@ impl SlurmLauncher {
         self
     }
 
-    /// An environment variable for `srun` and so for every task.
+    /// An environment variable for `srun` (and so for every task),
+    /// `scancel` and `squeue` (`SLURM_CONF`, say).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
@@ -325,7 +326,7 @@ impl SlurmLauncher {
             return Ok(());
         }
         match slurm_step {
-            Some(id) => run("scancel", &[id.as_str()]).map(drop),
+            Some(id) => run("scancel", &[id.as_str()], &self.env).map(drop),
             None => lock(&entry.child)
                 .kill()
                 .map_err(|source| ClusterError::Io {
@@ -401,11 +402,12 @@ impl Drop for SlurmLauncher {
         }
         let until = Instant::now().checked_add(self.teardown);
         loop {
-            let listed_steps = run("squeue", &["-h", "-s", "-o", "%i"]).unwrap_or_default();
+            let listed_steps =
+                run("squeue", &["-h", "-s", "-o", "%i"], &self.env).unwrap_or_default();
             let listed_jobs = if jobs.is_empty() {
                 String::new()
             } else {
-                run("squeue", &["-h", "-o", "%i"]).unwrap_or_default()
+                run("squeue", &["-h", "-o", "%i"], &self.env).unwrap_or_default()
             };
             let left = steps
                 .iter()
@@ -421,12 +423,13 @@ impl Drop for SlurmLauncher {
     }
 }
 
-/// Runs a Slurm command to its end; its standard output, or an error with
-/// its standard error.
-fn run(program: &str, args: &[&str]) -> Result<String, ClusterError> {
+/// Runs a Slurm command (with the launcher's variables) to its end; its
+/// standard output, or an error with its standard error.
+fn run(program: &str, args: &[&str], env: &[(OsString, OsString)]) -> Result<String, ClusterError> {
     let command = format!("{program} {}", args.join(" "));
     let out = Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .map_err(|e| ClusterError::Command {
