@@ -346,10 +346,16 @@ fn say(line: &str) -> Result<(), ClusterError> {
         })
 }
 
-/// Server events a person should see (failures), on standard error.
+/// Server events a person should see (failures), on standard error; not
+/// a client that closed during the handshake (a TCP readiness probe does
+/// that every few seconds).
 fn report(e: &ServerEvent) {
-    if let ServerEvent::AcceptFailed { .. } | ServerEvent::AuthFailed { .. } = e {
-        eprintln!("miniray worker: {e}");
+    match e {
+        ServerEvent::AuthFailed { reason, .. } if reason.starts_with("closed") => {}
+        ServerEvent::AcceptFailed { .. } | ServerEvent::AuthFailed { .. } => {
+            eprintln!("miniray worker: {e}")
+        }
+        _ => {}
     }
 }
 
