@@ -47,6 +47,9 @@ fn inner_worker() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // End libtest's "test inner_worker ... " line: the worker's first
+    // line must start a line of its own.
+    println!();
     let config = WorkerConfig::from_env().expect("worker config");
     miniray::cluster::serve_worker_with(&config, move |n: u64| {
         std::thread::sleep(Duration::from_millis(work_ms));
