@@ -5,13 +5,18 @@
 //!
 //! ```text
 //! serve --listen ADDR [--format json|marshal] [--max-line BYTES]
-//!       [--max-connections N] [--idle-timeout SECS] [--exec CMD ARGS...]
+//!       [--max-connections N] [--idle-timeout SECS] [--advertise HOST]
+//!       [--exit-when-idle SECS] [--exec CMD ARGS...]
 //! ```
 //!
 //! The default work function echoes each message. With `--exec`, each
 //! connection's child runs `CMD ARGS...` with the connection as its stdin
-//! and stdout. The first line of stdout is `listening on HOST:PORT`; events
-//! go to stderr.
+//! and stdout. The first line of stdout is `listening on HOST:PORT`, the
+//! address others dial (`miniray::cluster::advertised`: `--advertise HOST`
+//! if given, else the bound address, and for `0.0.0.0` the node's address,
+//! never the wildcard); events go to stderr. `--exit-when-idle SECS` stops
+//! the server after that long with no connection (printing `draining
+//! HOST:PORT` first, as `miniray::cluster::serve_worker` does).
 //!
 //! `--idle-timeout SECS` (default 300, fractions allowed, 0 for none) closes
 //! a connection that sends no complete line for that long, so that
@@ -37,6 +42,8 @@ struct Args {
     idle_timeout: Option<Duration>,
     exec: Option<Vec<String>>,
     secret_file: Option<String>,
+    advertise: Option<String>,
+    exit_when_idle: Option<Duration>,
 }
 
 /// The default of `--idle-timeout`.
@@ -47,13 +54,16 @@ mod args;
 
 const USAGE: &str = "\
 usage: serve --listen ADDR [--format json|marshal] [--max-line BYTES] [--max-connections N]
-             [--idle-timeout SECS] [--secret-file PATH] [--exec CMD ARGS...]
+             [--idle-timeout SECS] [--secret-file PATH] [--advertise HOST]
+             [--exit-when-idle SECS] [--exec CMD ARGS...]
   --listen ADDR          address to listen on, e.g. 127.0.0.1:0 (required)
   --format F             json or marshal (default json)
   --max-line BYTES       longest line accepted (default: the library's limit)
   --max-connections N    connections served at once (default: the library's limit)
   --idle-timeout SECS    close a connection silent this long, 0 for never (default 300)
   --secret-file PATH     require HMAC authentication with this secret (default: $MINIRAY_SECRET, else none)
+  --advertise HOST       host to print in the address line (default: the bound address; for 0.0.0.0 the node's)
+  --exit-when-idle SECS  exit after this long with no connection, 0 for never (default never)
   --exec CMD ARGS...     run CMD per connection instead of echoing; takes the rest of the line (default: echo)
 ";
 
@@ -66,6 +76,8 @@ fn parse_args() -> Args {
         idle_timeout: Some(DEFAULT_IDLE),
         exec: None,
         secret_file: None,
+        advertise: None,
+        exit_when_idle: None,
     };
     let mut args = args::Args::new("serve", USAGE);
     while let Some(flag) = args.next_flag() {
@@ -86,6 +98,18 @@ fn parse_args() -> Args {
                 };
             }
             "--secret-file" => a.secret_file = Some(args.value(&flag)),
+            "--advertise" => a.advertise = Some(args.value(&flag)),
+            "--exit-when-idle" => {
+                let secs: f64 = args.value(&flag);
+                a.exit_when_idle = if secs == 0.0 {
+                    None
+                } else {
+                    match Duration::try_from_secs_f64(secs) {
+                        Ok(d) => Some(d),
+                        Err(e) => args.fail(format!("--exit-when-idle {secs}: {e}")),
+                    }
+                };
+            }
             "--exec" => {
                 let rest = args.remaining();
                 if rest.is_empty() {
@@ -166,12 +190,19 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         miniray::Interest::READABLE,
     )?;
     let addr = reactor.server_addr(server)?;
+    let shown = miniray::cluster::advertised(addr, args.advertise.as_deref())?;
     let mut out = std::io::stdout();
-    writeln!(out, "listening on {addr}")?;
+    writeln!(out, "{}{shown}", miniray::cluster::LISTENING)?;
     out.flush()?;
 
+    let mut idle = miniray::cluster::IdleExit::new(args.exit_when_idle);
     loop {
-        reactor.wait_any(Some(Duration::from_secs(60)))?;
+        let wait = idle
+            .remaining(std::time::Instant::now())
+            .map_or(Duration::from_secs(60), |left| {
+                left.min(Duration::from_secs(60)) + Duration::from_millis(1)
+            });
+        reactor.wait_any(Some(wait))?;
         for e in reactor.take_server_events() {
             match e {
                 ServerEvent::Accepted { peer, pid, .. } => eprintln!("accepted {peer} (pid {pid})"),
@@ -200,6 +231,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .any(|e| e.token == sig_token)
         {
+            break;
+        }
+        let connections = reactor.server_connections(server)?;
+        if idle.observe(connections, std::time::Instant::now()) {
+            writeln!(out, "{}{shown}", miniray::cluster::DRAINING)?;
+            out.flush()?;
+            eprintln!(
+                "no connection for {:?}: exiting",
+                args.exit_when_idle.unwrap_or_default()
+            );
             break;
         }
     }

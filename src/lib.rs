@@ -300,6 +300,7 @@
 mod auth;
 mod channel;
 mod client;
+pub mod cluster;
 mod conn;
 mod envelope;
 pub mod error;

@@ -24,6 +24,8 @@ const EXAMPLES: &[(&str, &[&str])] = &[
             "--max-connections",
             "--idle-timeout",
             "--secret-file",
+            "--advertise",
+            "--exit-when-idle",
             "--exec",
         ],
     ),

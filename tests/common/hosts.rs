@@ -5,6 +5,16 @@
 //! host (the listener and its per-connection children) is killed or stopped
 //! by signalling its group and its children's. [`Host`] kills, resumes and
 //! reaps it on drop.
+//!
+//! A watchdog bounds every test that starts hosts: each [`Host`] is
+//! watched from its start, and once one has lived past
+//! [`watchdog_bound`] (a loop on results that never ends: deadlines and
+//! keepalive both broken), the watchdog kills every watched host's process
+//! group and its children's, deletes the network namespaces they run in,
+//! prints what it did and exits the test process with a failure, instead
+//! of letting it block until CI's limit. [`Watchdog`] is the same for what
+//! a test starts itself (daemons, a cluster), with its own bound and
+//! cleanup commands.
 
 #![allow(dead_code)]
 
@@ -12,7 +22,7 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The environment variable naming the address `inner_serve` listens on.
@@ -63,10 +73,213 @@ pub fn serve_if_asked() {
     }
 }
 
+/// The variable that overrides [`watchdog_bound`], in seconds.
+pub const WATCHDOG_ENV: &str = "MINIRAY_TEST_WATCHDOG_SECS";
+
+/// How long a host may live before the watchdog fires: 300 s, or
+/// [`WATCHDOG_ENV`].
+pub fn watchdog_bound() -> Duration {
+    std::env::var(WATCHDOG_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(300), Duration::from_secs)
+}
+
+/// A watched host: its process group and the namespace it runs in.
+struct Watched {
+    id: u64,
+    pgid: libc::pid_t,
+    namespace: Option<String>,
+    since: Instant,
+}
+
+static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
+static WATCHER: OnceLock<()> = OnceLock::new();
+static NEXT_WATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn watched() -> std::sync::MutexGuard<'static, Vec<Watched>> {
+    WATCHED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Watches a host's group (and namespace) until [`unwatch`]; starts the
+/// watchdog thread with the first.
+fn watch(pgid: libc::pid_t, namespace: Option<String>) -> u64 {
+    let id = NEXT_WATCH.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    watched().push(Watched {
+        id,
+        pgid,
+        namespace,
+        since: Instant::now(),
+    });
+    WATCHER.get_or_init(|| {
+        let bound = watchdog_bound();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let all = watched();
+            if let Some(late) = all.iter().find(|w| w.since.elapsed() > bound) {
+                let what = format!("a host (group {}) ran past {bound:?}", late.pgid);
+                let groups: Vec<_> = all.iter().map(|w| w.pgid).collect();
+                let namespaces: Vec<_> = all.iter().filter_map(|w| w.namespace.clone()).collect();
+                drop(all);
+                fire(&what, &groups, &namespaces, &[]);
+            }
+        });
+    });
+    id
+}
+
+fn unwatch(id: u64) {
+    watched().retain(|w| w.id != id);
+}
+
+/// Kills `groups`, deletes `namespaces`, runs `commands`, says so, and
+/// ends the test process with a failure.
+fn fire(what: &str, groups: &[libc::pid_t], namespaces: &[String], commands: &[Vec<String>]) -> ! {
+    eprintln!(
+        "WATCHDOG: {what}: killing process groups {groups:?}, deleting namespaces {namespaces:?}, running {commands:?}; failing the test"
+    );
+    for &pgid in groups {
+        // SAFETY: kill(2) with plain integers; each group was started by
+        // this test process.
+        unsafe {
+            libc::kill(-pgid, libc::SIGCONT);
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+    for &pgid in groups {
+        // The group's leader is this process's child: reap it (SIGKILLed,
+        // so this returns at once). SAFETY: waitpid on our own child's pid
+        // with a null status pointer.
+        unsafe {
+            libc::waitpid(pgid, std::ptr::null_mut(), 0);
+        }
+    }
+    for ns in namespaces {
+        delete_namespace(ns);
+    }
+    for cmd in commands {
+        if let Some((program, args)) = cmd.split_first() {
+            let _ = Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .status();
+        }
+    }
+    std::process::exit(99);
+}
+
+/// Deletes a namespace and the far ends of its veth pairs (deleting the
+/// namespace alone can leave them behind).
+fn delete_namespace(ns: &str) {
+    let inside = Command::new("ip")
+        .args(["netns", "exec", ns, "ip", "-o", "link", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    // `3: mrp1x0@if7: ...`: the peer is interface 7 outside.
+    let peers: Vec<String> = inside
+        .split("@if")
+        .skip(1)
+        .filter_map(|rest| rest.split(':').next().map(str::to_string))
+        .collect();
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    let outside = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for line in outside.lines() {
+        let mut parts = line.splitn(3, ": ");
+        if let (Some(index), Some(name)) = (parts.next(), parts.next()) {
+            if peers.iter().any(|p| p == index.trim()) {
+                let name = name.split('@').next().unwrap_or(name);
+                let _ = Command::new("ip").args(["link", "del", name]).status();
+            }
+        }
+    }
+}
+
+/// A bound on one test: past it, the process groups and namespaces
+/// registered with it are killed and deleted, its cleanup commands run,
+/// and the test process exits with a failure. Disarmed on drop.
+pub struct Watchdog {
+    state: Arc<(Mutex<WatchState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    done: bool,
+    groups: Vec<libc::pid_t>,
+    namespaces: Vec<String>,
+    commands: Vec<Vec<String>>,
+}
+
+impl Watchdog {
+    /// Arms a watchdog for `what` (the test's name) firing after `bound`.
+    pub fn arm(what: &str, bound: Duration) -> Watchdog {
+        let state = Arc::new((Mutex::new(WatchState::default()), Condvar::new()));
+        let s = state.clone();
+        let what = what.to_string();
+        std::thread::spawn(move || {
+            let (lock, cv) = &*s;
+            let until = Instant::now() + bound;
+            let mut st = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            while !st.done {
+                let now = Instant::now();
+                if now >= until {
+                    let (g, n, c) = (
+                        st.groups.clone(),
+                        st.namespaces.clone(),
+                        st.commands.clone(),
+                    );
+                    drop(st);
+                    fire(&format!("{what} ran past {bound:?}"), &g, &n, &c);
+                }
+                st = cv
+                    .wait_timeout(st, until - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        });
+        Watchdog { state }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut WatchState)) {
+        f(&mut self.state.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Kill this process group if the watchdog fires.
+    pub fn group(&self, pgid: libc::pid_t) {
+        self.with(|s| s.groups.push(pgid));
+    }
+
+    /// Delete this network namespace if the watchdog fires.
+    pub fn namespace(&self, ns: &str) {
+        self.with(|s| s.namespaces.push(ns.to_string()));
+    }
+
+    /// Run this command if the watchdog fires (after the kills).
+    pub fn command(&self, argv: &[&str]) {
+        self.with(|s| {
+            s.commands
+                .push(argv.iter().map(|a| a.to_string()).collect())
+        });
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.with(|s| s.done = true);
+        self.state.1.notify_all();
+    }
+}
+
 /// A server process: the group is resumed, killed and reaped on drop.
+/// Watched from its start (see the module's docs).
 pub struct Host {
     pub child: Child,
     pub addr: SocketAddr,
+    watch: u64,
 }
 
 impl Host {
@@ -99,6 +312,12 @@ impl Host {
             .stderr(Stdio::null())
             .process_group(0);
         let mut child = cmd.spawn().expect("spawn a server");
+        // `ip netns exec NS ...`: the namespace goes too if the watchdog fires.
+        let namespace = match prefix {
+            ["ip", "netns", "exec", ns, ..] => Some(ns.to_string()),
+            _ => None,
+        };
+        let watch = watch(child.id() as libc::pid_t, namespace);
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -114,6 +333,7 @@ impl Host {
         let mut host = Host {
             child,
             addr: "0.0.0.0:0".parse().expect("addr"),
+            watch,
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Some(a)) => host.addr = a.parse().expect("server address"),
@@ -173,6 +393,7 @@ impl Drop for Host {
         self.signal_all(libc::SIGCONT);
         self.signal_all(libc::SIGKILL);
         let _ = self.child.wait();
+        unwatch(self.watch);
     }
 }
 
