@@ -30,6 +30,7 @@ where
     /// something to happen, file it, send again.
     pub(super) fn step(&mut self, timeout: Option<Duration>) {
         self.top_up();
+        self.retire_idle();
         self.dispatch();
         if !self.queue.is_empty() && !self.any_taker() && self.gave_up() {
             self.report_progress();
@@ -44,6 +45,7 @@ where
         };
         self.wait_and_file(wait);
         self.top_up();
+        self.retire_idle();
         self.dispatch();
         self.report_progress();
     }
@@ -96,6 +98,9 @@ where
             }
         }
         self.events = events;
+        // Readiness of the pool's own sources (a membership feed's pipe, a
+        // handle's) only ends a wait; what came is read elsewhere.
+        self.calls.reactor_mut().take_user_events();
     }
 
     fn origin(&self, w: Worker) -> Option<Origin> {
@@ -187,10 +192,30 @@ where
         } else {
             1
         };
+        let supply = &self.supplies[slot.ext.origin.supply];
         slot.takes_calls()
             && !slot.ext.recycle
             && slot.in_flight() < cap
-            && self.supplies[slot.ext.origin.supply].may_take(slot.ext.origin.host)
+            && supply.may_take(slot.ext.origin.host)
+            && !supply.retiring(slot.ext.origin.host)
+    }
+
+    /// Closes the idle workers their supply retires (a drained host's):
+    /// they finished what they had, and take nothing more.
+    fn retire_idle(&mut self) {
+        let idle: Vec<Worker> = self
+            .calls
+            .slots()
+            .filter(|(_, s)| {
+                s.in_flight() == 0
+                    && s.takes_calls()
+                    && self.supplies[s.ext.origin.supply].retiring(s.ext.origin.host)
+            })
+            .map(|(w, _)| w)
+            .collect();
+        for w in idle {
+            self.calls.close(w);
+        }
     }
 
     /// Sends one call to `w`: a chunk of fresh tasks when it speaks frames

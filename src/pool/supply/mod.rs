@@ -78,6 +78,13 @@ pub(crate) trait Supply: fmt::Debug {
     /// A call was sent to a worker on `host`.
     fn dispatched(&mut self, host: Option<usize>);
 
+    /// Whether workers on `host` are leaving (a drained host): they take no
+    /// more calls and are closed once idle.
+    fn retiring(&self, host: Option<usize>) -> bool {
+        let _ = host;
+        false
+    }
+
     /// When a turn must look at this supply again (connects under way,
     /// a host due for another try), if no event of its workers comes first.
     fn wake_at(&self, now: Instant) -> Option<Instant>;
