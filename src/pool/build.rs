@@ -24,7 +24,7 @@ use crate::worker::Exec;
 /// A supply as it will be started.
 enum Planned {
     Local(Local),
-    Hosts(HostsSupply),
+    Hosts(Box<HostsSupply>),
 }
 
 /// A pool being put together ([`Pool::builder`]): add supplies of workers,
@@ -131,7 +131,8 @@ where
 
     /// Connections to `hosts` (see [`Pool::remote`] and [`Hosts`]).
     pub fn hosts(mut self, hosts: &Hosts) -> Self {
-        self.planned.push(Planned::Hosts(HostsSupply::new(hosts)));
+        self.planned
+            .push(Planned::Hosts(Box::new(HostsSupply::new(hosts))));
         self
     }
 
@@ -151,7 +152,8 @@ where
 
     /// Makes the pool: checks the options, spawns every local worker (the
     /// first that cannot be spawned is the error, and nothing is left
-    /// running), starts connecting to every host and waits up to the
+    /// running), starts each host source (its error is the build's),
+    /// starts connecting to every host and waits up to the
     /// connect timeout for those connects; with
     /// [`PoolOptions::startup_check`], waits that long for a worker that
     /// ends before it is given work.
@@ -193,9 +195,10 @@ where
                     }
                     pool.supplies.push(Box::new(l));
                 }
-                Planned::Hosts(h) => {
+                Planned::Hosts(mut h) => {
+                    h.start(pool.calls.reactor_mut())?;
                     connect_for = connect_for.max(h.connect_timeout());
-                    pool.supplies.push(Box::new(h));
+                    pool.supplies.push(h);
                 }
             }
         }

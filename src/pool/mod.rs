@@ -80,7 +80,7 @@ pub use options::{
     MAX_WORKERS,
 };
 pub use progress::Progress;
-pub use supply::{HostStatus, Hosts, Protocol};
+pub use supply::{HostState, HostStatus, Hosts, Protocol};
 
 use crate::error::{Error, Result};
 use crate::process::{deadline_after, Signal};
@@ -329,12 +329,24 @@ impl<Req, Rep> Pool<Req, Rep> {
         self.supplies.get(origin.supply)?.host_addr(origin.host?)
     }
 
-    /// Each remote host as it stands (empty for a local pool).
+    /// Each remote host as it stands (empty for a local pool); drained
+    /// hosts stay listed, so a host's place never changes.
     pub fn hosts(&self) -> Vec<HostStatus> {
         self.supplies
             .iter()
             .flat_map(|s| s.host_statuses())
             .collect()
+    }
+
+    /// The handle of the host source this pool started ([`Hosts::source`],
+    /// [`Hosts::dns`], [`Hosts::slurm`]) if it is an `S`: a
+    /// [`SlurmLauncher`](crate::cluster::SlurmLauncher) to start or cancel
+    /// steps while the pool runs, a [`DnsSource`](crate::cluster::DnsSource)
+    /// for its status. The first such source of the pool's.
+    pub fn host_source<S: 'static>(&self) -> Option<&S> {
+        self.supplies
+            .iter()
+            .find_map(|s| s.host_source()?.downcast_ref())
     }
 
     /// Sends `signal` to a local worker's process group ([`Reactor::kill`](crate::Reactor::kill)).
