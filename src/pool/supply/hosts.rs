@@ -228,7 +228,10 @@ impl Hosts {
     /// environment) feeding the pool, and one step is started with
     /// `srun_args` (`["-N4", "-n4", "--signal=USR1@120"]`). The pool owns
     /// the launcher: each task's address is added as it prints it, a task
-    /// or step that ends is drained, and dropping the pool ends its steps.
+    /// or step that ends is drained, and dropping the pool ends its steps
+    /// (waiting up to the launcher's
+    /// [`teardown`](SlurmLauncher::teardown) bound, 10 s by default, for
+    /// `squeue` to drop them).
     /// Start more steps, or cancel one, through
     /// [`Pool::host_source`](crate::pool::Pool::host_source)`::<SlurmLauncher>()`.
     /// `srun` is started, never waited for.

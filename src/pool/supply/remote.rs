@@ -264,10 +264,10 @@ impl HostsSupply {
             .filter(|h| h.status.state != HostState::Gone)
             .map(|h| h.status.to_string())
             .collect();
-        match (hosts.is_empty(), &self.membership) {
+        match (hosts.is_empty(), &self.cfg.source) {
             (false, _) => hosts.join("; "),
-            (true, Some(_)) if self.hosts.is_empty() => {
-                format!("no host yet from {:?}", self.cfg.source)
+            (true, Some(source)) if self.hosts.is_empty() => {
+                format!("no host yet from {source:?}")
             }
             (true, _) => "every host drained".to_string(),
         }
@@ -587,7 +587,9 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(s.outlook(now), Outlook::Working));
         match s.outlook(now + Duration::from_secs(1)) {
-            Outlook::GaveUp(why) => assert!(why.contains("no host yet"), "{why}"),
+            Outlook::GaveUp(why) => {
+                assert!(why.ends_with("no host yet from a host source"), "{why}")
+            }
             Outlook::Working => panic!("no host, and past the bound"),
         }
 
