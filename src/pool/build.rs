@@ -15,7 +15,7 @@ use super::supply::{HostsSupply, Local, Started};
 use super::{Hosts, Place, Pool, PoolOptions, PoolStats};
 use crate::error::{Error, Result};
 use crate::frame::FRAMES_ENV;
-use crate::process::deadline_after;
+use crate::process::{deadline_after, ChildKind};
 use crate::reactor::Reactor;
 use crate::serve::{self, Fallible, Infallible};
 use crate::task::calls::{Calls, Proto};
@@ -93,7 +93,7 @@ where
             let f = f.clone();
             r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut Infallible(f)))
         });
-        self.add_local(n, spawn, Proto::Framed);
+        self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
         self
     }
 
@@ -111,7 +111,7 @@ where
             let f = f.clone();
             r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut Fallible(f)))
         });
-        self.add_local(n, spawn, Proto::Framed);
+        self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
         self
     }
 
@@ -122,7 +122,7 @@ where
             Ok(program) => {
                 let wopts = self.opts.worker.clone();
                 let spawn = Box::new(move |r: &mut Reactor| r.spawn_exec(&wopts, &program));
-                self.add_local(n, spawn, Proto::Announce);
+                self.add_local(n, spawn, Proto::Announce, ChildKind::Exec);
             }
             Err(e) => self.error = self.error.take().or(Some(e)),
         }
@@ -135,7 +135,13 @@ where
         self
     }
 
-    fn add_local(&mut self, n: usize, spawn: super::supply::LocalSpawner, proto: Proto) {
+    fn add_local(
+        &mut self,
+        n: usize,
+        spawn: super::supply::LocalSpawner,
+        proto: Proto,
+        kind: ChildKind,
+    ) {
         if n == 0 || n > super::MAX_WORKERS {
             let reason = format!("{n} local workers is not within 1..={}", super::MAX_WORKERS);
             self.error = self.error.take().or(Some(Error::InvalidOption {
@@ -146,7 +152,7 @@ where
         }
         let max = self.opts.max_start_failures;
         self.planned
-            .push(Planned::Local(Local::new(spawn, proto, n, max)));
+            .push(Planned::Local(Local::new(spawn, proto, kind, n, max)));
     }
 
     /// Makes the pool: checks the options, spawns every local worker (the
@@ -233,7 +239,7 @@ where
             dispatched: 0,
             recycle: false,
         };
-        self.calls.add(s.worker, s.proto, place)
+        self.calls.add(s.worker, s.proto, s.kind, place)
     }
 
     /// Waits `within` for a worker that ends before it is given work.

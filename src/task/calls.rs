@@ -36,7 +36,7 @@ use super::{Cause, TaskId};
 use crate::error::{Error, Result};
 use crate::frame::{self, Kind};
 use crate::list_writer::{append_line, ListWriter};
-use crate::process::{deadline_after, Signal};
+use crate::process::{deadline_after, ChildKind, Signal};
 use crate::reactor::{Incoming, Reactor};
 use crate::worker::Worker;
 
@@ -105,6 +105,8 @@ pub(crate) struct Slot<S> {
     pid: Option<libc::pid_t>,
     /// Since when its answer waits for it to go quiet.
     settling: Option<Instant>,
+    /// What it runs (`None`: remote), for what its exit status means.
+    kind: Option<ChildKind>,
     /// The owner's state for this worker.
     pub(crate) ext: S,
 }
@@ -233,7 +235,13 @@ impl<Rep, S> Calls<Rep, S> {
 
     /// Takes `w` (spawned or connected on this reactor) as a worker spoken
     /// to with `proto`; for [`Proto::Hello`] the hello is sent now.
-    pub(crate) fn add(&mut self, w: Worker, proto: Proto, ext: S) -> Result<()> {
+    pub(crate) fn add(
+        &mut self,
+        w: Worker,
+        proto: Proto,
+        kind: Option<ChildKind>,
+        ext: S,
+    ) -> Result<()> {
         if proto == Proto::Hello {
             self.reactor.send_with(w, |_, out, _| {
                 out.extend_from_slice(frame::HELLO);
@@ -250,6 +258,7 @@ impl<Rep, S> Calls<Rep, S> {
                 stopped: None,
                 pid: self.reactor.pid(w),
                 settling: None,
+                kind,
                 ext,
             },
         );
@@ -519,7 +528,8 @@ impl<Rep, S> Calls<Rep, S> {
                     if let Some(slot) = self.slots.get_mut(w) {
                         slot.stopped.get_or_insert(Stop::Exited);
                     }
-                    self.fail_all(w, |_| Cause::WorkerLost { status });
+                    let kind = self.slots.get(w).and_then(|s| s.kind);
+                    self.fail_all(w, |_| Cause::WorkerLost { status, kind });
                     let _ = self.reactor.close(w);
                 }
                 Incoming::Closed(status) => return self.ended(w, status),
@@ -700,7 +710,8 @@ impl<Rep, S> Calls<Rep, S> {
 
     /// `w` is gone: its calls fail with its status, then its end is told.
     fn ended(&mut self, w: Worker, status: Option<ExitStatus>) {
-        self.fail_all(w, |_| Cause::WorkerLost { status });
+        let kind = self.slots.get(w).and_then(|s| s.kind);
+        self.fail_all(w, |_| Cause::WorkerLost { status, kind });
         let Some(slot) = self.slots.remove(w) else {
             return;
         };

@@ -406,6 +406,7 @@ impl HostsSupply {
                         worker: p.worker,
                         proto,
                         host: Some(h),
+                        kind: None,
                     });
                 }
                 Err(e) => self.failed(h, e.to_string(), now),

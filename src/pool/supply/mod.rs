@@ -17,6 +17,7 @@ pub(crate) use hosts::HostsSupply;
 pub use hosts::{HostStatus, Hosts, Protocol};
 pub(crate) use local::{Local, Spawner as LocalSpawner};
 
+use crate::process::ChildKind;
 use crate::reactor::Reactor;
 use crate::task::calls::{Proto, Stop};
 use crate::worker::Worker;
@@ -29,6 +30,8 @@ pub(crate) struct Started {
     pub(crate) proto: Proto,
     /// Its host (a remote worker).
     pub(crate) host: Option<usize>,
+    /// What it runs (`None`: a remote worker).
+    pub(crate) kind: Option<ChildKind>,
 }
 
 /// How one of a supply's workers ended.
