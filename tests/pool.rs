@@ -463,3 +463,23 @@ fn a_map_dropped_early_forgets_its_tasks() {
     assert_eq!(un.len(), 3);
     assert_eq!(pool.map([7u64]).next().map(|r| r.expect("task")), Some(8));
 }
+
+/// The map window is the bound it says: never more than that many items
+/// taken from the input and not yet yielded.
+#[test]
+fn a_map_holds_at_most_its_window() {
+    use std::cell::Cell;
+    let opts = PoolOptions::new().workers(3).map_window(10).chunk_size(4);
+    let mut pool = Pool::new(&opts, |n: u64| n).expect("pool");
+    let pulled = Cell::new(0u64);
+    let input = (0..500u64).inspect(|_| pulled.set(pulled.get() + 1));
+    let mut map = pool.map(input);
+    assert_eq!(map.window(), 10);
+    let mut yielded = 0u64;
+    while let Some(r) = map.next() {
+        assert_eq!(r.expect("ok"), yielded);
+        yielded += 1;
+        assert!(pulled.get() - yielded <= 10, "{} pulled, {yielded} yielded", pulled.get());
+    }
+    assert_eq!(yielded, 500);
+}
