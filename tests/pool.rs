@@ -323,12 +323,12 @@ fn a_worker_that_cannot_start_is_caught() {
         let err = r.as_ref().expect_err("cannot run");
         let text = err.to_string();
         assert!(
-            text.contains("exited with 3") || matches!(err.cause(), Cause::NoWorkers { .. }),
+            text.contains("exited with status 3") || matches!(err.cause(), Cause::NoWorkers { .. }),
             "{text}"
         );
     }
     assert!(results.iter().any(|r| {
-        matches!(r.as_ref().map_err(|e| e.cause()), Err(Cause::NoWorkers { message }) if message.contains("exited with 3"))
+        matches!(r.as_ref().map_err(|e| e.cause()), Err(Cause::NoWorkers { message }) if message.contains("exited with status 3"))
     }));
 }
 
@@ -479,7 +479,11 @@ fn a_map_holds_at_most_its_window() {
     while let Some(r) = map.next() {
         assert_eq!(r.expect("ok"), yielded);
         yielded += 1;
-        assert!(pulled.get() - yielded <= 10, "{} pulled, {yielded} yielded", pulled.get());
+        assert!(
+            pulled.get() - yielded <= 10,
+            "{} pulled, {yielded} yielded",
+            pulled.get()
+        );
     }
     assert_eq!(yielded, 500);
 }

@@ -351,7 +351,10 @@ fn a_mixed_pool_runs_tasks_on_local_workers_and_remote_hosts() {
             v => panic!("task {n}: {v}"),
         }
     }
-    assert!(local > 100 && remote > 100, "local {local}, remote {remote}");
+    assert!(
+        local > 100 && remote > 100,
+        "local {local}, remote {remote}"
+    );
 }
 
 /// A retry avoids the host its try failed on: a host stopped (its kernel

@@ -87,7 +87,7 @@ use crate::process::{deadline_after, Signal};
 use crate::task::calls::{CallId, Calls, Event};
 use crate::task::{Attempt, Cause, TaskError, TaskId};
 use crate::worker::{Exec, Worker};
-use queue::{Origin, Queue, Task};
+use queue::{Origin, Queue, Run, Task};
 use router::{Router, SinkId, HANDLES};
 use supply::Supply;
 
@@ -104,12 +104,43 @@ struct Place {
     recycle: bool,
 }
 
-/// A call in flight: the tasks it carries (one, or a chunk's, in order).
+/// A call in flight: the worker it went to and the tasks it carries.
 #[derive(Debug)]
 struct Unit<Req> {
     worker: Worker,
     origin: Origin,
-    tasks: Vec<Task<Req>>,
+    load: Load<Req>,
+}
+
+/// The tasks of a call, in order: a run of fresh ones (a chunk: no
+/// bookkeeping per task), or tasks of their own.
+#[derive(Debug)]
+enum Load<Req> {
+    Run(Run<Req>),
+    Tasks(Vec<Task<Req>>),
+}
+
+impl<Req> Load<Req> {
+    fn len(&self) -> usize {
+        match self {
+            Load::Run(r) => r.reqs.len(),
+            Load::Tasks(t) => t.len(),
+        }
+    }
+
+    fn holds(&self, id: TaskId) -> bool {
+        match self {
+            Load::Run(r) => r.holds(id),
+            Load::Tasks(t) => t.iter().any(|t| t.id == id),
+        }
+    }
+
+    fn into_tasks(self) -> Vec<Task<Req>> {
+        match self {
+            Load::Run(r) => r.into_tasks().collect(),
+            Load::Tasks(t) => t,
+        }
+    }
 }
 
 /// A pool of workers running one function, a program, or remote hosts
@@ -305,7 +336,7 @@ impl<Req, Rep> Pool<Req, Rep> {
     /// Counts so far.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
-            in_flight: self.running.values().map(|u| u.tasks.len() as u64).sum(),
+            in_flight: self.running.values().map(|u| u.load.len() as u64).sum(),
             out_of_sync: self.calls.out_of_sync(),
             strays: self.calls.strays(),
             ..self.stats
@@ -354,8 +385,12 @@ impl<Req, Rep> Pool<Req, Rep> {
             let _ = self.calls.reactor_mut().kill(w, Signal::KILL);
         }
         let running: Vec<Unit<Req>> = self.running.drain().map(|(_, u)| u).collect();
-        let queued: Vec<Task<Req>> = self.queue.drain().collect();
-        for task in running.into_iter().flat_map(|u| u.tasks).chain(queued) {
+        let queued: Vec<Task<Req>> = self.queue.drain();
+        for task in running
+            .into_iter()
+            .flat_map(|u| u.load.into_tasks())
+            .chain(queued)
+        {
             let last = Attempt {
                 worker: None,
                 cause: cause.clone(),
@@ -377,15 +412,7 @@ impl<Req, Rep> Pool<Req, Rep> {
         let id = TaskId(self.next_task);
         self.next_task += 1;
         self.router.expect(sink, id);
-        self.queue.push(Task {
-            id,
-            req,
-            sink,
-            seq,
-            tries: Vec::new(),
-            avoid: None,
-            alone: false,
-        });
+        self.queue.push_fresh(id, seq, sink, req);
         self.stats.submitted += 1;
         id
     }
@@ -407,11 +434,17 @@ impl<Req, Rep> Pool<Req, Rep> {
         self.router.deliver(task.sink, task.seq, task.id, result);
     }
 
+    /// Ends a run whose every task succeeded: its replies filed together.
+    fn finish_run(&mut self, run: Run<Req>, reps: Vec<Rep>) {
+        self.stats.completed += reps.len() as u64;
+        self.router.deliver_run(run.sink, run.seq, run.first, reps);
+    }
+
     /// Forgets the tasks of a dropped map: queued ones never run, running
     /// ones' results are thrown away.
     fn abandon(&mut self, sink: SinkId) {
         self.router.drop_map(sink);
-        for _ in self.queue.remove_where(|t| t.sink == sink) {
+        for _ in self.queue.remove_where(|_, s| s == sink) {
             self.router.forget(sink);
         }
     }
