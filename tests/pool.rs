@@ -181,7 +181,7 @@ fn a_worker_killed_mid_map_has_exactly_its_task_retried() {
     let mut map = pool.map(0..2000u64);
     let (mut ok, mut wrong) = (0u64, 0u64);
     let mut i = 0u64;
-    for r in map.by_ref() {
+    while let Some(r) = map.next() {
         match r {
             Ok(v) if v == i * i => ok += 1,
             _ => wrong += 1,
@@ -418,7 +418,7 @@ fn a_python_exec_pool_maps_in_order_and_survives_a_kill() {
     let mut seen = pids(&pool);
     let mut map = pool.map(0..300u64);
     let mut got = Vec::new();
-    for r in map.by_ref() {
+    while let Some(r) = map.next() {
         got.push(r.expect("every task"));
         if got.len() == 100 {
             let w = map.pool().workers()[0];
