@@ -1143,16 +1143,184 @@ fn pool_work(n: u64) -> u64 {
     2 * n + 1
 }
 
-/// Tasks/s of `Pool::map` over `n` trivial tasks on 8 fresh workers.
-fn pool_rate(opts: &PoolOptions, n: u64) -> f64 {
+/// Tasks/s of `Pool::map` over `n` trivial tasks on 8 fresh workers, and
+/// the parent's CPU per task in ns (its thread's, from schedstat: the
+/// workers' is theirs).
+fn pool_rate(opts: &PoolOptions, n: u64) -> (f64, f64) {
     let mut pool = Pool::new(opts, pool_work).expect("pool");
+    let cpu0 = cpu_us(&[]);
     let t = Instant::now();
     let mut wrong = 0u64;
     for (i, r) in (0..n).zip(pool.map(0..n)) {
         wrong += u64::from(r.ok() != Some(pool_work(i)));
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
+    let cpu_ns = (cpu_us(&[]) - cpu0) * 1e3 / n as f64;
     assert_eq!(wrong, 0, "pool map gave wrong results");
+    (rate, cpu_ns)
+}
+
+/// Forks `workers` children on socketpairs, each running `serve` over its
+/// end (a blocking std stream) until EOF; the parent's ends, non-blocking,
+/// registered in a new mio poll.
+fn fork_servers(
+    workers: usize,
+    serve: fn(&mut std::io::BufReader<std::fs::File>, &mut std::fs::File),
+) -> (mio::Poll, Vec<mio::net::UnixStream>, Vec<libc::pid_t>) {
+    let poll = mio::Poll::new().expect("poll");
+    let (mut socks, mut pids) = (Vec::new(), Vec::new());
+    let mut parent_fds: Vec<RawFd> = Vec::new();
+    for i in 0..workers {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        parent_fds.push(a.as_raw_fd());
+        // SAFETY: fork in this single-threaded bench; the child closes the
+        // parent's ends, serves its socket and leaves with `_exit`, never
+        // returning into the parent's frames.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            for &fd in &parent_fds {
+                // SAFETY: closing inherited descriptors the child does not use.
+                unsafe { libc::close(fd) };
+            }
+            let out = std::fs::File::from(OwnedFd::from(b));
+            let mut w = out.try_clone().expect("dup");
+            serve(&mut std::io::BufReader::new(out), &mut w);
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        drop(b);
+        a.set_nonblocking(true).expect("nonblocking");
+        let mut s = mio::net::UnixStream::from_std(a);
+        poll.registry()
+            .register(&mut s, mio::Token(i), mio::Interest::READABLE)
+            .expect("register");
+        socks.push(s);
+        pids.push(pid);
+    }
+    (poll, socks, pids)
+}
+
+/// A floor child: each line a JSON list of u64, answered with `2x + 1` of
+/// each as a JSON list (miniray's codec, as the pool's workers).
+fn serve_chunks(r: &mut std::io::BufReader<std::fs::File>, w: &mut std::fs::File) {
+    use std::io::BufRead;
+    let (mut line, mut out) = (Vec::new(), Vec::new());
+    while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+        let items: Vec<u64> = miniray::json::from_slice(&line[..line.len() - 1]).expect("chunk");
+        let replies: Vec<u64> = items.into_iter().map(pool_work).collect();
+        out.clear();
+        miniray::json::to_writer(&replies, &mut out).expect("encode");
+        out.push(b'\n');
+        if w.write_all(&out).is_err() {
+            return;
+        }
+        line.clear();
+    }
+}
+
+/// A floor child: each line an int `n`, answered `2n + 1`.
+fn serve_ints(r: &mut std::io::BufReader<std::fs::File>, w: &mut std::fs::File) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+        let n: u64 = line.trim_end().parse().expect("an int");
+        if w.write_all(format!("{}\n", pool_work(n)).as_bytes())
+            .is_err()
+        {
+            return;
+        }
+        line.clear();
+    }
+}
+
+/// The pool's floors: `workers` forked children over socketpairs with no
+/// pool, the parent (raw mio) keeping one request in flight per child and
+/// checking every reply. Chunked (`chunk` > 1): the same JSON chunks of u64
+/// a chunked map sends, encoded and decoded with miniray's codec on both
+/// sides. Unchunked: one int per line each way. Tasks/s.
+fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
+    let (mut poll, mut socks, pids) = if chunk > 1 {
+        fork_servers(workers, serve_chunks)
+    } else {
+        fork_servers(workers, serve_ints)
+    };
+    let mut events = mio::Events::with_capacity(64);
+    let mut next = 0u64;
+    let mut done = 0u64;
+    let mut sent: Vec<Option<u64>> = vec![None; workers];
+    let mut tails: Vec<Vec<u8>> = vec![Vec::new(); workers];
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::new();
+    let t = Instant::now();
+    let send = |s: &mut mio::net::UnixStream, first: u64, out: &mut Vec<u8>| -> u64 {
+        let k = (chunk as u64).min(n - first);
+        out.clear();
+        if chunk > 1 {
+            let items: Vec<u64> = (first..first + k).collect();
+            miniray::json::to_writer(&items, out).expect("encode");
+        } else {
+            out.extend_from_slice(first.to_string().as_bytes());
+        }
+        out.push(b'\n');
+        let mut off = 0;
+        while off < out.len() {
+            match s.write(&out[off..]) {
+                Ok(w) => off += w,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("floor write: {e}"),
+            }
+        }
+        k
+    };
+    for (i, s) in socks.iter_mut().enumerate() {
+        if next < n {
+            sent[i] = Some(next);
+            next += send(s, next, &mut out);
+        }
+    }
+    while done < n {
+        poll.poll(&mut events, Some(Duration::from_secs(10)))
+            .expect("poll");
+        for ev in events.iter() {
+            let i = ev.token().0;
+            loop {
+                match socks[i].read(&mut buf) {
+                    Ok(0) => panic!("floor child {i} closed"),
+                    Ok(k) => tails[i].extend_from_slice(&buf[..k]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("floor read: {e}"),
+                }
+            }
+            while let Some(nl) = memchr::memchr(b'\n', &tails[i]) {
+                let line: Vec<u8> = tails[i].drain(..=nl).collect();
+                let first = sent[i].take().expect("a request in flight");
+                let got = if chunk > 1 {
+                    let reps: Vec<u64> = miniray::json::from_slice(&line[..nl]).expect("reply");
+                    for (k, r) in reps.iter().enumerate() {
+                        assert_eq!(*r, pool_work(first + k as u64));
+                    }
+                    reps.len() as u64
+                } else {
+                    let r: u64 = std::str::from_utf8(&line[..nl])
+                        .expect("utf8")
+                        .parse()
+                        .expect("int");
+                    assert_eq!(r, pool_work(first));
+                    1
+                };
+                done += got;
+                if next < n {
+                    sent[i] = Some(next);
+                    next += send(&mut socks[i], next, &mut out);
+                }
+            }
+        }
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(socks);
+    for p in pids {
+        reap(p);
+    }
     rate
 }
 
@@ -1215,20 +1383,57 @@ fn bench_pool(b: &mut Bench) {
             });
         }
     }
-    let cases: [(String, PoolOptions, usize, Option<f64>, f64); 6] = [
+    // The pool's own floors, in the same run: the same work with no pool.
+    let mut chunk_floor: Vec<f64> = (0..runs)
+        .map(|_| floor_pool(8, n_map as u64, 1024))
+        .collect();
+    let mut one_floor: Vec<f64> = (0..runs)
+        .map(|_| floor_pool(8, n_unchunked as u64, 1))
+        .collect();
+    let (chunk_floor, one_floor) = (median(&mut chunk_floor), median(&mut one_floor));
+    for (name, value) in [
+        (
+            format!("raw chunk floor: 8 forked echo, chunks of 1024, {n_map}"),
+            chunk_floor,
+        ),
+        (
+            format!("raw floor: 8 forked echo, 1 in flight, {n_unchunked}"),
+            one_floor,
+        ),
+    ] {
+        b.push(Row {
+            group: "floor",
+            name,
+            unit: "task/s",
+            value,
+            p99: None,
+            floor: None,
+            floor_name: "",
+            target: None,
+        });
+    }
+    // (name, options, tasks, [(floor, its name, the target ratio)])
+    type Case = (
+        String,
+        PoolOptions,
+        usize,
+        Vec<(Option<f64>, &'static str, f64)>,
+    );
+    let cases: Vec<Case> = vec![
         (
             format!("map unchunked, {n_unchunked}"),
             eight.clone(),
             n_unchunked,
-            py_imap,
-            10.0,
+            vec![
+                (py_imap, "python imap chunksize=1", 5.0),
+                (Some(one_floor), "raw floor 1 in flight", 0.7),
+            ],
         ),
         (
             format!("map unchunked 8 in flight, {n_unchunked}"),
             eight.clone().in_flight_per_worker(8),
             n_unchunked,
-            py_imap,
-            10.0,
+            vec![(py_imap, "python imap chunksize=1", 10.0)],
         ),
         (
             format!("map unchunked 8 in flight batch_replies, {n_unchunked}"),
@@ -1237,42 +1442,59 @@ fn bench_pool(b: &mut Bench) {
                 .in_flight_per_worker(8)
                 .worker_options(WorkerOptions::new().batch_replies(true)),
             n_unchunked,
-            py_imap,
-            10.0,
+            vec![(py_imap, "python imap chunksize=1", 10.0)],
         ),
         (
             format!("map chunk 1024, {n_map}"),
             eight.clone().chunk_size(1024),
             n_map,
-            py_map,
-            2.0,
+            vec![
+                (py_map, "python map default chunks", 3.0),
+                (Some(chunk_floor), "raw chunk floor", 0.7),
+            ],
         ),
         (
             format!("map chunk auto, {n_map}"),
             eight.clone().chunk_size_auto(),
             n_map,
-            py_map,
-            2.0,
+            vec![
+                (py_map, "python map default chunks", 3.0),
+                (Some(chunk_floor), "raw chunk floor", 0.7),
+            ],
         ),
         (
             format!("map chunk auto 2 in flight, {n_map}"),
             eight.clone().chunk_size_auto().in_flight_per_worker(2),
             n_map,
-            py_map,
-            2.0,
+            vec![(py_map, "python map default chunks", 3.0)],
         ),
     ];
-    for (name, opts, n, floor, at_least) in cases {
-        let mut rates: Vec<f64> = (0..runs).map(|_| pool_rate(&opts, n as u64)).collect();
+    for (name, opts, n, floors) in cases {
+        let measured: Vec<(f64, f64)> = (0..runs).map(|_| pool_rate(&opts, n as u64)).collect();
+        let mut rates: Vec<f64> = measured.iter().map(|m| m.0).collect();
+        let mut cpu: Vec<f64> = measured.iter().map(|m| m.1).collect();
+        let rate = median(&mut rates);
+        for (floor, floor_name, at_least) in floors {
+            b.push(Row {
+                group: "pool",
+                name: format!("8 workers {name}"),
+                unit: "task/s",
+                value: rate,
+                p99: None,
+                floor,
+                floor_name,
+                target: floor.map(|_| Target::RatioAtLeast(at_least)),
+            });
+        }
         b.push(Row {
             group: "pool",
-            name: format!("8 workers {name}"),
-            unit: "task/s",
-            value: median(&mut rates),
+            name: format!("parent CPU per task, {name}"),
+            unit: "ns",
+            value: median(&mut cpu),
             p99: None,
-            floor,
-            floor_name: "python multiprocessing",
-            target: floor.map(|_| Target::RatioAtLeast(at_least)),
+            floor: None,
+            floor_name: "",
+            target: None,
         });
     }
     // The pool's cost over a raw round trip: `send` + `recv` on a reactor's
@@ -1336,26 +1558,46 @@ fn bench_pool(b: &mut Bench) {
         floor_name: "",
         target: Some(Target::AtMost(1.0)),
     });
-    // Pool::submit + get, one task at a time on a 1-worker pool (pinned too).
+    // Pool::submit + get, one task at a time on a 1-worker pool, against the
+    // same through a `PoolHandle` (its thread between caller and pool),
+    // alternating one by one.
     let mut pool = Pool::new(&PoolOptions::new().workers(1), pool_work).expect("pool");
-    let mut one = Vec::new();
+    let handle =
+        miniray::PoolHandle::new(&PoolOptions::new().workers(1), pool_work).expect("handle");
+    let (mut one, mut via_handle) = (Vec::new(), Vec::new());
     for i in 0..(rounds * b.n(5, 1)) as u64 {
         let t = Instant::now();
         let id = pool.submit(i).expect("submit");
         let v = pool.get(id, Some(Duration::from_secs(10))).expect("done");
         one.push(t.elapsed().as_secs_f64() * 1e6);
         assert_eq!(v.ok(), Some(pool_work(i)));
+        let t = Instant::now();
+        let v = handle.submit(i).wait();
+        via_handle.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(v.ok(), Some(pool_work(i)));
     }
     drop(pool);
+    handle.close();
+    let one_median = median(&mut one);
     b.push(Row {
         group: "pool",
         name: "Pool submit + get u64, 1 worker".into(),
         unit: "us",
-        value: median(&mut one),
+        value: one_median,
         p99: Some(p99(&mut one)),
         floor: Some(raw_median),
         floor_name: "reactor send + recv",
         target: None,
+    });
+    b.push(Row {
+        group: "pool",
+        name: "PoolHandle submit + wait u64, 1 worker".into(),
+        unit: "us",
+        value: median(&mut via_handle),
+        p99: Some(p99(&mut via_handle)),
+        floor: Some(one_median),
+        floor_name: "Pool submit + get",
+        target: Some(Target::RatioAtMost(1.5)),
     });
     pin(&(0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect::<Vec<_>>());
     // Redispatch: a task's first try hangs; its worker is SIGKILLed; the
