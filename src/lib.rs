@@ -338,9 +338,9 @@ pub mod remote {
     };
 }
 
-pub use auth::Secret;
+pub use auth::{Secret, MIN_SECRET_LEN, SECRET_ENV};
 pub use client::{ConnectOptions, Keepalive};
-pub use error::{DecodeError, DecodeErrorKind, Error, Result};
+pub use error::{AuthFailure, DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};

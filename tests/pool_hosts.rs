@@ -177,7 +177,7 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .map(|i| Host::start_with(&[], &format!("127.0.0.{}:0", 14 + i), 0, Some(secret)))
         .collect();
     let connect = ConnectOptions::new()
-        .secret(Secret::new(secret.as_bytes().to_vec()))
+        .secret(Secret::new(secret.as_bytes().to_vec()).expect("secret"))
         .keepalive(Some(Keepalive::default()));
     let list = Hosts::new(hosts.iter().map(|h| h.addr))
         .expect("resolve")
@@ -195,7 +195,8 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .all(|(i, &v)| v == work(i as u64)));
     // A wrong secret: the server closes each connection at once, so no
     // host is usable and the tasks fail.
-    let wrong = ConnectOptions::new().secret(Secret::new(b"wrong".to_vec()));
+    let wrong = ConnectOptions::new()
+        .secret(Secret::new(b"a wrong secret, long enough".to_vec()).expect("secret"));
     let list = list
         .connect_options(wrong)
         .backoff(Duration::from_millis(10), Duration::from_millis(50))

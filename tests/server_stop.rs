@@ -17,7 +17,7 @@ fn stop_server_closes_its_handshakes_and_spare_descriptor() {
     let mut r = Reactor::new().expect("reactor");
     let before = open_fds();
     let opts = ServerOptions::new()
-        .secret(Secret::new(b"a shared secret of some length".to_vec()))
+        .secret(Secret::new(b"a shared secret of some length".to_vec()).expect("secret"))
         .auth_timeout(Duration::MAX);
     let s = r
         .listen("127.0.0.1:0", &opts, |v: Value| v)

@@ -6,12 +6,15 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
 
 use mio::{Interest, Token};
 
+use crate::auth::handshake::ClientHandshake;
+use crate::auth::noise::NoiseOpener;
+use crate::auth::session::{self, Opener, Sealer, Session};
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::inbound::{Inbound, Msg};
@@ -87,6 +90,13 @@ pub(crate) struct Conn {
     exit: Option<Option<ExitStatus>>,
     /// [`Error::Exited`] was queued.
     exit_told: bool,
+    /// A TCP client's handshake while it is `Authenticating`.
+    handshake: Option<Box<ClientHandshake>>,
+    /// After an authenticated handshake: seals each line sent.
+    sealer: Option<Sealer>,
+    /// After a handshake in mode `noise`: decrypts what is read, before
+    /// framing (the peer's address names it in errors).
+    records: Option<(NoiseOpener, SocketAddr)>,
 }
 
 /// What one [`Conn::read_available`] did.
@@ -137,7 +147,38 @@ impl Conn {
             pidfd: None,
             exit: None,
             exit_told: false,
+            handshake: None,
+            sealer: None,
+            records: None,
         }
+    }
+
+    /// Keeps a TCP client's handshake until it is `Authenticating`.
+    pub(crate) fn set_handshake(&mut self, hs: ClientHandshake) {
+        self.handshake = Some(Box::new(hs));
+    }
+
+    /// The client's handshake, while it runs.
+    pub(crate) fn handshake_mut(&mut self) -> Option<&mut ClientHandshake> {
+        self.handshake.as_deref_mut()
+    }
+
+    /// A TCP client without a secret connected to `server`: a challenge as
+    /// its first line is the server asking for a secret.
+    pub(crate) fn watch_for_challenge(&mut self, server: SocketAddr) {
+        self.inbound.watch_for_challenge(server);
+    }
+
+    /// The handshake succeeded: from now on every line is sealed and
+    /// checked with `session`, and the connection is open.
+    pub(crate) fn open_session(&mut self, session: Session) {
+        self.handshake = None;
+        self.sealer = Some(session.sealer);
+        match session.opener {
+            Opener::Tags(t) => self.inbound.expect_tags(t, session.peer),
+            Opener::Noise(n) => self.records = Some((n, session.peer)),
+        }
+        self.state = State::Open;
     }
 
     /// The socket's number, as handed out in the worker's handle.
@@ -229,11 +270,6 @@ impl Conn {
         }
         self.state = State::Closing;
         true
-    }
-
-    /// The client's handshake is over (answered or failed): open.
-    pub(crate) fn authenticated(&mut self) {
-        self.state = State::Open;
     }
 
     /// Shutdown: closes the socket and marks the connection done. Returns
@@ -336,9 +372,13 @@ impl Conn {
             return Err(Error::Closed { status: None });
         }
         let before = self.out.len();
+        let mark = self.sealer.as_ref().map(|s| s.begin(&mut self.out));
         if let Err(e) = encode(self.format, &mut self.out, scratch) {
             self.out.truncate(before);
             return Err(e);
+        }
+        if let (Some(s), Some(mark)) = (self.sealer.as_mut(), mark) {
+            s.seal(&mut self.out, mark, scratch);
         }
         let buffered = before - self.out_pos;
         let pending = self.out.len() - self.out_pos;
@@ -380,7 +420,21 @@ impl Conn {
                     break;
                 }
                 Ok(n) => {
-                    self.inbound.feed_received(&buf[..n], &mut got);
+                    match self.records.as_mut() {
+                        None => self.inbound.feed_received(&buf[..n], &mut got),
+                        Some((opener, peer)) => {
+                            let inbound = &mut self.inbound;
+                            if let Err(why) = opener.open(&buf[..n], |plain| inbound.feed(plain)) {
+                                inbound.break_with(session::integrity_error(*peer, why));
+                            }
+                        }
+                    }
+                    if self.inbound.is_broken() {
+                        // A line or record that does not verify: nothing
+                        // after it can be trusted, so the connection ends.
+                        ended = true;
+                        break;
+                    }
                     if self.inbound.queued_bytes >= self.max_queued {
                         // A worker that sends faster than it is read: stop
                         // reading (its socket fills and it blocks) until
