@@ -203,6 +203,18 @@ impl NoiseOpener {
         Ok(())
     }
 
+    /// At the end of the stream: a refusal line the peer wrote in place of
+    /// a record as it closed (it cannot be authenticated), quoted.
+    pub(crate) fn refusal_at_end(&self) -> Option<String> {
+        let prefix = format!("{} refused ", super::PREFIX);
+        let word = self.partial.strip_prefix(prefix.as_bytes())?;
+        let word = word.split(|&b| b == b'\n').next().unwrap_or_default();
+        Some(format!(
+            "the peer closed the session with the refusal \"{}\" (unauthenticated)",
+            String::from_utf8_lossy(&word[..word.len().min(40)])
+        ))
+    }
+
     fn decrypt(&mut self, record: &[u8], sink: &mut impl FnMut(&[u8])) -> Result<(), String> {
         let n = self.nonce;
         match self.t.read_message(n, record, &mut self.plain) {

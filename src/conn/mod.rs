@@ -416,6 +416,11 @@ impl Conn {
         while let Some(sock) = self.sock.as_mut() {
             match sock.read(buf, &mut got) {
                 Ok(0) => {
+                    if let Some((opener, peer)) = &self.records {
+                        if let Some(why) = opener.refusal_at_end() {
+                            self.inbound.break_with(session::integrity_error(*peer, why));
+                        }
+                    }
                     ended = true;
                     break;
                 }
