@@ -82,8 +82,10 @@
 //!   [`Reactor::listen`] makes a [`Server`] that forks a child per accepted
 //!   connection, set up with [`ServerOptions`]. Same protocol, same
 //!   formats, and Python peers of the original library on either side.
-//!   [`Secret`] turns on HMAC-SHA256 authentication of TCP peers (off by
-//!   default).
+//!   [`Secret`] turns on mutual authentication of TCP peers, each line
+//!   after it bound to the handshake (tagged, or encrypted with
+//!   [`ConnectOptions::encrypt`]); off by default. Failures are
+//!   [`Error::Auth`] naming the peer and an [`AuthFailure`].
 //!
 //! # Errors
 //!
