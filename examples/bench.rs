@@ -1185,11 +1185,19 @@ fn bench_auth(b: &mut Bench) {
         ("plain", connect(&mut r, plain_addr, ConnectOptions::new())),
         (
             "tagged",
-            connect(&mut r, auth_addr, ConnectOptions::new().secret(secret.clone())),
+            connect(
+                &mut r,
+                auth_addr,
+                ConnectOptions::new().secret(secret.clone()),
+            ),
         ),
         (
             "encrypted",
-            connect(&mut r, auth_addr, ConnectOptions::new().secret(secret).encrypt(true)),
+            connect(
+                &mut r,
+                auth_addr,
+                ConnectOptions::new().secret(secret).encrypt(true),
+            ),
         ),
     ];
     let small = vec![123.0f64];

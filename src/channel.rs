@@ -50,11 +50,11 @@ pub struct Channel {
     /// See [`Channel::set_batch_replies`].
     batch: bool,
     /// After an authenticated handshake: seals each line sent.
-    sealer: Option<Sealer>,
+    sealer: Option<Box<Sealer>>,
     /// Bytes of `out` already sealed (a line cut short by a panic is not).
     sealed: usize,
     /// After a handshake in mode `noise`: decrypts each read, before framing.
-    records: Option<(NoiseOpener, SocketAddr)>,
+    records: Option<Box<(NoiseOpener, SocketAddr)>>,
     /// Encrypted bytes of one read (mode `noise`; `rbuf` holds the plain ones).
     cipher: Vec<u8>,
 }
@@ -90,11 +90,16 @@ impl Channel {
 
     /// Seals and checks every line from now on with an authenticated
     /// handshake's session (a server's child gets it before its work runs).
-    pub(crate) fn set_session(&mut self, session: Session) {
-        self.sealer = Some(session.sealer);
-        match session.opener {
-            Opener::Tags(t) => self.inbound.expect_tags(t, session.peer),
-            Opener::Noise(n) => self.records = Some((n, session.peer)),
+    pub(crate) fn set_session(&mut self, session: Box<Session>) {
+        let Session {
+            peer,
+            sealer,
+            opener,
+        } = *session;
+        self.sealer = Some(Box::new(sealer));
+        match opener {
+            Opener::Tags(t) => self.inbound.expect_tags(t, peer),
+            Opener::Noise(n) => self.records = Some(Box::new((n, peer))),
         }
     }
 
@@ -484,7 +489,7 @@ impl Channel {
             self.inbound.finish();
             return Ok(());
         }
-        let Some((opener, peer)) = self.records.as_mut() else {
+        let Some((opener, peer)) = self.records.as_deref_mut() else {
             return Ok(());
         };
         let mut plain = std::mem::take(&mut self.rbuf);

@@ -388,7 +388,9 @@ impl Reactor {
                     let fd = conn.sock_fd().ok_or_else(not_connected)?;
                     match sys::send_nosignal(fd, &answer) {
                         Ok(n) if n == answer.len() => {}
-                        Ok(_) => return Err(Error::io("authenticate", io::ErrorKind::WriteZero.into())),
+                        Ok(_) => {
+                            return Err(Error::io("authenticate", io::ErrorKind::WriteZero.into()))
+                        }
                         Err(e) => return Err(Error::io("authenticate", e)),
                     }
                 }
@@ -468,7 +470,9 @@ impl Reactor {
             // While authenticating, this connection's events are not read
             // (its lines are the handshake's): look again after a short wait.
             let wait = if authenticating {
-                Some(left.map_or(Duration::from_millis(10), |l| l.min(Duration::from_millis(10))))
+                Some(left.map_or(Duration::from_millis(10), |l| {
+                    l.min(Duration::from_millis(10))
+                }))
             } else {
                 left
             };

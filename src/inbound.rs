@@ -109,7 +109,7 @@ pub(crate) struct Inbound {
     pub(crate) queued_bytes: usize,
     /// After an authenticated handshake in mode `tag`: each line's tag is
     /// checked and stripped here (the peer's address names it in errors).
-    tags: Option<(TagOpener, SocketAddr)>,
+    tags: Option<Box<(TagOpener, SocketAddr)>>,
     /// A TCP client with no secret: a first line that is a server's
     /// challenge is the server asking for one, not a reply.
     challenge_from: Option<SocketAddr>,
@@ -120,12 +120,12 @@ pub(crate) struct Inbound {
 
 /// What a line becomes once checked (see [`Inbound::screen`]).
 fn screen<'a>(
-    tags: &mut Option<(TagOpener, SocketAddr)>,
+    tags: &mut Option<Box<(TagOpener, SocketAddr)>>,
     challenge_from: Option<SocketAddr>,
     first: bool,
     line: &'a [u8],
 ) -> Result<&'a [u8]> {
-    if let Some((opener, peer)) = tags {
+    if let Some((opener, peer)) = tags.as_deref_mut() {
         return opener
             .open(line)
             .map_err(|why| session::integrity_error(*peer, explain(line, why)));
@@ -170,7 +170,7 @@ impl Inbound {
     /// From now on, each line must carry a valid tag (mode `tag` of an
     /// authenticated session with `peer`).
     pub(crate) fn expect_tags(&mut self, opener: TagOpener, peer: SocketAddr) {
-        self.tags = Some((opener, peer));
+        self.tags = Some(Box::new((opener, peer)));
     }
 
     /// A TCP client without a secret: a first line from `server` that is an

@@ -98,7 +98,10 @@ fn right_secret_is_served_wrong_or_missing_is_refused_before_fork() {
         .expect("read timeout");
     let _ = silent.read_to_string(&mut said);
     assert!(said.starts_with("miniray-auth-v2 challenge "), "{said:?}");
-    assert!(said.ends_with("miniray-auth-v2 refused timeout\n"), "{said:?}");
+    assert!(
+        said.ends_with("miniray-auth-v2 refused timeout\n"),
+        "{said:?}"
+    );
     assert_eq!(r.server_connections(s).expect("count"), 1);
 }
 
@@ -202,7 +205,9 @@ fn encryption_round_trips_and_a_server_can_require_it() {
 fn short_and_empty_secrets_are_refused() {
     for bad in [&b""[..], b"short", b"fifteen bytes!!"] {
         match Secret::new(bad.to_vec()) {
-            Err(Error::Secret { reason, .. }) => assert!(reason.contains("at least 16"), "{reason}"),
+            Err(Error::Secret { reason, .. }) => {
+                assert!(reason.contains("at least 16"), "{reason}")
+            }
             other => panic!("{bad:?}: expected Error::Secret, got {other:?}"),
         }
     }
@@ -310,12 +315,18 @@ fn an_empty_or_short_secret_in_the_environment_stops_serve_and_call() {
             .expect("serve");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains(SECRET_ENV) && err.contains("at least 16"), "{err}");
+        assert!(
+            err.contains(SECRET_ENV) && err.contains("at least 16"),
+            "{err}"
+        );
         assert!(out.stdout.is_empty(), "never listened: {out:?}");
         let out = call("127.0.0.1:9", Some(bad), &[], b"1\n");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains(SECRET_ENV) && err.contains("at least 16"), "{err}");
+        assert!(
+            err.contains(SECRET_ENV) && err.contains("at least 16"),
+            "{err}"
+        );
     }
 }
 

@@ -177,7 +177,9 @@ fn a_python_client_is_served_and_its_forged_line_refused() {
     let secret = Secret::new(SECRET.as_bytes().to_vec()).expect("secret");
     let mut r = Reactor::new().expect("reactor");
     let opts = ServerOptions::new().secret(secret);
-    let s = r.listen("127.0.0.1:0", &opts, |v: Value| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let addr = r.server_addr(s).expect("addr");
     let path = script();
     let py = Command::new("python3")
@@ -189,7 +191,10 @@ fn a_python_client_is_served_and_its_forged_line_refused() {
         .expect("python3");
     // The reactor serves while the Python client runs.
     let events = events_until(&mut r, |e| {
-        e.iter().filter(|e| matches!(e, ServerEvent::AuthFailed { .. })).count() == 1
+        e.iter()
+            .filter(|e| matches!(e, ServerEvent::AuthFailed { .. }))
+            .count()
+            == 1
             && e.iter().any(|e| matches!(e, ServerEvent::Exited { .. }))
     });
     let out = py.wait_with_output().expect("python3 finished");
@@ -232,7 +237,11 @@ fn miniray_authenticates_to_a_python_server_and_is_refused_with_a_wrong_secret()
     let w = r
         .connect(addr, &ConnectOptions::new().secret(secret), Some(DEADLINE))
         .expect("authenticated by Python");
-    for v in [json!({"a": [1, 2]}), json!("x".repeat(100_000)), json!(null)] {
+    for v in [
+        json!({"a": [1, 2]}),
+        json!("x".repeat(100_000)),
+        json!(null),
+    ] {
         r.send(w, &v).expect("send");
         assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("reply"), v);
     }

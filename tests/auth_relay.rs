@@ -68,8 +68,12 @@ fn relay(server: SocketAddr, forge: Forge) -> (SocketAddr, mpsc::Receiver<Vec<u8
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let Ok((client, _)) = listener.accept() else { return };
-        let Ok(upstream) = TcpStream::connect(server) else { return };
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(upstream) = TcpStream::connect(server) else {
+            return;
+        };
         let (c2, u2) = (
             client.try_clone().expect("clone"),
             upstream.try_clone().expect("clone"),
@@ -124,9 +128,14 @@ fn a_request_injected_by_a_relay_is_refused_and_named_and_never_served() {
     // follows it.
     let (via, from_server) = relay(server, Forge::Request(2, FORGED_REQUEST));
     let opts = ConnectOptions::new().secret(secret());
-    let w = r.connect(via, &opts, Some(DEADLINE)).expect("the relayed handshake passes");
+    let w = r
+        .connect(via, &opts, Some(DEADLINE))
+        .expect("the relayed handshake passes");
     r.send(w, &json!({"n": 1})).expect("send");
-    assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("reply"), json!({"n": 1}));
+    assert_eq!(
+        r.recv::<Value>(w, Some(DEADLINE)).expect("reply"),
+        json!({"n": 1})
+    );
     // The server refused the line that followed and closed: the session is
     // over for the client too, with the server's words.
     match r.recv::<Value>(w, Some(DEADLINE)) {
@@ -135,20 +144,32 @@ fn a_request_injected_by_a_relay_is_refused_and_named_and_never_served() {
             reason: AuthFailure::Integrity(why),
         }) => {
             assert_eq!(addr, via);
-            assert!(why.contains("bad-tag"), "the server's refusal is quoted: {why}");
+            assert!(
+                why.contains("bad-tag"),
+                "the server's refusal is quoted: {why}"
+            );
         }
         other => panic!("expected the session to end, got {other:?}"),
     }
-    assert!(matches!(r.recv::<Value>(w, Some(DEADLINE)), Err(Error::Closed { .. })));
+    assert!(matches!(
+        r.recv::<Value>(w, Some(DEADLINE)),
+        Err(Error::Closed { .. })
+    ));
     // The server named the injected line and served nothing after it.
     let said: Vec<Vec<u8>> = from_server.try_iter().collect();
     assert!(
-        said.iter().any(|l| l == b"miniray-auth-v2 refused bad-tag\n"),
+        said.iter()
+            .any(|l| l == b"miniray-auth-v2 refused bad-tag\n"),
         "{:?}",
-        said.iter().map(|l| String::from_utf8_lossy(l)).collect::<Vec<_>>()
+        said.iter()
+            .map(|l| String::from_utf8_lossy(l))
+            .collect::<Vec<_>>()
     );
     let served = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(served, "{\"n\":1}\n", "only the client's own request was served");
+    assert_eq!(
+        served, "{\"n\":1}\n",
+        "only the client's own request was served"
+    );
     let _ = std::fs::remove_file(&log);
 }
 
@@ -161,7 +182,9 @@ fn a_reply_forged_by_a_relay_is_refused_by_the_client() {
     // follows it, ahead of the real one.
     let (via, _) = relay(server, Forge::Reply(2, FORGED_REPLY));
     let opts = ConnectOptions::new().secret(secret());
-    let w = r.connect(via, &opts, Some(DEADLINE)).expect("the relayed handshake passes");
+    let w = r
+        .connect(via, &opts, Some(DEADLINE))
+        .expect("the relayed handshake passes");
     r.send(w, &json!("question")).expect("send");
     match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Auth {
@@ -170,7 +193,10 @@ fn a_reply_forged_by_a_relay_is_refused_by_the_client() {
         }) => assert!(why.contains("wrong tag"), "{why}"),
         other => panic!("a forged reply must not be delivered: {other:?}"),
     }
-    assert!(matches!(r.recv::<Value>(w, Some(DEADLINE)), Err(Error::Closed { .. })));
+    assert!(matches!(
+        r.recv::<Value>(w, Some(DEADLINE)),
+        Err(Error::Closed { .. })
+    ));
     let _ = std::fs::remove_file(&log);
 }
 
@@ -182,7 +208,9 @@ fn a_relay_cannot_inject_into_an_encrypted_session_either() {
     let server = logging_server(&mut r, &secret(), &log);
     let (via, _) = relay(server, Forge::Reply(2, FORGED_RECORD));
     let opts = ConnectOptions::new().secret(secret()).encrypt(true);
-    let w = r.connect(via, &opts, Some(DEADLINE)).expect("the relayed handshake passes");
+    let w = r
+        .connect(via, &opts, Some(DEADLINE))
+        .expect("the relayed handshake passes");
     r.send(w, &json!("question")).expect("send");
     match r.recv::<Value>(w, Some(DEADLINE)) {
         Err(Error::Auth {

@@ -15,7 +15,13 @@ use serde_json::{json, Value};
 /// Forwards `handshake` lines, then raw bytes, flipping the byte at
 /// `flip` (counted after the handshake) if given; what it forwarded goes
 /// to `seen`.
-fn pump(from: TcpStream, mut to: TcpStream, handshake: usize, flip: Option<usize>, seen: mpsc::Sender<Vec<u8>>) {
+fn pump(
+    from: TcpStream,
+    mut to: TcpStream,
+    handshake: usize,
+    flip: Option<usize>,
+    seen: mpsc::Sender<Vec<u8>>,
+) {
     let mut r = BufReader::new(from);
     for _ in 0..handshake {
         let mut line = Vec::new();
@@ -46,18 +52,30 @@ fn pump(from: TcpStream, mut to: TcpStream, handshake: usize, flip: Option<usize
 
 /// A proxy in front of `server` flipping one byte going `to_server` or
 /// back; returns its address and what the server sent through it.
-fn tamperer(server: SocketAddr, to_server: bool, flip: usize) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+fn tamperer(
+    server: SocketAddr,
+    to_server: bool,
+    flip: usize,
+) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let Ok((client, _)) = listener.accept() else { return };
-        let Ok(upstream) = TcpStream::connect(server) else { return };
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(upstream) = TcpStream::connect(server) else {
+            return;
+        };
         let (c2, u2) = (
             client.try_clone().expect("clone"),
             upstream.try_clone().expect("clone"),
         );
-        let (up_flip, down_flip) = if to_server { (Some(flip), None) } else { (None, Some(flip)) };
+        let (up_flip, down_flip) = if to_server {
+            (Some(flip), None)
+        } else {
+            (None, Some(flip))
+        };
         let (ignored, _) = mpsc::channel();
         // The client's handshake is one line, the server's two.
         let up = std::thread::spawn(move || pump(client, upstream, 1, up_flip, ignored));
@@ -75,7 +93,9 @@ fn secret() -> Secret {
 fn a_flipped_byte_toward_the_client_is_an_error_and_nothing_is_delivered() {
     let mut r = Reactor::new().expect("reactor");
     let opts = ServerOptions::new().secret(secret());
-    let s = r.listen("127.0.0.1:0", &opts, |v: Value| v).expect("listen");
+    let s = r
+        .listen("127.0.0.1:0", &opts, |v: Value| v)
+        .expect("listen");
     let server = r.server_addr(s).expect("addr");
     // Inside the reply's second record (records hold 65,519 bytes).
     let (via, _) = tamperer(server, false, 70_000);
@@ -88,11 +108,17 @@ fn a_flipped_byte_toward_the_client_is_an_error_and_nothing_is_delivered() {
             reason: AuthFailure::Integrity(why),
         }) => {
             assert_eq!(addr, via);
-            assert!(why.contains("record 1") && why.contains("does not decrypt"), "{why}");
+            assert!(
+                why.contains("record 1") && why.contains("does not decrypt"),
+                "{why}"
+            );
         }
         other => panic!("the tampered reply must not be delivered: {other:?}"),
     }
-    assert!(matches!(r.recv::<Value>(w, Some(DEADLINE)), Err(Error::Closed { .. })));
+    assert!(matches!(
+        r.recv::<Value>(w, Some(DEADLINE)),
+        Err(Error::Closed { .. })
+    ));
 }
 
 #[test]
@@ -119,15 +145,24 @@ fn a_flipped_byte_toward_the_server_is_an_error_and_nothing_is_served() {
         Err(Error::Auth {
             reason: AuthFailure::Integrity(why),
             ..
-        }) => assert!(why.contains("bad-tag") && why.contains("unauthenticated"), "{why}"),
+        }) => assert!(
+            why.contains("bad-tag") && why.contains("unauthenticated"),
+            "{why}"
+        ),
         other => panic!("expected the server's refusal, got {other:?}"),
     }
-    let events = events_until(&mut r, |e| e.iter().any(|e| matches!(e, ServerEvent::Exited { .. })));
+    let events = events_until(&mut r, |e| {
+        e.iter().any(|e| matches!(e, ServerEvent::Exited { .. }))
+    });
     let status = events.iter().find_map(|e| match e {
         ServerEvent::Exited { status, .. } => *status,
         _ => None,
     });
-    assert_eq!(status.and_then(|s| s.code()), Some(miniray::process::EXIT_ERROR), "{events:?}");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(miniray::process::EXIT_ERROR),
+        "{events:?}"
+    );
     assert!(!served.exists(), "nothing tampered with was served");
     let said: Vec<u8> = from_server.try_iter().flatten().collect();
     assert!(

@@ -48,7 +48,9 @@ fn a_busy_host_with_a_full_receive_window_is_not_declared_dead() {
     let default = ConnectOptions::new().keepalive_settings();
     assert_eq!(default.map(|k| k.user_timeout), Some(None));
     let big = "x".repeat(16 << 20);
-    let w = r.connect(addr, &eager(None), Some(DEADLINE)).expect("connect");
+    let w = r
+        .connect(addr, &eager(None), Some(DEADLINE))
+        .expect("connect");
     let start = Instant::now();
     r.send(w, &big).expect("send");
     let n: usize = r.recv(w, Some(DEADLINE)).expect("the busy host answers");

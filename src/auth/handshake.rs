@@ -60,12 +60,12 @@ pub(crate) fn challenge() -> io::Result<([u8; 32], Vec<u8>)> {
 #[derive(Debug)]
 pub(crate) enum Verdict {
     /// Send `line`, then serve with `session`.
-    Accept { line: Vec<u8>, session: Session },
-    /// Send `line`, then close; `reason` is the server event's.
-    Refuse {
+    Accept {
         line: Vec<u8>,
-        reason: &'static str,
+        session: Box<Session>,
     },
+    /// Send `line`, then close; `reason` is the server event's.
+    Refuse { line: Vec<u8>, reason: &'static str },
 }
 
 /// Judges the client's answer (`miniray-auth-v2 answer MODE NC PROOF
@@ -83,7 +83,9 @@ pub(crate) fn judge(
     };
     let words: Vec<&[u8]> = answer.split(|&b| b == b' ').collect();
     let parsed = match words.as_slice() {
-        [p, b"answer", mode, nc, proof, rest @ ..] if *p == PREFIX.as_bytes() && rest.len() <= 1 => {
+        [p, b"answer", mode, nc, proof, rest @ ..]
+            if *p == PREFIX.as_bytes() && rest.len() <= 1 =>
+        {
             Mode::from_word(mode)
                 .zip(unhex(nc).filter(|n| n.len() == 32))
                 .zip(unhex(proof).filter(|p| p.len() == 32))
@@ -107,11 +109,11 @@ pub(crate) fn judge(
     match mode {
         Mode::Tag => Verdict::Accept {
             line: line(&[PREFIX, "ok", &server_proof]),
-            session: Session {
+            session: Box::new(Session {
                 peer,
                 sealer: Sealer::Tags(TagSealer::new(&s2c)),
                 opener: Opener::Tags(TagOpener::new(&c2s)),
-            },
+            }),
         },
         Mode::Noise => {
             let psk = derive(secret, "noise-psk", mode, ns, &nc);
@@ -121,11 +123,11 @@ pub(crate) fn judge(
             match noise::respond(&psk, &prologue(mode, ns, &nc), &msg) {
                 Ok((reply, sealer, opener)) => Verdict::Accept {
                     line: line(&[PREFIX, "ok", &server_proof, &hex(&reply)]),
-                    session: Session {
+                    session: Box::new(Session {
                         peer,
                         sealer: Sealer::Noise(sealer),
                         opener: Opener::Noise(opener),
-                    },
+                    }),
                 },
                 Err(_) => refuse(MALFORMED, "malformed answer"),
             }
@@ -152,7 +154,7 @@ enum Stage {
     Verdict {
         ns: Vec<u8>,
         nc: [u8; 32],
-        noise: Option<Initiator>,
+        noise: Option<Box<Initiator>>,
     },
     Done,
 }
@@ -163,7 +165,7 @@ pub(crate) enum Step {
     /// Send this line (the answer), then wait for the verdict.
     Send(Vec<u8>),
     /// Authenticated: the session's halves.
-    Done(Session),
+    Done(Box<Session>),
 }
 
 impl ClientHandshake {
@@ -215,13 +217,16 @@ impl ClientHandshake {
         let mode = self.mode;
         let proof = hex(&derive(&self.secret, "client-proof", mode, &ns, &nc));
         let (noise, answer) = match mode {
-            Mode::Tag => (None, line(&[PREFIX, "answer", mode.word(), &hex(&nc), &proof])),
+            Mode::Tag => (
+                None,
+                line(&[PREFIX, "answer", mode.word(), &hex(&nc), &proof]),
+            ),
             Mode::Noise => {
                 let psk = derive(&self.secret, "noise-psk", mode, &ns, &nc);
                 let (init, msg) = Initiator::start(&psk, &prologue(mode, &ns, &nc))
                     .map_err(|e| self.fail(AuthFailure::Protocol(e)))?;
                 let words = [PREFIX, "answer", mode.word(), &hex(&nc), &proof, &hex(&msg)];
-                (Some(init), line(&words))
+                (Some(Box::new(init)), line(&words))
             }
         };
         self.stage = Stage::Verdict { ns, nc, noise };
@@ -233,7 +238,7 @@ impl ClientHandshake {
         got: &[u8],
         ns: &[u8],
         nc: &[u8; 32],
-        noise: Option<Initiator>,
+        noise: Option<Box<Initiator>>,
     ) -> Result<Step, Error> {
         let words: Vec<&[u8]> = got.split(|&b| b == b' ').collect();
         let (proof, noise2) = match words.as_slice() {
@@ -279,17 +284,19 @@ impl ClientHandshake {
                 )))
             }
         };
-        Ok(Step::Done(Session {
+        Ok(Step::Done(Box::new(Session {
             peer: self.peer,
             sealer,
             opener,
-        }))
+        })))
     }
 
     /// The error for a server that closed the connection mid-handshake.
     pub(crate) fn closed(&self) -> Error {
         let what = match self.stage {
-            Stage::Challenge => "closed the connection before its challenge (at its connection limit?)",
+            Stage::Challenge => {
+                "closed the connection before its challenge (at its connection limit?)"
+            }
             _ => "closed the connection without a verdict",
         };
         self.fail(AuthFailure::Refused(what.into()))
@@ -328,7 +335,12 @@ mod tests {
         l.strip_suffix(b"\n").unwrap_or(l)
     }
 
-    fn run(client: &Secret, server: &Secret, encrypt: bool, require: bool) -> Result<(Session, Session), Error> {
+    fn run(
+        client: &Secret,
+        server: &Secret,
+        encrypt: bool,
+        require: bool,
+    ) -> Result<(Box<Session>, Box<Session>), Error> {
         let (ns, ch) = challenge().expect("nonce");
         let mut c = ClientHandshake::new(client.clone(), encrypt, addr());
         let Step::Send(answer) = c.on_line(strip(&ch))? else {
@@ -372,18 +384,27 @@ mod tests {
     fn verdicts_name_their_cause() {
         let s = secret("one shared secret here");
         let other = secret("another shared secret");
-        let reason = |r: Result<(Session, Session), Error>| match r {
+        let reason = |r: Result<(Box<Session>, Box<Session>), Error>| match r {
             Err(Error::Auth { reason, .. }) => reason,
             other => panic!("expected an auth error, got {other:?}"),
         };
-        assert_eq!(reason(run(&other, &s, false, false)), AuthFailure::WrongSecret);
-        assert_eq!(reason(run(&s, &s, false, true)), AuthFailure::EncryptionRequired);
+        assert_eq!(
+            reason(run(&other, &s, false, false)),
+            AuthFailure::WrongSecret
+        );
+        assert_eq!(
+            reason(run(&s, &s, false, true)),
+            AuthFailure::EncryptionRequired
+        );
 
         // A server that is not miniray's, or has no secret: no challenge.
         let mut c = ClientHandshake::new(s.clone(), false, addr());
         assert!(matches!(
             c.on_line(b"{\"x\": 1}"),
-            Err(Error::Auth { reason: AuthFailure::NoChallenge, .. })
+            Err(Error::Auth {
+                reason: AuthFailure::NoChallenge,
+                ..
+            })
         ));
         // An impostor that relays the challenge but forges the verdict.
         let (ns, ch) = challenge().expect("nonce");
@@ -394,7 +415,10 @@ mod tests {
         let forged = format!("{PREFIX} ok {}", hex(&[0u8; 32]));
         assert!(matches!(
             c.on_line(forged.as_bytes()),
-            Err(Error::Auth { reason: AuthFailure::ServerUnproven, .. })
+            Err(Error::Auth {
+                reason: AuthFailure::ServerUnproven,
+                ..
+            })
         ));
         // A changed mode is caught by the proof: a relay cannot downgrade.
         let downgraded = String::from_utf8_lossy(strip(&answer)).replace(" tag ", " noise ");
@@ -404,7 +428,10 @@ mod tests {
         ));
         assert!(matches!(
             judge(&s, &ns, b"hello", false, addr()),
-            Verdict::Refuse { reason: "malformed answer", .. }
+            Verdict::Refuse {
+                reason: "malformed answer",
+                ..
+            }
         ));
     }
 }

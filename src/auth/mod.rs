@@ -241,7 +241,10 @@ mod tests {
         assert!(e.to_string().contains("chmod 600"), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let s = Secret::from_file(&path).expect("private file");
-        assert_eq!(s, Secret::new(b"a secret of enough length".to_vec()).expect("ok"));
+        assert_eq!(
+            s,
+            Secret::new(b"a secret of enough length".to_vec()).expect("ok")
+        );
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 

@@ -159,7 +159,11 @@ impl NoiseOpener {
     /// each one's plain bytes to `sink`. Memory: one record's start and one
     /// record's plain bytes (64 KiB each). Stops at the first record that
     /// does not decrypt, with why.
-    pub(crate) fn open(&mut self, mut bytes: &[u8], mut sink: impl FnMut(&[u8])) -> Result<(), String> {
+    pub(crate) fn open(
+        &mut self,
+        mut bytes: &[u8],
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), String> {
         if self.plain.len() < MAX_RECORD {
             self.plain.resize(MAX_RECORD, 0);
         }
@@ -262,7 +266,8 @@ mod tests {
         let mut step = 1;
         while at < wire.len() {
             let end = (at + step).min(wire.len());
-            so.open(&wire[at..end], |p| got.extend_from_slice(p)).expect("opens");
+            so.open(&wire[at..end], |p| got.extend_from_slice(p))
+                .expect("opens");
             at = end;
             step = step * 3 + 1;
         }

@@ -69,7 +69,9 @@ impl TagSealer {
     /// lines are each tagged, at the cost of a copy).
     pub(crate) fn seal(&mut self, out: &mut Vec<u8>, mark: usize) {
         let body = mark + PREFIX_LEN;
-        let lines = out.get(body..).map_or(0, |b| memchr::memchr_iter(b'\n', b).count());
+        let lines = out
+            .get(body..)
+            .map_or(0, |b| memchr::memchr_iter(b'\n', b).count());
         if lines <= 1 {
             let end = if out.last() == Some(&b'\n') {
                 out.len() - 1
@@ -172,7 +174,10 @@ mod tests {
         TagSealer::reserve(&mut out);
         out.extend_from_slice(b"1\n2\n");
         s.seal(&mut out, 0);
-        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&[u8]> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
         assert_eq!(o.open(lines[0]).expect("1"), b"1");
         assert_eq!(o.open(lines[1]).expect("2"), b"2");
     }

@@ -14,13 +14,14 @@ use mio::{Interest, Token};
 
 use crate::auth::handshake::ClientHandshake;
 use crate::auth::noise::NoiseOpener;
-use crate::auth::session::{self, Opener, Sealer, Session};
+use crate::auth::session::Sealer;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::inbound::{Inbound, Msg};
 use crate::options::ConnSettings;
 use crate::sys;
 
+mod session;
 mod stream;
 
 pub(crate) use stream::Stream;
@@ -93,10 +94,9 @@ pub(crate) struct Conn {
     /// A TCP client's handshake while it is `Authenticating`.
     handshake: Option<Box<ClientHandshake>>,
     /// After an authenticated handshake: seals each line sent.
-    sealer: Option<Sealer>,
-    /// After a handshake in mode `noise`: decrypts what is read, before
-    /// framing (the peer's address names it in errors).
-    records: Option<(NoiseOpener, SocketAddr)>,
+    sealer: Option<Box<Sealer>>,
+    /// Mode `noise`: decrypts each read before framing (and the peer).
+    records: Option<Box<(NoiseOpener, SocketAddr)>>,
 }
 
 /// What one [`Conn::read_available`] did.
@@ -151,34 +151,6 @@ impl Conn {
             sealer: None,
             records: None,
         }
-    }
-
-    /// Keeps a TCP client's handshake until it is `Authenticating`.
-    pub(crate) fn set_handshake(&mut self, hs: ClientHandshake) {
-        self.handshake = Some(Box::new(hs));
-    }
-
-    /// The client's handshake, while it runs.
-    pub(crate) fn handshake_mut(&mut self) -> Option<&mut ClientHandshake> {
-        self.handshake.as_deref_mut()
-    }
-
-    /// A TCP client without a secret connected to `server`: a challenge as
-    /// its first line is the server asking for a secret.
-    pub(crate) fn watch_for_challenge(&mut self, server: SocketAddr) {
-        self.inbound.watch_for_challenge(server);
-    }
-
-    /// The handshake succeeded: from now on every line is sealed and
-    /// checked with `session`, and the connection is open.
-    pub(crate) fn open_session(&mut self, session: Session) {
-        self.handshake = None;
-        self.sealer = Some(session.sealer);
-        match session.opener {
-            Opener::Tags(t) => self.inbound.expect_tags(t, session.peer),
-            Opener::Noise(n) => self.records = Some((n, session.peer)),
-        }
-        self.state = State::Open;
     }
 
     /// The socket's number, as handed out in the worker's handle.
@@ -372,14 +344,7 @@ impl Conn {
             return Err(Error::Closed { status: None });
         }
         let before = self.out.len();
-        let mark = self.sealer.as_ref().map(|s| s.begin(&mut self.out));
-        if let Err(e) = encode(self.format, &mut self.out, scratch) {
-            self.out.truncate(before);
-            return Err(e);
-        }
-        if let (Some(s), Some(mark)) = (self.sealer.as_mut(), mark) {
-            s.seal(&mut self.out, mark, scratch);
-        }
+        self.encode_sealed(scratch, encode)?;
         let buffered = before - self.out_pos;
         let pending = self.out.len() - self.out_pos;
         if buffered > 0 && pending > self.high_water {
@@ -416,24 +381,12 @@ impl Conn {
         while let Some(sock) = self.sock.as_mut() {
             match sock.read(buf, &mut got) {
                 Ok(0) => {
-                    if let Some((opener, peer)) = &self.records {
-                        if let Some(why) = opener.refusal_at_end() {
-                            self.inbound.break_with(session::integrity_error(*peer, why));
-                        }
-                    }
+                    self.end_of_records();
                     ended = true;
                     break;
                 }
                 Ok(n) => {
-                    match self.records.as_mut() {
-                        None => self.inbound.feed_received(&buf[..n], &mut got),
-                        Some((opener, peer)) => {
-                            let inbound = &mut self.inbound;
-                            if let Err(why) = opener.open(&buf[..n], |plain| inbound.feed(plain)) {
-                                inbound.break_with(session::integrity_error(*peer, why));
-                            }
-                        }
-                    }
+                    self.feed_read(&buf[..n], &mut got);
                     if self.inbound.is_broken() {
                         // A line or record that does not verify: nothing
                         // after it can be trusted, so the connection ends.

@@ -95,7 +95,12 @@ impl Servers {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Ok(Some(answer)) => {
                 let l = tokens.listener(p.server.key);
-                match l.and_then(|l| l.opts.secret.as_ref().map(|s| (s, l.opts.require_encryption))) {
+                match l.and_then(|l| {
+                    l.opts
+                        .secret
+                        .as_ref()
+                        .map(|s| (s, l.opts.require_encryption))
+                }) {
                     Some((s, require)) => handshake::judge(s, &p.nonce, &answer, require, p.peer),
                     None => handshake::Verdict::Refuse {
                         line: handshake::refusal(handshake::STOPPED),

@@ -224,7 +224,7 @@ impl Servers {
         key: Key,
         stream: TcpStream,
         peer: SocketAddr,
-        session: Option<Session>,
+        session: Option<Box<Session>>,
     ) {
         let Some(l) = tokens.listener_mut(key) else {
             return;
@@ -444,7 +444,10 @@ impl Servers {
             .collect();
         for key in handshakes {
             if let Some(p) = self.end_handshake(tokens, poll, key) {
-                handshake::refuse(p.stream, &auth::handshake::refusal(auth::handshake::STOPPED));
+                handshake::refuse(
+                    p.stream,
+                    &auth::handshake::refusal(auth::handshake::STOPPED),
+                );
                 self.events.push_back(ServerEvent::AuthFailed {
                     server: p.server,
                     peer: p.peer,

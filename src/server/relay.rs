@@ -70,7 +70,10 @@ pub(super) fn serve_exec(
         return Err(e);
     }
     let _ = ch.flush();
-    let code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+    let code = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
         (Some(c), _) => c,
         (None, Some(sig)) => 128 + sig,
         _ => EXIT_ERROR,
