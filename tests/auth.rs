@@ -380,3 +380,42 @@ fn an_exec_program_never_sees_the_secret_and_needs_no_tags() {
     }
     serve.stop();
 }
+
+/// A remote pool without a secret against a host that requires one: its
+/// tasks fail naming the missing secret, never as a reply that does not
+/// decode (the challenge is not taken for one).
+#[test]
+fn a_pool_without_a_secret_is_told_the_host_requires_one() {
+    use miniray::pool::{Hosts, Pool, PoolOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let host = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut r = Reactor::new().expect("reactor");
+            let opts = ServerOptions::new().secret(secret("the host's own secret"));
+            let s = r
+                .listen("127.0.0.1:0", &opts, |n: u64| n + 1)
+                .expect("listen");
+            tx.send(r.server_addr(s).expect("addr")).expect("send");
+            while !stop.load(Ordering::Relaxed) {
+                let _ = r.wait_events(Some(Duration::from_millis(20)));
+            }
+        })
+    };
+    let addr = rx.recv().expect("address");
+    let hosts = Hosts::new([addr])
+        .expect("hosts")
+        .give_up_after(Duration::from_secs(2));
+    let opts = PoolOptions::new().max_retries(1);
+    let mut pool: Pool<u64, u64> = Pool::remote(&opts, &hosts).expect("pool");
+    let got: Vec<_> = pool.map(0..1u64).collect();
+    stop.store(true, Ordering::Relaxed);
+    host.join().expect("host thread");
+    let e = got[0].as_ref().expect_err("no secret: no result");
+    let text = e.to_string();
+    assert!(text.contains("requires a secret"), "{text}");
+    assert!(!text.contains("decode"), "{text}");
+}
