@@ -1326,6 +1326,84 @@ fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
 
 /// The pool group: rates beside Python's, the task layer's cost per task,
 /// and how soon a killed worker's task runs again.
+/// What authentication and encryption cost a TCP round trip: the same
+/// echo server (with a secret, serving the tagged and the encrypted mode)
+/// against plain TCP, in alternating blocks, over loopback. Rows: the
+/// small message and 100,000 floats (marshal, `Vec<f64>`), each mode's
+/// median with the plain one as its floor.
+fn bench_auth(b: &mut Bench) {
+    use miniray::Secret;
+    let secret = Secret::new(b"the bench's shared secret".to_vec()).expect("secret");
+    let mut r = Reactor::new().expect("reactor");
+    let format = Format::Marshal;
+    let listen = |r: &mut Reactor, opts: ServerOptions| {
+        let s = r
+            .listen("127.0.0.1:0", &opts.format(format), |v: Vec<f64>| v)
+            .expect("listen");
+        (s, r.server_addr(s).expect("addr"))
+    };
+    let (plain_server, plain_addr) = listen(&mut r, ServerOptions::new());
+    let (auth_server, auth_addr) = listen(&mut r, ServerOptions::new().secret(secret.clone()));
+    let connect = |r: &mut Reactor, addr, opts: ConnectOptions| {
+        r.connect(addr, &opts.format(format), Some(Duration::from_secs(10)))
+            .expect("connect")
+    };
+    let modes = [
+        ("plain", connect(&mut r, plain_addr, ConnectOptions::new())),
+        (
+            "tagged",
+            connect(
+                &mut r,
+                auth_addr,
+                ConnectOptions::new().secret(secret.clone()),
+            ),
+        ),
+        (
+            "encrypted",
+            connect(
+                &mut r,
+                auth_addr,
+                ConnectOptions::new().secret(secret).encrypt(true),
+            ),
+        ),
+    ];
+    let small = vec![123.0f64];
+    let floats = random_floats(100_000);
+    let blocks = b.n(10, 2);
+    let (small_rounds, floats_rounds) = (b.n(2000, 100) / blocks, b.n(60, 4).div_ceil(blocks));
+    let mut times: [[Vec<f64>; 3]; 2] = Default::default();
+    for _ in 0..blocks {
+        for (m, (_, w)) in modes.iter().enumerate() {
+            times[0][m].extend(round_trips(&mut r, *w, &small, small_rounds));
+            times[1][m].extend(round_trips(&mut r, *w, &floats, floats_rounds));
+        }
+    }
+    for (i, what) in ["tcp marshal [123.0]", "tcp marshal 100k floats Vec<f64>"]
+        .into_iter()
+        .enumerate()
+    {
+        let plain = median(&mut times[i][0]);
+        for (m, (mode, _)) in modes.iter().enumerate() {
+            let t = &mut times[i][m];
+            b.push(Row {
+                group: "auth",
+                name: format!("{what} {mode}"),
+                unit: "us",
+                value: median(t),
+                p99: Some(p99(t)),
+                floor: (m > 0).then_some(plain),
+                floor_name: if m > 0 { "plain TCP, same run" } else { "" },
+                target: None,
+            });
+        }
+    }
+    for (_, w) in modes {
+        r.close(w).expect("close");
+    }
+    r.stop_server(plain_server).expect("stop");
+    r.stop_server(auth_server).expect("stop");
+}
+
 fn bench_pool(b: &mut Bench) {
     let started = Instant::now();
     let runs = b.n(3, 1);
@@ -1678,7 +1756,7 @@ usage: bench [--quick] [--json FILE] [--only GROUP]
   --quick        small counts, short waits (default: full run)
   --json FILE    also write every row as JSON to FILE (default: none)
   --only GROUP   run only GROUP: roundtrip, pipelined, spawn, wait_any,
-                 framing, codec, memory, shm or pool (default: all)
+                 framing, codec, memory, shm, pool or auth (default: all)
 ";
 
 fn main() {
@@ -2407,6 +2485,10 @@ fn main() {
     // ---- Pool: 1M trivial tasks beside Python's multiprocessing.Pool
     if b.runs("pool") {
         bench_pool(&mut b);
+    }
+    // ---- TCP round trips: plain, authenticated (tagged), encrypted
+    if b.runs("auth") {
+        bench_auth(&mut b);
     }
     let after = cpu_busy_fraction(Duration::from_millis(300));
     let report = json!({

@@ -82,8 +82,10 @@
 //!   [`Reactor::listen`] makes a [`Server`] that forks a child per accepted
 //!   connection, set up with [`ServerOptions`]. Same protocol, same
 //!   formats, and Python peers of the original library on either side.
-//!   [`Secret`] turns on HMAC-SHA256 authentication of TCP peers (off by
-//!   default).
+//!   [`Secret`] turns on mutual authentication of TCP peers, each line
+//!   after it bound to the handshake (tagged, or encrypted with
+//!   [`ConnectOptions::encrypt`]); off by default. Failures are
+//!   [`Error::Auth`] naming the peer and an [`AuthFailure`].
 //!
 //! # Errors
 //!
@@ -341,9 +343,9 @@ pub mod remote {
     };
 }
 
-pub use auth::Secret;
+pub use auth::{Secret, MIN_SECRET_LEN, SECRET_ENV};
 pub use client::{ConnectOptions, Keepalive};
-pub use error::{DecodeError, DecodeErrorKind, Error, Result};
+pub use error::{AuthFailure, DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;
 pub use listener::{Server, ServerEvent, ServerOptions};
 pub use mio::{Interest, Token};

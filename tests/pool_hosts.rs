@@ -177,7 +177,7 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .map(|i| Host::start_with(&[], &format!("127.0.0.{}:0", 14 + i), 0, Some(secret)))
         .collect();
     let connect = ConnectOptions::new()
-        .secret(Secret::new(secret.as_bytes().to_vec()))
+        .secret(Secret::new(secret.as_bytes().to_vec()).expect("secret"))
         .keepalive(Some(Keepalive::default()));
     let list = Hosts::new(hosts.iter().map(|h| h.addr))
         .expect("resolve")
@@ -195,21 +195,23 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .all(|(i, &v)| v == work(i as u64)));
     // A wrong secret: the server closes each connection at once, so no
     // host is usable and the tasks fail.
-    let wrong = ConnectOptions::new().secret(Secret::new(b"wrong".to_vec()));
+    let wrong = ConnectOptions::new()
+        .secret(Secret::new(b"a wrong secret, long enough".to_vec()).expect("secret"));
     let list = list
         .connect_options(wrong)
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
         .give_up_after(Duration::from_millis(500));
     let mut bad: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
     let results: Vec<_> = bad.map(0..3u64).collect();
-    // Each connection is closed by the server before it answers anything:
-    // no try is charged to a task, and once every host stayed down for
-    // the bound the tasks fail with `NoWorkers` naming each host.
+    // The server refuses each handshake by name: no connection opens, no
+    // try is charged, and the tasks fail with `NoWorkers` naming each host
+    // and the wrong secret.
     for r in &results {
         let e = r.as_ref().expect_err("a wrong secret: no host usable");
         assert_eq!(e.tries().len(), 1, "{e}");
         assert!(
-            matches!(&e.cause(), Cause::NoWorkers { message } if message.contains("127.0.0.14") && message.contains("127.0.0.15")),
+            matches!(&e.cause(), Cause::NoWorkers { message }
+                if message.contains("127.0.0.14") && message.contains("127.0.0.15") && message.contains("wrong secret")),
             "{e}"
         );
     }
