@@ -59,6 +59,7 @@
 
 mod access;
 mod budget;
+mod build;
 mod codes;
 mod de;
 mod error;

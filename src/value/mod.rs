@@ -124,8 +124,10 @@ mod serde;
 mod text;
 mod to_value;
 
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::{Deref, DerefMut};
+use std::sync::OnceLock;
 
 use indexmap::{IndexMap, IndexSet};
 use num_bigint::BigInt;
@@ -290,15 +292,18 @@ impl IntoIterator for Set {
     }
 }
 
-/// Hashes sets and dicts independently of order: each member is hashed
-/// alone and the hashes are summed, so equal (reordered) sets hash equal.
-fn unordered_hash<'a, H: Hasher, I: Iterator<Item = &'a Value>>(state: &mut H, items: I) {
+/// Hashes sets and dicts independently of order: each member (each
+/// key-value pair of a dict) is hashed alone and the hashes are summed, so
+/// equal (reordered) sets hash equal. The members are hashed with keys
+/// chosen at random once per process, so a peer cannot compute member
+/// hashes ahead and send many different sets with one sum.
+fn unordered_hash<H: Hasher, T: Hash, I: Iterator<Item = T>>(state: &mut H, items: I) {
+    static MEMBERS: OnceLock<RandomState> = OnceLock::new();
+    let members = MEMBERS.get_or_init(RandomState::new);
     let mut sum = 0u64;
     let mut n = 0usize;
     for item in items {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        item.hash(&mut h);
-        sum = sum.wrapping_add(h.finish());
+        sum = sum.wrapping_add(members.hash_one(item));
         n += 1;
     }
     state.write_usize(n);
@@ -341,7 +346,10 @@ impl Eq for Value {}
 
 /// Each variant hashes a tag first, except `Str`, which hashes exactly as
 /// its `str` does: `dict.get("key")` hashes the `&str` with `str`'s own
-/// `Hash`, so any tag here would make that lookup miss.
+/// `Hash`, so any tag here would make that lookup miss. Every variant
+/// hashes all of its content (a dict its keys and values), consistently
+/// with `==`, so hashing a value costs time linear in its size and values
+/// that differ anywhere rarely collide.
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
@@ -385,8 +393,10 @@ impl Hash for Value {
                 items.hash(state);
             }
             Value::Dict(d) => {
+                // Keys and values: dicts that differ only in their values
+                // must not all collide.
                 state.write_u8(11);
-                unordered_hash(state, d.keys());
+                unordered_hash(state, d.iter());
             }
             Value::Set(s) => {
                 state.write_u8(12);
