@@ -74,6 +74,10 @@ fn unhashable(kind: &DecodeErrorKind) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// What a case is refused as: in what, which type, where it starts; `None`
+/// when Python loads it.
+type Refused = Option<(&'static str, &'static str, usize)>;
+
 /// Each case as bytes, what Python says of it, and where miniray says the
 /// unhashable container starts.
 #[test]
@@ -86,7 +90,7 @@ fn refused_exactly_where_python_refuses() {
     // A flagged list outside any key, then a key referring to it.
     let mut by_ref = vec![b'[', 2, 0, 0, 0, b'[' | 0x80, 0, 0, 0, 0, b'{'];
     by_ref.extend_from_slice(&[b')', 1, b'r', 0, 0, 0, 0, b'N', b'0']);
-    let cases: Vec<(&str, Vec<u8>, Option<(&str, &str, usize)>)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Refused)> = vec![
         ("{({},): None}", b"{)\x01{0N0".to_vec(), Some(("dict key", "dict", 3))),
         (
             "{(([],),): None}",
@@ -132,7 +136,7 @@ fn refused_exactly_where_python_refuses() {
                 let e = got.expect_err(name);
                 assert_eq!(unhashable(&e.kind), Some((*what, *kind)), "{name}: {e}");
                 assert_eq!(e.position, *at, "{name}: {e}");
-                assert!(e.to_string().contains(&python), "{name}: {e}");
+                assert!(e.to_string().contains(python), "{name}: {e}");
             }
         }
     }

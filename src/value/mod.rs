@@ -16,7 +16,10 @@
 //! every NaN (so `-0.0 != 0.0` and `nan == nan`, unlike in Python), and dicts
 //! and sets compare regardless of order (as in Python). [`Value`] is `Eq`
 //! and `Hash` consistently with that, so any value can be a dict key or a set
-//! member. Comparing with a Rust value is exact the same way: `v == 1` holds
+//! member. The hash covers the whole value (a dict's keys and values, a
+//! tuple's items), so keys that differ only deep inside do not collide, and
+//! hashing costs time linear in the value's size. (The formats refuse the
+//! keys Python cannot hash, a list or dict inside a key, as Python does.) Comparing with a Rust value is exact the same way: `v == 1` holds
 //! for `Int(1)` only, `v == "s"` for `Str("s")`, `v == 2.5` for `Float(2.5)`.
 //!
 //! # Building
