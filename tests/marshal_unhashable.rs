@@ -255,3 +255,46 @@ fn value_keys_built_in_rust_hash_by_their_whole_content() {
     // Quadratic (all keys colliding) took seconds; linear takes milliseconds.
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
+
+/// A frozenset in a frozenset in ... (120 levels) around a tuple of
+/// 1,000,000 ints: each level hashes its one member, and a set remembers
+/// its members' hash, so the tuple is hashed twice, not 120 times (Python
+/// caches a frozenset's hash too). 120 walks of the tuple took 40 times as
+/// long as decoding it.
+#[test]
+fn nested_frozensets_are_hashed_once() {
+    let (depth, n) = (120, 1_000_000);
+    let mut raw = Vec::new();
+    for _ in 0..depth {
+        raw.push(b'>');
+        raw.extend_from_slice(&u32le(1));
+    }
+    raw.push(b'(');
+    raw.extend_from_slice(&u32le(n));
+    for i in 0..n {
+        raw.push(b'i');
+        raw.extend_from_slice(&i32::try_from(i).expect("i32").to_le_bytes());
+    }
+    let flat = &raw[5 * depth..];
+    let time = |bytes: Vec<u8>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let ok = miniray::marshal::from_slice::<Value>(&bytes).is_ok();
+            let _ = tx.send((ok, t.elapsed()));
+        });
+        let (ok, took) = rx
+            .recv_timeout(common::DEADLINE)
+            .expect("decode ended within the deadline");
+        assert!(ok, "decodes");
+        took
+    };
+    let (nested, alone) = (time(raw.clone()), time(flat.to_vec()));
+    eprintln!("{depth} levels around {n} ints: {nested:?}; the tuple alone: {alone:?}");
+    // Linear: a few times the tuple alone (it is hashed twice); once per
+    // level was 40x.
+    assert!(
+        nested < alone * 8 + Duration::from_millis(200),
+        "{nested:?} against {alone:?}"
+    );
+}
