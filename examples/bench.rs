@@ -1098,6 +1098,162 @@ fn kib_field(path: &str, field: &str) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+// ---------------------------------------------------------------- formats
+
+/// The same 100,000-float round trip through Python, as the original
+/// library does it: a forked child on a socketpair, one line per message,
+/// `json.dumps`/`json.loads` or `base64.b64encode(marshal.dumps(v))` /
+/// `marshal.loads(base64.b64decode(line))` on both sides. Prints the
+/// median µs per round trip.
+const PY_FLOATS: &str = r#"
+import base64, json, marshal, os, random, socket, sys, time
+fmt, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+random.seed(1)
+v = [random.random() for _ in range(n)]
+if fmt == "json":
+    enc = lambda x: json.dumps(x).encode() + b"\n"
+    dec = json.loads
+else:
+    enc = lambda x: base64.b64encode(marshal.dumps(x)) + b"\n"
+    dec = lambda line: marshal.loads(base64.b64decode(line))
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    r, w = b.makefile("rb"), b.makefile("wb")
+    for line in r:
+        w.write(enc(dec(line)))
+        w.flush()
+    os._exit(0)
+b.close()
+r, w = a.makefile("rb"), a.makefile("wb")
+times = []
+for _ in range(rounds):
+    t = time.perf_counter()
+    w.write(enc(v))
+    w.flush()
+    back = dec(r.readline())
+    times.append(time.perf_counter() - t)
+    assert len(back) == n
+w.close()
+a.shutdown(socket.SHUT_WR)
+os.waitpid(pid, 0)
+times.sort()
+print(times[len(times) // 2] * 1e6)
+"#;
+
+/// Median µs of Python's 100k-float round trip in `format` ([`PY_FLOATS`]).
+fn python_floats(format: Format, rounds: usize) -> std::result::Result<f64, String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", PY_FLOATS, &format.to_string(), "100000"])
+        .arg(rounds.to_string())
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| format!("python3 printed {text:?}"))
+}
+
+/// The 100k-float round trips against their zero-codec floors (the
+/// targets) and beside Python's ([`PY_FLOATS`]), from the medians the
+/// round-trip group measured: `ours[format][kind]` (format: json, marshal;
+/// kind: `Vec<f64>`, `Value`) and `floors[format]`, in µs.
+fn float_round_trip_rows(b: &mut Bench, ours: [[f64; 2]; 2], floors: [f64; 2]) {
+    // The targets: 100k floats as `Value` in marshal within 6x its floor,
+    // as `Vec<f64>` in JSON within 15x.
+    for (fi, ki, target) in [(1, 1, 6.0), (0, 0, 15.0)] {
+        let (format, kind) = (
+            [Format::Json, Format::Marshal][fi],
+            ["Vec<f64>", "Value"][ki],
+        );
+        b.push(Row {
+            group: "round trip",
+            name: format!("local {format} 100k floats {kind} vs floor"),
+            unit: "us",
+            value: ours[fi][ki],
+            p99: None,
+            floor: Some(floors[fi]),
+            floor_name: "zero codec",
+            target: Some(Target::RatioAtMost(target)),
+        });
+    }
+    for (fi, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
+        let python = match python_floats(format, b.n(15, 3)) {
+            Ok(us) => us,
+            Err(e) => {
+                println!("python {format} 100k floats: not run: {e}");
+                continue;
+            }
+        };
+        b.push(Row {
+            group: "round trip",
+            name: format!("python {format} 100k floats (fork + socketpair)"),
+            unit: "us",
+            value: python,
+            p99: None,
+            floor: None,
+            floor_name: "",
+            target: None,
+        });
+        for (ki, kind) in ["Vec<f64>", "Value"].into_iter().enumerate() {
+            b.push(Row {
+                group: "round trip",
+                name: format!("{format} 100k floats {kind}: x faster than python"),
+                unit: "x",
+                value: python / ours[fi][ki],
+                p99: None,
+                floor: None,
+                floor_name: "",
+                target: None,
+            });
+        }
+    }
+}
+
+/// The marshal line of dict keys Python cannot hash: `n` keys
+/// `({"k": i},)`, each with the value `i` (363 KB of base64 for 16,000).
+fn unhashable_keys_line(n: usize) -> Vec<u8> {
+    let mut raw = vec![b'{'];
+    for i in 0..n as i32 {
+        raw.extend_from_slice(&[b')', 1, b'{', b'z', 1, b'k', b'i']);
+        raw.extend_from_slice(&i.to_le_bytes());
+        raw.extend_from_slice(b"0i");
+        raw.extend_from_slice(&i.to_le_bytes());
+    }
+    raw.push(b'0');
+    STANDARD.encode_to_string(&raw).into_bytes()
+}
+
+/// How long the refusal of the unhashable-keys line takes (it must be
+/// an error, within 10 ms).
+fn unhashable_row(b: &mut Bench) {
+    let line = unhashable_keys_line(16_000);
+    let mut times = Vec::new();
+    for _ in 0..b.n(50, 5) {
+        let t = Instant::now();
+        let r = Format::Marshal.decode::<Value>(&line);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(
+            matches!(&r, Err(e) if matches!(e.kind, miniray::DecodeErrorKind::Unhashable { .. })),
+            "the unhashable-keys line must be refused: {r:?}"
+        );
+    }
+    b.push(Row {
+        group: "codec",
+        name: format!("refuse 16k unhashable keys, {} KB", line.len() / 1000),
+        unit: "ms",
+        value: median(&mut times),
+        p99: Some(p99(&mut times)),
+        floor: None,
+        floor_name: "",
+        target: Some(Target::AtMost(10.0)),
+    });
+}
+
 // ------------------------------------------------------------------ pool
 
 /// Python's `multiprocessing.Pool(8)` on `f(x) = 2x + 1`: tasks/s for
@@ -1866,6 +2022,7 @@ fn main() {
         }
         // Medians of the 100k-float round trips, [json, marshal] x [typed, Value].
         let mut floats_median = [[f64::NAN; 2]; 2];
+        let mut floats_floor_median = [f64::NAN; 2];
         let blocks = b.n(5, 1);
         for (fi, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
             let dict_line = format.encode(&rec_value).expect("encode");
@@ -1971,6 +2128,7 @@ fn main() {
                 None,
                 None,
             );
+            floats_floor_median[fi] = f;
             let label = format!("local {format} 100k floats");
             floats_median[fi][1] = row(
                 &mut b,
@@ -2031,6 +2189,7 @@ fn main() {
                 target: Some(Target::AtLeast(5.0)),
             });
         }
+        float_round_trip_rows(&mut b, floats_median, floats_floor_median);
         drop(large);
         drop(r);
         pin(&all_cpus);
@@ -2374,6 +2533,7 @@ fn main() {
             codec_rows(&mut b, format, "100k floats Vec<f64>", &floats, floats_reps);
             codec_rows(&mut b, format, "100k floats Value", &floats_v, floats_reps);
         }
+        unhashable_row(&mut b);
     }
     // ---- memory to decode a 100 MB line, typed and Value
     if b.runs("memory") {

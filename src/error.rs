@@ -464,8 +464,10 @@ pub enum DecodeErrorKind {
         /// The format the line looks like.
         looks_like: Format,
     },
-    /// A dict key or set member that is a list, dict or set, which
-    /// `marshal.loads` refuses too (unhashable in Python).
+    /// A dict key or set member that is or holds (in a tuple or frozenset,
+    /// at any depth) a list, dict or set, which `marshal.loads` refuses
+    /// too (`TypeError: unhashable type: 'list'`); the position is that
+    /// container's.
     Unhashable {
         /// `"dict key"` or `"set member"`.
         what: &'static str,
@@ -515,7 +517,7 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::TrailingBytes => f.write_str("trailing bytes after the value"),
             DecodeErrorKind::Syntax(m) => write!(f, "{m}"),
             DecodeErrorKind::Unhashable { what, kind } => {
-                write!(f, "{what} is a {kind}, unhashable in Python")
+                write!(f, "unhashable type: '{kind}' in a {what}")
             }
             DecodeErrorKind::WrongFormat { looks_like } => write!(
                 f,
