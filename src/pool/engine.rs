@@ -505,6 +505,7 @@ where
             stopped: e.stopped,
             hello_unanswered: e.hello_unanswered,
             on_purpose,
+            broke: e.broke,
         };
         if !on_purpose && !e.hello_unanswered && e.stopped != Some(Stop::Owner) {
             self.stats.replaced += 1;

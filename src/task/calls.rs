@@ -107,6 +107,9 @@ pub(crate) struct Slot<S> {
     settling: Option<Instant>,
     /// What it runs (`None`: remote), for what its exit status means.
     kind: Option<ChildKind>,
+    /// The error that broke its connection, if one did (an authentication
+    /// failure, say), for its owner to judge.
+    broke: Option<Error>,
     /// The owner's state for this worker.
     pub(crate) ext: S,
 }
@@ -141,6 +144,8 @@ pub(crate) struct Ended<S> {
     pub(crate) stopped: Option<Stop>,
     /// A hello it never answered: the peer is plain and closed on it.
     pub(crate) hello_unanswered: bool,
+    /// The error that broke its connection, if one did.
+    pub(crate) broke: Option<Error>,
     /// The owner's state for it.
     pub(crate) ext: S,
 }
@@ -259,6 +264,7 @@ impl<Rep, S> Calls<Rep, S> {
                 pid: self.reactor.pid(w),
                 settling: None,
                 kind,
+                broke: None,
                 ext,
             },
         );
@@ -677,6 +683,9 @@ impl<Rep, S> Calls<Rep, S> {
                 self.stop(w, Stop::Broken, |_| Cause::Connection {
                     message: message.clone(),
                 });
+                if let Some(slot) = self.slots.get_mut(w) {
+                    slot.broke.get_or_insert(e);
+                }
             }
         }
     }
@@ -721,6 +730,7 @@ impl<Rep, S> Calls<Rep, S> {
             answers: slot.answers,
             stopped: slot.stopped,
             hello_unanswered: slot.proto == Proto::Hello,
+            broke: slot.broke,
             ext: slot.ext,
         }));
     }
