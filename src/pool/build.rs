@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::frame::FRAMES_ENV;
 use crate::process::{deadline_after, ChildKind};
 use crate::reactor::Reactor;
-use crate::serve::{self, Fallible, Infallible};
+use crate::serve::{self, Fallible, Infallible, WithRegions};
 use crate::task::calls::{Calls, Proto};
 use crate::worker::Exec;
 
@@ -110,6 +110,23 @@ where
         let spawn = Box::new(move |r: &mut Reactor| {
             let f = f.clone();
             r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut Fallible(f)))
+        });
+        self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
+        self
+    }
+
+    /// `n` forked workers whose work function also gets the regions a task
+    /// carries (see [`Pool::with_regions`]).
+    pub fn local_regions<F>(mut self, n: usize, f: F) -> Self
+    where
+        F: Fn(Req, Vec<crate::shm::SharedMemory>) -> Rep + Clone + 'static,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        let wopts = self.opts.worker.clone();
+        let spawn = Box::new(move |r: &mut Reactor| {
+            let f = f.clone();
+            r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut WithRegions(f)))
         });
         self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
         self

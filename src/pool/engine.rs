@@ -282,7 +282,13 @@ where
                 return false;
             };
             id = task.id.get();
-            match self.calls.send_one(w, id, &task.req, timeout) {
+            let sent = if task.regions.is_empty() {
+                self.calls.send_one(w, id, &task.req, timeout)
+            } else {
+                self.calls
+                    .send_one_regions(w, id, &task.req, &task.regions, timeout)
+            };
+            match sent {
                 Ok(()) => Ok(Load::Tasks(vec![task])),
                 Err(e) => Err((e, Load::Tasks(vec![task]))),
             }

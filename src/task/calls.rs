@@ -24,6 +24,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,27 @@ use crate::worker::Worker;
 
 /// A call's id, chosen by the caller: unique among the calls in flight.
 pub(crate) type CallId = u64;
+
+/// A shared memory region attached to a request: its id and a descriptor
+/// (no mapping), kept until the request is answered (a retry sends it
+/// again); each send passes a duplicate.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    id: u64,
+    fd: OwnedFd,
+}
+
+impl Attached {
+    /// `region`, attached by a duplicate of its descriptor.
+    pub(crate) fn new(region: &crate::shm::SharedMemory) -> Result<Self> {
+        let fd =
+            crate::sys::dup_cloexec(region).map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        Ok(Attached {
+            id: region.id(),
+            fd,
+        })
+    }
+}
 
 /// How long a plain local worker's answer may wait for the worker to go
 /// quiet (wait for input) before it is taken as it stands.
@@ -318,6 +340,34 @@ impl<Rep, S> Calls<Rep, S> {
                 frame::write_header(Kind::Request, id, out);
             }
             format.encode_line(msg, out, scratch)
+        })?;
+        self.begin(w, id, 0, framed, timeout);
+        Ok(())
+    }
+
+    /// [`Calls::send_one`] with shared memory regions: the request travels
+    /// in the region envelope, its descriptors with it (`SCM_RIGHTS`).
+    /// Refused over TCP ([`Error::Region`]), nothing sent.
+    pub(crate) fn send_one_regions<T: Serialize + ?Sized>(
+        &mut self,
+        w: Worker,
+        id: CallId,
+        msg: &T,
+        regions: &[Attached],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let framed = self.sendable(w)?;
+        let fds = regions
+            .iter()
+            .map(|r| crate::sys::dup_cloexec(&r.fd))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        let ids: Vec<u64> = regions.iter().map(|r| r.id).collect();
+        self.reactor.send_fds_with(w, fds, |format, out, scratch| {
+            if framed {
+                frame::write_header(Kind::Request, id, out);
+            }
+            crate::envelope::encode_envelope_ids(format, &ids, msg, out, scratch)
         })?;
         self.begin(w, id, 0, framed, timeout);
         Ok(())
