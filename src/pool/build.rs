@@ -24,7 +24,7 @@ use crate::worker::Exec;
 /// A supply as it will be started.
 enum Planned {
     Local(Local),
-    Hosts(HostsSupply),
+    Hosts(Box<HostsSupply>),
 }
 
 /// A pool being put together ([`Pool::builder`]): add supplies of workers,
@@ -148,7 +148,7 @@ where
 
     /// Connections to `hosts` (see [`Pool::remote`] and [`Hosts`]).
     pub fn hosts(mut self, hosts: &Hosts) -> Self {
-        self.planned.push(Planned::Hosts(HostsSupply::new(hosts)));
+        self.planned.push(Planned::Hosts(Box::new(HostsSupply::new(hosts))));
         self
     }
 
@@ -218,7 +218,7 @@ where
                 }
                 Planned::Hosts(h) => {
                     connect_for = connect_for.max(h.connect_timeout());
-                    pool.supplies.push(Box::new(h));
+                    pool.supplies.push(h);
                 }
             }
         }
