@@ -34,7 +34,7 @@ fn ten_thousand_tasks_each_with_its_region_leak_no_descriptor() {
         },
     )
     .expect("pool");
-    let mut run = |from: u64, to: u64, pool: &mut Pool<u64, (u64, u64, u32)>| -> Vec<u32> {
+    let run = |from: u64, to: u64, pool: &mut Pool<u64, (u64, u64, u32)>| -> Vec<u32> {
         let mut ids = Vec::new();
         for n in from..to {
             let mut r = SharedMemory::create("task", 4096).expect("region");
