@@ -1,4 +1,4 @@
-//! `Pool` chunking and progress (issue 14): fixed and automatic chunks give
+//! `Pool` chunking and progress: fixed and automatic chunks give
 //! the unchunked results in order, a panic fails only its own item, a
 //! worker killed mid-map loses nothing, a 10-million-item map holds a
 //! bounded window, exec pools keep one line per item, and the progress

@@ -148,7 +148,8 @@ where
 
     /// Connections to `hosts` (see [`Pool::remote`] and [`Hosts`]).
     pub fn hosts(mut self, hosts: &Hosts) -> Self {
-        self.planned.push(Planned::Hosts(Box::new(HostsSupply::new(hosts))));
+        self.planned
+            .push(Planned::Hosts(Box::new(HostsSupply::new(hosts))));
         self
     }
 
