@@ -1098,6 +1098,162 @@ fn kib_field(path: &str, field: &str) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+// ---------------------------------------------------------------- formats
+
+/// The same 100,000-float round trip through Python, as the original
+/// library does it: a forked child on a socketpair, one line per message,
+/// `json.dumps`/`json.loads` or `base64.b64encode(marshal.dumps(v))` /
+/// `marshal.loads(base64.b64decode(line))` on both sides. Prints the
+/// median µs per round trip.
+const PY_FLOATS: &str = r#"
+import base64, json, marshal, os, random, socket, sys, time
+fmt, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+random.seed(1)
+v = [random.random() for _ in range(n)]
+if fmt == "json":
+    enc = lambda x: json.dumps(x).encode() + b"\n"
+    dec = json.loads
+else:
+    enc = lambda x: base64.b64encode(marshal.dumps(x)) + b"\n"
+    dec = lambda line: marshal.loads(base64.b64decode(line))
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    r, w = b.makefile("rb"), b.makefile("wb")
+    for line in r:
+        w.write(enc(dec(line)))
+        w.flush()
+    os._exit(0)
+b.close()
+r, w = a.makefile("rb"), a.makefile("wb")
+times = []
+for _ in range(rounds):
+    t = time.perf_counter()
+    w.write(enc(v))
+    w.flush()
+    back = dec(r.readline())
+    times.append(time.perf_counter() - t)
+    assert len(back) == n
+w.close()
+a.shutdown(socket.SHUT_WR)
+os.waitpid(pid, 0)
+times.sort()
+print(times[len(times) // 2] * 1e6)
+"#;
+
+/// Median µs of Python's 100k-float round trip in `format` ([`PY_FLOATS`]).
+fn python_floats(format: Format, rounds: usize) -> std::result::Result<f64, String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", PY_FLOATS, &format.to_string(), "100000"])
+        .arg(rounds.to_string())
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| format!("python3 printed {text:?}"))
+}
+
+/// The 100k-float round trips against their zero-codec floors (the
+/// targets) and beside Python's ([`PY_FLOATS`]), from the medians the
+/// round-trip group measured: `ours[format][kind]` (format: json, marshal;
+/// kind: `Vec<f64>`, `Value`) and `floors[format]`, in µs.
+fn float_round_trip_rows(b: &mut Bench, ours: [[f64; 2]; 2], floors: [f64; 2]) {
+    // The targets: 100k floats as `Value` in marshal within 6x its floor,
+    // as `Vec<f64>` in JSON within 15x.
+    for (fi, ki, target) in [(1, 1, 6.0), (0, 0, 15.0)] {
+        let (format, kind) = (
+            [Format::Json, Format::Marshal][fi],
+            ["Vec<f64>", "Value"][ki],
+        );
+        b.push(Row {
+            group: "round trip",
+            name: format!("local {format} 100k floats {kind} vs floor"),
+            unit: "us",
+            value: ours[fi][ki],
+            p99: None,
+            floor: Some(floors[fi]),
+            floor_name: "zero codec",
+            target: Some(Target::RatioAtMost(target)),
+        });
+    }
+    for (fi, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
+        let python = match python_floats(format, b.n(15, 3)) {
+            Ok(us) => us,
+            Err(e) => {
+                println!("python {format} 100k floats: not run: {e}");
+                continue;
+            }
+        };
+        b.push(Row {
+            group: "round trip",
+            name: format!("python {format} 100k floats (fork + socketpair)"),
+            unit: "us",
+            value: python,
+            p99: None,
+            floor: None,
+            floor_name: "",
+            target: None,
+        });
+        for (ki, kind) in ["Vec<f64>", "Value"].into_iter().enumerate() {
+            b.push(Row {
+                group: "round trip",
+                name: format!("{format} 100k floats {kind}: x faster than python"),
+                unit: "x",
+                value: python / ours[fi][ki],
+                p99: None,
+                floor: None,
+                floor_name: "",
+                target: None,
+            });
+        }
+    }
+}
+
+/// The marshal line of dict keys Python cannot hash: `n` keys
+/// `({"k": i},)`, each with the value `i` (363 KB of base64 for 16,000).
+fn unhashable_keys_line(n: usize) -> Vec<u8> {
+    let mut raw = vec![b'{'];
+    for i in 0..n as i32 {
+        raw.extend_from_slice(&[b')', 1, b'{', b'z', 1, b'k', b'i']);
+        raw.extend_from_slice(&i.to_le_bytes());
+        raw.extend_from_slice(b"0i");
+        raw.extend_from_slice(&i.to_le_bytes());
+    }
+    raw.push(b'0');
+    STANDARD.encode_to_string(&raw).into_bytes()
+}
+
+/// How long the refusal of the unhashable-keys line takes (it must be
+/// an error, within 10 ms).
+fn unhashable_row(b: &mut Bench) {
+    let line = unhashable_keys_line(16_000);
+    let mut times = Vec::new();
+    for _ in 0..b.n(50, 5) {
+        let t = Instant::now();
+        let r = Format::Marshal.decode::<Value>(&line);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(
+            matches!(&r, Err(e) if matches!(e.kind, miniray::DecodeErrorKind::Unhashable { .. })),
+            "the unhashable-keys line must be refused: {r:?}"
+        );
+    }
+    b.push(Row {
+        group: "codec",
+        name: format!("refuse 16k unhashable keys, {} KB", line.len() / 1000),
+        unit: "ms",
+        value: median(&mut times),
+        p99: Some(p99(&mut times)),
+        floor: None,
+        floor_name: "",
+        target: Some(Target::AtMost(10.0)),
+    });
+}
+
 // ------------------------------------------------------------------ pool
 
 /// Python's `multiprocessing.Pool(8)` on `f(x) = 2x + 1`: tasks/s for
@@ -1143,21 +1299,267 @@ fn pool_work(n: u64) -> u64 {
     2 * n + 1
 }
 
-/// Tasks/s of `Pool::map` over `n` trivial tasks on 8 fresh workers.
-fn pool_rate(opts: &PoolOptions, n: u64) -> f64 {
+/// Tasks/s of `Pool::map` over `n` trivial tasks on 8 fresh workers, and
+/// the parent's CPU per task in ns (its thread's, from schedstat: the
+/// workers' is theirs).
+fn pool_rate(opts: &PoolOptions, n: u64) -> (f64, f64) {
     let mut pool = Pool::new(opts, pool_work).expect("pool");
+    let cpu0 = cpu_us(&[]);
     let t = Instant::now();
     let mut wrong = 0u64;
     for (i, r) in (0..n).zip(pool.map(0..n)) {
         wrong += u64::from(r.ok() != Some(pool_work(i)));
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
+    let cpu_ns = (cpu_us(&[]) - cpu0) * 1e3 / n as f64;
     assert_eq!(wrong, 0, "pool map gave wrong results");
+    (rate, cpu_ns)
+}
+
+/// Forks `workers` children on socketpairs, each running `serve` over its
+/// end (a blocking std stream) until EOF; the parent's ends, non-blocking,
+/// registered in a new mio poll.
+fn fork_servers(
+    workers: usize,
+    serve: fn(&mut std::io::BufReader<std::fs::File>, &mut std::fs::File),
+) -> (mio::Poll, Vec<mio::net::UnixStream>, Vec<libc::pid_t>) {
+    let poll = mio::Poll::new().expect("poll");
+    let (mut socks, mut pids) = (Vec::new(), Vec::new());
+    let mut parent_fds: Vec<RawFd> = Vec::new();
+    for i in 0..workers {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        parent_fds.push(a.as_raw_fd());
+        // SAFETY: fork in this single-threaded bench; the child closes the
+        // parent's ends, serves its socket and leaves with `_exit`, never
+        // returning into the parent's frames.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            for &fd in &parent_fds {
+                // SAFETY: closing inherited descriptors the child does not use.
+                unsafe { libc::close(fd) };
+            }
+            let out = std::fs::File::from(OwnedFd::from(b));
+            let mut w = out.try_clone().expect("dup");
+            serve(&mut std::io::BufReader::new(out), &mut w);
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        drop(b);
+        a.set_nonblocking(true).expect("nonblocking");
+        let mut s = mio::net::UnixStream::from_std(a);
+        poll.registry()
+            .register(&mut s, mio::Token(i), mio::Interest::READABLE)
+            .expect("register");
+        socks.push(s);
+        pids.push(pid);
+    }
+    (poll, socks, pids)
+}
+
+/// A floor child: each line a JSON list of u64, answered with `2x + 1` of
+/// each as a JSON list (miniray's codec, as the pool's workers).
+fn serve_chunks(r: &mut std::io::BufReader<std::fs::File>, w: &mut std::fs::File) {
+    use std::io::BufRead;
+    let (mut line, mut out) = (Vec::new(), Vec::new());
+    while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+        let items: Vec<u64> = miniray::json::from_slice(&line[..line.len() - 1]).expect("chunk");
+        let replies: Vec<u64> = items.into_iter().map(pool_work).collect();
+        out.clear();
+        miniray::json::to_writer(&replies, &mut out).expect("encode");
+        out.push(b'\n');
+        if w.write_all(&out).is_err() {
+            return;
+        }
+        line.clear();
+    }
+}
+
+/// A floor child: each line an int `n`, answered `2n + 1`.
+fn serve_ints(r: &mut std::io::BufReader<std::fs::File>, w: &mut std::fs::File) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+        let n: u64 = line.trim_end().parse().expect("an int");
+        if w.write_all(format!("{}\n", pool_work(n)).as_bytes())
+            .is_err()
+        {
+            return;
+        }
+        line.clear();
+    }
+}
+
+/// The pool's floors: `workers` forked children over socketpairs with no
+/// pool, the parent (raw mio) keeping one request in flight per child and
+/// checking every reply. Chunked (`chunk` > 1): the same JSON chunks of u64
+/// a chunked map sends, encoded and decoded with miniray's codec on both
+/// sides. Unchunked: one int per line each way. Tasks/s.
+fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
+    let (mut poll, mut socks, pids) = if chunk > 1 {
+        fork_servers(workers, serve_chunks)
+    } else {
+        fork_servers(workers, serve_ints)
+    };
+    let mut events = mio::Events::with_capacity(64);
+    let mut next = 0u64;
+    let mut done = 0u64;
+    let mut sent: Vec<Option<u64>> = vec![None; workers];
+    let mut tails: Vec<Vec<u8>> = vec![Vec::new(); workers];
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::new();
+    let t = Instant::now();
+    let send = |s: &mut mio::net::UnixStream, first: u64, out: &mut Vec<u8>| -> u64 {
+        let k = (chunk as u64).min(n - first);
+        out.clear();
+        if chunk > 1 {
+            let items: Vec<u64> = (first..first + k).collect();
+            miniray::json::to_writer(&items, out).expect("encode");
+        } else {
+            out.extend_from_slice(first.to_string().as_bytes());
+        }
+        out.push(b'\n');
+        let mut off = 0;
+        while off < out.len() {
+            match s.write(&out[off..]) {
+                Ok(w) => off += w,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("floor write: {e}"),
+            }
+        }
+        k
+    };
+    for (i, s) in socks.iter_mut().enumerate() {
+        if next < n {
+            sent[i] = Some(next);
+            next += send(s, next, &mut out);
+        }
+    }
+    while done < n {
+        poll.poll(&mut events, Some(Duration::from_secs(10)))
+            .expect("poll");
+        for ev in events.iter() {
+            let i = ev.token().0;
+            loop {
+                match socks[i].read(&mut buf) {
+                    Ok(0) => panic!("floor child {i} closed"),
+                    Ok(k) => tails[i].extend_from_slice(&buf[..k]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("floor read: {e}"),
+                }
+            }
+            while let Some(nl) = memchr::memchr(b'\n', &tails[i]) {
+                let line: Vec<u8> = tails[i].drain(..=nl).collect();
+                let first = sent[i].take().expect("a request in flight");
+                let got = if chunk > 1 {
+                    let reps: Vec<u64> = miniray::json::from_slice(&line[..nl]).expect("reply");
+                    for (k, r) in reps.iter().enumerate() {
+                        assert_eq!(*r, pool_work(first + k as u64));
+                    }
+                    reps.len() as u64
+                } else {
+                    let r: u64 = std::str::from_utf8(&line[..nl])
+                        .expect("utf8")
+                        .parse()
+                        .expect("int");
+                    assert_eq!(r, pool_work(first));
+                    1
+                };
+                done += got;
+                if next < n {
+                    sent[i] = Some(next);
+                    next += send(&mut socks[i], next, &mut out);
+                }
+            }
+        }
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(socks);
+    for p in pids {
+        reap(p);
+    }
     rate
 }
 
 /// The pool group: rates beside Python's, the task layer's cost per task,
 /// and how soon a killed worker's task runs again.
+/// What authentication and encryption cost a TCP round trip: the same
+/// echo server (with a secret, serving the tagged and the encrypted mode)
+/// against plain TCP, in alternating blocks, over loopback. Rows: the
+/// small message and 100,000 floats (marshal, `Vec<f64>`), each mode's
+/// median with the plain one as its floor.
+fn bench_auth(b: &mut Bench) {
+    use miniray::Secret;
+    let secret = Secret::new(b"the bench's shared secret".to_vec()).expect("secret");
+    let mut r = Reactor::new().expect("reactor");
+    let format = Format::Marshal;
+    let listen = |r: &mut Reactor, opts: ServerOptions| {
+        let s = r
+            .listen("127.0.0.1:0", &opts.format(format), |v: Vec<f64>| v)
+            .expect("listen");
+        (s, r.server_addr(s).expect("addr"))
+    };
+    let (plain_server, plain_addr) = listen(&mut r, ServerOptions::new());
+    let (auth_server, auth_addr) = listen(&mut r, ServerOptions::new().secret(secret.clone()));
+    let connect = |r: &mut Reactor, addr, opts: ConnectOptions| {
+        r.connect(addr, &opts.format(format), Some(Duration::from_secs(10)))
+            .expect("connect")
+    };
+    let modes = [
+        ("plain", connect(&mut r, plain_addr, ConnectOptions::new())),
+        (
+            "tagged",
+            connect(
+                &mut r,
+                auth_addr,
+                ConnectOptions::new().secret(secret.clone()),
+            ),
+        ),
+        (
+            "encrypted",
+            connect(
+                &mut r,
+                auth_addr,
+                ConnectOptions::new().secret(secret).encrypt(true),
+            ),
+        ),
+    ];
+    let small = vec![123.0f64];
+    let floats = random_floats(100_000);
+    let blocks = b.n(10, 2);
+    let (small_rounds, floats_rounds) = (b.n(2000, 100) / blocks, b.n(60, 4).div_ceil(blocks));
+    let mut times: [[Vec<f64>; 3]; 2] = Default::default();
+    for _ in 0..blocks {
+        for (m, (_, w)) in modes.iter().enumerate() {
+            times[0][m].extend(round_trips(&mut r, *w, &small, small_rounds));
+            times[1][m].extend(round_trips(&mut r, *w, &floats, floats_rounds));
+        }
+    }
+    for (i, what) in ["tcp marshal [123.0]", "tcp marshal 100k floats Vec<f64>"]
+        .into_iter()
+        .enumerate()
+    {
+        let plain = median(&mut times[i][0]);
+        for (m, (mode, _)) in modes.iter().enumerate() {
+            let t = &mut times[i][m];
+            b.push(Row {
+                group: "auth",
+                name: format!("{what} {mode}"),
+                unit: "us",
+                value: median(t),
+                p99: Some(p99(t)),
+                floor: (m > 0).then_some(plain),
+                floor_name: if m > 0 { "plain TCP, same run" } else { "" },
+                target: None,
+            });
+        }
+    }
+    for (_, w) in modes {
+        r.close(w).expect("close");
+    }
+    r.stop_server(plain_server).expect("stop");
+    r.stop_server(auth_server).expect("stop");
+}
+
 fn bench_pool(b: &mut Bench) {
     let started = Instant::now();
     let runs = b.n(3, 1);
@@ -1215,20 +1617,57 @@ fn bench_pool(b: &mut Bench) {
             });
         }
     }
-    let cases: [(String, PoolOptions, usize, Option<f64>, f64); 6] = [
+    // The pool's own floors, in the same run: the same work with no pool.
+    let mut chunk_floor: Vec<f64> = (0..runs)
+        .map(|_| floor_pool(8, n_map as u64, 1024))
+        .collect();
+    let mut one_floor: Vec<f64> = (0..runs)
+        .map(|_| floor_pool(8, n_unchunked as u64, 1))
+        .collect();
+    let (chunk_floor, one_floor) = (median(&mut chunk_floor), median(&mut one_floor));
+    for (name, value) in [
+        (
+            format!("raw chunk floor: 8 forked echo, chunks of 1024, {n_map}"),
+            chunk_floor,
+        ),
+        (
+            format!("raw floor: 8 forked echo, 1 in flight, {n_unchunked}"),
+            one_floor,
+        ),
+    ] {
+        b.push(Row {
+            group: "floor",
+            name,
+            unit: "task/s",
+            value,
+            p99: None,
+            floor: None,
+            floor_name: "",
+            target: None,
+        });
+    }
+    // (name, options, tasks, [(floor, its name, the target ratio)])
+    type Case = (
+        String,
+        PoolOptions,
+        usize,
+        Vec<(Option<f64>, &'static str, f64)>,
+    );
+    let cases: Vec<Case> = vec![
         (
             format!("map unchunked, {n_unchunked}"),
             eight.clone(),
             n_unchunked,
-            py_imap,
-            10.0,
+            vec![
+                (py_imap, "python imap chunksize=1", 5.0),
+                (Some(one_floor), "raw floor 1 in flight", 0.7),
+            ],
         ),
         (
             format!("map unchunked 8 in flight, {n_unchunked}"),
             eight.clone().in_flight_per_worker(8),
             n_unchunked,
-            py_imap,
-            10.0,
+            vec![(py_imap, "python imap chunksize=1", 10.0)],
         ),
         (
             format!("map unchunked 8 in flight batch_replies, {n_unchunked}"),
@@ -1237,42 +1676,59 @@ fn bench_pool(b: &mut Bench) {
                 .in_flight_per_worker(8)
                 .worker_options(WorkerOptions::new().batch_replies(true)),
             n_unchunked,
-            py_imap,
-            10.0,
+            vec![(py_imap, "python imap chunksize=1", 10.0)],
         ),
         (
             format!("map chunk 1024, {n_map}"),
             eight.clone().chunk_size(1024),
             n_map,
-            py_map,
-            2.0,
+            vec![
+                (py_map, "python map default chunks", 3.0),
+                (Some(chunk_floor), "raw chunk floor", 0.7),
+            ],
         ),
         (
             format!("map chunk auto, {n_map}"),
             eight.clone().chunk_size_auto(),
             n_map,
-            py_map,
-            2.0,
+            vec![
+                (py_map, "python map default chunks", 3.0),
+                (Some(chunk_floor), "raw chunk floor", 0.7),
+            ],
         ),
         (
             format!("map chunk auto 2 in flight, {n_map}"),
             eight.clone().chunk_size_auto().in_flight_per_worker(2),
             n_map,
-            py_map,
-            2.0,
+            vec![(py_map, "python map default chunks", 3.0)],
         ),
     ];
-    for (name, opts, n, floor, at_least) in cases {
-        let mut rates: Vec<f64> = (0..runs).map(|_| pool_rate(&opts, n as u64)).collect();
+    for (name, opts, n, floors) in cases {
+        let measured: Vec<(f64, f64)> = (0..runs).map(|_| pool_rate(&opts, n as u64)).collect();
+        let mut rates: Vec<f64> = measured.iter().map(|m| m.0).collect();
+        let mut cpu: Vec<f64> = measured.iter().map(|m| m.1).collect();
+        let rate = median(&mut rates);
+        for (floor, floor_name, at_least) in floors {
+            b.push(Row {
+                group: "pool",
+                name: format!("8 workers {name}"),
+                unit: "task/s",
+                value: rate,
+                p99: None,
+                floor,
+                floor_name,
+                target: floor.map(|_| Target::RatioAtLeast(at_least)),
+            });
+        }
         b.push(Row {
             group: "pool",
-            name: format!("8 workers {name}"),
-            unit: "task/s",
-            value: median(&mut rates),
+            name: format!("parent CPU per task, {name}"),
+            unit: "ns",
+            value: median(&mut cpu),
             p99: None,
-            floor,
-            floor_name: "python multiprocessing",
-            target: floor.map(|_| Target::RatioAtLeast(at_least)),
+            floor: None,
+            floor_name: "",
+            target: None,
         });
     }
     // The pool's cost over a raw round trip: `send` + `recv` on a reactor's
@@ -1336,26 +1792,46 @@ fn bench_pool(b: &mut Bench) {
         floor_name: "",
         target: Some(Target::AtMost(1.0)),
     });
-    // Pool::submit + get, one task at a time on a 1-worker pool (pinned too).
+    // Pool::submit + get, one task at a time on a 1-worker pool, against the
+    // same through a `PoolHandle` (its thread between caller and pool),
+    // alternating one by one.
     let mut pool = Pool::new(&PoolOptions::new().workers(1), pool_work).expect("pool");
-    let mut one = Vec::new();
+    let handle =
+        miniray::PoolHandle::new(&PoolOptions::new().workers(1), pool_work).expect("handle");
+    let (mut one, mut via_handle) = (Vec::new(), Vec::new());
     for i in 0..(rounds * b.n(5, 1)) as u64 {
         let t = Instant::now();
         let id = pool.submit(i).expect("submit");
         let v = pool.get(id, Some(Duration::from_secs(10))).expect("done");
         one.push(t.elapsed().as_secs_f64() * 1e6);
         assert_eq!(v.ok(), Some(pool_work(i)));
+        let t = Instant::now();
+        let v = handle.submit(i).wait();
+        via_handle.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(v.ok(), Some(pool_work(i)));
     }
     drop(pool);
+    handle.close();
+    let one_median = median(&mut one);
     b.push(Row {
         group: "pool",
         name: "Pool submit + get u64, 1 worker".into(),
         unit: "us",
-        value: median(&mut one),
+        value: one_median,
         p99: Some(p99(&mut one)),
         floor: Some(raw_median),
         floor_name: "reactor send + recv",
         target: None,
+    });
+    b.push(Row {
+        group: "pool",
+        name: "PoolHandle submit + wait u64, 1 worker".into(),
+        unit: "us",
+        value: median(&mut via_handle),
+        p99: Some(p99(&mut via_handle)),
+        floor: Some(one_median),
+        floor_name: "Pool submit + get",
+        target: Some(Target::RatioAtMost(1.5)),
     });
     pin(&(0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect::<Vec<_>>());
     // Redispatch: a task's first try hangs; its worker is SIGKILLed; the
@@ -1436,7 +1912,7 @@ usage: bench [--quick] [--json FILE] [--only GROUP]
   --quick        small counts, short waits (default: full run)
   --json FILE    also write every row as JSON to FILE (default: none)
   --only GROUP   run only GROUP: roundtrip, pipelined, spawn, wait_any,
-                 framing, codec, memory, shm or pool (default: all)
+                 framing, codec, memory, shm, pool or auth (default: all)
 ";
 
 fn main() {
@@ -1546,6 +2022,7 @@ fn main() {
         }
         // Medians of the 100k-float round trips, [json, marshal] x [typed, Value].
         let mut floats_median = [[f64::NAN; 2]; 2];
+        let mut floats_floor_median = [f64::NAN; 2];
         let blocks = b.n(5, 1);
         for (fi, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
             let dict_line = format.encode(&rec_value).expect("encode");
@@ -1651,6 +2128,7 @@ fn main() {
                 None,
                 None,
             );
+            floats_floor_median[fi] = f;
             let label = format!("local {format} 100k floats");
             floats_median[fi][1] = row(
                 &mut b,
@@ -1711,6 +2189,7 @@ fn main() {
                 target: Some(Target::AtLeast(5.0)),
             });
         }
+        float_round_trip_rows(&mut b, floats_median, floats_floor_median);
         drop(large);
         drop(r);
         pin(&all_cpus);
@@ -2054,6 +2533,7 @@ fn main() {
             codec_rows(&mut b, format, "100k floats Vec<f64>", &floats, floats_reps);
             codec_rows(&mut b, format, "100k floats Value", &floats_v, floats_reps);
         }
+        unhashable_row(&mut b);
     }
     // ---- memory to decode a 100 MB line, typed and Value
     if b.runs("memory") {
@@ -2165,6 +2645,10 @@ fn main() {
     // ---- Pool: 1M trivial tasks beside Python's multiprocessing.Pool
     if b.runs("pool") {
         bench_pool(&mut b);
+    }
+    // ---- TCP round trips: plain, authenticated (tagged), encrypted
+    if b.runs("auth") {
+        bench_auth(&mut b);
     }
     let after = cpu_busy_fraction(Duration::from_millis(300));
     let report = json!({

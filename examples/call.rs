@@ -12,11 +12,15 @@
 //!
 //! ```text
 //! call --connect ADDR [--format json|marshal] [--input json|marshal] [--output repr|json|marshal]
-//!      [--timeout SECS] [--secret-file PATH]
+//!      [--timeout SECS] [--secret-file PATH] [--encrypt]
 //! ```
 //!
-//! With `MINIRAY_SECRET` in the environment (or `--secret-file`), answers the
-//! server's authentication challenge.
+//! With `MINIRAY_SECRET` in the environment (or `--secret-file`, which must
+//! not be readable by group or others), both sides prove the secret to each
+//! other and every line is tagged; `--encrypt` encrypts the connection too
+//! (a miniray server only). A failed authentication (a wrong secret, none
+//! where the server requires one, one where the server has none) is said on
+//! stderr naming the secret, and the exit status is 1.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -28,13 +32,14 @@ mod args;
 
 const USAGE: &str = "\
 usage: call --connect ADDR [--format json|marshal] [--input json|marshal] [--output repr|json|marshal]
-            [--timeout SECS] [--secret-file PATH] < LINES
+            [--timeout SECS] [--secret-file PATH] [--encrypt] < LINES
   --connect ADDR       server address (required)
   --format F           the connection's format, json or marshal (default json)
   --input F            how stdin lines are written, json or marshal (default json)
   --output F           how replies are printed: repr (Python's), json or marshal (default repr)
   --timeout SECS       wait at most this long for each reply (default 30)
-  --secret-file PATH   answer the server's challenge with this secret (default: $MINIRAY_SECRET, else none)
+  --secret-file PATH   authenticate with this secret, a file only its owner may read (default: $MINIRAY_SECRET, else none)
+  --encrypt            encrypt the connection (needs a secret and a miniray server)
 ";
 
 fn main() {
@@ -53,7 +58,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut input = Format::Json;
     let mut output: Option<Format> = None;
     let mut timeout = Duration::from_secs(30);
-    let mut secret = Secret::from_env("MINIRAY_SECRET");
+    let mut secret = Secret::from_env(miniray::SECRET_ENV)?;
+    let mut encrypt = false;
     let mut args = args::Args::new("call", USAGE);
     while let Some(flag) = args.next_flag() {
         match flag.as_str() {
@@ -79,8 +85,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--secret-file" => {
                 let path: String = args.value(&flag);
-                secret = Some(Secret::from_file(&path).map_err(|e| format!("{path}: {e}"))?);
+                secret = Some(Secret::from_file(&path)?);
             }
+            "--encrypt" => encrypt = true,
             _ => args.unknown(&flag),
         }
     }
@@ -105,7 +112,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secret) = secret {
         opts = opts.secret(secret);
     }
-    let w = reactor.connect(addr.as_str(), &opts, Some(timeout))?;
+    opts = opts.encrypt(encrypt);
+    let w = reactor
+        .connect(addr.as_str(), &opts, Some(timeout))
+        .map_err(explain)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     let (mut sent, mut received, mut failed) = (0, 0, 0);
@@ -115,7 +125,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             match reactor.send(w, &messages[sent]) {
                 Ok(()) => sent += 1,
                 Err(Error::Backpressure { .. }) => break,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(explain(e)),
             }
         }
         received += 1;
@@ -131,7 +141,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("call: reply {received}: {e}");
                 failed += 1;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(explain(e)),
         }
     }
     out.flush()?;
@@ -139,4 +149,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{failed} of {received} requests failed").into());
     }
     Ok(())
+}
+
+/// The error, with what to check when it is about the secret.
+fn explain(e: Error) -> Box<dyn std::error::Error> {
+    match &e {
+        Error::Auth { reason, .. } if reason.is_setting() => format!(
+            "{e} (the secret comes from ${} or --secret-file)",
+            miniray::SECRET_ENV
+        )
+        .into(),
+        _ => e.into(),
+    }
 }

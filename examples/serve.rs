@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! serve --listen ADDR [--format json|marshal] [--max-line BYTES]
-//!       [--max-connections N] [--idle-timeout SECS] [--advertise HOST]
-//!       [--exit-when-idle SECS] [--exec CMD ARGS...]
+//!       [--max-connections N] [--idle-timeout SECS] [--secret-file PATH]
+//!       [--require-encryption] [--advertise HOST] [--exit-when-idle SECS]
+//!       [--exec CMD ARGS...]
 //! ```
 //!
 //! The default work function echoes each message. With `--exec`, each
@@ -25,8 +26,11 @@
 //! timeout).
 //!
 //! Authentication: with `MINIRAY_SECRET` set in the environment, or
-//! `--secret-file PATH`, clients must answer an HMAC-SHA256 challenge before
-//! anything is forked for them (never pass a secret on the command line).
+//! `--secret-file PATH` (a file only its owner may read), clients and server
+//! prove the secret to each other before anything is forked, and every line
+//! after that is tagged (never pass a secret on the command line; an
+//! `--exec` program never sees it). `--require-encryption` refuses clients
+//! that do not encrypt (`call --encrypt`).
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -44,6 +48,7 @@ struct Args {
     secret_file: Option<String>,
     advertise: Option<String>,
     exit_when_idle: Option<Duration>,
+    require_encryption: bool,
 }
 
 /// The default of `--idle-timeout`.
@@ -54,14 +59,15 @@ mod args;
 
 const USAGE: &str = "\
 usage: serve --listen ADDR [--format json|marshal] [--max-line BYTES] [--max-connections N]
-             [--idle-timeout SECS] [--secret-file PATH] [--advertise HOST]
-             [--exit-when-idle SECS] [--exec CMD ARGS...]
+             [--idle-timeout SECS] [--secret-file PATH] [--require-encryption]
+             [--advertise HOST] [--exit-when-idle SECS] [--exec CMD ARGS...]
   --listen ADDR          address to listen on, e.g. 127.0.0.1:0 (required)
   --format F             json or marshal (default json)
   --max-line BYTES       longest line accepted (default: the library's limit)
   --max-connections N    connections served at once (default: the library's limit)
   --idle-timeout SECS    close a connection silent this long, 0 for never (default 300)
-  --secret-file PATH     require HMAC authentication with this secret (default: $MINIRAY_SECRET, else none)
+  --secret-file PATH     require authentication with this secret, a file only its owner may read (default: $MINIRAY_SECRET, else none)
+  --require-encryption   refuse clients that do not encrypt (needs a secret)
   --advertise HOST       host to print in the address line (default: the bound address; for 0.0.0.0 the node's)
   --exit-when-idle SECS  exit after this long with no connection, 0 for never (default never)
   --exec CMD ARGS...     run CMD per connection instead of echoing; takes the rest of the line (default: echo)
@@ -78,6 +84,7 @@ fn parse_args() -> Args {
         secret_file: None,
         advertise: None,
         exit_when_idle: None,
+        require_encryption: false,
     };
     let mut args = args::Args::new("serve", USAGE);
     while let Some(flag) = args.next_flag() {
@@ -110,6 +117,7 @@ fn parse_args() -> Args {
                     }
                 };
             }
+            "--require-encryption" => a.require_encryption = true,
             "--exec" => {
                 let rest = args.remaining();
                 if rest.is_empty() {
@@ -165,12 +173,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         opts = opts.max_line(n);
     }
     let secret = match &args.secret_file {
-        Some(path) => Some(Secret::from_file(path).map_err(|e| format!("{path}: {e}"))?),
-        None => Secret::from_env("MINIRAY_SECRET"),
+        Some(path) => Some(Secret::from_file(path)?),
+        None => Secret::from_env(miniray::SECRET_ENV)?,
     };
     if let Some(secret) = secret {
         opts = opts.secret(secret);
     }
+    opts = opts.require_encryption(args.require_encryption);
     if let Some(n) = args.max_connections {
         opts = opts.max_connections(n);
     }

@@ -5,12 +5,16 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::auth::handshake::{refusal, BAD_TAG};
+use crate::auth::noise::NoiseOpener;
+use crate::auth::session::{self, Opener, Sealer, Session};
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::format::Format;
@@ -45,6 +49,14 @@ pub struct Channel {
     idle_expired: bool,
     /// See [`Channel::set_batch_replies`].
     batch: bool,
+    /// After an authenticated handshake: seals each line sent.
+    sealer: Option<Box<Sealer>>,
+    /// Bytes of `out` already sealed (a line cut short by a panic is not).
+    sealed: usize,
+    /// After a handshake in mode `noise`: decrypts each read, before framing.
+    records: Option<Box<(NoiseOpener, SocketAddr)>>,
+    /// Encrypted bytes of one read (mode `noise`; `rbuf` holds the plain ones).
+    cipher: Vec<u8>,
 }
 
 const CHANNEL_READ: usize = 256 * 1024;
@@ -69,7 +81,43 @@ impl Channel {
             idle: None,
             idle_expired: false,
             batch: false,
+            sealer: None,
+            sealed: 0,
+            records: None,
+            cipher: Vec::new(),
         }
+    }
+
+    /// Seals and checks every line from now on with an authenticated
+    /// handshake's session (a server's child gets it before its work runs).
+    pub(crate) fn set_session(&mut self, session: Box<Session>) {
+        let Session {
+            peer,
+            sealer,
+            opener,
+        } = *session;
+        self.sealer = Some(Box::new(sealer));
+        match opener {
+            Opener::Tags(t) => self.inbound.expect_tags(t, peer),
+            Opener::Noise(n) => self.records = Some(Box::new((n, peer))),
+        }
+    }
+
+    /// The connection's socket (for `poll`).
+    pub(crate) fn socket(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// A line or record failed its check: the session is over. The peer is
+    /// told why with an untagged refusal line (it cannot verify it, and
+    /// names it so), and the connection is shut down both ways, so nothing
+    /// more is read or sent.
+    fn end_session(&mut self) {
+        self.eof = true;
+        self.out.clear();
+        self.sealed = 0;
+        let _ = sys::send_nosignal(&self.sock, &refusal(BAD_TAG));
+        let _ = sys::shutdown(&self.sock);
     }
 
     /// Limits how long [`Channel::recv`] waits for a complete line: once
@@ -146,22 +194,10 @@ impl Channel {
     pub(crate) fn next_item(&mut self) -> Result<Option<Item<'_>>> {
         let idle_until = self.idle.and_then(crate::process::deadline_after);
         loop {
-            if let Some(item) = self.inbound.pop() {
-                return item.map(|m| Some(Item::Queued(m)));
-            }
-            if !self.unread.is_empty() {
-                let start = self.unread.start;
-                if let Some(len) = self.inbound.direct_line(&self.rbuf[self.unread.clone()]) {
-                    self.unread.start += len + 1;
-                    return Ok(Some(Item::Line(crate::framing::strip_cr(
-                        &self.rbuf[start..start + len],
-                    ))));
-                }
-                // A line split across reads, too long, or after one that
-                // was: the framing takes the rest, in order.
-                let rest = std::mem::replace(&mut self.unread, 0..0);
-                self.inbound.feed(&self.rbuf[rest]);
-                continue;
+            match self.buffered()? {
+                Some(Found::InPlace(r)) => return Ok(Some(Item::Line(&self.rbuf[r]))),
+                Some(Found::Queued(m)) => return Ok(Some(Item::Queued(m))),
+                None => {}
             }
             if self.eof {
                 return Ok(None);
@@ -171,6 +207,40 @@ impl Channel {
                 self.await_input(until)?;
             }
             self.fill()?;
+        }
+    }
+
+    /// The next line already read, if any, without reading.
+    fn buffered(&mut self) -> Result<Option<Found>> {
+        loop {
+            if let Some(item) = self.inbound.pop() {
+                if self.inbound.is_broken() && !self.eof {
+                    self.end_session();
+                }
+                return item.map(|m| Some(Found::Queued(m)));
+            }
+            if self.unread.is_empty() {
+                return Ok(None);
+            }
+            let start = self.unread.start;
+            if let Some(len) = self.inbound.direct_line(&self.rbuf[self.unread.clone()]) {
+                self.unread.start += len + 1;
+                let line = crate::framing::strip_cr(&self.rbuf[start..start + len]);
+                let end = start + line.len();
+                return match self.inbound.screen_direct(line) {
+                    // The payload is the line's end (a tag is cut off its front).
+                    Ok(payload) => Ok(Some(Found::InPlace(end - payload.len()..end))),
+                    Err(e) => {
+                        self.unread = 0..0;
+                        self.end_session();
+                        Err(e)
+                    }
+                };
+            }
+            // A line split across reads, too long, or after one that
+            // was: the framing takes the rest, in order.
+            let rest = std::mem::replace(&mut self.unread, 0..0);
+            self.inbound.feed(&self.rbuf[rest]);
         }
     }
 
@@ -204,8 +274,8 @@ impl Channel {
     /// the socket is full), unless replies are batched
     /// ([`Channel::set_batch_replies`]).
     pub fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
-        self.format
-            .encode_line(msg, &mut self.out, &mut self.scratch)?;
+        let format = self.format;
+        self.sealed_line(|out, scratch| format.encode_line(msg, out, scratch))?;
         if !self.batch || !self.request_buffered() || self.out.len() >= CHANNEL_FLUSH_AT {
             self.flush()?;
         }
@@ -219,11 +289,8 @@ impl Channel {
     where
         E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
     {
-        let before = self.out.len();
-        if let Err(e) = encode(self.format, &mut self.out, &mut self.scratch) {
-            self.out.truncate(before);
-            return Err(e);
-        }
+        let format = self.format;
+        self.sealed_line(|out, scratch| encode(format, out, scratch))?;
         if !self.batch || !self.request_buffered() || self.out.len() >= CHANNEL_FLUSH_AT {
             self.flush()?;
         }
@@ -234,6 +301,68 @@ impl Channel {
     /// settings reads from it).
     pub fn max_line(&self) -> usize {
         self.inbound.lines.max_line()
+    }
+
+    /// Appends one line made by `encode` to the output, sealed when the
+    /// connection is authenticated.
+    fn sealed_line(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            let before = self.out.len();
+            let encoded = encode(&mut self.out, &mut self.scratch);
+            if encoded.is_err() {
+                // Nothing of a line that failed stays queued.
+                self.out.truncate(before);
+            }
+            return encoded;
+        };
+        let mark = sealer.begin(&mut self.out);
+        if let Err(e) = encode(&mut self.out, &mut self.scratch) {
+            Sealer::abandon(&mut self.out, mark);
+            return Err(e);
+        }
+        sealer.seal(&mut self.out, mark, &mut self.scratch);
+        self.sealed = self.out.len();
+        Ok(())
+    }
+
+    /// Sends one line as it is (`payload` without its `\n`), sealed when
+    /// the connection is authenticated, at once: the exec relay's output.
+    pub(crate) fn send_line(&mut self, payload: &[u8]) -> Result<()> {
+        self.sealed_line(|out, _| {
+            out.extend_from_slice(payload);
+            out.push(b'\n');
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    /// One read (it blocks unless the socket is readable: `poll` first),
+    /// then every complete line it brought, checked, to `sink` as it is (no
+    /// decoding): the exec relay's input. `Ok(false)` once the peer closed
+    /// (or the session ended on a line that did not verify: its error is
+    /// returned).
+    pub(crate) fn read_lines(
+        &mut self,
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        self.fill()?;
+        loop {
+            let wrote = match self.buffered() {
+                Ok(Some(Found::InPlace(r))) => sink(&self.rbuf[r]),
+                Ok(Some(Found::Queued(m))) => sink(&m.into_line()),
+                Ok(None) => return Ok(!self.eof),
+                // A line too long for the limit is dropped; the rest goes on.
+                Err(Error::LineTooLong { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            wrote.map_err(|e| Error::io("write", e))?;
+        }
     }
 
     /// Sends `msg` with shared memory regions, at once (the wire form is
@@ -280,15 +409,16 @@ impl Channel {
     /// left half-written by a panic (a line without its newline) is
     /// dropped first, so the error reply starts a line.
     pub fn send_error(&mut self, kind: &str, message: &str) -> Result<()> {
-        let keep = memchr::memrchr(b'\n', &self.out).map_or(0, |nl| nl + 1);
+        let keep = if self.sealer.is_some() {
+            self.sealed.min(self.out.len())
+        } else {
+            memchr::memrchr(b'\n', &self.out).map_or(0, |nl| nl + 1)
+        };
         self.out.truncate(keep);
-        crate::remote_error::encode_line(
-            self.format,
-            kind,
-            message,
-            &mut self.out,
-            &mut self.scratch,
-        )?;
+        let format = self.format;
+        self.sealed_line(|out, scratch| {
+            crate::remote_error::encode_line(format, kind, message, out, scratch)
+        })?;
         self.flush()
     }
 
@@ -309,11 +439,13 @@ impl Channel {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.out.clear();
+                    self.sealed = 0;
                     return Err(Error::io("send", e));
                 }
             }
         }
         self.out.clear();
+        self.sealed = 0;
         if self.out.capacity() > CHANNEL_FLUSH_AT * 4 {
             self.out = Vec::new();
         }
@@ -327,6 +459,9 @@ impl Channel {
         // one page for it) and double while reads fill the buffer.
         if self.rbuf.is_empty() {
             self.rbuf.resize(CHANNEL_READ_MIN, 0);
+        }
+        if self.records.is_some() {
+            return self.fill_decrypted();
         }
         let mut got = sys::Received::default();
         let n = loop {
@@ -358,6 +493,55 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+impl Channel {
+    /// One read of an encrypted connection: its records decrypted into
+    /// `rbuf`, left for `next_item` to frame. A record that does not
+    /// decrypt ends the session with [`Error::Auth`].
+    fn fill_decrypted(&mut self) -> Result<()> {
+        if self.cipher.len() < CHANNEL_READ {
+            self.cipher.resize(CHANNEL_READ, 0);
+        }
+        let n = loop {
+            match self.sock.read(&mut self.cipher) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break 0,
+                Err(e) => return Err(Error::io("read", e)),
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+            self.inbound.finish();
+            return Ok(());
+        }
+        let Some((opener, peer)) = self.records.as_deref_mut() else {
+            return Ok(());
+        };
+        let mut plain = std::mem::take(&mut self.rbuf);
+        plain.clear();
+        let opened = opener.open(&self.cipher[..n], |p| plain.extend_from_slice(p));
+        self.unread = 0..plain.len();
+        self.rbuf = plain;
+        if let Err(why) = opened {
+            let e = session::integrity_error(*peer, why);
+            // Lines before the bad record were genuine: they are served
+            // first; then the error ends the session.
+            let rest = std::mem::replace(&mut self.unread, 0..0);
+            self.inbound.feed(&self.rbuf[rest]);
+            self.inbound.break_with(e);
+        }
+        Ok(())
+    }
+}
+
+/// Where [`Channel::buffered`] found the next line.
+enum Found {
+    /// In the read buffer, in place.
+    InPlace(Range<usize>),
+    /// In the inbox.
+    Queued(Msg),
 }
 
 /// What [`Channel::next_item`] found.

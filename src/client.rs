@@ -1,7 +1,7 @@
 //! The TCP client: a remote worker ([`Reactor::connect`]) is a connection
 //! of the reactor like a local worker's, opened with a non-blocking connect
-//! and, with a secret, an answer to the server's challenge before any
-//! message. It reaches the reactor through a small interface
+//! and, with a secret, the mutual handshake of [`auth`](crate::auth) before
+//! any message. It reaches the reactor through a small interface
 //! (`insert_conn`, `conn`, `conn_mut`, `remove_conn`, `read_conn`,
 //! `poll_once`, and `signal_queued` when `connect` ends).
 
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::Interest;
 
+use crate::auth::handshake::{ClientHandshake, Step};
 use crate::auth::{self, Secret};
 use crate::conn::{State, Stream};
 use crate::error::{Error, Result};
@@ -23,14 +24,15 @@ use crate::worker::Worker;
 use crate::Reactor;
 
 /// How to connect a remote worker ([`Reactor::connect`]): the connection's
-/// line format and buffers, and the secret that answers the server's
-/// challenge. Nothing is forked, so there is no death signal or kept
-/// descriptor here (a [`Server`](crate::Server)'s children take those from
+/// line format and buffers, the secret and encryption, and TCP keepalive.
+/// Nothing is forked, so there is no death signal or kept descriptor here
+/// (a [`Server`](crate::Server)'s children take those from
 /// [`ServerOptions`](crate::ServerOptions)).
 ///
 /// `ConnectOptions::default()` is JSON, a 64 MiB line limit, a 64 MiB
 /// output high-water mark, 64 MiB of received messages held before reading
-/// pauses, and no secret.
+/// pauses, no secret, no encryption, and [`Keepalive::default`] (probes,
+/// no user timeout).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -40,7 +42,7 @@ use crate::Reactor;
 /// let mut reactor = Reactor::new()?;
 /// let opts = ConnectOptions::new()
 ///     .format(Format::Marshal)
-///     .secret(Secret::new(b"shared secret".to_vec()));
+///     .secret(Secret::from_file("/etc/miniray/secret")?);
 /// let w = reactor.connect("127.0.0.1:7000", &opts, Some(Duration::from_secs(5)))?;
 /// reactor.send(w, &miniray::py!({"x": 1}))?;
 /// let reply: miniray::Value = reactor.recv(w, Some(Duration::from_secs(5)))?;
@@ -48,23 +50,45 @@ use crate::Reactor;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ConnectOptions {
     pub(crate) conn: ConnSettings,
     pub(crate) secret: Option<Secret>,
+    pub(crate) encrypt: bool,
     pub(crate) keepalive: Option<Keepalive>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            conn: ConnSettings::default(),
+            secret: None,
+            encrypt: false,
+            keepalive: Some(Keepalive::default()),
+        }
+    }
 }
 
 /// TCP keepalive, tuned (see [`ConnectOptions::keepalive`]): after `idle`
 /// with nothing received the kernel probes the peer every `interval`, and
 /// `count` unanswered probes end the connection, so a host that vanished
-/// without closing (a network partition, a machine powered off) shows as
-/// [`Error::Closed`] within about `idle + interval * count`. The same total
-/// is set as `TCP_USER_TIMEOUT`, which bounds data sent and never
-/// acknowledged. A stopped process (`SIGSTOP`) whose kernel still answers
-/// is not detected this way: that takes a deadline on the task
-/// ([`PoolOptions::timeout`](crate::PoolOptions::timeout)). Whole seconds
-/// (at least 1).
+/// without closing (a machine powered off, a link cut while the connection
+/// was idle) shows as [`Error::Closed`] within about
+/// `idle + interval * count`. A live host's kernel answers the probes
+/// however busy its process is, so a busy host is never taken for dead.
+///
+/// A stopped process (`SIGSTOP`) whose kernel still answers is not detected
+/// this way: that takes a deadline on the task
+/// ([`PoolOptions::timeout`](crate::PoolOptions::timeout)). Neither is a
+/// link cut while data is in flight (probes are sent only on an idle
+/// connection): that takes the task deadline, or `user_timeout`.
+///
+/// `user_timeout` (`TCP_USER_TIMEOUT`, off by default) aborts a connection
+/// whose sent data stays unacknowledged that long. A busy host whose
+/// receive window is full acknowledges nothing while it works, so a user
+/// timeout shorter than the longest task aborts live connections: set it
+/// above the task deadline, never below. Whole seconds for the probes (at
+/// least 1); milliseconds for the user timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     /// Silence before the first probe.
@@ -73,25 +97,47 @@ pub struct Keepalive {
     pub interval: Duration,
     /// Unanswered probes that end the connection.
     pub count: u32,
+    /// `TCP_USER_TIMEOUT`: unacknowledged data older than this ends the
+    /// connection. `None` (the default): the kernel's own (about 15
+    /// minutes of retransmissions). Must exceed the task deadline.
+    pub user_timeout: Option<Duration>,
 }
 
 impl Default for Keepalive {
-    /// 5 s idle, then a probe every second, 3 probes: a silent peer is
-    /// found within about 8 s.
+    /// 5 s idle, then a probe every second, 3 probes: a vanished peer of an
+    /// idle connection is found within about 8 s. No user timeout.
     fn default() -> Self {
         Keepalive {
             idle: Duration::from_secs(5),
             interval: Duration::from_secs(1),
             count: 3,
+            user_timeout: None,
         }
     }
 }
 
 impl Keepalive {
+    /// Sets `TCP_USER_TIMEOUT` (see the type's docs: it must exceed the
+    /// longest task; `None` for none).
+    pub fn user_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.user_timeout = timeout;
+        self
+    }
+
     /// Sets it on a socket.
     fn apply(&self, sock: &TcpStream) -> io::Result<()> {
         let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-        sys::set_keepalive(sock, secs(self.idle), secs(self.interval), self.count)
+        let user_ms = self.user_timeout.map_or(0, |d| {
+            // At least 1 ms: zero would mean "none" to the kernel.
+            u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+        });
+        sys::set_keepalive(
+            sock,
+            secs(self.idle),
+            secs(self.interval),
+            self.count,
+            user_ms,
+        )
     }
 }
 
@@ -132,33 +178,48 @@ impl ConnectOptions {
         self
     }
 
-    /// Answer the server's authentication challenge with this secret (see
-    /// [`Secret`]); the server must have the same
-    /// ([`ServerOptions::secret`](crate::ServerOptions::secret)). Off by
-    /// default, so plain Python servers work.
+    /// Authenticate with this secret (see [`Secret`]); the server must
+    /// hold the same ([`ServerOptions::secret`](crate::ServerOptions::secret)).
+    /// Off by default, so plain Python servers work.
     ///
-    /// The server sends no verdict (the protocol stays the original
-    /// library's after the handshake), so a mismatch shows on the client as:
+    /// Both sides prove the secret to each other before `connect` returns,
+    /// and every line after that carries an integrity tag bound to the
+    /// handshake (`PROTOCOL.md` section 4). Every mismatch is an
+    /// [`Error::Auth`] naming the server and an [`AuthFailure`](crate::AuthFailure):
     ///
-    /// | client | server | what the client sees |
+    /// | client | server | the client's error |
     /// |---|---|---|
-    /// | this secret | a different one | `connect` succeeds; the connection is closed at once: the next `recv` is [`Error::Closed`] with status `None` (the server reports `AuthFailed`) |
-    /// | no secret | a secret | `connect` succeeds; the challenge line arrives as a message that does not decode ([`Error::Decode`]), then [`Error::Closed`] |
-    /// | a secret | no secret | `connect` fails at its deadline with [`Error::Io`] `{ op: "authenticate" }` of kind `TimedOut`: no challenge came |
+    /// | this secret | a different one | `connect` fails: `WrongSecret` (the server sent its refusal) |
+    /// | no secret | a secret | the first `recv`: `SecretRequired` (the server's challenge is never taken for a reply), then [`Error::Closed`] |
+    /// | a secret | no secret | `connect` fails at its deadline: `NoChallenge` |
+    /// | a secret | an impostor relaying a real server | `connect` fails (`ServerUnproven`), or any line it injects or alters: `Integrity`, then [`Error::Closed`] |
     pub fn secret(mut self, secret: Secret) -> Self {
         self.secret = Some(secret);
         self
     }
 
-    /// Tuned TCP keepalive on the connection (see [`Keepalive`]); off by
-    /// default (the kernel's own keepalive is off too). A
-    /// [`Pool::remote`](crate::pool::Pool::remote) turns it on with
-    /// [`Keepalive::default`] unless its
-    /// [`Hosts::connect_options`](crate::pool::Hosts::connect_options)
-    /// say otherwise.
+    /// Encrypt the connection (off by default): after the handshake, a
+    /// Noise session keyed from the secret and the handshake carries every
+    /// byte, so what is sent is also confidential, not only authenticated
+    /// (`PROTOCOL.md` section 4). Needs a secret, and a miniray server
+    /// (Python peers speak the tagged mode only). A server with
+    /// [`ServerOptions::require_encryption`](crate::ServerOptions::require_encryption)
+    /// refuses clients without it (`EncryptionRequired`).
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.encrypt = on;
+        self
+    }
+
+    /// TCP keepalive on the connection (see [`Keepalive`]): on by default
+    /// with [`Keepalive::default`]; `None` turns it off.
     pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
         self.keepalive = keepalive;
         self
+    }
+
+    /// The keepalive this connection will have (`None`: off).
+    pub fn keepalive_settings(&self) -> Option<Keepalive> {
+        self.keepalive
     }
 }
 
@@ -174,8 +235,9 @@ impl Reactor {
     /// has passed: the last one's error is returned. `TCP_NODELAY` is set.
     ///
     /// Errors: [`Error::Io`] with `op` `"connect"` (refused, unreachable,
-    /// ...), `"resolve"` or `"authenticate"` (see
-    /// [`ConnectOptions::secret`]), [`Error::Timeout`]. A reset or EOF later is the
+    /// ...), `"resolve"` or `"authenticate"`, [`Error::Timeout`],
+    /// [`Error::Auth`] (see [`ConnectOptions::secret`]), [`Error::Secret`]
+    /// (encryption asked for without a secret). A reset or EOF later is the
     /// worker's [`Error::Closed`] (status `None`).
     pub fn connect<A: ToSocketAddrs>(
         &mut self,
@@ -225,11 +287,17 @@ impl Reactor {
         addr: SocketAddr,
         opts: &ConnectOptions,
     ) -> Result<Worker> {
+        if opts.encrypt && opts.secret.is_none() {
+            return Err(Error::Secret {
+                origin: "ConnectOptions".into(),
+                reason: "encryption was asked for, and no secret given to key it".into(),
+            });
+        }
         let sock = TcpStream::connect(addr).map_err(|e| Error::io("connect", e))?;
         if let Some(k) = &opts.keepalive {
             k.apply(&sock).map_err(|e| Error::io("setsockopt", e))?;
         }
-        self.insert_conn(
+        let w = self.insert_conn(
             Stream::Tcp(sock),
             None,
             &opts.conn,
@@ -237,41 +305,52 @@ impl Reactor {
                 authenticate: opts.secret.is_some(),
             },
             Interest::READABLE | Interest::WRITABLE,
-        )
+        )?;
+        let conn = self.conn_mut(w)?;
+        match &opts.secret {
+            Some(s) => conn.set_handshake(ClientHandshake::new(s.clone(), opts.encrypt, addr)),
+            None => conn.watch_for_challenge(addr),
+        }
+        Ok(w)
     }
 
     /// Where a connect begun with [`Reactor::connect_start`] stands, without
-    /// waiting: `Ok(true)` open (authenticated when `opts` has a secret),
-    /// `Ok(false)` still going. On failure the connection is removed and its
-    /// error returned. Give up on one with [`Reactor::remove_conn`].
-    pub(crate) fn connect_progress(&mut self, w: Worker, opts: &ConnectOptions) -> Result<bool> {
+    /// waiting: `Ok(true)` open (with a secret: both sides proved it, the
+    /// session is bound), `Ok(false)` still going. On failure the
+    /// connection is removed and its error returned: [`Error::Auth`] for
+    /// the server's refusal or an impostor. Give up on one that takes too
+    /// long with [`Reactor::connect_abandon`], which says why.
+    pub(crate) fn connect_progress(&mut self, w: Worker, _opts: &ConnectOptions) -> Result<bool> {
         let conn = self.conn_mut(w)?;
         match conn.state() {
             State::Connecting { .. } => Ok(false),
             State::Open => Ok(true),
-            State::Authenticating => {
-                let Some(secret) = opts.secret.as_ref() else {
-                    conn.authenticated();
-                    return Ok(true);
-                };
-                match self.try_answer_challenge(w, secret) {
-                    Ok(false) => Ok(false),
-                    Ok(true) => {
-                        if let Ok(conn) = self.conn_mut(w) {
-                            conn.authenticated();
-                        }
-                        // Anything the server sent after the challenge.
-                        self.read_conn(w);
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        self.remove_conn(w);
-                        Err(e)
-                    }
+            State::Authenticating => match self.handshake_step(w) {
+                Ok(open) => Ok(open),
+                Err(e) => {
+                    self.remove_conn(w);
+                    Err(e)
                 }
-            }
+            },
             _ => Err(self.connect_failed(w)),
         }
+    }
+
+    /// Gives up on a connect begun with [`Reactor::connect_start`] (its
+    /// deadline passed): removes it and says why: [`Error::Auth`] with
+    /// [`AuthFailure::NoChallenge`](crate::AuthFailure::NoChallenge) when
+    /// the server never sent its challenge (it runs without a secret), an
+    /// `Auth` refusal when our answer got no verdict, else
+    /// [`Error::Timeout`].
+    pub(crate) fn connect_abandon(&mut self, w: Worker) -> Error {
+        let why = match self.conn_mut(w) {
+            Ok(c) if matches!(c.state(), State::Authenticating) => c
+                .handshake_mut()
+                .map_or(Error::Timeout, |hs| hs.timed_out()),
+            _ => Error::Timeout,
+        };
+        self.remove_conn(w);
+        why
     }
 
     /// A connect that failed: its error (the inbox holds it, then
@@ -285,31 +364,43 @@ impl Reactor {
         err
     }
 
-    /// Answers the server's challenge if its line is here: `Ok(true)` once
-    /// answered, `Ok(false)` while it has not come.
-    fn try_answer_challenge(&mut self, w: Worker, secret: &Secret) -> Result<bool> {
-        let fd = self
-            .conn(w)?
-            .sock_fd()
-            .ok_or_else(|| Error::io("authenticate", io::ErrorKind::NotConnected.into()))?;
-        match auth::take_line(fd) {
-            Ok(Some(line)) => {
-                let nonce = auth::parse_challenge(&line).ok_or_else(|| {
-                    Error::io(
-                        "authenticate",
-                        io::Error::new(io::ErrorKind::InvalidData, "not a miniray challenge"),
-                    )
-                })?;
-                let answer = secret.answer(&nonce);
-                match sys::send_nosignal(fd, &answer) {
-                    Ok(n) if n == answer.len() => Ok(true),
-                    Ok(_) => Err(Error::io("authenticate", io::ErrorKind::WriteZero.into())),
-                    Err(e) => Err(Error::io("authenticate", e)),
+    /// Runs the client's handshake as far as the server's lines allow,
+    /// never waiting: `Ok(true)` once authenticated and open.
+    fn handshake_step(&mut self, w: Worker) -> Result<bool> {
+        loop {
+            let got = {
+                let fd = self.conn(w)?.sock_fd().ok_or_else(not_connected)?;
+                auth::take_line(fd)
+            };
+            let conn = self.conn_mut(w)?;
+            let hs = conn.handshake_mut().ok_or_else(not_connected)?;
+            let line = match got {
+                Ok(Some(line)) => line,
+                Ok(None) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(hs.closed()),
+                Err(e) => return Err(Error::io("authenticate", e)),
+            };
+            match hs.on_line(&line)? {
+                Step::Send(answer) => {
+                    // A fresh connection's buffer takes the short line whole.
+                    let fd = conn.sock_fd().ok_or_else(not_connected)?;
+                    match sys::send_nosignal(fd, &answer) {
+                        Ok(n) if n == answer.len() => {}
+                        Ok(_) => {
+                            return Err(Error::io("authenticate", io::ErrorKind::WriteZero.into()))
+                        }
+                        Err(e) => return Err(Error::io("authenticate", e)),
+                    }
+                }
+                Step::Done(session) => {
+                    conn.open_session(session);
+                    // Anything the server sent after its verdict.
+                    self.read_conn(w);
+                    return Ok(true);
                 }
             }
-            Ok(None) => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(Error::io("authenticate", e)),
         }
     }
 
@@ -353,90 +444,43 @@ impl Reactor {
         let w = self.connect_start(addr, opts)?;
         loop {
             let conn = self.conn_mut(w)?;
+            let mut authenticating = false;
             match conn.state() {
                 State::Connecting { .. } => {}
                 State::Open => return Ok(w),
                 State::Authenticating => {
-                    // Set by finish_connect, so the challenge line was not
-                    // read as a message.
-                    let Some(secret) = opts.secret.clone() else {
-                        return Ok(w);
-                    };
-                    let answered = self.answer_challenge(w, &secret, deadline);
-                    if let Ok(conn) = self.conn_mut(w) {
-                        conn.authenticated();
-                    }
-                    return match answered {
-                        Ok(()) => {
-                            // Anything the server sent after the challenge.
-                            self.read_conn(w);
-                            Ok(w)
-                        }
+                    // Set by finish_connect, so no handshake line is read as
+                    // a message.
+                    authenticating = true;
+                    match self.handshake_step(w) {
+                        Ok(true) => return Ok(w),
+                        Ok(false) => {}
                         Err(e) => {
                             self.remove_conn(w);
-                            Err(e)
+                            return Err(e);
                         }
-                    };
+                    }
                 }
                 _ => return Err(self.connect_failed(w)),
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
-                self.remove_conn(w);
-                return Err(Error::Timeout);
+                return Err(self.connect_abandon(w));
             }
-            self.poll_once(left)?;
+            // While authenticating, this connection's events are not read
+            // (its lines are the handshake's): look again after a short wait.
+            let wait = if authenticating {
+                Some(left.map_or(Duration::from_millis(10), |l| {
+                    l.min(Duration::from_millis(10))
+                }))
+            } else {
+                left
+            };
+            self.poll_once(wait)?;
         }
     }
+}
 
-    /// The client's side of the handshake, on a connection just opened.
-    fn answer_challenge(
-        &mut self,
-        w: Worker,
-        secret: &Secret,
-        deadline: Option<Instant>,
-    ) -> Result<()> {
-        loop {
-            let fd = self
-                .conn(w)?
-                .sock_fd()
-                .ok_or_else(|| Error::io("authenticate", io::ErrorKind::NotConnected.into()))?;
-            match auth::take_line(fd) {
-                Ok(Some(line)) => {
-                    let nonce = auth::parse_challenge(&line).ok_or_else(|| {
-                        Error::io(
-                            "authenticate",
-                            io::Error::new(io::ErrorKind::InvalidData, "not a miniray challenge"),
-                        )
-                    })?;
-                    let answer = secret.answer(&nonce);
-                    return match sys::send_nosignal(fd, &answer) {
-                        Ok(n) if n == answer.len() => Ok(()),
-                        Ok(_) => Err(Error::io("authenticate", io::ErrorKind::WriteZero.into())),
-                        Err(e) => Err(Error::io("authenticate", e)),
-                    };
-                }
-                Ok(None) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(Error::io("authenticate", e)),
-            }
-            let left = deadline.map_or(Duration::MAX, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            if left.is_zero() {
-                // Say why: the usual cause is a server without a secret,
-                // which sends no challenge and waits for messages.
-                return Err(Error::io(
-                    "authenticate",
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no authentication challenge from the server before the deadline (does it run with a secret?)",
-                    ),
-                ));
-            }
-            // Peek again after a short wait: this connection's events are
-            // not read while it authenticates.
-            self.poll_once(Some(left.min(Duration::from_millis(10))))?;
-        }
-    }
+fn not_connected() -> Error {
+    Error::io("authenticate", io::ErrorKind::NotConnected.into())
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::process::ExitStatus;
 
 use crate::format_kind::Format;
@@ -115,6 +116,23 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Authentication with a TCP peer failed, or a line after it did not
+    /// verify (see [`Secret`](crate::Secret)). A connection that reports
+    /// it is closed: [`Error::Closed`] follows.
+    Auth {
+        /// The peer: the server for a client, the client for a server.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: AuthFailure,
+    },
+    /// A secret that cannot be used: too short (or empty), or kept in a
+    /// file that group or others may read.
+    Secret {
+        /// Where it came from: `$MINIRAY_SECRET`, `secret file PATH`, ...
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An exec worker's program could not be executed: `execvp` failed in
     /// the child, which reported the error through a close-on-exec pipe and
     /// was reaped before the spawn returned. No worker was created.
@@ -165,6 +183,11 @@ impl Error {
                 | Error::Region { .. }
                 | Error::Remote { .. }
         )
+    }
+
+    /// True for [`Error::Auth`].
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Auth { .. })
     }
 
     /// [`Error::Region`] with `reason`.
@@ -236,6 +259,16 @@ impl fmt::Debug for Error {
                 .field("fd", fd)
                 .field("reason", reason)
                 .finish(),
+            Error::Auth { addr, reason } => f
+                .debug_struct("Auth")
+                .field("addr", addr)
+                .field("reason", reason)
+                .finish(),
+            Error::Secret { origin, reason } => f
+                .debug_struct("Secret")
+                .field("origin", origin)
+                .field("reason", reason)
+                .finish(),
             Error::Exec { program, source } => f
                 .debug_struct("Exec")
                 .field("program", program)
@@ -283,6 +316,12 @@ impl fmt::Display for Error {
             Error::BadDescriptor { fd, reason } => {
                 write!(f, "descriptor {fd} given to keep_fd {reason}")
             }
+            Error::Auth { addr, reason } => {
+                write!(f, "authentication with {addr} failed: {reason}")
+            }
+            Error::Secret { origin, reason } => {
+                write!(f, "{origin} cannot be used as a secret: {reason}")
+            }
             Error::Exec { program, source } => write!(f, "cannot execute {program}: {source}"),
         }
     }
@@ -301,6 +340,81 @@ impl std::error::Error for Error {
 impl From<DecodeError> for Error {
     fn from(e: DecodeError) -> Self {
         Error::Decode(e)
+    }
+}
+
+/// Why authentication with a TCP peer failed ([`Error::Auth`]).
+///
+/// The first five are settings that differ between the two ends: trying
+/// the same host again fails the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// The server refused our proof: it holds another secret.
+    WrongSecret,
+    /// The server sent an authentication challenge, and no secret is
+    /// configured here.
+    SecretRequired,
+    /// A secret is configured, and the server sent no authentication
+    /// challenge: it runs without a secret (or is no miniray server).
+    NoChallenge,
+    /// The server could not prove that it holds the secret: an impostor
+    /// (a relay in the host list, say) answered.
+    ServerUnproven,
+    /// The server requires encryption, and this client did not ask for it.
+    EncryptionRequired,
+    /// A line (or encrypted record) received after the handshake does not
+    /// verify: forged, injected, altered, replayed or reordered on the way.
+    /// The words say which one and how.
+    Integrity(String),
+    /// The server refused for another reason (its word), or closed the
+    /// connection during the handshake.
+    Refused(String),
+    /// A handshake line is not what the protocol says (`PROTOCOL.md`
+    /// section 4).
+    Protocol(String),
+}
+
+impl AuthFailure {
+    /// True for the failures that come from the two ends' settings
+    /// ([`AuthFailure::WrongSecret`], [`AuthFailure::SecretRequired`],
+    /// [`AuthFailure::NoChallenge`], [`AuthFailure::ServerUnproven`],
+    /// [`AuthFailure::EncryptionRequired`]): trying the same host again
+    /// fails the same way until someone changes them.
+    pub fn is_setting(&self) -> bool {
+        matches!(
+            self,
+            AuthFailure::WrongSecret
+                | AuthFailure::SecretRequired
+                | AuthFailure::NoChallenge
+                | AuthFailure::ServerUnproven
+                | AuthFailure::EncryptionRequired
+        )
+    }
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthFailure::WrongSecret => {
+                f.write_str("wrong secret: the server holds a different one")
+            }
+            AuthFailure::SecretRequired => f.write_str(
+                "the server requires a secret, and none is configured here",
+            ),
+            AuthFailure::NoChallenge => f.write_str(
+                "a secret is configured, but the server sent no authentication challenge (does it run without a secret?)",
+            ),
+            AuthFailure::ServerUnproven => f.write_str(
+                "the server could not prove that it holds the secret (an impostor answered)",
+            ),
+            AuthFailure::EncryptionRequired => {
+                f.write_str("the server requires encryption, and it was not asked for")
+            }
+            AuthFailure::Integrity(why) => write!(f, "integrity: {why}"),
+            AuthFailure::Refused(why) => write!(f, "the server refused: {why}"),
+            AuthFailure::Protocol(why) => write!(f, "handshake protocol: {why}"),
+        }
     }
 }
 
@@ -350,8 +464,10 @@ pub enum DecodeErrorKind {
         /// The format the line looks like.
         looks_like: Format,
     },
-    /// A dict key or set member that is a list, dict or set, which
-    /// `marshal.loads` refuses too (unhashable in Python).
+    /// A dict key or set member that is or holds (in a tuple or frozenset,
+    /// at any depth) a list, dict or set, which `marshal.loads` refuses
+    /// too (`TypeError: unhashable type: 'list'`); the position is that
+    /// container's.
     Unhashable {
         /// `"dict key"` or `"set member"`.
         what: &'static str,
@@ -401,7 +517,7 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::TrailingBytes => f.write_str("trailing bytes after the value"),
             DecodeErrorKind::Syntax(m) => write!(f, "{m}"),
             DecodeErrorKind::Unhashable { what, kind } => {
-                write!(f, "{what} is a {kind}, unhashable in Python")
+                write!(f, "unhashable type: '{kind}' in a {what}")
             }
             DecodeErrorKind::WrongFormat { looks_like } => write!(
                 f,

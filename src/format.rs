@@ -56,11 +56,13 @@ impl Format {
             Format::Json => crate::json::from_slice(line).map_err(|e| self.mismatch(line, e)),
             Format::Marshal => {
                 // Decoded into a buffer of its own (3/4 of the line), not a
-                // copy of the text decoded in place.
-                self.check_base64(line)?;
+                // copy of the text decoded in place. The decode validates
+                // as it goes and the line stays intact, so no separate
+                // check pass: a bad line is looked at again only to say
+                // where and why.
                 let raw = STANDARD
                     .decode_to_vec(line)
-                    .map_err(|_| self.base64_error(line))?;
+                    .map_err(|_| self.mismatch(line, self.base64_error(line)))?;
                 crate::marshal::from_slice(&raw)
             }
         }
@@ -68,8 +70,8 @@ impl Format {
 
     /// Refuses a line that is not standard padded base64, naming where
     /// (or naming JSON, when it looks like JSON). SIMD, as fast as
-    /// decoding, and done before decoding: an in-place decode would
-    /// overwrite the bytes an error position names.
+    /// decoding, and done before decoding in place: that would overwrite
+    /// the bytes an error position names.
     fn check_base64(self, line: &[u8]) -> Result<(), DecodeError> {
         match STANDARD.check(line) {
             Ok(()) => Ok(()),

@@ -4,12 +4,15 @@
 //! ([`Msg::decode`]), into the type the caller asks for.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use serde::de::DeserializeOwned;
 
+use crate::auth::tags::TagOpener;
+use crate::auth::{session, ANY_VERSION};
 use crate::envelope;
-use crate::error::{Error, Result};
+use crate::error::{AuthFailure, Error, Result};
 use crate::format::Format;
 use crate::framing::LineBuffer;
 use crate::remote_error;
@@ -49,6 +52,17 @@ impl Msg {
             Some(Batch::Broken(reason)) => Err(Error::region(reason)),
             Some(Batch::Fds(fds)) => envelope::open(format, self.line, fds),
         }
+    }
+
+    /// [`Msg::decode_regions`] of what follows the line's first `skip`
+    /// bytes (a frame's header, before its envelope).
+    pub(crate) fn decode_regions_after<T: DeserializeOwned>(
+        mut self,
+        format: Format,
+        skip: usize,
+    ) -> Result<(T, Vec<SharedMemory>)> {
+        self.line.drain(..skip.min(self.line.len()));
+        self.decode_regions(format)
     }
 
     /// The line's bytes (without its `\n`).
@@ -114,6 +128,49 @@ pub(crate) struct Inbound {
     sizes: VecDeque<usize>,
     /// Sum of `sizes`: what a slow consumer lets pile up.
     pub(crate) queued_bytes: usize,
+    /// After an authenticated handshake in mode `tag`: each line's tag is
+    /// checked and stripped here (the peer's address names it in errors).
+    tags: Option<Box<(TagOpener, SocketAddr)>>,
+    /// A TCP client with no secret: a first line that is a server's
+    /// challenge is the server asking for one, not a reply.
+    challenge_from: Option<SocketAddr>,
+    /// A line failed its check: the error is queued, the session is over,
+    /// and nothing after it is delivered.
+    broken: bool,
+}
+
+/// What a line becomes once checked (see [`Inbound::screen`]).
+fn screen<'a>(
+    tags: &mut Option<Box<(TagOpener, SocketAddr)>>,
+    challenge_from: Option<SocketAddr>,
+    first: bool,
+    line: &'a [u8],
+) -> Result<&'a [u8]> {
+    if let Some((opener, peer)) = tags.as_deref_mut() {
+        return opener
+            .open(line)
+            .map_err(|why| session::integrity_error(*peer, explain(line, why)));
+    }
+    match challenge_from {
+        Some(addr) if first && line.starts_with(ANY_VERSION) => Err(Error::Auth {
+            addr,
+            reason: AuthFailure::SecretRequired,
+        }),
+        _ => Ok(line),
+    }
+}
+
+/// A failed tag's words; a refusal line in its place (which a peer sends
+/// untagged as it closes) is quoted, marked as unauthenticated.
+fn explain(line: &[u8], why: String) -> String {
+    let refusal = format!("{} refused ", crate::auth::PREFIX);
+    match line.strip_prefix(refusal.as_bytes()) {
+        Some(word) => format!(
+            "{why}; it is the peer's refusal \"{}\" (unauthenticated)",
+            String::from_utf8_lossy(&word[..word.len().min(40)])
+        ),
+        None => why,
+    }
 }
 
 impl Inbound {
@@ -125,7 +182,47 @@ impl Inbound {
             inbox: VecDeque::new(),
             sizes: VecDeque::new(),
             queued_bytes: 0,
+            tags: None,
+            challenge_from: None,
+            broken: false,
         }
+    }
+
+    /// From now on, each line must carry a valid tag (mode `tag` of an
+    /// authenticated session with `peer`).
+    pub(crate) fn expect_tags(&mut self, opener: TagOpener, peer: SocketAddr) {
+        self.tags = Some(Box::new((opener, peer)));
+    }
+
+    /// A TCP client without a secret: a first line from `server` that is an
+    /// authentication challenge is reported as [`AuthFailure::SecretRequired`].
+    pub(crate) fn watch_for_challenge(&mut self, server: SocketAddr) {
+        self.challenge_from = Some(server);
+    }
+
+    /// Ends the session with `e` (a record that did not decrypt): it is
+    /// queued, and nothing after it is delivered.
+    pub(crate) fn break_with(&mut self, e: Error) {
+        if !self.broken {
+            self.broken = true;
+            self.push(Err(e));
+        }
+    }
+
+    /// A line failed its check: the connection is to be closed.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Checks a line taken in place ([`Inbound::direct_line`]): its payload,
+    /// or the error that ends the session (then [`Inbound::is_broken`]).
+    pub(crate) fn screen_direct<'a>(&mut self, line: &'a [u8]) -> Result<&'a [u8]> {
+        let first = self.lines_done == 1;
+        let got = screen(&mut self.tags, self.challenge_from, first, line);
+        if got.is_err() {
+            self.broken = true;
+        }
+        got
     }
 
     /// Feeds the bytes of one read and the descriptors that came with them
@@ -187,8 +284,22 @@ impl Inbound {
             inbox,
             sizes,
             queued_bytes,
+            tags,
+            challenge_from,
+            broken,
         } = self;
         lines.feed(chunk, |line| {
+            if *broken {
+                return;
+            }
+            let first = *lines_done == 0;
+            let line = line.and_then(|l| screen(tags, *challenge_from, first, l));
+            if line.is_err() && (tags.is_some() || challenge_from.is_some()) {
+                // A failed check ends the session; a line too long for the
+                // limit does too once lines are authenticated (its tag was
+                // never seen, so the sequence is lost).
+                *broken = matches!(line, Err(Error::Auth { .. })) || tags.is_some();
+            }
             let size = line.as_ref().map_or(0, |l| l.len() + 1);
             sizes.push_back(size);
             *queued_bytes += size;
@@ -218,7 +329,8 @@ impl Inbound {
     /// too-long line, no descriptors waiting), and it is within the limit.
     /// The line then counts as framed. `None`: feed the chunk instead.
     pub(crate) fn direct_line(&mut self, chunk: &[u8]) -> Option<usize> {
-        if !self.inbox.is_empty()
+        if self.broken
+            || !self.inbox.is_empty()
             || self.pending.is_some()
             || self.lines.buffered() > 0
             || self.lines.is_discarding()
@@ -237,7 +349,9 @@ impl Inbound {
     /// descriptors are closed.
     pub(crate) fn finish(&mut self) {
         if let Some(e) = self.lines.finish() {
-            self.push(Err(e));
+            if !self.broken {
+                self.push(Err(e));
+            }
         }
         self.pending = None;
     }

@@ -84,6 +84,7 @@ pub struct ServerOptions {
     pub(crate) max_connections: usize,
     pub(crate) accept_backoff: Duration,
     pub(crate) secret: Option<Secret>,
+    pub(crate) require_encryption: bool,
     pub(crate) auth_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
 }
@@ -96,6 +97,7 @@ impl Default for ServerOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             accept_backoff: DEFAULT_ACCEPT_BACKOFF,
             secret: None,
+            require_encryption: false,
             auth_timeout: Duration::from_secs(5),
             idle_timeout: None,
         }
@@ -176,11 +178,31 @@ impl ServerOptions {
         self
     }
 
-    /// Require clients to prove they hold `secret` (HMAC-SHA256 over a
-    /// random nonce, see [`Secret`]) before anything is forked for them.
-    /// Off by default, so plain Python clients keep working.
+    /// Require clients to hold `secret` (see [`Secret`]): before anything
+    /// is forked for a client, both sides prove the secret to each other
+    /// (HMAC-SHA256 over both sides' nonces and their roles), and every
+    /// line after that carries an integrity tag bound to the handshake, or
+    /// is encrypted if the client asked (`PROTOCOL.md` section 4). A
+    /// client that fails gets a refusal line naming why, is closed, and is
+    /// reported as [`ServerEvent::AuthFailed`]. Off by default, so plain
+    /// Python clients keep working.
+    ///
+    /// With [`Reactor::listen_exec`](crate::Reactor::listen_exec), the
+    /// serving child keeps the connection and relays plain lines to and
+    /// from the program over a socketpair, so the program needs to know
+    /// nothing of the secret (and never sees it).
     pub fn secret(mut self, secret: Secret) -> Self {
         self.secret = Some(secret);
+        self
+    }
+
+    /// Refuse clients that do not ask for encryption
+    /// ([`ConnectOptions::encrypt`](crate::ConnectOptions::encrypt)) with
+    /// the refusal `encryption-required`. Off by default: a server with a
+    /// secret serves the tagged mode and, to clients that ask, encryption.
+    /// Needs [`ServerOptions::secret`].
+    pub fn require_encryption(mut self, on: bool) -> Self {
+        self.require_encryption = on;
         self
     }
 
@@ -282,7 +304,8 @@ pub enum ServerEvent {
         status: Option<ExitStatus>,
     },
     /// A client failed authentication (wrong, malformed, late or missing
-    /// answer) and was closed; nothing was forked.
+    /// answer, or no encryption where it is required), was sent a refusal
+    /// line and closed; nothing was forked.
     AuthFailed {
         /// The server.
         server: Server,
@@ -437,7 +460,7 @@ pub(crate) struct Pending {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) server: Server,
-    pub(crate) nonce: Vec<u8>,
+    pub(crate) nonce: [u8; 32],
     /// `None`: an `auth_timeout` too long to be a deadline.
     pub(crate) deadline: Option<Instant>,
 }

@@ -317,7 +317,9 @@ impl AsRawFd for Worker {
 /// A program to exec instead of running a closure: its stdin and stdout are
 /// the worker's socket.
 ///
-/// The program gets the parent's environment at spawn time, plus
+/// The program gets the parent's environment at spawn time, less
+/// `MINIRAY_SECRET` ([`SECRET_ENV`](crate::SECRET_ENV): a program never
+/// inherits the secret; set it with [`Exec::env`] to pass it on), plus
 /// `PYTHONUNBUFFERED=1` unless that variable is already set there or with
 /// [`Exec::env`]: its stdout is a socket, and a Python program would
 /// otherwise buffer its `print`s and answer nothing until it exits (the
@@ -373,10 +375,13 @@ impl Exec {
         Ok(self)
     }
 
-    /// The program's environment as `KEY=VALUE` strings: the parent's now,
-    /// overridden by [`Exec::env`], plus `PYTHONUNBUFFERED=1` if unset.
+    /// The program's environment as `KEY=VALUE` strings: the parent's now
+    /// less [`SECRET_ENV`](crate::SECRET_ENV) (a program never inherits the
+    /// secret), overridden by [`Exec::env`], plus `PYTHONUNBUFFERED=1` if
+    /// unset.
     pub(crate) fn environment(&self) -> Vec<CString> {
         let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+            .filter(|(k, _)| k != crate::auth::SECRET_ENV)
             .filter(|(k, _)| !self.env.iter().any(|(ours, _)| ours == k))
             .collect();
         vars.extend(self.env.iter().cloned());

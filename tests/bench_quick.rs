@@ -75,6 +75,11 @@ fn bench_quick_writes_every_field() {
         ("framing", "16-byte lines"),
         ("framing", "1024-byte lines"),
         ("shm", "region handoff 4 KiB"),
+        ("auth", "tcp marshal [123.0] plain"),
+        ("auth", "tcp marshal [123.0] tagged"),
+        ("auth", "tcp marshal [123.0] encrypted"),
+        ("auth", "tcp marshal 100k floats Vec<f64> tagged"),
+        ("auth", "tcp marshal 100k floats Vec<f64> encrypted"),
     ] {
         assert!(has(group, part), "missing {group}: {part}");
     }

@@ -272,3 +272,67 @@ fn a_fallible_functions_error_fails_its_task_and_keeps_the_worker() {
     assert_eq!(pool.stats().replaced, 0);
     let _ = Duration::ZERO;
 }
+
+/// A Python worker built on the helper (`python/miniray_worker.py`) under
+/// `Pool::exec`: it announces frames, so its replies are matched by id, it
+/// takes several requests at once and chunks, and it may `print` freely.
+/// A reply of the wrong type is then that task's bad reply (a framed
+/// answer names its task), not a loss of step.
+#[test]
+fn a_python_helper_worker_prints_freely_and_speaks_frames() {
+    let script = "from miniray_worker import serve\n\
+                  def work(n):\n    print('working on', n)\n    return 'three' if n == 3 else 2 * n + 1\n\
+                  serve(work)\n";
+    let program = Exec::new("python3", ["-c", script])
+        .and_then(|p| {
+            p.env(
+                "PYTHONPATH",
+                format!("{}/python", env!("CARGO_MANIFEST_DIR")),
+            )
+        })
+        .expect("exec");
+    let opts = PoolOptions::new()
+        .workers(2)
+        .in_flight_per_worker(8)
+        .chunk_size(16);
+    let mut pool: Pool<u64, u64> = Pool::exec(&opts, &program).expect("pool");
+    let results: Vec<_> = pool.map(0..2000u64).collect();
+    for (n, r) in (0u64..).zip(&results) {
+        match r {
+            Ok(v) => assert_eq!(*v, 2 * n + 1),
+            Err(e) => {
+                assert_eq!(n, 3, "{e}");
+                assert!(matches!(e.cause(), Cause::Reply { .. }), "{e}");
+                assert_eq!(e.tries().len(), 1, "{e}");
+            }
+        }
+    }
+    assert!(results[3].is_err());
+    let stats = pool.stats();
+    assert_eq!((stats.out_of_sync, stats.replaced), (0, 0), "{stats:?}");
+}
+
+/// An exec worker's exit status is its program's: a Python program that
+/// dies of an uncaught exception (exit 1) is "exited with status 1", not a
+/// closure worker's "work function returned an error".
+#[test]
+fn an_exec_workers_exit_is_described_as_its_programs() {
+    let program = Exec::new(
+        "python3",
+        [
+            "-c",
+            "import sys\nsys.stdin.readline()\nraise SystemExit(1)",
+        ],
+    )
+    .expect("exec");
+    let opts = PoolOptions::new().workers(1).max_retries(0);
+    let mut pool: Pool<u64, u64> = Pool::exec(&opts, &program).expect("pool");
+    let id = pool.submit(1).expect("submit");
+    let e = pool
+        .get(id, Some(DEADLINE))
+        .expect("finished")
+        .expect_err("the program exits");
+    let text = e.to_string();
+    assert!(text.contains("exited with status 1"), "{text}");
+    assert!(!text.contains("work function"), "{text}");
+}

@@ -1,4 +1,4 @@
-//! `Pool` over local workers (issue 14): map order, retries with every
+//! `Pool` over local workers: map order, retries with every
 //! cause, a worker SIGKILLed mid-map, deadlines, recycling, start-up
 //! failures, close/terminate/drop leaving no child and no zombie.
 
@@ -323,12 +323,12 @@ fn a_worker_that_cannot_start_is_caught() {
         let err = r.as_ref().expect_err("cannot run");
         let text = err.to_string();
         assert!(
-            text.contains("exited with 3") || matches!(err.cause(), Cause::NoWorkers { .. }),
+            text.contains("exited with status 3") || matches!(err.cause(), Cause::NoWorkers { .. }),
             "{text}"
         );
     }
     assert!(results.iter().any(|r| {
-        matches!(r.as_ref().map_err(|e| e.cause()), Err(Cause::NoWorkers { message }) if message.contains("exited with 3"))
+        matches!(r.as_ref().map_err(|e| e.cause()), Err(Cause::NoWorkers { message }) if message.contains("exited with status 3"))
     }));
 }
 
@@ -462,4 +462,28 @@ fn a_map_dropped_early_forgets_its_tasks() {
     un.sort();
     assert_eq!(un.len(), 3);
     assert_eq!(pool.map([7u64]).next().map(|r| r.expect("task")), Some(8));
+}
+
+/// The map window is the bound it says: never more than that many items
+/// taken from the input and not yet yielded.
+#[test]
+fn a_map_holds_at_most_its_window() {
+    use std::cell::Cell;
+    let opts = PoolOptions::new().workers(3).map_window(10).chunk_size(4);
+    let mut pool = Pool::new(&opts, |n: u64| n).expect("pool");
+    let pulled = Cell::new(0u64);
+    let input = (0..500u64).inspect(|_| pulled.set(pulled.get() + 1));
+    let mut map = pool.map(input);
+    assert_eq!(map.window(), 10);
+    let mut yielded = 0u64;
+    for r in map.by_ref() {
+        assert_eq!(r.expect("ok"), yielded);
+        yielded += 1;
+        assert!(
+            pulled.get() - yielded <= 10,
+            "{} pulled, {yielded} yielded",
+            pulled.get()
+        );
+    }
+    assert_eq!(yielded, 500);
 }

@@ -177,7 +177,7 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .map(|i| Host::start_with(&[], &format!("127.0.0.{}:0", 14 + i), 0, Some(secret)))
         .collect();
     let connect = ConnectOptions::new()
-        .secret(Secret::new(secret.as_bytes().to_vec()))
+        .secret(Secret::new(secret.as_bytes().to_vec()).expect("secret"))
         .keepalive(Some(Keepalive::default()));
     let list = Hosts::new(hosts.iter().map(|h| h.addr))
         .expect("resolve")
@@ -195,21 +195,23 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         .all(|(i, &v)| v == work(i as u64)));
     // A wrong secret: the server closes each connection at once, so no
     // host is usable and the tasks fail.
-    let wrong = ConnectOptions::new().secret(Secret::new(b"wrong".to_vec()));
+    let wrong = ConnectOptions::new()
+        .secret(Secret::new(b"a wrong secret, long enough".to_vec()).expect("secret"));
     let list = list
         .connect_options(wrong)
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
         .give_up_after(Duration::from_millis(500));
     let mut bad: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &list).expect("remote pool");
     let results: Vec<_> = bad.map(0..3u64).collect();
-    // Each connection is closed by the server before it answers anything:
-    // no try is charged to a task, and once every host stayed down for
-    // the bound the tasks fail with `NoWorkers` naming each host.
+    // The server refuses each handshake by name: no connection opens, no
+    // try is charged, and the tasks fail with `NoWorkers` naming each host
+    // and the wrong secret.
     for r in &results {
         let e = r.as_ref().expect_err("a wrong secret: no host usable");
         assert_eq!(e.tries().len(), 1, "{e}");
         assert!(
-            matches!(&e.cause(), Cause::NoWorkers { message } if message.contains("127.0.0.14") && message.contains("127.0.0.15")),
+            matches!(&e.cause(), Cause::NoWorkers { message }
+                if message.contains("127.0.0.14") && message.contains("127.0.0.15") && message.contains("wrong secret")),
             "{e}"
         );
     }
@@ -292,4 +294,95 @@ fn a_deadline_on_a_remote_task_drops_its_connection() {
             .is_some_and(|e| e.contains("deadline")),
         "{status}"
     );
+}
+
+/// Remote hosts speak frames (the pool's hello is accepted), so a remote
+/// pool chunks: a chunked map over 3 hosts survives one host SIGKILLed
+/// mid-map, every result present and right.
+#[test]
+fn a_chunked_remote_map_survives_a_host_killed() {
+    let hosts = start_hosts(3, 0);
+    let list = Hosts::new(hosts.iter().map(|h| h.addr))
+        .expect("resolve")
+        .per_host(2)
+        .backoff(Duration::from_millis(20), Duration::from_millis(500));
+    let opts = PoolOptions::new()
+        .timeout(Duration::from_secs(5))
+        .chunk_size_auto()
+        .in_flight_per_worker(2);
+    let mut pool: Pool<u64, u64> = Pool::remote(&opts, &list).expect("remote pool");
+    let total = 50_000u64;
+    let mut n = 0u64;
+    let mut wrong = 0u64;
+    let started = Instant::now();
+    for r in pool.map(0..total) {
+        let v = r.expect("no task lost");
+        wrong += u64::from(v != work(n));
+        n += 1;
+        if n == 10_000 {
+            hosts[0].signal(libc::SIGKILL);
+        }
+    }
+    assert_eq!((n, wrong), (total, 0));
+    assert!(started.elapsed() < Duration::from_secs(120));
+    let framed: Vec<_> = pool.hosts().iter().map(|h| h.framed).collect();
+    assert!(framed[1..].iter().all(|f| *f == Some(true)), "{framed:?}");
+    // Host 0's two connections were lost with it.
+    assert!(pool.stats().replaced >= 2, "{:?}", pool.stats());
+}
+
+/// One pool of local workers and remote connections: tasks run on both.
+#[test]
+fn a_mixed_pool_runs_tasks_on_local_workers_and_remote_hosts() {
+    let host = Host::start(&[], "127.0.0.16:0", 1);
+    const LOCAL: u64 = 1 << 40;
+    let hosts = Hosts::new([host.addr]).expect("resolve").per_host(2);
+    let mut pool: Pool<u64, u64> = Pool::builder(&PoolOptions::new())
+        .local(2, |n: u64| {
+            std::thread::sleep(Duration::from_millis(1));
+            work(n) + LOCAL
+        })
+        .hosts(&hosts)
+        .build()
+        .expect("mixed pool");
+    let (mut local, mut remote) = (0, 0);
+    for (n, r) in (0u64..).zip(pool.map(0..2000u64)) {
+        match r.expect("no task failed") {
+            v if v == work(n) + LOCAL => local += 1,
+            v if v == work(n) => remote += 1,
+            v => panic!("task {n}: {v}"),
+        }
+    }
+    assert!(
+        local > 100 && remote > 100,
+        "local {local}, remote {remote}"
+    );
+}
+
+/// A retry avoids the host its try failed on: a host stopped (its kernel
+/// still accepts connections) makes each try sent there hit its deadline;
+/// retried elsewhere, every task succeeds with one retry allowed, and the
+/// stopped host is probed by one call at a time.
+#[test]
+fn a_retry_avoids_the_host_it_failed_on() {
+    let hosts = start_hosts(2, 0);
+    hosts[0].signal(libc::SIGSTOP);
+    let list = Hosts::new(hosts.iter().map(|h| h.addr))
+        .expect("resolve")
+        .per_host(2)
+        .protocol(Protocol::Plain)
+        .backoff(Duration::from_millis(20), Duration::from_millis(200));
+    let opts = PoolOptions::new()
+        .timeout(Duration::from_millis(300))
+        .max_retries(1);
+    let mut pool: Pool<u64, u64> = Pool::remote(&opts, &list).expect("remote pool");
+    let results: Vec<_> = pool.map(0..60u64).collect();
+    for (n, r) in (0u64..).zip(&results) {
+        assert_eq!(*r.as_ref().expect("retried on the healthy host"), work(n));
+    }
+    let stats = pool.stats();
+    assert!(stats.retried >= 1, "{stats:?}");
+    // One probing call at a time: the stopped host cost few tries.
+    assert!(stats.retried <= 10, "{stats:?}");
+    hosts[0].signal(libc::SIGCONT);
 }

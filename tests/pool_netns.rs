@@ -142,6 +142,8 @@ fn map_survives_a_link_taken_down_mid_map() {
         idle: Duration::from_secs(1),
         interval: Duration::from_secs(1),
         count: 2,
+        // Above the 2 s task deadline, as a user timeout must be.
+        user_timeout: Some(Duration::from_secs(3)),
     };
     let list = Hosts::new(addrs.clone())
         .expect("resolve")

@@ -148,7 +148,7 @@ fn connect_with_an_infinite_timeout_connects() {
 
 #[test]
 fn connect_with_a_secret_and_an_infinite_timeout_authenticates() {
-    let secret = Secret::new(b"a secret for the deadline test".to_vec());
+    let secret = Secret::new(b"a secret for the deadline test".to_vec()).expect("secret");
     let mut r = Reactor::new().expect("reactor");
     let s = r
         .listen(
@@ -174,7 +174,7 @@ fn connect_with_a_secret_and_an_infinite_timeout_authenticates() {
 
 #[test]
 fn an_infinite_auth_timeout_serves_and_never_expires_a_handshake() {
-    let secret = Secret::new(b"a secret for the auth timeout".to_vec());
+    let secret = Secret::new(b"a secret for the auth timeout".to_vec()).expect("secret");
     let mut r = Reactor::new().expect("reactor");
     let opts = ServerOptions::new()
         .secret(secret.clone())

@@ -17,7 +17,7 @@ fn stop_server_closes_its_handshakes_and_spare_descriptor() {
     let mut r = Reactor::new().expect("reactor");
     let before = open_fds();
     let opts = ServerOptions::new()
-        .secret(Secret::new(b"a shared secret of some length".to_vec()))
+        .secret(Secret::new(b"a shared secret of some length".to_vec()).expect("secret"))
         .auth_timeout(Duration::MAX);
     let s = r
         .listen("127.0.0.1:0", &opts, |v: Value| v)
@@ -47,12 +47,13 @@ fn stop_server_closes_its_handshakes_and_spare_descriptor() {
         assert!(line.ends_with('\n'), "challenge {line:?}");
     }
     r.stop_server(s).expect("stop");
-    // Every client reads EOF within the deadline (not only at shutdown).
+    // Every client reads the refusal, then EOF, within the deadline (not
+    // only at shutdown).
     for c in &mut clients {
-        let mut buf = [0u8; 64];
-        match c.read(&mut buf) {
-            Ok(0) => {}
-            other => panic!("expected EOF after stop_server, got {other:?}"),
+        let mut rest = Vec::new();
+        match c.read_to_end(&mut rest) {
+            Ok(_) => assert_eq!(rest, b"miniray-auth-v2 refused server-stopped\n"),
+            other => panic!("expected the refusal and EOF after stop_server, got {other:?}"),
         }
     }
     let failed = r

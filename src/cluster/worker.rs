@@ -133,7 +133,10 @@ impl WorkerConfig {
         if let Some(path) = var("MINIRAY_SECRET_FILE")? {
             c.secret = Some(read_secret("MINIRAY_SECRET_FILE", &path)?);
         } else if let Some(s) = env("MINIRAY_SECRET") {
-            c.secret = Some(Secret::new(std::os::unix::ffi::OsStringExt::into_vec(s)));
+            let bytes = std::os::unix::ffi::OsStringExt::into_vec(s);
+            let secret = Secret::new(bytes)
+                .map_err(|e| ClusterError::config("MINIRAY_SECRET", e.to_string()))?;
+            c.secret = Some(secret);
         }
         if let Some(v) = var("MINIRAY_FORMAT")? {
             c.format = parse_format("MINIRAY_FORMAT", &v)?;

@@ -6,18 +6,22 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
 
 use mio::{Interest, Token};
 
+use crate::auth::handshake::ClientHandshake;
+use crate::auth::noise::NoiseOpener;
+use crate::auth::session::Sealer;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::inbound::{Inbound, Msg};
 use crate::options::ConnSettings;
 use crate::sys;
 
+mod session;
 mod stream;
 
 pub(crate) use stream::Stream;
@@ -87,6 +91,12 @@ pub(crate) struct Conn {
     exit: Option<Option<ExitStatus>>,
     /// [`Error::Exited`] was queued.
     exit_told: bool,
+    /// A TCP client's handshake while it is `Authenticating`.
+    handshake: Option<Box<ClientHandshake>>,
+    /// After an authenticated handshake: seals each line sent.
+    sealer: Option<Box<Sealer>>,
+    /// Mode `noise`: decrypts each read before framing (and the peer).
+    records: Option<Box<(NoiseOpener, SocketAddr)>>,
 }
 
 /// What one [`Conn::read_available`] did.
@@ -137,6 +147,9 @@ impl Conn {
             pidfd: None,
             exit: None,
             exit_told: false,
+            handshake: None,
+            sealer: None,
+            records: None,
         }
     }
 
@@ -229,11 +242,6 @@ impl Conn {
         }
         self.state = State::Closing;
         true
-    }
-
-    /// The client's handshake is over (answered or failed): open.
-    pub(crate) fn authenticated(&mut self) {
-        self.state = State::Open;
     }
 
     /// Shutdown: closes the socket and marks the connection done. Returns
@@ -345,10 +353,7 @@ impl Conn {
             return Err(Error::Closed { status: None });
         }
         let before = self.out.len();
-        if let Err(e) = encode(self.format, &mut self.out, scratch) {
-            self.out.truncate(before);
-            return Err(e);
-        }
+        self.encode_sealed(scratch, encode)?;
         let buffered = before - self.out_pos;
         let pending = self.out.len() - self.out_pos;
         if buffered > 0 && pending > self.high_water {
@@ -385,11 +390,18 @@ impl Conn {
         while let Some(sock) = self.sock.as_mut() {
             match sock.read(buf, &mut got) {
                 Ok(0) => {
+                    self.end_of_records();
                     ended = true;
                     break;
                 }
                 Ok(n) => {
-                    self.inbound.feed_received(&buf[..n], &mut got);
+                    self.feed_read(&buf[..n], &mut got);
+                    if self.inbound.is_broken() {
+                        // A line or record that does not verify: nothing
+                        // after it can be trusted, so the connection ends.
+                        ended = true;
+                        break;
+                    }
                     if self.inbound.queued_bytes >= self.max_queued {
                         // A worker that sends faster than it is read: stop
                         // reading (its socket fills and it blocks) until

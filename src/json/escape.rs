@@ -128,13 +128,15 @@ pub(crate) fn write_float(out: &mut Vec<u8>, f: f64) {
     } else if f.is_infinite() {
         out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" });
     } else {
-        // Python writes 1e-4 <= |f| < 1e16 positionally, as ryu does (its
-        // positional range is wider: 1e-5 <= |f| < 1e16); the bounds are
-        // exact because a shortest repr rounds to its own double. The rest
-        // goes through the shared repr.
+        // Python writes 1e-4 <= |f| < 1e16 positionally, as zmij does (its
+        // positional range is wider: 1e-5 <= |f| < 1e16, with ryu's
+        // layout); the bounds are exact because a shortest repr rounds to
+        // its own double. The rest goes through the shared repr. zmij
+        // took half the time of ryu here (a float list's encode was two
+        // thirds ryu).
         let a = f.abs();
         if a == 0.0 || (1e-4..1e16).contains(&a) {
-            let mut buf = ryu::Buffer::new();
+            let mut buf = zmij::Buffer::new();
             out.extend_from_slice(buf.format_finite(f).as_bytes());
         } else {
             out.extend_from_slice(python_float_repr(f).as_bytes());

@@ -15,7 +15,7 @@ use crate::error::DecodeErrorKind;
 pub(crate) struct Items<'r, 'de> {
     pub(crate) de: &'r mut Reader<'de>,
     pub(crate) left: usize,
-    /// A set's or frozenset's members: each must be hashable.
+    /// A set's or frozenset's members: each is read as a key (hashable).
     pub(crate) members: bool,
 }
 
@@ -32,7 +32,10 @@ impl<'de> SeqAccess<'de> for Items<'_, 'de> {
         }
         self.left -= 1;
         if self.members {
-            self.de.hashable("set member")?;
+            return self
+                .de
+                .in_key("set member", |de| seed.deserialize(de))
+                .map(Some);
         }
         seed.deserialize(&mut *self.de).map(Some)
     }
@@ -70,8 +73,9 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
         let base = if self.first { budget::MAP_BASE } else { 0 };
         self.first = false;
         self.de.charge(budget::ENTRY + base)?;
-        self.de.hashable("dict key")?;
-        seed.deserialize(&mut *self.de).map(Some)
+        self.de
+            .in_key("dict key", |de| seed.deserialize(de))
+            .map(Some)
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, DeError> {
@@ -97,7 +101,7 @@ impl<'de> EnumAccess<'de> for VariantDict<'_, 'de> {
             ));
         }
         self.de.charge(budget::ENTRY + budget::MAP_BASE)?;
-        let variant = seed.deserialize(&mut *self.de)?;
+        let variant = self.de.in_key("dict key", |de| seed.deserialize(de))?;
         Ok((variant, self))
     }
 }

@@ -5,26 +5,24 @@
 //! back-references (decoding the referenced bytes again, charged again),
 //! takes `FLAG_REF` slots, charges the budget, and hands the value to the
 //! visitor in the form the hint asks for. Over it, serde's `Deserializer`
-//! for `&mut Reader` and its exact-mode twin ([`Exact`], for
-//! `VALUE_TOKEN`). The decoder's state and primitive reads are in
-//! [`reader`](super::reader); the sequence, dict and enum accessors in
-//! [`access`](super::access).
+//! for `&mut Reader`. A [`Value`](crate::Value) (asked for with
+//! `VALUE_TOKEN`) is not read here but built directly
+//! ([`build`](super::build)) and handed over whole. The decoder's state
+//! and primitive reads are in [`reader`](super::reader); the sequence,
+//! dict and enum accessors in [`access`](super::access).
 
-use serde::de::value::{
-    BorrowedBytesDeserializer, BorrowedStrDeserializer, BytesDeserializer, SeqAccessDeserializer,
-    SeqDeserializer, StringDeserializer,
-};
+use serde::de::value::{BorrowedStrDeserializer, SeqDeserializer, StringDeserializer};
 use serde::de::{Deserializer, Visitor};
 
 use super::access::{Entries, Items, VariantDict};
 use super::budget;
-use super::codes::surrogates;
+use super::codes::{refused, surrogates};
 use super::error::DeError;
 use super::long::{Digits, MAX_LONG_DIGITS};
 use super::reader::{Hint, Reader};
 use super::FLAG_REF;
 use crate::error::DecodeErrorKind;
-use crate::value::magic::{visit_magic, Magic, VALUE_TOKEN};
+use crate::value::magic::{hand_over, VALUE_TOKEN};
 
 impl<'de> Reader<'de> {
     /// Reads one value for `visitor`; an error the visitor raises points at
@@ -77,7 +75,7 @@ impl<'de> Reader<'de> {
                 self.scalar_slot(flag, start)?;
                 visitor.visit_i64(v)
             }
-            b'l' => self.long(start, flag, hint, visitor),
+            b'l' => self.long(start, flag, visitor),
             b'g' => {
                 let f = self.f64()?;
                 self.scalar_slot(flag, start)?;
@@ -86,11 +84,7 @@ impl<'de> Reader<'de> {
             b'y' => {
                 let (re, im) = (self.f64()?, self.f64()?);
                 self.scalar_slot(flag, start)?;
-                let pair = SeqDeserializer::new([re, im].into_iter());
-                match hint {
-                    Hint::Exact => visit_magic(visitor, Magic::Complex, pair),
-                    _ => visitor.visit_seq(pair),
-                }
+                visitor.visit_seq(SeqDeserializer::new([re, im].into_iter()))
             }
             b'z' | b'Z' => {
                 let n = usize::from(self.u8()?);
@@ -112,19 +106,16 @@ impl<'de> Reader<'de> {
                 self.charge(budget::heap(n))?;
                 visitor.visit_borrowed_bytes(bytes)
             }
-            b'(' | b')' | b'[' | b'<' | b'>' => self.sequence(start, ty, flag, hint, visitor),
-            b'{' => self.dict(start, flag, hint, visitor),
-            other => Err(DeError::at(
-                start,
-                match other {
-                    b'c' => DecodeErrorKind::Unsupported("code"),
-                    b'.' => DecodeErrorKind::Unsupported("Ellipsis"),
-                    b'S' => DecodeErrorKind::Unsupported("StopIteration"),
-                    b'x' => DecodeErrorKind::Unsupported("complex as text (marshal version < 2)"),
-                    b'f' => DecodeErrorKind::Unsupported("float as text (marshal version < 2)"),
-                    _ => DecodeErrorKind::UnknownCode(code),
-                },
-            )),
+            b'(' | b')' | b'>' => self.sequence(start, ty, flag, visitor),
+            b'[' | b'<' => {
+                self.unhashable(start, ty)?;
+                self.sequence(start, ty, flag, visitor)
+            }
+            b'{' => {
+                self.unhashable(start, ty)?;
+                self.dict(start, flag, hint, visitor)
+            }
+            _ => Err(DeError::at(start, refused(code))),
         }
     }
 
@@ -186,14 +177,6 @@ impl<'de> Reader<'de> {
                 let first = at + e.valid_up_to();
                 match surrogates(bytes) {
                     Err(bad) => Err(DeError::at(at + bad, DecodeErrorKind::InvalidUtf8)),
-                    Ok(()) if hint == Hint::Exact => {
-                        self.charge(budget::heap(n))?;
-                        visit_magic(
-                            visitor,
-                            Magic::Surrogates,
-                            BorrowedBytesDeserializer::new(bytes),
-                        )
-                    }
                     Ok(()) => Err(DeError::at(first, DecodeErrorKind::LoneSurrogate)),
                 }
             }
@@ -206,7 +189,6 @@ impl<'de> Reader<'de> {
         &mut self,
         start: usize,
         flag: bool,
-        hint: Hint,
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let count = self.u32()? as i32;
@@ -238,14 +220,8 @@ impl<'de> Reader<'de> {
                 return visitor.visit_u128(mag);
             }
         }
-        if digits.too_many_decimal_digits() || hint != Hint::Exact {
-            return Err(DeError::at(start, DecodeErrorKind::IntTooLarge));
-        }
-        self.charge(budget::big_int(n))?;
-        let mut payload = Vec::with_capacity(digits.bits / 8 + 2);
-        payload.push(u8::from(negative));
-        digits.append_magnitude(&mut payload);
-        visit_magic(visitor, Magic::BigInt, BytesDeserializer::new(&payload))
+        // Past 128 bits only `Value` holds it (its own path, build.rs).
+        Err(DeError::at(start, DecodeErrorKind::IntTooLarge))
     }
 
     fn sequence<V: Visitor<'de>>(
@@ -253,14 +229,13 @@ impl<'de> Reader<'de> {
         start: usize,
         ty: u8,
         flag: bool,
-        hint: Hint,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        let (kind, name) = match ty {
-            b'<' => (Some(Magic::Set), "set"),
-            b'>' => (Some(Magic::FrozenSet), "frozenset"),
-            b'[' => (None, "list"),
-            _ => (Some(Magic::Tuple), "tuple"),
+        let name = match ty {
+            b'<' => "set",
+            b'>' => "frozenset",
+            b'[' => "list",
+            _ => "tuple",
         };
         let n = if ty == b')' {
             usize::from(self.u8()?)
@@ -284,12 +259,7 @@ impl<'de> Reader<'de> {
             left: n,
             members,
         };
-        let v = match kind {
-            Some(kind) if hint == Hint::Exact => {
-                visit_magic(visitor, kind, SeqAccessDeserializer::new(&mut items))?
-            }
-            _ => visitor.visit_seq(&mut items)?,
-        };
+        let v = visitor.visit_seq(&mut items)?;
         if items.left != 0 {
             return Err(DeError::at(
                 start,
@@ -364,7 +334,10 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         if name == VALUE_TOKEN {
-            visitor.visit_newtype_struct(Exact(self))
+            // Built directly (build.rs), then handed to `Value`'s visitor.
+            let start = self.pos;
+            let value = self.build()?;
+            hand_over(visitor, value).map_err(|e: DeError| e.within(start))
         } else {
             visitor.visit_newtype_struct(self)
         }
@@ -427,91 +400,3 @@ macro_rules! fast_int {
 }
 
 use {fast_float, fast_int};
-
-/// The deserializer `visit_newtype_struct` gets when `Value` asks for exact
-/// mode: its `deserialize_any` reports the magic kinds; everything else is
-/// the plain reader's.
-pub(crate) struct Exact<'r, 'de>(&'r mut Reader<'de>);
-
-macro_rules! plain {
-    ($($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-            self.0.value(Hint::Any, visitor)
-        }
-    )*};
-}
-
-impl<'de> Deserializer<'de> for Exact<'_, 'de> {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.0.value(Hint::Exact, visitor)
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.0.option(visitor)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.0.deserialize_newtype_struct(name, visitor)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.0.value(Hint::Enum, visitor)
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.0.value(Hint::Any, visitor)
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.0.value(Hint::Any, visitor)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.0.value(Hint::Any, visitor)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.0.value(Hint::Any, visitor)
-    }
-
-    fn is_human_readable(&self) -> bool {
-        true
-    }
-
-    plain! {
-        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
-        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
-        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
-        deserialize_seq deserialize_map deserialize_identifier deserialize_ignored_any
-    }
-}

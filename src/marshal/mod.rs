@@ -3,7 +3,7 @@
 //! [`to_vec`]/[`to_writer`] write any `T: Serialize` as marshal bytes and
 //! [`from_slice`] reads any `T: DeserializeOwned` from them, with no
 //! intermediate value; [`Value`](crate::Value) is one `T` and carries every
-//! Python type exactly. The mapping (ISSUE 12's shared design):
+//! Python type exactly. The mapping:
 //!
 //! | Python              | code written                        | serde                                   |
 //! |---------------------|-------------------------------------|-----------------------------------------|
@@ -54,11 +54,23 @@
 //! [`UnfinishedReference`](crate::DecodeErrorKind::UnfinishedReference).
 //! Big ints are regrouped between base 2^15 and bytes in linear time.
 //!
+//! A dict key or set member that Python cannot hash (a list, dict or set,
+//! or a tuple holding one at any depth; a frozenset is hashable) is refused
+//! where that container starts, as `marshal.loads` refuses it
+//! ([`Unhashable`](crate::DecodeErrorKind::Unhashable): `unhashable type:
+//! 'dict'`), and the encoder refuses to write one. The check costs nothing
+//! beyond reading the key once, so a line of such keys fails at its first.
+//!
+//! A [`Value`](crate::Value) is built directly from the bytes, not through
+//! serde's visitor, with the same bounds and errors; typed `T`s go through
+//! serde.
+//!
 //! Error positions are byte offsets into the raw marshal bytes; a value
 //! that does not fit `T` is a `Mismatch` at the value's first byte.
 
 mod access;
 mod budget;
+mod build;
 mod codes;
 mod de;
 mod error;

@@ -17,11 +17,8 @@ const PENDING: usize = usize::MAX;
 pub(crate) enum Hint {
     /// Plain serde data: a tuple, set or frozenset is a sequence, a
     /// complex a pair of floats; an int past 128 bits or a lone surrogate
-    /// is an error.
+    /// is an error (only a `Value`, built by `build.rs`, holds them).
     Any,
-    /// Exact mode (`magic.rs`): the Python kinds serde has no word for are
-    /// reported through `visit_magic`.
-    Exact,
     /// An enum: a str is a unit variant, a dict of one entry a variant with
     /// content.
     Enum,
@@ -38,6 +35,8 @@ pub(crate) struct Reader<'de> {
     /// True while a back-reference's bytes are decoded again: their slots
     /// exist already.
     pub(super) replay: bool,
+    /// Inside a dict key or set member: which (for the error), else `None`.
+    key: Option<&'static str>,
 }
 
 impl<'de> Reader<'de> {
@@ -49,6 +48,7 @@ impl<'de> Reader<'de> {
             budget: Budget::new(data.len()),
             depth: 0,
             replay: false,
+            key: None,
         }
     }
 
@@ -137,6 +137,23 @@ impl<'de> Reader<'de> {
         }
     }
 
+    /// The next `g` floats without `FLAG_REF`, up to `max` of them, taken
+    /// (nine bytes each, code included); empty when the next value is
+    /// anything else.
+    #[inline]
+    pub(crate) fn float_run(&mut self, max: usize) -> &'de [u8] {
+        let data = self.data;
+        let rest = &data[self.pos..];
+        let k = rest
+            .chunks_exact(9)
+            .take(max)
+            .take_while(|g| g[0] == b'g')
+            .count();
+        let run = &rest[..9 * k];
+        self.pos += 9 * k;
+        run
+    }
+
     /// An `i` int, flagged or not, read at once: the typed fast path for
     /// integer fields and items. `None` (nothing consumed) for anything else.
     #[inline]
@@ -192,30 +209,41 @@ impl<'de> Reader<'de> {
         self.depth -= 1;
     }
 
-    /// Refuses a dict key or set member that is a list, dict or set (through
-    /// a reference too), as `marshal.loads` does (unhashable) and as the
-    /// encoder does: only the outer type, as there. Reads nothing.
-    pub(super) fn hashable(&self, what: &'static str) -> Result<(), DeError> {
-        let at = self.pos;
-        let mut code = self.peek()? & !FLAG_REF;
-        if code == b'r' {
-            let idx = self
-                .data
-                .get(at + 1..at + 5)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            // A bad reference is the read's own error to report.
-            let Some(Ok(slot)) = idx.map(|i| self.slot_start(at, i)) else {
-                return Ok(());
-            };
-            code = self.data.get(slot).map_or(0, |c| c & !FLAG_REF);
-        }
-        let kind = match code {
+    /// Runs `read` with the value it reads inside a dict key or set member
+    /// (`what`): any list, dict or set met before it returns, at any depth
+    /// and through references, is refused by [`unhashable`](Self::unhashable).
+    #[inline]
+    pub(super) fn in_key<R>(
+        &mut self,
+        what: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<R, DeError>,
+    ) -> Result<R, DeError> {
+        let was = self.key.replace(what);
+        let r = read(self);
+        self.key = was;
+        r
+    }
+
+    /// Refuses a list, dict or set (type code `ty`, starting at `start`)
+    /// inside a dict key or set member: Python cannot hash it, and
+    /// `marshal.loads` raises `TypeError: unhashable type: 'list'`. Known
+    /// where the container starts, so nothing is ever walked twice: a key
+    /// is checked in the time it takes to read it.
+    #[inline]
+    pub(super) fn unhashable(&self, start: usize, ty: u8) -> Result<(), DeError> {
+        let Some(what) = self.key else {
+            return Ok(());
+        };
+        let kind = match ty {
             b'[' => "list",
             b'{' => "dict",
             b'<' => "set",
             _ => return Ok(()),
         };
-        Err(DeError::at(at, DecodeErrorKind::Unhashable { what, kind }))
+        Err(DeError::at(
+            start,
+            DecodeErrorKind::Unhashable { what, kind },
+        ))
     }
 
     /// Where the object of reference slot `idx` starts; `start` is where

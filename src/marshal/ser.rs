@@ -30,13 +30,31 @@ enum Mode {
 pub(crate) struct Ser<'a> {
     out: &'a mut Vec<u8>,
     mode: Mode,
+    /// Inside a dict key or set member (which, for the error): a list,
+    /// dict or set here is refused, as `marshal.loads` would refuse it.
+    key: Option<&'static str>,
 }
 
 impl<'a> Ser<'a> {
     pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
+        Ser::inside(out, None)
+    }
+
+    fn inside(out: &'a mut Vec<u8>, key: Option<&'static str>) -> Self {
         Ser {
             out,
             mode: Mode::Plain,
+            key,
+        }
+    }
+
+    /// Refuses a `kind` container inside a key: Python cannot hash it.
+    fn hashable(&self, kind: &str) -> Result<(), SerError> {
+        match self.key {
+            Some(what) => Err(SerError::new(format!(
+                "unhashable type: '{kind}' in a {what} (Python cannot hash it)"
+            ))),
+            None => Ok(()),
         }
     }
 }
@@ -85,6 +103,8 @@ pub(crate) struct Compound<'a> {
     items: usize,
     /// Set members: each must be hashable.
     members: bool,
+    /// Inside a dict key or set member, as [`Ser::key`].
+    key: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,7 +122,7 @@ enum Kind {
 }
 
 impl<'a> Compound<'a> {
-    fn counted(out: &'a mut Vec<u8>, code: u8, kind: Kind) -> Self {
+    fn counted(out: &'a mut Vec<u8>, code: u8, kind: Kind, key: Option<&'static str>) -> Self {
         out.push(code);
         let at = out.len();
         match kind {
@@ -115,6 +135,7 @@ impl<'a> Compound<'a> {
             kind,
             at,
             items: 0,
+            key,
         }
     }
 
@@ -127,14 +148,14 @@ impl<'a> Compound<'a> {
         if self.kind == Kind::Complex {
             // The payload's floats are written without their `g`.
             let at = self.out.len();
-            v.serialize(Ser::new(self.out))?;
+            v.serialize(Ser::inside(self.out, self.key))?;
             if self.items > 2 || self.out.len() != at + 9 || self.out[at] != b'g' {
                 return Err(SerError::new("a complex is two floats"));
             }
             self.out.remove(at);
             return Ok(());
         }
-        v.serialize(Ser::new(self.out))
+        v.serialize(Ser::inside(self.out, self.key))
     }
 
     fn finish(self) -> Result<(), SerError> {
@@ -161,21 +182,11 @@ impl<'a> Compound<'a> {
         Ok(())
     }
 
-    /// A dict key or set member: `marshal.loads` would raise on a list,
-    /// dict or set there (unhashable), so it is refused here. Only the
-    /// outer type is checked: a tuple holding a list passes.
-    fn key<T: Serialize + ?Sized>(&mut self, key: &T, what: &str) -> Result<(), SerError> {
-        let at = self.out.len();
-        key.serialize(Ser::new(self.out))?;
-        let kind = match self.out.get(at) {
-            Some(b'[') => "list",
-            Some(b'{') => "dict",
-            Some(b'<') => "set",
-            _ => return Ok(()),
-        };
-        Err(SerError::new(format!(
-            "{what} is a {kind}, unhashable in Python"
-        )))
+    /// A dict key or set member: a list, dict or set anywhere in it is
+    /// refused as it is written ([`Ser::hashable`]): `marshal.loads` would
+    /// raise on it (unhashable).
+    fn key<T: Serialize + ?Sized>(&mut self, key: &T, what: &'static str) -> Result<(), SerError> {
+        key.serialize(Ser::inside(self.out, Some(what)))
     }
 }
 
@@ -336,6 +347,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         value.serialize(Ser {
             out: self.out,
             mode,
+            key: self.key,
         })
     }
 
@@ -346,6 +358,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         variant: &'static str,
         value: &T,
     ) -> Result<(), SerError> {
+        self.hashable("dict")?;
         self.out.push(b'{');
         write_str(variant, self.out)?;
         value.serialize(Ser::new(self.out))?;
@@ -359,7 +372,12 @@ impl<'a> ser::Serializer for Ser<'a> {
             Mode::FrozenSet => b'>',
             _ => b'[',
         };
-        Ok(Compound::counted(self.out, code, Kind::Count32))
+        match code {
+            b'<' => self.hashable("set")?,
+            b'[' => self.hashable("list")?,
+            _ => {}
+        }
+        Ok(Compound::counted(self.out, code, Kind::Count32, self.key))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, SerError> {
@@ -371,13 +389,14 @@ impl<'a> ser::Serializer for Ser<'a> {
                 kind: Kind::Complex,
                 items: 0,
                 members: false,
+                key: self.key,
             });
         }
         // CPython 3.11: `)` and a u8 count under 256 items, else `(`.
         Ok(if len < 256 {
-            Compound::counted(self.out, b')', Kind::Count8)
+            Compound::counted(self.out, b')', Kind::Count8, self.key)
         } else {
-            Compound::counted(self.out, b'(', Kind::Count32)
+            Compound::counted(self.out, b'(', Kind::Count32, self.key)
         })
     }
 
@@ -396,12 +415,14 @@ impl<'a> ser::Serializer for Ser<'a> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'a>, SerError> {
+        self.hashable("dict")?;
         self.out.push(b'{');
         write_str(variant, self.out)?;
-        Ok(Compound::counted(self.out, b'[', Kind::VariantList))
+        Ok(Compound::counted(self.out, b'[', Kind::VariantList, None))
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, SerError> {
+        self.hashable("dict")?;
         self.out.push(b'{');
         Ok(Compound {
             at: 0,
@@ -409,6 +430,7 @@ impl<'a> ser::Serializer for Ser<'a> {
             kind: Kind::Dict { close: 0 },
             items: 0,
             members: false,
+            key: None,
         })
     }
 
@@ -423,6 +445,7 @@ impl<'a> ser::Serializer for Ser<'a> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'a>, SerError> {
+        self.hashable("dict")?;
         self.out.push(b'{');
         write_str(variant, self.out)?;
         self.out.push(b'{');
@@ -432,6 +455,7 @@ impl<'a> ser::Serializer for Ser<'a> {
             kind: Kind::Dict { close: 1 },
             items: 0,
             members: false,
+            key: None,
         })
     }
 }

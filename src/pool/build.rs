@@ -15,9 +15,9 @@ use super::supply::{HostsSupply, Local, Started};
 use super::{Hosts, Place, Pool, PoolOptions, PoolStats};
 use crate::error::{Error, Result};
 use crate::frame::FRAMES_ENV;
-use crate::process::deadline_after;
+use crate::process::{deadline_after, ChildKind};
 use crate::reactor::Reactor;
-use crate::serve::{self, Fallible, Infallible};
+use crate::serve::{self, Fallible, Infallible, WithRegions};
 use crate::task::calls::{Calls, Proto};
 use crate::worker::Exec;
 
@@ -93,7 +93,7 @@ where
             let f = f.clone();
             r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut Infallible(f)))
         });
-        self.add_local(n, spawn, Proto::Framed);
+        self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
         self
     }
 
@@ -111,7 +111,24 @@ where
             let f = f.clone();
             r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut Fallible(f)))
         });
-        self.add_local(n, spawn, Proto::Framed);
+        self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
+        self
+    }
+
+    /// `n` forked workers whose work function also gets the regions a task
+    /// carries (see [`Pool::with_regions`]).
+    pub fn local_regions<F>(mut self, n: usize, f: F) -> Self
+    where
+        F: Fn(Req, Vec<crate::shm::SharedMemory>) -> Rep + Clone + 'static,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        let wopts = self.opts.worker.clone();
+        let spawn = Box::new(move |r: &mut Reactor| {
+            let f = f.clone();
+            r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut WithRegions(f)))
+        });
+        self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
         self
     }
 
@@ -122,7 +139,7 @@ where
             Ok(program) => {
                 let wopts = self.opts.worker.clone();
                 let spawn = Box::new(move |r: &mut Reactor| r.spawn_exec(&wopts, &program));
-                self.add_local(n, spawn, Proto::Announce);
+                self.add_local(n, spawn, Proto::Announce, ChildKind::Exec);
             }
             Err(e) => self.error = self.error.take().or(Some(e)),
         }
@@ -136,7 +153,13 @@ where
         self
     }
 
-    fn add_local(&mut self, n: usize, spawn: super::supply::LocalSpawner, proto: Proto) {
+    fn add_local(
+        &mut self,
+        n: usize,
+        spawn: super::supply::LocalSpawner,
+        proto: Proto,
+        kind: ChildKind,
+    ) {
         if n == 0 || n > super::MAX_WORKERS {
             let reason = format!("{n} local workers is not within 1..={}", super::MAX_WORKERS);
             self.error = self.error.take().or(Some(Error::InvalidOption {
@@ -147,7 +170,7 @@ where
         }
         let max = self.opts.max_start_failures;
         self.planned
-            .push(Planned::Local(Local::new(spawn, proto, n, max)));
+            .push(Planned::Local(Local::new(spawn, proto, kind, n, max)));
     }
 
     /// Makes the pool: checks the options, spawns every local worker (the
@@ -236,7 +259,7 @@ where
             dispatched: 0,
             recycle: false,
         };
-        self.calls.add(s.worker, s.proto, place)
+        self.calls.add(s.worker, s.proto, s.kind, place)
     }
 
     /// Waits `within` for a worker that ends before it is given work.

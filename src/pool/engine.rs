@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::queue::{Origin, Task};
 use super::supply::{End, Outlook, Started};
-use super::{Pool, Unit};
+use super::{Load, Pool, Unit};
 use crate::error::Error;
 use crate::task::calls::{CallId, Ended, Event, Stop};
 use crate::task::{Answer, Attempt, Cause};
@@ -124,7 +124,7 @@ where
             }
         }
         let message = why.join("; ");
-        while let Some(task) = self.queue.pop_front() {
+        for task in self.queue.drain() {
             let last = Attempt {
                 worker: None,
                 cause: Cause::NoWorkers {
@@ -230,8 +230,7 @@ where
             .opts
             .max_tasks_per_worker
             .map_or(u64::MAX, |m| m.saturating_sub(slot.ext.dispatched).max(1));
-        let chunk =
-            slot.framed() && self.sizer.on() && self.queue.front().is_some_and(Task::is_fresh);
+        let chunk = slot.framed() && self.sizer.on() && self.queue.front_is_fresh();
         let timeout = self.opts.timeout;
         // A call is named by its first task: unique among calls in flight,
         // and what a victim of its deadline names.
@@ -241,16 +240,24 @@ where
                 .sizer
                 .size()
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
-            let mut tasks = Vec::with_capacity(n);
-            self.queue.take_fresh(n, &mut tasks);
-            id = tasks.first().map_or(0, |t| t.id.get());
+            let Some(mut run) = self.queue.take_run(n) else {
+                return false;
+            };
+            id = run.first.get();
             let budget = self.opts.chunk_budget();
             match self
                 .calls
-                .send_chunk(w, id, &tasks, |t| &t.req, budget, timeout)
+                .send_chunk(w, id, &run.reqs, |r| r, budget, timeout)
             {
-                Ok(sent) => {
+                Ok(sent) if sent.unencodable.is_empty() => {
                     // Items past what fitted wait for the next chunk.
+                    self.queue.push_front_run(run.split_off(sent.taken));
+                    Ok(Load::Run(run))
+                }
+                Ok(sent) => {
+                    // Items that cannot be encoded fail alone; the rest of
+                    // the chunk went without them.
+                    let mut tasks = run.into_tasks().collect::<Vec<_>>();
                     for t in tasks.drain(sent.taken..).rev() {
                         self.queue.push_front(t);
                     }
@@ -259,17 +266,15 @@ where
                         let cause = Cause::Send {
                             message: e.to_string(),
                         };
-                        self.finish(
-                            task,
-                            Err(Some(Attempt {
-                                worker: Some(w),
-                                cause,
-                            })),
-                        );
+                        let last = Attempt {
+                            worker: Some(w),
+                            cause,
+                        };
+                        self.finish(task, Err(Some(last)));
                     }
-                    Ok(tasks)
+                    Ok(Load::Tasks(tasks))
                 }
-                Err(e) => Err((e, tasks)),
+                Err(e) => Err((e, Load::Run(run))),
             }
         } else {
             let fits = |t: &Task<Req>| t.may_run_on(w, origin, elsewhere, other_host);
@@ -277,21 +282,27 @@ where
                 return false;
             };
             id = task.id.get();
-            match self.calls.send_one(w, id, &task.req, timeout) {
-                Ok(()) => Ok(vec![task]),
-                Err(e) => Err((e, vec![task])),
+            let sent = if task.regions.is_empty() {
+                self.calls.send_one(w, id, &task.req, timeout)
+            } else {
+                self.calls
+                    .send_one_regions(w, id, &task.req, &task.regions, timeout)
+            };
+            match sent {
+                Ok(()) => Ok(Load::Tasks(vec![task])),
+                Err(e) => Err((e, Load::Tasks(vec![task]))),
             }
         };
         match sent {
-            Ok(tasks) if tasks.is_empty() => true,
-            Ok(tasks) => {
-                let n = tasks.len() as u64;
+            Ok(load) if load.len() == 0 => true,
+            Ok(load) => {
+                let n = load.len() as u64;
                 self.running.insert(
                     id,
                     Unit {
                         worker: w,
                         origin,
-                        tasks,
+                        load,
                     },
                 );
                 self.supplies[origin.supply].dispatched(origin.host);
@@ -309,27 +320,30 @@ where
             }
             Err((
                 Error::Closed { .. } | Error::UnknownWorker | Error::Backpressure { .. },
-                tasks,
+                load,
             )) => {
                 // The worker is going (or full): not the tasks' fault.
-                for t in tasks.into_iter().rev() {
-                    self.queue.push_front(t);
+                match load {
+                    Load::Run(run) => self.queue.push_front_run(run),
+                    Load::Tasks(tasks) => {
+                        for t in tasks.into_iter().rev() {
+                            self.queue.push_front(t);
+                        }
+                    }
                 }
                 false
             }
-            Err((e, tasks)) => {
+            Err((e, load)) => {
                 let message = e.to_string();
-                for task in tasks {
+                for task in load.into_tasks() {
                     let cause = Cause::Send {
                         message: message.clone(),
                     };
-                    self.finish(
-                        task,
-                        Err(Some(Attempt {
-                            worker: Some(w),
-                            cause,
-                        })),
-                    );
+                    let last = Attempt {
+                        worker: Some(w),
+                        cause,
+                    };
+                    self.finish(task, Err(Some(last)));
                 }
                 true
             }
@@ -348,45 +362,57 @@ where
             Answer::Failed(c) if c.is_retryable() => {}
             _ => supply.answered(origin.host),
         }
-        let mut tasks = unit.tasks;
-        match answer {
-            Answer::One(rep) => {
-                if let Some(task) = tasks.pop() {
+        match (answer, unit.load) {
+            (Answer::One(rep), load) => {
+                if let Some(task) = load.into_tasks().pop() {
                     self.finish(task, Ok(rep));
                 }
             }
-            Answer::Chunk {
-                replies,
-                failures,
-                work,
-            } => {
-                self.sizer.learn(tasks.len(), work);
-                let mut replies = replies.into_iter();
-                let mut failures = failures.into_iter().peekable();
-                for (i, task) in tasks.into_iter().enumerate() {
-                    match failures.next_if(|f| f.0 == i) {
-                        Some((_, cause)) => self.try_failed(task, w, origin, cause, true),
-                        None => match replies.next() {
-                            Some(rep) => self.finish(task, Ok(rep)),
-                            // Counted by the calls layer: cannot happen.
-                            None => {
-                                let cause = Cause::Reply {
-                                    message: "a chunk reply was short".into(),
-                                };
-                                self.try_failed(task, w, origin, cause, true)
+            (
+                Answer::Chunk {
+                    replies,
+                    failures,
+                    work,
+                },
+                load,
+            ) => {
+                self.sizer.learn(load.len(), work);
+                match load {
+                    // The common case: every task of a fresh run succeeded.
+                    Load::Run(run) if failures.is_empty() && replies.len() == run.reqs.len() => {
+                        self.finish_run(run, replies)
+                    }
+                    load => {
+                        let mut replies = replies.into_iter();
+                        let mut failures = failures.into_iter().peekable();
+                        for (i, task) in load.into_tasks().into_iter().enumerate() {
+                            match failures.next_if(|f| f.0 == i) {
+                                Some((_, cause)) => self.try_failed(task, w, origin, cause, true),
+                                None => match replies.next() {
+                                    Some(rep) => self.finish(task, Ok(rep)),
+                                    // Counted by the calls layer: cannot happen.
+                                    None => {
+                                        let cause = Cause::Reply {
+                                            message: "a chunk reply was short".into(),
+                                        };
+                                        self.try_failed(task, w, origin, cause, true)
+                                    }
+                                },
                             }
-                        },
+                        }
                     }
                 }
             }
-            Answer::Failed(cause) if tasks.len() > 1 => self.chunk_failed(tasks, w, origin, cause),
-            Answer::Failed(cause) => {
+            (Answer::Failed(cause), load) if load.len() > 1 => {
+                self.chunk_failed(load.into_tasks(), w, origin, cause)
+            }
+            (Answer::Failed(cause), load) => {
                 // A connection that never answered anything (a host that
                 // closes what it will not serve): no try of the task's.
                 let charged = !(origin.host.is_some()
                     && answers == 0
                     && matches!(cause, Cause::WorkerLost { .. } | Cause::Connection { .. }));
-                if let Some(task) = tasks.pop() {
+                if let Some(task) = load.into_tasks().pop() {
                     self.try_failed(task, w, origin, cause, charged);
                 }
             }
@@ -442,7 +468,6 @@ where
                 ),
                 None => {
                     self.stats.retried += 1;
-                    task.alone = true;
                     if lost {
                         task.avoid = Some((w, origin));
                     }
@@ -486,6 +511,7 @@ where
             stopped: e.stopped,
             hello_unanswered: e.hello_unanswered,
             on_purpose,
+            broke: e.broke,
         };
         if !on_purpose && !e.hello_unanswered && e.stopped != Some(Stop::Owner) {
             self.stats.replaced += 1;
@@ -498,7 +524,7 @@ where
     /// others of its chunk sent again) and it is not tried again. Its
     /// result then says [`Cause::Cancelled`].
     pub(crate) fn cancel(&mut self, id: crate::task::TaskId) {
-        let gone = self.queue.remove_where(|t| t.id == id);
+        let gone = self.queue.remove_where(|t, _| t == id);
         for task in gone {
             let last = Attempt {
                 worker: None,
@@ -509,7 +535,7 @@ where
         let running = self
             .running
             .iter()
-            .find(|(_, u)| u.tasks.iter().any(|t| t.id == id))
+            .find(|(_, u)| u.load.holds(id))
             .map(|(&call, u)| (call, u.worker));
         if let Some((call, w)) = running {
             self.cancelled.push(id);

@@ -87,7 +87,7 @@ use crate::process::{deadline_after, Signal};
 use crate::task::calls::{CallId, Calls, Event};
 use crate::task::{Attempt, Cause, TaskError, TaskId};
 use crate::worker::{Exec, Worker};
-use queue::{Origin, Queue, Task};
+use queue::{Origin, Queue, Run, Task};
 use router::{Router, SinkId, HANDLES};
 use supply::Supply;
 
@@ -104,12 +104,43 @@ struct Place {
     recycle: bool,
 }
 
-/// A call in flight: the tasks it carries (one, or a chunk's, in order).
+/// A call in flight: the worker it went to and the tasks it carries.
 #[derive(Debug)]
 struct Unit<Req> {
     worker: Worker,
     origin: Origin,
-    tasks: Vec<Task<Req>>,
+    load: Load<Req>,
+}
+
+/// The tasks of a call, in order: a run of fresh ones (a chunk: no
+/// bookkeeping per task), or tasks of their own.
+#[derive(Debug)]
+enum Load<Req> {
+    Run(Run<Req>),
+    Tasks(Vec<Task<Req>>),
+}
+
+impl<Req> Load<Req> {
+    fn len(&self) -> usize {
+        match self {
+            Load::Run(r) => r.reqs.len(),
+            Load::Tasks(t) => t.len(),
+        }
+    }
+
+    fn holds(&self, id: TaskId) -> bool {
+        match self {
+            Load::Run(r) => r.holds(id),
+            Load::Tasks(t) => t.iter().any(|t| t.id == id),
+        }
+    }
+
+    fn into_tasks(self) -> Vec<Task<Req>> {
+        match self {
+            Load::Run(r) => r.into_tasks().collect(),
+            Load::Tasks(t) => t,
+        }
+    }
 }
 
 /// A pool of workers running one function, a program, or remote hosts
@@ -183,6 +214,20 @@ where
         Self::builder(opts).local_fallible(opts.workers, f).build()
     }
 
+    /// [`Pool::new`] whose work function also gets the shared memory
+    /// regions a task carries ([`Pool::submit_regions`]; empty for a task
+    /// without): mapped read-write, or read-only if the sender sealed them
+    /// so. Regions every worker needs from the start are better inherited
+    /// ([`WorkerOptions::region`](crate::WorkerOptions::region)).
+    pub fn with_regions<F>(opts: &PoolOptions, f: F) -> Result<Self>
+    where
+        F: Fn(Req, Vec<crate::shm::SharedMemory>) -> Rep + Clone + 'static,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        Self::builder(opts).local_regions(opts.workers, f).build()
+    }
+
     /// A pool of `opts.workers` exec workers running `program`, which must
     /// answer each request line with one reply line. **Its stdout is the
     /// protocol**: a line it prints that is no reply makes the pool recycle
@@ -218,6 +263,52 @@ where
             return Err(Error::PoolClosed);
         }
         Ok(self.enqueue(req, HANDLES, 0))
+    }
+
+    /// [`Pool::submit`] with shared memory regions attached: they travel
+    /// with the request to a local worker (their descriptors, with
+    /// `SCM_RIGHTS`; the data is not copied) and its work function gets them
+    /// ([`Pool::with_regions`]); a retry carries them again. The pool keeps
+    /// a duplicate descriptor of each until the task ends. A task with
+    /// regions runs alone (never in a chunk) and only on a local worker:
+    /// descriptors do not cross machines.
+    ///
+    /// Errors: [`Error::PoolClosed`]; [`Error::Region`] for a pool with no
+    /// local workers, or more than 32 regions; the descriptor duplicates'.
+    pub fn submit_regions(
+        &mut self,
+        req: Req,
+        regions: &[&crate::shm::SharedMemory],
+    ) -> Result<TaskId> {
+        if self.closed {
+            return Err(Error::PoolClosed);
+        }
+        if !self.supplies.iter().any(|s| s.hosts() == 0) {
+            return Err(Error::region(
+                "regions travel only to local workers, and this pool has none",
+            ));
+        }
+        if regions.len() > crate::envelope::MAX_REGIONS {
+            return Err(Error::region("at most 32 regions per message"));
+        }
+        let attached = regions
+            .iter()
+            .map(|r| crate::task::calls::Attached::new(r))
+            .collect::<Result<Vec<_>>>()?;
+        let id = TaskId(self.next_task);
+        self.next_task += 1;
+        self.router.expect(HANDLES, id);
+        self.queue.push_alone(Task {
+            id,
+            req,
+            sink: HANDLES,
+            seq: 0,
+            tries: Vec::new(),
+            avoid: None,
+            regions: attached,
+        });
+        self.stats.submitted += 1;
+        Ok(id)
     }
 
     /// The result of the submitted task `id`, waiting up to `timeout`
@@ -305,7 +396,7 @@ impl<Req, Rep> Pool<Req, Rep> {
     /// Counts so far.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
-            in_flight: self.running.values().map(|u| u.tasks.len() as u64).sum(),
+            in_flight: self.running.values().map(|u| u.load.len() as u64).sum(),
             out_of_sync: self.calls.out_of_sync(),
             strays: self.calls.strays(),
             ..self.stats
@@ -366,8 +457,12 @@ impl<Req, Rep> Pool<Req, Rep> {
             let _ = self.calls.reactor_mut().kill(w, Signal::KILL);
         }
         let running: Vec<Unit<Req>> = self.running.drain().map(|(_, u)| u).collect();
-        let queued: Vec<Task<Req>> = self.queue.drain().collect();
-        for task in running.into_iter().flat_map(|u| u.tasks).chain(queued) {
+        let queued: Vec<Task<Req>> = self.queue.drain();
+        for task in running
+            .into_iter()
+            .flat_map(|u| u.load.into_tasks())
+            .chain(queued)
+        {
             let last = Attempt {
                 worker: None,
                 cause: cause.clone(),
@@ -389,15 +484,7 @@ impl<Req, Rep> Pool<Req, Rep> {
         let id = TaskId(self.next_task);
         self.next_task += 1;
         self.router.expect(sink, id);
-        self.queue.push(Task {
-            id,
-            req,
-            sink,
-            seq,
-            tries: Vec::new(),
-            avoid: None,
-            alone: false,
-        });
+        self.queue.push_fresh(id, seq, sink, req);
         self.stats.submitted += 1;
         id
     }
@@ -419,11 +506,17 @@ impl<Req, Rep> Pool<Req, Rep> {
         self.router.deliver(task.sink, task.seq, task.id, result);
     }
 
+    /// Ends a run whose every task succeeded: its replies filed together.
+    fn finish_run(&mut self, run: Run<Req>, reps: Vec<Rep>) {
+        self.stats.completed += reps.len() as u64;
+        self.router.deliver_run(run.sink, run.seq, run.first, reps);
+    }
+
     /// Forgets the tasks of a dropped map: queued ones never run, running
     /// ones' results are thrown away.
     fn abandon(&mut self, sink: SinkId) {
         self.router.drop_map(sink);
-        for _ in self.queue.remove_where(|t| t.sink == sink) {
+        for _ in self.queue.remove_where(|_, s| s == sink) {
             self.router.forget(sink);
         }
     }

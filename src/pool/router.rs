@@ -28,17 +28,43 @@ enum Sink<Rep> {
         order: VecDeque<TaskId>,
         pending: HashSet<TaskId>,
     },
-    /// An ordered map: results held by position from `next` on.
+    /// An ordered map: results held by the position they start at, from
+    /// `next` on; the block being yielded is `current`.
     Ordered {
         next: u64,
-        held: VecDeque<Option<(TaskId, TaskResult<Rep>)>>,
+        current: Option<Block<Rep>>,
+        held: HashMap<u64, Block<Rep>>,
     },
     /// An unordered map: results in completion order.
-    Unordered {
-        done: VecDeque<(TaskId, TaskResult<Rep>)>,
-    },
+    Unordered { done: VecDeque<Block<Rep>> },
     /// A dropped map: its results are thrown away.
     Dropped,
+}
+
+/// Finished results as they are kept: a run's replies together (a chunk
+/// that succeeded whole: no entry per task), or one task's result.
+#[derive(Debug)]
+enum Block<Rep> {
+    Run {
+        next_id: u64,
+        reps: std::vec::IntoIter<Rep>,
+    },
+    One(TaskId, TaskResult<Rep>),
+}
+
+impl<Rep> Block<Rep> {
+    /// The block's next result, if any is left.
+    fn take(&mut self) -> Option<(TaskId, TaskResult<Rep>)> {
+        match self {
+            Block::Run { next_id, reps } => {
+                let rep = reps.next()?;
+                let id = TaskId(*next_id);
+                *next_id += 1;
+                Some((id, Ok(rep)))
+            }
+            Block::One(..) => None,
+        }
+    }
 }
 
 /// Sinks and what each waits for.
@@ -69,7 +95,8 @@ impl<Rep> Router<Rep> {
         let sink = if ordered {
             Sink::Ordered {
                 next: 0,
-                held: VecDeque::new(),
+                current: None,
+                held: HashMap::new(),
             }
         } else {
             Sink::Unordered {
@@ -105,16 +132,47 @@ impl<Rep> Router<Rep> {
                 done.insert(id, result);
                 order.push_back(id);
             }
-            Sink::Ordered { next, held } => {
-                let Some(at) = seq.checked_sub(*next).and_then(|d| usize::try_from(d).ok()) else {
-                    return;
-                };
-                if held.len() <= at {
-                    held.resize_with(at + 1, || None);
-                }
-                held[at] = Some((id, result));
+            Sink::Ordered { held, .. } => {
+                held.insert(seq, Block::One(id, result));
             }
-            Sink::Unordered { done } => done.push_back((id, result)),
+            Sink::Unordered { done } => done.push_back(Block::One(id, result)),
+            Sink::Dropped => {
+                if *outstanding == 0 {
+                    self.sinks.remove(sink.0);
+                }
+            }
+        }
+    }
+
+    /// Files a run's replies together: tasks `first..` at positions
+    /// `seq..` of `sink`, all succeeded.
+    pub(crate) fn deliver_run(&mut self, sink: SinkId, seq: u64, first: TaskId, reps: Vec<Rep>) {
+        let Some((s, outstanding)) = self.sinks.get_mut(sink.0) else {
+            return;
+        };
+        let n = reps.len();
+        *outstanding = outstanding.saturating_sub(n);
+        let block = Block::Run {
+            next_id: first.get(),
+            reps: reps.into_iter(),
+        };
+        match s {
+            Sink::Ordered { held, .. } => {
+                held.insert(seq, block);
+            }
+            Sink::Unordered { done } => done.push_back(block),
+            Sink::Handles {
+                done,
+                order,
+                pending,
+            } => {
+                let mut block = block;
+                while let Some((id, r)) = block.take() {
+                    pending.remove(&id);
+                    done.insert(id, r);
+                    order.push_back(id);
+                }
+            }
             Sink::Dropped => {
                 if *outstanding == 0 {
                     self.sinks.remove(sink.0);
@@ -130,22 +188,54 @@ impl<Rep> Router<Rep> {
 
     /// An ordered map's next result, if it is in.
     pub(crate) fn next_ordered(&mut self, sink: SinkId) -> Option<(TaskId, TaskResult<Rep>)> {
-        match self.sinks.get_mut(sink.0) {
-            Some((Sink::Ordered { next, held }, _)) => {
-                let r = held.front_mut()?.take()?;
-                held.pop_front();
-                *next += 1;
-                Some(r)
+        let Some((
+            Sink::Ordered {
+                next,
+                current,
+                held,
+            },
+            _,
+        )) = self.sinks.get_mut(sink.0)
+        else {
+            return None;
+        };
+        loop {
+            match current.take() {
+                Some(Block::One(id, r)) => {
+                    *next += 1;
+                    return Some((id, r));
+                }
+                Some(mut run) => {
+                    if let Some(r) = run.take() {
+                        *next += 1;
+                        *current = Some(run);
+                        return Some(r);
+                    }
+                }
+                None => {}
             }
-            _ => None,
+            *current = Some(held.remove(next)?);
         }
     }
 
     /// An unordered map's next result, if any.
     pub(crate) fn next_unordered(&mut self, sink: SinkId) -> Option<(TaskId, TaskResult<Rep>)> {
-        match self.sinks.get_mut(sink.0) {
-            Some((Sink::Unordered { done }, _)) => done.pop_front(),
-            _ => None,
+        let Some((Sink::Unordered { done }, _)) = self.sinks.get_mut(sink.0) else {
+            return None;
+        };
+        loop {
+            match done.front_mut()? {
+                Block::One(..) => match done.pop_front() {
+                    Some(Block::One(id, r)) => return Some((id, r)),
+                    _ => return None,
+                },
+                run => {
+                    if let Some(r) = run.take() {
+                        return Some(r);
+                    }
+                    done.pop_front();
+                }
+            }
         }
     }
 

@@ -29,11 +29,24 @@ impl Reactor {
     /// host program for [`Pool::remote`](crate::pool::Pool::remote) is:
     ///
     /// ```no_run
+    /// use miniray::{Event, Reactor, Secret, ServerOptions, SECRET_ENV};
+    ///
     /// fn main() -> miniray::Result<()> {
-    ///     let mut reactor = miniray::Reactor::new()?;
-    ///     reactor.listen("0.0.0.0:7000", &miniray::ServerOptions::new(), |n: u64| n * n)?;
+    ///     let mut reactor = Reactor::new()?;
+    ///     let mut opts = ServerOptions::new();
+    ///     if let Some(secret) = Secret::from_env(SECRET_ENV)? {
+    ///         opts = opts.secret(secret);
+    ///     }
+    ///     reactor.listen("0.0.0.0:7000", &opts, |n: u64| n * n)?;
     ///     loop {
-    ///         reactor.wait_events(None)?;
+    ///         for event in reactor.wait_events(None)? {
+    ///             // Never drop them: a refused client (`AuthFailed`), a
+    ///             // connection over the limit or a child that crashed
+    ///             // shows only here.
+    ///             if let Event::Server(e) = event {
+    ///                 eprintln!("{e}");
+    ///             }
+    ///         }
     ///     }
     /// }
     /// ```

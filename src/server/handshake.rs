@@ -1,6 +1,7 @@
 //! The authentication handshake of an accepted connection (see
 //! [`auth`](crate::auth)): a `Pending` entry is made, the challenge sent,
-//! the answer read as it arrives, and the connection forked or closed.
+//! the answer read as it arrives and judged, the verdict line sent, and the
+//! connection forked with its session or closed.
 
 use std::collections::VecDeque;
 use std::io;
@@ -11,7 +12,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use super::Servers;
-use crate::auth;
+use crate::auth::{self, handshake};
 use crate::listener::{Pending, Server, ServerEvent};
 use crate::registry::{Entry, Full, Registry};
 use crate::sys;
@@ -36,10 +37,10 @@ impl Servers {
             })
         };
         let _ = stream.set_nodelay(true);
-        let Ok((nonce, line)) = auth::challenge() else {
+        let Ok((nonce, line)) = handshake::challenge() else {
             return fail(&mut self.events, "no random nonce");
         };
-        // A fresh socket's buffer takes the 82-byte line whole.
+        // A fresh socket's buffer takes the 97-byte line whole.
         if sys::send_nosignal(&stream, &line).ok() != Some(line.len()) {
             return fail(&mut self.events, "could not send the challenge");
         }
@@ -83,7 +84,8 @@ impl Servers {
         Some(p)
     }
 
-    /// The answer arrived (or the peer went away): verify, then fork or close.
+    /// The answer arrived (or the peer went away): judge it, send the
+    /// verdict, then fork or close.
     pub(super) fn auth_ready(&mut self, tokens: &mut Registry, poll: &mio::Registry, key: Key) {
         let Some(p) = tokens.pending(key) else {
             return;
@@ -92,27 +94,48 @@ impl Servers {
             Ok(None) => return,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Ok(Some(answer)) => {
-                let secret = tokens
-                    .listener(p.server.key)
-                    .and_then(|l| l.opts.secret.as_ref());
-                match secret {
-                    Some(s) if s.verify(&p.nonce, &answer) => Ok(()),
-                    Some(_) => Err("wrong answer"),
-                    None => Err("server gone"),
+                let l = tokens.listener(p.server.key);
+                match l.and_then(|l| {
+                    l.opts
+                        .secret
+                        .as_ref()
+                        .map(|s| (s, l.opts.require_encryption))
+                }) {
+                    Some((s, require)) => handshake::judge(s, &p.nonce, &answer, require, p.peer),
+                    None => handshake::Verdict::Refuse {
+                        line: handshake::refusal(handshake::STOPPED),
+                        reason: "server gone",
+                    },
                 }
             }
-            Err(_) => Err("closed, or sent an over-long line, during the handshake"),
+            Err(_) => handshake::Verdict::Refuse {
+                line: Vec::new(),
+                reason: "closed, or sent an over-long line, during the handshake",
+            },
         };
         let Some(p) = self.end_handshake(tokens, poll, key) else {
             return;
         };
         match verdict {
-            Ok(()) => self.fork_for(tokens, poll, p.server.key, p.stream, p.peer),
-            Err(reason) => self.events.push_back(ServerEvent::AuthFailed {
-                server: p.server,
-                peer: p.peer,
-                reason,
-            }),
+            handshake::Verdict::Accept { line, session } => {
+                // A fresh socket's buffer takes the short line whole.
+                if sys::send_nosignal(&p.stream, &line).ok() != Some(line.len()) {
+                    return self.events.push_back(ServerEvent::AuthFailed {
+                        server: p.server,
+                        peer: p.peer,
+                        reason: "could not send the verdict",
+                    });
+                }
+                self.fork_for(tokens, poll, p.server.key, p.stream, p.peer, Some(session))
+            }
+            handshake::Verdict::Refuse { line, reason } => {
+                refuse(p.stream, &line);
+                self.events.push_back(ServerEvent::AuthFailed {
+                    server: p.server,
+                    peer: p.peer,
+                    reason,
+                })
+            }
         }
     }
 
@@ -134,11 +157,32 @@ impl Servers {
                 self.handshakes.retain(|&k| k != key);
                 continue;
             };
+            refuse(p.stream, &handshake::refusal(handshake::TIMEOUT));
             self.events.push_back(ServerEvent::AuthFailed {
                 server: p.server,
                 peer: p.peer,
                 reason: "no answer in time",
             });
+        }
+    }
+}
+
+/// Sends a refusal line (best effort) and closes so that it is read: writing
+/// is shut down first, and what the client already sent is drained (bounded),
+/// since closing with unread input would reset the connection and could
+/// destroy the refusal before the client reads it.
+pub(super) fn refuse(stream: TcpStream, line: &[u8]) {
+    if !line.is_empty() {
+        let _ = sys::send_nosignal(&stream, line);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match sys::peek(&stream, &mut sink) {
+            Ok(n) if n > 0 => {
+                let _ = sys::recv_exact_nonblocking(&stream, &mut sink[..n]);
+            }
+            _ => break,
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 
+use crate::auth::{self, session::Session};
 use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::fork::{self, Work};
@@ -27,6 +28,7 @@ use crate::sys;
 use crate::token::{Key, Sub};
 
 mod handshake;
+mod relay;
 
 /// The servers' state that is not in the registry: their events, their
 /// timers, and the spare descriptor.
@@ -87,6 +89,12 @@ impl Servers {
         opts: &ServerOptions,
         work: ServerWork,
     ) -> Result<Server> {
+        if opts.require_encryption && opts.secret.is_none() {
+            return Err(Error::Secret {
+                origin: "ServerOptions".into(),
+                reason: "encryption is required, and no secret given to key it".into(),
+            });
+        }
         if self.spare.is_none() {
             self.spare = Some(File::open("/dev/null").map_err(|e| Error::io("open", e))?);
         }
@@ -203,11 +211,12 @@ impl Servers {
             self.start_handshake(tokens, poll, server, stream, peer, deadline);
             return;
         }
-        self.fork_for(tokens, poll, key, stream, peer);
+        self.fork_for(tokens, poll, key, stream, peer, None);
     }
 
     /// Forks the child that serves an accepted (and, if asked, authenticated)
-    /// connection.
+    /// connection; `session` seals and checks what follows the handshake
+    /// (the child has it, the parent's copy is dropped).
     fn fork_for(
         &mut self,
         tokens: &mut Registry,
@@ -215,6 +224,7 @@ impl Servers {
         key: Key,
         stream: TcpStream,
         peer: SocketAddr,
+        session: Option<Box<Session>>,
     ) {
         let Some(l) = tokens.listener_mut(key) else {
             return;
@@ -223,7 +233,7 @@ impl Servers {
         let std_stream = StdTcpStream::from(stream);
         let _ = std_stream.set_nodelay(true);
         let idle = l.opts.idle_timeout;
-        if let (Some(limit), ServerWork::Exec(_)) = (idle, &l.work) {
+        if let (Some(limit), ServerWork::Exec(_), None) = (idle, &l.work, &session) {
             // The program reads the socket itself: the receive timeout is
             // the only limit miniray can set (see `idle_timeout`). Zero
             // would mean "none" to the kernel.
@@ -238,12 +248,16 @@ impl Servers {
             return;
         }
         let fd = OwnedFd::from(std_stream);
-        let forked = match &mut l.work {
-            ServerWork::Run(work) => fork::spawn_child(
-                &l.opts.line,
-                &l.opts.child,
+        let Listener { opts, work, .. } = l;
+        let forked = match (work, session) {
+            (ServerWork::Run(work), session) => fork::spawn_child(
+                &opts.line,
+                &opts.child,
                 fd,
-                Work::Run(|ch: &mut Channel| {
+                Work::Run(move |ch: &mut Channel| {
+                    if let Some(session) = session {
+                        ch.set_session(session);
+                    }
                     ch.set_idle_timeout(idle);
                     let outcome = work(ch);
                     if ch.idle_expired() {
@@ -255,12 +269,25 @@ impl Servers {
                     outcome
                 }),
             ),
-            ServerWork::Exec(e) => fork::spawn_child::<fn(&mut Channel) -> Result<()>>(
-                &l.opts.line,
-                &l.opts.child,
+            (ServerWork::Exec(e), None) => fork::spawn_child::<fn(&mut Channel) -> Result<()>>(
+                &opts.line,
+                &opts.child,
                 fd,
                 Work::Exec(e),
             ),
+            // The program cannot check tags or decrypt: this child relays.
+            (ServerWork::Exec(e), Some(session)) => {
+                let (line, child) = (&opts.line, &opts.child);
+                fork::spawn_child(
+                    line,
+                    child,
+                    fd,
+                    Work::Run(move |ch: &mut Channel| {
+                        ch.set_session(session);
+                        relay::serve_exec(ch, e, line, child, idle)
+                    }),
+                )
+            }
         };
         let pid = match forked {
             Ok(pid) => pid,
@@ -417,6 +444,10 @@ impl Servers {
             .collect();
         for key in handshakes {
             if let Some(p) = self.end_handshake(tokens, poll, key) {
+                handshake::refuse(
+                    p.stream,
+                    &auth::handshake::refusal(auth::handshake::STOPPED),
+                );
                 self.events.push_back(ServerEvent::AuthFailed {
                     server: p.server,
                     peer: p.peer,

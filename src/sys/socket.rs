@@ -1,6 +1,7 @@
 //! Socket I/O: `send` with `MSG_NOSIGNAL`, `sendmsg`/`recvmsg` with
-//! `SCM_RIGHTS`, the socket's domain, and the peeking reads of the
-//! authentication handshake, and TCP keepalive.
+//! `SCM_RIGHTS`, the socket's domain, `poll` over a few sockets (the exec
+//! relay), the peeking reads of the authentication handshake, and TCP
+//! keepalive.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -148,6 +149,32 @@ pub(crate) fn is_unix_socket(sock: impl AsFd) -> bool {
     cvt(r).is_ok() && domain == libc::AF_UNIX
 }
 
+/// `poll(2)` over a few descriptors, each with the events asked for
+/// (`POLLIN`, `POLLOUT`); returns what each reported (`POLLHUP` and
+/// `POLLERR` included), in order. `None` waits without limit; a timeout
+/// past `i32::MAX` ms waits that long. `EINTR` reports nothing.
+pub(crate) fn poll_events(
+    fds: &[(BorrowedFd<'_>, libc::c_short)],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Vec<libc::c_short>> {
+    let mut set: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, events)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: *events,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
+    // SAFETY: `set` is a live array of `set.len()` pollfds of borrowed,
+    // open descriptors; poll writes only their `revents`.
+    match cvt(unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, ms) }) {
+        Ok(_) => Ok(set.iter().map(|p| p.revents).collect()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(vec![0; set.len()]),
+        Err(e) => Err(e),
+    }
+}
+
 /// `recv(MSG_PEEK | MSG_DONTWAIT)`: looks without consuming.
 pub(crate) fn peek(sock: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
     let fd = sock.as_fd().as_raw_fd();
@@ -198,14 +225,18 @@ fn set_int_opt(
 
 /// Turns on TCP keepalive, tuned: the first probe after `idle_secs` of
 /// silence, then one every `interval_secs`, `count` unanswered probes end
-/// the connection (`ETIMEDOUT`). `TCP_USER_TIMEOUT` gets the same total, so
-/// data sent and never acknowledged (a peer cut off mid-send, when
-/// keepalive does not probe) ends it in about the same time.
+/// the connection (`ETIMEDOUT`). A live peer's kernel answers the probes
+/// however busy its process is. `TCP_USER_TIMEOUT` is set to
+/// `user_timeout_ms` (0: none, the kernel's default): it also aborts a
+/// connection whose data stays unacknowledged that long, which includes a
+/// busy peer whose receive window is full, so it must exceed any task's
+/// deadline.
 pub(crate) fn set_keepalive(
     sock: impl AsFd,
     idle_secs: u32,
     interval_secs: u32,
     count: u32,
+    user_timeout_ms: u32,
 ) -> io::Result<()> {
     let sock = sock.as_fd();
     let int = |v: u32| libc::c_int::try_from(v.max(1)).unwrap_or(libc::c_int::MAX);
@@ -218,11 +249,8 @@ pub(crate) fn set_keepalive(
         int(interval_secs),
     )?;
     set_int_opt(sock, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(count))?;
-    let total_ms = (u64::from(idle_secs.max(1))
-        + u64::from(interval_secs.max(1)) * u64::from(count.max(1)))
-        * 1000;
-    let total_ms = libc::c_int::try_from(total_ms).unwrap_or(libc::c_int::MAX);
-    set_int_opt(sock, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, total_ms)
+    let user = libc::c_int::try_from(user_timeout_ms).unwrap_or(libc::c_int::MAX);
+    set_int_opt(sock, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, user)
 }
 
 /// Reads an `int` socket option (for tests of [`set_keepalive`]).

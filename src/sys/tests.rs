@@ -149,13 +149,16 @@ fn a_hugetlbfs_memfd_is_refused_and_a_normal_one_passes_the_check() {
 fn keepalive_sets_every_option_on_a_tcp_socket() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let sock = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    set_keepalive(&sock, 3, 2, 4).expect("setsockopt");
+    set_keepalive(&sock, 3, 2, 4, 0).expect("setsockopt");
     let get = |level, name| get_int_opt(&sock, level, name).expect("getsockopt");
     assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 3);
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 2);
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 4);
-    assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 11_000);
+    // No user timeout unless asked for: a busy peer is not a dead one.
+    assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 0);
+    set_keepalive(&sock, 3, 2, 4, 45_000).expect("setsockopt");
+    assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 45_000);
 }
 
 #[test]

@@ -24,6 +24,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -36,12 +37,33 @@ use super::{Cause, TaskId};
 use crate::error::{Error, Result};
 use crate::frame::{self, Kind};
 use crate::list_writer::{append_line, ListWriter};
-use crate::process::{deadline_after, Signal};
+use crate::process::{deadline_after, ChildKind, Signal};
 use crate::reactor::{Incoming, Reactor};
 use crate::worker::Worker;
 
 /// A call's id, chosen by the caller: unique among the calls in flight.
 pub(crate) type CallId = u64;
+
+/// A shared memory region attached to a request: its id and a descriptor
+/// (no mapping), kept until the request is answered (a retry sends it
+/// again); each send passes a duplicate.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    id: u64,
+    fd: OwnedFd,
+}
+
+impl Attached {
+    /// `region`, attached by a duplicate of its descriptor.
+    pub(crate) fn new(region: &crate::shm::SharedMemory) -> Result<Self> {
+        let fd =
+            crate::sys::dup_cloexec(region).map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        Ok(Attached {
+            id: region.id(),
+            fd,
+        })
+    }
+}
 
 /// How long a plain local worker's answer may wait for the worker to go
 /// quiet (wait for input) before it is taken as it stands.
@@ -105,6 +127,11 @@ pub(crate) struct Slot<S> {
     pid: Option<libc::pid_t>,
     /// Since when its answer waits for it to go quiet.
     settling: Option<Instant>,
+    /// What it runs (`None`: remote), for what its exit status means.
+    kind: Option<ChildKind>,
+    /// The error that broke its connection, if one did (an authentication
+    /// failure, say), for its owner to judge.
+    broke: Option<Error>,
     /// The owner's state for this worker.
     pub(crate) ext: S,
 }
@@ -139,6 +166,8 @@ pub(crate) struct Ended<S> {
     pub(crate) stopped: Option<Stop>,
     /// A hello it never answered: the peer is plain and closed on it.
     pub(crate) hello_unanswered: bool,
+    /// The error that broke its connection, if one did.
+    pub(crate) broke: Option<Error>,
     /// The owner's state for it.
     pub(crate) ext: S,
 }
@@ -233,7 +262,13 @@ impl<Rep, S> Calls<Rep, S> {
 
     /// Takes `w` (spawned or connected on this reactor) as a worker spoken
     /// to with `proto`; for [`Proto::Hello`] the hello is sent now.
-    pub(crate) fn add(&mut self, w: Worker, proto: Proto, ext: S) -> Result<()> {
+    pub(crate) fn add(
+        &mut self,
+        w: Worker,
+        proto: Proto,
+        kind: Option<ChildKind>,
+        ext: S,
+    ) -> Result<()> {
         if proto == Proto::Hello {
             self.reactor.send_with(w, |_, out, _| {
                 out.extend_from_slice(frame::HELLO);
@@ -250,6 +285,8 @@ impl<Rep, S> Calls<Rep, S> {
                 stopped: None,
                 pid: self.reactor.pid(w),
                 settling: None,
+                kind,
+                broke: None,
                 ext,
             },
         );
@@ -303,6 +340,34 @@ impl<Rep, S> Calls<Rep, S> {
                 frame::write_header(Kind::Request, id, out);
             }
             format.encode_line(msg, out, scratch)
+        })?;
+        self.begin(w, id, 0, framed, timeout);
+        Ok(())
+    }
+
+    /// [`Calls::send_one`] with shared memory regions: the request travels
+    /// in the region envelope, its descriptors with it (`SCM_RIGHTS`).
+    /// Refused over TCP ([`Error::Region`]), nothing sent.
+    pub(crate) fn send_one_regions<T: Serialize + ?Sized>(
+        &mut self,
+        w: Worker,
+        id: CallId,
+        msg: &T,
+        regions: &[Attached],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let framed = self.sendable(w)?;
+        let fds = regions
+            .iter()
+            .map(|r| crate::sys::dup_cloexec(&r.fd))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        let ids: Vec<u64> = regions.iter().map(|r| r.id).collect();
+        self.reactor.send_fds_with(w, fds, |format, out, scratch| {
+            if framed {
+                frame::write_header(Kind::Request, id, out);
+            }
+            crate::envelope::encode_envelope_ids(format, &ids, msg, out, scratch)
         })?;
         self.begin(w, id, 0, framed, timeout);
         Ok(())
@@ -519,7 +584,8 @@ impl<Rep, S> Calls<Rep, S> {
                     if let Some(slot) = self.slots.get_mut(w) {
                         slot.stopped.get_or_insert(Stop::Exited);
                     }
-                    self.fail_all(w, |_| Cause::WorkerLost { status });
+                    let kind = self.slots.get(w).and_then(|s| s.kind);
+                    self.fail_all(w, |_| Cause::WorkerLost { status, kind });
                     let _ = self.reactor.close(w);
                 }
                 Incoming::Closed(status) => return self.ended(w, status),
@@ -667,6 +733,9 @@ impl<Rep, S> Calls<Rep, S> {
                 self.stop(w, Stop::Broken, |_| Cause::Connection {
                     message: message.clone(),
                 });
+                if let Some(slot) = self.slots.get_mut(w) {
+                    slot.broke.get_or_insert(e);
+                }
             }
         }
     }
@@ -700,7 +769,8 @@ impl<Rep, S> Calls<Rep, S> {
 
     /// `w` is gone: its calls fail with its status, then its end is told.
     fn ended(&mut self, w: Worker, status: Option<ExitStatus>) {
-        self.fail_all(w, |_| Cause::WorkerLost { status });
+        let kind = self.slots.get(w).and_then(|s| s.kind);
+        self.fail_all(w, |_| Cause::WorkerLost { status, kind });
         let Some(slot) = self.slots.remove(w) else {
             return;
         };
@@ -710,6 +780,7 @@ impl<Rep, S> Calls<Rep, S> {
             answers: slot.answers,
             stopped: slot.stopped,
             hello_unanswered: slot.proto == Proto::Hello,
+            broke: slot.broke,
             ext: slot.ext,
         }));
     }

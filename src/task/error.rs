@@ -5,7 +5,7 @@ use std::fmt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::process::describe;
+use crate::process::{describe, describe_as, ChildKind};
 use crate::worker::Worker;
 
 /// A task's number: unique within its [`Pool`](crate::pool::Pool), in the
@@ -107,6 +107,9 @@ pub enum Cause {
     WorkerLost {
         /// How the worker ended (`None`: unknown, or a remote worker).
         status: Option<ExitStatus>,
+        /// What the worker ran, which says what its exit code means (`None`:
+        /// a remote worker, whose process is the server's).
+        kind: Option<ChildKind>,
     },
     /// The task's own deadline passed; its worker was killed (a remote
     /// worker's connection dropped).
@@ -209,7 +212,17 @@ impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cause::Remote { kind, message, .. } => write!(f, "worker reported {kind}: {message}"),
-            Cause::WorkerLost { status } => write!(f, "worker lost: {}", describe(*status)),
+            Cause::WorkerLost {
+                status,
+                kind: Some(kind),
+            } => write!(f, "worker lost: {}", describe_as(*kind, *status)),
+            Cause::WorkerLost {
+                status: None,
+                kind: None,
+            } => f.write_str("worker lost: its connection closed"),
+            Cause::WorkerLost { status, kind: None } => {
+                write!(f, "worker lost: {}", describe(*status))
+            }
             Cause::Deadline { timeout } => {
                 write!(f, "deadline of {timeout:?} passed; worker killed")
             }

@@ -50,10 +50,13 @@
 //! [`encode_bigint`] layout; lone surrogates, bytes of generalized UTF-8
 //! (`serde::de::value::BytesDeserializer`).
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, VariantAccess, Visitor};
+
+use super::Value;
 
 /// The name under which `Value::deserialize` asks a format for exact mode.
 pub(crate) const VALUE_TOKEN: &str = "$miniray::Value";
@@ -83,17 +86,51 @@ pub(crate) enum Magic {
     BigInt = 4,
     /// A str with lone surrogates; payload: bytes of generalized UTF-8.
     Surrogates = 5,
+    /// A whole `Value` the format built itself ([`hand_over`]); payload:
+    /// unit.
+    Built = 6,
 }
 
 impl Magic {
-    const ALL: [Magic; 6] = [
+    const ALL: [Magic; 7] = [
         Magic::Tuple,
         Magic::Set,
         Magic::FrozenSet,
         Magic::Complex,
         Magic::BigInt,
         Magic::Surrogates,
+        Magic::Built,
     ];
+}
+
+thread_local! {
+    /// The value [`hand_over`] is giving to `Value`'s visitor.
+    static HANDED: Cell<Option<Value>> = const { Cell::new(None) };
+}
+
+/// Gives `value`, built by a format without serde, to the visitor of
+/// `Value::deserialize` (which asked with [`VALUE_TOKEN`]): reported as
+/// [`Magic::Built`], the visitor takes it with [`take_handed`]. Nothing is
+/// left behind: a visitor that does not take it (no `Value`'s) drops it
+/// here.
+pub(crate) fn hand_over<'de, V, E>(visitor: V, value: Value) -> Result<V::Value, E>
+where
+    V: Visitor<'de>,
+    E: de::Error,
+{
+    HANDED.with(|h| h.set(Some(value)));
+    let r = visit_magic(
+        visitor,
+        Magic::Built,
+        de::value::UnitDeserializer::<E>::new(),
+    );
+    drop(HANDED.with(Cell::take));
+    r
+}
+
+/// The value [`hand_over`] is giving, once.
+pub(crate) fn take_handed() -> Option<Value> {
+    HANDED.with(Cell::take)
 }
 
 impl<'de> de::Deserialize<'de> for Magic {

@@ -16,7 +16,12 @@
 //! every NaN (so `-0.0 != 0.0` and `nan == nan`, unlike in Python), and dicts
 //! and sets compare regardless of order (as in Python). [`Value`] is `Eq`
 //! and `Hash` consistently with that, so any value can be a dict key or a set
-//! member. Comparing with a Rust value is exact the same way: `v == 1` holds
+//! member. The hash covers the whole value (a dict's keys and values, a
+//! tuple's items), so keys that differ only deep inside do not collide, and
+//! hashing costs time linear in the value's size (a set remembers its
+//! members' hash until it changes, so nested frozensets are not walked
+//! again per level). (The formats refuse the
+//! keys Python cannot hash, a list or dict inside a key, as Python does.) Comparing with a Rust value is exact the same way: `v == 1` holds
 //! for `Int(1)` only, `v == "s"` for `Str("s")`, `v == 2.5` for `Float(2.5)`.
 //!
 //! # Building
@@ -115,25 +120,28 @@ mod access;
 mod convert;
 mod convert_error;
 mod from_value;
+mod hash;
 mod json_value;
 mod macros;
 pub(crate) mod magic;
 mod printable;
 mod repr;
 mod serde;
+mod set;
 mod text;
 mod to_value;
 
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, DerefMut};
 
-use indexmap::{IndexMap, IndexSet};
+use indexmap::IndexMap;
 use num_bigint::BigInt;
 
 pub use access::ValueIndex;
 pub use convert_error::ConvertError;
 pub use from_value::from_value;
 pub use json_value::ToJsonError;
+pub use set::Set;
 pub use text::SurrogateStr;
 pub use to_value::to_value;
 
@@ -183,11 +191,6 @@ pub enum Value {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dict(Box<IndexMap<Value, Value>>);
 
-/// A Python `set` or `frozenset`: an insertion-ordered set (an
-/// [`IndexSet`], boxed). Derefs to the set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Set(Box<IndexSet<Value>>);
-
 impl Dict {
     /// An empty dict.
     pub fn new() -> Self {
@@ -197,18 +200,6 @@ impl Dict {
     /// An empty dict with room for `n` entries.
     pub fn with_capacity(n: usize) -> Self {
         Dict(Box::new(IndexMap::with_capacity(n)))
-    }
-}
-
-impl Set {
-    /// An empty set.
-    pub fn new() -> Self {
-        Set::default()
-    }
-
-    /// An empty set with room for `n` members.
-    pub fn with_capacity(n: usize) -> Self {
-        Set(Box::new(IndexSet::with_capacity(n)))
     }
 }
 
@@ -225,19 +216,6 @@ impl DerefMut for Dict {
     }
 }
 
-impl Deref for Set {
-    type Target = IndexSet<Value>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl DerefMut for Set {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
 /// Collects `(key, value)` pairs of anything that converts into [`Value`];
 /// a repeated key keeps its first place and its last value, as in Python.
 impl<K: Into<Value>, V: Into<Value>> FromIterator<(K, V)> for Dict {
@@ -247,14 +225,6 @@ impl<K: Into<Value>, V: Into<Value>> FromIterator<(K, V)> for Dict {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         ))
-    }
-}
-
-/// Collects anything that converts into [`Value`]; a repeated member keeps
-/// its first place.
-impl<T: Into<Value>> FromIterator<T> for Set {
-    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        Set(Box::new(iter.into_iter().map(Into::into).collect()))
     }
 }
 
@@ -274,39 +244,8 @@ impl IntoIterator for Dict {
     }
 }
 
-impl<'a> IntoIterator for &'a Set {
-    type Item = &'a Value;
-    type IntoIter = indexmap::set::Iter<'a, Value>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-impl IntoIterator for Set {
-    type Item = Value;
-    type IntoIter = indexmap::set::IntoIter<Value>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
-    }
-}
-
-/// Hashes sets and dicts independently of order: each member is hashed
-/// alone and the hashes are summed, so equal (reordered) sets hash equal.
-fn unordered_hash<'a, H: Hasher, I: Iterator<Item = &'a Value>>(state: &mut H, items: I) {
-    let mut sum = 0u64;
-    let mut n = 0usize;
-    for item in items {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        item.hash(&mut h);
-        sum = sum.wrapping_add(h.finish());
-        n += 1;
-    }
-    state.write_usize(n);
-    state.write_u64(sum);
-}
-
 /// The bits a float compares and hashes by: all NaNs are one value.
-fn float_key(f: f64) -> u64 {
+pub(super) fn float_key(f: f64) -> u64 {
     if f.is_nan() {
         f64::NAN.to_bits()
     } else {
@@ -339,67 +278,7 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
-/// Each variant hashes a tag first, except `Str`, which hashes exactly as
-/// its `str` does: `dict.get("key")` hashes the `&str` with `str`'s own
-/// `Hash`, so any tag here would make that lookup miss.
-impl Hash for Value {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            Value::None => state.write_u8(0),
-            Value::Bool(b) => {
-                state.write_u8(1);
-                b.hash(state);
-            }
-            Value::Int(i) => {
-                state.write_u8(2);
-                i.hash(state);
-            }
-            Value::BigInt(b) => {
-                state.write_u8(3);
-                b.hash(state);
-            }
-            Value::Float(f) => {
-                state.write_u8(4);
-                state.write_u64(float_key(*f));
-            }
-            Value::Complex { re, im } => {
-                state.write_u8(5);
-                state.write_u64(float_key(*re));
-                state.write_u64(float_key(*im));
-            }
-            Value::Str(s) => str_hash(s, state),
-            Value::SurrogateStr(s) => {
-                state.write_u8(7);
-                s.hash(state);
-            }
-            Value::Bytes(b) => {
-                state.write_u8(8);
-                b.hash(state);
-            }
-            Value::Tuple(items) => {
-                state.write_u8(9);
-                items.hash(state);
-            }
-            Value::List(items) => {
-                state.write_u8(10);
-                items.hash(state);
-            }
-            Value::Dict(d) => {
-                state.write_u8(11);
-                unordered_hash(state, d.keys());
-            }
-            Value::Set(s) => {
-                state.write_u8(12);
-                unordered_hash(state, s.iter());
-            }
-            Value::FrozenSet(s) => {
-                state.write_u8(13);
-                unordered_hash(state, s.iter());
-            }
-        }
-    }
-}
-
+/// How a `str` hashes, as a [`Value::Str`] and as a bare `&str` key alike.
 fn str_hash<H: Hasher>(s: &str, state: &mut H) {
     s.hash(state);
 }

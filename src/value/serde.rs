@@ -8,7 +8,7 @@ use num_bigint::{BigInt, Sign};
 use serde::de::{
     self, Deserialize, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
-use serde::ser::{Serialize, SerializeTuple, Serializer};
+use serde::ser::{Serialize, SerializeSeq, SerializeTuple, Serializer};
 
 use super::magic::{self, Magic};
 use super::{Dict, Set, Value};
@@ -38,11 +38,29 @@ impl Serialize for Value {
             Value::Tuple(items) => {
                 let mut t = s.serialize_tuple(items.len())?;
                 for item in items {
-                    t.serialize_element(item)?;
+                    match item {
+                        Value::Float(f) => t.serialize_element(f)?,
+                        Value::Int(i) => t.serialize_element(i)?,
+                        other => t.serialize_element(other)?,
+                    }
                 }
                 t.end()
             }
-            Value::List(items) => s.collect_seq(items),
+            Value::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    // Floats and ints as themselves: the format's element
+                    // code for an `f64` inlines, where a `Value` item is a
+                    // call and a jump per item (a third of a float list's
+                    // encode).
+                    match item {
+                        Value::Float(f) => seq.serialize_element(f)?,
+                        Value::Int(i) => seq.serialize_element(i)?,
+                        other => seq.serialize_element(other)?,
+                    }
+                }
+                seq.end()
+            }
             Value::Dict(d) => s.collect_map(d.iter()),
             Value::Set(items) => s.serialize_newtype_struct(magic::SET_TOKEN, &Members(items)),
             Value::FrozenSet(items) => {
@@ -200,6 +218,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 let payload = content.newtype_variant::<ByteBuf>()?.0;
                 Value::from_generalized_utf8(&payload)
                     .ok_or_else(|| de::Error::custom("str payload is not generalized UTF-8"))
+            }
+            Magic::Built => {
+                content.newtype_variant::<()>()?;
+                magic::take_handed().ok_or_else(|| de::Error::custom("no value was handed over"))
             }
         }
     }

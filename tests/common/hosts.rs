@@ -55,7 +55,7 @@ pub fn serve_if_asked() {
     let mut r = miniray::Reactor::new().expect("reactor");
     let mut opts = miniray::ServerOptions::new();
     if let Some(secret) = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty()) {
-        opts = opts.secret(miniray::Secret::new(secret.into_bytes()));
+        opts = opts.secret(miniray::Secret::new(secret.into_bytes()).expect("secret"));
     }
     let server = r
         .listen(addr.as_str(), &opts, move |n: u64| {

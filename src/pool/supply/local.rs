@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{End, Outlook, Started, Supply};
 use crate::error::Result;
-use crate::process::describe;
+use crate::process::{describe_as, ChildKind};
 use crate::reactor::Reactor;
 use crate::task::calls::{Proto, Stop};
 use crate::worker::Worker;
@@ -21,6 +21,7 @@ pub(crate) struct Local {
     /// How its workers are spoken to first: frames for the pool's own,
     /// plain until announced for a program.
     proto: Proto,
+    kind: ChildKind,
     size: usize,
     alive: usize,
     start_failures: u32,
@@ -41,10 +42,17 @@ impl fmt::Debug for Local {
 }
 
 impl Local {
-    pub(crate) fn new(spawn: Spawner, proto: Proto, size: usize, max_start_failures: u32) -> Self {
+    pub(crate) fn new(
+        spawn: Spawner,
+        proto: Proto,
+        kind: ChildKind,
+        size: usize,
+        max_start_failures: u32,
+    ) -> Self {
         Local {
             spawn,
             proto,
+            kind,
             size,
             alive: 0,
             start_failures: 0,
@@ -62,6 +70,7 @@ impl Local {
             worker,
             proto: self.proto,
             host: None,
+            kind: Some(self.kind),
         })
     }
 
@@ -99,7 +108,7 @@ impl Supply for Local {
             self.last_failure = format!(
                 "{} ended before its first reply: {}",
                 end.worker,
-                describe(end.status)
+                describe_as(self.kind, end.status)
             );
         }
     }

@@ -21,6 +21,7 @@ pub use hosts::{HostState, HostStatus, Hosts, Protocol};
 pub(crate) use local::{Local, Spawner as LocalSpawner};
 pub(crate) use remote::HostsSupply;
 
+use crate::process::ChildKind;
 use crate::reactor::Reactor;
 use crate::task::calls::{Proto, Stop};
 use crate::worker::Worker;
@@ -33,6 +34,8 @@ pub(crate) struct Started {
     pub(crate) proto: Proto,
     /// Its host (a remote worker).
     pub(crate) host: Option<usize>,
+    /// What it runs (`None`: a remote worker).
+    pub(crate) kind: Option<ChildKind>,
 }
 
 /// How one of a supply's workers ended.
@@ -48,6 +51,8 @@ pub(crate) struct End {
     pub(crate) hello_unanswered: bool,
     /// The pool closed it on purpose (recycling, closing): no failure.
     pub(crate) on_purpose: bool,
+    /// The error that broke its connection (an authentication failure).
+    pub(crate) broke: Option<crate::error::Error>,
 }
 
 /// Whether a supply can still give the pool workers.

@@ -25,7 +25,7 @@ use super::hosts::{HostState, HostStatus, Hosts, Protocol};
 use super::membership::Membership;
 use super::{End, Outlook, Started, Supply};
 use crate::cluster::HostChange;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::reactor::Reactor;
 use crate::task::calls::{Proto, Stop};
 use crate::worker::Worker;
@@ -64,6 +64,9 @@ struct Host {
     /// Connections closed on our hello, in a row, while no hello of its was
     /// ever answered.
     hello_closed: u32,
+    /// It refused us for a reason of settings (a wrong secret, a secret it
+    /// requires): not tried again (until added again).
+    refused: bool,
 }
 
 impl Host {
@@ -86,6 +89,7 @@ impl Host {
             suspect: false,
             probe_out: false,
             hello_closed: 0,
+            refused: false,
         }
     }
 
@@ -243,6 +247,23 @@ impl HostsSupply {
         };
     }
 
+    /// Host `h` failed with `e`: an authentication failure of settings
+    /// (a wrong secret, a missing one) refuses it for good, naming the
+    /// cause; anything else backs off.
+    fn failed_with(&mut self, h: usize, e: &Error, now: Instant) {
+        match e {
+            Error::Auth { reason, .. } if reason.is_setting() => {
+                let host = &mut self.hosts[h];
+                host.refused = true;
+                host.serving = false;
+                host.retry = Retry::Never;
+                host.status.failures = host.status.failures.saturating_add(1);
+                host.status.last_error = Some(e.to_string());
+            }
+            _ => self.failed(h, e.to_string(), now),
+        }
+    }
+
     /// Connections host `h` should have now: none once drained, its share
     /// when healthy, one to probe it while it has failures.
     fn wanted(&self, h: usize) -> usize {
@@ -306,9 +327,16 @@ impl HostsSupply {
                     continue;
                 }
                 Ok(false) => {
-                    reactor.remove_conn(p.worker);
-                    let why = format!("connect timed out after {:?}", self.cfg.connect_timeout);
-                    self.failed(h, why, now);
+                    // Late: why (no challenge from a host without a secret,
+                    // no verdict, or just late).
+                    match reactor.connect_abandon(p.worker) {
+                        Error::Timeout => {
+                            let why =
+                                format!("connect timed out after {:?}", self.cfg.connect_timeout);
+                            self.failed(h, why, now);
+                        }
+                        e => self.failed_with(h, &e, now),
+                    }
                 }
                 Ok(true) => {
                     self.hosts[h].status.connections += 1;
@@ -320,9 +348,10 @@ impl HostsSupply {
                         worker: p.worker,
                         proto,
                         host: Some(h),
+                        kind: None,
                     });
                 }
-                Err(e) => self.failed(h, e.to_string(), now),
+                Err(e) => self.failed_with(h, &e, now),
             }
             let c = &mut self.hosts[h].connecting;
             *c = c.saturating_sub(1);
@@ -380,6 +409,9 @@ impl Supply for HostsSupply {
             // Leaving: no failure to count, nothing to reconnect.
             host.settle();
             return;
+        }
+        if let Some(e) = &end.broke {
+            return self.failed_with(h, e, now);
         }
         if end.hello_unanswered && host.status.framed.is_none() {
             // It closed on our hello: a plain peer choking on it, or a host
@@ -464,6 +496,16 @@ impl Supply for HostsSupply {
     }
 
     fn outlook(&mut self, now: Instant) -> Outlook {
+        // Every host refused us for its settings: no use waiting (a source
+        // may still add others).
+        let mut live = self
+            .hosts
+            .iter()
+            .filter(|h| h.status.state != HostState::Gone)
+            .peekable();
+        if live.peek().is_some() && live.all(|h| h.refused) && self.cfg.source.is_none() {
+            return Outlook::GaveUp(format!("every host refused: {}", self.describe()));
+        }
         // Only a host that answered counts as up: connections that open and
         // close unanswered do not stop the clock. A draining host still
         // finishing its tries counts.
