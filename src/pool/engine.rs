@@ -188,7 +188,7 @@ where
         };
         // A plain peer is matched by position: one request at a time.
         let cap = if slot.framed() {
-            self.opts.in_flight_per_worker
+            self.opts.in_flight()
         } else {
             1
         };
