@@ -204,6 +204,7 @@ where
             closed: false,
             cancelled: Vec::new(),
             events: Vec::new(),
+            takers: Vec::new(),
             progress: None,
         };
         pool.sizer = Sizer::new(pool.opts.chunking);

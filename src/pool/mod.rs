@@ -117,6 +117,7 @@ struct Unit<Req> {
 #[derive(Debug)]
 enum Load<Req> {
     Run(Run<Req>),
+    One(Task<Req>),
     Tasks(Vec<Task<Req>>),
 }
 
@@ -124,6 +125,7 @@ impl<Req> Load<Req> {
     fn len(&self) -> usize {
         match self {
             Load::Run(r) => r.reqs.len(),
+            Load::One(_) => 1,
             Load::Tasks(t) => t.len(),
         }
     }
@@ -131,6 +133,7 @@ impl<Req> Load<Req> {
     fn holds(&self, id: TaskId) -> bool {
         match self {
             Load::Run(r) => r.holds(id),
+            Load::One(t) => t.id == id,
             Load::Tasks(t) => t.iter().any(|t| t.id == id),
         }
     }
@@ -138,6 +141,7 @@ impl<Req> Load<Req> {
     fn into_tasks(self) -> Vec<Task<Req>> {
         match self {
             Load::Run(r) => r.into_tasks().collect(),
+            Load::One(t) => vec![t],
             Load::Tasks(t) => t,
         }
     }
@@ -164,6 +168,8 @@ pub struct Pool<Req, Rep> {
     /// Tasks whose caller gave up while they ran (see [`Pool::cancel`]).
     cancelled: Vec<TaskId>,
     events: Vec<Event<Rep, Place>>,
+    /// The workers a dispatch looks at (kept to reuse its allocation).
+    takers: Vec<Worker>,
     progress: Option<progress::Reporter>,
 }
 

@@ -115,6 +115,28 @@ enum Entry<Req> {
     Alone(Task<Req>),
 }
 
+impl<Req> Entry<Req> {
+    /// The entry's tasks, one by one.
+    fn into_tasks(self) -> Vec<Task<Req>> {
+        match self {
+            Entry::Alone(t) => vec![t],
+            Entry::Fresh {
+                first,
+                seq,
+                sink,
+                reqs,
+            } => Run {
+                first: TaskId(first),
+                seq,
+                sink,
+                reqs: Vec::from(reqs),
+            }
+            .into_tasks()
+            .collect(),
+        }
+    }
+}
+
 /// The queue (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Queue<Req> {
@@ -276,47 +298,38 @@ impl<Req> Queue<Req> {
         let mut gone = Vec::new();
         let mut kept = VecDeque::with_capacity(self.entries.len());
         for e in self.entries.drain(..) {
-            match e {
-                Entry::Alone(t) if drop(t.id, t.sink) => gone.push(t),
-                Entry::Alone(t) => kept.push_back(Entry::Alone(t)),
-                Entry::Fresh {
-                    first,
-                    seq,
-                    sink,
-                    reqs,
-                } => {
-                    // Split around the dropped tasks, keeping the rest fresh.
-                    let run = Run {
-                        first: TaskId(first),
-                        seq,
-                        sink,
-                        reqs: Vec::from(reqs),
-                    };
-                    let mut rest: Option<Entry<Req>> = None;
-                    for t in run.into_tasks() {
-                        if drop(t.id, t.sink) {
-                            if let Some(r) = rest.take() {
-                                kept.push_back(r);
-                            }
-                            gone.push(t);
-                            continue;
-                        }
-                        match &mut rest {
-                            Some(Entry::Fresh { reqs, .. }) => reqs.push_back(t.req),
-                            _ => {
-                                rest = Some(Entry::Fresh {
-                                    first: t.id.get(),
-                                    seq: t.seq,
-                                    sink: t.sink,
-                                    reqs: VecDeque::from([t.req]),
-                                })
-                            }
-                        }
-                    }
-                    if let Some(r) = rest {
+            if let Entry::Alone(t) = e {
+                if drop(t.id, t.sink) {
+                    gone.push(t);
+                } else {
+                    kept.push_back(Entry::Alone(t));
+                }
+                continue;
+            }
+            // A run: split around the dropped tasks, keeping the rest fresh.
+            let mut rest: Option<Entry<Req>> = None;
+            for t in e.into_tasks() {
+                if drop(t.id, t.sink) {
+                    if let Some(r) = rest.take() {
                         kept.push_back(r);
                     }
+                    gone.push(t);
+                    continue;
                 }
+                match &mut rest {
+                    Some(Entry::Fresh { reqs, .. }) => reqs.push_back(t.req),
+                    _ => {
+                        rest = Some(Entry::Fresh {
+                            first: t.id.get(),
+                            seq: t.seq,
+                            sink: t.sink,
+                            reqs: VecDeque::from([t.req]),
+                        })
+                    }
+                }
+            }
+            if let Some(r) = rest {
+                kept.push_back(r);
             }
         }
         self.entries = kept;
@@ -327,26 +340,6 @@ impl<Req> Queue<Req> {
     /// Takes every task out.
     pub(crate) fn drain(&mut self) -> Vec<Task<Req>> {
         self.len = 0;
-        let mut out = Vec::new();
-        for e in self.entries.drain(..) {
-            match e {
-                Entry::Alone(t) => out.push(t),
-                Entry::Fresh {
-                    first,
-                    seq,
-                    sink,
-                    reqs,
-                } => out.extend(
-                    Run {
-                        first: TaskId(first),
-                        seq,
-                        sink,
-                        reqs: Vec::from(reqs),
-                    }
-                    .into_tasks(),
-                ),
-            }
-        }
-        out
+        self.entries.drain(..).flat_map(Entry::into_tasks).collect()
     }
 }

@@ -602,14 +602,13 @@ impl<Rep, S> Calls<Rep, S> {
     /// not go quiet within [`SETTLE_MAX`], or whose state cannot be read,
     /// has its lines taken as they stand.
     fn settled(&mut self, w: Worker) -> bool {
-        let queued = self.reactor.queued_plain_lines(w);
         let Some(slot) = self.slots.get_mut(w) else {
             return true;
         };
-        let waiting = slot.calls.iter().any(|c| !c.framed);
+        let waiting = slot.stopped.is_none() && slot.calls.iter().any(|c| !c.framed);
         let Some(pid) = slot
             .pid
-            .filter(|_| waiting && queued > 0 && slot.stopped.is_none())
+            .filter(|_| waiting && self.reactor.queued_plain_lines(w) > 0)
         else {
             slot.settling = None;
             return true;
@@ -645,7 +644,12 @@ impl<Rep, S> Calls<Rep, S> {
             Ok(f) => f,
             Err(_) => return,
         };
-        let queued = self.reactor.queued_plain_lines(w);
+        // Plain lines waiting behind this one, counted only for a plain line.
+        let queued = if msg.line().first() == Some(&b'#') {
+            0
+        } else {
+            self.reactor.queued_plain_lines(w)
+        };
         let Some(slot) = self.slots.get_mut(w) else {
             return;
         };
