@@ -32,10 +32,9 @@ use serde::Serialize;
 
 use super::answer::Answer;
 pub(crate) use super::attached::Attached;
-use super::deadlines::Due;
-use super::receive::SETTLE_TICK;
 use super::slot::Call;
 pub(crate) use super::slot::{CallId, Proto, Slot, Stop};
+use super::slot::{Due, SETTLE_TICK};
 use super::slots::Slots;
 use super::Cause;
 use crate::error::{Error, Result};

@@ -14,26 +14,6 @@ use super::slot::{CallId, Stop};
 use super::{Cause, TaskId};
 use crate::worker::Worker;
 
-/// A call's deadline, ordered by time (then call).
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Due {
-    pub(super) at: Instant,
-    pub(super) call: CallId,
-    pub(super) worker: Worker,
-}
-
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.call).cmp(&(other.at, other.call))
-    }
-}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 impl<Rep, S> Calls<Rep, S> {
     /// Stops the workers of calls whose deadline passed by `now`.
     pub(super) fn expire(&mut self, now: Instant)

@@ -3,25 +3,18 @@
 //! loss of step, a failed line, an end), a plain local worker's lines held
 //! until it waits for input again.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
 use super::answer::{self, Answer, Heard};
 use super::calls::{Calls, Event};
-use super::slot::{CallId, Proto, Stop};
+use super::slot::{CallId, Proto, Stop, SETTLE_MAX};
 use super::Cause;
 use crate::error::Error;
 use crate::frame;
 use crate::reactor::Incoming;
 use crate::worker::Worker;
-
-/// How long a plain local worker's answer may wait for the worker to go
-/// quiet (wait for input) before it is taken as it stands.
-const SETTLE_MAX: Duration = Duration::from_millis(20);
-
-/// How often a worker that is not quiet yet is looked at again.
-pub(super) const SETTLE_TICK: Duration = Duration::from_micros(200);
 
 impl<Rep, S> Calls<Rep, S> {
     /// Takes every item queued for `w`, matching answers to calls.

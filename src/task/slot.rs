@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::process::ChildKind;
+use crate::worker::Worker;
 
 /// A call's id, chosen by the caller: unique among the calls in flight.
 pub(crate) type CallId = u64;
@@ -90,5 +91,32 @@ impl<S> Slot<S> {
     /// Whether it speaks frames (so takes chunks and several calls at once).
     pub(crate) fn framed(&self) -> bool {
         self.proto == Proto::Framed
+    }
+}
+
+/// How long a plain local worker's answer may wait for the worker to go
+/// quiet (wait for input) before it is taken as it stands.
+pub(super) const SETTLE_MAX: Duration = Duration::from_millis(20);
+
+/// How often a worker that is not quiet yet is looked at again.
+pub(super) const SETTLE_TICK: Duration = Duration::from_micros(200);
+
+/// A call's deadline, ordered by time (then call).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Due {
+    pub(super) at: Instant,
+    pub(super) call: CallId,
+    pub(super) worker: Worker,
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.call).cmp(&(other.at, other.call))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
