@@ -13,7 +13,7 @@
 //! ([`PoolOptions::chunk_size_auto`]); `--inflight F` sends F requests to a
 //! worker before its replies come. On a terminal, an `indicatif` progress
 //! bar on stderr follows the pool's progress callback. Ends with one line:
-//! `M tasks: 0 lost, 0 wrong, R retried, W workers replaced, T tasks/s`
+//! `M tasks: 0 lost, 0 wrong, R retried, W workers replaced, S out of step, T tasks/s`
 //! (stdout), and the peak memory on stderr. Exits 1 if any is lost or wrong.
 //!
 //! With `--hosts H` the workers are remote: the example starts H servers
@@ -526,12 +526,16 @@ fn main() -> miniray::Result<()> {
     let stats = pool.stats();
     let lost = a.tasks.saturating_sub(received);
     println!(
-        "{} tasks: {lost} lost, {wrong} wrong, {} retried, {} workers replaced, {:.0} tasks/s",
+        "{} tasks: {lost} lost, {wrong} wrong, {} retried, {} workers replaced, {} out of step, {:.0} tasks/s",
         a.tasks,
         stats.retried,
         stats.replaced,
+        stats.out_of_sync,
         a.tasks as f64 / secs
     );
+    if let Some(why) = pool.last_out_of_sync() {
+        eprintln!("pool: the latest worker out of step: {why}");
+    }
     eprintln!(
         "pool: {} workers, chunk {:?}, {} in flight each, {failed} tasks failed, {:.2} s, peak RSS {} kB",
         a.workers,

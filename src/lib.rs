@@ -357,11 +357,11 @@ pub use mio::{Interest, Token};
 /// The big integers of [`Value::BigInt`], re-exported so its version is
 /// always the one miniray uses.
 pub use num_bigint;
-pub use pool::{Pool, PoolHandle, PoolOptions};
+pub use pool::{Hosts, Pool, PoolHandle, PoolOptions, PoolStats};
 pub use process::Signal;
 pub use reactor::{Batch, Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;
-pub use task::{TaskError, TaskId};
+pub use task::{Cause, RemoteKind, TaskError, TaskId};
 pub use value::{Dict, Set, SurrogateStr, Value};
 pub use worker::{Channel, Exec, Worker, WorkerOptions};

@@ -146,8 +146,24 @@ where
         self
     }
 
-    /// Connections to `hosts` (see [`Pool::remote`] and [`Hosts`]).
+    /// Connections to `hosts` (see [`Pool::remote`] and [`Hosts`]). A
+    /// keepalive `user_timeout` ([`Keepalive`](crate::remote::Keepalive))
+    /// not above the pool's [`PoolOptions::timeout`] is refused at
+    /// [`build`](Self::build) ([`Error::InvalidOption`]): it would abort
+    /// live connections to hosts busy with a task the deadline allows.
     pub fn hosts(mut self, hosts: &Hosts) -> Self {
+        if let (Some(user), Some(task)) = (hosts.user_timeout(), self.opts.timeout) {
+            if task != Duration::MAX && user <= task {
+                let reason = format!(
+                    "{user:?} is not above the pool's task timeout ({task:?}): a host busy with a \
+                     task the deadline allows would have its connection aborted"
+                );
+                self.error = self.error.take().or(Some(Error::InvalidOption {
+                    option: "user_timeout",
+                    reason,
+                }));
+            }
+        }
         self.planned
             .push(Planned::Hosts(Box::new(HostsSupply::new(hosts))));
         self

@@ -168,6 +168,20 @@ where
         Self::spawn(move || Pool::new(&opts, f))
     }
 
+    /// A pool of local workers whose `f` may fail ([`Pool::fallible`]: an
+    /// `Err` fails its task with [`Cause::Remote`](crate::Cause::Remote) and
+    /// the worker goes on) on a thread of its own.
+    pub fn fallible<F, E>(opts: &PoolOptions, f: F) -> Result<Self>
+    where
+        F: Fn(Req) -> std::result::Result<Rep, E> + Clone + Send + 'static,
+        E: fmt::Display,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        let opts = opts.clone();
+        Self::spawn(move || Pool::fallible(&opts, f))
+    }
+
     /// A pool of exec workers ([`Pool::exec`]) on a thread of its own.
     pub fn exec(opts: &PoolOptions, program: &Exec) -> Result<Self> {
         let (opts, program) = (opts.clone(), program.clone());

@@ -404,9 +404,17 @@ impl<Req, Rep> Pool<Req, Rep> {
         PoolStats {
             in_flight: self.running.values().map(|u| u.load.len() as u64).sum(),
             out_of_sync: self.calls.out_of_sync(),
-            strays: self.calls.strays(),
+            late_answers: self.calls.strays(),
             ..self.stats
         }
+    }
+
+    /// Why the latest worker that lost step did (its offending line
+    /// quoted, at most 200 bytes), or `None` if none has
+    /// ([`PoolStats::out_of_sync`] counts them). Its tries ran again; this is
+    /// what to look at when the count grows.
+    pub fn last_out_of_sync(&self) -> Option<&str> {
+        self.calls.last_out_of_sync()
     }
 
     /// The live workers.

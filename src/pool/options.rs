@@ -85,7 +85,8 @@ impl Default for PoolOptions {
 
 impl PoolOptions {
     /// The defaults: one worker per CPU, 2 retries, no timeout, no
-    /// recycling, one task in flight per worker, no chunking.
+    /// recycling, no chunking, one task in flight per worker (two chunks
+    /// when chunking is on).
     pub fn new() -> Self {
         Self::default()
     }
@@ -352,11 +353,14 @@ pub struct PoolStats {
     pub recycled: u64,
     /// Workers that lost step with the pool (a plain peer's stray or
     /// missing line, a framed peer breaking the protocol): each was
-    /// recycled and its tries run again.
+    /// recycled and its tries run again. [`Pool::last_out_of_sync`](crate::Pool::last_out_of_sync)
+    /// quotes the latest cause.
     pub out_of_sync: u64,
-    /// Answers that came for a try no longer in flight (a stopped worker's
-    /// last words): dropped.
-    pub strays: u64,
+    /// Answers that came after their try ended (a stopped worker's last
+    /// words, a framed reply for an id not in flight): dropped, never
+    /// delivered. Not a loss of step: the worker had already stopped or the
+    /// frame named its try.
+    pub late_answers: u64,
     /// Tries in flight now.
     pub in_flight: u64,
 }

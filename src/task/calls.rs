@@ -100,6 +100,8 @@ pub(crate) struct Calls<Rep, S> {
     pub(super) in_flight: usize,
     pub(super) strays: u64,
     pub(super) out_of_sync: u64,
+    /// Why the latest worker lost step (its offending line quoted).
+    pub(super) last_out_of_sync: Option<String>,
     pub(super) ready: Vec<Worker>,
     /// Plain workers whose answer waits for them to go quiet.
     pub(super) settling: Vec<Worker>,
@@ -116,6 +118,7 @@ impl<Rep, S> Calls<Rep, S> {
             in_flight: 0,
             strays: 0,
             out_of_sync: 0,
+            last_out_of_sync: None,
             ready: Vec::new(),
             settling: Vec::new(),
             chunk_buf: Vec::new(),
@@ -190,6 +193,11 @@ impl<Rep, S> Calls<Rep, S> {
     /// Workers stopped for losing step or breaking the protocol.
     pub(crate) fn out_of_sync(&self) -> u64 {
         self.out_of_sync
+    }
+
+    /// Why the latest worker lost step.
+    pub(crate) fn last_out_of_sync(&self) -> Option<&str> {
+        self.last_out_of_sync.as_deref()
     }
 
     /// Sends `msg` to `w` as call `id` (framed if `w` speaks frames).

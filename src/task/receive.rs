@@ -226,5 +226,6 @@ impl<Rep, S> Calls<Rep, S> {
         self.stop(w, Stop::OutOfSync, |_| Cause::OutOfSync {
             reason: reason.clone(),
         });
+        self.last_out_of_sync = Some(reason);
     }
 }

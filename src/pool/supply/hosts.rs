@@ -96,6 +96,13 @@ impl fmt::Debug for Source {
 ///   it has failures it gets one probing connection, and its full share
 ///   again after its first answer. Tries lost on a connection that never
 ///   answered are not counted against their tasks. Other hosts go on.
+/// * A host that refuses us for a reason of settings (a wrong secret, a
+///   secret it requires and we lack, encryption it requires:
+///   [`AuthFailure::is_setting`](crate::AuthFailure::is_setting)) is not
+///   retried: retrying fails the same way. Its status keeps the verdict
+///   ([`HostStatus`]), and when every fixed host refused so, waiting tasks
+///   fail at once with [`Cause::NoWorkers`](crate::task::Cause::NoWorkers)
+///   quoting it, not after [`Hosts::give_up_after`].
 /// * A host whose try hit its deadline gets one probing task at a time
 ///   until it answers again.
 /// * A host that goes silent without closing (a stopped process) is found
@@ -337,6 +344,13 @@ impl Hosts {
     /// Connections in all to the fixed hosts: hosts × [`Hosts::per_host`].
     pub fn connections(&self) -> usize {
         self.addrs.len().saturating_mul(self.per_host)
+    }
+
+    /// The keepalive `TCP_USER_TIMEOUT` its connections get, if any.
+    pub(crate) fn user_timeout(&self) -> Option<Duration> {
+        self.connect
+            .keepalive_settings()
+            .and_then(|k| k.user_timeout)
     }
 
     /// The wait after `failures` failures in a row (`None`: never again).
