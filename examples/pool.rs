@@ -68,7 +68,7 @@ usage: pool [--workers N] [--tasks M] [--kill-every K] [--chunk C|auto] [--infli
   --tasks M           tasks to run (default 100000)
   --kill-every K      SIGKILL a random worker after every K results (default 0: never)
   --chunk C|auto      items per request, or auto (default 1)
-  --inflight F        requests in flight per worker (default 1)
+  --inflight F        requests in flight per worker (default: the pool's, 1, or 2 chunks)
   --hosts H           start H servers on 127.0.0.2.. and use them (default 0: local workers);
                       --kill-every then SIGKILLs one host once
   --slurm \"SRUN ARGS\" hosts launched by `srun SRUN ARGS` running this program (default: none),
@@ -85,7 +85,7 @@ struct Args {
     tasks: u64,
     kill_every: u64,
     chunk: Chunking,
-    inflight: usize,
+    inflight: Option<usize>,
     hosts: usize,
     /// `--slurm "SRUN ARGS"`: srun's arguments, split at white space.
     slurm: Option<Vec<String>>,
@@ -101,7 +101,7 @@ fn parse_args() -> Args {
         tasks: 100_000,
         kill_every: 0,
         chunk: Chunking::None,
-        inflight: 1,
+        inflight: None,
         hosts: 0,
         slurm: None,
         dns: None,
@@ -114,7 +114,7 @@ fn parse_args() -> Args {
             "--tasks" => a.tasks = args.value(&flag),
             "--kill-every" => a.kill_every = args.value(&flag),
             "--chunk" => a.chunk = parse_chunk(&args.value::<String>(&flag)),
-            "--inflight" => a.inflight = args.value(&flag),
+            "--inflight" => a.inflight = Some(args.value(&flag)),
             "--hosts" => a.hosts = args.value(&flag),
             "--slurm" => {
                 let words: Vec<String> = args
@@ -148,7 +148,7 @@ fn parse_args() -> Args {
             _ => args.unknown(&flag),
         }
     }
-    if a.workers == 0 || a.chunk == Chunking::Fixed(0) || a.inflight == 0 {
+    if a.workers == 0 || a.chunk == Chunking::Fixed(0) || a.inflight == Some(0) {
         args.fail("--workers, --chunk and --inflight must be at least 1");
     }
     let kinds = [
@@ -431,10 +431,10 @@ fn reap(mut child: Child) {
 /// of them in all, spread evenly) to the `--hosts` servers, to srun's
 /// tasks, or to a DNS name's addresses.
 fn make_pool(a: &Args, hosts: Option<&HostProcs>) -> miniray::Result<Pool<u64, u64>> {
-    let opts = PoolOptions::new()
-        .workers(a.workers)
-        .in_flight_per_worker(a.inflight)
-        .chunking(a.chunk);
+    let mut opts = PoolOptions::new().workers(a.workers).chunking(a.chunk);
+    if let Some(n) = a.inflight {
+        opts = opts.in_flight_per_worker(n);
+    }
     if let Some((program, args)) = a.exec.split_first() {
         return Pool::exec(&opts, &Exec::new(program, args)?);
     }
@@ -540,7 +540,7 @@ fn main() -> miniray::Result<()> {
         "pool: {} workers, chunk {:?}, {} in flight each, {failed} tasks failed, {:.2} s, peak RSS {} kB",
         a.workers,
         a.chunk,
-        a.inflight,
+        a.inflight.map_or("default".to_owned(), |n| n.to_string()),
         secs,
         status_kb("VmHWM:")
     );
