@@ -11,9 +11,6 @@
 //! cluster and every process group down if it runs too long. Skips with a
 //! message off root or without Slurm (`.ci/run` installs it).
 
-use std::io::BufRead;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use miniray::cluster::SlurmLauncher;
@@ -24,7 +21,7 @@ mod hosts;
 #[path = "common/slurm.rs"]
 mod slurm;
 
-use slurm::{eventually, marked, Cluster, KillOnDrop};
+use slurm::{eventually, marked, Cluster};
 
 /// Set for the driver process of `the_driver_killed...`.
 const DRIVER_ENV: &str = "MINIRAY_TEST_POOL_DRIVER";
@@ -241,57 +238,24 @@ fn the_driver_killed_mid_map_leaves_no_worker_and_an_empty_queue() {
     };
     let dog = cluster.watchdog(NAME, Duration::from_secs(120));
     let mark = slurm::mark();
-    let mut driver = Command::new(std::env::current_exe().expect("exe"));
-    driver
-        .args([
-            "--exact",
-            "inner_pool_driver",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DRIVER_ENV, "1")
-        .env(slurm::MARK_ENV, &mark)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .process_group(0);
-    let mut driver = KillOnDrop(driver.spawn().expect("driver"));
-    dog.group(driver.0.id() as libc::pid_t);
-    let out = driver.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line == "mapping" {
-                let _ = tx.send(());
-            }
+    let (driver, lines) = slurm::spawn_driver("inner_pool_driver", DRIVER_ENV, &mark, &dog);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("the driver maps over its 4 hosts");
+        if line == "mapping" {
+            break;
         }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the driver maps over its 4 hosts");
+    }
     let running = marked(&mark).len();
     assert!(
         running >= 6,
         "the driver, srun, 4 workers and their serving children run: {running}"
     );
-    // The driver alone, mid-map, as the OOM killer would.
-    let killed = Instant::now();
-    driver.0.kill().expect("SIGKILL the driver");
-    driver.0.wait().expect("reap the driver");
-    let clean = eventually(Duration::from_secs(15), || {
-        marked(&mark).is_empty() && cluster.squeue().is_empty()
-    });
-    eprintln!(
-        "after the driver's SIGKILL ({running} processes): workers gone and queue empty: {clean} \
-         in {:?}",
-        killed.elapsed()
-    );
-    assert!(
-        clean,
-        "left: processes {:?}, queue {:?}",
-        marked(&mark),
-        cluster.squeue()
-    );
+    // The driver alone, mid-map.
+    cluster.kill_driver_expect_clean(driver, &mark);
 }
 
 #[test]

@@ -9,10 +9,7 @@
 //! Skips with a message off root or without Slurm (`.ci/run` installs it).
 
 use std::collections::BTreeSet;
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use miniray::cluster::{Feed, HostChange};
@@ -23,7 +20,7 @@ mod hosts;
 #[path = "common/slurm.rs"]
 mod slurm;
 
-use slurm::{added, changes, drained, eventually, launcher, mark, marked, Cluster, KillOnDrop};
+use slurm::{added, changes, drained, eventually, launcher, mark, marked, Cluster};
 
 /// Set for the driver process of `the_driver_killed...`.
 const DRIVER_ENV: &str = "MINIRAY_TEST_SLURM_DRIVER";
@@ -174,60 +171,22 @@ fn the_driver_killed_leaves_no_worker_and_an_empty_queue() {
     };
     let dog = cluster.watchdog("the_driver_killed...", Duration::from_secs(120));
     let mark = mark();
-    let mut driver = Command::new(std::env::current_exe().expect("exe"));
-    driver
-        .args([
-            "--exact",
-            "inner_driver",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(DRIVER_ENV, "1")
-        .env(slurm::MARK_ENV, &mark)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .process_group(0);
-    let mut driver = KillOnDrop(driver.spawn().expect("driver"));
-    dog.group(driver.0.id() as libc::pid_t);
-    let out = driver.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            // The first follows libtest's "test inner_driver ... " on its line.
-            if let Some(at) = line.find("host ") {
-                let _ = tx.send(line[at + 5..].to_string());
-            }
-        }
-    });
+    let (driver, lines) = slurm::spawn_driver("inner_driver", DRIVER_ENV, &mark, &dog);
     let until = Instant::now() + Duration::from_secs(30);
     let mut hosts = Vec::new();
     while hosts.len() < 4 {
         let left = until.saturating_duration_since(Instant::now());
-        hosts.push(rx.recv_timeout(left).expect("the driver's 4 hosts"));
+        let line = lines.recv_timeout(left).expect("the driver's 4 hosts");
+        // The first follows libtest's "test inner_driver ... " on its line.
+        if let Some(at) = line.find("host ") {
+            hosts.push(line[at + 5..].to_string());
+        }
     }
     assert!(
         marked(&mark).len() >= 5,
         "the driver, srun and 4 workers run"
     );
-    // The driver alone, as the OOM killer or a lost login session would.
-    let killed = Instant::now();
-    driver.0.kill().expect("SIGKILL the driver");
-    driver.0.wait().expect("reap the driver");
-    let clean = eventually(Duration::from_secs(15), || {
-        marked(&mark).is_empty() && cluster.squeue().is_empty()
-    });
-    eprintln!(
-        "after the driver's SIGKILL: workers gone and queue empty: {clean} in {:?}",
-        killed.elapsed()
-    );
-    assert!(
-        clean,
-        "left: processes {:?}, queue {:?}",
-        marked(&mark),
-        cluster.squeue()
-    );
+    cluster.kill_driver_expect_clean(driver, &mark);
 }
 
 #[test]

@@ -275,3 +275,71 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// This test binary re-run as its ignored test `inner`, the driver of a
+/// kill test: `env` set (the driver's switch) and [`MARK_ENV`] = `mark`,
+/// in a process group of its own that `dog` kills on a hang. Each line it
+/// prints comes on the receiver (a reader thread ends at its EOF).
+pub fn spawn_driver(
+    inner: &str,
+    env: &str,
+    mark: &str,
+    dog: &Watchdog,
+) -> (KillOnDrop, Receiver<String>) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut driver = Command::new(exe);
+    driver
+        .args([
+            "--exact",
+            inner,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, "1")
+        .env(MARK_ENV, mark)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    let mut driver = KillOnDrop(driver.spawn().expect("driver"));
+    dog.group(driver.0.id() as libc::pid_t);
+    let out = driver.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (driver, rx)
+}
+
+impl Cluster {
+    /// SIGKILLs the driver alone (as the OOM killer or a lost login session
+    /// would) and asserts that within 15 s no process carrying `mark` is
+    /// left and the queue is empty.
+    pub fn kill_driver_expect_clean(&self, mut driver: KillOnDrop, mark: &str) {
+        let running = marked(mark).len();
+        let killed = Instant::now();
+        driver.0.kill().expect("SIGKILL the driver");
+        driver.0.wait().expect("reap the driver");
+        let clean = eventually(Duration::from_secs(15), || {
+            marked(mark).is_empty() && self.squeue().is_empty()
+        });
+        eprintln!(
+            "after the driver's SIGKILL ({running} processes): workers gone and queue empty: \
+             {clean} in {:?}",
+            killed.elapsed()
+        );
+        assert!(
+            clean,
+            "left: processes {:?}, queue {:?}",
+            marked(mark),
+            self.squeue()
+        );
+    }
+}
