@@ -18,7 +18,6 @@ use super::access::{Entries, Items, VariantDict};
 use super::budget;
 use super::codes::{refused, surrogates};
 use super::error::DeError;
-use super::long::{Digits, MAX_LONG_DIGITS};
 use super::reader::{Hint, Reader};
 use super::FLAG_REF;
 use crate::error::DecodeErrorKind;
@@ -191,17 +190,7 @@ impl<'de> Reader<'de> {
         flag: bool,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        let count = self.u32()? as i32;
-        let negative = count < 0;
-        let n = count.unsigned_abs() as usize;
-        if n > MAX_LONG_DIGITS {
-            return Err(DeError::at(start, DecodeErrorKind::IntTooLarge));
-        }
-        let n = self.count(n, 2)?;
-        let bytes = self.take(2 * n)?;
-        let digits =
-            Digits::check(bytes).map_err(|()| DeError::at(start, DecodeErrorKind::BadLongDigit))?;
-        self.scalar_slot(flag, start)?;
+        let (negative, digits) = self.long_digits(start, flag)?;
         if let Some(mag) = digits.to_u128() {
             if negative {
                 if mag <= 1 << 63 {
