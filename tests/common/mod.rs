@@ -245,3 +245,32 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// A one-connection man in the middle in front of `server`: it accepts one
+/// client, connects to `server`, and runs `up(client, server)` on a thread
+/// of its own and `down(server, client)` on another (each copies one
+/// direction, as it likes). Returns the address to connect to.
+pub fn middle<U, D>(server: std::net::SocketAddr, up: U, down: D) -> std::net::SocketAddr
+where
+    U: FnOnce(std::net::TcpStream, std::net::TcpStream) + Send + 'static,
+    D: FnOnce(std::net::TcpStream, std::net::TcpStream) + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(upstream) = std::net::TcpStream::connect(server) else {
+            return;
+        };
+        let (c2, u2) = (
+            client.try_clone().expect("clone"),
+            upstream.try_clone().expect("clone"),
+        );
+        let up = std::thread::spawn(move || up(client, upstream));
+        down(u2, c2);
+        let _ = up.join();
+    });
+    addr
+}
