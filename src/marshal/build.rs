@@ -118,12 +118,7 @@ impl Reader<'_> {
         let bytes = self.take(n)?;
         self.scalar_slot(flag, start)?;
         if latin1 && !bytes.is_ascii() {
-            // Each byte from 0x80 up takes two in UTF-8; sized exactly.
-            let high = bytes.iter().filter(|&&b| b >= 0x80).count();
-            self.charge(budget::heap(n + high))?;
-            let mut s = String::with_capacity(n + high);
-            s.extend(bytes.iter().map(|&b| char::from(b)));
-            return Ok(Value::Str(s));
+            return Ok(Value::Str(self.latin1(bytes)?));
         }
         match std::str::from_utf8(bytes) {
             Ok(s) => {

@@ -152,13 +152,7 @@ impl<'de> Reader<'de> {
         let bytes = self.take(n)?;
         self.scalar_slot(flag, start)?;
         if latin1 && !bytes.is_ascii() {
-            // Each byte from 0x80 up takes two in UTF-8.
-            let high = bytes.iter().filter(|&&b| b >= 0x80).count();
-            self.charge(budget::heap(n + high))?;
-            // Sized exactly as charged: collecting would reserve `n` and
-            // then double past it (found by the fuzzer: 2x the charge).
-            let mut s = String::with_capacity(n + high);
-            s.extend(bytes.iter().map(|&b| char::from(b)));
+            let s = self.latin1(bytes)?;
             return match hint {
                 Hint::Enum => visitor.visit_enum(StringDeserializer::new(s)),
                 _ => visitor.visit_string(s),
