@@ -70,8 +70,21 @@ pub(crate) fn encode_envelope_line<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
+    let ids: Vec<u64> = regions.iter().map(|r| r.id()).collect();
+    encode_envelope_ids(format, &ids, msg, out, scratch)
+}
+
+/// [`encode_envelope_line`] for regions named by their ids alone (a pool's
+/// task keeps its regions' descriptors, not their mappings).
+pub(crate) fn encode_envelope_ids<T: Serialize + ?Sized>(
+    format: Format,
+    ids: &[u64],
+    msg: &T,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
     let envelope = Outgoing {
-        regions: regions.iter().map(|r| r.id()).collect(),
+        regions: ids.to_vec(),
         msg,
     };
     format.encode_line(&envelope, out, scratch)

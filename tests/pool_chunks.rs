@@ -1,4 +1,4 @@
-//! `Pool` chunking and progress (issue 14): fixed and automatic chunks give
+//! `Pool` chunking and progress: fixed and automatic chunks give
 //! the unchunked results in order, a panic fails only its own item, a
 //! worker killed mid-map loses nothing, a 10-million-item map holds a
 //! bounded window, exec pools keep one line per item, and the progress
@@ -113,7 +113,12 @@ fn a_panic_in_one_item_of_a_chunk_fails_only_that_item() {
     }
     assert!(results[555].is_err(), "item 555 did not fail");
     let stats = pool.stats();
-    assert_eq!((stats.failed, stats.retried), (1, 0), "{stats:?}");
+    assert_eq!(stats.failed, 1, "{stats:?}");
+    // The worker exits after answering the chunk with the panic: a chunk
+    // sent to it meanwhile (the pool learns of the exit from the exit, not
+    // from the reply) is lost with it and runs again, each task alone and
+    // at no cost of a try: at most one chunk's worth.
+    assert!(stats.retried <= 100, "{stats:?}");
     // The worker that panicked exits after its chunk's reply and is
     // replaced (closed as it had finished its chunk: counted as recycled).
     assert!(

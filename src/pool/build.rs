@@ -17,14 +17,14 @@ use crate::error::{Error, Result};
 use crate::frame::FRAMES_ENV;
 use crate::process::{deadline_after, ChildKind};
 use crate::reactor::Reactor;
-use crate::serve::{self, Fallible, Infallible};
+use crate::serve::{self, Fallible, Infallible, WithRegions};
 use crate::task::calls::{Calls, Proto};
 use crate::worker::Exec;
 
 /// A supply as it will be started.
 enum Planned {
     Local(Local),
-    Hosts(HostsSupply),
+    Hosts(Box<HostsSupply>),
 }
 
 /// A pool being put together ([`Pool::builder`]): add supplies of workers,
@@ -115,6 +115,23 @@ where
         self
     }
 
+    /// `n` forked workers whose work function also gets the regions a task
+    /// carries (see [`Pool::with_regions`]).
+    pub fn local_regions<F>(mut self, n: usize, f: F) -> Self
+    where
+        F: Fn(Req, Vec<crate::shm::SharedMemory>) -> Rep + Clone + 'static,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        let wopts = self.opts.worker.clone();
+        let spawn = Box::new(move |r: &mut Reactor| {
+            let f = f.clone();
+            r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut WithRegions(f)))
+        });
+        self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
+        self
+    }
+
     /// `n` exec workers running `program` (see [`Pool::exec`]); the pool
     /// sets `MINIRAY_FRAMES=1` in their environment.
     pub fn exec(mut self, n: usize, program: &Exec) -> Self {
@@ -131,7 +148,8 @@ where
 
     /// Connections to `hosts` (see [`Pool::remote`] and [`Hosts`]).
     pub fn hosts(mut self, hosts: &Hosts) -> Self {
-        self.planned.push(Planned::Hosts(HostsSupply::new(hosts)));
+        self.planned
+            .push(Planned::Hosts(Box::new(HostsSupply::new(hosts))));
         self
     }
 
@@ -185,6 +203,7 @@ where
             closed: false,
             cancelled: Vec::new(),
             events: Vec::new(),
+            takers: Vec::new(),
             progress: None,
         };
         pool.sizer = Sizer::new(pool.opts.chunking);
@@ -201,7 +220,7 @@ where
                 }
                 Planned::Hosts(h) => {
                     connect_for = connect_for.max(h.connect_timeout());
-                    pool.supplies.push(Box::new(h));
+                    pool.supplies.push(h);
                 }
             }
         }

@@ -57,6 +57,8 @@ struct Inbox<Req, Rep> {
     /// The thread is in (or about to enter) its wait: a new command must
     /// write the pipe.
     asleep: bool,
+    /// A byte was written to the pipe since the thread last read it.
+    rung: bool,
     /// The thread ended: nothing will be answered.
     gone: bool,
 }
@@ -78,6 +80,7 @@ impl<Req, Rep> Mailbox<Req, Rep> {
         }
         inbox.queue.push_back(c);
         let wake = std::mem::replace(&mut inbox.asleep, false);
+        inbox.rung |= wake;
         drop(inbox);
         if wake {
             // A full pipe already holds a wake-up: nothing lost.
@@ -182,6 +185,7 @@ where
             commands: Mutex::new(Inbox {
                 queue: VecDeque::new(),
                 asleep: false,
+                rung: false,
                 gone: false,
             }),
             wake,
@@ -374,10 +378,15 @@ where
         } else {
             pool.step(None);
         }
-        mailbox.lock().asleep = false;
-        let _ = pool.calls.reactor_mut().take_user_events();
-        let mut drained = [0u8; 64];
-        while matches!(woken.read(&mut drained), Ok(n) if n > 0) {}
+        let rung = {
+            let mut inbox = mailbox.lock();
+            inbox.asleep = false;
+            std::mem::take(&mut inbox.rung)
+        };
+        if rung {
+            let mut drained = [0u8; 64];
+            while matches!(woken.read(&mut drained), Ok(n) if n > 0) {}
+        }
     }
     pool.close();
 }

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use super::router::SinkId;
+use crate::task::calls::Attached;
 use crate::task::{Attempt, TaskId};
 use crate::worker::Worker;
 
@@ -29,6 +30,8 @@ pub(crate) struct Task<Req> {
     /// The worker and host its last try failed on: a retry runs elsewhere
     /// when the pool has another.
     pub(crate) avoid: Option<(Worker, Origin)>,
+    /// Shared memory regions it carries (local workers only).
+    pub(crate) regions: Vec<Attached>,
 }
 
 impl<Req> Task<Req> {
@@ -41,6 +44,10 @@ impl<Req> Task<Req> {
         elsewhere: bool,
         other_host: bool,
     ) -> bool {
+        if !self.regions.is_empty() && origin.host.is_some() {
+            // Descriptors do not cross machines.
+            return false;
+        }
         match self.avoid {
             None => true,
             Some((bad, bad_origin)) => {
@@ -72,6 +79,7 @@ impl<Req> Run<Req> {
             seq: seq + i,
             tries: Vec::new(),
             avoid: None,
+            regions: Vec::new(),
         })
     }
 
@@ -149,6 +157,12 @@ impl<Req> Queue<Req> {
             sink,
             reqs,
         });
+    }
+
+    /// Queues a task that runs alone (one that carries regions) at the back.
+    pub(crate) fn push_alone(&mut self, task: Task<Req>) {
+        self.len += 1;
+        self.entries.push_back(Entry::Alone(task));
     }
 
     /// Puts a task back at the front, to run alone (a retry, or a chunk's
@@ -241,6 +255,7 @@ impl<Req> Queue<Req> {
                     seq: *seq,
                     tries: Vec::new(),
                     avoid: None,
+                    regions: Vec::new(),
                 };
                 *first += 1;
                 *seq += 1;

@@ -24,6 +24,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,27 @@ use crate::worker::Worker;
 
 /// A call's id, chosen by the caller: unique among the calls in flight.
 pub(crate) type CallId = u64;
+
+/// A shared memory region attached to a request: its id and a descriptor
+/// (no mapping), kept until the request is answered (a retry sends it
+/// again); each send passes a duplicate.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    id: u64,
+    fd: OwnedFd,
+}
+
+impl Attached {
+    /// `region`, attached by a duplicate of its descriptor.
+    pub(crate) fn new(region: &crate::shm::SharedMemory) -> Result<Self> {
+        let fd =
+            crate::sys::dup_cloexec(region).map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        Ok(Attached {
+            id: region.id(),
+            fd,
+        })
+    }
+}
 
 /// How long a plain local worker's answer may wait for the worker to go
 /// quiet (wait for input) before it is taken as it stands.
@@ -107,6 +129,9 @@ pub(crate) struct Slot<S> {
     settling: Option<Instant>,
     /// What it runs (`None`: remote), for what its exit status means.
     kind: Option<ChildKind>,
+    /// The error that broke its connection, if one did (an authentication
+    /// failure, say), for its owner to judge.
+    broke: Option<Error>,
     /// The owner's state for this worker.
     pub(crate) ext: S,
 }
@@ -141,6 +166,8 @@ pub(crate) struct Ended<S> {
     pub(crate) stopped: Option<Stop>,
     /// A hello it never answered: the peer is plain and closed on it.
     pub(crate) hello_unanswered: bool,
+    /// The error that broke its connection, if one did.
+    pub(crate) broke: Option<Error>,
     /// The owner's state for it.
     pub(crate) ext: S,
 }
@@ -259,6 +286,7 @@ impl<Rep, S> Calls<Rep, S> {
                 pid: self.reactor.pid(w),
                 settling: None,
                 kind,
+                broke: None,
                 ext,
             },
         );
@@ -312,6 +340,34 @@ impl<Rep, S> Calls<Rep, S> {
                 frame::write_header(Kind::Request, id, out);
             }
             format.encode_line(msg, out, scratch)
+        })?;
+        self.begin(w, id, 0, framed, timeout);
+        Ok(())
+    }
+
+    /// [`Calls::send_one`] with shared memory regions: the request travels
+    /// in the region envelope, its descriptors with it (`SCM_RIGHTS`).
+    /// Refused over TCP ([`Error::Region`]), nothing sent.
+    pub(crate) fn send_one_regions<T: Serialize + ?Sized>(
+        &mut self,
+        w: Worker,
+        id: CallId,
+        msg: &T,
+        regions: &[Attached],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let framed = self.sendable(w)?;
+        let fds = regions
+            .iter()
+            .map(|r| crate::sys::dup_cloexec(&r.fd))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        let ids: Vec<u64> = regions.iter().map(|r| r.id).collect();
+        self.reactor.send_fds_with(w, fds, |format, out, scratch| {
+            if framed {
+                frame::write_header(Kind::Request, id, out);
+            }
+            crate::envelope::encode_envelope_ids(format, &ids, msg, out, scratch)
         })?;
         self.begin(w, id, 0, framed, timeout);
         Ok(())
@@ -546,14 +602,13 @@ impl<Rep, S> Calls<Rep, S> {
     /// not go quiet within [`SETTLE_MAX`], or whose state cannot be read,
     /// has its lines taken as they stand.
     fn settled(&mut self, w: Worker) -> bool {
-        let queued = self.reactor.queued_plain_lines(w);
         let Some(slot) = self.slots.get_mut(w) else {
             return true;
         };
-        let waiting = slot.calls.iter().any(|c| !c.framed);
+        let waiting = slot.stopped.is_none() && slot.calls.iter().any(|c| !c.framed);
         let Some(pid) = slot
             .pid
-            .filter(|_| waiting && queued > 0 && slot.stopped.is_none())
+            .filter(|_| waiting && self.reactor.queued_plain_lines(w) > 0)
         else {
             slot.settling = None;
             return true;
@@ -589,7 +644,12 @@ impl<Rep, S> Calls<Rep, S> {
             Ok(f) => f,
             Err(_) => return,
         };
-        let queued = self.reactor.queued_plain_lines(w);
+        // Plain lines waiting behind this one, counted only for a plain line.
+        let queued = if msg.line().first() == Some(&b'#') {
+            0
+        } else {
+            self.reactor.queued_plain_lines(w)
+        };
         let Some(slot) = self.slots.get_mut(w) else {
             return;
         };
@@ -677,6 +737,9 @@ impl<Rep, S> Calls<Rep, S> {
                 self.stop(w, Stop::Broken, |_| Cause::Connection {
                     message: message.clone(),
                 });
+                if let Some(slot) = self.slots.get_mut(w) {
+                    slot.broke.get_or_insert(e);
+                }
             }
         }
     }
@@ -721,6 +784,7 @@ impl<Rep, S> Calls<Rep, S> {
             answers: slot.answers,
             stopped: slot.stopped,
             hello_unanswered: slot.proto == Proto::Hello,
+            broke: slot.broke,
             ext: slot.ext,
         }));
     }

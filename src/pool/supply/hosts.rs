@@ -275,6 +275,9 @@ struct Host {
     /// Connections closed on our hello, in a row, while no hello of its was
     /// ever answered.
     hello_closed: u32,
+    /// It refused us for a reason of settings (a wrong secret, a secret it
+    /// requires): not tried again.
+    refused: bool,
 }
 
 impl Host {
@@ -326,6 +329,7 @@ impl HostsSupply {
                 suspect: false,
                 probe_out: false,
                 hello_closed: 0,
+                refused: false,
             })
             .collect();
         HostsSupply {
@@ -357,6 +361,23 @@ impl HostsSupply {
             Some(wait) => now.checked_add(wait).map_or(Retry::Never, Retry::At),
             None => Retry::Never,
         };
+    }
+
+    /// Host `h` failed with `e`: an authentication failure of settings
+    /// (a wrong secret, a missing one) refuses it for good, naming the
+    /// cause; anything else backs off.
+    fn failed_with(&mut self, h: usize, e: &Error, now: Instant) {
+        match e {
+            Error::Auth { reason, .. } if reason.is_setting() => {
+                let host = &mut self.hosts[h];
+                host.refused = true;
+                host.serving = false;
+                host.retry = Retry::Never;
+                host.status.failures = host.status.failures.saturating_add(1);
+                host.status.last_error = Some(e.to_string());
+            }
+            _ => self.failed(h, e.to_string(), now),
+        }
     }
 
     /// Connections host `h` should have now: its share when healthy, one to
@@ -392,9 +413,16 @@ impl HostsSupply {
                     continue;
                 }
                 Ok(false) => {
-                    reactor.remove_conn(p.worker);
-                    let why = format!("connect timed out after {:?}", self.cfg.connect_timeout);
-                    self.failed(h, why, now);
+                    // Late: why (no challenge from a host without a secret,
+                    // no verdict, or just late).
+                    match reactor.connect_abandon(p.worker) {
+                        Error::Timeout => {
+                            let why =
+                                format!("connect timed out after {:?}", self.cfg.connect_timeout);
+                            self.failed(h, why, now);
+                        }
+                        e => self.failed_with(h, &e, now),
+                    }
                 }
                 Ok(true) => {
                     self.hosts[h].status.connections += 1;
@@ -409,7 +437,7 @@ impl HostsSupply {
                         kind: None,
                     });
                 }
-                Err(e) => self.failed(h, e.to_string(), now),
+                Err(e) => self.failed_with(h, &e, now),
             }
             let c = &mut self.hosts[h].connecting;
             *c = c.saturating_sub(1);
@@ -459,6 +487,11 @@ impl Supply for HostsSupply {
         let Some(h) = end.host else {
             return;
         };
+        if let Some(e) = &end.broke {
+            self.hosts[h].status.connections = self.hosts[h].status.connections.saturating_sub(1);
+            self.hosts[h].probe_out = false;
+            return self.failed_with(h, e, now);
+        }
         let host = &mut self.hosts[h];
         host.status.connections = host.status.connections.saturating_sub(1);
         host.probe_out = false;
@@ -551,6 +584,10 @@ impl Supply for HostsSupply {
     }
 
     fn outlook(&mut self, now: Instant) -> Outlook {
+        // Every host refused us for its settings: no use waiting.
+        if self.hosts.iter().all(|h| h.refused) {
+            return Outlook::GaveUp(format!("every host refused: {}", self.describe()));
+        }
         // Only a host that answered counts as up: connections that open and
         // close unanswered do not stop the clock.
         if self

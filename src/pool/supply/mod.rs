@@ -47,6 +47,8 @@ pub(crate) struct End {
     pub(crate) hello_unanswered: bool,
     /// The pool closed it on purpose (recycling, closing): no failure.
     pub(crate) on_purpose: bool,
+    /// The error that broke its connection (an authentication failure).
+    pub(crate) broke: Option<crate::error::Error>,
 }
 
 /// Whether a supply can still give the pool workers.
