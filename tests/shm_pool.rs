@@ -33,8 +33,13 @@ fn workers_that_replace_killed_ones_read_the_inherited_region() {
         .workers(2)
         .worker_options(WorkerOptions::new().region(&region));
     let shared = Rc::clone(&region);
-    // Each task answers with the worker's pid beside the slice's sum.
+    // Each task answers with the worker's pid beside the slice's sum. It
+    // also reads the seals through the region's descriptor, which only a
+    // worker that kept it open (`WorkerOptions::region`) can.
     let mut pool = Pool::new(&opts, move |start: usize| -> (u32, f64) {
+        assert!(shared
+            .is_sealed_read_only()
+            .expect("the descriptor is open"));
         let floats = shared.view::<f32>().expect("f32s");
         let sum = floats[start..start + SLICE]
             .iter()
