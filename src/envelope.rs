@@ -111,7 +111,8 @@ pub(crate) fn open<T: DeserializeOwned>(
 
 /// Opens the regions that came with an envelope, pairing ids with
 /// descriptors in order: read-write, or read-only if the sender sealed the
-/// region against writes. Any failure closes every descriptor.
+/// region against writes (`SharedMemory::open_received`: one check of its
+/// seals and size each). Any failure closes every descriptor.
 fn open_regions(ids: &[u64], fds: Vec<OwnedFd>) -> Result<Vec<SharedMemory>> {
     if ids.len() != fds.len() {
         return Err(Error::region(
@@ -120,11 +121,9 @@ fn open_regions(ids: &[u64], fds: Vec<OwnedFd>) -> Result<Vec<SharedMemory>> {
     }
     let mut out = Vec::with_capacity(ids.len());
     for (fd, &id) in fds.into_iter().zip(ids) {
-        // Read-write, unless the sender sealed the region against writes.
-        let write_sealed = sys::get_seals(&fd)
-            .is_ok_and(|s| s & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0);
-        // On error the remaining descriptors drop (close) with the iterator.
-        out.push(SharedMemory::from_fd(fd, id, !write_sealed)?);
+        // One check of seals and size; on error the remaining descriptors
+        // drop (close) with the iterator.
+        out.push(SharedMemory::open_received(fd, id)?);
     }
     Ok(out)
 }
