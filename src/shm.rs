@@ -236,7 +236,11 @@ impl SharedMemory {
     ///
     /// The kernel refuses `F_SEAL_WRITE` while any writable mapping of the
     /// region exists, in any process: seal once filled, before spawning the
-    /// workers or sending the region, and drop writable clones first. Fails
+    /// workers or sending the region, and drop writable clones first. A
+    /// `fork` copies every mapping, so any process forked while the region
+    /// was writable (a worker another thread spawned, whatever its options)
+    /// holds it writable until it exits: in a program that spawns from
+    /// several threads, fill and seal before the others spawn. Fails
     /// then with [`Error::Region`] (and the region stays as it was), or if a
     /// holder of the descriptor sealed its seals first.
     ///
@@ -280,7 +284,7 @@ impl SharedMemory {
                 }
                 Err(match e.raw_os_error() {
                     Some(libc::EBUSY) => Error::region(
-                        "a writable mapping of the region exists (a writable clone, a worker that inherited it, or another process): it cannot be sealed read-only",
+                        "a writable mapping of the region exists (a writable clone, or a process forked while the region was writable): it cannot be sealed read-only",
                     ),
                     Some(libc::EPERM) => Error::region(
                         "region's seals are sealed (F_SEAL_SEAL): it cannot be sealed read-only",

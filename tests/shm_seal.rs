@@ -7,7 +7,7 @@ mod common;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use common::DEADLINE;
+use common::{one_at_a_time, DEADLINE};
 use miniray::{Error, Reactor, SharedMemory, WorkerOptions};
 use serde_json::{json, Value};
 
@@ -134,6 +134,7 @@ fn has_pattern(region: &SharedMemory) -> bool {
 
 #[test]
 fn the_creator_cannot_write_a_region_it_sealed() {
+    let _one = one_at_a_time();
     let mut region = sealed_region("sealed-creator");
     assert_eq!(write_attempts(&region), all_refused());
     assert!(region.as_mut_slice().is_none());
@@ -145,6 +146,7 @@ fn the_creator_cannot_write_a_region_it_sealed() {
 
 #[test]
 fn a_worker_that_inherits_a_sealed_region_cannot_write_it() {
+    let _one = one_at_a_time();
     let region = sealed_region("sealed-inherited");
     let mut r = Reactor::new().expect("reactor");
     let shared = &region;
@@ -164,6 +166,7 @@ fn a_worker_that_inherits_a_sealed_region_cannot_write_it() {
 
 #[test]
 fn a_worker_sent_a_sealed_region_maps_it_read_only_and_cannot_write_it() {
+    let _one = one_at_a_time();
     let region = sealed_region("sealed-sent");
     let mut r = Reactor::new().expect("reactor");
     let w = r
@@ -187,6 +190,7 @@ fn a_worker_sent_a_sealed_region_maps_it_read_only_and_cannot_write_it() {
 
 #[test]
 fn sealing_waits_for_every_writable_mapping_to_go() {
+    let _one = one_at_a_time();
     let mut region = SharedMemory::create("sealed-busy", LEN).expect("create");
     // A writable clone in this process.
     let clone = region.try_clone().expect("clone");
@@ -225,6 +229,7 @@ fn sealing_waits_for_every_writable_mapping_to_go() {
 
 #[test]
 fn a_region_whose_seals_a_peer_sealed_is_refused_with_a_typed_error() {
+    let _one = one_at_a_time();
     let mut region = SharedMemory::create("sealed-seals", LEN).expect("create");
     // SAFETY: F_ADD_SEALS on our own descriptor.
     assert_eq!(

@@ -16,6 +16,7 @@ fn region_reason<T: std::fmt::Debug>(r: miniray::Result<T>) -> &'static str {
 
 #[test]
 fn a_region_made_from_a_slice_views_as_that_slice() {
+    let _one = common::one_at_a_time();
     let data: Vec<f64> = (0..1000).map(|i| f64::from(i) * 0.5).collect();
     let mut region = SharedMemory::from_slice("views-f64", &data).expect("from_slice");
     assert_eq!(region.len(), 8000);
@@ -30,6 +31,7 @@ fn a_region_made_from_a_slice_views_as_that_slice() {
 
 #[test]
 fn a_length_that_does_not_divide_or_a_zero_size_type_is_a_typed_error() {
+    let _one = common::one_at_a_time();
     let mut region = SharedMemory::create("views-odd", 6).expect("create");
     assert_eq!(
         region_reason(region.view::<f32>()),
@@ -57,6 +59,7 @@ fn a_length_that_does_not_divide_or_a_zero_size_type_is_a_typed_error() {
 
 #[test]
 fn a_worker_sees_the_same_values_through_its_own_view() {
+    let _one = common::one_at_a_time();
     let data: Vec<f32> = (0..(1 << 16)).map(|i| i as f32).collect();
     let mut region = SharedMemory::from_slice("views-sent", &data).expect("from_slice");
     region.seal_read_only().expect("seal");

@@ -274,3 +274,15 @@ where
     });
     addr
 }
+
+/// One test at a time, for the tests of a binary that seal regions: a
+/// worker one test forks inherits every mapping of the process, a region
+/// another test has not sealed yet included, and holds it writable until it
+/// exits, so that test's seal would be refused (`EBUSY`, as
+/// `SharedMemory::seal_read_only` documents for a program that forks while
+/// a region is writable).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
