@@ -118,6 +118,13 @@ fn a_map_that_could_raise_sigbus_is_refused() {
 fn write_sealing_waits_for_no_writable_mapping_and_a_private_map_is_none() {
     let mut file = SealedFile::create(c"sys-test-seal", 4096).expect("create");
     let w = file.map_mut(4096).expect("map rw");
+    // Not copied into a worker another test forks meanwhile: that copy
+    // would hold the region writable and make the seal below fail.
+    // SAFETY: advice on a mapping this test owns, whole pages; it changes
+    // only what a fork copies.
+    let advised =
+        unsafe { libc::madvise(w.as_ptr() as *mut libc::c_void, 4096, libc::MADV_DONTFORK) };
+    assert_eq!(advised, 0, "madvise(MADV_DONTFORK)");
     let e = file.add_seals(libc::F_SEAL_WRITE).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}");
     drop(w);
