@@ -303,26 +303,27 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 fn small_int(data: &[u8], at: usize) -> Option<(i64, usize)> {
     let negative = data.get(at) == Some(&b'-');
     let first = at + usize::from(negative);
-    let mut end = first;
-    let mut v: i64 = 0;
-    while let Some(&b) = data.get(end) {
-        if !b.is_ascii_digit() {
+    let rest = data.get(first..)?;
+    let (mut v, mut digits) = (0i64, 0usize);
+    for &b in rest {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
             break;
         }
-        if end - first == 18 {
+        if digits == 18 {
             return None;
         }
-        v = v * 10 + i64::from(b - b'0');
-        end += 1;
+        // At most 18 digits: below 10^18, no overflow.
+        v = v * 10 + i64::from(d);
+        digits += 1;
     }
-    let digits = end - first;
-    if digits == 0 || (digits > 1 && data[first] == b'0') {
+    if digits == 0 || (digits > 1 && rest[0] == b'0') {
         return None;
     }
-    if matches!(data.get(end), Some(b'.' | b'e' | b'E')) {
+    if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
         return None;
     }
-    Some((if negative { -v } else { v }, end))
+    Some((if negative { -v } else { v }, first + digits))
 }
 
 /// No value: what [`EnumShape`] never produces.
