@@ -1541,6 +1541,35 @@ fn serve_ints(r: &mut std::io::BufReader<std::fs::File>, w: &mut std::fs::File) 
 /// checking every reply. Chunked (`chunk` > 1): the same JSON chunks of u64
 /// a chunked map sends, encoded and decoded with miniray's codec on both
 /// sides. Unchunked: one int per line each way. Tasks/s.
+/// `rounds` round trips to a thread on the calling thread's CPUs: a byte
+/// written to a pipe the other thread blocks on, the answer sent back on a
+/// channel the caller blocks on. Each round trip's time in µs.
+fn thread_hops(rounds: usize) -> Vec<f64> {
+    use std::io::{Read, Write};
+    let (mut rx, mut tx) = std::io::pipe().expect("pipe");
+    let (back, answers) = std::sync::mpsc::channel::<u64>();
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        let mut n = 0u64;
+        while rx.read_exact(&mut byte).is_ok() {
+            n += 1;
+            if back.send(n).is_err() {
+                break;
+            }
+        }
+    });
+    let mut times = Vec::with_capacity(rounds);
+    for i in 1..=rounds as u64 {
+        let t = Instant::now();
+        tx.write_all(&[1]).expect("ring");
+        assert_eq!(answers.recv().expect("answer"), i);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(tx);
+    echo.join().expect("echo thread");
+    times
+}
+
 fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
     let (mut poll, mut socks, pids) = if chunk > 1 {
         fork_servers(workers, serve_chunks)
@@ -1959,6 +1988,21 @@ fn bench_pool(b: &mut Bench) {
     }
     drop(pool);
     handle.close();
+    // What a handle adds at the least: the request's hop to another thread
+    // and the answer's hop back, on the same CPU, as the handle makes them
+    // (a pipe rung there, a channel back), with no pool behind.
+    let mut hops = thread_hops(rounds * b.n(5, 1));
+    let hop_median = median(&mut hops);
+    b.push(Row {
+        group: "floor",
+        name: "two thread hops (pipe there, channel back), same CPU".into(),
+        unit: "us",
+        value: hop_median,
+        p99: Some(p99(&mut hops)),
+        floor: None,
+        floor_name: "",
+        target: None,
+    });
     let one_median = median(&mut one);
     b.push(Row {
         group: "pool",
