@@ -1536,11 +1536,6 @@ fn serve_ints(r: &mut std::io::BufReader<std::fs::File>, w: &mut std::fs::File) 
     }
 }
 
-/// The pool's floors: `workers` forked children over socketpairs with no
-/// pool, the parent (raw mio) keeping one request in flight per child and
-/// checking every reply. Chunked (`chunk` > 1): the same JSON chunks of u64
-/// a chunked map sends, encoded and decoded with miniray's codec on both
-/// sides. Unchunked: one int per line each way. Tasks/s.
 /// `rounds` round trips to a thread on the calling thread's CPUs: a byte
 /// written to a pipe the other thread blocks on, the answer sent back on a
 /// channel the caller blocks on. Each round trip's time in µs.
@@ -1570,7 +1565,13 @@ fn thread_hops(rounds: usize) -> Vec<f64> {
     times
 }
 
-fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
+/// The pool's floors: `workers` forked children over socketpairs with no
+/// pool, the parent (raw mio) keeping `in_flight` requests in flight per
+/// child and checking every reply. Chunked (`chunk` > 1): the same JSON
+/// chunks of u64 a chunked map sends, encoded and decoded with miniray's
+/// codec on both sides. Unchunked: one int per line each way, each reply
+/// one `write(2)`. Tasks/s.
+fn floor_pool(workers: usize, n: u64, chunk: usize, in_flight: usize) -> f64 {
     let (mut poll, mut socks, pids) = if chunk > 1 {
         fork_servers(workers, serve_chunks)
     } else {
@@ -1579,7 +1580,7 @@ fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
     let mut events = mio::Events::with_capacity(64);
     let mut next = 0u64;
     let mut done = 0u64;
-    let mut sent: Vec<Option<u64>> = vec![None; workers];
+    let mut sent: Vec<std::collections::VecDeque<u64>> = vec![Default::default(); workers];
     let mut tails: Vec<Vec<u8>> = vec![Vec::new(); workers];
     let mut buf = vec![0u8; 256 * 1024];
     let mut out = Vec::new();
@@ -1604,10 +1605,12 @@ fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
         }
         k
     };
-    for (i, s) in socks.iter_mut().enumerate() {
-        if next < n {
-            sent[i] = Some(next);
-            next += send(s, next, &mut out);
+    for _ in 0..in_flight {
+        for (i, s) in socks.iter_mut().enumerate() {
+            if next < n {
+                sent[i].push_back(next);
+                next += send(s, next, &mut out);
+            }
         }
     }
     while done < n {
@@ -1625,7 +1628,7 @@ fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
             }
             while let Some(nl) = memchr::memchr(b'\n', &tails[i]) {
                 let line: Vec<u8> = tails[i].drain(..=nl).collect();
-                let first = sent[i].take().expect("a request in flight");
+                let first = sent[i].pop_front().expect("a request in flight");
                 let got = if chunk > 1 {
                     let reps: Vec<u64> = miniray::json::from_slice(&line[..nl]).expect("reply");
                     for (k, r) in reps.iter().enumerate() {
@@ -1642,7 +1645,7 @@ fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
                 };
                 done += got;
                 if next < n {
-                    sent[i] = Some(next);
+                    sent[i].push_back(next);
                     next += send(&mut socks[i], next, &mut out);
                 }
             }
@@ -1656,8 +1659,6 @@ fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
     rate
 }
 
-/// The pool group: rates beside Python's, the task layer's cost per task,
-/// and how soon a killed worker's task runs again.
 /// What authentication and encryption cost a TCP round trip: the same
 /// echo server (with a secret, serving the tagged and the encrypted mode)
 /// against plain TCP, in alternating blocks, over loopback. Rows: the
@@ -1736,6 +1737,8 @@ fn bench_auth(b: &mut Bench) {
     r.stop_server(auth_server).expect("stop");
 }
 
+/// The pool group: rates beside Python's, the task layer's cost per task,
+/// and how soon a killed worker's task runs again.
 fn bench_pool(b: &mut Bench) {
     let started = Instant::now();
     let runs = b.n(3, 1);
@@ -1795,12 +1798,19 @@ fn bench_pool(b: &mut Bench) {
     }
     // The pool's own floors, in the same run: the same work with no pool.
     let mut chunk_floor: Vec<f64> = (0..runs)
-        .map(|_| floor_pool(8, n_map as u64, 1024))
+        .map(|_| floor_pool(8, n_map as u64, 1024, 1))
         .collect();
     let mut one_floor: Vec<f64> = (0..runs)
-        .map(|_| floor_pool(8, n_unchunked as u64, 1))
+        .map(|_| floor_pool(8, n_unchunked as u64, 1, 1))
         .collect();
-    let (chunk_floor, one_floor) = (median(&mut chunk_floor), median(&mut one_floor));
+    let mut eight_floor: Vec<f64> = (0..runs)
+        .map(|_| floor_pool(8, n_unchunked as u64, 1, 8))
+        .collect();
+    let (chunk_floor, one_floor, eight_floor) = (
+        median(&mut chunk_floor),
+        median(&mut one_floor),
+        median(&mut eight_floor),
+    );
     for (name, value) in [
         (
             format!("raw chunk floor: 8 forked echo, chunks of 1024, {n_map}"),
@@ -1809,6 +1819,10 @@ fn bench_pool(b: &mut Bench) {
         (
             format!("raw floor: 8 forked echo, 1 in flight, {n_unchunked}"),
             one_floor,
+        ),
+        (
+            format!("raw floor: 8 forked echo, 8 in flight, {n_unchunked}"),
+            eight_floor,
         ),
     ] {
         b.push(Row {
@@ -1843,7 +1857,10 @@ fn bench_pool(b: &mut Bench) {
             format!("map unchunked 8 in flight, {n_unchunked}"),
             eight.clone().in_flight_per_worker(8),
             n_unchunked,
-            vec![(py_imap, "python imap chunksize=1", 10.0)],
+            vec![
+                (py_imap, "python imap chunksize=1", 10.0),
+                (Some(eight_floor), "raw floor 8 in flight", 0.7),
+            ],
         ),
         (
             format!("map unchunked 8 in flight batch_replies, {n_unchunked}"),

@@ -398,8 +398,10 @@ where
             std::mem::take(&mut inbox.rung)
         };
         if rung {
+            // A pipe's read returns all it holds up to the buffer: a short
+            // read drained it (a byte written later brings its own edge).
             let mut drained = [0u8; 64];
-            while matches!(woken.read(&mut drained), Ok(n) if n > 0) {}
+            while matches!(woken.read(&mut drained), Ok(n) if n == drained.len()) {}
         }
     }
     pool.close();
