@@ -118,6 +118,44 @@ pub(crate) struct WriteOutcome {
     pub(crate) failed: bool,
 }
 
+/// When [`Conn::read_available`] takes the socket as drained.
+///
+/// The reactor's sockets are edge-triggered: an event comes when bytes
+/// arrive, the peer hangs up, an urgent mark (`MSG_OOB`) arrives, or an error
+/// happens, and not again until one of those happens anew. A read returns
+/// everything queued up to the size of the buffer, except in three cases:
+/// `recvmsg` on a Unix stream stops right after a segment that carried
+/// descriptors; a read stops at an urgent mark (Unix stream and TCP alike);
+/// and one stops at the buffer's end. After an event that reported only
+/// new bytes, a read that brought no descriptors and left room in the
+/// buffer therefore took everything (bytes arriving meanwhile bring an
+/// event of their own), and a further read would only return `WouldBlock`:
+/// one system call per readable event instead of two, about a fifth of
+/// the system calls of a local round trip. An event that also reported an
+/// urgent mark (`EPOLLPRI`: the connections register for it), a hang-up
+/// or an error is read to `WouldBlock`, as is every read not caused by an
+/// event (reading resumed after a pause, a failed write, a child's exit,
+/// a handshake's end), since no event vouches for what is left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadUntil {
+    /// Until a read returns `WouldBlock` (or EOF).
+    WouldBlock,
+    /// After an event that reported only new bytes: until a read that
+    /// brought no descriptors leaves room in the buffer.
+    ShortRead,
+}
+
+/// The interest a connection's socket is registered with: readable and
+/// urgent marks (see [`ReadUntil`]), and writable while output waits.
+pub(crate) fn interest(writable: bool) -> Interest {
+    let base = Interest::READABLE | Interest::PRIORITY;
+    if writable {
+        base | Interest::WRITABLE
+    } else {
+        base
+    }
+}
+
 impl Conn {
     /// A connection over `sock`; `writable`: `WRITABLE` interest was
     /// registered with it.
@@ -370,17 +408,10 @@ impl Conn {
         Ok((write_through && buffered == 0) || pending >= FLUSH_AT)
     }
 
-    /// Reads until `WouldBlock` (or until reading pauses at `max_queued`),
-    /// feeding the inbox. `buf` is the reactor's shared read buffer.
-    ///
-    /// A short read is not taken as "drained" (as tokio does): `recvmsg`
-    /// on a Unix stream also stops right after a segment that carried
-    /// descriptors, and at a `MSG_OOB` mark (TCP at its urgent mark), so
-    /// bytes or an EOF could wait with no new edge to announce them. The
-    /// final `WouldBlock` read costs about 0.016 syscalls per message in
-    /// the N = 16 pipelined bench (half the parent's reads): about 1 % of
-    /// the parent's CPU, by its share of syscalls (not measurable apart).
-    pub(crate) fn read_available(&mut self, buf: &mut Vec<u8>) -> ReadOutcome {
+    /// Reads what is waiting (or until reading pauses at `max_queued`),
+    /// feeding the inbox. `buf` is the reactor's shared read buffer; `until`
+    /// says when the socket counts as drained (see [`ReadUntil`]).
+    pub(crate) fn read_available(&mut self, buf: &mut Vec<u8>, until: ReadUntil) -> ReadOutcome {
         if buf.len() < READ_CHUNK {
             buf.resize(READ_CHUNK, 0);
         }
@@ -395,6 +426,9 @@ impl Conn {
                     break;
                 }
                 Ok(n) => {
+                    // A segment with descriptors ends a read early, so bytes
+                    // may follow it in the socket.
+                    let with_fds = !got.fds.is_empty() || got.truncated;
                     self.feed_read(&buf[..n], &mut got);
                     if self.inbound.is_broken() {
                         // A line or record that does not verify: nothing
@@ -407,6 +441,9 @@ impl Conn {
                         // reading (its socket fills and it blocks) until
                         // the consumer takes half of what is queued.
                         self.read_paused = true;
+                        break;
+                    }
+                    if until == ReadUntil::ShortRead && n < buf.len() && !with_fds {
                         break;
                     }
                 }
@@ -519,13 +556,8 @@ impl Conn {
         }
         let want_writable = !drained;
         if want_writable != self.writable {
-            let interest = if want_writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
             if let Some(sock) = self.sock.as_mut() {
-                match registry.reregister(sock, token, interest) {
+                match registry.reregister(sock, token, interest(want_writable)) {
                     Ok(()) => self.writable = want_writable,
                     // Without WRITABLE the rest of the output would wait for
                     // a wake-up that never comes: say so.
@@ -652,7 +684,7 @@ mod tests {
         }
         let done = a.write_out(poll.registry(), Token(1));
         assert!(!done.failed && !done.reported && a.pending_output() == 0);
-        let got = b.read_available(&mut buf);
+        let got = b.read_available(&mut buf, ReadUntil::WouldBlock);
         assert!(got.queued && !got.ended);
         assert_eq!(
             values(&mut b),
@@ -663,7 +695,7 @@ mod tests {
         a.state = State::Closing;
         a.write_out(poll.registry(), Token(1));
         assert!(matches!(a.state, State::WriteShut));
-        let got = b.read_available(&mut buf);
+        let got = b.read_available(&mut buf, ReadUntil::WouldBlock);
         assert!(got.ended && !got.queued);
         assert!(matches!(
             send(&mut a, &json!(1)),
@@ -709,7 +741,7 @@ mod tests {
         let mut buf = Vec::new();
         let mut received = 0;
         for _ in 0..10_000 {
-            b.read_available(&mut buf);
+            b.read_available(&mut buf, ReadUntil::WouldBlock);
             received += values(&mut b).len();
             a.write_out(poll.registry(), Token(1));
             if a.pending_output() == 0 && received == 8 {

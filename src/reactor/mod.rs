@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::conn::{Conn, State, Stream};
+use crate::conn::{self, Conn, ReadUntil, State, Stream};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::options::ConnSettings;
@@ -71,10 +71,13 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 ///   [`flush`](Reactor::flush).
 ///   Past the worker's high-water mark `send` returns
 ///   [`Error::Backpressure`] and queues nothing.
-/// * **Reading.** A readable connection is read until `WouldBlock` (mio is
-///   edge-triggered); complete lines are decoded and queued per worker, in
-///   order. Lines that fail (too long, undecodable) are queued as errors in
-///   their place.
+/// * **Reading.** A readable connection is read until the kernel has
+///   nothing more for it (mio is edge-triggered): after an event that
+///   reported only new bytes, until a read returns less than the buffer
+///   (one `recvmsg`); after an urgent mark, a hang-up, an error or
+///   descriptors, until `WouldBlock`. Complete lines are queued per worker,
+///   in order, and decoded when taken; lines that fail (too long,
+///   undecodable) fail in their place.
 /// * **Closing.** When a connection ends, its descriptor is closed, an
 ///   unfinished line is queued as [`Error::TruncatedLine`], the child is reaped
 ///   (`waitpid(pid, WNOHANG)`, then on its pidfd if it has not exited yet) and
@@ -236,11 +239,11 @@ impl Reactor {
     ) -> Result<Worker> {
         let poll = self.poll.registry();
         let mut fd = sock.as_raw_fd();
+        let writable = interest.is_writable();
         let key = self.tokens.insert_with(|key| {
-            poll.register(&mut sock, key.token(Sub::Main), interest)
+            poll.register(&mut sock, key.token(Sub::Main), conn::interest(writable))
                 .map_err(|e| Error::io("epoll_ctl", e))?;
             fd = sock.as_raw_fd();
-            let writable = interest.is_writable();
             Ok::<_, Error>(Entry::Conn(Conn::new(sock, pid, opts, state, writable)))
         })?;
         Ok(Worker { key, fd })
@@ -299,12 +302,17 @@ impl Reactor {
         }
     }
 
-    /// Reads the connection until `WouldBlock`, queueing decoded lines.
+    /// Reads the connection until `WouldBlock`, queueing its lines.
     pub(crate) fn read_conn(&mut self, w: Worker) {
+        self.read_conn_until(w, ReadUntil::WouldBlock);
+    }
+
+    /// Reads the connection as far as `until` says, queueing its lines.
+    fn read_conn_until(&mut self, w: Worker, until: ReadUntil) {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };
-        let got = conn.read_available(&mut self.read_buf);
+        let got = conn.read_available(&mut self.read_buf, until);
         if got.queued {
             mark_ready(&mut self.ready, conn, w);
         }
@@ -553,8 +561,16 @@ impl Reactor {
             self.flush_conn(w);
         }
         let paused = self.tokens.conn(key).is_some_and(Conn::is_reading_paused);
-        if !paused && (event.is_readable() || event.is_read_closed() || event.is_error()) {
-            self.read_conn(w);
+        // Only new bytes: a short read drains the socket. An urgent mark,
+        // a hang-up or an error: read to `WouldBlock` (see `ReadUntil`).
+        let full = event.is_priority() || event.is_read_closed() || event.is_error();
+        if !paused && (event.is_readable() || full) {
+            let until = if full {
+                ReadUntil::WouldBlock
+            } else {
+                ReadUntil::ShortRead
+            };
+            self.read_conn_until(w, until);
         }
     }
 }
