@@ -9,7 +9,8 @@
 //! memcpy a codec costing nothing would still need, a raw mio echo loop with
 //! no decoding (and its per-reply form: one `write(2)` per reply line, as
 //! miniray's default workers write), raw fork + socketpair spawn and
-//! teardown, a memchr scan, and a raw memfd + SCM_RIGHTS handoff. Messages are sent both typed (a
+//! teardown, a memchr scan, and a raw memfd + SCM_RIGHTS handoff that
+//! checks, maps and unmaps the region as a receiver must. Messages are sent both typed (a
 //! `Vec<f64>`, a struct) and as [`miniray::Value`]. Before it starts it waits
 //! (up to 10 s) for the machine to be quiet and reports how busy it was.
 //! `--quick` shrinks every count (and N, and the 100 MB memory lines) for a
@@ -17,7 +18,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -680,21 +681,100 @@ fn floor_spawn(n: usize) -> (f64, f64) {
     (spawn, teardown)
 }
 
-/// Raw memfd + SCM_RIGHTS handoff round trip: the child receives the
-/// descriptor, closes it and answers one byte. µs per handoff.
-fn floor_fd_handoff(rounds: usize) -> Vec<f64> {
-    let (a, b) = UnixStream::pair().expect("socketpair");
-    let bfd = b.as_raw_fd();
-    let afd = a.as_raw_fd();
-    // SAFETY: the child makes only async-signal-safe calls and exits.
-    let pid = unsafe {
-        let pid = libc::fork();
-        if pid == 0 {
-            libc::close(afd);
-            loop {
-                let mut byte = 0u8;
+/// The region handoff's floor: a forked child that does what any receiver
+/// of a region must, and nothing else. For each one-byte message it
+/// receives a descriptor (`recvmsg`, `MSG_CMSG_CLOEXEC`), checks its seals
+/// (`F_GET_SEALS`, refusing one not sealed against shrinking) and size
+/// (`fstat`), maps all of it as miniray does (shared read-write, or private
+/// read-only once sealed against writes), unmaps it, closes it and answers
+/// one byte. The sender: `sendmsg` of one byte with the region's own
+/// descriptor, then a blocking one-byte `read`.
+struct RawHandoff {
+    sock: UnixStream,
+    pid: libc::pid_t,
+}
+
+impl RawHandoff {
+    fn new() -> Self {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let bfd = b.as_raw_fd();
+        let afd = a.as_raw_fd();
+        // SAFETY: the child makes only async-signal-safe calls and exits.
+        let pid = unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::close(afd);
+                loop {
+                    let mut byte = 0u8;
+                    if Self::receive_and_map(bfd, &mut byte).is_none() {
+                        libc::_exit(0);
+                    }
+                    libc::write(bfd, (&byte as *const u8).cast(), 1);
+                }
+            }
+            pid
+        };
+        drop(b);
+        RawHandoff { sock: a, pid }
+    }
+
+    /// The child's side of one handoff; `None` at EOF or on any failure.
+    ///
+    /// # Safety
+    ///
+    /// `sock` is an open Unix stream socket; only async-signal-safe calls.
+    unsafe fn receive_and_map(sock: RawFd, byte: &mut u8) -> Option<()> {
+        let mut iov = libc::iovec {
+            iov_base: (byte as *mut u8).cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 8];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) <= 0 {
+            return None;
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return None;
+        }
+        let fd = *(libc::CMSG_DATA(cmsg) as *const RawFd);
+        let seals = libc::fcntl(fd, libc::F_GET_SEALS);
+        let mut st: libc::stat = std::mem::zeroed();
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 || libc::fstat(fd, &mut st) != 0 {
+            libc::close(fd);
+            return None;
+        }
+        let len = st.st_size as usize;
+        let (prot, flags) = if seals & libc::F_SEAL_WRITE != 0 {
+            (libc::PROT_READ, libc::MAP_PRIVATE)
+        } else {
+            (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED)
+        };
+        let map = libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0);
+        if map == libc::MAP_FAILED {
+            libc::close(fd);
+            return None;
+        }
+        libc::munmap(map, len);
+        libc::close(fd);
+        Some(())
+    }
+
+    /// `rounds` handoffs of `region`'s descriptor: µs each.
+    fn rounds(&mut self, region: &SharedMemory, rounds: usize) -> Vec<f64> {
+        let afd = self.sock.as_raw_fd();
+        let mut times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            // SAFETY: a one-byte iovec and a control buffer sized for one fd.
+            unsafe {
+                let byte = b'h';
                 let mut iov = libc::iovec {
-                    iov_base: (&mut byte as *mut u8).cast(),
+                    iov_base: (&byte as *const u8 as *mut u8).cast(),
                     iov_len: 1,
                 };
                 let mut control = [0u64; 8];
@@ -702,54 +782,121 @@ fn floor_fd_handoff(rounds: usize) -> Vec<f64> {
                 msg.msg_iov = &mut iov;
                 msg.msg_iovlen = 1;
                 msg.msg_control = control.as_mut_ptr().cast();
-                msg.msg_controllen = std::mem::size_of_val(&control) as _;
-                if libc::recvmsg(bfd, &mut msg, libc::MSG_CMSG_CLOEXEC) <= 0 {
-                    libc::_exit(0);
-                }
+                msg.msg_controllen = libc::CMSG_SPACE(4) as _;
                 let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                if !cmsg.is_null() {
-                    libc::close(*(libc::CMSG_DATA(cmsg) as *const RawFd));
-                }
-                libc::write(bfd, (&byte as *const u8).cast(), 1);
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
+                *(libc::CMSG_DATA(cmsg) as *mut RawFd) = region.as_raw_fd();
+                assert_eq!(libc::sendmsg(afd, &msg, 0), 1, "sendmsg");
             }
+            let mut back = [0u8; 1];
+            self.sock
+                .read_exact(&mut back)
+                .expect("floor child answers");
+            times.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        pid
-    };
-    drop(b);
-    let name = std::ffi::CString::new("floor").expect("name");
-    // SAFETY: memfd_create with a valid name; the descriptor is ours.
-    let memfd =
-        unsafe { OwnedFd::from_raw_fd(libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC)) };
+        times
+    }
+}
+
+impl Drop for RawHandoff {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        reap(self.pid);
+    }
+}
+
+/// `rounds` region handoffs through miniray: `send_regions` of the region
+/// with its id, the worker's `recv_regions` (seals and size checked, mapped,
+/// unmapped and closed when dropped) and its one-line answer: µs each.
+fn region_handoffs(r: &mut Reactor, w: Worker, region: &SharedMemory, rounds: usize) -> Vec<f64> {
     let mut times = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t = Instant::now();
-        // SAFETY: a one-byte iovec and a control buffer sized for one fd.
-        unsafe {
-            let byte = b'h';
-            let mut iov = libc::iovec {
-                iov_base: (&byte as *const u8 as *mut u8).cast(),
-                iov_len: 1,
-            };
-            let mut control = [0u64; 8];
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(4) as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
-            *(libc::CMSG_DATA(cmsg) as *mut RawFd) = memfd.as_raw_fd();
-            libc::sendmsg(afd, &msg, 0);
-            let mut back = 0u8;
-            libc::read(afd, (&mut back as *mut u8).cast(), 1);
-        }
+        r.send_regions(w, &region.id(), &[region]).expect("send");
+        let n = r
+            .recv::<usize>(w, Some(Duration::from_secs(60)))
+            .expect("reply");
+        assert_eq!(n, 1, "the worker got the region");
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    drop(a);
-    reap(pid);
     times
+}
+
+/// The `shm` group: region handoffs of each size, writable and sealed
+/// read-only, beside the floor doing the same work ([`RawHandoff`]) in the
+/// same run. Both run on CPU 0 in alternating blocks, as the round trips
+/// do, so they see the same machine.
+fn bench_shm(b: &mut Bench) {
+    let all_cpus: Vec<usize> =
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    pin(&[0]);
+    let rounds = b.n(2000, 100);
+    let block = 100.min(rounds);
+    // The floor's child forks first, so it holds no worker's socket open.
+    let mut floor = RawHandoff::new();
+    let mut r = Reactor::new().expect("reactor");
+    let w = r
+        .spawn_channel(&WorkerOptions::new(), |ch| {
+            while let Some((_, regions)) = ch.recv_regions::<u64>()? {
+                ch.send(&regions.len())?;
+            }
+            Ok(())
+        })
+        .expect("spawn");
+    let sizes: &[(usize, &str)] = if b.quick {
+        &[(4096, "4 KiB"), (1 << 20, "1 MiB")]
+    } else {
+        &[
+            (4096, "4 KiB"),
+            (1 << 20, "1 MiB"),
+            (64 << 20, "64 MiB"),
+            (1 << 30, "1 GiB"),
+        ]
+    };
+    let cases = sizes
+        .iter()
+        .map(|&(size, label)| (size, label.to_string(), false))
+        .chain([(1 << 20, "1 MiB, sealed read-only".to_string(), true)]);
+    for (size, label, sealed) in cases {
+        let mut region = SharedMemory::create("bench", size).expect("region");
+        if sealed {
+            region.seal_read_only().expect("seal");
+        }
+        // Warm both paths up once.
+        floor.rounds(&region, 10);
+        region_handoffs(&mut r, w, &region, 10);
+        let (mut raw, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..rounds / block {
+            raw.extend(floor.rounds(&region, block));
+            ours.extend(region_handoffs(&mut r, w, &region, block));
+        }
+        let floor_median = median(&mut raw);
+        b.push(Row {
+            group: "floor",
+            name: format!("raw memfd + SCM_RIGHTS + map {label}"),
+            unit: "us",
+            value: floor_median,
+            p99: Some(p99(&mut raw)),
+            floor: None,
+            floor_name: "",
+            target: None,
+        });
+        b.push(Row {
+            group: "shm",
+            name: format!("region handoff {label}"),
+            unit: "us",
+            value: median(&mut ours),
+            p99: Some(p99(&mut ours)),
+            floor: Some(floor_median),
+            floor_name: "raw memfd + SCM_RIGHTS + map",
+            target: Some(Target::RatioAtMost(1.3)),
+        });
+    }
+    drop(r);
+    drop(floor);
+    pin(&all_cpus);
 }
 
 /// Restricts this process (and children forked after) to `cpus`.
@@ -1595,6 +1742,35 @@ fn serve_ints(r: &mut std::io::BufReader<std::fs::File>, w: &mut std::fs::File) 
 /// checking every reply. Chunked (`chunk` > 1): the same JSON chunks of u64
 /// a chunked map sends, encoded and decoded with miniray's codec on both
 /// sides. Unchunked: one int per line each way. Tasks/s.
+/// `rounds` round trips to a thread on the calling thread's CPUs: a byte
+/// written to a pipe the other thread blocks on, the answer sent back on a
+/// channel the caller blocks on. Each round trip's time in µs.
+fn thread_hops(rounds: usize) -> Vec<f64> {
+    use std::io::{Read, Write};
+    let (mut rx, mut tx) = std::io::pipe().expect("pipe");
+    let (back, answers) = std::sync::mpsc::channel::<u64>();
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        let mut n = 0u64;
+        while rx.read_exact(&mut byte).is_ok() {
+            n += 1;
+            if back.send(n).is_err() {
+                break;
+            }
+        }
+    });
+    let mut times = Vec::with_capacity(rounds);
+    for i in 1..=rounds as u64 {
+        let t = Instant::now();
+        tx.write_all(&[1]).expect("ring");
+        assert_eq!(answers.recv().expect("answer"), i);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(tx);
+    echo.join().expect("echo thread");
+    times
+}
+
 fn floor_pool(workers: usize, n: u64, chunk: usize) -> f64 {
     let (mut poll, mut socks, pids) = if chunk > 1 {
         fork_servers(workers, serve_chunks)
@@ -2013,6 +2189,21 @@ fn bench_pool(b: &mut Bench) {
     }
     drop(pool);
     handle.close();
+    // What a handle adds at the least: the request's hop to another thread
+    // and the answer's hop back, on the same CPU, as the handle makes them
+    // (a pipe rung there, a channel back), with no pool behind.
+    let mut hops = thread_hops(rounds * b.n(5, 1));
+    let hop_median = median(&mut hops);
+    b.push(Row {
+        group: "floor",
+        name: "two thread hops (pipe there, channel back), same CPU".into(),
+        unit: "us",
+        value: hop_median,
+        p99: Some(p99(&mut hops)),
+        floor: None,
+        floor_name: "",
+        target: None,
+    });
     let one_median = median(&mut one);
     b.push(Row {
         group: "pool",
@@ -2748,62 +2939,9 @@ fn main() {
         }
         drop(r);
     }
-    // ---- SharedMemory handoff
+    // ---- SharedMemory handoff beside its floor, per size
     if b.runs("shm") {
-        let rounds = b.n(2000, 100);
-        let mut floor = floor_fd_handoff(rounds);
-        let floor_handoff = median(&mut floor);
-        b.push(Row {
-            group: "floor",
-            name: "raw memfd + SCM_RIGHTS handoff".into(),
-            unit: "us",
-            value: floor_handoff,
-            p99: Some(p99(&mut floor)),
-            floor: None,
-            floor_name: "",
-            target: None,
-        });
-        let mut r = Reactor::new().expect("reactor");
-        let w = r
-            .spawn_channel(&WorkerOptions::new(), |ch| {
-                while let Some((_, regions)) = ch.recv_regions::<Value>()? {
-                    ch.send(&regions.len())?;
-                }
-                Ok(())
-            })
-            .expect("spawn");
-        let sizes: &[(usize, &str)] = if quick {
-            &[(4096, "4 KiB"), (1 << 20, "1 MiB")]
-        } else {
-            &[
-                (4096, "4 KiB"),
-                (1 << 20, "1 MiB"),
-                (64 << 20, "64 MiB"),
-                (1 << 30, "1 GiB"),
-            ]
-        };
-        for &(size, label) in sizes {
-            let region = SharedMemory::create("bench", size).expect("region");
-            let mut times = Vec::with_capacity(rounds);
-            for _ in 0..rounds {
-                let t = Instant::now();
-                r.send_regions(w, &region.id(), &[&region]).expect("send");
-                r.recv::<usize>(w, Some(Duration::from_secs(60)))
-                    .expect("reply");
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            b.push(Row {
-                group: "shm",
-                name: format!("region handoff {label}"),
-                unit: "us",
-                value: median(&mut times),
-                p99: Some(p99(&mut times)),
-                floor: Some(floor_handoff),
-                floor_name: "raw memfd + SCM_RIGHTS",
-                target: Some(Target::RatioAtMost(1.5)),
-            });
-        }
-        drop(r);
+        bench_shm(&mut b);
     }
     // ---- Pool: 1M trivial tasks beside Python's multiprocessing.Pool
     if b.runs("pool") {

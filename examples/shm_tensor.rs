@@ -1,6 +1,7 @@
 //! SharedMemory against inline messages: the parent fills a region of
-//! `--mib N` MiB (default 1024) with f32 values and hands it to `--workers K`
-//! local workers (default 2), each of which sums its slice and replies. Then
+//! `--mib N` MiB (default 1024) with f32 values through a typed view, seals
+//! it read-only and hands it to `--workers K` local workers (default 2),
+//! each of which sums its slice of the region's `f32` view and replies. Then
 //! the same bytes go inline, as base64 text in messages of at most
 //! `--chunk-mib` MiB (default 16; lines must stay under the line limit), and
 //! are summed the same way. Prints both times and one JSON line.
@@ -51,22 +52,30 @@ fn parse() -> Args {
     a
 }
 
+/// The sum of f32s in this machine's byte order (a region's typed view
+/// holds them so; the inline pieces are its bytes).
 fn sum_f32(bytes: &[u8]) -> f64 {
     bytes
         .chunks_exact(4)
-        .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .map(|c| f64::from(f32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
         .sum()
 }
 
-/// The worker: a region message sums `[start, end)` of the region; inline
-/// messages carry base64 pieces of its slice, summed as they come.
+fn sum_floats(floats: &[f32]) -> f64 {
+    floats.iter().map(|&x| f64::from(x)).sum()
+}
+
+/// The worker: a region message sums floats `[start, end)` of the region's
+/// `f32` view; inline messages carry base64 pieces of its slice, summed as
+/// they come.
 fn work(ch: &mut Channel) -> miniray::Result<()> {
     while let Some((msg, regions)) = ch.recv_regions::<Value>()? {
         let start = msg["start"].as_u64().unwrap_or(0) as usize;
         let end = msg["end"].as_u64().unwrap_or(0) as usize;
         let sum = if let Some(region) = regions.first() {
-            let end = end.min(region.len());
-            sum_f32(&region.as_slice()[start.min(end)..end])
+            let floats = region.view::<f32>()?;
+            let end = end.min(floats.len());
+            sum_floats(&floats[start.min(end)..end])
         } else {
             let text = msg["data"].as_str().unwrap_or("");
             let bytes = STANDARD.decode(text).unwrap_or_default();
@@ -94,21 +103,27 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let t = Instant::now();
     let mut region = SharedMemory::create("tensor", bytes)?;
-    let data = region.as_mut_slice().ok_or("region not writable")?;
-    for (i, c) in data.chunks_exact_mut(4).enumerate() {
-        c.copy_from_slice(&(((i % 1000) as f32) * 0.5).to_le_bytes());
+    for (i, x) in region.view_mut::<f32>()?.iter_mut().enumerate() {
+        *x = ((i % 1000) as f32) * 0.5;
     }
+    // Filled: no process writes it again (and each worker maps it read-only).
+    region.seal_read_only()?;
     let fill = t.elapsed();
 
-    // Slices aligned to whole f32s.
-    let floats = bytes / 4;
-    let per = floats.div_ceil(args.workers);
+    // Each worker's floats.
+    let floats = region.view::<f32>()?;
+    let per = floats.len().div_ceil(args.workers);
     let slices: Vec<(usize, usize)> = (0..args.workers)
-        .map(|k| ((k * per).min(floats) * 4, ((k + 1) * per).min(floats) * 4))
+        .map(|k| {
+            (
+                (k * per).min(floats.len()),
+                ((k + 1) * per).min(floats.len()),
+            )
+        })
         .collect();
     let expected: Vec<f64> = slices
         .iter()
-        .map(|&(s, e)| sum_f32(&region.as_slice()[s..e]))
+        .map(|&(s, e)| sum_floats(&floats[s..e]))
         .collect();
 
     // Shared memory: one handoff per worker.
@@ -129,7 +144,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut inline_parts = vec![0.0; workers.len()];
     let mut outstanding = vec![0usize; workers.len()];
     for (k, (&w, &(s, e))) in workers.iter().zip(&slices).enumerate() {
-        for piece in region.as_slice()[s..e].chunks(chunk) {
+        for piece in region.as_slice()[s * 4..e * 4].chunks(chunk) {
             let msg = json!({"data": STANDARD.encode(piece)});
             loop {
                 match reactor.send(w, &msg) {
@@ -167,7 +182,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "region             {} MiB of f32, {} workers",
         args.mib, args.workers
     );
-    println!("fill               {:.3} s", fill.as_secs_f64());
+    println!("fill + seal        {:.3} s", fill.as_secs_f64());
     println!(
         "shared memory      {:.3} s (handoff + sum)",
         shm_time.as_secs_f64()

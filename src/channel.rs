@@ -310,7 +310,13 @@ impl Channel {
         encode: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         let Some(sealer) = self.sealer.as_mut() else {
-            return encode(&mut self.out, &mut self.scratch);
+            let before = self.out.len();
+            let encoded = encode(&mut self.out, &mut self.scratch);
+            if encoded.is_err() {
+                // Nothing of a line that failed stays queued.
+                self.out.truncate(before);
+            }
+            return encoded;
         };
         let mark = sealer.begin(&mut self.out);
         if let Err(e) = encode(&mut self.out, &mut self.scratch) {

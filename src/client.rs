@@ -87,7 +87,8 @@ impl Default for ConnectOptions {
 /// whose sent data stays unacknowledged that long. A busy host whose
 /// receive window is full acknowledges nothing while it works, so a user
 /// timeout shorter than the longest task aborts live connections: set it
-/// above the task deadline, never below. Whole seconds for the probes (at
+/// above the task deadline, never below (a [`Pool`](crate::Pool) refuses
+/// one that is not above its [`PoolOptions::timeout`](crate::PoolOptions::timeout)). Whole seconds for the probes (at
 /// least 1); milliseconds for the user timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {

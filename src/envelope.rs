@@ -70,8 +70,21 @@ pub(crate) fn encode_envelope_line<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
+    let ids: Vec<u64> = regions.iter().map(|r| r.id()).collect();
+    encode_envelope_ids(format, &ids, msg, out, scratch)
+}
+
+/// [`encode_envelope_line`] for regions named by their ids alone (a pool's
+/// task keeps its regions' descriptors, not their mappings).
+pub(crate) fn encode_envelope_ids<T: Serialize + ?Sized>(
+    format: Format,
+    ids: &[u64],
+    msg: &T,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
     let envelope = Outgoing {
-        regions: regions.iter().map(|r| r.id()).collect(),
+        regions: ids.to_vec(),
         msg,
     };
     format.encode_line(&envelope, out, scratch)
@@ -98,7 +111,8 @@ pub(crate) fn open<T: DeserializeOwned>(
 
 /// Opens the regions that came with an envelope, pairing ids with
 /// descriptors in order: read-write, or read-only if the sender sealed the
-/// region against writes. Any failure closes every descriptor.
+/// region against writes (`SharedMemory::open_received`: one check of its
+/// seals and size each). Any failure closes every descriptor.
 fn open_regions(ids: &[u64], fds: Vec<OwnedFd>) -> Result<Vec<SharedMemory>> {
     if ids.len() != fds.len() {
         return Err(Error::region(
@@ -107,11 +121,9 @@ fn open_regions(ids: &[u64], fds: Vec<OwnedFd>) -> Result<Vec<SharedMemory>> {
     }
     let mut out = Vec::with_capacity(ids.len());
     for (fd, &id) in fds.into_iter().zip(ids) {
-        // Read-write, unless the sender sealed the region against writes.
-        let write_sealed = sys::get_seals(&fd)
-            .is_ok_and(|s| s & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0);
-        // On error the remaining descriptors drop (close) with the iterator.
-        out.push(SharedMemory::from_fd(fd, id, !write_sealed)?);
+        // One check of seals and size; on error the remaining descriptors
+        // drop (close) with the iterator.
+        out.push(SharedMemory::open_received(fd, id)?);
     }
     Ok(out)
 }

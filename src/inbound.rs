@@ -54,6 +54,17 @@ impl Msg {
         }
     }
 
+    /// [`Msg::decode_regions`] of what follows the line's first `skip`
+    /// bytes (a frame's header, before its envelope).
+    pub(crate) fn decode_regions_after<T: DeserializeOwned>(
+        mut self,
+        format: Format,
+        skip: usize,
+    ) -> Result<(T, Vec<SharedMemory>)> {
+        self.line.drain(..skip.min(self.line.len()));
+        self.decode_regions(format)
+    }
+
     /// The line's bytes (without its `\n`).
     pub(crate) fn line(&self) -> &[u8] {
         &self.line

@@ -132,15 +132,20 @@
 //! }
 //! ```
 //!
-//! Underneath, [`Tasks`] turns calls on a [`Reactor`] into tasks: each
-//! reply is matched to its call (per worker, in order; the protocol has no
-//! ids, so Python peers work unchanged), and a worker's end fails exactly
-//! the calls it had in flight (see [`task`]).
+//! Underneath, each try is one call to one worker, matched to its answer
+//! by the id its frame carries (the pool's own workers, Rust hosts, the
+//! Python worker helper: see `PROTOCOL.md`) or, for a plain peer, by
+//! position, taken only once the peer waits for its next request: a stray
+//! line makes the worker lose step (recycled, its tasks run again), never
+//! reach a task. A worker's life comes from facts (its exit, its hang-up,
+//! a stop of the pool's), never from what it answers.
 //!
-//! With the cargo feature **`tokio`**, `pool::AsyncPool` (from
-//! `Pool::into_async`) makes the pool's tasks futures and its maps streams,
-//! driven by the reactor's descriptor in tokio's `AsyncFd` and a timer for
-//! task deadlines; no thread of its own, no `unsafe` in your code.
+//! The same pool runs local workers ([`Pool::new`], [`Pool::fallible`]),
+//! programs ([`Pool::exec`]), remote hosts ([`Pool::remote`] over
+//! [`pool::Hosts`]) or a mix ([`Pool::builder`]); tiny tasks travel in
+//! chunks ([`PoolOptions::chunk_size`]). [`PoolHandle`] is a pool on a
+//! thread of its own, `Send + Sync + Clone`, whose calls are futures (any
+//! runtime) and blocking waits alike.
 //!
 //! # Timeouts
 //!
@@ -354,11 +359,11 @@ pub use mio::{Interest, Token};
 /// The big integers of [`Value::BigInt`], re-exported so its version is
 /// always the one miniray uses.
 pub use num_bigint;
-pub use pool::{Pool, PoolHandle, PoolOptions};
+pub use pool::{Hosts, Pool, PoolHandle, PoolOptions, PoolStats};
 pub use process::Signal;
 pub use reactor::{Batch, Event, Reactor, UserEvent, DEFAULT_GRACE, USER_TOKEN_LIMIT};
 pub use shm::SharedMemory;
 pub use sys::raise_fd_limit;
-pub use task::{TaskError, TaskId};
+pub use task::{Cause, RemoteKind, TaskError, TaskId};
 pub use value::{Dict, Set, SurrogateStr, Value};
 pub use worker::{Channel, Exec, Worker, WorkerOptions};

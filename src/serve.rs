@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::frame::{self, Kind};
 use crate::list_writer::{append_line, ListWriter};
+use crate::shm::SharedMemory;
 
 /// A work function as the loop runs it.
 pub(crate) trait Work<A> {
@@ -33,6 +34,35 @@ pub(crate) trait Work<A> {
     type Rep: Serialize;
     /// One request: its reply, or the work function's own error in words.
     fn run(&mut self, req: A) -> std::result::Result<Self::Rep, String>;
+
+    /// One request that came with shared memory regions: by default they
+    /// are closed and the request runs as any other.
+    fn run_with(
+        &mut self,
+        req: A,
+        regions: Vec<SharedMemory>,
+    ) -> std::result::Result<Self::Rep, String> {
+        drop(regions);
+        self.run(req)
+    }
+}
+
+/// A work function that takes the regions its requests carry:
+/// `Fn(A, Vec<SharedMemory>) -> R` (empty for a request without).
+pub(crate) struct WithRegions<F>(pub(crate) F);
+
+impl<F, A, R> Work<A> for WithRegions<F>
+where
+    F: FnMut(A, Vec<SharedMemory>) -> R,
+    R: Serialize,
+{
+    type Rep = R;
+    fn run(&mut self, req: A) -> std::result::Result<R, String> {
+        Ok((self.0)(req, Vec::new()))
+    }
+    fn run_with(&mut self, req: A, regions: Vec<SharedMemory>) -> std::result::Result<R, String> {
+        Ok((self.0)(req, regions))
+    }
 }
 
 /// A work function that cannot fail: `Fn(A) -> R`.
@@ -71,10 +101,11 @@ type Failure = (&'static str, String);
 
 /// What one line asks for.
 enum Request<A> {
-    /// A plain line, decoded (or why not).
-    Plain(std::result::Result<A, Failure>),
-    /// `#q<id>`.
-    One(u64, std::result::Result<A, Failure>),
+    /// A plain line, decoded (or why not), with the regions that came
+    /// with it.
+    Plain(std::result::Result<A, Failure>, Vec<SharedMemory>),
+    /// `#q<id>`, with its regions.
+    One(u64, std::result::Result<A, Failure>, Vec<SharedMemory>),
     /// `#c<id>`.
     Chunk(u64, std::result::Result<Vec<A>, Failure>),
     /// `#h0`.
@@ -109,7 +140,7 @@ where
                 })?;
                 false
             }
-            Request::Plain(Ok(req)) => match run(work, req) {
+            Request::Plain(Ok(req), regions) => match run(work, req, regions) {
                 Ran::Ok(rep) => {
                     match chan.send(&rep) {
                         // A reply the format cannot carry fails its request
@@ -126,11 +157,11 @@ where
                     kind == PANIC
                 }
             },
-            Request::Plain(Err((kind, message))) => {
+            Request::Plain(Err((kind, message)), _) => {
                 chan.send_error(kind, &message)?;
                 false
             }
-            Request::One(id, Ok(req)) => match run(work, req) {
+            Request::One(id, Ok(req), regions) => match run(work, req, regions) {
                 Ran::Ok(rep) => {
                     let max_line = chan.max_line();
                     let sent = chan.send_with(|format, out, scratch| {
@@ -165,7 +196,7 @@ where
                     panicked
                 }
             },
-            Request::One(id, Err(failure)) | Request::Chunk(id, Err(failure)) => {
+            Request::One(id, Err(failure), _) | Request::Chunk(id, Err(failure)) => {
                 send_failure(chan, id, failure)?;
                 false
             }
@@ -189,8 +220,13 @@ enum Ran<R> {
     Failed(Failure),
 }
 
-fn run<A, W: Work<A>>(work: &mut W, req: A) -> Ran<W::Rep> {
-    match panic::catch_unwind(AssertUnwindSafe(|| work.run(req))) {
+fn run<A, W: Work<A>>(work: &mut W, req: A, regions: Vec<SharedMemory>) -> Ran<W::Rep> {
+    let outcome = if regions.is_empty() {
+        panic::catch_unwind(AssertUnwindSafe(|| work.run(req)))
+    } else {
+        panic::catch_unwind(AssertUnwindSafe(|| work.run_with(req, regions)))
+    };
+    match outcome {
         Ok(Ok(rep)) => Ran::Ok(rep),
         Ok(Err(message)) => Ran::Failed(("error", message)),
         Err(payload) => {
@@ -207,24 +243,26 @@ fn read<A: DeserializeOwned>(item: Item<'_>, format: Format) -> Request<A> {
     let owned;
     let line = match item {
         Item::Line(line) => line,
-        // Descriptors came with it: a region envelope, a plain request
-        // (the regions are closed; `spawn_channel` keeps them).
-        Item::Queued(m) if m.has_descriptors() => {
-            return Request::Plain(m.decode(format).map_err(decode_failure))
-        }
+        // Descriptors came with it: a region envelope, after a frame's
+        // header or alone.
+        Item::Queued(m) if m.has_descriptors() => return with_regions(m, format),
         Item::Queued(m) => {
             owned = m.into_line();
             &owned[..]
         }
     };
     match frame::parse(line) {
-        Ok(None) => Request::Plain(format.decode(line).map_err(|e| ("decode", e.to_string()))),
+        Ok(None) => Request::Plain(
+            format.decode(line).map_err(|e| ("decode", e.to_string())),
+            Vec::new(),
+        ),
         Ok(Some((h, payload))) => match h.kind {
             Kind::Request => Request::One(
                 h.id,
                 format
                     .decode(payload)
                     .map_err(|e| ("decode", e.to_string())),
+                Vec::new(),
             ),
             Kind::Chunk => Request::Chunk(
                 h.id,
@@ -234,12 +272,41 @@ fn read<A: DeserializeOwned>(item: Item<'_>, format: Format) -> Request<A> {
             ),
             Kind::Hello => Request::Hello,
             // An answer sent to a worker: nobody asked it anything.
-            other => Request::Plain(Err((
-                "frame",
-                format!("a worker takes requests, not {other:?} frames"),
-            ))),
+            other => Request::Plain(
+                Err((
+                    "frame",
+                    format!("a worker takes requests, not {other:?} frames"),
+                )),
+                Vec::new(),
+            ),
         },
-        Err(e) => Request::Plain(Err(("frame", e.to_string()))),
+        Err(e) => Request::Plain(Err(("frame", e.to_string())), Vec::new()),
+    }
+}
+
+/// A line that came with descriptors: the region envelope of a framed
+/// request (`#q<id>`, its regions opened) or of a plain one.
+fn with_regions<A: DeserializeOwned>(m: crate::inbound::Msg, format: Format) -> Request<A> {
+    let header = match frame::parse(m.line()) {
+        Ok(Some((h, payload))) => Some((h, m.line().len() - payload.len())),
+        _ => None,
+    };
+    match header {
+        Some((h, skip)) if h.kind == Kind::Request => match m.decode_regions_after(format, skip) {
+            Ok((req, regions)) => Request::One(h.id, Ok(req), regions),
+            Err(e) => Request::One(h.id, Err(decode_failure(e)), Vec::new()),
+        },
+        Some((h, _)) => {
+            let what = format!("a {:?} frame cannot carry regions", h.kind);
+            match h.kind {
+                Kind::Chunk => Request::Chunk(h.id, Err(("region", what))),
+                _ => Request::Plain(Err(("frame", what)), Vec::new()),
+            }
+        }
+        None => match m.decode_regions(format) {
+            Ok((req, regions)) => Request::Plain(Ok(req), regions),
+            Err(e) => Request::Plain(Err(decode_failure(e)), Vec::new()),
+        },
     }
 }
 
@@ -266,13 +333,13 @@ fn failed_line<A>(e: &Error) -> Request<A> {
     if let Error::LineTooLong { start, .. } = e {
         if let Ok(Some((h, _))) = frame::parse(start) {
             match h.kind {
-                Kind::Request => return Request::One(h.id, Err(failure)),
+                Kind::Request => return Request::One(h.id, Err(failure), Vec::new()),
                 Kind::Chunk => return Request::Chunk(h.id, Err(failure)),
                 _ => {}
             }
         }
     }
-    Request::Plain(Err(failure))
+    Request::Plain(Err(failure), Vec::new())
 }
 
 /// `#e<id> [kind, message]`.
@@ -307,7 +374,7 @@ fn serve_chunk<A, W: Work<A>>(
     let mut failures: Vec<(usize, &'static str, String)> = Vec::new();
     let started = Instant::now();
     for (i, item) in items.into_iter().enumerate() {
-        match run(work, item) {
+        match run(work, item, Vec::new()) {
             Ran::Ok(rep) => {
                 if let Err(e) = replies.push(&rep) {
                     failures.push((i, "encode", e.to_string()));

@@ -236,8 +236,36 @@ impl WorkerOptions {
     }
 
     /// A shared memory region the child inherits: its descriptor stays open
-    /// in the child and its mapping is shared, so a work function that
-    /// captures a reference to the region reads and writes the same pages.
+    /// in the child and its mapping comes with the fork, so the child's copy
+    /// of a handle to the region reads (and, unless it is
+    /// [sealed read-only](SharedMemory::seal_read_only), writes) the same
+    /// pages. Every worker spawned with these options inherits it, including
+    /// those a pool starts to replace workers that ended; keep the region
+    /// alive (and open) as long as workers may be spawned.
+    ///
+    /// How the work function reaches the region: a pool's function
+    /// ([`Pool::new`](crate::Pool::new)) must be `'static`, so a captured
+    /// `&SharedMemory` does not compile there; move an owned handle in, an
+    /// `Rc<SharedMemory>` (an `Arc` for [`PoolHandle`](crate::PoolHandle),
+    /// whose function must be `Send`). Only [`Reactor::spawn_channel`](crate::Reactor::spawn_channel)
+    /// and its kin, which run the closure during the spawn, take a borrow.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use miniray::{Pool, PoolOptions, SharedMemory, WorkerOptions};
+    ///
+    /// let mut region = SharedMemory::from_slice("table", &[10u32, 20, 30])?;
+    /// region.seal_read_only()?;
+    /// let region = Rc::new(region);
+    /// let opts = PoolOptions::new()
+    ///     .workers(2)
+    ///     .worker_options(WorkerOptions::new().region(&region));
+    /// let table = Rc::clone(&region); // owned by the work function
+    /// let mut pool = Pool::new(&opts, move |i: usize| table.view::<u32>().expect("u32s")[i])?;
+    /// let got: Vec<u32> = pool.map([2, 0]).map(|r| r.expect("task")).collect();
+    /// assert_eq!(got, [30, 10]);
+    /// # Ok::<(), miniray::Error>(())
+    /// ```
     pub fn region(self, region: &SharedMemory) -> Self {
         self.keep_fd(region.as_raw_fd())
     }

@@ -166,8 +166,12 @@ impl Drop for Reaped {
     }
 }
 
-fn script() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("miniray-auth-peer-{}.py", std::process::id()));
+/// The peer script, written for one test (each removes its own copy).
+fn script(test: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "miniray-auth-peer-{}-{test}.py",
+        std::process::id()
+    ));
     std::fs::write(&path, PEER).expect("write the script");
     path
 }
@@ -181,7 +185,7 @@ fn a_python_client_is_served_and_its_forged_line_refused() {
         .listen("127.0.0.1:0", &opts, |v: Value| v)
         .expect("listen");
     let addr = r.server_addr(s).expect("addr");
-    let path = script();
+    let path = script("client");
     let py = Command::new("python3")
         .arg(&path)
         .args(["client", &addr.to_string()])
@@ -217,7 +221,7 @@ fn a_python_client_is_served_and_its_forged_line_refused() {
 
 #[test]
 fn miniray_authenticates_to_a_python_server_and_is_refused_with_a_wrong_secret() {
-    let path = script();
+    let path = script("server");
     let mut py = Reaped(
         Command::new("python3")
             .arg(&path)

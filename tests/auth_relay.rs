@@ -7,10 +7,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 
-use common::DEADLINE;
+use common::{middle, DEADLINE};
 use miniray::{AuthFailure, ConnectOptions, Error, Reactor, Secret, ServerOptions};
 use serde_json::{json, Value};
 
@@ -64,29 +64,17 @@ fn pump(
 /// A relay in front of `server`: its address, and what the server sent
 /// through it.
 fn relay(server: SocketAddr, forge: Forge) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let Ok((client, _)) = listener.accept() else {
-            return;
-        };
-        let Ok(upstream) = TcpStream::connect(server) else {
-            return;
-        };
-        let (c2, u2) = (
-            client.try_clone().expect("clone"),
-            upstream.try_clone().expect("clone"),
-        );
-        let (to_server, to_client) = match forge {
-            Forge::Request(n, bytes) => (Some((n, bytes)), None),
-            Forge::Reply(n, bytes) => (None, Some((n, bytes))),
-        };
-        let (ignored, _) = mpsc::channel();
-        let up = std::thread::spawn(move || pump(client, upstream, to_server, ignored));
-        pump(u2, c2, to_client, tx);
-        let _ = up.join();
-    });
+    let (to_server, to_client) = match forge {
+        Forge::Request(n, bytes) => (Some((n, bytes)), None),
+        Forge::Reply(n, bytes) => (None, Some((n, bytes))),
+    };
+    let (ignored, _) = mpsc::channel();
+    let addr = middle(
+        server,
+        move |client, upstream| pump(client, upstream, to_server, ignored),
+        move |upstream, client| pump(upstream, client, to_client, tx),
+    );
     (addr, rx)
 }
 

@@ -5,10 +5,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 
-use common::{events_until, DEADLINE};
+use common::{events_until, middle, DEADLINE};
 use miniray::{AuthFailure, ConnectOptions, Error, Reactor, Secret, ServerEvent, ServerOptions};
 use serde_json::{json, Value};
 
@@ -57,31 +57,19 @@ fn tamperer(
     to_server: bool,
     flip: usize,
 ) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let Ok((client, _)) = listener.accept() else {
-            return;
-        };
-        let Ok(upstream) = TcpStream::connect(server) else {
-            return;
-        };
-        let (c2, u2) = (
-            client.try_clone().expect("clone"),
-            upstream.try_clone().expect("clone"),
-        );
-        let (up_flip, down_flip) = if to_server {
-            (Some(flip), None)
-        } else {
-            (None, Some(flip))
-        };
-        let (ignored, _) = mpsc::channel();
-        // The client's handshake is one line, the server's two.
-        let up = std::thread::spawn(move || pump(client, upstream, 1, up_flip, ignored));
-        pump(u2, c2, 2, down_flip, tx);
-        let _ = up.join();
-    });
+    let (up_flip, down_flip) = if to_server {
+        (Some(flip), None)
+    } else {
+        (None, Some(flip))
+    };
+    let (ignored, _) = mpsc::channel();
+    // The client's handshake is one line, the server's two.
+    let addr = middle(
+        server,
+        move |client, upstream| pump(client, upstream, 1, up_flip, ignored),
+        move |upstream, client| pump(upstream, client, 2, down_flip, tx),
+    );
     (addr, rx)
 }
 

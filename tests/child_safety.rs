@@ -59,7 +59,7 @@ fn until_closed(r: &mut Reactor, w: Worker) -> (Vec<Value>, Option<std::process:
 
 const INNER_ENV: &str = "MINIRAY_CHILD_SAFETY_INNER";
 
-/// Issue #3: a thread of the parent panicking in a loop (each panic caught)
+/// A thread of the parent panicking in a loop (each panic caught)
 /// holds the default hook's backtrace lock much of the time; a child forked
 /// then and panicking itself must not wait for it. Run in its own process
 /// (stderr to /dev/null) so the noise thread's panic messages are neither
@@ -200,7 +200,7 @@ fn inner_panicking_parent_thread() {
     );
 }
 
-/// Issue #4: an exec'd program finds SIGPIPE at its default and no signal
+/// An exec'd program finds SIGPIPE at its default and no signal
 /// blocked, even though Rust ignores SIGPIPE and the spawning thread blocks
 /// a signal. Read from `/proc/self/status` of the exec'd `sed` itself.
 #[test]
@@ -255,7 +255,7 @@ fn exec_worker_starts_with_default_sigpipe_and_empty_mask() {
     assert_eq!(blocked, 0, "signals blocked: SigBlk {blocked:016x}");
 }
 
-/// Issue #4, as a user meets it: `yes | head -n1` in an exec worker ends
+/// As a user meets it: `yes | head -n1` in an exec worker ends
 /// `yes` by SIGPIPE, silently, instead of "Broken pipe" on its stderr.
 #[test]
 fn exec_worker_pipeline_ends_quietly_on_sigpipe() {
@@ -271,7 +271,7 @@ fn exec_worker_pipeline_ends_quietly_on_sigpipe() {
     assert_eq!(lines, vec![json!("y ")]);
 }
 
-/// Issue #4: a negative, huge or closed `keep_fd` fails the spawn with a
+/// A negative, huge or closed `keep_fd` fails the spawn with a
 /// typed error naming the descriptor, and nothing is forked.
 #[test]
 fn invalid_keep_fd_fails_at_spawn_and_forks_nothing() {
@@ -333,7 +333,7 @@ fn exec_failure_is_an_error_naming_the_program() {
     assert!(r.is_empty());
 }
 
-/// Issue #3, recovery: a worker that never answers (and ignores SIGTERM) is
+/// Recovery: a worker that never answers (and ignores SIGTERM) is
 /// found by the caller's deadline, killed, its `Closed` carries the signal,
 /// and no zombie is left. A second one is left to the reactor's drop, which
 /// kills it after the grace period.

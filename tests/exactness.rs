@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::DEADLINE;
-use miniray::pool::{Pool, PoolOptions};
+use miniray::pool::{Hosts, Pool, PoolOptions};
+use miniray::remote::{ConnectOptions, Keepalive};
 use miniray::task::{Cause, RemoteKind};
 use miniray::{py, Error, Exec, Value, WorkerOptions};
 
@@ -116,9 +117,20 @@ fn stray_lines_of_a_plain_program_never_reach_a_task() {
         assert_eq!(wrong, 0, "in flight {inflight}");
         let stats = pool.stats();
         // Every worker prints a stray line on its 37th request: 600 tasks
-        // over 3 workers make at least 600 / 37 of them.
-        assert!(stats.out_of_sync >= 600 / 37, "{stats:?}");
+        // over 3 workers make at least (600 - 3 × 36) / 37 of them (each of
+        // the last 3 workers may end short of its 37th).
+        assert!(stats.out_of_sync >= (600 - 3 * 36) / 37, "{stats:?}");
+        assert_eq!(
+            stats.out_of_sync, stats.replaced,
+            "each one recycled: {stats:?}"
+        );
         assert_eq!(stats.failed, 0, "{stats:?}");
+        // The cause quotes the stray line ("7") beside the reply.
+        let why = pool.last_out_of_sync().expect("a cause kept");
+        assert!(
+            why.contains("2 lines for 1 requests") && why.contains('7'),
+            "{why}"
+        );
     }
 }
 
@@ -239,6 +251,23 @@ fn options_out_of_bounds_are_refused_by_name() {
             other => panic!("{name}: {other:?}"),
         }
     }
+    // A keepalive user timeout at or below the task timeout would abort a
+    // busy host's live connection: refused before anything connects.
+    let keepalive = Keepalive::default().user_timeout(Some(Duration::from_secs(5)));
+    let hosts = Hosts::new(["127.0.0.1:9"])
+        .expect("hosts")
+        .connect_options(ConnectOptions::new().keepalive(Some(keepalive)));
+    let opts = PoolOptions::new().timeout(Duration::from_secs(5));
+    match Pool::<u64, u64>::remote(&opts, &hosts) {
+        Err(Error::InvalidOption { option, .. }) => assert_eq!(option, "user_timeout"),
+        other => panic!("user_timeout: {other:?}"),
+    }
+    let opts = PoolOptions::new().timeout(Duration::from_secs(4));
+    let pool = Pool::<u64, u64>::remote(&opts, &hosts.give_up_after(Duration::from_millis(1)));
+    assert!(
+        pool.is_ok(),
+        "a user timeout above the task timeout is fine"
+    );
 }
 
 /// A fallible work function: an `Err` fails its task with the error's text

@@ -51,6 +51,15 @@ fn well_behaved(r: &mut Reactor, addr: SocketAddr, format: Format) {
     let _ = r.take_server_events();
 }
 
+/// Starts the child's peak (VmHWM) afresh at its current RSS
+/// (`/proc/PID/clear_refs`, value 5), so a peak measured next is this
+/// case's, not one reached before (copy-on-write faults of the parent's
+/// pages, an earlier case on another connection). Best effort: where that
+/// file cannot be written, the peak since the child began is measured.
+fn reset_peak(pid: i32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
 fn status_kib(pid: i32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
@@ -62,6 +71,7 @@ fn hundred_megabyte_line_without_newline_stays_within_the_limit() {
     let mut r = Reactor::new().expect("reactor");
     let (_s, addr) = server(&mut r, Format::Json);
     let (mut sock, pid) = raw_client(&mut r, addr);
+    reset_peak(pid);
     let before = status_kib(pid, "VmRSS:").expect("child rss");
     let chunk = vec![b'x'; 1 << 20];
     for _ in 0..100 {
@@ -137,6 +147,7 @@ fn malformed_lines_fail_alone_in_both_formats() {
             // Each case on its own connection: the serving child's memory
             // is measured around it.
             let (mut sock, pid) = raw_client(&mut r, addr);
+            reset_peak(pid);
             let before = status_kib(pid, "VmRSS:").expect("child rss");
             sock.write_all(case).expect("write");
             // A good line after it is still answered on the same connection.
@@ -160,8 +171,13 @@ fn malformed_lines_fail_alone_in_both_formats() {
                 .expect("hwm")
                 .saturating_sub(before);
             eprintln!("hostile {format} {name}: answered after; child grew {grew} KiB");
+            // Bounded by the line limit, whatever the line holds: the line
+            // in the framing tail (whose buffer may double: 2x), its copy
+            // into the inbox (1x), the 256 KiB read buffer, and the
+            // allocator's slack (2.7-5.2 MiB measured for the 10^6-deep
+            // line, the largest).
             assert!(
-                grew < (LIMIT / 1024) as u64 + 4096,
+                grew < (4 * LIMIT / 1024) as u64 + 2048,
                 "{name}: child grew {grew} KiB"
             );
             drop(sock);

@@ -1,4 +1,4 @@
-//! Issue 13, "never silent": a finished reply never waits behind later
+//! Never silent: a finished reply never waits behind later
 //! work, `send` writes through, a Python exec worker that prints without
 //! flushing answers, a worker's panic and an undecodable request reach the
 //! caller as errors.

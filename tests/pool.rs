@@ -1,4 +1,4 @@
-//! `Pool` over local workers (issue 14): map order, retries with every
+//! `Pool` over local workers: map order, retries with every
 //! cause, a worker SIGKILLed mid-map, deadlines, recycling, start-up
 //! failures, close/terminate/drop leaving no child and no zombie.
 

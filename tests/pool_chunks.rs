@@ -1,4 +1,4 @@
-//! `Pool` chunking and progress (issue 14): fixed and automatic chunks give
+//! `Pool` chunking and progress: fixed and automatic chunks give
 //! the unchunked results in order, a panic fails only its own item, a
 //! worker killed mid-map loses nothing, a 10-million-item map holds a
 //! bounded window, exec pools keep one line per item, and the progress
@@ -113,7 +113,13 @@ fn a_panic_in_one_item_of_a_chunk_fails_only_that_item() {
     }
     assert!(results[555].is_err(), "item 555 did not fail");
     let stats = pool.stats();
-    assert_eq!((stats.failed, stats.retried), (1, 0), "{stats:?}");
+    assert_eq!(stats.failed, 1, "{stats:?}");
+    // The worker exits after answering the chunk with the panic: a chunk
+    // sent to it meanwhile (the pool learns of the exit from the exit, not
+    // from the reply) is lost with it and runs again, each task alone and
+    // at no cost of a try: at most what it holds in flight (2 chunks by
+    // default with chunking).
+    assert!(stats.retried <= 2 * 100, "{stats:?}");
     // The worker that panicked exits after its chunk's reply and is
     // replaced (closed as it had finished its chunk: counted as recycled).
     assert!(
@@ -210,11 +216,12 @@ fn a_worker_killed_inside_a_chunk_has_only_that_chunk_retried() {
     assert!(killer.join().expect("watcher"), "item 1234 never started");
     assert!(got == (0..5000u64).map(work).collect::<Vec<_>>());
     let stats = pool.stats();
-    // Only the tasks of the chunk in flight on the killed worker are tried
-    // again (one worker, one chunk of at most 50): never the whole map.
+    // Only the tasks of the chunks in flight on the killed worker are tried
+    // again (one worker; with chunking 2 chunks in flight by default, at
+    // most 50 tasks each): never the whole map.
     assert!(
         // At least 2: the whole unanswered chunk, not one task alone.
-        (2..=50).contains(&stats.retried) && stats.replaced == 1 && stats.failed == 0,
+        (2..=2 * 50).contains(&stats.retried) && stats.replaced == 1 && stats.failed == 0,
         "{stats:?}"
     );
     let _ = std::fs::remove_file(mark);
@@ -274,8 +281,9 @@ fn an_auto_chunked_map_of_10_million_items_holds_a_bounded_window() {
     let input = (0..N).inspect(move |_| *t.borrow_mut() += 1);
     let mut map = pool.map(input);
     let window = map.window() as u64;
-    // 4 requests per worker of at most 1024 items each.
-    assert_eq!(window, 4 * 2 * 1024);
+    // 4 times what 2 workers hold: 2 chunks in flight each (the default
+    // with chunking) of at most 1024 items.
+    assert_eq!(window, 4 * 2 * 2 * 1024);
     let (mut n, mut ahead_max) = (0u64, 0u64);
     for r in map.by_ref().take(CHECKED as usize) {
         assert_eq!(r.expect("task"), n ^ 0x5555);

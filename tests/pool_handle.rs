@@ -262,3 +262,33 @@ fn the_last_handle_dropped_reaps_every_worker() {
     }
     let _ = std::fs::remove_file(&seen);
 }
+
+/// A fallible function through a handle: an `Err` fails its own task with
+/// the message, from another thread too, and the worker goes on.
+#[test]
+fn a_fallible_handle_fails_only_the_erring_task() {
+    let pool = PoolHandle::fallible(&PoolOptions::new().workers(1), |n: u64| {
+        if n == 3 {
+            Err(format!("no {n}"))
+        } else {
+            Ok(n * 2)
+        }
+    })
+    .expect("pool");
+    let other = pool.clone();
+    let got = std::thread::spawn(move || other.map(0..6u64).collect::<Vec<_>>())
+        .join()
+        .expect("thread");
+    for (n, r) in (0u64..).zip(got) {
+        match (n, r) {
+            (3, Err(e)) => assert!(
+                matches!(e.cause(), Cause::Remote { message, .. } if message.contains("no 3")),
+                "{e}"
+            ),
+            (n, Ok(v)) => assert_eq!(v, n * 2),
+            (n, r) => panic!("task {n}: {r:?}"),
+        }
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.failed, stats.replaced), (1, 0), "{stats:?}");
+}

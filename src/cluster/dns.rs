@@ -208,8 +208,10 @@ impl Follow {
     }
 
     /// Sends the differences from `known` to `now`; false once the
-    /// receiver is gone.
+    /// receiver is gone. The status says `now` first, so a receiver that
+    /// reads it after a change sees that change in it.
     fn apply(&self, known: &mut BTreeSet<SocketAddr>, now: BTreeSet<SocketAddr>) -> bool {
+        lock(&self.status).addrs = now.iter().copied().collect();
         for gone in known.difference(&now) {
             if !self.feed.send(HostChange::Drain(*gone)) {
                 return false;
@@ -221,7 +223,6 @@ impl Follow {
             }
         }
         *known = now;
-        lock(&self.status).addrs = known.iter().copied().collect();
         true
     }
 }

@@ -14,6 +14,13 @@
 //!   Service) every few seconds; [`SlurmLauncher`] starts worker programs
 //!   as `srun` steps and reads their addresses from `srun --label`'s
 //!   output. A fixed list needs no source.
+//! * **The pool**: [`Hosts::dns`](crate::pool::Hosts::dns),
+//!   [`Hosts::slurm`](crate::pool::Hosts::slurm) and
+//!   [`Hosts::source`](crate::pool::Hosts::source) give a
+//!   [`Pool`](crate::pool::Pool) hosts that such a source feeds while it
+//!   runs: the pool owns the source, its feed wakes the pool's reactor, an
+//!   added host is connected to, a drained one gets no new task, finishes
+//!   its tries in flight and is closed.
 //! * **The worker program**: [`serve_worker`], called from your own
 //!   binary's `main`, serves a function like
 //!   [`Reactor::listen`](crate::Reactor::listen), binds and advertises the
@@ -22,12 +29,37 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! use miniray::cluster::SlurmLauncher;
+//! use miniray::pool::{Hosts, Pool, PoolOptions};
+//!
+//! # fn main() -> miniray::Result<()> {
+//! // A program whose main is `miniray::cluster::serve_worker(|n: u64| n * n)`,
+//! // started as one step of 4 tasks; each task's connections are workers.
+//! let hosts = Hosts::slurm(["-N4", "-n4", "--signal=USR1@120"], |feed| {
+//!     SlurmLauncher::new("./my-worker", ["--exit-when-idle", "600"], feed)
+//! })
+//! .per_host(4);
+//! let opts = PoolOptions::new().timeout(Duration::from_secs(60)).chunk_size_auto();
+//! let mut pool: Pool<u64, u64> = Pool::remote(&opts, &hosts)?;
+//! let total: u64 = pool.map(0..1_000_000u64).map(|r| r.expect("no task failed")).sum();
+//! // Scale up while it runs: another step through the pool's launcher.
+//! if let Some(slurm) = pool.host_source::<SlurmLauncher>() {
+//!     let _ = slurm.start_step(["-N2", "-n2"]);
+//! }
+//! # let _ = total;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The seam alone, read by a consumer of your own:
+//!
+//! ```no_run
+//! use std::time::Duration;
 //! use miniray::cluster::{Feed, HostChange, SlurmLauncher};
 //!
 //! # fn main() -> Result<(), miniray::cluster::ClusterError> {
 //! let (feed, changes) = Feed::channel();
-//! // A program whose main is `miniray::cluster::serve_worker(|n: u64| n * n)`.
-//! let mut slurm = SlurmLauncher::new("./my-worker", ["--exit-when-idle", "600"], feed);
+//! let slurm = SlurmLauncher::new("./my-worker", ["--exit-when-idle", "600"], feed);
 //! slurm.start_step(["-N4", "-n4", "--signal=USR1@120"])?;
 //! while let Ok(change) = changes.recv_timeout(Duration::from_secs(30)) {
 //!     match change {

@@ -55,15 +55,18 @@ const STDERR_KEPT: usize = 20;
 ///
 /// Everything runs on threads of the launcher's own (two per step,
 /// reading `srun`'s output); the calls here start or signal processes and
-/// never wait for a step's tasks.
+/// never wait for a step's tasks. They take `&self`, so a launcher a pool
+/// owns ([`Hosts::slurm`](crate::pool::Hosts::slurm)) starts and cancels
+/// steps through [`Pool::host_source`](crate::pool::Pool::host_source).
 pub struct SlurmLauncher {
     program: Vec<OsString>,
     srun: OsString,
     feed: Feed,
     env: Vec<(OsString, OsString)>,
     teardown: Duration,
-    steps: Vec<StepEntry>,
-    next: u64,
+    /// Every step started, in start order (behind a lock so that a shared
+    /// launcher, such as a pool's, starts and cancels steps by `&self`).
+    steps: Mutex<Vec<StepEntry>>,
 }
 
 /// A step started by a [`SlurmLauncher`]: a handle for
@@ -212,8 +215,7 @@ impl SlurmLauncher {
             feed,
             env: Vec::new(),
             teardown: DEFAULT_TEARDOWN,
-            steps: Vec::new(),
-            next: 0,
+            steps: Mutex::new(Vec::new()),
         }
     }
 
@@ -244,7 +246,7 @@ impl SlurmLauncher {
     ///
     /// System calls: `fork`/`exec` of `srun` (through
     /// `std::process::Command`), two reader threads.
-    pub fn start_step<I, S>(&mut self, srun_args: I) -> Result<Step, ClusterError>
+    pub fn start_step<I, S>(&self, srun_args: I) -> Result<Step, ClusterError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -276,8 +278,8 @@ impl SlurmLauncher {
                 reason: "no pipes to read".into(),
             });
         };
-        let step = Step(self.next);
-        self.next += 1;
+        let mut steps = lock(&self.steps);
+        let step = Step(steps.len() as u64);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let child = Arc::new(Mutex::new(child));
 
@@ -298,7 +300,7 @@ impl SlurmLauncher {
                 source,
             });
         }
-        self.steps.push(StepEntry {
+        steps.push(StepEntry {
             step,
             shared,
             child,
@@ -312,14 +314,17 @@ impl SlurmLauncher {
     /// `SIGKILL` to its `srun` (Slurm then ends the tasks). Its hosts are
     /// drained as the workers drain and when `srun` exits. A step already
     /// ended is left alone. Waits only for `scancel`.
-    pub fn cancel_step(&mut self, step: Step) -> Result<(), ClusterError> {
-        let entry = self
-            .steps
-            .iter()
-            .find(|e| e.step == step)
-            .ok_or_else(|| ClusterError::config(step.to_string(), "no such step"))?;
+    pub fn cancel_step(&self, step: Step) -> Result<(), ClusterError> {
+        let (shared, child) = {
+            let steps = lock(&self.steps);
+            let entry = steps
+                .iter()
+                .find(|e| e.step == step)
+                .ok_or_else(|| ClusterError::config(step.to_string(), "no such step"))?;
+            (entry.shared.clone(), entry.child.clone())
+        };
         let (ended, slurm_step) = {
-            let s = lock(&entry.shared);
+            let s = lock(&shared);
             (s.ended.is_some(), s.slurm_step.clone())
         };
         if ended {
@@ -327,23 +332,24 @@ impl SlurmLauncher {
         }
         match slurm_step {
             Some(id) => run("scancel", &[id.as_str()], &self.env).map(drop),
-            None => lock(&entry.child)
-                .kill()
-                .map_err(|source| ClusterError::Io {
-                    op: "kill srun",
-                    source,
-                }),
+            None => lock(&child).kill().map_err(|source| ClusterError::Io {
+                op: "kill srun",
+                source,
+            }),
         }
     }
 
     /// Every step's status, in start order.
     pub fn steps(&self) -> Vec<StepStatus> {
-        self.steps.iter().map(status_of).collect()
+        lock(&self.steps).iter().map(status_of).collect()
     }
 
     /// One step's status; `None` for a handle of another launcher.
     pub fn step_status(&self, step: Step) -> Option<StepStatus> {
-        self.steps.iter().find(|e| e.step == step).map(status_of)
+        lock(&self.steps)
+            .iter()
+            .find(|e| e.step == step)
+            .map(status_of)
     }
 }
 
@@ -382,7 +388,8 @@ impl Drop for SlurmLauncher {
     fn drop(&mut self) {
         let mut steps = Vec::new();
         let mut jobs = Vec::new();
-        for e in &self.steps {
+        let entries = std::mem::take(self.steps.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for e in &entries {
             {
                 let mut c = lock(&e.child);
                 let _ = c.kill();

@@ -104,6 +104,25 @@ impl<'de> Deserializer<'de> {
         }
     }
 
+    /// An integer into a typed field: up to 18 digits with no fraction or
+    /// exponent is read here, straight from the text (jiter's number path
+    /// decides int or float, big or small, and costs about 4x as much);
+    /// anything else (a float, a longer int, a malformed number, not a
+    /// number) takes the general path, which reads or refuses it.
+    fn int<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        let peek = self.peek()?;
+        let start = self.pos();
+        let Some((v, end)) = small_int(self.data, start).filter(|_| peek.is_num()) else {
+            return self.any(false, visitor);
+        };
+        self.reseat(end);
+        let r = match u64::try_from(v) {
+            Ok(u) => visitor.visit_u64(u),
+            Err(_) => visitor.visit_i64(v),
+        };
+        r.map_err(|e: DeError| e.or_at(start))
+    }
+
     fn any<V: Visitor<'de>>(&mut self, exact: bool, visitor: V) -> Result<V::Value> {
         let peek = self.peek()?;
         let start = self.pos();
@@ -177,6 +196,31 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         self.deserialize_f64(visitor)
     }
 
+    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.int(visitor)
+    }
+    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.int(visitor)
+    }
+    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.int(visitor)
+    }
+    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.int(visitor)
+    }
+    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.int(visitor)
+    }
+    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.int(visitor)
+    }
+    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.int(visitor)
+    }
+    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.int(visitor)
+    }
+
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         if self.peek()? == Peek::Null {
             let start = self.pos();
@@ -247,9 +291,39 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     }
 
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char str string
+        bool i128 u128 char str string
         unit unit_struct seq tuple tuple_struct map struct identifier
     }
+}
+
+/// The integer at `data[at..]` if it is one JSON reads as written: an
+/// optional `-`, then `0` or 1 to 18 digits not starting with `0`, with no
+/// `.`, `e` or `E` after; its value and where it ends. `None` otherwise
+/// (the general path then reads or refuses it).
+fn small_int(data: &[u8], at: usize) -> Option<(i64, usize)> {
+    let negative = data.get(at) == Some(&b'-');
+    let first = at + usize::from(negative);
+    let rest = data.get(first..)?;
+    let (mut v, mut digits) = (0i64, 0usize);
+    for &b in rest {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if digits == 18 {
+            return None;
+        }
+        // At most 18 digits: below 10^18, no overflow.
+        v = v * 10 + i64::from(d);
+        digits += 1;
+    }
+    if digits == 0 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    Some((if negative { -v } else { v }, first + digits))
 }
 
 /// No value: what [`EnumShape`] never produces.
@@ -298,5 +372,108 @@ impl<'de> Visitor<'de> for EnumShape {
     type Value = Never;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a str (unit variant) or a dict of one key (other variants)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::small_int;
+
+    /// What a typed integer field gets from `text`: the fast path's answer
+    /// must be the general path's (read as `i128`, which takes it, then
+    /// narrowed), for every width, in and out of arrays.
+    fn agree<T>(text: &str)
+    where
+        T: serde::de::DeserializeOwned + TryFrom<i128> + PartialEq + Clone + std::fmt::Debug,
+    {
+        let general: Option<T> = crate::json::from_slice::<i128>(text.as_bytes())
+            .ok()
+            .and_then(|v| T::try_from(v).ok());
+        let fast = crate::json::from_slice::<T>(text.as_bytes()).ok();
+        assert_eq!(fast, general, "{text:?} as {}", std::any::type_name::<T>());
+        let fast = crate::json::from_slice::<Vec<T>>(format!("[ {text} ,{text}]").as_bytes()).ok();
+        assert_eq!(fast, general.map(|g| vec![g.clone(), g]), "[{text:?}, ..]");
+    }
+
+    #[test]
+    fn typed_ints_read_as_the_general_path_does() {
+        let texts = [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "255",
+            "256",
+            "-128",
+            "-129",
+            "65535",
+            "65536",
+            "2147483647",
+            "2147483648",
+            "-2147483649",
+            "4294967295",
+            "4294967296",
+            "123456789012345678",
+            "-123456789012345678",
+            "999999999999999999",
+            "1234567890123456789",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "01",
+            "-01",
+            "00",
+            "-",
+            "1.0",
+            "1e2",
+            "1E2",
+            "-1.5",
+            "1.",
+            "NaN",
+            "Infinity",
+            "\"1\"",
+            "true",
+            "null",
+            "[1]",
+            "1 2",
+            "1x",
+        ];
+        for t in texts {
+            agree::<u8>(t);
+            agree::<i8>(t);
+            agree::<u16>(t);
+            agree::<i16>(t);
+            agree::<u32>(t);
+            agree::<i32>(t);
+            agree::<u64>(t);
+            agree::<i64>(t);
+        }
+    }
+
+    #[test]
+    fn a_small_int_ends_where_its_digits_do() {
+        assert_eq!(small_int(b"[12,3]", 1), Some((12, 3)));
+        assert_eq!(small_int(b"-45]", 0), Some((-45, 3)));
+        assert_eq!(small_int(b"0", 0), Some((0, 1)));
+        assert_eq!(small_int(b"012", 0), None);
+        assert_eq!(small_int(b"12.5", 0), None);
+        assert_eq!(small_int(b"12e1", 0), None);
+        assert_eq!(small_int(b"-", 0), None);
+        assert_eq!(small_int(b"1234567890123456789", 0), None);
+        assert_eq!(
+            small_int(b"123456789012345678", 0),
+            Some((123456789012345678, 18))
+        );
+    }
+
+    #[test]
+    fn an_out_of_range_int_is_named_at_its_place() {
+        let e = crate::json::from_slice::<Vec<u8>>(b"[1, 300]").expect_err("300 into u8");
+        let shown = e.to_string();
+        assert!(shown.contains("300") && shown.contains("u8"), "{shown}");
+        let e = crate::json::from_slice::<u64>(b"-5").expect_err("-5 into u64");
+        assert!(e.to_string().contains("-5"), "{e}");
     }
 }

@@ -19,7 +19,6 @@ use num_bigint::{BigInt, Sign};
 use super::budget;
 use super::codes::{refused, surrogates};
 use super::error::DeError;
-use super::long::{Digits, MAX_LONG_DIGITS};
 use super::reader::Reader;
 use super::FLAG_REF;
 use crate::error::DecodeErrorKind;
@@ -119,12 +118,7 @@ impl Reader<'_> {
         let bytes = self.take(n)?;
         self.scalar_slot(flag, start)?;
         if latin1 && !bytes.is_ascii() {
-            // Each byte from 0x80 up takes two in UTF-8; sized exactly.
-            let high = bytes.iter().filter(|&&b| b >= 0x80).count();
-            self.charge(budget::heap(n + high))?;
-            let mut s = String::with_capacity(n + high);
-            s.extend(bytes.iter().map(|&b| char::from(b)));
-            return Ok(Value::Str(s));
+            return Ok(Value::Str(self.latin1(bytes)?));
         }
         match std::str::from_utf8(bytes) {
             Ok(s) => {
@@ -144,17 +138,7 @@ impl Reader<'_> {
 
     /// `l`: as the serde path reads it, an `Int` when it fits `i64`.
     fn build_long(&mut self, start: usize, flag: bool) -> Result<Value, DeError> {
-        let count = self.u32()? as i32;
-        let negative = count < 0;
-        let n = count.unsigned_abs() as usize;
-        if n > MAX_LONG_DIGITS {
-            return Err(DeError::at(start, DecodeErrorKind::IntTooLarge));
-        }
-        let n = self.count(n, 2)?;
-        let bytes = self.take(2 * n)?;
-        let digits =
-            Digits::check(bytes).map_err(|()| DeError::at(start, DecodeErrorKind::BadLongDigit))?;
-        self.scalar_slot(flag, start)?;
+        let (negative, digits) = self.long_digits(start, flag)?;
         let sign = if negative { Sign::Minus } else { Sign::Plus };
         // Up to 128 bits (a negative one: its magnitude up to 2^127), no
         // charge, as the serde path's 128-bit visits.
@@ -174,7 +158,7 @@ impl Reader<'_> {
         if digits.too_many_decimal_digits() {
             return Err(DeError::at(start, DecodeErrorKind::IntTooLarge));
         }
-        self.charge(budget::big_int(n))?;
+        self.charge(budget::big_int(digits.bytes.len() / 2))?;
         let magnitude = digits.magnitude_le();
         Ok(Value::BigInt(Box::new(BigInt::from_bytes_le(
             sign, &magnitude,

@@ -18,7 +18,6 @@ use super::access::{Entries, Items, VariantDict};
 use super::budget;
 use super::codes::{refused, surrogates};
 use super::error::DeError;
-use super::long::{Digits, MAX_LONG_DIGITS};
 use super::reader::{Hint, Reader};
 use super::FLAG_REF;
 use crate::error::DecodeErrorKind;
@@ -153,13 +152,7 @@ impl<'de> Reader<'de> {
         let bytes = self.take(n)?;
         self.scalar_slot(flag, start)?;
         if latin1 && !bytes.is_ascii() {
-            // Each byte from 0x80 up takes two in UTF-8.
-            let high = bytes.iter().filter(|&&b| b >= 0x80).count();
-            self.charge(budget::heap(n + high))?;
-            // Sized exactly as charged: collecting would reserve `n` and
-            // then double past it (found by the fuzzer: 2x the charge).
-            let mut s = String::with_capacity(n + high);
-            s.extend(bytes.iter().map(|&b| char::from(b)));
+            let s = self.latin1(bytes)?;
             return match hint {
                 Hint::Enum => visitor.visit_enum(StringDeserializer::new(s)),
                 _ => visitor.visit_string(s),
@@ -191,17 +184,7 @@ impl<'de> Reader<'de> {
         flag: bool,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        let count = self.u32()? as i32;
-        let negative = count < 0;
-        let n = count.unsigned_abs() as usize;
-        if n > MAX_LONG_DIGITS {
-            return Err(DeError::at(start, DecodeErrorKind::IntTooLarge));
-        }
-        let n = self.count(n, 2)?;
-        let bytes = self.take(2 * n)?;
-        let digits =
-            Digits::check(bytes).map_err(|()| DeError::at(start, DecodeErrorKind::BadLongDigit))?;
-        self.scalar_slot(flag, start)?;
+        let (negative, digits) = self.long_digits(start, flag)?;
         if let Some(mag) = digits.to_u128() {
             if negative {
                 if mag <= 1 << 63 {

@@ -6,6 +6,7 @@
 
 use super::budget::{self, Budget};
 use super::error::DeError;
+use super::long::{Digits, MAX_LONG_DIGITS};
 use super::{FLAG_REF, MAX_DEPTH};
 use crate::error::DecodeErrorKind;
 
@@ -178,6 +179,39 @@ impl<'de> Reader<'de> {
             self.refs.push(start);
         }
         Ok(())
+    }
+
+    /// An `l`'s body (after its code at `start`): its sign and checked
+    /// digits, bounded by [`MAX_LONG_DIGITS`] and what is left of the line.
+    pub(super) fn long_digits(
+        &mut self,
+        start: usize,
+        flag: bool,
+    ) -> Result<(bool, Digits<'de>), DeError> {
+        let count = self.u32()? as i32;
+        let negative = count < 0;
+        let n = count.unsigned_abs() as usize;
+        if n > MAX_LONG_DIGITS {
+            return Err(DeError::at(start, DecodeErrorKind::IntTooLarge));
+        }
+        let n = self.count(n, 2)?;
+        let bytes = self.take(2 * n)?;
+        let digits =
+            Digits::check(bytes).map_err(|()| DeError::at(start, DecodeErrorKind::BadLongDigit))?;
+        self.scalar_slot(flag, start)?;
+        Ok((negative, digits))
+    }
+
+    /// A latin-1 string's bytes (not all ASCII) as a `String`: each byte
+    /// from 0x80 up takes two in UTF-8, charged so and sized exactly as
+    /// charged (collecting would reserve `n` and then double past it; found
+    /// by the fuzzer: 2x the charge).
+    pub(super) fn latin1(&mut self, bytes: &[u8]) -> Result<String, DeError> {
+        let high = bytes.iter().filter(|&&b| b >= 0x80).count();
+        self.charge(budget::heap(bytes.len() + high))?;
+        let mut s = String::with_capacity(bytes.len() + high);
+        s.extend(bytes.iter().map(|&b| char::from(b)));
+        Ok(s)
     }
 
     pub(super) fn reserve_slot(&mut self, flag: bool) -> Result<Option<usize>, DeError> {

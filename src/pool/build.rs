@@ -17,14 +17,14 @@ use crate::error::{Error, Result};
 use crate::frame::FRAMES_ENV;
 use crate::process::{deadline_after, ChildKind};
 use crate::reactor::Reactor;
-use crate::serve::{self, Fallible, Infallible};
+use crate::serve::{self, Fallible, Infallible, WithRegions};
 use crate::task::calls::{Calls, Proto};
 use crate::worker::Exec;
 
 /// A supply as it will be started.
 enum Planned {
     Local(Local),
-    Hosts(HostsSupply),
+    Hosts(Box<HostsSupply>),
 }
 
 /// A pool being put together ([`Pool::builder`]): add supplies of workers,
@@ -115,6 +115,23 @@ where
         self
     }
 
+    /// `n` forked workers whose work function also gets the regions a task
+    /// carries (see [`Pool::with_regions`]).
+    pub fn local_regions<F>(mut self, n: usize, f: F) -> Self
+    where
+        F: Fn(Req, Vec<crate::shm::SharedMemory>) -> Rep + Clone + 'static,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        let wopts = self.opts.worker.clone();
+        let spawn = Box::new(move |r: &mut Reactor| {
+            let f = f.clone();
+            r.spawn_channel(&wopts, move |chan| serve::serve(chan, &mut WithRegions(f)))
+        });
+        self.add_local(n, spawn, Proto::Framed, ChildKind::Closure);
+        self
+    }
+
     /// `n` exec workers running `program` (see [`Pool::exec`]); the pool
     /// sets `MINIRAY_FRAMES=1` in their environment.
     pub fn exec(mut self, n: usize, program: &Exec) -> Self {
@@ -129,9 +146,26 @@ where
         self
     }
 
-    /// Connections to `hosts` (see [`Pool::remote`] and [`Hosts`]).
+    /// Connections to `hosts` (see [`Pool::remote`] and [`Hosts`]). A
+    /// keepalive `user_timeout` ([`Keepalive`](crate::remote::Keepalive))
+    /// not above the pool's [`PoolOptions::timeout`] is refused at
+    /// [`build`](Self::build) ([`Error::InvalidOption`]): it would abort
+    /// live connections to hosts busy with a task the deadline allows.
     pub fn hosts(mut self, hosts: &Hosts) -> Self {
-        self.planned.push(Planned::Hosts(HostsSupply::new(hosts)));
+        if let (Some(user), Some(task)) = (hosts.user_timeout(), self.opts.timeout) {
+            if task != Duration::MAX && user <= task {
+                let reason = format!(
+                    "{user:?} is not above the pool's task timeout ({task:?}): a host busy with a \
+                     task the deadline allows would have its connection aborted"
+                );
+                self.error = self.error.take().or(Some(Error::InvalidOption {
+                    option: "user_timeout",
+                    reason,
+                }));
+            }
+        }
+        self.planned
+            .push(Planned::Hosts(Box::new(HostsSupply::new(hosts))));
         self
     }
 
@@ -157,7 +191,8 @@ where
 
     /// Makes the pool: checks the options, spawns every local worker (the
     /// first that cannot be spawned is the error, and nothing is left
-    /// running), starts connecting to every host and waits up to the
+    /// running), starts each host source (its error is the build's),
+    /// starts connecting to every host and waits up to the
     /// connect timeout for those connects; with
     /// [`PoolOptions::startup_check`], waits that long for a worker that
     /// ends before it is given work.
@@ -185,6 +220,7 @@ where
             closed: false,
             cancelled: Vec::new(),
             events: Vec::new(),
+            takers: Vec::new(),
             progress: None,
         };
         pool.sizer = Sizer::new(pool.opts.chunking);
@@ -199,9 +235,10 @@ where
                     }
                     pool.supplies.push(Box::new(l));
                 }
-                Planned::Hosts(h) => {
+                Planned::Hosts(mut h) => {
+                    h.start(pool.calls.reactor_mut())?;
                     connect_for = connect_for.max(h.connect_timeout());
-                    pool.supplies.push(Box::new(h));
+                    pool.supplies.push(h);
                 }
             }
         }

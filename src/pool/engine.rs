@@ -161,25 +161,28 @@ where
         if self.queue.is_empty() {
             return;
         }
-        let takers: Vec<Worker> = self
-            .calls
-            .slots()
-            .filter(|(_, s)| s.takes_calls() && !s.ext.recycle)
-            .map(|(w, _)| w)
-            .collect();
+        let mut takers = std::mem::take(&mut self.takers);
+        takers.clear();
+        takers.extend(
+            self.calls
+                .slots()
+                .filter(|(_, s)| s.takes_calls() && !s.ext.recycle)
+                .map(|(w, _)| w),
+        );
         let elsewhere = takers.len() > 1;
         let hosts = self.supplies.iter().map(|s| s.hosts()).sum::<usize>();
         let other_host = hosts > 1 || (hosts > 0 && self.supplies.len() > 1);
-        for w in takers {
+        for &w in &takers {
             while !self.queue.is_empty() && self.has_room(w) {
                 if !self.send_to(w, elsewhere, other_host) {
                     break;
                 }
             }
             if self.queue.is_empty() {
-                return;
+                break;
             }
         }
+        self.takers = takers;
     }
 
     fn has_room(&self, w: Worker) -> bool {
@@ -188,7 +191,7 @@ where
         };
         // A plain peer is matched by position: one request at a time.
         let cap = if slot.framed() {
-            self.opts.in_flight_per_worker
+            self.opts.in_flight()
         } else {
             1
         };
@@ -203,14 +206,19 @@ where
     /// Closes the idle workers their supply retires (a drained host's):
     /// they finished what they had, and take nothing more.
     fn retire_idle(&mut self) {
+        let retiring = |s: &crate::task::calls::Slot<super::Place>| {
+            s.in_flight() == 0
+                && s.takes_calls()
+                && self.supplies[s.ext.origin.supply].retiring(s.ext.origin.host)
+        };
+        // Rare: look before collecting.
+        if !self.calls.slots().any(|(_, s)| retiring(s)) {
+            return;
+        }
         let idle: Vec<Worker> = self
             .calls
             .slots()
-            .filter(|(_, s)| {
-                s.in_flight() == 0
-                    && s.takes_calls()
-                    && self.supplies[s.ext.origin.supply].retiring(s.ext.origin.host)
-            })
+            .filter(|(_, s)| retiring(s))
             .map(|(w, _)| w)
             .collect();
         for w in idle {
@@ -282,9 +290,15 @@ where
                 return false;
             };
             id = task.id.get();
-            match self.calls.send_one(w, id, &task.req, timeout) {
-                Ok(()) => Ok(Load::Tasks(vec![task])),
-                Err(e) => Err((e, Load::Tasks(vec![task]))),
+            let sent = if task.regions.is_empty() {
+                self.calls.send_one(w, id, &task.req, timeout)
+            } else {
+                self.calls
+                    .send_one_regions(w, id, &task.req, &task.regions, timeout)
+            };
+            match sent {
+                Ok(()) => Ok(Load::One(task)),
+                Err(e) => Err((e, Load::One(task))),
             }
         };
         match sent {
@@ -319,6 +333,7 @@ where
                 // The worker is going (or full): not the tasks' fault.
                 match load {
                     Load::Run(run) => self.queue.push_front_run(run),
+                    Load::One(t) => self.queue.push_front(t),
                     Load::Tasks(tasks) => {
                         for t in tasks.into_iter().rev() {
                             self.queue.push_front(t);
@@ -357,6 +372,7 @@ where
             _ => supply.answered(origin.host),
         }
         match (answer, unit.load) {
+            (Answer::One(rep), Load::One(task)) => self.finish(task, Ok(rep)),
             (Answer::One(rep), load) => {
                 if let Some(task) = load.into_tasks().pop() {
                     self.finish(task, Ok(rep));
@@ -406,7 +422,11 @@ where
                 let charged = !(origin.host.is_some()
                     && answers == 0
                     && matches!(cause, Cause::WorkerLost { .. } | Cause::Connection { .. }));
-                if let Some(task) = load.into_tasks().pop() {
+                let task = match load {
+                    Load::One(task) => Some(task),
+                    load => load.into_tasks().pop(),
+                };
+                if let Some(task) = task {
                     self.try_failed(task, w, origin, cause, charged);
                 }
             }
@@ -505,6 +525,7 @@ where
             stopped: e.stopped,
             hello_unanswered: e.hello_unanswered,
             on_purpose,
+            broke: e.broke,
         };
         if !on_purpose && !e.hello_unanswered && e.stopped != Some(Stop::Owner) {
             self.stats.replaced += 1;

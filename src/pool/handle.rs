@@ -57,6 +57,8 @@ struct Inbox<Req, Rep> {
     /// The thread is in (or about to enter) its wait: a new command must
     /// write the pipe.
     asleep: bool,
+    /// A byte was written to the pipe since the thread last read it.
+    rung: bool,
     /// The thread ended: nothing will be answered.
     gone: bool,
 }
@@ -78,6 +80,7 @@ impl<Req, Rep> Mailbox<Req, Rep> {
         }
         inbox.queue.push_back(c);
         let wake = std::mem::replace(&mut inbox.asleep, false);
+        inbox.rung |= wake;
         drop(inbox);
         if wake {
             // A full pipe already holds a wake-up: nothing lost.
@@ -165,6 +168,20 @@ where
         Self::spawn(move || Pool::new(&opts, f))
     }
 
+    /// A pool of local workers whose `f` may fail ([`Pool::fallible`]: an
+    /// `Err` fails its task with [`Cause::Remote`](crate::Cause::Remote) and
+    /// the worker goes on) on a thread of its own.
+    pub fn fallible<F, E>(opts: &PoolOptions, f: F) -> Result<Self>
+    where
+        F: Fn(Req) -> std::result::Result<Rep, E> + Clone + Send + 'static,
+        E: fmt::Display,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        let opts = opts.clone();
+        Self::spawn(move || Pool::fallible(&opts, f))
+    }
+
     /// A pool of exec workers ([`Pool::exec`]) on a thread of its own.
     pub fn exec(opts: &PoolOptions, program: &Exec) -> Result<Self> {
         let (opts, program) = (opts.clone(), program.clone());
@@ -182,6 +199,7 @@ where
             commands: Mutex::new(Inbox {
                 queue: VecDeque::new(),
                 asleep: false,
+                rung: false,
                 gone: false,
             }),
             wake,
@@ -374,10 +392,15 @@ where
         } else {
             pool.step(None);
         }
-        mailbox.lock().asleep = false;
-        let _ = pool.calls.reactor_mut().take_user_events();
-        let mut drained = [0u8; 64];
-        while matches!(woken.read(&mut drained), Ok(n) if n > 0) {}
+        let rung = {
+            let mut inbox = mailbox.lock();
+            inbox.asleep = false;
+            std::mem::take(&mut inbox.rung)
+        };
+        if rung {
+            let mut drained = [0u8; 64];
+            while matches!(woken.read(&mut drained), Ok(n) if n > 0) {}
+        }
     }
     pool.close();
 }

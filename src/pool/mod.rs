@@ -80,7 +80,7 @@ pub use options::{
     MAX_WORKERS,
 };
 pub use progress::Progress;
-pub use supply::{HostStatus, Hosts, Protocol};
+pub use supply::{HostState, HostStatus, Hosts, Protocol};
 
 use crate::error::{Error, Result};
 use crate::process::{deadline_after, Signal};
@@ -117,6 +117,7 @@ struct Unit<Req> {
 #[derive(Debug)]
 enum Load<Req> {
     Run(Run<Req>),
+    One(Task<Req>),
     Tasks(Vec<Task<Req>>),
 }
 
@@ -124,6 +125,7 @@ impl<Req> Load<Req> {
     fn len(&self) -> usize {
         match self {
             Load::Run(r) => r.reqs.len(),
+            Load::One(_) => 1,
             Load::Tasks(t) => t.len(),
         }
     }
@@ -131,6 +133,7 @@ impl<Req> Load<Req> {
     fn holds(&self, id: TaskId) -> bool {
         match self {
             Load::Run(r) => r.holds(id),
+            Load::One(t) => t.id == id,
             Load::Tasks(t) => t.iter().any(|t| t.id == id),
         }
     }
@@ -138,6 +141,7 @@ impl<Req> Load<Req> {
     fn into_tasks(self) -> Vec<Task<Req>> {
         match self {
             Load::Run(r) => r.into_tasks().collect(),
+            Load::One(t) => vec![t],
             Load::Tasks(t) => t,
         }
     }
@@ -164,6 +168,8 @@ pub struct Pool<Req, Rep> {
     /// Tasks whose caller gave up while they ran (see [`Pool::cancel`]).
     cancelled: Vec<TaskId>,
     events: Vec<Event<Rep, Place>>,
+    /// The workers a dispatch looks at (kept to reuse its allocation).
+    takers: Vec<Worker>,
     progress: Option<progress::Reporter>,
 }
 
@@ -214,6 +220,20 @@ where
         Self::builder(opts).local_fallible(opts.workers, f).build()
     }
 
+    /// [`Pool::new`] whose work function also gets the shared memory
+    /// regions a task carries ([`Pool::submit_regions`]; empty for a task
+    /// without): mapped read-write, or read-only if the sender sealed them
+    /// so. Regions every worker needs from the start are better inherited
+    /// ([`WorkerOptions::region`](crate::WorkerOptions::region)).
+    pub fn with_regions<F>(opts: &PoolOptions, f: F) -> Result<Self>
+    where
+        F: Fn(Req, Vec<crate::shm::SharedMemory>) -> Rep + Clone + 'static,
+        Req: DeserializeOwned,
+        Rep: Serialize,
+    {
+        Self::builder(opts).local_regions(opts.workers, f).build()
+    }
+
     /// A pool of `opts.workers` exec workers running `program`, which must
     /// answer each request line with one reply line. **Its stdout is the
     /// protocol**: a line it prints that is no reply makes the pool recycle
@@ -249,6 +269,52 @@ where
             return Err(Error::PoolClosed);
         }
         Ok(self.enqueue(req, HANDLES, 0))
+    }
+
+    /// [`Pool::submit`] with shared memory regions attached: they travel
+    /// with the request to a local worker (their descriptors, with
+    /// `SCM_RIGHTS`; the data is not copied) and its work function gets them
+    /// ([`Pool::with_regions`]); a retry carries them again. The pool keeps
+    /// a duplicate descriptor of each until the task ends. A task with
+    /// regions runs alone (never in a chunk) and only on a local worker:
+    /// descriptors do not cross machines.
+    ///
+    /// Errors: [`Error::PoolClosed`]; [`Error::Region`] for a pool with no
+    /// local workers, or more than 32 regions; the descriptor duplicates'.
+    pub fn submit_regions(
+        &mut self,
+        req: Req,
+        regions: &[&crate::shm::SharedMemory],
+    ) -> Result<TaskId> {
+        if self.closed {
+            return Err(Error::PoolClosed);
+        }
+        if !self.supplies.iter().any(|s| s.hosts() == 0) {
+            return Err(Error::region(
+                "regions travel only to local workers, and this pool has none",
+            ));
+        }
+        if regions.len() > crate::envelope::MAX_REGIONS {
+            return Err(Error::region("at most 32 regions per message"));
+        }
+        let attached = regions
+            .iter()
+            .map(|r| crate::task::calls::Attached::new(r))
+            .collect::<Result<Vec<_>>>()?;
+        let id = TaskId(self.next_task);
+        self.next_task += 1;
+        self.router.expect(HANDLES, id);
+        self.queue.push_alone(Task {
+            id,
+            req,
+            sink: HANDLES,
+            seq: 0,
+            tries: Vec::new(),
+            avoid: None,
+            regions: attached,
+        });
+        self.stats.submitted += 1;
+        Ok(id)
     }
 
     /// The result of the submitted task `id`, waiting up to `timeout`
@@ -338,9 +404,17 @@ impl<Req, Rep> Pool<Req, Rep> {
         PoolStats {
             in_flight: self.running.values().map(|u| u.load.len() as u64).sum(),
             out_of_sync: self.calls.out_of_sync(),
-            strays: self.calls.strays(),
+            late_answers: self.calls.strays(),
             ..self.stats
         }
+    }
+
+    /// Why the latest worker that lost step did (its offending line
+    /// quoted, at most 200 bytes), or `None` if none has
+    /// ([`PoolStats::out_of_sync`] counts them). Its tries ran again; this is
+    /// what to look at when the count grows.
+    pub fn last_out_of_sync(&self) -> Option<&str> {
+        self.calls.last_out_of_sync()
     }
 
     /// The live workers.
@@ -360,12 +434,24 @@ impl<Req, Rep> Pool<Req, Rep> {
         self.supplies.get(origin.supply)?.host_addr(origin.host?)
     }
 
-    /// Each remote host as it stands (empty for a local pool).
+    /// Each remote host as it stands (empty for a local pool); drained
+    /// hosts stay listed, so a host's place never changes.
     pub fn hosts(&self) -> Vec<HostStatus> {
         self.supplies
             .iter()
             .flat_map(|s| s.host_statuses())
             .collect()
+    }
+
+    /// The handle of the host source this pool started ([`Hosts::source`],
+    /// [`Hosts::dns`], [`Hosts::slurm`]) if it is an `S`: a
+    /// [`SlurmLauncher`](crate::cluster::SlurmLauncher) to start or cancel
+    /// steps while the pool runs, a [`DnsSource`](crate::cluster::DnsSource)
+    /// for its status. The first such source of the pool's.
+    pub fn host_source<S: 'static>(&self) -> Option<&S> {
+        self.supplies
+            .iter()
+            .find_map(|s| s.host_source()?.downcast_ref())
     }
 
     /// Sends `signal` to a local worker's process group ([`Reactor::kill`](crate::Reactor::kill)).

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use super::router::SinkId;
+use crate::task::calls::Attached;
 use crate::task::{Attempt, TaskId};
 use crate::worker::Worker;
 
@@ -29,6 +30,8 @@ pub(crate) struct Task<Req> {
     /// The worker and host its last try failed on: a retry runs elsewhere
     /// when the pool has another.
     pub(crate) avoid: Option<(Worker, Origin)>,
+    /// Shared memory regions it carries (local workers only).
+    pub(crate) regions: Vec<Attached>,
 }
 
 impl<Req> Task<Req> {
@@ -41,6 +44,10 @@ impl<Req> Task<Req> {
         elsewhere: bool,
         other_host: bool,
     ) -> bool {
+        if !self.regions.is_empty() && origin.host.is_some() {
+            // Descriptors do not cross machines.
+            return false;
+        }
         match self.avoid {
             None => true,
             Some((bad, bad_origin)) => {
@@ -72,6 +79,7 @@ impl<Req> Run<Req> {
             seq: seq + i,
             tries: Vec::new(),
             avoid: None,
+            regions: Vec::new(),
         })
     }
 
@@ -105,6 +113,28 @@ enum Entry<Req> {
         reqs: VecDeque<Req>,
     },
     Alone(Task<Req>),
+}
+
+impl<Req> Entry<Req> {
+    /// The entry's tasks, one by one.
+    fn into_tasks(self) -> Vec<Task<Req>> {
+        match self {
+            Entry::Alone(t) => vec![t],
+            Entry::Fresh {
+                first,
+                seq,
+                sink,
+                reqs,
+            } => Run {
+                first: TaskId(first),
+                seq,
+                sink,
+                reqs: Vec::from(reqs),
+            }
+            .into_tasks()
+            .collect(),
+        }
+    }
 }
 
 /// The queue (see the module docs).
@@ -149,6 +179,12 @@ impl<Req> Queue<Req> {
             sink,
             reqs,
         });
+    }
+
+    /// Queues a task that runs alone (one that carries regions) at the back.
+    pub(crate) fn push_alone(&mut self, task: Task<Req>) {
+        self.len += 1;
+        self.entries.push_back(Entry::Alone(task));
     }
 
     /// Puts a task back at the front, to run alone (a retry, or a chunk's
@@ -241,6 +277,7 @@ impl<Req> Queue<Req> {
                     seq: *seq,
                     tries: Vec::new(),
                     avoid: None,
+                    regions: Vec::new(),
                 };
                 *first += 1;
                 *seq += 1;
@@ -261,47 +298,38 @@ impl<Req> Queue<Req> {
         let mut gone = Vec::new();
         let mut kept = VecDeque::with_capacity(self.entries.len());
         for e in self.entries.drain(..) {
-            match e {
-                Entry::Alone(t) if drop(t.id, t.sink) => gone.push(t),
-                Entry::Alone(t) => kept.push_back(Entry::Alone(t)),
-                Entry::Fresh {
-                    first,
-                    seq,
-                    sink,
-                    reqs,
-                } => {
-                    // Split around the dropped tasks, keeping the rest fresh.
-                    let run = Run {
-                        first: TaskId(first),
-                        seq,
-                        sink,
-                        reqs: Vec::from(reqs),
-                    };
-                    let mut rest: Option<Entry<Req>> = None;
-                    for t in run.into_tasks() {
-                        if drop(t.id, t.sink) {
-                            if let Some(r) = rest.take() {
-                                kept.push_back(r);
-                            }
-                            gone.push(t);
-                            continue;
-                        }
-                        match &mut rest {
-                            Some(Entry::Fresh { reqs, .. }) => reqs.push_back(t.req),
-                            _ => {
-                                rest = Some(Entry::Fresh {
-                                    first: t.id.get(),
-                                    seq: t.seq,
-                                    sink: t.sink,
-                                    reqs: VecDeque::from([t.req]),
-                                })
-                            }
-                        }
-                    }
-                    if let Some(r) = rest {
+            if let Entry::Alone(t) = e {
+                if drop(t.id, t.sink) {
+                    gone.push(t);
+                } else {
+                    kept.push_back(Entry::Alone(t));
+                }
+                continue;
+            }
+            // A run: split around the dropped tasks, keeping the rest fresh.
+            let mut rest: Option<Entry<Req>> = None;
+            for t in e.into_tasks() {
+                if drop(t.id, t.sink) {
+                    if let Some(r) = rest.take() {
                         kept.push_back(r);
                     }
+                    gone.push(t);
+                    continue;
                 }
+                match &mut rest {
+                    Some(Entry::Fresh { reqs, .. }) => reqs.push_back(t.req),
+                    _ => {
+                        rest = Some(Entry::Fresh {
+                            first: t.id.get(),
+                            seq: t.seq,
+                            sink: t.sink,
+                            reqs: VecDeque::from([t.req]),
+                        })
+                    }
+                }
+            }
+            if let Some(r) = rest {
+                kept.push_back(r);
             }
         }
         self.entries = kept;
@@ -312,26 +340,6 @@ impl<Req> Queue<Req> {
     /// Takes every task out.
     pub(crate) fn drain(&mut self) -> Vec<Task<Req>> {
         self.len = 0;
-        let mut out = Vec::new();
-        for e in self.entries.drain(..) {
-            match e {
-                Entry::Alone(t) => out.push(t),
-                Entry::Fresh {
-                    first,
-                    seq,
-                    sink,
-                    reqs,
-                } => out.extend(
-                    Run {
-                        first: TaskId(first),
-                        seq,
-                        sink,
-                        reqs: Vec::from(reqs),
-                    }
-                    .into_tasks(),
-                ),
-            }
-        }
-        out
+        self.entries.drain(..).flat_map(Entry::into_tasks).collect()
     }
 }

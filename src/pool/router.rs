@@ -6,10 +6,11 @@
 //! map's (held by position until the results before it are yielded), an
 //! unordered map's (in completion order), or nowhere (a dropped map's).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use slab::Slab;
 
+use super::chunk::IdMap;
 use super::TaskResult;
 use crate::task::TaskId;
 
@@ -24,16 +25,16 @@ pub(crate) const HANDLES: SinkId = SinkId(0);
 enum Sink<Rep> {
     /// Submitted tasks: finished results by id, in completion order.
     Handles {
-        done: HashMap<TaskId, TaskResult<Rep>>,
+        done: IdMap<TaskId, TaskResult<Rep>>,
         order: VecDeque<TaskId>,
-        pending: HashSet<TaskId>,
+        pending: IdMap<TaskId, ()>,
     },
     /// An ordered map: results held by the position they start at, from
     /// `next` on; the block being yielded is `current`.
     Ordered {
         next: u64,
         current: Option<Block<Rep>>,
-        held: HashMap<u64, Block<Rep>>,
+        held: IdMap<u64, Block<Rep>>,
     },
     /// An unordered map: results in completion order.
     Unordered { done: VecDeque<Block<Rep>> },
@@ -78,9 +79,9 @@ impl<Rep> Default for Router<Rep> {
         let mut sinks = Slab::new();
         let handles = sinks.insert((
             Sink::Handles {
-                done: HashMap::new(),
+                done: IdMap::default(),
                 order: VecDeque::new(),
-                pending: HashSet::new(),
+                pending: IdMap::default(),
             },
             0,
         ));
@@ -96,7 +97,7 @@ impl<Rep> Router<Rep> {
             Sink::Ordered {
                 next: 0,
                 current: None,
-                held: HashMap::new(),
+                held: IdMap::default(),
             }
         } else {
             Sink::Unordered {
@@ -111,7 +112,7 @@ impl<Rep> Router<Rep> {
         if let Some((s, outstanding)) = self.sinks.get_mut(sink.0) {
             *outstanding += 1;
             if let Sink::Handles { pending, .. } = s {
-                pending.insert(id);
+                pending.insert(id, ());
             }
         }
     }
@@ -274,7 +275,7 @@ impl<Rep> Router<Rep> {
 
     /// Whether the submitted task `id` is still to finish.
     pub(crate) fn handle_pending(&self, id: TaskId) -> bool {
-        matches!(self.sinks.get(HANDLES.0), Some((Sink::Handles { pending, .. }, _)) if pending.contains(&id))
+        matches!(self.sinks.get(HANDLES.0), Some((Sink::Handles { pending, .. }, _)) if pending.contains_key(&id))
     }
 
     /// The next submitted task to have finished, in completion order.

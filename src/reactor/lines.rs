@@ -5,6 +5,8 @@
 
 use std::process::ExitStatus;
 
+use std::os::fd::OwnedFd;
+
 use super::Reactor;
 use crate::error::{Error, Result};
 use crate::format::Format;
@@ -56,6 +58,24 @@ impl Reactor {
         E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
     {
         self.queue(w, Vec::new(), encode)
+    }
+
+    /// [`Reactor::send_with`] for a line that carries descriptors (a region
+    /// envelope): they go in its `sendmsg`. Refused over TCP, and past
+    /// 32 descriptors, with nothing queued.
+    pub(crate) fn send_fds_with<E>(&mut self, w: Worker, fds: Vec<OwnedFd>, encode: E) -> Result<()>
+    where
+        E: FnOnce(Format, &mut Vec<u8>, &mut Vec<u8>) -> Result<()>,
+    {
+        if self.conn(w)?.is_tcp() {
+            return Err(Error::region(
+                "regions cannot be sent over TCP: descriptors do not cross machines",
+            ));
+        }
+        if fds.len() > crate::envelope::MAX_REGIONS {
+            return Err(Error::region("at most 32 regions per message"));
+        }
+        self.queue(w, fds, encode)
     }
 
     /// Whether a wait could end for anything but its timeout: a worker, a

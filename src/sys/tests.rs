@@ -80,24 +80,60 @@ fn memfd(len: u64, seals: libc::c_int) -> OwnedFd {
 
 #[test]
 fn a_sealed_memfd_maps_read_write_and_read_only() {
-    let fd = memfd(4096, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW);
-    let mut w = map_sealed_mut(&fd, 4096).expect("map rw");
+    let file =
+        SealedFile::check(memfd(4096, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)).expect("sealed");
+    assert_eq!(file.size(), 4096);
+    let mut w = file.map_mut(4096).expect("map rw");
     w[4095] = 9;
-    let r = map_sealed(&fd, 4096).expect("map ro");
+    let r = file.map(4096).expect("map ro");
     assert_eq!(r[4095], 9);
+    // A mapping longer than the file is refused: its tail has no backing.
+    let e = file.map(3 * 4096).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    assert!(file.map_mut(4097).is_err());
+    // Made here: sealed against shrinking and growing, not against sealing.
+    let made = SealedFile::create(c"sys-test-made", 8192).expect("create");
+    let seals = get_seals(&made).expect("seals");
+    assert_eq!(seals, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW);
+    assert_eq!(made.seals(), seals);
 }
 
 #[test]
 fn a_map_that_could_raise_sigbus_is_refused() {
     // Not sealed against shrinking: a holder could truncate it under us.
     let unsealed = memfd(4096, 0);
-    let e = map_sealed_mut(&unsealed, 4096).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
-    assert!(map_sealed(&unsealed, 4096).is_err());
-    // Sealed, but shorter than the mapping: the tail pages have no backing.
-    let short = memfd(4096, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW);
-    let e = map_sealed(&short, 3 * 4096).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    assert!(matches!(
+        SealedFile::check(unsealed),
+        Err(Unfit::Shrinkable)
+    ));
+    // No memfd at all: no seals to read.
+    let (a, _b) = UnixStream::pair().expect("socketpair");
+    assert!(matches!(
+        SealedFile::check(OwnedFd::from(a)),
+        Err(Unfit::NotSealable)
+    ));
+}
+
+#[test]
+fn write_sealing_waits_for_no_writable_mapping_and_a_private_map_is_none() {
+    let mut file = SealedFile::create(c"sys-test-seal", 4096).expect("create");
+    let w = file.map_mut(4096).expect("map rw");
+    // Not copied into a worker another test forks meanwhile: that copy
+    // would hold the region writable and make the seal below fail.
+    // SAFETY: advice on a mapping this test owns, whole pages; it changes
+    // only what a fork copies.
+    let advised =
+        unsafe { libc::madvise(w.as_ptr() as *mut libc::c_void, 4096, libc::MADV_DONTFORK) };
+    assert_eq!(advised, 0, "madvise(MADV_DONTFORK)");
+    let e = file.add_seals(libc::F_SEAL_WRITE).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}");
+    drop(w);
+    let r = file.map_private(4096).expect("map private");
+    file.add_seals(libc::F_SEAL_WRITE)
+        .expect("no writable mapping left");
+    assert_eq!(file.seals() & libc::F_SEAL_WRITE, libc::F_SEAL_WRITE);
+    assert!(file.map_mut(4096).is_err(), "write-sealed: no writable map");
+    assert_eq!(file.map(4096).expect("map ro")[..], r[..]);
 }
 
 #[test]
@@ -136,8 +172,11 @@ fn a_hugetlbfs_memfd_is_refused_and_a_normal_one_passes_the_check() {
         return;
     };
     assert!(is_hugetlbfs(&huge).expect("fstatfs"));
-    let e = map_sealed(&huge, 2 << 20).unwrap_err();
-    assert!(e.to_string().contains("hugetlbfs"), "{e}");
+    // After a normal memfd's device is known, a hugetlbfs one is still
+    // looked at (another device).
+    SealedFile::check(dup_cloexec(&normal).expect("dup")).expect("normal");
+    let again = dup_cloexec(&huge).expect("dup");
+    assert!(matches!(SealedFile::check(again), Err(Unfit::HugeTlb)));
     // Received as a region: refused with a typed error that names it.
     match crate::SharedMemory::from_fd(huge, 1, true) {
         Err(crate::Error::Region { reason }) => assert!(reason.contains("hugetlbfs"), "{reason}"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::calls::{CallId, Proto};
+use super::slot::{CallId, Proto};
 use super::{Cause, RemoteKind};
 use crate::error::Error;
 use crate::format::Format;

@@ -30,104 +30,19 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::answer::{self, Answer, Heard};
+use super::answer::Answer;
+pub(crate) use super::attached::Attached;
+use super::slot::Call;
+pub(crate) use super::slot::{CallId, Proto, Slot, Stop};
+use super::slot::{Due, SETTLE_TICK};
 use super::slots::Slots;
-use super::{Cause, TaskId};
+use super::Cause;
 use crate::error::{Error, Result};
 use crate::frame::{self, Kind};
 use crate::list_writer::{append_line, ListWriter};
 use crate::process::{deadline_after, ChildKind, Signal};
-use crate::reactor::{Incoming, Reactor};
+use crate::reactor::Reactor;
 use crate::worker::Worker;
-
-/// A call's id, chosen by the caller: unique among the calls in flight.
-pub(crate) type CallId = u64;
-
-/// How long a plain local worker's answer may wait for the worker to go
-/// quiet (wait for input) before it is taken as it stands.
-const SETTLE_MAX: Duration = Duration::from_millis(20);
-
-/// How often a worker that is not quiet yet is looked at again.
-const SETTLE_TICK: Duration = Duration::from_micros(200);
-
-/// How a worker is spoken to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Proto {
-    /// Plain lines, answered in order.
-    Plain,
-    /// Plain lines until the program announces frames with an accept line
-    /// (an exec worker started with `MINIRAY_FRAMES=1`).
-    Announce,
-    /// A hello was sent; nothing else is sent until it is answered.
-    Hello,
-    /// Frames.
-    Framed,
-}
-
-/// Why this layer ended a worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// A call's deadline passed.
-    Deadline,
-    /// It lost step, or broke the protocol.
-    OutOfSync,
-    /// Its owner closed it (a recycled worker).
-    Owner,
-    /// Its owner gave up on a call it ran.
-    Cancelled,
-    /// Its process exited though a descendant holds its socket.
-    Exited,
-    /// Its connection failed.
-    Broken,
-}
-
-/// One call in flight.
-#[derive(Debug)]
-struct Call {
-    id: CallId,
-    /// Items of a chunk; 0 for a single request.
-    items: u32,
-    /// Sent as a frame (answered by id), or plain (answered in order).
-    framed: bool,
-    at: Option<Instant>,
-    timeout: Option<Duration>,
-}
-
-/// A worker's place: its calls in flight and the owner's state beside.
-#[derive(Debug)]
-pub(crate) struct Slot<S> {
-    calls: VecDeque<Call>,
-    proto: Proto,
-    answers: u64,
-    stopped: Option<Stop>,
-    /// A local worker's pid: a plain answer is taken once it waits for
-    /// input again (see [`Calls`]'s docs).
-    pid: Option<libc::pid_t>,
-    /// Since when its answer waits for it to go quiet.
-    settling: Option<Instant>,
-    /// What it runs (`None`: remote), for what its exit status means.
-    kind: Option<ChildKind>,
-    /// The owner's state for this worker.
-    pub(crate) ext: S,
-}
-
-impl<S> Slot<S> {
-    /// Calls in flight.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.calls.len()
-    }
-
-    /// Whether a call may be sent: not stopped, and not waiting for its
-    /// hello's answer.
-    pub(crate) fn takes_calls(&self) -> bool {
-        self.stopped.is_none() && self.proto != Proto::Hello
-    }
-
-    /// Whether it speaks frames (so takes chunks and several calls at once).
-    pub(crate) fn framed(&self) -> bool {
-        self.proto == Proto::Framed
-    }
-}
 
 /// A worker that ended.
 #[derive(Debug)]
@@ -141,6 +56,8 @@ pub(crate) struct Ended<S> {
     pub(crate) stopped: Option<Stop>,
     /// A hello it never answered: the peer is plain and closed on it.
     pub(crate) hello_unanswered: bool,
+    /// The error that broke its connection, if one did.
+    pub(crate) broke: Option<Error>,
     /// The owner's state for it.
     pub(crate) ext: S,
 }
@@ -163,26 +80,6 @@ pub(crate) enum Event<Rep, S> {
     Ended(Ended<S>),
 }
 
-/// A call's deadline, ordered by time (then call).
-#[derive(Debug, PartialEq, Eq)]
-struct Due {
-    at: Instant,
-    call: CallId,
-    worker: Worker,
-}
-
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.call).cmp(&(other.at, other.call))
-    }
-}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 /// How many of a chunk's items went out.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkSent {
@@ -196,17 +93,19 @@ pub(crate) struct ChunkSent {
 /// Calls over a reactor (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Calls<Rep, S> {
-    reactor: Reactor,
-    slots: Slots<Slot<S>>,
-    deadlines: BinaryHeap<Reverse<Due>>,
-    events: Vec<Event<Rep, S>>,
-    in_flight: usize,
-    strays: u64,
-    out_of_sync: u64,
-    ready: Vec<Worker>,
+    pub(super) reactor: Reactor,
+    pub(super) slots: Slots<Slot<S>>,
+    pub(super) deadlines: BinaryHeap<Reverse<Due>>,
+    pub(super) events: Vec<Event<Rep, S>>,
+    pub(super) in_flight: usize,
+    pub(super) strays: u64,
+    pub(super) out_of_sync: u64,
+    /// Why the latest worker lost step (its offending line quoted).
+    pub(super) last_out_of_sync: Option<String>,
+    pub(super) ready: Vec<Worker>,
     /// Plain workers whose answer waits for them to go quiet.
-    settling: Vec<Worker>,
-    chunk_buf: Vec<u8>,
+    pub(super) settling: Vec<Worker>,
+    pub(super) chunk_buf: Vec<u8>,
 }
 
 impl<Rep, S> Calls<Rep, S> {
@@ -219,6 +118,7 @@ impl<Rep, S> Calls<Rep, S> {
             in_flight: 0,
             strays: 0,
             out_of_sync: 0,
+            last_out_of_sync: None,
             ready: Vec::new(),
             settling: Vec::new(),
             chunk_buf: Vec::new(),
@@ -259,6 +159,7 @@ impl<Rep, S> Calls<Rep, S> {
                 pid: self.reactor.pid(w),
                 settling: None,
                 kind,
+                broke: None,
                 ext,
             },
         );
@@ -294,6 +195,11 @@ impl<Rep, S> Calls<Rep, S> {
         self.out_of_sync
     }
 
+    /// Why the latest worker lost step.
+    pub(crate) fn last_out_of_sync(&self) -> Option<&str> {
+        self.last_out_of_sync.as_deref()
+    }
+
     /// Sends `msg` to `w` as call `id` (framed if `w` speaks frames).
     ///
     /// Errors (nothing sent, no call made): those of
@@ -312,6 +218,34 @@ impl<Rep, S> Calls<Rep, S> {
                 frame::write_header(Kind::Request, id, out);
             }
             format.encode_line(msg, out, scratch)
+        })?;
+        self.begin(w, id, 0, framed, timeout);
+        Ok(())
+    }
+
+    /// [`Calls::send_one`] with shared memory regions: the request travels
+    /// in the region envelope, its descriptors with it (`SCM_RIGHTS`).
+    /// Refused over TCP ([`Error::Region`]), nothing sent.
+    pub(crate) fn send_one_regions<T: Serialize + ?Sized>(
+        &mut self,
+        w: Worker,
+        id: CallId,
+        msg: &T,
+        regions: &[Attached],
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let framed = self.sendable(w)?;
+        let fds = regions
+            .iter()
+            .map(|r| crate::sys::dup_cloexec(&r.fd))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
+        let ids: Vec<u64> = regions.iter().map(|r| r.id).collect();
+        self.reactor.send_fds_with(w, fds, |format, out, scratch| {
+            if framed {
+                frame::write_header(Kind::Request, id, out);
+            }
+            crate::envelope::encode_envelope_ids(format, &ids, msg, out, scratch)
         })?;
         self.begin(w, id, 0, framed, timeout);
         Ok(())
@@ -504,212 +438,8 @@ impl<Rep, S> Calls<Rep, S> {
         self.reactor.shutdown();
     }
 
-    /// Takes every item queued for `w`, matching answers to calls.
-    fn drain(&mut self, w: Worker)
-    where
-        Rep: DeserializeOwned,
-    {
-        loop {
-            if !self.settled(w) {
-                return;
-            }
-            let item = match self.reactor.take_incoming(w) {
-                Ok(Some(item)) => item,
-                Ok(None) => return,
-                // Gone from the reactor without a `Closed` we saw.
-                Err(_) => return self.ended(w, None),
-            };
-            match item {
-                Incoming::Line(msg) => self.line(w, msg),
-                Incoming::Failed(e) => self.failed_line(w, e),
-                Incoming::Exited(status) => {
-                    // Gone, though a descendant holds the socket: nothing
-                    // more will answer. Close it so `Closed` follows.
-                    if let Some(slot) = self.slots.get_mut(w) {
-                        slot.stopped.get_or_insert(Stop::Exited);
-                    }
-                    let kind = self.slots.get(w).and_then(|s| s.kind);
-                    self.fail_all(w, |_| Cause::WorkerLost { status, kind });
-                    let _ = self.reactor.close(w);
-                }
-                Incoming::Closed(status) => return self.ended(w, status),
-            }
-        }
-    }
-
-    /// Whether `w`'s queued lines may be taken now. A plain peer answers
-    /// by position, and the line it wrote last before it waits for its
-    /// next request is its answer: a local plain worker's lines are taken
-    /// only once it waits for input (`/proc/PID/syscall`), so every line it
-    /// wrote for the request is in, and a stray line (a `print`) is seen as
-    /// one line too many, never taken for the answer. A worker that does
-    /// not go quiet within [`SETTLE_MAX`], or whose state cannot be read,
-    /// has its lines taken as they stand.
-    fn settled(&mut self, w: Worker) -> bool {
-        let queued = self.reactor.queued_plain_lines(w);
-        let Some(slot) = self.slots.get_mut(w) else {
-            return true;
-        };
-        let waiting = slot.calls.iter().any(|c| !c.framed);
-        let Some(pid) = slot
-            .pid
-            .filter(|_| waiting && queued > 0 && slot.stopped.is_none())
-        else {
-            slot.settling = None;
-            return true;
-        };
-        let now = Instant::now();
-        let since = *slot.settling.get_or_insert(now);
-        match crate::sys::waits_for_input(pid) {
-            Some(true) => {
-                slot.settling = None;
-                // What it wrote before it went quiet.
-                self.reactor.read_conn(w);
-                true
-            }
-            Some(false) if now.duration_since(since) < SETTLE_MAX => {
-                if !self.settling.contains(&w) {
-                    self.settling.push(w);
-                }
-                false
-            }
-            _ => {
-                slot.settling = None;
-                true
-            }
-        }
-    }
-
-    /// One line from `w`.
-    fn line(&mut self, w: Worker, msg: crate::inbound::Msg)
-    where
-        Rep: DeserializeOwned,
-    {
-        let format = match self.reactor.format(w) {
-            Ok(f) => f,
-            Err(_) => return,
-        };
-        let queued = self.reactor.queued_plain_lines(w);
-        let Some(slot) = self.slots.get_mut(w) else {
-            return;
-        };
-        if slot.stopped.is_some() {
-            // What a stopped worker still sends answers no one.
-            self.strays += 1;
-            return;
-        }
-        let plain_calls = slot.calls.iter().filter(|c| !c.framed).count();
-        let calls = &slot.calls;
-        let find = |id: CallId, framed: bool| {
-            calls
-                .iter()
-                .find(|c| c.framed == framed && (!framed || c.id == id))
-                .map(|c| (c.id, c.items))
-        };
-        let heard = answer::hear(slot.proto, &msg, format, find, plain_calls, queued);
-        match heard {
-            Heard::Spoke(framed) => {
-                slot.proto = if framed { Proto::Framed } else { Proto::Plain };
-                self.events.push(Event::Spoke { worker: w, framed });
-            }
-            Heard::HelloAnswered => {
-                slot.proto = Proto::Plain;
-                self.events.push(Event::Spoke {
-                    worker: w,
-                    framed: false,
-                });
-            }
-            Heard::Stray => self.strays += 1,
-            Heard::Answer(id, answer) => {
-                slot.answers += 1;
-                self.finish(w, id, answer);
-            }
-            Heard::OutOfSync(reason) => self.lost_step(w, reason),
-        }
-    }
-
-    /// A line that failed before it could be read.
-    fn failed_line(&mut self, w: Worker, e: Error) {
-        let Some(slot) = self.slots.get_mut(w) else {
-            return;
-        };
-        if slot.stopped.is_some() {
-            return;
-        }
-        match e {
-            // The peer hung up mid-line: no answer, `Closed` follows.
-            Error::TruncatedLine { .. } => {}
-            Error::LineTooLong { ref start, .. } => {
-                let message = e.to_string();
-                // Whose answer was it? A frame's header names its call;
-                // a plain peer's line is its oldest call's.
-                let call = match frame::parse(start) {
-                    Ok(Some((h, _))) if h.kind.is_answer() => {
-                        slot.calls.iter().find(|c| c.framed && c.id == h.id)
-                    }
-                    Ok(None) => slot.calls.iter().find(|c| !c.framed),
-                    _ => None,
-                }
-                .map(|c| c.id);
-                match call {
-                    Some(id) => {
-                        slot.answers += 1;
-                        self.finish(w, id, Answer::Failed(Cause::Reply { message }));
-                    }
-                    None => self.lost_step(w, format!("an answer no call waits for: {message}")),
-                }
-            }
-            e if e.is_message_error() => {
-                // A line whose descriptors were unusable, say: it was a
-                // plain peer's answer, or it breaks the protocol.
-                let message = e.to_string();
-                match slot.calls.iter().find(|c| !c.framed).map(|c| c.id) {
-                    Some(id) if !slot.framed() => {
-                        slot.answers += 1;
-                        self.finish(w, id, Answer::Failed(Cause::Reply { message }));
-                    }
-                    _ => self.lost_step(w, message),
-                }
-            }
-            e => {
-                // No answer and no end: the connection is unusable.
-                let message = e.to_string();
-                self.stop(w, Stop::Broken, |_| Cause::Connection {
-                    message: message.clone(),
-                });
-            }
-        }
-    }
-
-    /// Call `id` of `w` ended with `answer`.
-    fn finish(&mut self, w: Worker, id: CallId, answer: Answer<Rep>) {
-        let Some(slot) = self.slots.get_mut(w) else {
-            return;
-        };
-        let Some(i) = slot.calls.iter().position(|c| c.id == id) else {
-            self.strays += 1;
-            return;
-        };
-        slot.calls.remove(i);
-        self.in_flight -= 1;
-        self.events.push(Event::Done {
-            worker: w,
-            call: id,
-            answer,
-            answers: slot.answers,
-        });
-    }
-
-    /// `w` lost step: stopped, its calls retried elsewhere.
-    fn lost_step(&mut self, w: Worker, reason: String) {
-        self.out_of_sync += 1;
-        self.stop(w, Stop::OutOfSync, |_| Cause::OutOfSync {
-            reason: reason.clone(),
-        });
-    }
-
     /// `w` is gone: its calls fail with its status, then its end is told.
-    fn ended(&mut self, w: Worker, status: Option<ExitStatus>) {
+    pub(super) fn ended(&mut self, w: Worker, status: Option<ExitStatus>) {
         let kind = self.slots.get(w).and_then(|s| s.kind);
         self.fail_all(w, |_| Cause::WorkerLost { status, kind });
         let Some(slot) = self.slots.remove(w) else {
@@ -721,11 +451,12 @@ impl<Rep, S> Calls<Rep, S> {
             answers: slot.answers,
             stopped: slot.stopped,
             hello_unanswered: slot.proto == Proto::Hello,
+            broke: slot.broke,
             ext: slot.ext,
         }));
     }
 
-    fn fail_all(&mut self, w: Worker, cause: impl Fn(&Call) -> Cause) {
+    pub(super) fn fail_all(&mut self, w: Worker, cause: impl Fn(&Call) -> Cause) {
         let Some(slot) = self.slots.get_mut(w) else {
             return;
         };
@@ -738,67 +469,5 @@ impl<Rep, S> Calls<Rep, S> {
                 answers: slot.answers,
             });
         }
-    }
-
-    /// Stops the workers of calls whose deadline passed by `now`.
-    fn expire(&mut self, now: Instant)
-    where
-        Rep: DeserializeOwned,
-    {
-        while let Some(Reverse(due)) = self.deadlines.peek() {
-            if due.at > now {
-                break;
-            }
-            let (id, w) = (due.call, due.worker);
-            self.deadlines.pop();
-            if !self.is_in_flight(w, id) {
-                continue;
-            }
-            // Answers already here are taken first, each by its call.
-            self.drain(w);
-            if !self.is_in_flight(w, id) {
-                continue;
-            }
-            let Some(slot) = self.slots.get_mut(w) else {
-                continue;
-            };
-            // Every call past its own deadline fails with `Deadline`; the
-            // others are victims of call `id`.
-            let causes: Vec<(CallId, Cause)> = slot
-                .calls
-                .iter()
-                .map(|c| {
-                    let cause = match c.timeout {
-                        Some(timeout) if c.id == id || c.at.is_some_and(|at| at <= now) => {
-                            Cause::Deadline { timeout }
-                        }
-                        _ => Cause::KilledForDeadline { task: TaskId(id) },
-                    };
-                    (c.id, cause)
-                })
-                .collect();
-            self.stop(w, Stop::Deadline, |call| {
-                causes.iter().find(|(c, _)| *c == call).map_or(
-                    Cause::KilledForDeadline { task: TaskId(id) },
-                    |(_, cause)| cause.clone(),
-                )
-            });
-        }
-        // Entries of finished calls pile up with a long timeout: rebuild
-        // when they outnumber the calls in flight, so memory stays flat.
-        if self.deadlines.len() > 2 * self.in_flight + 64 {
-            let slots = &self.slots;
-            self.deadlines.retain(|Reverse(due)| {
-                slots.get(due.worker).is_some_and(|s| {
-                    s.stopped.is_none() && s.calls.iter().any(|c| c.id == due.call)
-                })
-            });
-        }
-    }
-
-    fn is_in_flight(&self, w: Worker, id: CallId) -> bool {
-        self.slots
-            .get(w)
-            .is_some_and(|s| s.stopped.is_none() && s.calls.iter().any(|c| c.id == id))
     }
 }

@@ -8,8 +8,12 @@
 //! facts: its exit, its hang-up, a kill of ours.
 
 mod answer;
+mod attached;
 pub(crate) mod calls;
+mod deadlines;
 mod error;
+mod receive;
+mod slot;
 mod slots;
 
 pub(crate) use answer::Answer;

@@ -245,3 +245,44 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// A one-connection man in the middle in front of `server`: it accepts one
+/// client, connects to `server`, and runs `up(client, server)` on a thread
+/// of its own and `down(server, client)` on another (each copies one
+/// direction, as it likes). Returns the address to connect to.
+pub fn middle<U, D>(server: std::net::SocketAddr, up: U, down: D) -> std::net::SocketAddr
+where
+    U: FnOnce(std::net::TcpStream, std::net::TcpStream) + Send + 'static,
+    D: FnOnce(std::net::TcpStream, std::net::TcpStream) + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(upstream) = std::net::TcpStream::connect(server) else {
+            return;
+        };
+        let (c2, u2) = (
+            client.try_clone().expect("clone"),
+            upstream.try_clone().expect("clone"),
+        );
+        let up = std::thread::spawn(move || up(client, upstream));
+        down(u2, c2);
+        let _ = up.join();
+    });
+    addr
+}
+
+/// One test at a time, for the tests of a binary that seal regions: a
+/// worker one test forks inherits every mapping of the process, a region
+/// another test has not sealed yet included, and holds it writable until it
+/// exits, so that test's seal would be refused (`EBUSY`, as
+/// `SharedMemory::seal_read_only` documents for a program that forks while
+/// a region is writable).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

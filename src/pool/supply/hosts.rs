@@ -1,32 +1,18 @@
-//! Remote workers: connections to `serve` hosts ([`Hosts`]), each a worker
-//! of the pool, supervised host by host.
-//!
-//! How hosts are supervised is told on [`Hosts`]. A host's health moves
-//! only on what it did: a connection that answered something (its hello,
-//! or a call) resets its failures and the all-down clock; a connection
-//! that closed before any answer, a refused or late connect, count as a
-//! failure; a call that hit its deadline leaves the host probed by one
-//! call at a time until it answers again.
+//! [`Hosts`]: which `serve` hosts a pool connects to (a fixed list, or a
+//! source that adds and drains them while the pool runs) and how it
+//! reaches them; [`HostStatus`], one host as the pool sees it.
 
+use std::any::Any;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::{End, Outlook, Started, Supply};
 use crate::client::{ConnectOptions, Keepalive};
+use crate::cluster::{ClusterError, DnsSource, Feed, SlurmLauncher, DEFAULT_DNS_INTERVAL};
 use crate::error::{Error, Result};
-use crate::reactor::Reactor;
-use crate::task::calls::{Proto, Stop};
-use crate::worker::Worker;
-
-/// How often connects under way are looked at (their completion wakes no
-/// wait of the pool's).
-const CONNECT_TICK: Duration = Duration::from_millis(5);
-
-/// Connections a host may close on our hello before it is taken for a
-/// plain peer.
-const HELLO_TRIES: u32 = 2;
 
 /// Whether a pool asks its hosts to speak frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,12 +31,59 @@ pub enum Protocol {
     Plain,
 }
 
+/// What a started host source leaves with the pool, dropped with it (a
+/// [`DnsSource`], a [`SlurmLauncher`]).
+pub(crate) type Guard = Box<dyn Any>;
+
+/// How a host source is started, once per pool built.
+type Start = dyn Fn(Feed) -> std::result::Result<Guard, ClusterError> + Send + Sync;
+
+/// A host source as [`Hosts`] keeps it: what it is (for errors) and how to
+/// start one.
+#[derive(Clone)]
+pub(crate) struct Source {
+    what: String,
+    start: Arc<Start>,
+}
+
+impl Source {
+    /// Starts the source, feeding `feed`; errors name the source.
+    pub(crate) fn start(&self, feed: Feed) -> Result<Guard> {
+        (self.start)(feed).map_err(|e| {
+            Error::io(
+                "start the host source",
+                io::Error::other(format!("{}: {e}", self.what)),
+            )
+        })
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
 /// The endpoints of a [`Pool::remote`](crate::pool::Pool::remote) and how
-/// to reach them.
+/// to reach them: a fixed list ([`Hosts::new`]), or hosts that come and go
+/// while the pool runs: a DNS name followed ([`Hosts::dns`]), workers
+/// launched under Slurm ([`Hosts::slurm`]), any source of
+/// [`HostChange`](crate::cluster::HostChange)s ([`Hosts::source`]).
 ///
-/// Every address a name resolves to is a host of its own, so one DNS name
-/// of a Kubernetes headless Service (which resolves to every pod) spreads
-/// the pool over all its pods. Names are resolved once, by [`Hosts::new`].
+/// Every address is a host of its own, so one DNS name of a Kubernetes
+/// headless Service (which resolves to every pod) spreads the pool over all
+/// its pods.
+///
+/// Membership, while the pool runs (a source's changes):
+/// * An added host is connected to at once, [`Hosts::per_host`] times.
+/// * A drained host gets no new task; the tries it has in flight finish
+///   (or, if it dies first, run again elsewhere), each of its connections
+///   is closed once idle, and the pool stops reconnecting to it. A host
+///   with no connection left is gone ([`HostState::Gone`]).
+/// * A host keeps its place in [`Pool::hosts`](crate::pool::Pool::hosts)
+///   for the pool's life: a gone host stays listed, and an address added
+///   again after its drain comes back in its old place, with a clean
+///   record.
 ///
 /// Supervision, host by host:
 /// * A connection that ends (EOF, a reset, keepalive giving up) fails
@@ -63,17 +96,24 @@ pub enum Protocol {
 ///   it has failures it gets one probing connection, and its full share
 ///   again after its first answer. Tries lost on a connection that never
 ///   answered are not counted against their tasks. Other hosts go on.
+/// * A host that refuses us for a reason of settings (a wrong secret, a
+///   secret it requires and we lack, encryption it requires:
+///   [`AuthFailure::is_setting`](crate::AuthFailure::is_setting)) is not
+///   retried: retrying fails the same way. Its status keeps the verdict
+///   ([`HostStatus`]), and when every fixed host refused so, waiting tasks
+///   fail at once with [`Cause::NoWorkers`](crate::task::Cause::NoWorkers)
+///   quoting it, not after [`Hosts::give_up_after`].
 /// * A host whose try hit its deadline gets one probing task at a time
 ///   until it answers again.
 /// * A host that goes silent without closing (a stopped process) is found
 ///   by the task deadline ([`PoolOptions::timeout`](crate::pool::PoolOptions::timeout):
 ///   the connection is dropped and the tries retried elsewhere); a network
 ///   partition also by TCP keepalive ([`Keepalive`]).
-/// * When no connection is left and every host stayed unreachable for
-///   [`Hosts::give_up_after`], the waiting tasks fail with
-///   [`Cause::NoWorkers`](crate::task::Cause::NoWorkers) naming each host
-///   and its last error; the pool keeps trying, and takes work again once
-///   a host is back.
+/// * When no host serves and none answered for [`Hosts::give_up_after`]
+///   (every host down, or a source that gave none), the waiting tasks fail
+///   with [`Cause::NoWorkers`](crate::task::Cause::NoWorkers) naming each
+///   host and its last error; the pool keeps trying, and takes work again
+///   once a host is back.
 ///
 /// Connects are non-blocking: while one is under way (each bounded by
 /// [`Hosts::connect_timeout`]) the pool goes on with the other hosts.
@@ -86,7 +126,8 @@ pub enum Protocol {
 /// // Each host runs a server answering a line per request while its reactor
 /// // is waited on: see `Reactor::listen` for a complete host program.
 /// let hosts = Hosts::new(["10.0.0.5:7000", "10.0.0.6:7000"])?.per_host(8);
-/// // Or every pod behind one name: Hosts::new(["workers.default.svc.cluster.local:7000"])?
+/// // Or every pod behind a headless Service, followed as it scales:
+/// // Hosts::dns("workers.default.svc.cluster.local", 7000)
 /// let opts = PoolOptions::new().timeout(Duration::from_secs(30)).chunk_size_auto();
 /// let mut pool: Pool<u64, u64> = Pool::remote(&opts, &hosts)?;
 /// let sum: u64 = pool.map(0..1000u64).map(|r| r.expect("no task failed")).sum();
@@ -96,23 +137,25 @@ pub enum Protocol {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Hosts {
-    addrs: Vec<SocketAddr>,
-    per_host: usize,
-    connect: ConnectOptions,
-    connect_timeout: Duration,
+    // Read by the supply (`remote.rs`); private outside this module.
+    pub(super) addrs: Vec<SocketAddr>,
+    pub(super) source: Option<Source>,
+    pub(super) per_host: usize,
+    pub(super) connect: ConnectOptions,
+    pub(super) connect_timeout: Duration,
     backoff_first: Duration,
     backoff_max: Duration,
-    give_up_after: Duration,
-    protocol: Protocol,
+    pub(super) give_up_after: Duration,
+    pub(super) protocol: Protocol,
 }
 
 impl Hosts {
     /// The hosts at `addrs`: each entry (`"host:port"`, a [`SocketAddr`],
-    /// `("name", port)`) is resolved and every address it yields is one host
-    /// (duplicates once). Defaults: 1 connection per host, JSON with
-    /// [`Keepalive::default`], a 2 s connect timeout, backoff from 50 ms
-    /// doubling to 5 s, giving up after 10 s with every host down, frames
-    /// asked for ([`Protocol::Auto`]).
+    /// `("name", port)`) is resolved here, once, and every address it
+    /// yields is one host (duplicates once). Defaults: 1 connection per
+    /// host, JSON with [`Keepalive::default`], a 2 s connect timeout,
+    /// backoff from 50 ms doubling to 5 s, giving up after 10 s with every
+    /// host down, frames asked for ([`Protocol::Auto`]).
     ///
     /// Errors: [`Error::Io`] with `op` `"resolve"`: an entry that does not
     /// resolve (naming it by position), or no address at all.
@@ -141,8 +184,97 @@ impl Hosts {
                 io::Error::new(io::ErrorKind::NotFound, "no host address"),
             ));
         }
-        Ok(Hosts {
-            addrs: all,
+        Ok(Self::with(all, None))
+    }
+
+    /// Hosts fed while the pool runs by a source of your own: each pool
+    /// built from these `Hosts` calls `start` once with a [`Feed`] into the
+    /// pool (sending wakes the pool's reactor) and keeps what it returns
+    /// (the source's handle) until the pool is dropped. The pool starts
+    /// with no host; each [`HostChange::Add`](crate::cluster::HostChange::Add)
+    /// adds one, each [`HostChange::Drain`](crate::cluster::HostChange::Drain)
+    /// drains one (see [`Hosts`]). `start` runs on the thread that builds
+    /// the pool and must not wait for hosts: a source sends from threads
+    /// of its own. Its error fails the build ([`Error::Io`], `op` `"start
+    /// the host source"`). [`Pool::host_source`](crate::pool::Pool::host_source)
+    /// lends the handle back while the pool runs.
+    ///
+    /// Defaults as for [`Hosts::new`].
+    pub fn source<F, S>(start: F) -> Self
+    where
+        F: Fn(Feed) -> std::result::Result<S, ClusterError> + Send + Sync + 'static,
+        S: 'static,
+    {
+        Self::from_source("a host source", move |feed| {
+            start(feed).map(|s| Box::new(s) as Guard)
+        })
+    }
+
+    /// The addresses of the DNS name `name`, each a host on `port`,
+    /// followed while the pool runs: a [`DnsSource`] re-resolves the name
+    /// every [`DEFAULT_DNS_INTERVAL`] (5 s) on a thread of its own, never
+    /// the pool's; new addresses are added, vanished ones drained, and a
+    /// failed resolution changes nothing. For a Kubernetes headless
+    /// Service, scaling the workers (`kubectl scale`, an autoscaler)
+    /// changes the pool's hosts.
+    pub fn dns(name: impl Into<String>, port: u16) -> Self {
+        Self::dns_every(name, port, DEFAULT_DNS_INTERVAL)
+    }
+
+    /// [`Hosts::dns`] re-resolving every `interval`.
+    pub fn dns_every(name: impl Into<String>, port: u16, interval: Duration) -> Self {
+        let name = name.into();
+        let what = format!("DNS name {name}:{port}");
+        Self::from_source(what, move |feed| {
+            DnsSource::start_every(&name, port, interval, feed).map(|s| Box::new(s) as Guard)
+        })
+    }
+
+    /// Workers launched under Slurm for the pool: `launcher(feed)` makes a
+    /// [`SlurmLauncher`] (the worker program, its arguments, `srun`'s
+    /// environment) feeding the pool, and one step is started with
+    /// `srun_args` (`["-N4", "-n4", "--signal=USR1@120"]`). The pool owns
+    /// the launcher: each task's address is added as it prints it, a task
+    /// or step that ends is drained, and dropping the pool ends its steps
+    /// (waiting up to the launcher's
+    /// [`teardown`](SlurmLauncher::teardown) bound, 10 s by default, for
+    /// `squeue` to drop them).
+    /// Start more steps, or cancel one, through
+    /// [`Pool::host_source`](crate::pool::Pool::host_source)`::<SlurmLauncher>()`.
+    /// `srun` is started, never waited for.
+    pub fn slurm<I, S, F>(srun_args: I, launcher: F) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+        F: Fn(Feed) -> SlurmLauncher + Send + Sync + 'static,
+    {
+        let args: Vec<OsString> = srun_args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
+        let what = format!("srun {}", shown(&args));
+        Self::from_source(what, move |feed| {
+            let slurm = launcher(feed);
+            slurm.start_step(&args)?;
+            Ok(Box::new(slurm) as Guard)
+        })
+    }
+
+    fn from_source<F>(what: impl Into<String>, start: F) -> Self
+    where
+        F: Fn(Feed) -> std::result::Result<Guard, ClusterError> + Send + Sync + 'static,
+    {
+        let source = Source {
+            what: what.into(),
+            start: Arc::new(start),
+        };
+        Self::with(Vec::new(), Some(source))
+    }
+
+    fn with(addrs: Vec<SocketAddr>, source: Option<Source>) -> Self {
+        Hosts {
+            addrs,
+            source,
             per_host: 1,
             connect: ConnectOptions::new().keepalive(Some(Keepalive::default())),
             connect_timeout: Duration::from_secs(2),
@@ -150,7 +282,7 @@ impl Hosts {
             backoff_max: Duration::from_secs(5),
             give_up_after: Duration::from_secs(10),
             protocol: Protocol::Auto,
-        })
+        }
     }
 
     /// Connections kept to each host (at least 1; default 1): each is one
@@ -186,10 +318,12 @@ impl Hosts {
         self
     }
 
-    /// With no connection left, how long every host may stay unreachable
-    /// before the waiting tasks fail with
+    /// With no host serving, how long the pool waits for one before the
+    /// waiting tasks fail with
     /// [`Cause::NoWorkers`](crate::task::Cause::NoWorkers) (default 10 s;
-    /// `Duration::MAX`: wait for a host for ever).
+    /// `Duration::MAX`: wait for a host for ever). With a source, this
+    /// also bounds the wait for its first host (a Slurm job waiting in the
+    /// queue may need more).
     pub fn give_up_after(mut self, bound: Duration) -> Self {
         self.give_up_after = bound;
         self
@@ -201,18 +335,26 @@ impl Hosts {
         self
     }
 
-    /// The hosts' addresses, as resolved.
+    /// The fixed hosts' addresses, as resolved (empty for a source's
+    /// hosts, which are known only while a pool runs).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
 
-    /// Connections in all: hosts × [`Hosts::per_host`].
+    /// Connections in all to the fixed hosts: hosts × [`Hosts::per_host`].
     pub fn connections(&self) -> usize {
         self.addrs.len().saturating_mul(self.per_host)
     }
 
+    /// The keepalive `TCP_USER_TIMEOUT` its connections get, if any.
+    pub(crate) fn user_timeout(&self) -> Option<Duration> {
+        self.connect
+            .keepalive_settings()
+            .and_then(|k| k.user_timeout)
+    }
+
     /// The wait after `failures` failures in a row (`None`: never again).
-    fn backoff_after(&self, failures: u32) -> Option<Duration> {
+    pub(super) fn backoff_after(&self, failures: u32) -> Option<Duration> {
         let doublings = failures.saturating_sub(1).min(30);
         let wait = self
             .backoff_first
@@ -222,14 +364,41 @@ impl Hosts {
     }
 }
 
+/// Arguments as a person would type them (for errors).
+fn shown(args: &[OsString]) -> String {
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    words.join(" ")
+}
+
+/// Where a host stands in the pool's membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostState {
+    /// Connected to (or being), given tasks.
+    Serving,
+    /// Drained: no new tasks; its connections close as their tries finish.
+    Draining,
+    /// Drained and without connections: kept only so that host numbers
+    /// stay stable (and so that it comes back in its place if added again).
+    Gone,
+}
+
 /// One host as the pool sees it ([`Pool::hosts`](crate::pool::Pool::hosts)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HostStatus {
     /// Its address.
     pub addr: SocketAddr,
+    /// Where it stands in the membership.
+    pub state: HostState,
     /// Connections open to it now.
     pub connections: usize,
+    /// Calls it answered (a reply, an error reply or a chunk's reply each
+    /// count one) since it was last added.
+    pub answered: u64,
     /// Failures in a row (refused connects, connections that closed before
     /// answering) since its last answer.
     pub failures: u32,
@@ -242,362 +411,14 @@ pub struct HostStatus {
 impl fmt::Display for HostStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.addr)?;
-        match &self.last_error {
-            Some(e) => write!(f, "{e} ({} failures in a row)", self.failures),
-            None => write!(f, "{} connections", self.connections),
-        }
-    }
-}
-
-/// When a host may be tried again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Retry {
-    Now,
-    At(Instant),
-    Never,
-}
-
-#[derive(Debug)]
-struct Host {
-    status: HostStatus,
-    retry: Retry,
-    /// Connects under way.
-    connecting: usize,
-    /// It answered since its last failure.
-    serving: bool,
-    /// It closed connections beyond this many before they answered: it is
-    /// kept at this many.
-    cap: Option<usize>,
-    /// A try hit its deadline here: one call at a time until it answers.
-    suspect: bool,
-    /// The probing call is out.
-    probe_out: bool,
-    /// Connections closed on our hello, in a row, while no hello of its was
-    /// ever answered.
-    hello_closed: u32,
-}
-
-impl Host {
-    fn due(&self, now: Instant) -> bool {
-        match self.retry {
-            Retry::Now => true,
-            Retry::At(t) => t <= now,
-            Retry::Never => false,
-        }
-    }
-}
-
-/// A connect under way.
-#[derive(Debug)]
-struct Pending {
-    worker: Worker,
-    host: usize,
-    until: Option<Instant>,
-}
-
-/// A remote supply (see the module docs).
-#[derive(Debug)]
-pub(crate) struct HostsSupply {
-    cfg: Hosts,
-    hosts: Vec<Host>,
-    pending: Vec<Pending>,
-    /// Since when no connection was open (nor answered).
-    all_down_since: Option<Instant>,
-    stopped: bool,
-}
-
-impl HostsSupply {
-    pub(crate) fn new(cfg: &Hosts) -> Self {
-        let hosts = cfg
-            .addrs
-            .iter()
-            .map(|&addr| Host {
-                status: HostStatus {
-                    addr,
-                    connections: 0,
-                    failures: 0,
-                    last_error: None,
-                    framed: (cfg.protocol == Protocol::Plain).then_some(false),
-                },
-                retry: Retry::Now,
-                connecting: 0,
-                serving: false,
-                cap: None,
-                suspect: false,
-                probe_out: false,
-                hello_closed: 0,
-            })
-            .collect();
-        HostsSupply {
-            cfg: cfg.clone(),
-            hosts,
-            pending: Vec::new(),
-            all_down_since: None,
-            stopped: false,
-        }
-    }
-
-    /// The bound on one connection attempt.
-    pub(crate) fn connect_timeout(&self) -> Duration {
-        self.cfg.connect_timeout
-    }
-
-    /// A failure of host `h`: back off. Several connections lost (or
-    /// connects failed) together, as when the host died, count once: only
-    /// a host not already waiting counts.
-    fn failed(&mut self, h: usize, why: String, now: Instant) {
-        let host = &mut self.hosts[h];
-        host.status.last_error = Some(why);
-        host.serving = false;
-        if matches!(host.retry, Retry::At(t) if t > now) || host.retry == Retry::Never {
-            return;
-        }
-        host.status.failures = host.status.failures.saturating_add(1);
-        host.retry = match self.cfg.backoff_after(host.status.failures) {
-            Some(wait) => now.checked_add(wait).map_or(Retry::Never, Retry::At),
-            None => Retry::Never,
-        };
-    }
-
-    /// Connections host `h` should have now: its share when healthy, one to
-    /// probe it while it has failures.
-    fn wanted(&self, h: usize) -> usize {
-        let host = &self.hosts[h];
-        if host.status.failures == 0 {
-            host.cap
-                .map_or(self.cfg.per_host, |c| c.min(self.cfg.per_host))
-        } else {
-            1
-        }
-    }
-
-    fn describe(&self) -> String {
-        let hosts: Vec<String> = self.hosts.iter().map(|h| h.status.to_string()).collect();
-        hosts.join("; ")
-    }
-
-    /// Connects that finished become workers; failed or late ones count
-    /// against their host.
-    fn progress_connects(
-        &mut self,
-        reactor: &mut Reactor,
-        now: Instant,
-        started: &mut Vec<Started>,
-    ) {
-        for p in std::mem::take(&mut self.pending) {
-            let h = p.host;
-            match reactor.connect_progress(p.worker, &self.cfg.connect) {
-                Ok(false) if p.until.is_none_or(|u| u > now) => {
-                    self.pending.push(p);
-                    continue;
-                }
-                Ok(false) => {
-                    reactor.remove_conn(p.worker);
-                    let why = format!("connect timed out after {:?}", self.cfg.connect_timeout);
-                    self.failed(h, why, now);
-                }
-                Ok(true) => {
-                    self.hosts[h].status.connections += 1;
-                    let proto = match self.hosts[h].status.framed {
-                        Some(true) | None if self.cfg.protocol == Protocol::Auto => Proto::Hello,
-                        _ => Proto::Plain,
-                    };
-                    started.push(Started {
-                        worker: p.worker,
-                        proto,
-                        host: Some(h),
-                        kind: None,
-                    });
-                }
-                Err(e) => self.failed(h, e.to_string(), now),
+        match (&self.last_error, self.state) {
+            (_, HostState::Gone) => write!(f, "gone (drained)"),
+            (Some(e), _) => write!(f, "{e} ({} failures in a row)", self.failures),
+            (None, HostState::Draining) => {
+                write!(f, "draining, {} connections", self.connections)
             }
-            let c = &mut self.hosts[h].connecting;
-            *c = c.saturating_sub(1);
+            (None, _) => write!(f, "{} connections", self.connections),
         }
-    }
-}
-
-impl Supply for HostsSupply {
-    /// Finishes connects under way, then starts connects to hosts that
-    /// are due, healthy ones (then the least connected) first, up to each
-    /// one's wanted connections.
-    fn top_up(&mut self, reactor: &mut Reactor, now: Instant, started: &mut Vec<Started>) {
-        self.progress_connects(reactor, now, started);
-        if self.stopped {
-            return;
-        }
-        let mut order: Vec<usize> = (0..self.hosts.len())
-            .filter(|&h| self.hosts[h].due(now))
-            .collect();
-        order.sort_by_key(|&h| {
-            let s = &self.hosts[h].status;
-            (s.failures, s.connections)
-        });
-        let until = now.checked_add(self.cfg.connect_timeout);
-        for h in order {
-            while self.hosts[h].status.connections + self.hosts[h].connecting < self.wanted(h) {
-                let addr = self.hosts[h].status.addr;
-                match reactor.connect_start(addr, &self.cfg.connect) {
-                    Ok(worker) => {
-                        self.hosts[h].connecting += 1;
-                        self.pending.push(Pending {
-                            worker,
-                            host: h,
-                            until,
-                        });
-                    }
-                    Err(e) => {
-                        self.failed(h, e.to_string(), now);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    fn ended(&mut self, end: &End, now: Instant) {
-        let Some(h) = end.host else {
-            return;
-        };
-        let host = &mut self.hosts[h];
-        host.status.connections = host.status.connections.saturating_sub(1);
-        host.probe_out = false;
-        if end.hello_unanswered && host.status.framed.is_none() {
-            // It closed on our hello: a plain peer choking on it, or a host
-            // that closes connections for another reason (a limit, a
-            // secret). Twice in a row, and never a hello answered: plain,
-            // and its next connections speak plainly.
-            host.hello_closed += 1;
-            if host.hello_closed >= HELLO_TRIES {
-                host.status.framed = Some(false);
-                host.retry = Retry::Now;
-                return;
-            }
-        }
-        if end.on_purpose || matches!(end.stopped, Some(Stop::Owner | Stop::Cancelled)) {
-            return;
-        }
-        if end.answers == 0 && end.stopped.is_none() && host.status.connections > 0 {
-            // Closed at once while its other connections serve: the host
-            // takes no more than those (a connection limit below per_host).
-            // Keep it at what it serves rather than reconnect in a loop.
-            host.cap = Some(host.status.connections);
-            host.status.last_error = Some(format!(
-                "closed a connection before any answer while {} others serve: kept at {}",
-                host.status.connections, host.status.connections
-            ));
-            return;
-        }
-        let why = match end.stopped {
-            Some(Stop::Deadline) => "a task's deadline passed: connection dropped",
-            Some(Stop::OutOfSync) => "the host lost step: connection dropped",
-            _ if end.answers == 0 => "connection closed before any answer",
-            _ => "connection lost (EOF or reset)",
-        };
-        self.failed(h, why.to_string(), now);
-    }
-
-    fn answered(&mut self, host: Option<usize>) {
-        let Some(h) = host else {
-            return;
-        };
-        let host = &mut self.hosts[h];
-        if !host.serving {
-            // Back: its full share again, at once.
-            host.retry = Retry::Now;
-        }
-        host.serving = true;
-        host.status.failures = 0;
-        if host.cap.is_none() {
-            host.status.last_error = None;
-        }
-        host.suspect = false;
-        host.probe_out = false;
-        self.all_down_since = None;
-    }
-
-    fn deadline_hit(&mut self, host: Option<usize>) {
-        if let Some(h) = host {
-            self.hosts[h].suspect = true;
-        }
-    }
-
-    fn may_take(&self, host: Option<usize>) -> bool {
-        host.is_none_or(|h| !(self.hosts[h].suspect && self.hosts[h].probe_out))
-    }
-
-    fn dispatched(&mut self, host: Option<usize>) {
-        if let Some(h) = host {
-            if self.hosts[h].suspect {
-                self.hosts[h].probe_out = true;
-            }
-        }
-    }
-
-    fn wake_at(&self, now: Instant) -> Option<Instant> {
-        let connects = (!self.pending.is_empty()).then(|| now + CONNECT_TICK);
-        let retry = self
-            .hosts
-            .iter()
-            .filter_map(|h| match h.retry {
-                Retry::At(t) => Some(t),
-                _ => None,
-            })
-            .min();
-        let give_up = self
-            .all_down_since
-            .and_then(|s| s.checked_add(self.cfg.give_up_after));
-        [connects, retry, give_up].into_iter().flatten().min()
-    }
-
-    fn outlook(&mut self, now: Instant) -> Outlook {
-        // Only a host that answered counts as up: connections that open and
-        // close unanswered do not stop the clock.
-        if self
-            .hosts
-            .iter()
-            .any(|h| h.serving && h.status.connections > 0)
-        {
-            self.all_down_since = None;
-            return Outlook::Working;
-        }
-        let since = *self.all_down_since.get_or_insert(now);
-        match since.checked_add(self.cfg.give_up_after) {
-            Some(give_up) if give_up <= now => Outlook::GaveUp(format!(
-                "every host unreachable for {:?}: {}",
-                now.duration_since(since),
-                self.describe()
-            )),
-            _ => Outlook::Working,
-        }
-    }
-
-    fn stop(&mut self) {
-        self.stopped = true;
-    }
-
-    fn starting(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    fn spoke(&mut self, host: Option<usize>, framed: bool) {
-        if let Some(h) = host {
-            self.hosts[h].status.framed = Some(framed);
-            self.hosts[h].hello_closed = 0;
-        }
-        self.answered(host);
-    }
-
-    fn host_addr(&self, host: usize) -> Option<SocketAddr> {
-        self.hosts.get(host).map(|h| h.status.addr)
-    }
-
-    fn host_statuses(&self) -> Vec<HostStatus> {
-        self.hosts.iter().map(|h| h.status.clone()).collect()
-    }
-
-    fn hosts(&self) -> usize {
-        self.hosts.len()
     }
 }
 
@@ -616,6 +437,7 @@ mod tests {
         ];
         assert_eq!(h.addrs(), want.as_slice());
         assert_eq!(h.connections(), 8);
+        assert!(h.source.is_none());
     }
 
     #[test]
@@ -644,25 +466,36 @@ mod tests {
     }
 
     #[test]
-    fn give_up_after_max_never_gives_up() {
-        let cfg = Hosts::new(["127.0.0.2:7000"])
-            .expect("resolve")
-            .give_up_after(Duration::MAX);
-        let mut s = HostsSupply::new(&cfg);
-        let now = Instant::now();
-        assert!(matches!(s.outlook(now), Outlook::Working));
-        assert!(matches!(
-            s.outlook(now + Duration::from_secs(3600)),
-            Outlook::Working
-        ));
-        let soon = Hosts::new(["127.0.0.2:7000"])
-            .expect("resolve")
-            .give_up_after(Duration::from_millis(10));
-        let mut s = HostsSupply::new(&soon);
-        assert!(matches!(s.outlook(now), Outlook::Working));
-        assert!(matches!(
-            s.outlook(now + Duration::from_secs(1)),
-            Outlook::GaveUp(_)
-        ));
+    fn hosts_move_to_a_pool_thread() {
+        // `PoolHandle::spawn(move || Pool::remote(&opts, &hosts))`.
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Hosts>();
+    }
+
+    #[test]
+    fn a_source_starts_nothing_until_a_pool_does_and_its_error_names_it() {
+        let h = Hosts::dns("", 7000);
+        assert!(h.addrs().is_empty());
+        let source = h.source.as_ref().expect("a source");
+        assert_eq!(format!("{source:?}"), "DNS name :7000");
+        let (feed, _rx) = Feed::channel();
+        let e = source.start(feed).expect_err("an empty name");
+        assert!(
+            matches!(
+                &e,
+                Error::Io {
+                    op: "start the host source",
+                    ..
+                }
+            ) && e.to_string().contains("DNS name :7000"),
+            "{e}"
+        );
+        let s = Hosts::slurm(["-N4", "-n4"], |feed| {
+            SlurmLauncher::new("/bin/true", Vec::<String>::new(), feed)
+        });
+        assert_eq!(
+            format!("{:?}", s.source.as_ref().expect("a source")),
+            "srun -N4 -n4"
+        );
     }
 }

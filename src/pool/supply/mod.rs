@@ -1,21 +1,25 @@
 //! Where a pool's workers come from: one seam for every kind of supply.
 //! A [`Local`] supply forks closure workers or execs a program; a
-//! [`HostsSupply`] keeps connections to `serve` hosts. A pool holds one or
+//! [`HostsSupply`] keeps connections to `serve` hosts, fixed or fed by a
+//! host source while the pool runs. A pool holds one or
 //! more (a mixed pool holds several), asks each every turn to start what it
 //! wants, tells it when one of its workers answered or ended, and never
 //! branches on which kind it is.
 
 mod hosts;
 mod local;
+mod membership;
+mod remote;
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::Instant;
 
-pub(crate) use hosts::HostsSupply;
-pub use hosts::{HostStatus, Hosts, Protocol};
+pub use hosts::{HostState, HostStatus, Hosts, Protocol};
 pub(crate) use local::{Local, Spawner as LocalSpawner};
+pub(crate) use remote::HostsSupply;
 
 use crate::process::ChildKind;
 use crate::reactor::Reactor;
@@ -47,6 +51,8 @@ pub(crate) struct End {
     pub(crate) hello_unanswered: bool,
     /// The pool closed it on purpose (recycling, closing): no failure.
     pub(crate) on_purpose: bool,
+    /// The error that broke its connection (an authentication failure).
+    pub(crate) broke: Option<crate::error::Error>,
 }
 
 /// Whether a supply can still give the pool workers.
@@ -122,8 +128,13 @@ pub(crate) trait Supply: fmt::Debug {
         Vec::new()
     }
 
-    /// How many hosts it has (remote supplies); 0 for a local one.
+    /// How many hosts take calls now (remote supplies); 0 for a local one.
     fn hosts(&self) -> usize {
         0
+    }
+
+    /// The handle of the host source it runs (a launcher, a DNS source).
+    fn host_source(&self) -> Option<&dyn Any> {
+        None
     }
 }
