@@ -18,7 +18,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -1261,8 +1261,11 @@ impl EpollEcho {
     fn new() -> Self {
         let echo = RawEcho::new();
         echo.sock.set_nonblocking(true).expect("nonblocking");
-        // SAFETY: epoll_create1 returns a new descriptor, owned from here.
-        let epoll = unsafe { OwnedFd::from_raw_fd(libc::epoll_create1(libc::EPOLL_CLOEXEC)) };
+        // SAFETY: epoll_create1 has no preconditions.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(raw >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+        // SAFETY: `raw` is a new, open descriptor owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLRDHUP) as u32,
             u64: 1,
