@@ -18,7 +18,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -1245,6 +1245,210 @@ fn kib_field(path: &str, field: &str) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+// ------------------------------------------------------ small round trip
+
+/// A raw echo child read through epoll, as a reactor reads: the parent's
+/// end non-blocking and edge-triggered, each round trip one `send`, one
+/// `epoll_wait` without a timeout and one `recv`. A second floor beside
+/// the blocking ping-pong, for what a reactor costs before any framing,
+/// codec or bookkeeping (on the CI VM it is the faster of the two).
+struct EpollEcho {
+    echo: RawEcho,
+    epoll: OwnedFd,
+}
+
+impl EpollEcho {
+    fn new() -> Self {
+        let echo = RawEcho::new();
+        echo.sock.set_nonblocking(true).expect("nonblocking");
+        // SAFETY: epoll_create1 has no preconditions.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(raw >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+        // SAFETY: `raw` is a new, open descriptor owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLRDHUP) as u32,
+            u64: 1,
+        };
+        // SAFETY: both descriptors are open; `ev` is a valid event.
+        let added = unsafe {
+            libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                echo.sock.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        assert_eq!(added, 0, "epoll_ctl");
+        EpollEcho { echo, epoll }
+    }
+
+    /// `rounds` round trips of `len` bytes: µs each.
+    fn rounds(&mut self, len: usize, rounds: usize) -> Vec<f64> {
+        let msg = vec![b'x'; len];
+        let mut back = vec![0u8; 64 * 1024];
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let fd = self.echo.sock.as_raw_fd();
+        let mut times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            // SAFETY: buffers outlive the calls, lengths are theirs.
+            unsafe {
+                libc::send(fd, msg.as_ptr().cast(), len, libc::MSG_NOSIGNAL);
+                let mut got = 0;
+                while got < len {
+                    libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 8, -1);
+                    let n = libc::recv(fd, back.as_mut_ptr().cast(), back.len(), 0);
+                    if n > 0 {
+                        got += n as usize;
+                    }
+                }
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        times
+    }
+}
+
+/// The same small round trip through Python, as the original library does
+/// it: a forked child on a socketpair, one line per message,
+/// `json.dumps`/`json.loads` on both sides. Prints the median µs.
+const PY_SMALL: &str = r#"
+import json, os, socket, sys, time
+rounds = int(sys.argv[1])
+msg = {"test": 123}
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    r, w = b.makefile("rb"), b.makefile("wb")
+    for line in r:
+        w.write(json.dumps(json.loads(line)).encode() + b"\n")
+        w.flush()
+    os._exit(0)
+b.close()
+r, w = a.makefile("rb"), a.makefile("wb")
+times = []
+for _ in range(rounds):
+    t = time.perf_counter()
+    w.write(json.dumps(msg).encode() + b"\n")
+    w.flush()
+    back = json.loads(r.readline())
+    times.append(time.perf_counter() - t)
+assert back == msg
+w.close()
+a.shutdown(socket.SHUT_WR)
+os.waitpid(pid, 0)
+times.sort()
+print(times[len(times) // 2] * 1e6)
+"#;
+
+/// Median µs of Python's small round trip ([`PY_SMALL`]), run on the CPUs
+/// this process is pinned to.
+fn python_small(rounds: usize) -> std::result::Result<f64, String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", PY_SMALL, &rounds.to_string()])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| format!("python3 printed {text:?}"))
+}
+
+/// The small round trip `{"test": 123}` (a `Value`, each reply received
+/// with a 60 s deadline, as a caller would), local, json and marshal,
+/// against its floors run in alternating blocks in the same run (the
+/// blocking socketpair ping-pong, the target's floor, and the epoll one),
+/// and beside Python's ([`PY_SMALL`]). `raw` must have been forked before
+/// any worker.
+fn small_round_trip_rows(b: &mut Bench, r: &mut Reactor, mut raw: RawEcho, small: &Value) {
+    let small_line = Format::Json.encode(small).expect("encode").len();
+    let mut epoll = EpollEcho::new();
+    let locals = [
+        r.spawn(|v: Value| v).expect("spawn"),
+        r.spawn_with(&WorkerOptions::new().format(Format::Marshal), |v: Value| v)
+            .expect("spawn"),
+    ];
+    let (blocks, per) = (b.n(10, 2), b.n(500, 100));
+    let mut floor = Vec::new();
+    let mut floor_epoll = Vec::new();
+    let mut ours: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..blocks {
+        floor.extend(raw.rounds(small_line, per));
+        floor_epoll.extend(epoll.rounds(small_line, per));
+        for (i, &w) in locals.iter().enumerate() {
+            ours[i].extend(round_trips(r, w, small, per));
+        }
+    }
+    drop(raw);
+    drop(epoll);
+    let floor_small = median(&mut floor);
+    b.push(Row {
+        group: "floor",
+        name: format!("socketpair ping-pong {small_line} B"),
+        unit: "us",
+        value: floor_small,
+        p99: Some(p99(&mut floor)),
+        floor: None,
+        floor_name: "",
+        target: None,
+    });
+    b.push(Row {
+        group: "floor",
+        name: format!("epoll ping-pong {small_line} B"),
+        unit: "us",
+        value: median(&mut floor_epoll),
+        p99: Some(p99(&mut floor_epoll)),
+        floor: None,
+        floor_name: "",
+        target: None,
+    });
+    let mut medians = [f64::NAN; 2];
+    for (i, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
+        medians[i] = median(&mut ours[i]);
+        b.push(Row {
+            group: "round trip",
+            name: format!("local {format} {{\"test\":123}} vs floor, interleaved"),
+            unit: "us",
+            value: medians[i],
+            p99: Some(p99(&mut ours[i])),
+            floor: Some(floor_small),
+            floor_name: "socketpair ping-pong",
+            target: Some(Target::RatioAtMost(1.3)),
+        });
+        r.close(locals[i]).expect("close");
+    }
+    match python_small(b.n(5000, 500)) {
+        Err(e) => println!("python json {{\"test\":123}}: not run: {e}"),
+        Ok(python) => {
+            b.push(Row {
+                group: "round trip",
+                name: "python json {\"test\":123} (fork + socketpair)".into(),
+                unit: "us",
+                value: python,
+                p99: None,
+                floor: None,
+                floor_name: "",
+                target: None,
+            });
+            b.push(Row {
+                group: "round trip",
+                name: "json {\"test\":123}: x faster than python".into(),
+                unit: "x",
+                value: python / medians[0],
+                p99: None,
+                floor: None,
+                floor_name: "",
+                target: None,
+            });
+        }
+    }
+}
+
 // ---------------------------------------------------------------- formats
 
 /// The same 100,000-float round trip through Python, as the original
@@ -2176,7 +2380,6 @@ fn main() {
         let floats_v = floats_value(&floats);
         let (small_rounds, dict_rounds, floats_rounds) =
             (b.n(3000, 200), b.n(2000, 100), b.n(50, 3));
-        let small_line = Format::Json.encode(&small).expect("encode").len();
         // The small local round trip and its floor run in alternating
         // blocks, so both see the same machine (a shared one drifts a lot),
         // and everything here runs on CPU 0: a ping-pong across CPUs costs
@@ -2187,47 +2390,10 @@ fn main() {
         pin(&[0]);
         // Both echo children fork before any worker, so they hold none of
         // the workers' sockets open (a worker must see EOF at close).
-        let mut raw = RawEcho::new();
+        let raw = RawEcho::new();
         let mut large = LargeEcho::new();
         let mut r = Reactor::new().expect("reactor");
-        let locals = [
-            r.spawn(|v: Value| v).expect("spawn"),
-            r.spawn_with(&WorkerOptions::new().format(Format::Marshal), |v: Value| v)
-                .expect("spawn"),
-        ];
-        let mut floor = Vec::new();
-        let mut ours: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-        for _ in 0..b.n(10, 2) {
-            floor.extend(raw.rounds(small_line, b.n(500, 100)));
-            for (i, &w) in locals.iter().enumerate() {
-                ours[i].extend(round_trips(&mut r, w, &small, b.n(500, 100)));
-            }
-        }
-        drop(raw);
-        let floor_small = median(&mut floor);
-        b.push(Row {
-            group: "floor",
-            name: format!("socketpair ping-pong {small_line} B"),
-            unit: "us",
-            value: floor_small,
-            p99: Some(p99(&mut floor)),
-            floor: None,
-            floor_name: "",
-            target: None,
-        });
-        for (i, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
-            b.push(Row {
-                group: "round trip",
-                name: format!("local {format} {{\"test\":123}} vs floor, interleaved"),
-                unit: "us",
-                value: median(&mut ours[i]),
-                p99: Some(p99(&mut ours[i])),
-                floor: Some(floor_small),
-                floor_name: "socketpair ping-pong",
-                target: Some(Target::RatioAtMost(1.3)),
-            });
-            r.close(locals[i]).expect("close");
-        }
+        small_round_trip_rows(&mut b, &mut r, raw, &small);
         // Medians of the 100k-float round trips, [json, marshal] x [typed, Value].
         let mut floats_median = [[f64::NAN; 2]; 2];
         let mut floats_floor_median = [f64::NAN; 2];

@@ -124,9 +124,8 @@ pub(crate) struct Inbound {
     /// The batch of the line in progress, tagged with that line's index.
     pending: Option<(u64, Batch)>,
     pub(crate) inbox: VecDeque<Result<Msg>>,
-    /// Line bytes of each queued item (0 for events that are no line).
-    sizes: VecDeque<usize>,
-    /// Sum of `sizes`: what a slow consumer lets pile up.
+    /// Line bytes queued, each line's `\n` included (events that are no
+    /// line count 0): what a slow consumer lets pile up.
     pub(crate) queued_bytes: usize,
     /// After an authenticated handshake in mode `tag`: each line's tag is
     /// checked and stripped here (the peer's address names it in errors).
@@ -180,7 +179,6 @@ impl Inbound {
             lines_done: 0,
             pending: None,
             inbox: VecDeque::new(),
-            sizes: VecDeque::new(),
             queued_bytes: 0,
             tags: None,
             challenge_from: None,
@@ -282,7 +280,6 @@ impl Inbound {
             lines_done,
             pending,
             inbox,
-            sizes,
             queued_bytes,
             tags,
             challenge_from,
@@ -300,9 +297,7 @@ impl Inbound {
                 // never seen, so the sequence is lost).
                 *broken = matches!(line, Err(Error::Auth { .. })) || tags.is_some();
             }
-            let size = line.as_ref().map_or(0, |l| l.len() + 1);
-            sizes.push_back(size);
-            *queued_bytes += size;
+            *queued_bytes += line.as_ref().map_or(0, |l| l.len() + 1);
             let index = *lines_done;
             *lines_done += 1;
             let batch = match pending.take() {
@@ -337,7 +332,7 @@ impl Inbound {
         {
             return None;
         }
-        let len = memchr::memchr(b'\n', chunk)?;
+        let len = crate::framing::find_newline(chunk)?;
         if len > self.lines.max_line() {
             return None;
         }
@@ -359,13 +354,12 @@ impl Inbound {
     /// Queues an event that is no line (closed, connect failed, ...).
     pub(crate) fn push(&mut self, item: Result<Msg>) {
         self.inbox.push_back(item);
-        self.sizes.push_back(0);
     }
 
     /// The oldest queued item.
     pub(crate) fn pop(&mut self) -> Option<Result<Msg>> {
         let item = self.inbox.pop_front()?;
-        let size = self.sizes.pop_front().unwrap_or(0);
+        let size = item.as_ref().map_or(0, |m| m.line.len() + 1);
         self.queued_bytes = self.queued_bytes.saturating_sub(size);
         Some(item)
     }

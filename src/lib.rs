@@ -220,7 +220,9 @@
 //!   an edge-triggered loop (mio, tokio's
 //!   `AsyncFd`) gets a fresh edge and a level-triggered one (`poll`,
 //!   `select`-style) sees the descriptor readable until the next wait finds
-//!   nothing. Spurious wake-ups happen; a wait that finds nothing clears them.
+//!   nothing. Spurious wake-ups happen (one when the deadline of a wait of
+//!   100 ms or more passes after that wait returned); a wait that finds
+//!   nothing clears them.
 //! * **Sending writes through**: [`Reactor::send`] writes the line at once
 //!   (one non-blocking `send(2)`) when nothing is queued ahead of it, so a
 //!   request sent before the loop's first step is already on its way. What

@@ -206,9 +206,15 @@ async fn a_dropped_running_call_ends_its_try() {
             "worker {pid} still runs the dropped call"
         );
     }
+    // The second kill's replacement may still be on its way once the next
+    // call is answered (one replacement suffices for it).
+    assert!(
+        wait_until(DEADLINE, || pool.stats().replaced >= 2),
+        "both killed workers replaced: {:?}",
+        pool.stats()
+    );
     let stats = pool.stats();
     assert_eq!(stats.retried, 0, "{stats:?}");
-    assert!(stats.replaced >= 2, "{stats:?}");
     let _ = std::fs::remove_file(&runs);
 }
 

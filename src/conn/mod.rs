@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
 
-use mio::{Interest, Token};
+use mio::Token;
 
 use crate::auth::handshake::ClientHandshake;
 use crate::auth::noise::NoiseOpener;
@@ -21,8 +21,11 @@ use crate::inbound::{Inbound, Msg};
 use crate::options::ConnSettings;
 use crate::sys;
 
+mod read;
 mod session;
 mod stream;
+
+pub(crate) use read::{interest, ReadUntil};
 
 pub(crate) use stream::Stream;
 
@@ -97,15 +100,6 @@ pub(crate) struct Conn {
     sealer: Option<Box<Sealer>>,
     /// Mode `noise`: decrypts each read before framing (and the peer).
     records: Option<Box<(NoiseOpener, SocketAddr)>>,
-}
-
-/// What one [`Conn::read_available`] did.
-#[derive(Debug, Default)]
-pub(crate) struct ReadOutcome {
-    /// Events were added to the inbox.
-    pub(crate) queued: bool,
-    /// EOF or a reset: the connection ended.
-    pub(crate) ended: bool,
 }
 
 /// What one [`Conn::write_out`] did.
@@ -370,61 +364,6 @@ impl Conn {
         Ok((write_through && buffered == 0) || pending >= FLUSH_AT)
     }
 
-    /// Reads until `WouldBlock` (or until reading pauses at `max_queued`),
-    /// feeding the inbox. `buf` is the reactor's shared read buffer.
-    ///
-    /// A short read is not taken as "drained" (as tokio does): `recvmsg`
-    /// on a Unix stream also stops right after a segment that carried
-    /// descriptors, and at a `MSG_OOB` mark (TCP at its urgent mark), so
-    /// bytes or an EOF could wait with no new edge to announce them. The
-    /// final `WouldBlock` read costs about 0.016 syscalls per message in
-    /// the N = 16 pipelined bench (half the parent's reads): about 1 % of
-    /// the parent's CPU, by its share of syscalls (not measurable apart).
-    pub(crate) fn read_available(&mut self, buf: &mut Vec<u8>) -> ReadOutcome {
-        if buf.len() < READ_CHUNK {
-            buf.resize(READ_CHUNK, 0);
-        }
-        let before = self.inbound.inbox.len();
-        let mut ended = false;
-        let mut got = sys::Received::default();
-        while let Some(sock) = self.sock.as_mut() {
-            match sock.read(buf, &mut got) {
-                Ok(0) => {
-                    self.end_of_records();
-                    ended = true;
-                    break;
-                }
-                Ok(n) => {
-                    self.feed_read(&buf[..n], &mut got);
-                    if self.inbound.is_broken() {
-                        // A line or record that does not verify: nothing
-                        // after it can be trusted, so the connection ends.
-                        ended = true;
-                        break;
-                    }
-                    if self.inbound.queued_bytes >= self.max_queued {
-                        // A worker that sends faster than it is read: stop
-                        // reading (its socket fills and it blocks) until
-                        // the consumer takes half of what is queued.
-                        self.read_paused = true;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // ECONNRESET and kin: the peer is gone, as with EOF.
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        ReadOutcome {
-            queued: self.inbound.inbox.len() > before,
-            ended,
-        }
-    }
-
     /// Writes queued output until done or `WouldBlock`; arms or disarms
     /// `WRITABLE` interest (under `token`) accordingly; shuts writing down
     /// once a closing connection's output drained.
@@ -519,13 +458,8 @@ impl Conn {
         }
         let want_writable = !drained;
         if want_writable != self.writable {
-            let interest = if want_writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
             if let Some(sock) = self.sock.as_mut() {
-                match registry.reregister(sock, token, interest) {
+                match registry.reregister(sock, token, interest(want_writable)) {
                     Ok(()) => self.writable = want_writable,
                     // Without WRITABLE the rest of the output would wait for
                     // a wake-up that never comes: say so.
@@ -612,6 +546,7 @@ mod tests {
     //! One connection's I/O over a socketpair: no fork, no reactor.
 
     use super::*;
+    use mio::Interest;
     use serde_json::{json, Value};
 
     fn pair(opts: &ConnSettings) -> (Conn, Conn) {
@@ -652,7 +587,7 @@ mod tests {
         }
         let done = a.write_out(poll.registry(), Token(1));
         assert!(!done.failed && !done.reported && a.pending_output() == 0);
-        let got = b.read_available(&mut buf);
+        let got = b.read_available(&mut buf, ReadUntil::WouldBlock);
         assert!(got.queued && !got.ended);
         assert_eq!(
             values(&mut b),
@@ -663,7 +598,7 @@ mod tests {
         a.state = State::Closing;
         a.write_out(poll.registry(), Token(1));
         assert!(matches!(a.state, State::WriteShut));
-        let got = b.read_available(&mut buf);
+        let got = b.read_available(&mut buf, ReadUntil::WouldBlock);
         assert!(got.ended && !got.queued);
         assert!(matches!(
             send(&mut a, &json!(1)),
@@ -709,7 +644,7 @@ mod tests {
         let mut buf = Vec::new();
         let mut received = 0;
         for _ in 0..10_000 {
-            b.read_available(&mut buf);
+            b.read_available(&mut buf, ReadUntil::WouldBlock);
             received += values(&mut b).len();
             a.write_out(poll.registry(), Token(1));
             if a.pending_output() == 0 && received == 8 {

@@ -5,6 +5,8 @@
 //!
 //! * `events.rs`: the one stream of every kind ([`Event`],
 //!   `wait_events`), user events, and what `wait_any` has announced;
+//! * `poll.rs`: one `epoll_wait` (its timeout kept in the deadline timer
+//!   when long) and the dispatch of each event;
 //! * `workers.rs`: the per-worker API (spawn, send, close, kill, receive);
 //! * `exits.rs`: a connection's end and its child's exit (hang-up, pidfds,
 //!   reaping, `Closed`), and `shutdown`;
@@ -20,6 +22,7 @@ mod batch;
 mod events;
 mod exits;
 mod lines;
+mod poll;
 mod serving;
 #[cfg(feature = "tokio")]
 mod tokio_fd;
@@ -30,15 +33,17 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::conn::{Conn, State, Stream};
+use crate::conn::{self, Conn, ReadUntil, State, Stream};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::options::ConnSettings;
-use crate::process::{deadline_after, Unreaped, REAP_RETRY};
+use crate::process::{deadline_after, Unreaped};
 use crate::registry::{Entry, Registry};
 use crate::server::Servers;
+use crate::sys;
 use crate::token::Sub;
 use crate::worker::Worker;
 
@@ -71,10 +76,13 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 ///   [`flush`](Reactor::flush).
 ///   Past the worker's high-water mark `send` returns
 ///   [`Error::Backpressure`] and queues nothing.
-/// * **Reading.** A readable connection is read until `WouldBlock` (mio is
-///   edge-triggered); complete lines are decoded and queued per worker, in
-///   order. Lines that fail (too long, undecodable) are queued as errors in
-///   their place.
+/// * **Reading.** A readable connection is read until the kernel has
+///   nothing more for it (mio is edge-triggered): after an event that
+///   reported only new bytes, until a read returns less than the buffer
+///   (one `recvmsg`); after an urgent mark, a hang-up, an error or
+///   descriptors, until `WouldBlock`. Complete lines are queued per worker,
+///   in order, and decoded when taken; lines that fail (too long,
+///   undecodable) fail in their place.
 /// * **Closing.** When a connection ends, its descriptor is closed, an
 ///   unfinished line is queued as [`Error::TruncatedLine`], the child is reaped
 ///   (`waitpid(pid, WNOHANG)`, then on its pidfd if it has not exited yet) and
@@ -93,7 +101,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 ///   close-on-exec, so only a raw `fork` in its work function could keep it
 ///   open: its exit is watched from hang-up.
 /// * **Descriptors.** One per running worker (its socket), the epoll
-///   descriptor and the waker, plus a pidfd per exec worker from spawn
+///   descriptor, the waker and the deadline timer, plus a pidfd per exec worker from spawn
 ///   while that pidfd is numbered below half the soft open-file limit (the
 ///   upper half is left to sockets and to the program; past it, or when
 ///   `pidfd_open` fails, the worker is watched from hang-up), given back
@@ -154,6 +162,12 @@ pub struct Reactor {
     /// Makes the epoll descriptor readable while work is queued but not
     /// returned (an eventfd under [`WAKE`]).
     waker: Waker,
+    /// The deadline of long waits, kept armed across them (a timerfd, also
+    /// under [`WAKE`]): see [`Reactor::wait_timeout`].
+    timer: sys::Timer,
+    /// When `timer` expires, as last armed (it is one-shot: once this has
+    /// passed, it is disarmed).
+    timer_due: Option<Instant>,
     /// Set once the reactor's descriptor was handed out: only then is the
     /// waker written.
     embedded: AtomicBool,
@@ -170,12 +184,14 @@ pub struct Reactor {
 /// miniray's tokens all lie above it.
 pub const USER_TOKEN_LIMIT: usize = 0xffff_ffff;
 
-/// The waker's token: the first one above the caller's range.
+/// The token of the waker and the deadline timer: the first one above the
+/// caller's range (no entry's token decodes to it). Their events only end
+/// a wait.
 const WAKE: Token = Token(USER_TOKEN_LIMIT);
 
 impl Reactor {
     /// A reactor with no workers. System calls: `epoll_create1`, `eventfd`,
-    /// `epoll_ctl`.
+    /// `timerfd_create`, `epoll_ctl`.
     ///
     /// The first reactor of the process installs miniray's panic hook (see
     /// [`worker`](crate::worker#panics-in-a-worker)): that takes std's
@@ -186,9 +202,19 @@ impl Reactor {
         fork::install_panic_hook();
         let poll = Poll::new().map_err(|e| Error::io("epoll_create1", e))?;
         let waker = Waker::new(poll.registry(), WAKE).map_err(|e| Error::io("eventfd", e))?;
+        let timer = sys::Timer::new().map_err(|e| Error::io("timerfd_create", e))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&timer.as_fd().as_raw_fd()),
+                WAKE,
+                Interest::READABLE,
+            )
+            .map_err(|e| Error::io("epoll_ctl", e))?;
         Ok(Reactor {
             poll,
             waker,
+            timer,
+            timer_due: None,
             embedded: AtomicBool::new(false),
             user_events: Vec::new(),
             user_sources: 0,
@@ -236,11 +262,11 @@ impl Reactor {
     ) -> Result<Worker> {
         let poll = self.poll.registry();
         let mut fd = sock.as_raw_fd();
+        let writable = interest.is_writable();
         let key = self.tokens.insert_with(|key| {
-            poll.register(&mut sock, key.token(Sub::Main), interest)
+            poll.register(&mut sock, key.token(Sub::Main), conn::interest(writable))
                 .map_err(|e| Error::io("epoll_ctl", e))?;
             fd = sock.as_raw_fd();
-            let writable = interest.is_writable();
             Ok::<_, Error>(Entry::Conn(Conn::new(sock, pid, opts, state, writable)))
         })?;
         Ok(Worker { key, fd })
@@ -299,12 +325,17 @@ impl Reactor {
         }
     }
 
-    /// Reads the connection until `WouldBlock`, queueing decoded lines.
+    /// Reads the connection until `WouldBlock`, queueing its lines.
     pub(crate) fn read_conn(&mut self, w: Worker) {
+        self.read_conn_until(w, ReadUntil::WouldBlock);
+    }
+
+    /// Reads the connection as far as `until` says, queueing its lines.
+    fn read_conn_until(&mut self, w: Worker, until: ReadUntil) {
         let Some(conn) = self.tokens.conn_mut(w.key) else {
             return;
         };
-        let got = conn.read_available(&mut self.read_buf);
+        let got = conn.read_available(&mut self.read_buf, until);
         if got.queued {
             mark_ready(&mut self.ready, conn, w);
         }
@@ -459,103 +490,6 @@ impl Reactor {
             Some(c) => c.recheck_queued(),
             None => false,
         });
-    }
-
-    /// One `epoll_wait` (after flushing), and the handling of what it returned.
-    pub(crate) fn poll_once(&mut self, timeout: Option<Duration>) -> Result<()> {
-        self.flush();
-        let mut cap = None;
-        if !self.unreaped.is_empty() || self.servers.retrying() {
-            cap = Some(REAP_RETRY);
-        }
-        if let Some(due) = self.servers.next_deadline(&self.tokens) {
-            let until = due.saturating_duration_since(Instant::now());
-            cap = Some(cap.map_or(until, |c: Duration| c.min(until)));
-        }
-        let timeout = match (timeout, cap) {
-            (Some(t), Some(c)) => Some(t.min(c)),
-            (t, None) => t,
-            (None, c) => c,
-        };
-        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        let polled = self.poll.poll(&mut events, timeout);
-        let result = match polled {
-            Ok(()) => {
-                for event in events.iter() {
-                    self.handle(event);
-                }
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(Error::io("epoll_wait", e)),
-        };
-        self.events = events;
-        if !self.unreaped.is_empty() {
-            self.retry_unreaped();
-        }
-        self.servers.timers(&mut self.tokens, self.poll.registry());
-        result
-    }
-
-    /// One event: the caller's, the waker's, or one of the registry's
-    /// entries (stale tokens are dropped by [`Registry::resolve`]).
-    fn handle(&mut self, event: &mio::event::Event) {
-        if event.token() == WAKE {
-            return;
-        }
-        if event.token().0 < USER_TOKEN_LIMIT {
-            self.user_events.push(UserEvent {
-                token: event.token(),
-                readable: event.is_readable() || event.is_read_closed(),
-                writable: event.is_writable(),
-                closed: event.is_read_closed() || event.is_write_closed(),
-                error: event.is_error(),
-            });
-            return;
-        }
-        let Some((key, sub)) = self.tokens.resolve(event.token()) else {
-            return;
-        };
-        let Some(conn) = self.tokens.conn(key) else {
-            // A listener, a handshake or a serving child.
-            self.servers
-                .ready(&mut self.tokens, self.poll.registry(), key);
-            return;
-        };
-        let w = Worker { key, fd: conn.fd() };
-        if sub == Sub::Exit {
-            self.exit_ready(w);
-            return;
-        }
-        match conn.state() {
-            // The handshake reads its line itself (`connect`).
-            State::Authenticating => return,
-            State::Connecting { .. } => {
-                let Some(conn) = self.tokens.conn_mut(key) else {
-                    return;
-                };
-                if !conn.finish_connect(self.poll.registry()) {
-                    return;
-                }
-                if matches!(conn.state(), State::Done) {
-                    // Failed: `connect` takes the error from the inbox.
-                    return;
-                }
-                // Disarms WRITABLE once nothing is queued.
-                self.flush_conn(w);
-                if !matches!(self.tokens.conn(key).map(Conn::state), Some(State::Open)) {
-                    return;
-                }
-            }
-            _ => {}
-        }
-        if event.is_writable() {
-            self.flush_conn(w);
-        }
-        let paused = self.tokens.conn(key).is_some_and(Conn::is_reading_paused);
-        if !paused && (event.is_readable() || event.is_read_closed() || event.is_error()) {
-            self.read_conn(w);
-        }
     }
 }
 

@@ -462,7 +462,12 @@ impl Reactor {
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            // The first poll waits the whole timeout (the clock was just
+            // read); later ones what is left of it.
+            let left = match (polled, deadline) {
+                (false, Some(_)) => timeout,
+                (_, d) => d.map(|d| d.saturating_duration_since(Instant::now())),
+            };
             if polled && left == Some(Duration::ZERO) {
                 break Err(Error::Timeout);
             }

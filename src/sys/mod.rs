@@ -3,7 +3,8 @@
 //! the one `unsafe fn`, [`fork`], in `fork.rs`, whose obligations only that
 //! caller can keep. This file holds processes, signals, descriptors and
 //! limits; `socket.rs` the socket I/O (`MSG_NOSIGNAL`, `SCM_RIGHTS`,
-//! peeking); `memfd.rs` sealed memory files and their `memmap2` mappings.
+//! peeking); `memfd.rs` sealed memory files and their `memmap2` mappings;
+//! `timer.rs` the reactor's deadline timer (`timerfd`).
 //! Their functions are re-exported here, so callers name them all `sys::...`.
 //!
 //! Safe by construction: a descriptor that is only borrowed for the call is
@@ -20,10 +21,12 @@
 mod memfd;
 mod proc;
 mod socket;
+mod timer;
 
 pub(crate) use memfd::*;
 pub(crate) use proc::waits_for_input;
 pub(crate) use socket::*;
+pub(crate) use timer::Timer;
 
 use std::ffi::{CStr, CString};
 use std::io;
