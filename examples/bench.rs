@@ -829,8 +829,7 @@ fn region_handoffs(r: &mut Reactor, w: Worker, region: &SharedMemory, rounds: us
 /// same run. Both run on CPU 0 in alternating blocks, as the round trips
 /// do, so they see the same machine.
 fn bench_shm(b: &mut Bench) {
-    let all_cpus: Vec<usize> =
-        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    let all_cpus = all_cpus();
     pin(&[0]);
     let rounds = b.n(2000, 100);
     let block = 100.min(rounds);
@@ -900,6 +899,13 @@ fn bench_shm(b: &mut Bench) {
 }
 
 /// Restricts this process (and children forked after) to `cpus`.
+/// The CPUs this process may run on, as it started (read once: a pinned
+/// process's `available_parallelism` is its pin).
+fn all_cpus() -> Vec<usize> {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    (0..*N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))).collect()
+}
+
 fn pin(cpus: &[usize]) {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it;
     // sched_setaffinity reads it for the size given.
@@ -1263,7 +1269,11 @@ impl EpollEcho {
         echo.sock.set_nonblocking(true).expect("nonblocking");
         // SAFETY: epoll_create1 has no preconditions.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        assert!(raw >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+        assert!(
+            raw >= 0,
+            "epoll_create1: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: `raw` is a new, open descriptor owned by nobody else.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut ev = libc::epoll_event {
@@ -1740,28 +1750,46 @@ fn serve_ints(r: &mut std::io::BufReader<std::fs::File>, w: &mut std::fs::File) 
     }
 }
 
-/// `rounds` round trips to a thread on the calling thread's CPUs: a byte
-/// written to a pipe the other thread blocks on, the answer sent back on a
+/// `rounds` round trips to a thread on the calling thread's CPUs, as a
+/// `PoolHandle` makes them with no pool behind: a byte written to a pipe
+/// the other thread waits for in `epoll_wait` (its pool's thread waits for
+/// commands and workers at once), the answer sent back on a `oneshot`
 /// channel the caller blocks on. Each round trip's time in µs.
 fn thread_hops(rounds: usize) -> Vec<f64> {
+    use mio::{Events, Interest, Poll, Token};
     use std::io::{Read, Write};
-    let (mut rx, mut tx) = std::io::pipe().expect("pipe");
-    let (back, answers) = std::sync::mpsc::channel::<u64>();
+    let (mut tx, mut rx) = mio::unix::pipe::new().expect("pipe");
+    let (asks, asked) = std::sync::mpsc::channel::<oneshot::Sender<u64>>();
     let echo = std::thread::spawn(move || {
-        let mut byte = [0u8; 1];
+        let mut poll = Poll::new().expect("poll");
+        poll.registry()
+            .register(&mut rx, Token(0), Interest::READABLE)
+            .expect("register");
+        let mut events = Events::with_capacity(4);
+        let mut byte = [0u8; 64];
         let mut n = 0u64;
-        while rx.read_exact(&mut byte).is_ok() {
-            n += 1;
-            if back.send(n).is_err() {
-                break;
+        loop {
+            poll.poll(&mut events, None).expect("epoll_wait");
+            // One read drains the pipe (a short read), as the handle's does.
+            match rx.read(&mut byte) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("hop read: {e}"),
+            }
+            while let Ok(answer) = asked.try_recv() {
+                n += 1;
+                let _ = answer.send(n);
             }
         }
     });
     let mut times = Vec::with_capacity(rounds);
     for i in 1..=rounds as u64 {
         let t = Instant::now();
+        let (answer, answered) = oneshot::channel();
+        asks.send(answer).expect("ask");
         tx.write_all(&[1]).expect("ring");
-        assert_eq!(answers.recv().expect("answer"), i);
+        assert_eq!(answered.recv().expect("answer"), i);
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
     drop(tx);
@@ -2216,7 +2244,7 @@ fn bench_pool(b: &mut Bench) {
     let hop_median = median(&mut hops);
     b.push(Row {
         group: "floor",
-        name: "two thread hops (pipe there, channel back), same CPU".into(),
+        name: "two thread hops (pipe and epoll there, oneshot back), same CPU".into(),
         unit: "us",
         value: hop_median,
         p99: Some(p99(&mut hops)),
@@ -2245,7 +2273,7 @@ fn bench_pool(b: &mut Bench) {
         floor_name: "Pool submit + get",
         target: Some(Target::RatioAtMost(1.5)),
     });
-    pin(&(0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect::<Vec<_>>());
+    pin(&all_cpus());
     // Redispatch: a task's first try hangs; its worker is SIGKILLed; the
     // time from the kill to the retry's reply (on the other, idle worker)
     // bounds the redispatch delay from above: it also holds the kernel
@@ -2328,6 +2356,7 @@ usage: bench [--quick] [--json FILE] [--only GROUP]
 ";
 
 fn main() {
+    all_cpus();
     let mut args = args::Args::new("bench", USAGE);
     let (mut quick, mut json_path, mut only) = (false, None::<String>, None::<String>);
     while let Some(flag) = args.next_flag() {
@@ -2349,7 +2378,7 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "machine: {} cpus, load {}, cpu busy {:.0}% before start{}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        all_cpus().len(),
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -2385,8 +2414,7 @@ fn main() {
         // and everything here runs on CPU 0: a ping-pong across CPUs costs
         // a wake-up of an idle CPU (~40 us on this VM) that depends only on
         // where the scheduler put the child.
-        let all_cpus: Vec<usize> =
-            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        let all_cpus = all_cpus();
         pin(&[0]);
         // Both echo children fork before any worker, so they hold none of
         // the workers' sockets open (a worker must see EOF at close).
@@ -2783,8 +2811,7 @@ fn main() {
     if b.runs("wait_any") {
         // On one CPU, like the round trips: what varies with N must be
         // miniray's cost, not where the scheduler put the one busy child.
-        let all_cpus: Vec<usize> =
-            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        let all_cpus = all_cpus();
         pin(&[0]);
         let mut wait_costs = Vec::new();
         for n in [10usize, 1000, 10_000] {
@@ -2974,7 +3001,7 @@ fn main() {
     let after = cpu_busy_fraction(Duration::from_millis(300));
     let report = json!({
         "machine": {
-            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "cpus": all_cpus().len(),
             "loadavg": load.trim(), "busy_before": busy, "busy_after": after, "quick": quick,
         },
         "rows": b.rows.iter().map(Row::json).collect::<Vec<_>>(),

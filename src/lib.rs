@@ -351,6 +351,9 @@ pub mod remote {
 }
 
 pub use auth::{Secret, MIN_SECRET_LEN, SECRET_ENV};
+/// Plain-old-data casts, re-exported for [`SharedMemory::view`]'s `Pod`
+/// bound (the version miniray uses).
+pub use bytemuck;
 pub use client::{ConnectOptions, Keepalive};
 pub use error::{AuthFailure, DecodeError, DecodeErrorKind, Error, Result};
 pub use format::Format;

@@ -10,9 +10,10 @@
 //! [`Channel::send_regions`](crate::Channel::send_regions)) as `SCM_RIGHTS`.
 //! Regions are named by their [`id`](SharedMemory::id) in messages, never by
 //! descriptor number. Its bytes can be read as a slice of any plain-old-data
-//! type ([`SharedMemory::view`], `bytemuck`). This module is the memfd and
-//! its mapping only; the wire form that carries regions beside a message
-//! (the region envelope) is in `envelope.rs`.
+//! type ([`SharedMemory::view`], through [`bytemuck`],
+//! re-exported). This module is the memfd and its mapping only; how regions
+//! travel beside a message is in [`Reactor::send_regions`](crate::Reactor::send_regions)
+//! and, for pool tasks, [`Pool::submit_regions`](crate::Pool::submit_regions).
 //!
 //! # An array shared read-only with a pool
 //!
@@ -78,6 +79,11 @@ enum Mapping {
 /// Every region is sealed against shrinking and growing from its creation,
 /// and a received one is refused unless it is sealed against shrinking, so
 /// no mapping ever loses its pages (no `SIGBUS`).
+///
+/// To a pool's workers a region goes at spawn
+/// ([`WorkerOptions::region`](crate::WorkerOptions::region): every worker
+/// and every replacement inherits it; the [module docs](crate::shm) show a
+/// whole pool) or with a task ([`Pool::submit_regions`](crate::Pool::submit_regions)).
 ///
 /// ```
 /// use miniray::SharedMemory;
@@ -345,7 +351,9 @@ impl SharedMemory {
 
     /// The whole region as a slice of `T` (any plain-old-data type:
     /// `f32`, `u64`, `[f64; 3]`, a `#[repr(C)]` struct deriving
-    /// `bytemuck::Pod`). Fails with [`Error::Region`] naming the cause if
+    /// `bytemuck::Pod`: [`miniray::bytemuck`](crate::bytemuck) is the
+    /// version miniray uses; its derive needs `bytemuck` with feature
+    /// `derive` in your own `Cargo.toml`). Fails with [`Error::Region`] naming the cause if
     /// the length is not a multiple of `size_of::<T>()`, `T` has size zero,
     /// or the region is not aligned for `T` (its mapping is page-aligned, so
     /// only an alignment over a page fails). No copy; values are in this

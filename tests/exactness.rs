@@ -128,7 +128,7 @@ fn stray_lines_of_a_plain_program_never_reach_a_task() {
         // The cause quotes the stray line ("7") beside the reply.
         let why = pool.last_out_of_sync().expect("a cause kept");
         assert!(
-            why.contains("2 lines for 1 requests") && why.contains('7'),
+            why.contains("2 lines for 1 request;") && why.contains('7'),
             "{why}"
         );
     }

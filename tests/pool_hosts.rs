@@ -216,6 +216,15 @@ fn a_remote_pool_answers_each_hosts_challenge() {
         );
     }
     assert_eq!(bad.stats().completed, 0);
+    // Each host's status says it refused, and why.
+    for h in bad.hosts() {
+        assert!(h.refused, "{h:?}");
+        assert!(
+            h.to_string().contains("refused, not tried again")
+                && h.to_string().contains("wrong secret"),
+            "{h}"
+        );
+    }
 }
 
 #[test]

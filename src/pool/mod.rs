@@ -242,8 +242,11 @@ where
     /// time. A program that speaks frames (the Python worker helper,
     /// `python/miniray_worker.py`, when it finds `MINIRAY_FRAMES=1`, which
     /// the pool sets) has its replies matched by id, and may take several
-    /// requests at once and chunks. A program that cannot be executed fails
-    /// here with [`Error::Exec`].
+    /// requests at once and chunks, once its accept line is read (until
+    /// then it is sent plain lines, so a fresh helper's first request may
+    /// go plain: if it fails, its [`Cause::Remote`]
+    /// has no `trace`). A program that cannot be executed fails here with
+    /// [`Error::Exec`].
     pub fn exec(opts: &PoolOptions, program: &Exec) -> Result<Self> {
         Self::builder(opts).exec(opts.workers, program).build()
     }
@@ -255,7 +258,12 @@ where
     /// found while a task waits on it. See [`Hosts`] for what happens when
     /// hosts fail. Hosts that cannot be reached now are not an error: they
     /// are retried with backoff, and tasks wait for a host within
-    /// [`Hosts::give_up_after`].
+    /// [`Hosts::give_up_after`]. It returns once each host's first
+    /// connections are up or failed, within [`Hosts::connect_timeout`]
+    /// (2 s by default): a host that accepts but never completes the
+    /// handshake (a plain server, while a secret is set here) holds it
+    /// that long. A host that refuses the handshake is not an error here
+    /// either: see [`HostStatus::refused`](crate::pool::HostStatus::refused).
     pub fn remote(opts: &PoolOptions, hosts: &Hosts) -> Result<Self> {
         Self::builder(opts).hosts(hosts).build()
     }

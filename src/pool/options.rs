@@ -354,12 +354,15 @@ pub struct PoolStats {
     /// Workers that lost step with the pool (a plain peer's stray or
     /// missing line, a framed peer breaking the protocol): each was
     /// recycled and its tries run again. [`Pool::last_out_of_sync`](crate::Pool::last_out_of_sync)
-    /// quotes the latest cause.
+    /// quotes the latest cause. This is the count of stray events: a plain
+    /// worker that printed one extra line counts one here.
     pub out_of_sync: u64,
-    /// Answers that came after their try ended (a stopped worker's last
+    /// Lines that came after their try ended (a stopped worker's last
     /// words, a framed reply for an id not in flight): dropped, never
-    /// delivered. Not a loss of step: the worker had already stopped or the
-    /// frame named its try.
+    /// delivered. Not a loss of step of its own: the worker had already
+    /// stopped, or the frame named its try. A plain worker's stray usually
+    /// counts here too: its real answer, read after the worker was stopped
+    /// for the stray, is such a line (so do not add the two counters).
     pub late_answers: u64,
     /// Tries in flight now.
     pub in_flight: u64,

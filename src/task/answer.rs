@@ -159,8 +159,13 @@ fn plain<Rep: DeserializeOwned>(
     };
     if 1 + plain_queued > plain_calls {
         return Heard::OutOfSync(format!(
-            "{} lines for {plain_calls} requests; the first: {}",
+            "{} lines for {plain_calls} {}; the first: {}",
             1 + plain_queued,
+            if plain_calls == 1 {
+                "request"
+            } else {
+                "requests"
+            },
             quote(line)
         ));
     }

@@ -100,7 +100,7 @@ impl fmt::Debug for Source {
 ///   secret it requires and we lack, encryption it requires:
 ///   [`AuthFailure::is_setting`](crate::AuthFailure::is_setting)) is not
 ///   retried: retrying fails the same way. Its status keeps the verdict
-///   ([`HostStatus`]), and when every fixed host refused so, waiting tasks
+///   ([`HostStatus::refused`], [`HostStatus::last_error`]), and when every fixed host refused so, waiting tasks
 ///   fail at once with [`Cause::NoWorkers`](crate::task::Cause::NoWorkers)
 ///   quoting it, not after [`Hosts::give_up_after`].
 /// * A host whose try hit its deadline gets one probing task at a time
@@ -116,7 +116,9 @@ impl fmt::Debug for Source {
 ///   once a host is back.
 ///
 /// Connects are non-blocking: while one is under way (each bounded by
-/// [`Hosts::connect_timeout`]) the pool goes on with the other hosts.
+/// [`Hosts::connect_timeout`]) the pool goes on with the other hosts. Only
+/// [`Pool::remote`](crate::pool::Pool::remote) itself waits for the first
+/// connections, up to that timeout.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -406,6 +408,11 @@ pub struct HostStatus {
     pub last_error: Option<String>,
     /// Whether its connections speak frames (`None`: not known yet).
     pub framed: Option<bool>,
+    /// It refused us for a reason of settings (a wrong secret, a secret or
+    /// encryption it requires, a secret we hold that it does not know):
+    /// it is not tried again until it is added again, and `last_error`
+    /// quotes its verdict.
+    pub refused: bool,
 }
 
 impl fmt::Display for HostStatus {
@@ -413,6 +420,8 @@ impl fmt::Display for HostStatus {
         write!(f, "{}: ", self.addr)?;
         match (&self.last_error, self.state) {
             (_, HostState::Gone) => write!(f, "gone (drained)"),
+            (Some(e), _) if self.refused => write!(f, "refused, not tried again: {e}"),
+            (Some(e), _) if self.failures == 1 => write!(f, "{e} (1 failure)"),
             (Some(e), _) => write!(f, "{e} ({} failures in a row)", self.failures),
             (None, HostState::Draining) => {
                 write!(f, "draining, {} connections", self.connections)

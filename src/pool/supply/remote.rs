@@ -64,9 +64,6 @@ struct Host {
     /// Connections closed on our hello, in a row, while no hello of its was
     /// ever answered.
     hello_closed: u32,
-    /// It refused us for a reason of settings (a wrong secret, a secret it
-    /// requires): not tried again (until added again).
-    refused: bool,
 }
 
 impl Host {
@@ -81,6 +78,7 @@ impl Host {
                 failures: 0,
                 last_error: None,
                 framed: (protocol == Protocol::Plain).then_some(false),
+                refused: false,
             },
             retry: Retry::Now,
             connecting: 0,
@@ -89,7 +87,6 @@ impl Host {
             suspect: false,
             probe_out: false,
             hello_closed: 0,
-            refused: false,
         }
     }
 
@@ -254,7 +251,7 @@ impl HostsSupply {
         match e {
             Error::Auth { reason, .. } if reason.is_setting() => {
                 let host = &mut self.hosts[h];
-                host.refused = true;
+                host.status.refused = true;
                 host.serving = false;
                 host.retry = Retry::Never;
                 host.status.failures = host.status.failures.saturating_add(1);
@@ -503,7 +500,7 @@ impl Supply for HostsSupply {
             .iter()
             .filter(|h| h.status.state != HostState::Gone)
             .peekable();
-        if live.peek().is_some() && live.all(|h| h.refused) && self.cfg.source.is_none() {
+        if live.peek().is_some() && live.all(|h| h.status.refused) && self.cfg.source.is_none() {
             return Outlook::GaveUp(format!("every host refused: {}", self.describe()));
         }
         // Only a host that answered counts as up: connections that open and
