@@ -141,6 +141,27 @@ struct Row {
     target: Option<Target>,
 }
 
+impl Row {
+    /// A row with no p99, floor or target.
+    fn new(group: &'static str, name: impl Into<String>, unit: &'static str, value: f64) -> Row {
+        Row {
+            group,
+            name: name.into(),
+            unit,
+            value,
+            p99: None,
+            floor: None,
+            floor_name: "",
+            target: None,
+        }
+    }
+
+    fn p99(mut self, p99: f64) -> Row {
+        self.p99 = Some(p99);
+        self
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Target {
     /// value / floor must be at most this.
@@ -872,16 +893,15 @@ fn bench_shm(b: &mut Bench) {
             ours.extend(region_handoffs(&mut r, w, &region, block));
         }
         let floor_median = median(&mut raw);
-        b.push(Row {
-            group: "floor",
-            name: format!("raw memfd + SCM_RIGHTS + map {label}"),
-            unit: "us",
-            value: floor_median,
-            p99: Some(p99(&mut raw)),
-            floor: None,
-            floor_name: "",
-            target: None,
-        });
+        b.push(
+            Row::new(
+                "floor",
+                format!("raw memfd + SCM_RIGHTS + map {label}"),
+                "us",
+                floor_median,
+            )
+            .p99(p99(&mut raw)),
+        );
         b.push(Row {
             group: "shm",
             name: format!("region handoff {label}"),
@@ -1397,26 +1417,24 @@ fn small_round_trip_rows(b: &mut Bench, r: &mut Reactor, mut raw: RawEcho, small
     drop(raw);
     drop(epoll);
     let floor_small = median(&mut floor);
-    b.push(Row {
-        group: "floor",
-        name: format!("socketpair ping-pong {small_line} B"),
-        unit: "us",
-        value: floor_small,
-        p99: Some(p99(&mut floor)),
-        floor: None,
-        floor_name: "",
-        target: None,
-    });
-    b.push(Row {
-        group: "floor",
-        name: format!("epoll ping-pong {small_line} B"),
-        unit: "us",
-        value: median(&mut floor_epoll),
-        p99: Some(p99(&mut floor_epoll)),
-        floor: None,
-        floor_name: "",
-        target: None,
-    });
+    b.push(
+        Row::new(
+            "floor",
+            format!("socketpair ping-pong {small_line} B"),
+            "us",
+            floor_small,
+        )
+        .p99(p99(&mut floor)),
+    );
+    b.push(
+        Row::new(
+            "floor",
+            format!("epoll ping-pong {small_line} B"),
+            "us",
+            median(&mut floor_epoll),
+        )
+        .p99(p99(&mut floor_epoll)),
+    );
     let mut medians = [f64::NAN; 2];
     for (i, format) in [Format::Json, Format::Marshal].into_iter().enumerate() {
         medians[i] = median(&mut ours[i]);
@@ -1435,26 +1453,18 @@ fn small_round_trip_rows(b: &mut Bench, r: &mut Reactor, mut raw: RawEcho, small
     match python_small(b.n(5000, 500)) {
         Err(e) => println!("python json {{\"test\":123}}: not run: {e}"),
         Ok(python) => {
-            b.push(Row {
-                group: "round trip",
-                name: "python json {\"test\":123} (fork + socketpair)".into(),
-                unit: "us",
-                value: python,
-                p99: None,
-                floor: None,
-                floor_name: "",
-                target: None,
-            });
-            b.push(Row {
-                group: "round trip",
-                name: "json {\"test\":123}: x faster than python".into(),
-                unit: "x",
-                value: python / medians[0],
-                p99: None,
-                floor: None,
-                floor_name: "",
-                target: None,
-            });
+            b.push(Row::new(
+                "round trip",
+                "python json {\"test\":123} (fork + socketpair)",
+                "us",
+                python,
+            ));
+            b.push(Row::new(
+                "round trip",
+                "json {\"test\":123}: x faster than python",
+                "x",
+                python / medians[0],
+            ));
         }
     }
 }
@@ -1550,27 +1560,19 @@ fn float_round_trip_rows(b: &mut Bench, ours: [[f64; 2]; 2], floors: [f64; 2]) {
                 continue;
             }
         };
-        b.push(Row {
-            group: "round trip",
-            name: format!("python {format} 100k floats (fork + socketpair)"),
-            unit: "us",
-            value: python,
-            p99: None,
-            floor: None,
-            floor_name: "",
-            target: None,
-        });
+        b.push(Row::new(
+            "round trip",
+            format!("python {format} 100k floats (fork + socketpair)"),
+            "us",
+            python,
+        ));
         for (ki, kind) in ["Vec<f64>", "Value"].into_iter().enumerate() {
-            b.push(Row {
-                group: "round trip",
-                name: format!("{format} 100k floats {kind}: x faster than python"),
-                unit: "x",
-                value: python / ours[fi][ki],
-                p99: None,
-                floor: None,
-                floor_name: "",
-                target: None,
-            });
+            b.push(Row::new(
+                "round trip",
+                format!("{format} 100k floats {kind}: x faster than python"),
+                "x",
+                python / ours[fi][ki],
+            ));
         }
     }
 }
@@ -2145,16 +2147,12 @@ fn bench_pool(b: &mut Bench) {
                 target: floor.map(|_| Target::RatioAtLeast(at_least)),
             });
         }
-        b.push(Row {
-            group: "pool",
-            name: format!("parent CPU per task, {name}"),
-            unit: "ns",
-            value: median(&mut cpu),
-            p99: None,
-            floor: None,
-            floor_name: "",
-            target: None,
-        });
+        b.push(Row::new(
+            "pool",
+            format!("parent CPU per task, {name}"),
+            "ns",
+            median(&mut cpu),
+        ));
     }
     // The pool's cost over a raw round trip: `send` + `recv` on a reactor's
     // worker against `submit` + `get` on a 1-worker pool, alternating one by
@@ -2187,16 +2185,15 @@ fn bench_pool(b: &mut Bench) {
     drop(paired);
     let raw_median = median(&mut raw);
     let task_median = median(&mut task);
-    b.push(Row {
-        group: "floor",
-        name: "reactor send + recv u64, 1 worker".into(),
-        unit: "us",
-        value: raw_median,
-        p99: Some(p99(&mut raw)),
-        floor: None,
-        floor_name: "",
-        target: None,
-    });
+    b.push(
+        Row::new(
+            "floor",
+            "reactor send + recv u64, 1 worker",
+            "us",
+            raw_median,
+        )
+        .p99(p99(&mut raw)),
+    );
     b.push(Row {
         group: "pool",
         name: "Pool submit + get u64, 1 worker (paired)".into(),
@@ -2242,16 +2239,15 @@ fn bench_pool(b: &mut Bench) {
     // (a pipe rung there, a channel back), with no pool behind.
     let mut hops = thread_hops(rounds * b.n(5, 1));
     let hop_median = median(&mut hops);
-    b.push(Row {
-        group: "floor",
-        name: "two thread hops (pipe and epoll there, oneshot back), same CPU".into(),
-        unit: "us",
-        value: hop_median,
-        p99: Some(p99(&mut hops)),
-        floor: None,
-        floor_name: "",
-        target: None,
-    });
+    b.push(
+        Row::new(
+            "floor",
+            "two thread hops (pipe and epoll there, oneshot back), same CPU",
+            "us",
+            hop_median,
+        )
+        .p99(p99(&mut hops)),
+    );
     let one_median = median(&mut one);
     b.push(Row {
         group: "pool",
@@ -2645,16 +2641,12 @@ fn main() {
                 // compares more steadily.
                 let reply_floor = median(&mut reply_floors);
                 let cpu_floor = median(&mut cpu_floors);
-                b.push(Row {
-                    group: "pipelined",
-                    name: "N=16 absolute, raw per-reply writes (floor)".into(),
-                    unit: "msg/s",
-                    value: reply_floor,
-                    p99: None,
-                    floor: None,
-                    floor_name: "",
-                    target: None,
-                });
+                b.push(Row::new(
+                    "pipelined",
+                    "N=16 absolute, raw per-reply writes (floor)",
+                    "msg/s",
+                    reply_floor,
+                ));
                 // The default: each reply written before the next request,
                 // beside that floor (ratio = default / floor).
                 b.push(Row {
@@ -2794,16 +2786,12 @@ fn main() {
                 floor_name: "",
                 target: Some(Target::AtMost(8192.0)),
             });
-            b.push(Row {
-                group: "memory",
-                name: format!("child PSS (median), N={n}"),
-                unit: "KiB",
-                value: median(&mut pss),
-                p99: None,
-                floor: None,
-                floor_name: "",
-                target: None,
-            });
+            b.push(Row::new(
+                "memory",
+                format!("child PSS (median), N={n}"),
+                "KiB",
+                median(&mut pss),
+            ));
             drop(r);
         }
     }
