@@ -304,26 +304,106 @@ fn small_int(data: &[u8], at: usize) -> Option<(i64, usize)> {
     let negative = data.get(at) == Some(&b'-');
     let first = at + usize::from(negative);
     let rest = data.get(first..)?;
-    let (mut v, mut digits) = (0i64, 0usize);
-    for &b in rest {
+    // Most ints have under 8 digits and 8 bytes after their start: one
+    // look at those 8 bytes reads them.
+    if let Some(bytes) = rest.first_chunk::<8>() {
+        let (n, v) = eight_digits(u64::from_le_bytes(*bytes));
+        if n < 8 {
+            return int_ends(rest, first, negative, n, v);
+        }
+    }
+    long_small_int(rest, first, negative)
+}
+
+/// [`small_int`] for 8 digits or more, or near the end of the data: eight
+/// bytes at a time while eight are left, then one at a time.
+#[inline(never)]
+fn long_small_int(rest: &[u8], first: usize, negative: bool) -> Option<(i64, usize)> {
+    let (mut v, mut digits) = (0u64, 0usize);
+    while let Some(bytes) = rest.get(digits..).and_then(<[u8]>::first_chunk::<8>) {
+        let (n, value) = eight_digits(u64::from_le_bytes(*bytes));
+        if digits + n > MAX_SMALL_DIGITS {
+            return None;
+        }
+        // At most 18 digits in all: below 10^18, no overflow.
+        v = v * POW10[n] + value;
+        digits += n;
+        if n < 8 {
+            return int_ends(rest, first, negative, digits, v);
+        }
+    }
+    for &b in &rest[digits..] {
         let d = b.wrapping_sub(b'0');
         if d > 9 {
             break;
         }
-        if digits == 18 {
+        if digits == MAX_SMALL_DIGITS {
             return None;
         }
-        // At most 18 digits: below 10^18, no overflow.
-        v = v * 10 + i64::from(d);
+        v = v * 10 + u64::from(d);
         digits += 1;
     }
+    int_ends(rest, first, negative, digits, v)
+}
+
+/// The int whose `digits` digits (value `v`, under 10^18) start `rest`, if
+/// JSON reads it as written: some digits, no leading zero, no fraction or
+/// exponent after.
+#[inline]
+fn int_ends(
+    rest: &[u8],
+    first: usize,
+    negative: bool,
+    digits: usize,
+    v: u64,
+) -> Option<(i64, usize)> {
     if digits == 0 || (digits > 1 && rest[0] == b'0') {
         return None;
     }
     if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
         return None;
     }
+    // Below 10^18: fits an i64 either way.
+    let v = v as i64;
     Some((if negative { -v } else { v }, first + digits))
+}
+
+/// The most digits [`small_int`] reads (10^18 < 2^63).
+const MAX_SMALL_DIGITS: usize = 18;
+
+/// 10^n for n in 0..=8.
+const POW10: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The run of ASCII digits eight bytes (first byte lowest) start with: how
+/// many (0 to 8) and their value. A byte is a digit iff `b - '0'` is below
+/// 10, i.e. neither it nor it plus 6 has a high nibble; the digits before
+/// the first non-digit borrow and carry nothing, so that byte is found
+/// whatever follows it.
+#[inline]
+fn eight_digits(x: u64) -> (usize, u64) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let sub = x.wrapping_sub(ONES * u64::from(b'0'));
+    let high = (sub | sub.wrapping_add(ONES * 6)) & (ONES * 0xF0);
+    let n = (high.trailing_zeros() / 8) as usize;
+    if n == 0 {
+        return (0, 0);
+    }
+    // The n digits to the top, zeros (leading digits) below them.
+    let mut d = sub << (8 * (8 - n));
+    d = (d & (ONES * 0x0F)).wrapping_mul(2561) >> 8;
+    d = (d & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601) >> 16;
+    d = (d & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32;
+    (n, d)
 }
 
 /// No value: what [`EnumShape`] never produces.
@@ -449,6 +529,62 @@ mod tests {
             agree::<i32>(t);
             agree::<u64>(t);
             agree::<i64>(t);
+        }
+    }
+
+    /// The digit by digit reading `small_int` must agree with.
+    fn reference(data: &[u8], at: usize) -> Option<(i64, usize)> {
+        let negative = data.get(at) == Some(&b'-');
+        let first = at + usize::from(negative);
+        let rest = data.get(first..)?;
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 18 || (digits > 1 && rest[0] == b'0') {
+            return None;
+        }
+        if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let v: i64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        Some((if negative { -v } else { v }, first + digits))
+    }
+
+    #[test]
+    fn small_int_agrees_with_a_digit_by_digit_reading() {
+        // Every length of digit run from 0 to 20, followed by every byte
+        // value, then by enough bytes or none (the eight-byte path and the
+        // tail), with and without a sign, at offsets 0 and 3.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for len in 0..=20usize {
+            for stop in 0..=255u8 {
+                for pad in [0usize, 1, 7, 9] {
+                    for sign in [false, true] {
+                        let mut line = b"[1,".to_vec();
+                        if sign {
+                            line.push(b'-');
+                        }
+                        for i in 0..len {
+                            let d = (next() % 10) as u8;
+                            // A leading zero now and then.
+                            line.push(b'0' + if i == 0 && next() % 8 == 0 { 0 } else { d });
+                        }
+                        line.push(stop);
+                        line.extend(std::iter::repeat_n(b'5', pad));
+                        assert_eq!(
+                            small_int(&line, 3),
+                            reference(&line, 3),
+                            "{:?}",
+                            String::from_utf8_lossy(&line)
+                        );
+                        assert_eq!(small_int(&line[3..], 0), reference(&line[3..], 0));
+                    }
+                }
+            }
         }
     }
 
