@@ -268,7 +268,7 @@ fn a_deadline_in_a_chunk_ends_with_the_hanging_item_alone_to_blame() {
 #[test]
 fn an_auto_chunked_map_of_10_million_items_holds_a_bounded_window() {
     // A lazily generated 10-million-item input: the map takes items only
-    // as results are yielded, never more than its window ahead. The first
+    // as results are yielded, in runs, never more than its window ahead. The first
     // 300 000 results are checked (the whole run takes minutes in a debug
     // build; `examples/pool.rs --tasks 10000000 --chunk auto` prints the
     // peak RSS of a full one), then the map is dropped mid-way.
@@ -284,16 +284,30 @@ fn an_auto_chunked_map_of_10_million_items_holds_a_bounded_window() {
     // 4 times what 2 workers hold: 2 chunks in flight each (the default
     // with chunking) of at most 1024 items.
     assert_eq!(window, 4 * 2 * 2 * 1024);
-    let (mut n, mut ahead_max) = (0u64, 0u64);
+    let (mut n, mut ahead_max, mut ahead_min) = (0u64, 0u64, u64::MAX);
+    let (mut runs, mut last_taken) = (0u64, 0u64);
     for r in map.by_ref().take(CHECKED as usize) {
         assert_eq!(r.expect("task"), n ^ 0x5555);
         n += 1;
-        let ahead = *taken.borrow() - n;
+        let now_taken = *taken.borrow();
+        if now_taken > last_taken {
+            runs += 1;
+            last_taken = now_taken;
+        }
+        let ahead = now_taken - n;
         ahead_max = ahead_max.max(ahead);
+        ahead_min = ahead_min.min(ahead);
         assert!(ahead <= window, "input taken {ahead} ahead of results");
     }
     drop(map);
     assert_eq!(n, CHECKED);
+    // Items are taken in runs once half the window is free, not one per
+    // result, and half a window stays ahead while the input lasts.
+    assert!(
+        runs <= CHECKED / (window / 2) + 2,
+        "{runs} runs taken for {CHECKED} results"
+    );
+    assert!(ahead_min + 1 >= window / 2, "only {ahead_min} ahead at one point");
     // It did run ahead (the window was used), and the rest of the 10
     // million was never taken.
     assert!(ahead_max > 64, "the map never ran ahead: {ahead_max}");

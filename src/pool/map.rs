@@ -48,20 +48,26 @@ where
         }
     }
 
-    /// Takes items from the input while the window has room.
+    /// Takes items from the input while the window has room, once half of
+    /// it is free (at least half a window stays queued or running: items
+    /// are taken in runs, not one per result).
     fn fill(&mut self) {
-        while self.unyielded < self.window {
-            match self.input.as_mut().and_then(Iterator::next) {
-                Some(req) => {
-                    self.pool.enqueue(req, self.sink, self.next_seq);
-                    self.next_seq += 1;
-                    self.unyielded += 1;
-                }
-                None => {
-                    self.input = None;
-                    return;
-                }
-            }
+        let room = self.window.saturating_sub(self.unyielded);
+        let Some(input) = self
+            .input
+            .as_mut()
+            .filter(|_| room >= self.window.div_ceil(2))
+        else {
+            return;
+        };
+        let taken = self
+            .pool
+            .enqueue_run(input.by_ref().take(room), self.sink, self.next_seq);
+        self.next_seq += taken as u64;
+        self.unyielded += taken;
+        if taken < room {
+            // The input ended: it is not asked again.
+            self.input = None;
         }
     }
 
@@ -93,7 +99,9 @@ impl<Req, Rep, I> Drop for Core<'_, Req, Rep, I> {
 /// map's tasks are unfinished or finished but not yet yielded
 /// ([`PoolOptions::map_window`](super::PoolOptions::map_window); by default
 /// `max(64, 4 × workers × in_flight_per_worker × largest chunk)`); that
-/// bounds the memory it holds, whatever the input's length.
+/// bounds the memory it holds, whatever the input's length. They are taken
+/// in runs, once half the window is free, so at least half a window of
+/// tasks stays queued or running while the input lasts.
 /// [`Map::window`] says how many. Dropping it early forgets its tasks
 /// (queued ones never run).
 pub struct Map<'p, Req, Rep, I> {

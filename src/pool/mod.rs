@@ -511,6 +511,17 @@ impl<Req, Rep> Pool<Req, Rep> {
         id
     }
 
+    /// Makes tasks of what `reqs` gives for `sink`, at positions from `seq`
+    /// there: one queue run, one count for the router. How many it made.
+    fn enqueue_run(&mut self, reqs: impl Iterator<Item = Req>, sink: SinkId, seq: u64) -> usize {
+        let first = TaskId(self.next_task);
+        let n = self.queue.push_fresh_run(first, seq, sink, reqs);
+        self.next_task += n as u64;
+        self.router.expect_run(sink, first, n);
+        self.stats.submitted += n as u64;
+        n
+    }
+
     /// Ends `task`: with its reply, or failed with the tries recorded so
     /// far plus `last` when given.
     fn finish(&mut self, mut task: Task<Req>, result: std::result::Result<Rep, Option<Attempt>>) {

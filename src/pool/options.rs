@@ -261,7 +261,7 @@ impl PoolOptions {
     /// (default: 4 requests' worth per place a worker has, at least 64: `max(64, 4 ×
     /// workers × in_flight_per_worker × largest chunk)`; 1 to
     /// [`MAX_WINDOW`]). It bounds the memory a map holds whatever its
-    /// input's length. An ordered [`Pool::map`](super::Pool::map) yields
+    /// input's length. Items are taken in runs once half the window is free. An ordered [`Pool::map`](super::Pool::map) yields
     /// in input order, so one slow task holds the window up behind it: a
     /// stopped host, a straggler. Where that matters more than order
     /// (slow or flaky hosts), use

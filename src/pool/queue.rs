@@ -154,6 +154,48 @@ impl<Req> Default for Queue<Req> {
 }
 
 impl<Req> Queue<Req> {
+    /// Queues the fresh tasks `reqs` gives, numbered from `first` and
+    /// placed from `seq` on in `sink` (at the back, in the run before them
+    /// when they follow it); how many it gave.
+    pub(crate) fn push_fresh_run(
+        &mut self,
+        first: TaskId,
+        seq: u64,
+        sink: SinkId,
+        reqs: impl Iterator<Item = Req>,
+    ) -> usize {
+        let n = match self.entries.back_mut() {
+            Some(Entry::Fresh {
+                first: f,
+                seq: s,
+                sink: k,
+                reqs: run,
+            }) if *k == sink
+                && *f + run.len() as u64 == first.get()
+                && *s + run.len() as u64 == seq =>
+            {
+                let before = run.len();
+                run.extend(reqs);
+                run.len() - before
+            }
+            _ => {
+                let run: VecDeque<Req> = reqs.collect();
+                let n = run.len();
+                if n > 0 {
+                    self.entries.push_back(Entry::Fresh {
+                        first: first.get(),
+                        seq,
+                        sink,
+                        reqs: run,
+                    });
+                }
+                n
+            }
+        };
+        self.len += n;
+        n
+    }
+
     /// Queues a fresh task (at the back, in the run before it when it
     /// follows it).
     pub(crate) fn push_fresh(&mut self, id: TaskId, seq: u64, sink: SinkId, req: Req) {

@@ -108,6 +108,18 @@ impl<Rep> Router<Rep> {
     }
 
     /// A task for `sink` was made.
+    /// Tasks `first..first + n` will end in `sink` (see [`Router::expect`]).
+    pub(crate) fn expect_run(&mut self, sink: SinkId, first: TaskId, n: usize) {
+        if let Some((s, outstanding)) = self.sinks.get_mut(sink.0) {
+            *outstanding += n;
+            if let Sink::Handles { pending, .. } = s {
+                for i in 0..n as u64 {
+                    pending.insert(TaskId(first.get() + i), ());
+                }
+            }
+        }
+    }
+
     pub(crate) fn expect(&mut self, sink: SinkId, id: TaskId) {
         if let Some((s, outstanding)) = self.sinks.get_mut(sink.0) {
             *outstanding += 1;
