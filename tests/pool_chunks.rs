@@ -307,7 +307,10 @@ fn an_auto_chunked_map_of_10_million_items_holds_a_bounded_window() {
         runs <= CHECKED / (window / 2) + 2,
         "{runs} runs taken for {CHECKED} results"
     );
-    assert!(ahead_min + 1 >= window / 2, "only {ahead_min} ahead at one point");
+    assert!(
+        ahead_min + 1 >= window / 2,
+        "only {ahead_min} ahead at one point"
+    );
     // It did run ahead (the window was used), and the rest of the 10
     // million was never taken.
     assert!(ahead_max > 64, "the map never ran ahead: {ahead_max}");
