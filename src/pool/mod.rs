@@ -311,7 +311,7 @@ where
             .collect::<Result<Vec<_>>>()?;
         let id = TaskId(self.next_task);
         self.next_task += 1;
-        self.router.expect(HANDLES, id);
+        self.router.expect_run(HANDLES, id, 1);
         self.queue.push_alone(Task {
             id,
             req,
@@ -504,10 +504,7 @@ impl<Req, Rep> Pool<Req, Rep> {
     /// Makes a task of `req` for `sink`, at position `seq` there.
     fn enqueue(&mut self, req: Req, sink: SinkId, seq: u64) -> TaskId {
         let id = TaskId(self.next_task);
-        self.next_task += 1;
-        self.router.expect(sink, id);
-        self.queue.push_fresh(id, seq, sink, req);
-        self.stats.submitted += 1;
+        self.enqueue_run(std::iter::once(req), sink, seq);
         id
     }
 

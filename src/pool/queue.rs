@@ -196,33 +196,6 @@ impl<Req> Queue<Req> {
         n
     }
 
-    /// Queues a fresh task (at the back, in the run before it when it
-    /// follows it).
-    pub(crate) fn push_fresh(&mut self, id: TaskId, seq: u64, sink: SinkId, req: Req) {
-        self.len += 1;
-        if let Some(Entry::Fresh {
-            first,
-            seq: s,
-            sink: k,
-            reqs,
-        }) = self.entries.back_mut()
-        {
-            let n = reqs.len() as u64;
-            if *k == sink && *first + n == id.get() && *s + n == seq {
-                reqs.push_back(req);
-                return;
-            }
-        }
-        let mut reqs = VecDeque::new();
-        reqs.push_back(req);
-        self.entries.push_back(Entry::Fresh {
-            first: id.get(),
-            seq,
-            sink,
-            reqs,
-        });
-    }
-
     /// Queues a task that runs alone (one that carries regions) at the back.
     pub(crate) fn push_alone(&mut self, task: Task<Req>) {
         self.len += 1;

@@ -107,8 +107,8 @@ impl<Rep> Router<Rep> {
         SinkId(self.sinks.insert((sink, 0)))
     }
 
-    /// A task for `sink` was made.
-    /// Tasks `first..first + n` will end in `sink` (see [`Router::expect`]).
+    /// Tasks `first..first + n` were made for `sink`: it counts them as
+    /// outstanding (a handle sink also keeps their ids as pending).
     pub(crate) fn expect_run(&mut self, sink: SinkId, first: TaskId, n: usize) {
         if let Some((s, outstanding)) = self.sinks.get_mut(sink.0) {
             *outstanding += n;
@@ -116,15 +116,6 @@ impl<Rep> Router<Rep> {
                 for i in 0..n as u64 {
                     pending.insert(TaskId(first.get() + i), ());
                 }
-            }
-        }
-    }
-
-    pub(crate) fn expect(&mut self, sink: SinkId, id: TaskId) {
-        if let Some((s, outstanding)) = self.sinks.get_mut(sink.0) {
-            *outstanding += 1;
-            if let Sink::Handles { pending, .. } = s {
-                pending.insert(id, ());
             }
         }
     }
