@@ -127,6 +127,9 @@ pub(crate) struct Inbound {
     /// Line bytes queued, each line's `\n` included (events that are no
     /// line count 0): what a slow consumer lets pile up.
     pub(crate) queued_bytes: usize,
+    /// Queued lines that are no frame (a plain peer's answers): kept as
+    /// items come and go, so asking costs nothing however many are queued.
+    plain_lines: usize,
     /// After an authenticated handshake in mode `tag`: each line's tag is
     /// checked and stripped here (the peer's address names it in errors).
     tags: Option<Box<(TagOpener, SocketAddr)>>,
@@ -180,6 +183,7 @@ impl Inbound {
             pending: None,
             inbox: VecDeque::new(),
             queued_bytes: 0,
+            plain_lines: 0,
             tags: None,
             challenge_from: None,
             broken: false,
@@ -281,6 +285,7 @@ impl Inbound {
             pending,
             inbox,
             queued_bytes,
+            plain_lines,
             tags,
             challenge_from,
             broken,
@@ -311,10 +316,12 @@ impl Inbound {
                 _ => None,
             };
             // A line that failed framing closes its batch (it drops here).
-            inbox.push_back(line.map(|line| Msg {
+            let item = line.map(|line| Msg {
                 line: line.to_vec(),
                 batch,
-            }));
+            });
+            *plain_lines += usize::from(is_plain_line(&item));
+            inbox.push_back(item);
         });
     }
 
@@ -353,6 +360,7 @@ impl Inbound {
 
     /// Queues an event that is no line (closed, connect failed, ...).
     pub(crate) fn push(&mut self, item: Result<Msg>) {
+        self.plain_lines += usize::from(is_plain_line(&item));
         self.inbox.push_back(item);
     }
 
@@ -361,8 +369,19 @@ impl Inbound {
         let item = self.inbox.pop_front()?;
         let size = item.as_ref().map_or(0, |m| m.line.len() + 1);
         self.queued_bytes = self.queued_bytes.saturating_sub(size);
+        self.plain_lines -= usize::from(is_plain_line(&item));
         Some(item)
     }
+
+    /// Complete plain lines (not frames) queued and not yet taken.
+    pub(crate) fn plain_lines(&self) -> usize {
+        self.plain_lines
+    }
+}
+
+/// Whether a queued item is a line that is no frame.
+fn is_plain_line(item: &Result<Msg>) -> bool {
+    matches!(item, Ok(m) if m.line.first() != Some(&b'#'))
 }
 
 #[cfg(test)]

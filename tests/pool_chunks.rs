@@ -265,6 +265,42 @@ fn a_deadline_in_a_chunk_ends_with_the_hanging_item_alone_to_blame() {
     assert_all_reaped(&seen);
 }
 
+/// How often a process blocked so far (`voluntary_ctxt_switches` of
+/// `/proc/PID/status`): a worker blocks once per wait for a request.
+fn waits_of(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+#[test]
+fn submitted_tasks_travel_in_chunks() {
+    // One worker, chunks of 100: 300 submitted tasks reach it in a few
+    // requests (the chunks): it waits for work a few times, not once per
+    // task.
+    let opts = PoolOptions::new().workers(1).chunk_size(100);
+    let mut pool = Pool::new(&opts, work).expect("pool");
+    let pid = *pids(&pool).iter().next().expect("a worker");
+    let before = waits_of(pid);
+    let ids: Vec<_> = (0..300u64)
+        .map(|n| pool.submit(n).expect("submit"))
+        .collect();
+    for (n, id) in (0u64..).zip(ids) {
+        let r = pool.get(id, Some(DEADLINE)).expect("finished");
+        assert_eq!(r.expect("ok"), work(n));
+    }
+    let waits = waits_of(pid) - before;
+    assert!(
+        waits < 60,
+        "the worker waited {waits} times for 300 submitted tasks in chunks of 100"
+    );
+    drop(pool);
+    assert_all_reaped(&HashSet::from([pid]));
+}
+
 #[test]
 fn an_auto_chunked_map_of_10_million_items_holds_a_bounded_window() {
     // A lazily generated 10-million-item input: the map takes items only

@@ -278,11 +278,7 @@ impl Conn {
 
     /// Complete plain lines (not frames) received and not yet taken.
     pub(crate) fn queued_plain_lines(&self) -> usize {
-        self.inbound
-            .inbox
-            .iter()
-            .filter(|i| matches!(i, Ok(m) if m.line().first() != Some(&b'#')))
-            .count()
+        self.inbound.plain_lines()
     }
 
     /// Line bytes received and not yet taken.

@@ -276,7 +276,10 @@ where
         if self.closed {
             return Err(Error::PoolClosed);
         }
-        Ok(self.enqueue(req, HANDLES, 0))
+        // Positions mean nothing in the handle sink, but consecutive ones
+        // let submitted tasks join one queue run (and so travel in chunks).
+        let seq = self.next_task;
+        Ok(self.enqueue(req, HANDLES, seq))
     }
 
     /// [`Pool::submit`] with shared memory regions attached: they travel

@@ -44,8 +44,8 @@ impl Reactor {
     }
 
     /// Complete plain lines (not frames) received from `w` and not yet
-    /// taken (failed lines and ends not counted). Walks the worker's queue:
-    /// for the few lines a plain peer has queued, not for a flood.
+    /// taken (failed lines and ends not counted): a count kept as lines
+    /// are queued and taken, so asking per line taken stays linear.
     pub(crate) fn queued_plain_lines(&self, w: Worker) -> usize {
         self.conn(w).map_or(0, |c| c.queued_plain_lines())
     }
