@@ -78,6 +78,13 @@ fn regions_are_refused_for_a_pool_of_hosts_only() {
         Err(e @ Error::Region { .. }) => assert!(e.to_string().contains("local workers"), "{e}"),
         other => panic!("{other:?}"),
     }
+    // So is one whose host source has given no host yet.
+    let waiting = Hosts::source(Ok);
+    let mut pool: Pool<u64, u64> = Pool::remote(&PoolOptions::new(), &waiting).expect("pool");
+    match pool.submit_regions(1, &[&r]) {
+        Err(e @ Error::Region { .. }) => assert!(e.to_string().contains("local workers"), "{e}"),
+        other => panic!("a pool with no host yet: {other:?}"),
+    }
 }
 
 /// A region inherited at spawn (`WorkerOptions::region`) is there for a

@@ -265,10 +265,9 @@ where
                 Ok(sent) => {
                     // Items that cannot be encoded fail alone; the rest of
                     // the chunk went without them.
+                    // Items past what fitted wait for the next chunk.
+                    self.queue.push_front_run(run.split_off(sent.taken));
                     let mut tasks = run.into_tasks().collect::<Vec<_>>();
-                    for t in tasks.drain(sent.taken..).rev() {
-                        self.queue.push_front(t);
-                    }
                     for (i, e) in sent.unencodable.into_iter().rev() {
                         let task = tasks.remove(i);
                         let cause = Cause::Send {

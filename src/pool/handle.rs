@@ -343,7 +343,9 @@ where
     Req: Serialize,
     Rep: DeserializeOwned,
 {
-    let mut waiting: HashMap<TaskId, oneshot::Sender<TaskResult<Rep>>> = HashMap::new();
+    // Each awaited task's reply channel and the ticket its `Pending`
+    // cancels it by (both maps drop a task together).
+    let mut waiting: HashMap<TaskId, (u64, oneshot::Sender<TaskResult<Rep>>)> = HashMap::new();
     let mut tickets: HashMap<u64, TaskId> = HashMap::new();
     let mut ending = false;
     loop {
@@ -352,7 +354,7 @@ where
             match c {
                 Command::Submit { req, ticket, reply } => match pool.submit(req) {
                     Ok(id) => {
-                        waiting.insert(id, reply);
+                        waiting.insert(id, (ticket, reply));
                         tickets.insert(ticket, id);
                     }
                     Err(_) => drop(reply),
@@ -371,11 +373,12 @@ where
             }
         }
         while let Some((id, result)) = pool.router.next_handle() {
-            if let Some(tx) = waiting.remove(&id) {
+            if let Some((ticket, tx)) = waiting.remove(&id) {
+                tickets.remove(&ticket);
+                // A caller that stopped waiting meanwhile: nobody to tell.
                 let _ = tx.send(result);
             }
         }
-        tickets.retain(|_, id| waiting.contains_key(id));
         if ending && waiting.is_empty() {
             break;
         }

@@ -300,7 +300,7 @@ where
         if self.closed {
             return Err(Error::PoolClosed);
         }
-        if !self.supplies.iter().any(|s| s.hosts() == 0) {
+        if !self.supplies.iter().any(|s| s.is_local()) {
             return Err(Error::region(
                 "regions travel only to local workers, and this pool has none",
             ));

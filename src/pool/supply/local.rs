@@ -81,6 +81,10 @@ impl Local {
 }
 
 impl Supply for Local {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn top_up(&mut self, reactor: &mut Reactor, _now: Instant, started: &mut Vec<Started>) {
         while !self.stopped
             && self.alive < self.size

@@ -133,6 +133,11 @@ pub(crate) trait Supply: fmt::Debug {
         0
     }
 
+    /// Whether its workers are local processes (which regions can reach).
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// The handle of the host source it runs (a launcher, a DNS source).
     fn host_source(&self) -> Option<&dyn Any> {
         None
