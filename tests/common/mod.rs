@@ -21,11 +21,20 @@ pub fn is_cloexec(fd: RawFd) -> bool {
     flags & libc::FD_CLOEXEC != 0
 }
 
-/// True once `pid` is no child of ours (reaped: `waitpid` says ECHILD).
+/// True once `pid` is no child of ours (reaped: `waitid` says ECHILD).
 pub fn is_reaped(pid: i32) -> bool {
-    let mut status = 0;
-    // SAFETY: WNOHANG never blocks; status is a valid out-pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    // WNOWAIT: a zombie is looked at, not reaped (reaping it here would
+    // make the next look say "reaped" whoever failed to reap it).
+    // SAFETY: a zeroed siginfo_t is valid; WNOHANG never blocks.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
     r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
 }
 
