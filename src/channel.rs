@@ -274,12 +274,7 @@ impl Channel {
     /// the socket is full), unless replies are batched
     /// ([`Channel::set_batch_replies`]).
     pub fn send<T: Serialize + ?Sized>(&mut self, msg: &T) -> Result<()> {
-        let format = self.format;
-        self.sealed_line(|out, scratch| format.encode_line(msg, out, scratch))?;
-        if !self.batch || !self.request_buffered() || self.out.len() >= CHANNEL_FLUSH_AT {
-            self.flush()?;
-        }
-        Ok(())
+        self.send_with(|format, out, scratch| format.encode_line(msg, out, scratch))
     }
 
     /// Sends one line that `encode` appends to the output (with its

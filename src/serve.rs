@@ -391,11 +391,8 @@ fn serve_chunk<A, W: Work<A>>(
     // Strings and ints always encode.
     outer.push(&failures)?;
     outer.push(&nanos)?;
+    let text_len = outer.text_len();
     let raw = outer.finish();
-    let text_len = match format {
-        Format::Json => raw.len(),
-        Format::Marshal => raw.len().div_ceil(3) * 4,
-    };
     if frame::MAX_HEADER + text_len > chan.max_line() {
         let message = format!(
             "the chunk's answer ({} bytes) is over the {}-byte line limit",

@@ -541,7 +541,10 @@ fn wait_bounded(child: &Mutex<Child>, bound: Duration) -> String {
     let until = Instant::now().checked_add(bound);
     loop {
         match lock(child).try_wait() {
-            Ok(Some(status)) => return crate::process::describe(Some(status)).to_string(),
+            Ok(Some(status)) => {
+                return crate::process::describe_as(crate::process::ChildKind::Exec, Some(status))
+                    .to_string()
+            }
             Ok(None) => {}
             Err(e) => return format!("unknown ({e})"),
         }

@@ -431,7 +431,7 @@ impl<Rep, S> Calls<Rep, S> {
     /// Closes and reaps every worker ([`Reactor::shutdown`]); calls still in
     /// flight are forgotten, not reported.
     pub(crate) fn shutdown(&mut self) {
-        let _ = self.slots.drain().count();
+        self.slots.clear();
         self.deadlines.clear();
         self.events.clear();
         self.in_flight = 0;

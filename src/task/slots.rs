@@ -68,9 +68,9 @@ impl<T> Slots<T> {
         self.places.iter().flatten().map(|(w, v)| (*w, v))
     }
 
-    /// Takes every value out.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (Worker, T)> + '_ {
+    /// Empties the table.
+    pub(crate) fn clear(&mut self) {
         self.len = 0;
-        self.places.drain(..).flatten()
+        self.places.clear();
     }
 }
