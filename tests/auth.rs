@@ -252,6 +252,15 @@ impl Serve {
     }
 }
 
+impl Drop for Serve {
+    /// A test that failed before `stop` leaves no server behind (its
+    /// serving children end with it: parent-death signal).
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn call(addr: &str, secret: Option<&str>, extra: &[&str], input: &[u8]) -> std::process::Output {
     let mut cmd = Command::new(example("call"));
     cmd.args(["--connect", addr, "--timeout", "5"])
