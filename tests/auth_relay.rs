@@ -48,6 +48,9 @@ fn pump(
             Ok(_) => {}
         }
         n += 1;
+        // Recorded before it is passed on: whoever reacts to it finds it
+        // recorded.
+        let _ = seen.send(line.clone());
         if to.write_all(&line).is_err() {
             break;
         }
@@ -56,7 +59,6 @@ fn pump(
                 let _ = to.write_all(bytes);
             }
         }
-        let _ = seen.send(line);
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
 }

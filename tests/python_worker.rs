@@ -143,7 +143,16 @@ impl Helper {
     fn finish(mut self) -> (Option<i32>, Vec<Vec<u8>>, String) {
         drop(self.stdin.take());
         let status = wait_child(&mut self.child, DEADLINE);
-        let rest: Vec<Vec<u8>> = self.lines.try_iter().collect();
+        // Everything the reader thread still gets until stdout's end (the
+        // exit says nothing of what is still in flight to it).
+        let mut rest: Vec<Vec<u8>> = Vec::new();
+        loop {
+            match self.lines.recv_timeout(DEADLINE) {
+                Ok(line) => rest.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout never ended"),
+            }
+        }
         let mut err = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             e.read_to_string(&mut err).expect("stderr");

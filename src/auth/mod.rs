@@ -194,13 +194,19 @@ pub(crate) fn take_line(fd: impl AsFd) -> io::Result<Option<Vec<u8>>> {
 
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut digits = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut digits);
+    digits.into_iter().map(char::from).collect()
+}
+
+/// Writes the lowercase hex digits of `bytes` into `dst` (two per byte;
+/// `dst` is exactly that long).
+pub(crate) fn hex_into(bytes: &[u8], dst: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    for (b, pair) in bytes.iter().zip(dst.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
-    s
 }
 
 /// Hex (either case) to bytes; `None` for anything else.

@@ -10,7 +10,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{hex, keyed, unhex};
+use super::{hex_into, keyed, unhex};
 
 /// Bytes of a tag.
 pub(crate) const TAG_LEN: usize = 16;
@@ -78,26 +78,28 @@ impl TagSealer {
             } else {
                 out.len()
             };
-            let t = self.next(&out[body..end.max(body)]);
-            out[mark..mark + TAG_LEN * 2].copy_from_slice(t.as_bytes());
+            let (before, line) = out.split_at_mut(body);
+            let payload = &line[..end.max(body) - body];
+            self.next_into(payload, &mut before[mark..mark + TAG_LEN * 2]);
             return;
         }
         let rest = out.split_off(body);
         out.truncate(mark);
         for line in rest.split_inclusive(|&b| b == b'\n') {
             let payload = line.strip_suffix(b"\n").unwrap_or(line);
-            let t = self.next(payload);
-            out.extend_from_slice(t.as_bytes());
+            let mut t = [0u8; TAG_LEN * 2];
+            self.next_into(payload, &mut t);
+            out.extend_from_slice(&t);
             out.push(b' ');
             out.extend_from_slice(line);
         }
     }
 
-    /// The hex tag of the next line.
-    fn next(&mut self, payload: &[u8]) -> String {
+    /// Writes the hex tag of the next line into `dst` (no allocation).
+    fn next_into(&mut self, payload: &[u8], dst: &mut [u8]) {
         let full = tag(&self.key, self.seq, payload).finalize().into_bytes();
         self.seq = self.seq.wrapping_add(1);
-        hex(&full[..TAG_LEN])
+        hex_into(&full[..TAG_LEN], dst);
     }
 }
 
