@@ -65,7 +65,7 @@ impl Secret {
         Self::checked(bytes.into(), "the secret given")
     }
 
-    fn checked(bytes: Vec<u8>, origin: &str) -> Result<Self> {
+    pub(crate) fn checked(bytes: Vec<u8>, origin: &str) -> Result<Self> {
         if bytes.len() < MIN_SECRET_LEN {
             return Err(Error::Secret {
                 origin: origin.to_owned(),

@@ -132,10 +132,11 @@ impl WorkerConfig {
         c.advertise = var("MINIRAY_ADVERTISE")?;
         if let Some(path) = var("MINIRAY_SECRET_FILE")? {
             c.secret = Some(read_secret("MINIRAY_SECRET_FILE", &path)?);
-        } else if let Some(s) = env("MINIRAY_SECRET") {
+        } else if let Some(s) = env(crate::SECRET_ENV) {
+            // As `Secret::from_env` reads it, from the environment given.
             let bytes = std::os::unix::ffi::OsStringExt::into_vec(s);
-            let secret = Secret::new(bytes)
-                .map_err(|e| ClusterError::config("MINIRAY_SECRET", e.to_string()))?;
+            let secret = Secret::checked(bytes, &format!("${}", crate::SECRET_ENV))
+                .map_err(|e| ClusterError::config(crate::SECRET_ENV, e.to_string()))?;
             c.secret = Some(secret);
         }
         if let Some(v) = var("MINIRAY_FORMAT")? {
@@ -205,7 +206,8 @@ fn parse_secs(name: &str, v: &str) -> Result<Option<Duration>, ClusterError> {
 }
 
 fn read_secret(name: &str, path: &str) -> Result<Secret, ClusterError> {
-    Secret::from_file(path).map_err(|e| ClusterError::config(name, format!("{path}: {e}")))
+    // The error names the file already.
+    Secret::from_file(path).map_err(|e| ClusterError::config(name, e.to_string()))
 }
 
 /// Serves `f` on one address until the worker is told to stop, configured
@@ -445,5 +447,19 @@ mod tests {
             WorkerConfig::parse(std::iter::empty::<&str>(), bad_env),
             Err(ClusterError::Config { name, .. }) if name == "MINIRAY_EXIT_ON_EOF"
         ));
+        // A short secret in the environment is named as the variable, and a
+        // secret file's error names its path once.
+        let short = env_of(&[("MINIRAY_SECRET", "short")]);
+        let e = WorkerConfig::parse(std::iter::empty::<&str>(), short)
+            .expect_err("a short secret")
+            .to_string();
+        assert!(
+            e.contains("$MINIRAY_SECRET cannot be used") && e.contains("5 bytes"),
+            "{e}"
+        );
+        let e = WorkerConfig::parse(["--secret-file", "/nonexistent/secret"], &none)
+            .expect_err("no such file")
+            .to_string();
+        assert_eq!(e.matches("/nonexistent/secret").count(), 1, "{e}");
     }
 }
