@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+/// Where [`Channel::read_lines`] hands each line (or a line's error).
+pub(crate) type LineSink<'a> = dyn FnMut(std::result::Result<&[u8], Error>) -> io::Result<()> + 'a;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -336,24 +339,22 @@ impl Channel {
 
     /// One read (it blocks unless the socket is readable: `poll` first),
     /// then every complete line it brought, checked, to `sink` as it is (no
-    /// decoding): the exec relay's input. `Ok(false)` once the peer closed
-    /// (or the session ended on a line that did not verify: its error is
-    /// returned).
-    pub(crate) fn read_lines(
-        &mut self,
-        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
-    ) -> Result<bool> {
+    /// decoding): the exec relay's input. A line too long for the limit
+    /// goes to `sink` as its error (the caller answers it), unless it ended
+    /// the session (tagged lines lose their sequence with it): then it is
+    /// returned. `Ok(false)` once the peer closed (or the session ended on
+    /// a line that did not verify: its error is returned).
+    pub(crate) fn read_lines(&mut self, sink: &mut LineSink<'_>) -> Result<bool> {
         if self.eof {
             return Ok(false);
         }
         self.fill()?;
         loop {
             let wrote = match self.buffered() {
-                Ok(Some(Found::InPlace(r))) => sink(&self.rbuf[r]),
-                Ok(Some(Found::Queued(m))) => sink(&m.into_line()),
+                Ok(Some(Found::InPlace(r))) => sink(Ok(&self.rbuf[r])),
+                Ok(Some(Found::Queued(m))) => sink(Ok(&m.into_line())),
                 Ok(None) => return Ok(!self.eof),
-                // A line too long for the limit is dropped; the rest goes on.
-                Err(Error::LineTooLong { .. }) => continue,
+                Err(e @ Error::LineTooLong { .. }) if !self.inbound.is_broken() => sink(Err(e)),
                 Err(e) => return Err(e),
             };
             wrote.map_err(|e| Error::io("write", e))?;

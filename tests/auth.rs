@@ -428,3 +428,51 @@ fn a_pool_without_a_secret_is_told_the_host_requires_one() {
     assert!(text.contains("requires a secret"), "{text}");
     assert!(!text.contains("decode"), "{text}");
 }
+
+/// An exec server with a secret relays each line to its program; a client
+/// line over the server's limit cannot go, and is answered in its place
+/// with an error naming why (before, the relay dropped it and the client
+/// waited for a reply that never came). Encrypted, so the session goes on.
+#[test]
+fn an_exec_relay_answers_a_line_too_long_in_its_place() {
+    use miniray::Exec;
+    let secret = Secret::new(b"a secret for the relay's limit".to_vec()).expect("secret");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
+    let server_secret = secret.clone();
+    let server = std::thread::spawn(move || {
+        let mut r = Reactor::new().expect("reactor");
+        let opts = ServerOptions::new().secret(server_secret).max_line(1024);
+        let s = r
+            .listen_exec(
+                "127.0.0.1:0",
+                &opts,
+                Exec::new("cat", [] as [&str; 0]).expect("exec"),
+            )
+            .expect("listen");
+        tx.send(r.server_addr(s).expect("addr")).expect("addr sent");
+        while stop.try_recv().is_err() {
+            r.wait_events(Some(Duration::from_millis(50)))
+                .expect("serve");
+        }
+        r.stop_server(s).expect("stop");
+    });
+    let addr = rx.recv_timeout(DEADLINE).expect("server up");
+    let mut r = Reactor::new().expect("reactor");
+    let opts = ConnectOptions::new().secret(secret).encrypt(true);
+    let w = r.connect(addr, &opts, Some(DEADLINE)).expect("connect");
+    r.send(w, &json!(1)).expect("send");
+    r.send(w, &json!("x".repeat(5000))).expect("send");
+    r.send(w, &json!(3)).expect("send");
+    assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("first"), json!(1));
+    match r.recv::<Value>(w, Some(DEADLINE)) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(kind, "line too long", "{message}");
+        }
+        other => panic!("the over-long line's answer: {other:?}"),
+    }
+    assert_eq!(r.recv::<Value>(w, Some(DEADLINE)).expect("third"), json!(3));
+    drop(r);
+    stop_tx.send(()).expect("stop");
+    server.join().expect("server thread");
+}

@@ -12,6 +12,7 @@
 //! when the client sent no line for that long while the program had
 //! answered every line (one reply per request, as the plain protocol).
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::fork::{self, Work};
+use crate::frame::{self, Kind};
 use crate::framing::LineBuffer;
 use crate::options::{ChildSettings, LineSettings};
 use crate::process::{EXIT_ERROR, EXIT_IDLE};
@@ -56,6 +58,7 @@ pub(super) fn serve_exec(
         prog_open: true,
         sent: 0,
         answered: 0,
+        too_long: VecDeque::new(),
     };
     let outcome = relay.run(ch, idle);
     // The client is gone or the program is done: closing our end tells the
@@ -92,6 +95,10 @@ struct Relay {
     /// Lines given to the program, and lines it sent back (for the idle rule).
     sent: u64,
     answered: u64,
+    /// Plain client lines too long to pass on, each with its place among
+    /// the answers (the number of lines before it): its error reply goes
+    /// back there, so the replies stay in order.
+    too_long: VecDeque<(u64, String)>,
 }
 
 impl Relay {
@@ -130,12 +137,34 @@ impl Relay {
             if client_ev != 0 {
                 let to_prog = &mut self.to_prog;
                 let sent = &mut self.sent;
-                let open = ch.read_lines(&mut |payload: &[u8]| {
-                    to_prog.extend_from_slice(payload);
-                    to_prog.push(b'\n');
+                let too_long = &mut self.too_long;
+                let mut framed_too_long = Vec::new();
+                let open = ch.read_lines(&mut |line| {
+                    match line {
+                        Ok(payload) => {
+                            to_prog.extend_from_slice(payload);
+                            to_prog.push(b'\n');
+                        }
+                        // A framed request is answered by its id at once.
+                        Err(e @ Error::LineTooLong { .. }) if framed_id(&e).is_some() => {
+                            framed_too_long.push(e);
+                            return Ok(());
+                        }
+                        Err(e) => too_long.push_back((*sent, e.to_string())),
+                    }
                     *sent += 1;
                     Ok(())
                 })?;
+                for e in framed_too_long {
+                    if let Some(id) = framed_id(&e) {
+                        let failure = ("line too long", e.to_string());
+                        ch.send_with(|format, out, scratch| {
+                            frame::write_header(Kind::Error, id, out);
+                            format.encode_line(&failure, out, scratch)
+                        })?;
+                    }
+                }
+                self.answer_too_long(ch)?;
                 if !open {
                     self.client_open = false;
                 }
@@ -149,6 +178,27 @@ impl Relay {
             }
             if prog_ev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                 self.read_prog(ch, &mut buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the error replies of over-long plain lines whose turn came.
+    fn answer_too_long(&mut self, ch: &mut Channel) -> Result<()> {
+        Self::too_long_due(&mut self.too_long, &mut self.answered, ch)
+    }
+
+    /// The error replies due now: each once every line before its own was
+    /// answered.
+    fn too_long_due(
+        too_long: &mut VecDeque<(u64, String)>,
+        answered: &mut u64,
+        ch: &mut Channel,
+    ) -> Result<()> {
+        while too_long.front().is_some_and(|(at, _)| *at == *answered) {
+            if let Some((_, message)) = too_long.pop_front() {
+                ch.send_error("line too long", &message)?;
+                *answered += 1;
             }
         }
         Ok(())
@@ -189,7 +239,12 @@ impl Relay {
                 Ok(n) => {
                     let mut failed = None;
                     let answered = &mut self.answered;
+                    let too_long = &mut self.too_long;
                     self.from_prog.feed(&buf[..n], |line| {
+                        if failed.is_some() {
+                            return;
+                        }
+                        failed = Self::too_long_due(too_long, answered, ch).err();
                         if failed.is_some() {
                             return;
                         }
@@ -213,5 +268,16 @@ impl Relay {
                 }
             }
         }
+    }
+}
+
+/// The id of the framed request (`#q`, `#c`) an over-long line started.
+fn framed_id(e: &Error) -> Option<u64> {
+    let Error::LineTooLong { start, .. } = e else {
+        return None;
+    };
+    match frame::parse(start) {
+        Ok(Some((h, _))) if matches!(h.kind, Kind::Request | Kind::Chunk) => Some(h.id),
+        _ => None,
     }
 }
