@@ -537,8 +537,7 @@ where
     /// others of its chunk sent again) and it is not tried again. Its
     /// result then says [`Cause::Cancelled`].
     pub(crate) fn cancel(&mut self, id: crate::task::TaskId) {
-        let gone = self.queue.remove_where(|t, _| t == id);
-        for task in gone {
+        if let Some(task) = self.queue.remove_id(id) {
             let last = Attempt {
                 worker: None,
                 cause: Cause::Cancelled,

@@ -549,9 +549,8 @@ impl<Req, Rep> Pool<Req, Rep> {
     /// ones' results are thrown away.
     fn abandon(&mut self, sink: SinkId) {
         self.router.drop_map(sink);
-        for _ in self.queue.remove_where(|_, s| s == sink) {
-            self.router.forget(sink);
-        }
+        let gone = self.queue.remove_sink(sink);
+        self.router.forget(sink, gone);
     }
 }
 

@@ -308,53 +308,135 @@ impl<Req> Queue<Req> {
         }
     }
 
-    /// Removes the tasks `drop(id, sink)` picks, as tasks.
-    pub(crate) fn remove_where(&mut self, drop: impl Fn(TaskId, SinkId) -> bool) -> Vec<Task<Req>> {
-        let mut gone = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.entries.len());
-        for e in self.entries.drain(..) {
-            if let Entry::Alone(t) = e {
-                if drop(t.id, t.sink) {
-                    gone.push(t);
+    /// Removes task `id` if it is queued: a run holding it is split
+    /// around it (its other tasks stay fresh, in place); no other entry is
+    /// touched.
+    pub(crate) fn remove_id(&mut self, id: TaskId) -> Option<Task<Req>> {
+        let at = self.entries.iter().position(|e| match e {
+            Entry::Alone(t) => t.id == id,
+            Entry::Fresh { first, reqs, .. } => id
+                .get()
+                .checked_sub(*first)
+                .is_some_and(|i| i < reqs.len() as u64),
+        })?;
+        let task = match self.entries.get_mut(at)? {
+            Entry::Alone(_) => match self.entries.remove(at)? {
+                Entry::Alone(t) => t,
+                Entry::Fresh { .. } => return None,
+            },
+            Entry::Fresh {
+                first,
+                seq,
+                sink,
+                reqs,
+            } => {
+                let i = id.get() - *first;
+                let (sink, task_seq) = (*sink, *seq + i);
+                let req = if i == 0 {
+                    // The first (the usual order of cancels): the run just
+                    // starts one later.
+                    *first += 1;
+                    *seq += 1;
+                    reqs.pop_front()?
+                } else if i + 1 == reqs.len() as u64 {
+                    reqs.pop_back()?
                 } else {
-                    kept.push_back(Entry::Alone(t));
+                    // From the middle: the tasks after it become a run of
+                    // their own, right behind.
+                    let after = reqs.split_off(i as usize + 1);
+                    let req = reqs.pop_back()?;
+                    self.entries.insert(
+                        at + 1,
+                        Entry::Fresh {
+                            first: id.get() + 1,
+                            seq: task_seq + 1,
+                            sink,
+                            reqs: after,
+                        },
+                    );
+                    req
+                };
+                if matches!(self.entries.get(at), Some(Entry::Fresh { reqs, .. }) if reqs.is_empty())
+                {
+                    self.entries.remove(at);
                 }
-                continue;
-            }
-            // A run: split around the dropped tasks, keeping the rest fresh.
-            let mut rest: Option<Entry<Req>> = None;
-            for t in e.into_tasks() {
-                if drop(t.id, t.sink) {
-                    if let Some(r) = rest.take() {
-                        kept.push_back(r);
-                    }
-                    gone.push(t);
-                    continue;
-                }
-                match &mut rest {
-                    Some(Entry::Fresh { reqs, .. }) => reqs.push_back(t.req),
-                    _ => {
-                        rest = Some(Entry::Fresh {
-                            first: t.id.get(),
-                            seq: t.seq,
-                            sink: t.sink,
-                            reqs: VecDeque::from([t.req]),
-                        })
-                    }
+                Task {
+                    id,
+                    req,
+                    sink,
+                    seq: task_seq,
+                    tries: Vec::new(),
+                    avoid: None,
+                    regions: Vec::new(),
                 }
             }
-            if let Some(r) = rest {
-                kept.push_back(r);
+        };
+        self.len -= 1;
+        Some(task)
+    }
+
+    /// Removes every queued task of `sink` (whole runs: a run has one
+    /// sink); how many.
+    pub(crate) fn remove_sink(&mut self, sink: SinkId) -> usize {
+        let before = self.len;
+        let len = &mut self.len;
+        self.entries.retain(|e| {
+            let (s, n) = match e {
+                Entry::Alone(t) => (t.sink, 1),
+                Entry::Fresh { sink, reqs, .. } => (*sink, reqs.len()),
+            };
+            if s == sink {
+                *len -= n;
             }
-        }
-        self.entries = kept;
-        self.len -= gone.len();
-        gone
+            s != sink
+        });
+        before - self.len
     }
 
     /// Takes every task out.
     pub(crate) fn drain(&mut self) -> Vec<Task<Req>> {
         self.len = 0;
         self.entries.drain(..).flat_map(Entry::into_tasks).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::router::{Router, HANDLES};
+
+    fn ids(q: &mut Queue<u64>) -> Vec<u64> {
+        q.drain().into_iter().map(|t| t.id.get()).collect()
+    }
+
+    #[test]
+    fn removing_one_task_splits_only_its_run_and_a_sinks_runs_go_whole() {
+        let mut router: Router<u64> = Router::default();
+        let map = router.open_map(true);
+        let mut q = Queue::default();
+        assert_eq!(q.push_fresh_run(TaskId(0), 0, map, 0..10u64), 10);
+        assert_eq!(q.push_fresh_run(TaskId(10), 0, HANDLES, 10..13u64), 3);
+        // Task 4 comes out with its own place; the rest of its run stays
+        // fresh, in order, around it.
+        let t = q.remove_id(TaskId(4)).expect("queued");
+        assert_eq!((t.id.get(), t.req, t.seq), (4, 4, 4));
+        assert!(q.remove_id(TaskId(4)).is_none(), "gone");
+        assert!(q.remove_id(TaskId(99)).is_none(), "never queued");
+        assert_eq!(q.len(), 12);
+        let t = q.remove_id(TaskId(12)).expect("the last of its run");
+        assert_eq!(t.id.get(), 12);
+        // The map's tasks go as whole runs; the others stay.
+        assert_eq!(q.remove_sink(map), 9);
+        assert_eq!(q.len(), 2);
+        assert_eq!(ids(&mut q), [10, 11]);
+    }
+
+    #[test]
+    fn a_run_split_by_a_removal_keeps_its_order() {
+        let mut q = Queue::default();
+        q.push_fresh_run(TaskId(0), 0, HANDLES, 0..5u64);
+        q.remove_id(TaskId(2)).expect("queued");
+        q.remove_id(TaskId(0)).expect("queued");
+        assert_eq!(ids(&mut q), [1, 3, 4]);
     }
 }

@@ -257,12 +257,12 @@ impl<Rep> Router<Rep> {
         }
     }
 
-    /// A task of a dropped sink was dropped before it finished.
-    pub(crate) fn forget(&mut self, sink: SinkId) {
+    /// `n` tasks of a dropped sink were dropped before they finished.
+    pub(crate) fn forget(&mut self, sink: SinkId, n: usize) {
         let Some((s, outstanding)) = self.sinks.get_mut(sink.0) else {
             return;
         };
-        *outstanding = outstanding.saturating_sub(1);
+        *outstanding = outstanding.saturating_sub(n);
         if matches!(s, Sink::Dropped) && *outstanding == 0 {
             self.sinks.remove(sink.0);
         }
