@@ -1779,9 +1779,16 @@ fn thread_hops(rounds: usize) -> Vec<f64> {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => panic!("hop read: {e}"),
             }
-            while let Ok(answer) = asked.try_recv() {
-                n += 1;
-                let _ = answer.send(n);
+            loop {
+                match asked.try_recv() {
+                    Ok(answer) => {
+                        n += 1;
+                        let _ = answer.send(n);
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    // The caller is done (its last ring says so).
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
             }
         }
     });
@@ -1794,7 +1801,10 @@ fn thread_hops(rounds: usize) -> Vec<f64> {
         assert_eq!(answered.recv().expect("answer"), i);
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    drop(tx);
+    // The end: no more asks, and one last ring to see it by (a hang-up
+    // alone may come with the last byte's edge and go unseen).
+    drop(asks);
+    tx.write_all(&[1]).expect("ring");
     echo.join().expect("echo thread");
     times
 }

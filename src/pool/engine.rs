@@ -372,10 +372,17 @@ where
         }
         match (answer, unit.load) {
             (Answer::One(rep), Load::One(task)) => self.finish(task, Ok(rep)),
-            (Answer::One(rep), load) => {
+            (Answer::One(rep), load) if load.len() == 1 => {
                 if let Some(task) = load.into_tasks().pop() {
                     self.finish(task, Ok(rep));
                 }
+            }
+            // The calls layer matches one reply only to a call of one task:
+            // should a chunk ever get one, its tasks fail as a chunk (each
+            // then runs alone), none is dropped.
+            (Answer::One(_), load) => {
+                let message = format!("one reply for a chunk of {} tasks", load.len());
+                self.chunk_failed(load.into_tasks(), w, origin, Cause::Reply { message })
             }
             (
                 Answer::Chunk {
